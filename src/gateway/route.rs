@@ -1,0 +1,71 @@
+//! Which door a request goes to, decided from its method, path and headers only.
+
+use http::Request;
+
+use super::headers;
+use crate::config::Config;
+
+/// The door a request takes; its label is the bounded `route` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// A websocket upgrade on a configured sync path.
+    Sync,
+    /// Any other upgrade, relayed as is.
+    Upgrade,
+    /// A plain HTTP request, forwarded to the sync server.
+    Forward,
+}
+
+impl Route {
+    /// Classifies `req` under `config`.
+    pub(crate) fn classify<B>(req: &Request<B>, config: &Config) -> Self {
+        if req.version() <= http::Version::HTTP_11 && headers::is_upgrade(req.headers()) {
+            let path = req.uri().path();
+            if config
+                .upstream
+                .sync_paths
+                .iter()
+                .any(|prefix| path_has_prefix(path, prefix))
+            {
+                Self::Sync
+            } else {
+                Self::Upgrade
+            }
+        } else {
+            Self::Forward
+        }
+    }
+
+    /// The metric label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Upgrade => "upgrade",
+            Self::Forward => "forward",
+        }
+    }
+}
+
+/// `prefix` matches whole path segments: `/sync` matches `/sync` and `/sync/x`, not `/syncer`.
+pub(crate) fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_matches_whole_segments_only() {
+        assert!(path_has_prefix("/sync", "/sync"));
+        assert!(path_has_prefix("/sync/room/1", "/sync"));
+        assert!(path_has_prefix("/sync/room", "/sync/"));
+        assert!(!path_has_prefix("/syncer", "/sync"));
+        assert!(!path_has_prefix("/api", "/sync"));
+        assert!(path_has_prefix("/anything", "/"));
+    }
+}

@@ -1,0 +1,21 @@
+//! drawbridge: an auth gateway that stands in front of a websocket sync server.
+//!
+//! It terminates TLS, forwards plain HTTP to the sync server, and (with the auth core and the
+//! tunnel) lets websocket upgrades through only for authenticated sessions. The binary in
+//! `main.rs` is a thin CLI over [`App`]; tests and benches use this library.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+pub mod app;
+pub mod config;
+pub mod demo;
+mod forward;
+mod gateway;
+mod listener;
+pub mod metrics;
+pub mod shutdown;
+pub mod tls;
+
+pub use app::{App, AppError};
+pub use config::{Config, ConfigError};

@@ -1,0 +1,132 @@
+//! The `drawbridge` command: run, check, demo.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use drawbridge::config::{self, Config, LogFormat};
+use drawbridge::{App, demo, shutdown};
+
+/// EX_USAGE: the config (or the command line) is wrong.
+const EXIT_USAGE: u8 = 64;
+
+/// An auth gateway for websocket sync servers.
+#[derive(Debug, Parser)]
+#[command(name = "drawbridge", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve with the given config file.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short, env = config::ENV_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file and print a summary; exit 64 listing each problem.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short, env = config::ENV_CONFIG)]
+        config: PathBuf,
+        /// Check syntax and values only; do not read the TLS files the config names.
+        #[arg(long)]
+        skip_files: bool,
+    },
+    /// Run the gateway with a demo sync server and a self-signed certificate, all on loopback.
+    Demo {
+        /// Gateway address.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        addr: SocketAddr,
+        /// Admin address (health, readiness, metrics).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_addr: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config, skip_files } => check(&config, skip_files),
+        Command::Run { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return usage_error(&config, &e),
+            };
+            init_logs(cfg.log.format, &cfg.log.level);
+            runtime(async move {
+                let app = App::bind(cfg).await?.reload_on_sighup(config);
+                app.run(shutdown::signal()).await?;
+                Ok(())
+            })
+        }
+        Command::Demo { addr, admin_addr } => {
+            init_logs(LogFormat::Text, "info");
+            runtime(async move {
+                demo::run(demo::DemoOptions { addr, admin_addr }, shutdown::signal()).await?;
+                Ok(())
+            })
+        }
+    }
+}
+
+fn check(path: &std::path::Path, skip_files: bool) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return usage_error(path, &e),
+    };
+    if let (Some(tls), false) = (&cfg.tls, skip_files) {
+        if let Err(e) = drawbridge::tls::check_files(tls) {
+            eprintln!("{}: tls: {e}", path.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    println!("{}: ok\n\n{}", path.display(), cfg.summary());
+    ExitCode::SUCCESS
+}
+
+fn usage_error(path: &std::path::Path, e: &config::ConfigError) -> ExitCode {
+    for line in e.lines() {
+        eprintln!("{}: {line}", path.display());
+    }
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn runtime(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("drawbridge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "drawbridge stopped");
+            eprintln!("drawbridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: LogFormat, level: &str) {
+    let filter = std::env::var(config::ENV_LOG)
+        .ok()
+        .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,198 @@
+//! `Metrics` owns the Prometheus registry; each part registers its own families into it.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+
+/// Every metric family drawbridge exports, in its own registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub(crate) http: HttpMetrics,
+    pub(crate) conn: ConnMetrics,
+    pub(crate) tls: TlsMetrics,
+    pub(crate) upstream: UpstreamMetrics,
+}
+
+impl Metrics {
+    /// A fresh registry with every family registered.
+    ///
+    /// # Errors
+    /// A prometheus error if two families collide (a programming error).
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        Ok(Self {
+            http: HttpMetrics::register(&registry)?,
+            conn: ConnMetrics::register(&registry)?,
+            tls: TlsMetrics::register(&registry)?,
+            upstream: UpstreamMetrics::register(&registry)?,
+            registry,
+        })
+    }
+
+    /// The registry, for parts registered later.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Status class label for a response status.
+pub(crate) fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Requests on the main listener, by route class and status class.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpMetrics {
+    pub(crate) requests: IntCounterVec,
+    pub(crate) duration: HistogramVec,
+}
+
+impl HttpMetrics {
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_http_requests_total",
+                "Requests answered, by route class and status class",
+            ),
+            &["route", "status_class"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "drawbridge_http_request_duration_seconds",
+                "Time from request head to response head, by route class",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route"],
+        )?;
+        r.register(Box::new(requests.clone()))?;
+        r.register(Box::new(duration.clone()))?;
+        Ok(Self { requests, duration })
+    }
+
+    pub(crate) fn observe(&self, route: &str, status: http::StatusCode, seconds: f64) {
+        self.requests
+            .with_label_values(&[route, status_class(status)])
+            .inc();
+        self.duration.with_label_values(&[route]).observe(seconds);
+    }
+}
+
+/// Client connections on the main listener.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnMetrics {
+    pub(crate) open: IntGauge,
+    pub(crate) accepted: IntCounter,
+    pub(crate) refused: IntCounter,
+}
+
+impl ConnMetrics {
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let open = IntGauge::new("drawbridge_connections_open", "Client connections open now")?;
+        let accepted = IntCounter::new(
+            "drawbridge_connections_accepted_total",
+            "Client connections accepted",
+        )?;
+        let refused = IntCounter::new(
+            "drawbridge_connections_refused_total",
+            "Client connections closed at once because limits.max_connections were open",
+        )?;
+        r.register(Box::new(open.clone()))?;
+        r.register(Box::new(accepted.clone()))?;
+        r.register(Box::new(refused.clone()))?;
+        Ok(Self {
+            open,
+            accepted,
+            refused,
+        })
+    }
+}
+
+/// TLS handshakes and the serving certificate.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsMetrics {
+    pub(crate) handshake_failures: IntCounterVec,
+    pub(crate) handshake_duration: Histogram,
+    pub(crate) reloads: IntCounterVec,
+    pub(crate) not_after: Gauge,
+}
+
+impl TlsMetrics {
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_tls_handshake_failures_total",
+                "Failed TLS handshakes, by reason",
+            ),
+            &["reason"],
+        )?;
+        let handshake_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "drawbridge_tls_handshake_duration_seconds",
+                "Successful TLS handshake time",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+            ]),
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_tls_cert_reloads_total",
+                "Certificate reloads after the files changed, by result",
+            ),
+            &["result"],
+        )?;
+        let not_after = Gauge::new(
+            "drawbridge_tls_cert_not_after_timestamp_seconds",
+            "notAfter of the serving certificate, in Unix seconds",
+        )?;
+        r.register(Box::new(handshake_failures.clone()))?;
+        r.register(Box::new(handshake_duration.clone()))?;
+        r.register(Box::new(reloads.clone()))?;
+        r.register(Box::new(not_after.clone()))?;
+        Ok(Self {
+            handshake_failures,
+            handshake_duration,
+            reloads,
+            not_after,
+        })
+    }
+}
+
+/// Failures talking to the sync server.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamMetrics {
+    pub(crate) errors: IntCounterVec,
+}
+
+impl UpstreamMetrics {
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_upstream_errors_total",
+                "Forwarded requests that failed at the upstream, by kind (refused, timeout, body_too_large, error)",
+            ),
+            &["kind"],
+        )?;
+        r.register(Box::new(errors.clone()))?;
+        Ok(Self { errors })
+    }
+}

@@ -1,0 +1,260 @@
+//! The rustls server config: PEM loading, ALPN, optional client certificates, and hot reload.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::sync::mpsc;
+
+use crate::config;
+use crate::metrics::TlsMetrics;
+
+/// How long file events are gathered before one reload (a cert-manager swap touches several files).
+const RELOAD_SETTLE: Duration = Duration::from_millis(200);
+
+/// Why TLS material could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file held no usable PEM block of the expected kind.
+    #[error("{}: {what}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was missing or malformed.
+        what: &'static str,
+    },
+    /// rustls refused the material (unsupported key, key not matching the certificate, bad CA).
+    #[error("{context}: {source}")]
+    Rustls {
+        /// What was being built.
+        context: &'static str,
+        /// The rustls error.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The client CA bundle could not be turned into a verifier.
+    #[error("client CA: {0}")]
+    ClientCa(#[source] rustls::server::VerifierBuilderError),
+    /// The file watcher could not be started.
+    #[error("cannot watch certificate files: {0}")]
+    Watch(#[source] notify::Error),
+}
+
+/// The serving certificate, swapped atomically when the files change.
+#[derive(Debug)]
+pub(crate) struct CertStore {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// A loaded pair and the certificate's notAfter.
+struct Loaded {
+    key: CertifiedKey,
+    not_after: i64,
+    fingerprint: Vec<u8>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn load_pair(settings: &config::Tls, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
+    let cert_pem = read(&settings.cert_file)?;
+    let key_pem = read(&settings.key_file)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::Pem {
+            path: settings.cert_file.clone(),
+            what: "malformed PEM certificate",
+        })?;
+    let Some(leaf) = chain.first() else {
+        return Err(TlsError::Pem {
+            path: settings.cert_file.clone(),
+            what: "no CERTIFICATE block",
+        });
+    };
+    let not_after = x509_parser::parse_x509_certificate(leaf)
+        .map(|(_, c)| c.validity().not_after.timestamp())
+        .map_err(|_| TlsError::Pem {
+            path: settings.cert_file.clone(),
+            what: "leaf certificate is not valid X.509",
+        })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::Pem {
+        path: settings.key_file.clone(),
+        what: "no usable PRIVATE KEY block (PKCS#8, PKCS#1 or SEC1)",
+    })?;
+    let mut fingerprint = cert_pem;
+    fingerprint.extend_from_slice(&key_pem);
+    let key = CertifiedKey::from_der(chain, key, provider).map_err(|source| TlsError::Rustls {
+        context: "certificate and key",
+        source,
+    })?;
+    Ok(Loaded {
+        key,
+        not_after,
+        fingerprint,
+    })
+}
+
+fn client_verifier(
+    ca_file: &Path,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let pem = read(ca_file)?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|_| TlsError::Pem {
+            path: ca_file.to_owned(),
+            what: "malformed PEM certificate",
+        })?;
+        roots.add(cert).map_err(|source| TlsError::Rustls {
+            context: "client CA",
+            source,
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Pem {
+            path: ca_file.to_owned(),
+            what: "no CERTIFICATE block",
+        });
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(TlsError::ClientCa)
+}
+
+/// The live TLS state of the main listener.
+pub(crate) struct Tls {
+    pub(crate) server_config: Arc<ServerConfig>,
+    store: Arc<CertStore>,
+    settings: config::Tls,
+    provider: Arc<CryptoProvider>,
+    metrics: TlsMetrics,
+}
+
+impl Tls {
+    /// Loads the files named by `settings` and builds a server config for TLS 1.2/1.3 with ALPN h2 and http/1.1.
+    pub(crate) fn load(settings: &config::Tls, metrics: TlsMetrics) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let loaded = load_pair(settings, &provider)?;
+        metrics.not_after.set(loaded.not_after as f64);
+        let store = Arc::new(CertStore {
+            current: ArcSwap::from_pointee(loaded.key),
+        });
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|source| TlsError::Rustls {
+                context: "protocol versions",
+                source,
+            })?;
+        let builder = match &settings.client_ca_file {
+            Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, &provider)?),
+            None => builder.with_no_client_auth(),
+        };
+        let mut server_config = builder.with_cert_resolver(store.clone());
+        server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tls = Self {
+            server_config: Arc::new(server_config),
+            store,
+            settings: settings.clone(),
+            provider,
+            metrics,
+        };
+        Ok(tls)
+    }
+
+    /// Watches the directories holding the cert and key; on a change, loads the new pair and swaps it in.
+    /// A broken pair keeps the old one, logs an error and counts a failed reload.
+    /// The returned watcher must be kept alive for as long as reloads are wanted.
+    pub(crate) fn watch(self: &Arc<Self>) -> Result<RecommendedWatcher, TlsError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = tx.send(());
+                }
+            })
+            .map_err(TlsError::Watch)?;
+        // Watch the directories, not the files: cert-manager and the kubelet swap a `..data` symlink,
+        // which replaces the files without writing to them.
+        let dirs: BTreeSet<PathBuf> = [&self.settings.cert_file, &self.settings.key_file]
+            .into_iter()
+            .map(|f| match f.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                _ => PathBuf::from("."),
+            })
+            .collect();
+        for dir in &dirs {
+            watcher
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(TlsError::Watch)?;
+        }
+        let this = Arc::clone(self);
+        let mut fingerprint = load_pair(&self.settings, &self.provider)
+            .map(|l| l.fingerprint)
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                tokio::time::sleep(RELOAD_SETTLE).await;
+                while rx.try_recv().is_ok() {}
+                this.reload(&mut fingerprint);
+            }
+        });
+        Ok(watcher)
+    }
+
+    fn reload(&self, fingerprint: &mut Vec<u8>) {
+        match load_pair(&self.settings, &self.provider) {
+            Ok(loaded) if loaded.fingerprint == *fingerprint => {}
+            Ok(loaded) => {
+                *fingerprint = loaded.fingerprint;
+                self.metrics.not_after.set(loaded.not_after as f64);
+                self.store.current.store(Arc::new(loaded.key));
+                self.metrics.reloads.with_label_values(&["success"]).inc();
+                tracing::info!(cert = %self.settings.cert_file.display(), not_after = loaded.not_after, "certificate reloaded");
+            }
+            Err(error) => {
+                self.metrics.reloads.with_label_values(&["failure"]).inc();
+                tracing::error!(%error, "certificate reload failed; still serving the previous certificate");
+            }
+        }
+    }
+}
+
+/// Loads and checks the TLS files of a config without serving, for `drawbridge check`.
+///
+/// # Errors
+/// The first [`TlsError`] the files give.
+pub fn check_files(settings: &config::Tls) -> Result<(), TlsError> {
+    let metrics = crate::metrics::Metrics::new().map(|m| m.tls);
+    match metrics {
+        Ok(m) => Tls::load(settings, m).map(|_| ()),
+        Err(_) => Ok(()),
+    }
+}

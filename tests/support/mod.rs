@@ -1,0 +1,202 @@
+#![allow(dead_code, unused_imports, unreachable_pub)]
+//! Shared test parts: certificates made at test time, a real gateway on 127.0.0.1:0,
+//! a recording upstream, TLS clients, metrics reading, and polling with a deadline.
+
+pub mod certs;
+pub mod client;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use drawbridge::{App, Config};
+use tokio::sync::oneshot;
+
+pub use certs::{Ca, Issued};
+pub use upstream::Upstream;
+
+/// Polls `$cond` until it is true or the deadline passes.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr, $($msg:tt)+) => {{
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if $cond { break; }
+            if std::time::Instant::now() > deadline { panic!($($msg)+); }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }};
+}
+
+/// A real drawbridge, in process, on loopback.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub ca: Ca,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), drawbridge::AppError>>>,
+}
+
+/// Builder for a gateway config: the listener and admin ports are always `127.0.0.1:0`.
+pub struct GatewayBuilder {
+    upstream: String,
+    upstream_settings: String,
+    extra: String,
+    plaintext: bool,
+    client_ca: bool,
+}
+
+impl Gateway {
+    /// A TLS gateway in front of `upstream` (e.g. `http://127.0.0.1:1234`).
+    pub fn builder(upstream: impl Into<String>) -> GatewayBuilder {
+        GatewayBuilder {
+            upstream: upstream.into(),
+            upstream_settings: String::new(),
+            extra: String::new(),
+            plaintext: false,
+            client_ca: false,
+        }
+    }
+
+    pub fn cert_file(&self) -> PathBuf {
+        self.dir.path().join("tls.crt")
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.path().join("tls.key")
+    }
+
+    /// `https://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    pub async fn metrics(&self) -> String {
+        client::get_text(&format!("http://{}/metrics", self.admin_addr))
+            .await
+            .1
+    }
+
+    /// Triggers shutdown and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("gateway task").expect("gateway run");
+        }
+    }
+
+    /// Sends the shutdown signal without waiting.
+    pub fn trigger_shutdown(
+        &mut self,
+    ) -> tokio::task::JoinHandle<Result<(), drawbridge::AppError>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("running")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl GatewayBuilder {
+    /// Extra TOML appended to the generated config (its own tables only).
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+
+    /// A `key = value` line for the `[upstream]` table.
+    pub fn upstream_setting(mut self, line: &str) -> Self {
+        self.upstream_settings.push_str(line);
+        self.upstream_settings.push('\n');
+        self
+    }
+
+    pub fn plaintext(mut self) -> Self {
+        self.plaintext = true;
+        self
+    }
+
+    /// Require client certificates signed by the gateway's test CA.
+    pub fn require_client_certs(mut self) -> Self {
+        self.client_ca = true;
+        self
+    }
+
+    /// The config text this builder makes, with files written under `dir`.
+    pub fn config_text(&self, dir: &Path, ca: &Ca) -> String {
+        let server = ca.issue(&["localhost", "127.0.0.1"], 1001);
+        server.write(dir);
+        std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+        let client_ca = if self.client_ca {
+            format!("client_ca_file = {:?}\n", dir.join("ca.crt"))
+        } else {
+            String::new()
+        };
+        format!(
+            "[listen]\naddr = \"127.0.0.1:0\"\nplaintext = {}\n[tls]\ncert_file = {:?}\nkey_file = {:?}\n{client_ca}\
+             [admin]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n{}{}",
+            self.plaintext,
+            dir.join("tls.crt"),
+            dir.join("tls.key"),
+            self.upstream,
+            self.upstream_settings,
+            self.extra,
+        )
+    }
+
+    pub async fn spawn(self) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new();
+        let text = self.config_text(dir.path(), &ca);
+        let config =
+            Config::from_toml(&text, &drawbridge::config::System).expect("test config is valid");
+        let app = App::bind(config).await.expect("gateway binds");
+        let (addr, admin_addr) = (app.local_addr(), app.admin_addr());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        let gw = Gateway {
+            addr,
+            admin_addr,
+            ca,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        let ready = format!("http://{}/readyz", gw.admin_addr);
+        assert_eventually!(
+            client::get_text(&ready).await.0 == 200,
+            "gateway never became ready"
+        );
+        gw
+    }
+}
+
+/// The value of one sample line, e.g. `drawbridge_upstream_errors_total{kind="refused"}`; 0 when absent.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A short pause used only to space out bytes a slow client sends, never to wait for readiness.
+pub async fn pace(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
