@@ -119,6 +119,7 @@ impl App {
             metrics: self.shared.metrics.clone(),
             readiness: self.readiness.clone(),
         });
+        let admin_addr = self.admin_addr();
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin.serve(self.admin_listener, admin_stop.clone()));
         if let Some(path) = self.reload_from.clone() {
@@ -139,6 +140,7 @@ impl App {
         self.readiness.set_tls_loaded();
         tracing::info!(
             addr = %listener.tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            admin = %admin_addr,
             tls = self.tls.is_some(),
             "drawbridge serving"
         );

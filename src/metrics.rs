@@ -164,6 +164,13 @@ impl TlsMetrics {
             "drawbridge_tls_cert_not_after_timestamp_seconds",
             "notAfter of the serving certificate, in Unix seconds",
         )?;
+        // Known label values start at zero so dashboards and alerts see the series from the start.
+        for reason in ["timeout", "error"] {
+            handshake_failures.with_label_values(&[reason]);
+        }
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
         r.register(Box::new(handshake_failures.clone()))?;
         r.register(Box::new(handshake_duration.clone()))?;
         r.register(Box::new(reloads.clone()))?;
@@ -192,6 +199,9 @@ impl UpstreamMetrics {
             ),
             &["kind"],
         )?;
+        for kind in ["refused", "timeout", "body_too_large", "error"] {
+            errors.with_label_values(&[kind]);
+        }
         r.register(Box::new(errors.clone()))?;
         Ok(Self { errors })
     }

@@ -1,0 +1,106 @@
+//! `drawbridge demo`, run as a newcomer would: it serves, forwards, relays a websocket, and exits on SIGTERM.
+
+mod support;
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use support::client;
+use tokio_tungstenite::tungstenite::Message;
+
+fn field(banner: &[String], label: &str) -> String {
+    banner
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {label} line in {banner:?}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn demo_serves_the_sync_server_through_tls() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .args([
+            "demo",
+            "--addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let banner: Vec<String> = stdout
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.contains("websocat"))
+        .collect();
+    let gateway = field(&banner, "gateway");
+    let admin = field(&banner, "admin");
+    assert!(gateway.starts_with("https://127.0.0.1:"), "{banner:?}");
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.contains(&format!("curl -k {gateway}/api/items"))),
+        "{banner:?}"
+    );
+
+    // Trust the certificate the demo made, rather than skipping verification.
+    let cert_dir = std::env::temp_dir().join(format!("drawbridge-demo-{}", child.id()));
+    let ca = std::fs::read_to_string(cert_dir.join("tls.crt")).unwrap();
+    let http = client::https(&ca, false);
+    let resp = http
+        .get(format!("{gateway}/api/items").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let items = client::json(resp).await;
+    assert_eq!(items["items"][0]["title"], "raise the drawbridge");
+    assert_eq!(items["seen"]["x-forwarded-proto"], "https");
+
+    let addr = gateway.trim_start_matches("https://").parse().unwrap();
+    let tls = client::connect_tls(addr, &ca, None, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(format!("wss://localhost:{}/sync", addr.port()), tls)
+            .await
+            .unwrap();
+    ws.send(Message::text("ping through the gate"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("ping through the gate")
+    );
+    drop(ws);
+
+    let (status, metrics) = client::get_text(&format!("{admin}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .contains("drawbridge_http_requests_total{route=\"forward\",status_class=\"2xx\"} 1"),
+        "{metrics}"
+    );
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "demo did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    assert!(
+        !cert_dir.exists(),
+        "the demo left its certificate directory behind"
+    );
+}
