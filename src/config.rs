@@ -1,5 +1,6 @@
 //! The validated configuration: loaded from one TOML file, checked whole before any port is bound.
 
+pub mod auth;
 pub mod raw;
 mod secrets;
 
@@ -35,6 +36,8 @@ pub struct Config {
     pub shutdown: Shutdown,
     /// Logging.
     pub log: Log,
+    /// Providers, apps, cache, sessions and the auth doors.
+    pub auth: auth::Auth,
 }
 
 /// `[listen]`
@@ -319,6 +322,7 @@ impl TryFrom<raw::RawConfig> for Config {
         }
 
         let upstream = upstream(&raw.upstream, &mut p);
+        let auth = auth::validate(&raw, &mut p);
 
         for (key, v) in [
             (
@@ -369,8 +373,8 @@ impl TryFrom<raw::RawConfig> for Config {
             ));
         }
 
-        match (listen_addr, admin_addr, upstream) {
-            (Some(listen), Some(admin), Some(upstream)) if p.is_empty() => Ok(Self {
+        match (listen_addr, admin_addr, upstream, auth) {
+            (Some(listen), Some(admin), Some(upstream), Some(auth)) if p.is_empty() => Ok(Self {
                 listen: Listen { addr: listen },
                 tls,
                 admin: Admin { addr: admin },
@@ -390,6 +394,7 @@ impl TryFrom<raw::RawConfig> for Config {
                     format: raw.log.format,
                     level: raw.log.level,
                 },
+                auth,
             }),
             _ => Err(ConfigError::Invalid(p)),
         }

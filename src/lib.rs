@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod demo;
 mod forward;

@@ -2,7 +2,7 @@
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric family drawbridge exports, in its own registry.
@@ -13,6 +13,7 @@ pub struct Metrics {
     pub(crate) conn: ConnMetrics,
     pub(crate) tls: TlsMetrics,
     pub(crate) upstream: UpstreamMetrics,
+    pub(crate) auth: AuthMetrics,
 }
 
 impl Metrics {
@@ -27,6 +28,7 @@ impl Metrics {
             conn: ConnMetrics::register(&registry)?,
             tls: TlsMetrics::register(&registry)?,
             upstream: UpstreamMetrics::register(&registry)?,
+            auth: AuthMetrics::register(&registry)?,
             registry,
         })
     }
@@ -204,5 +206,94 @@ impl UpstreamMetrics {
         }
         r.register(Box::new(errors.clone()))?;
         Ok(Self { errors })
+    }
+}
+
+/// Logins, provider calls, the decision cache and sessions.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthMetrics {
+    pub(crate) logins: IntCounterVec,
+    pub(crate) provider_requests: IntCounterVec,
+    pub(crate) provider_duration: HistogramVec,
+    pub(crate) circuit_open: IntGaugeVec,
+    pub(crate) cache_requests: IntCounterVec,
+    pub(crate) cache_entries: IntGauge,
+    pub(crate) sessions_issued: IntCounter,
+    pub(crate) sessions_revoked: IntCounter,
+}
+
+impl AuthMetrics {
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let logins = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_logins_total",
+                "Login decisions, by door, provider and result (allow, deny, or the error)",
+            ),
+            &["door", "provider", "result"],
+        )?;
+        let provider_requests = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_provider_requests_total",
+                "Calls to provider webhooks, by provider and outcome",
+            ),
+            &["provider", "outcome"],
+        )?;
+        let provider_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "drawbridge_provider_duration_seconds",
+                "Time to a provider's answer on a cache miss, by provider",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["provider"],
+        )?;
+        let circuit_open = IntGaugeVec::new(
+            Opts::new(
+                "drawbridge_provider_circuit_open",
+                "1 while a provider's circuit breaker fails fast",
+            ),
+            &["provider"],
+        )?;
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_decision_cache_requests_total",
+                "Decision cache lookups, by result",
+            ),
+            &["result"],
+        )?;
+        for result in ["hit", "miss", "coalesced", "stale"] {
+            cache_requests.with_label_values(&[result]);
+        }
+        let cache_entries = IntGauge::new(
+            "drawbridge_decision_cache_entries",
+            "Decisions cached (approximate)",
+        )?;
+        let sessions_issued = IntCounter::new(
+            "drawbridge_sessions_issued_total",
+            "Session tokens minted, refreshes included",
+        )?;
+        let sessions_revoked = IntCounter::new(
+            "drawbridge_sessions_revoked_total",
+            "Sessions revoked by logout or the admin port",
+        )?;
+        r.register(Box::new(logins.clone()))?;
+        r.register(Box::new(provider_requests.clone()))?;
+        r.register(Box::new(provider_duration.clone()))?;
+        r.register(Box::new(circuit_open.clone()))?;
+        r.register(Box::new(cache_requests.clone()))?;
+        r.register(Box::new(cache_entries.clone()))?;
+        r.register(Box::new(sessions_issued.clone()))?;
+        r.register(Box::new(sessions_revoked.clone()))?;
+        Ok(Self {
+            logins,
+            provider_requests,
+            provider_duration,
+            circuit_open,
+            cache_requests,
+            cache_entries,
+            sessions_issued,
+            sessions_revoked,
+        })
     }
 }

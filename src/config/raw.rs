@@ -47,6 +47,20 @@ pub struct RawConfig {
     pub shutdown: RawShutdown,
     /// `[log]`
     pub log: RawLog,
+    /// `[providers.<name>]`
+    pub providers: std::collections::BTreeMap<String, RawProvider>,
+    /// `[apps.<appID>]`
+    pub apps: std::collections::BTreeMap<String, RawApp>,
+    /// `[cache]`
+    pub cache: RawCache,
+    /// `[session]`
+    pub session: RawSession,
+    /// `[aggregator]`
+    pub aggregator: RawAggregator,
+    /// `[rate_limit]`
+    pub rate_limit: RawRateLimit,
+    /// `[cors]`
+    pub cors: RawCors,
 }
 
 /// `[listen]`: the client-facing listener.
@@ -200,4 +214,316 @@ pub enum RawLogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Default webhook call timeout.
+pub const DEFAULT_PROVIDER_TIMEOUT_MS: u64 = 2_000;
+/// Default cap on concurrent calls to one webhook.
+pub const DEFAULT_PROVIDER_MAX_CONCURRENCY: usize = 64;
+/// Default retries on connect errors.
+pub const DEFAULT_PROVIDER_RETRIES: u32 = 1;
+/// Default consecutive failures that open a provider's circuit.
+pub const DEFAULT_CIRCUIT_FAILURES: u32 = 5;
+/// Default time an open circuit fails fast.
+pub const DEFAULT_CIRCUIT_COOLDOWN_MS: u64 = 10_000;
+/// Default JWKS refresh interval.
+pub const DEFAULT_JWKS_REFRESH_SECONDS: u64 = 300;
+/// Default decision cache size.
+pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 100_000;
+/// Default cap on how long an allow is cached.
+pub const DEFAULT_CACHE_MAX_TTL_SECONDS: u64 = 300;
+/// Default lifetime of a cached denial.
+pub const DEFAULT_CACHE_NEGATIVE_TTL_SECONDS: u64 = 5;
+/// Default session issuer and audience.
+pub const DEFAULT_SESSION_ISSUER: &str = "drawbridge";
+/// Default cap on a session token's lifetime.
+pub const DEFAULT_SESSION_MAX_TTL_SECONDS: u64 = 3_600;
+/// Default upgrade ticket lifetime.
+pub const DEFAULT_TICKET_TTL_SECONDS: u64 = 30;
+/// Default sustained login rate per client IP.
+pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
+/// Default login burst per client IP.
+pub const DEFAULT_RATE_BURST: u32 = 100;
+/// Default oldest accepted `ditto-signature` on the aggregator door.
+pub const DEFAULT_SIGNATURE_MAX_AGE_SECONDS: u64 = 300;
+
+/// `[providers.<name>]`, tagged by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawProvider {
+    /// A Ditto-contract webhook.
+    Webhook(RawWebhook),
+    /// A locally verified JWT.
+    Jwt(RawJwt),
+    /// Several providers behind one name.
+    Group(RawGroup),
+}
+
+/// `kind = "webhook"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// http or https URL.
+    pub url: Option<String>,
+    /// Deadline for the whole call, retries included.
+    #[serde(default = "default_provider_timeout")]
+    pub timeout_ms: u64,
+    /// `legacy` (`appID`) or `v1` (`databaseID`, `version`).
+    #[serde(default)]
+    pub request_format: RawRequestFormat,
+    /// Base64 HMAC key; when set every call carries `ditto-signature`.
+    pub signing_secret: Option<String>,
+    /// Extra static request headers.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Calls in flight at once.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Retries on connect errors only.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Consecutive failures that open the circuit (0 disables it).
+    #[serde(default = "default_circuit_failures")]
+    pub circuit_failures: u32,
+    /// How long an open circuit fails fast.
+    #[serde(default = "default_circuit_cooldown")]
+    pub circuit_cooldown_ms: u64,
+}
+
+/// Webhook request body shape.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawRequestFormat {
+    /// `{"appID","provider","token"}`
+    #[default]
+    Legacy,
+    /// `{"databaseID","version":"1","provider","token"}`
+    V1,
+}
+
+/// `kind = "jwt"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (one must match).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// JWKS endpoint, fetched at start and refreshed in the background.
+    pub jwks_url: Option<String>,
+    /// A local JWKS JSON file instead of a URL.
+    pub keys_file: Option<String>,
+    /// JWKS refresh interval.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_seconds: u64,
+    /// Accepted `alg` values.
+    #[serde(default = "default_jwt_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Claim that becomes the user ID.
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// Clock skew allowed on `exp`/`nbf`.
+    #[serde(default)]
+    pub leeway_seconds: u64,
+    /// Permissions granted, with `{claim}` placeholders in queries.
+    #[serde(default)]
+    pub permissions: RawPermissions,
+}
+
+/// A permissions template in the Ditto shape.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPermissions {
+    /// Read rules.
+    #[serde(default)]
+    pub read: RawAccess,
+    /// Write rules.
+    #[serde(default)]
+    pub write: RawAccess,
+    /// Whether remote queries are allowed.
+    #[serde(rename = "remoteQuery")]
+    pub remote_query: Option<bool>,
+}
+
+/// Read or write rules.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    /// Everything in every collection.
+    #[serde(default)]
+    pub everything: bool,
+    /// Per collection, queries a document must match.
+    #[serde(default, rename = "queriesByCollection")]
+    pub queries_by_collection: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// `kind = "group"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    /// Member provider names.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// How members are combined.
+    pub strategy: Option<RawStrategy>,
+    /// `ordered`: also fall through when a member errors.
+    #[serde(default)]
+    pub fallthrough_on_error: bool,
+}
+
+/// Group strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawStrategy {
+    /// Ask all at once; the first allow wins.
+    FirstSuccess,
+    /// All must allow.
+    All,
+    /// Try in order.
+    Ordered,
+}
+
+/// `[apps.<appID>]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApp {
+    /// Providers this app accepts.
+    pub providers: Vec<String>,
+}
+
+/// `[cache]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCache {
+    /// Entries kept at most.
+    pub max_entries: u64,
+    /// Cap on an allow's lifetime in the cache.
+    pub max_ttl_seconds: u64,
+    /// Lifetime of a cached denial.
+    pub negative_ttl_seconds: u64,
+    /// How long past its expiry an allow may be served while its provider fails.
+    pub stale_if_error_seconds: u64,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            max_entries: DEFAULT_CACHE_MAX_ENTRIES,
+            max_ttl_seconds: DEFAULT_CACHE_MAX_TTL_SECONDS,
+            negative_ttl_seconds: DEFAULT_CACHE_NEGATIVE_TTL_SECONDS,
+            stale_if_error_seconds: 0,
+        }
+    }
+}
+
+/// `[session]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSession {
+    /// `EdDSA` (default), `ES256`, `RS256` or `HS256`.
+    pub algorithm: Option<String>,
+    /// PEM private key (HS256: the secret itself); absent = an ephemeral key.
+    pub key_file: Option<String>,
+    /// Keys that still verify during a rotation.
+    pub previous_key_files: Vec<String>,
+    /// `iss` of minted tokens.
+    pub issuer: String,
+    /// `aud` of minted tokens.
+    pub audience: String,
+    /// Cap on a session token's lifetime.
+    pub max_ttl_seconds: u64,
+    /// Extra time a tunnel stays open past its session's expiry.
+    pub close_grace_seconds: u64,
+    /// Lifetime of an upgrade ticket.
+    pub ticket_ttl_seconds: u64,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            algorithm: None,
+            key_file: None,
+            previous_key_files: Vec::new(),
+            issuer: DEFAULT_SESSION_ISSUER.to_owned(),
+            audience: DEFAULT_SESSION_ISSUER.to_owned(),
+            max_ttl_seconds: DEFAULT_SESSION_MAX_TTL_SECONDS,
+            close_grace_seconds: 0,
+            ticket_ttl_seconds: DEFAULT_TICKET_TTL_SECONDS,
+        }
+    }
+}
+
+/// `[aggregator]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAggregator {
+    /// Base64 key the caller's `ditto-signature` must verify with; absent = unsigned calls accepted.
+    pub signing_secret: Option<String>,
+    /// Oldest accepted signature.
+    pub max_signature_age_seconds: u64,
+}
+
+impl Default for RawAggregator {
+    fn default() -> Self {
+        Self {
+            signing_secret: None,
+            max_signature_age_seconds: DEFAULT_SIGNATURE_MAX_AGE_SECONDS,
+        }
+    }
+}
+
+/// `[rate_limit]` on the auth routes, per client IP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimit {
+    /// Off switch.
+    pub enabled: bool,
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Burst size.
+    pub burst: u32,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_second: DEFAULT_RATE_PER_SECOND,
+            burst: DEFAULT_RATE_BURST,
+        }
+    }
+}
+
+/// `[cors]` for the auth routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCors {
+    /// Origins allowed to call the auth routes from a browser (`"*"` for any).
+    pub allowed_origins: Vec<String>,
+}
+
+fn default_provider_timeout() -> u64 {
+    DEFAULT_PROVIDER_TIMEOUT_MS
+}
+fn default_max_concurrency() -> usize {
+    DEFAULT_PROVIDER_MAX_CONCURRENCY
+}
+fn default_retries() -> u32 {
+    DEFAULT_PROVIDER_RETRIES
+}
+fn default_circuit_failures() -> u32 {
+    DEFAULT_CIRCUIT_FAILURES
+}
+fn default_circuit_cooldown() -> u64 {
+    DEFAULT_CIRCUIT_COOLDOWN_MS
+}
+fn default_jwks_refresh() -> u64 {
+    DEFAULT_JWKS_REFRESH_SECONDS
+}
+fn default_jwt_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned(), "ES256".to_owned(), "EdDSA".to_owned()]
+}
+fn default_user_claim() -> String {
+    "sub".to_owned()
 }

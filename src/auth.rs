@@ -1,0 +1,332 @@
+//! The auth core: `AuthCore::decide(app, provider, token)` answers one `Decision` for every door.
+
+pub(crate) mod cache;
+pub(crate) mod group;
+pub(crate) mod jwt;
+pub(crate) mod provider;
+pub(crate) mod revocation;
+pub mod session;
+pub mod signature;
+pub(crate) mod webhook;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::auth::Auth;
+use crate::metrics::AuthMetrics;
+use cache::{CacheOutcome, DecisionCache};
+pub(crate) use provider::{Check, Provider, ProviderError};
+
+/// Read or write rules, in the Ditto permissions shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// Everything in every collection.
+    #[serde(default)]
+    pub everything: bool,
+    /// Per collection, the queries a document must match.
+    #[serde(default, rename = "queriesByCollection")]
+    pub queries_by_collection: BTreeMap<String, Vec<String>>,
+}
+
+/// What an authenticated user may do, in the Ditto permissions shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permissions {
+    /// Read rules.
+    #[serde(default)]
+    pub read: Access,
+    /// Write rules.
+    #[serde(default)]
+    pub write: Access,
+    /// Whether remote queries are allowed.
+    #[serde(
+        default,
+        rename = "remoteQuery",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub remote_query: Option<bool>,
+}
+
+impl Access {
+    /// Rules that allow only what both `self` and `other` allow.
+    fn intersect(&self, other: &Self) -> Self {
+        match (self.everything, other.everything) {
+            (true, true) => Self {
+                everything: true,
+                queries_by_collection: BTreeMap::new(),
+            },
+            (true, false) => other.clone(),
+            (false, true) => self.clone(),
+            (false, false) => {
+                let either = |qs: &[String]| format!("({})", qs.join(") || ("));
+                let queries_by_collection = self
+                    .queries_by_collection
+                    .iter()
+                    .filter_map(|(coll, mine)| {
+                        let theirs = other.queries_by_collection.get(coll)?;
+                        if mine.is_empty() || theirs.is_empty() {
+                            return None;
+                        }
+                        Some((
+                            coll.clone(),
+                            vec![format!("{} && {}", either(mine), either(theirs))],
+                        ))
+                    })
+                    .collect();
+                Self {
+                    everything: false,
+                    queries_by_collection,
+                }
+            }
+        }
+    }
+}
+
+impl Permissions {
+    /// Permissions that allow only what both allow.
+    pub fn intersect(&self, other: &Self) -> Self {
+        Self {
+            read: self.read.intersect(&other.read),
+            write: self.write.intersect(&other.write),
+            // Unsaid means the sync server's default; where only one side speaks, allow nothing extra.
+            remote_query: match (self.remote_query, other.remote_query) {
+                (None, None) => None,
+                (Some(a), Some(b)) => Some(a && b),
+                _ => Some(false),
+            },
+        }
+    }
+}
+
+/// An authenticated login.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allow {
+    /// The user the provider named.
+    pub user_id: String,
+    /// When the provider's answer stops being valid (Unix seconds).
+    pub expires_at: u64,
+    /// What the user may do.
+    pub permissions: Permissions,
+    /// Provider data handed back to the client untouched.
+    pub client_info: Option<serde_json::Value>,
+    /// `identityServiceMetadata`, passed through.
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Why a login failed, in the Ditto SDK's failure vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The provider said no.
+    InvalidCredentials,
+    /// The request could not be read.
+    MalformedRequest,
+    /// Unknown app, or the provider is not enabled for it.
+    InvalidApp,
+    /// A session token is missing, invalid, expired or revoked.
+    InvalidToken,
+    /// The provider is broken (garbage reply, 5xx, circuit open).
+    Internal,
+    /// The provider did not answer in time.
+    Timeout,
+    /// Too many requests from this client.
+    RateLimited,
+}
+
+impl Reason {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidCredentials => "InvalidCredentials",
+            Self::MalformedRequest => "MalformedRequest",
+            Self::InvalidApp => "InvalidApp",
+            Self::InvalidToken => "InvalidToken",
+            Self::Internal => "Internal",
+            Self::Timeout => "Timeout",
+            Self::RateLimited => "RateLimited",
+        }
+    }
+}
+
+/// A refused login.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deny {
+    /// Failure reason.
+    pub reason: Reason,
+    /// A short description safe to show the client.
+    pub description: String,
+    /// Provider data handed back to the client untouched.
+    pub client_info: Option<serde_json::Value>,
+}
+
+/// The answer of every door: allow or deny. Provider errors are not decisions and are never cached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Logged in.
+    Allow(Arc<Allow>),
+    /// Refused.
+    Deny(Arc<Deny>),
+}
+
+impl Decision {
+    pub(crate) fn deny(
+        reason: Reason,
+        description: impl Into<String>,
+        client_info: Option<serde_json::Value>,
+    ) -> Self {
+        Self::Deny(Arc::new(Deny {
+            reason,
+            description: description.into(),
+            client_info,
+        }))
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Allow(_) => "allow",
+            Self::Deny(_) => "deny",
+        }
+    }
+}
+
+/// Which door asked, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// `/auth/login`
+    Login,
+    /// `/auth/webhook`
+    Aggregator,
+    /// `/_ditto/auth/login`
+    Ditto,
+}
+
+impl Door {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::Aggregator => "aggregator",
+            Self::Ditto => "ditto",
+        }
+    }
+}
+
+/// Providers by name, the app restrictions, and the decision cache.
+pub struct AuthCore {
+    providers: HashMap<String, Arc<Provider>>,
+    apps: Option<BTreeMap<String, Vec<String>>>,
+    cache: DecisionCache,
+    metrics: AuthMetrics,
+}
+
+impl AuthCore {
+    /// Builds every provider from the validated config over the shared HTTP client.
+    pub(crate) fn new(auth: &Auth, client: &provider::HttpClient, metrics: AuthMetrics) -> Self {
+        let providers = provider::build_all(&auth.providers, client, &metrics);
+        Self {
+            providers,
+            apps: auth.apps.clone(),
+            cache: DecisionCache::new(&auth.cache, metrics.clone()),
+            metrics,
+        }
+    }
+
+    /// Whether every provider is ready (JWT providers: first key fetch done).
+    pub(crate) fn ready(&self) -> bool {
+        self.providers.values().all(|p| p.ready())
+    }
+
+    /// Decides a login. An unknown app or provider is a denial without any call; a provider
+    /// error is returned as `Err` (fail closed) and not cached.
+    ///
+    /// # Errors
+    /// [`ProviderError`] when the provider could not give an answer.
+    pub async fn decide(
+        &self,
+        door: Door,
+        app: &str,
+        provider: &str,
+        token: &str,
+    ) -> Result<Decision, ProviderError> {
+        let label = if self.providers.contains_key(provider) {
+            provider
+        } else {
+            "unknown"
+        };
+        let result = self.decide_inner(app, provider, token).await;
+        let result_label = match &result {
+            Ok(d) => d.label(),
+            Err(e) => e.label(),
+        };
+        self.metrics
+            .logins
+            .with_label_values(&[door.label(), label, result_label])
+            .inc();
+        result
+    }
+
+    async fn decide_inner(
+        &self,
+        app: &str,
+        provider_name: &str,
+        token: &str,
+    ) -> Result<Decision, ProviderError> {
+        if let Some(apps) = &self.apps {
+            match apps.get(app) {
+                None => return Ok(Decision::deny(Reason::InvalidApp, "unknown app", None)),
+                Some(allowed) if !allowed.iter().any(|p| p == provider_name) => {
+                    return Ok(Decision::deny(
+                        Reason::InvalidApp,
+                        "provider not enabled for this app",
+                        None,
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let Some(provider) = self.providers.get(provider_name) else {
+            return Ok(Decision::deny(
+                Reason::InvalidCredentials,
+                "unknown provider",
+                None,
+            ));
+        };
+        if token.is_empty() {
+            return Ok(Decision::deny(
+                Reason::InvalidCredentials,
+                "empty token",
+                None,
+            ));
+        }
+        let check = Check {
+            app,
+            provider: provider_name,
+            token,
+        };
+        let key = cache::key(app, provider_name, token);
+        let (decision, outcome) = self
+            .cache
+            .get_or_check(key, || async {
+                let started = Instant::now();
+                let result = provider.check(&check).await;
+                self.metrics
+                    .provider_duration
+                    .with_label_values(&[provider_name])
+                    .observe(started.elapsed().as_secs_f64());
+                result
+            })
+            .await?;
+        if outcome == CacheOutcome::Stale {
+            tracing::warn!(
+                provider = provider_name,
+                "provider failing; served a stale cached allow"
+            );
+        }
+        Ok(decision)
+    }
+
+    /// Drops every cached decision, or only those of `user`.
+    pub fn purge(&self, user: Option<&str>) {
+        self.cache.purge(user);
+    }
+}

@@ -1,0 +1,520 @@
+//! The validated auth sections: providers, apps, the decision cache, sessions, and the auth doors' limits.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+
+use super::Problem;
+use super::raw;
+use crate::auth::{Access, Permissions};
+
+/// Every auth setting.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// Providers by the name clients send.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Apps and the providers each accepts; `None` when no `[apps]` is configured (any app).
+    pub apps: Option<BTreeMap<String, Vec<String>>>,
+    /// The decision cache.
+    pub cache: CacheConfig,
+    /// Session tokens.
+    pub session: SessionConfig,
+    /// The webhook aggregator door.
+    pub aggregator: AggregatorConfig,
+    /// Per-client-IP limit on the auth routes; `None` when disabled.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Origins allowed to call the auth routes from a browser.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// One named provider.
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    /// A Ditto-contract webhook.
+    Webhook(WebhookConfig),
+    /// A locally verified JWT.
+    Jwt(JwtConfig),
+    /// Several providers behind one name.
+    Group(GroupConfig),
+}
+
+/// Webhook request body shape.
+pub use raw::RawRequestFormat as RequestFormat;
+/// Group strategy.
+pub use raw::RawStrategy as Strategy;
+
+/// `kind = "webhook"`
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Where to POST.
+    pub url: Uri,
+    /// Deadline for the whole call, retries included.
+    pub timeout: Duration,
+    /// Body shape.
+    pub request_format: RequestFormat,
+    /// HMAC key for `ditto-signature`, decoded.
+    pub signing_secret: Option<Vec<u8>>,
+    /// Extra static headers.
+    pub headers: HeaderMap,
+    /// Calls in flight at once.
+    pub max_concurrency: usize,
+    /// Retries on connect errors.
+    pub retries: u32,
+    /// Consecutive failures that open the circuit (0: never).
+    pub circuit_failures: u32,
+    /// How long an open circuit fails fast.
+    pub circuit_cooldown: Duration,
+}
+
+/// Where a JWT provider's keys come from.
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    /// Fetched over HTTP(S) and refreshed.
+    Url(Uri),
+    /// A local JWKS JSON file.
+    File(PathBuf),
+}
+
+/// `kind = "jwt"`
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// Key source.
+    pub keys: JwksSource,
+    /// Background refresh interval.
+    pub refresh: Duration,
+    /// Accepted algorithms (asymmetric only).
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// Claim that becomes the user ID.
+    pub user_claim: String,
+    /// Clock skew allowed.
+    pub leeway: Duration,
+    /// Permissions template; `{claim}` placeholders are filled from the token.
+    pub permissions: Permissions,
+}
+
+/// `kind = "group"`
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Member names, in order.
+    pub members: Vec<String>,
+    /// How members combine.
+    pub strategy: Strategy,
+    /// `ordered`: fall through on errors too.
+    pub fallthrough_on_error: bool,
+}
+
+/// `[cache]`
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Entries kept at most.
+    pub max_entries: u64,
+    /// Cap on an allow's lifetime.
+    pub max_ttl: Duration,
+    /// Lifetime of a denial.
+    pub negative_ttl: Duration,
+    /// Window in which an expired allow may be served while its provider fails.
+    pub stale_if_error: Duration,
+}
+
+/// `[session]`
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Signing algorithm; `None` = from the key file (EdDSA for an ephemeral key).
+    pub algorithm: Option<jsonwebtoken::Algorithm>,
+    /// Private key (PEM), or the HS256 secret.
+    pub key_file: Option<PathBuf>,
+    /// Keys that still verify.
+    pub previous_key_files: Vec<PathBuf>,
+    /// `iss`.
+    pub issuer: String,
+    /// `aud`.
+    pub audience: String,
+    /// Cap on a token's lifetime.
+    pub max_ttl: Duration,
+    /// Extra time a tunnel stays open past expiry.
+    pub close_grace: Duration,
+    /// Upgrade ticket lifetime.
+    pub ticket_ttl: Duration,
+}
+
+/// `[aggregator]`
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    /// Decoded HMAC key the caller must sign with.
+    pub signing_secret: Option<Vec<u8>>,
+    /// Oldest accepted signature.
+    pub max_signature_age: Duration,
+}
+
+/// `[rate_limit]`
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per IP.
+    pub per_second: NonZeroU32,
+    /// Burst per IP.
+    pub burst: NonZeroU32,
+}
+
+fn base64_secret(value: &str, key: &str, p: &mut Vec<Problem>) -> Option<Vec<u8>> {
+    match base64::engine::general_purpose::STANDARD.decode(value.trim()) {
+        Ok(bytes) if !bytes.is_empty() => Some(bytes),
+        _ => {
+            p.push(Problem::new(key, "must be non-empty base64"));
+            None
+        }
+    }
+}
+
+fn http_url(value: &str, key: &str, p: &mut Vec<Problem>) -> Option<Uri> {
+    match value.parse::<Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {
+            Some(u)
+        }
+        _ => {
+            p.push(Problem::new(key, "must be an http(s) URL"));
+            None
+        }
+    }
+}
+
+pub(crate) fn permissions(raw: &raw::RawPermissions) -> Permissions {
+    let access = |a: &raw::RawAccess| Access {
+        everything: a.everything,
+        queries_by_collection: a.queries_by_collection.clone(),
+    };
+    Permissions {
+        read: access(&raw.read),
+        write: access(&raw.write),
+        remote_query: raw.remote_query,
+    }
+}
+
+fn algorithm(name: &str) -> Option<jsonwebtoken::Algorithm> {
+    name.parse().ok()
+}
+
+fn webhook(name: &str, w: &raw::RawWebhook, p: &mut Vec<Problem>) -> Option<WebhookConfig> {
+    let at = |k: &str| format!("providers.{name}.{k}");
+    let url = match &w.url {
+        None => {
+            p.push(Problem::new(at("url"), "missing"));
+            None
+        }
+        Some(u) => http_url(u, &at("url"), p),
+    };
+    if w.timeout_ms == 0 {
+        p.push(Problem::new(at("timeout_ms"), "must be greater than 0"));
+    }
+    if w.max_concurrency == 0 {
+        p.push(Problem::new(
+            at("max_concurrency"),
+            "must be greater than 0",
+        ));
+    }
+    let signing_secret = w
+        .signing_secret
+        .as_deref()
+        .and_then(|s| base64_secret(s, &at("signing_secret"), p));
+    let mut headers = HeaderMap::new();
+    for (k, v) in &w.headers {
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            (Ok(k), Ok(mut v)) => {
+                v.set_sensitive(true);
+                headers.insert(k, v);
+            }
+            _ => p.push(Problem::new(
+                at(&format!("headers.{k}")),
+                "not a valid header name and value",
+            )),
+        }
+    }
+    Some(WebhookConfig {
+        url: url?,
+        timeout: Duration::from_millis(w.timeout_ms),
+        request_format: w.request_format,
+        signing_secret,
+        headers,
+        max_concurrency: w.max_concurrency,
+        retries: w.retries,
+        circuit_failures: w.circuit_failures,
+        circuit_cooldown: Duration::from_millis(w.circuit_cooldown_ms),
+    })
+}
+
+fn jwt(name: &str, j: &raw::RawJwt, p: &mut Vec<Problem>) -> Option<JwtConfig> {
+    let at = |k: &str| format!("providers.{name}.{k}");
+    let issuer = match &j.issuer {
+        Some(i) if !i.is_empty() => Some(i.clone()),
+        _ => {
+            p.push(Problem::new(at("issuer"), "missing"));
+            None
+        }
+    };
+    if j.audiences.is_empty() {
+        p.push(Problem::new(
+            at("audiences"),
+            "must list at least one audience",
+        ));
+    }
+    let keys = match (&j.jwks_url, &j.keys_file) {
+        (Some(u), None) => http_url(u, &at("jwks_url"), p).map(JwksSource::Url),
+        (None, Some(f)) => Some(JwksSource::File(PathBuf::from(f))),
+        _ => {
+            p.push(Problem::new(
+                at("jwks_url"),
+                "set exactly one of jwks_url and keys_file",
+            ));
+            None
+        }
+    };
+    let mut algorithms = Vec::new();
+    for (i, a) in j.algorithms.iter().enumerate() {
+        match algorithm(a) {
+            Some(
+                alg @ (jsonwebtoken::Algorithm::HS256
+                | jsonwebtoken::Algorithm::HS384
+                | jsonwebtoken::Algorithm::HS512),
+            ) => {
+                let _ = alg;
+                p.push(Problem::new(
+                    format!("providers.{name}.algorithms.{i}"),
+                    "symmetric algorithms are not accepted from outside tokens; use RS*, PS*, ES* or EdDSA",
+                ));
+            }
+            Some(alg) => algorithms.push(alg),
+            None => p.push(Problem::new(
+                format!("providers.{name}.algorithms.{i}"),
+                "unknown algorithm",
+            )),
+        }
+    }
+    if j.algorithms.is_empty() {
+        p.push(Problem::new(
+            at("algorithms"),
+            "must list at least one algorithm",
+        ));
+    }
+    if j.jwks_refresh_seconds == 0 {
+        p.push(Problem::new(
+            at("jwks_refresh_seconds"),
+            "must be greater than 0",
+        ));
+    }
+    Some(JwtConfig {
+        issuer: issuer?,
+        audiences: j.audiences.clone(),
+        keys: keys?,
+        refresh: Duration::from_secs(j.jwks_refresh_seconds),
+        algorithms,
+        user_claim: j.user_claim.clone(),
+        leeway: Duration::from_secs(j.leeway_seconds),
+        permissions: permissions(&j.permissions),
+    })
+}
+
+/// Finds a member cycle reachable from `start`, if any.
+fn cycle(start: &str, providers: &BTreeMap<String, raw::RawProvider>) -> bool {
+    fn visit<'a>(
+        name: &'a str,
+        providers: &'a BTreeMap<String, raw::RawProvider>,
+        stack: &mut Vec<&'a str>,
+    ) -> bool {
+        if stack.contains(&name) {
+            return true;
+        }
+        let Some(raw::RawProvider::Group(g)) = providers.get(name) else {
+            return false;
+        };
+        stack.push(name);
+        let found = g.members.iter().any(|m| visit(m, providers, stack));
+        stack.pop();
+        found
+    }
+    visit(start, providers, &mut Vec::new())
+}
+
+pub(super) fn validate(r: &raw::RawConfig, p: &mut Vec<Problem>) -> Option<Auth> {
+    let mut providers = BTreeMap::new();
+    for (name, raw_provider) in &r.providers {
+        let built = match raw_provider {
+            raw::RawProvider::Webhook(w) => webhook(name, w, p).map(ProviderConfig::Webhook),
+            raw::RawProvider::Jwt(j) => jwt(name, j, p).map(ProviderConfig::Jwt),
+            raw::RawProvider::Group(g) => {
+                let at = |k: &str| format!("providers.{name}.{k}");
+                if g.members.is_empty() {
+                    p.push(Problem::new(
+                        at("members"),
+                        "must list at least one provider",
+                    ));
+                }
+                for (i, m) in g.members.iter().enumerate() {
+                    if !r.providers.contains_key(m) {
+                        p.push(Problem::new(
+                            format!("providers.{name}.members.{i}"),
+                            format!("no provider named {m:?}"),
+                        ));
+                    }
+                }
+                if cycle(name, &r.providers) {
+                    p.push(Problem::new(at("members"), "a group cannot contain itself"));
+                }
+                match g.strategy {
+                    None => {
+                        p.push(Problem::new(
+                            at("strategy"),
+                            "missing (first_success, all or ordered)",
+                        ));
+                        None
+                    }
+                    Some(strategy) => Some(ProviderConfig::Group(GroupConfig {
+                        members: g.members.clone(),
+                        strategy,
+                        fallthrough_on_error: g.fallthrough_on_error,
+                    })),
+                }
+            }
+        };
+        if let Some(b) = built {
+            providers.insert(name.clone(), b);
+        }
+    }
+
+    let apps = if r.apps.is_empty() {
+        None
+    } else {
+        let mut apps = BTreeMap::new();
+        for (app, a) in &r.apps {
+            for (i, prov) in a.providers.iter().enumerate() {
+                if !r.providers.contains_key(prov) {
+                    p.push(Problem::new(
+                        format!("apps.{app}.providers.{i}"),
+                        format!("no provider named {prov:?}"),
+                    ));
+                }
+            }
+            apps.insert(app.clone(), a.providers.clone());
+        }
+        Some(apps)
+    };
+
+    let c = &r.cache;
+    if c.max_entries == 0 {
+        p.push(Problem::new("cache.max_entries", "must be greater than 0"));
+    }
+    if c.max_ttl_seconds == 0 {
+        p.push(Problem::new(
+            "cache.max_ttl_seconds",
+            "must be greater than 0 (set negative_ttl_seconds to 0 to never cache denials)",
+        ));
+    }
+
+    let s = &r.session;
+    let session_algorithm = match s.algorithm.as_deref() {
+        None => None,
+        Some(a) => match algorithm(a) {
+            Some(
+                alg @ (jsonwebtoken::Algorithm::EdDSA
+                | jsonwebtoken::Algorithm::ES256
+                | jsonwebtoken::Algorithm::RS256
+                | jsonwebtoken::Algorithm::HS256),
+            ) => Some(alg),
+            _ => {
+                p.push(Problem::new(
+                    "session.algorithm",
+                    "must be EdDSA, ES256, RS256 or HS256",
+                ));
+                None
+            }
+        },
+    };
+    if session_algorithm == Some(jsonwebtoken::Algorithm::HS256) && s.key_file.is_none() {
+        p.push(Problem::new(
+            "session.key_file",
+            "HS256 needs a key_file holding the shared secret",
+        ));
+    }
+    for (key, v) in [
+        ("session.max_ttl_seconds", s.max_ttl_seconds),
+        ("session.ticket_ttl_seconds", s.ticket_ttl_seconds),
+    ] {
+        if v == 0 {
+            p.push(Problem::new(key, "must be greater than 0"));
+        }
+    }
+    if s.issuer.is_empty() || s.audience.is_empty() {
+        p.push(Problem::new(
+            "session.issuer",
+            "issuer and audience must not be empty",
+        ));
+    }
+
+    let aggregator_secret = r
+        .aggregator
+        .signing_secret
+        .as_deref()
+        .and_then(|v| base64_secret(v, "aggregator.signing_secret", p));
+
+    let rate_limit = if r.rate_limit.enabled {
+        match (
+            NonZeroU32::new(r.rate_limit.per_second),
+            NonZeroU32::new(r.rate_limit.burst),
+        ) {
+            (Some(per_second), Some(burst)) => Some(RateLimitConfig { per_second, burst }),
+            _ => {
+                p.push(Problem::new(
+                    "rate_limit",
+                    "per_second and burst must be greater than 0 (or set enabled = false)",
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let unique: BTreeSet<&String> = r.cors.allowed_origins.iter().collect();
+    if unique.len() != r.cors.allowed_origins.len() {
+        p.push(Problem::new(
+            "cors.allowed_origins",
+            "lists an origin twice",
+        ));
+    }
+
+    Some(Auth {
+        providers,
+        apps,
+        cache: CacheConfig {
+            max_entries: c.max_entries,
+            max_ttl: Duration::from_secs(c.max_ttl_seconds),
+            negative_ttl: Duration::from_secs(c.negative_ttl_seconds),
+            stale_if_error: Duration::from_secs(c.stale_if_error_seconds),
+        },
+        session: SessionConfig {
+            algorithm: session_algorithm,
+            key_file: s.key_file.as_ref().map(PathBuf::from),
+            previous_key_files: s.previous_key_files.iter().map(PathBuf::from).collect(),
+            issuer: s.issuer.clone(),
+            audience: s.audience.clone(),
+            max_ttl: Duration::from_secs(s.max_ttl_seconds),
+            close_grace: Duration::from_secs(s.close_grace_seconds),
+            ticket_ttl: Duration::from_secs(s.ticket_ttl_seconds),
+        },
+        aggregator: AggregatorConfig {
+            signing_secret: aggregator_secret,
+            max_signature_age: Duration::from_secs(r.aggregator.max_signature_age_seconds),
+        },
+        rate_limit,
+        cors_allowed_origins: r.cors.allowed_origins.clone(),
+    })
+}
