@@ -1,34 +1,49 @@
 //! The admin port, plain HTTP, for operators and the orchestrator:
 //!
 //! - `GET /healthz`: 200 while the process serves.
-//! - `GET /readyz`: 200 when ready; 503 before TLS is loaded and while draining.
+//! - `GET /readyz`: 200 when ready; 503 before TLS and every JWT provider's keys are loaded, and while draining.
 //! - `GET /metrics`: Prometheus text exposition.
+//! - `POST /cache/purge`, `POST /cache/purge?user=<userID>`: drop cached decisions (all, or one user's).
+//! - `POST /sessions/revoke` with `{"sid": ".."}` or `{"userID": ".."}`: revoke sessions.
+//!
+//! The two mutating endpoints answer only clients on the loopback interface.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::gateway::Shared;
 use crate::gateway::respond::{self, Body};
-use crate::metrics::Metrics;
 use crate::shutdown::Readiness;
 
 /// Admin state shared by every admin connection.
 pub(crate) struct Admin {
-    pub(crate) metrics: Metrics,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) readiness: Readiness,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revoke {
+    sid: Option<String>,
+    #[serde(rename = "userID")]
+    user_id: Option<String>,
 }
 
 impl Admin {
     /// Serves the admin port until `stop` is cancelled.
     pub(crate) async fn serve(self: Arc<Self>, tcp: TcpListener, stop: CancellationToken) {
         loop {
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 () = stop.cancelled() => break,
                 accepted = tcp.accept() => match accepted {
                     Ok(pair) => pair,
@@ -43,7 +58,7 @@ impl Admin {
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let this = this.clone();
-                    async move { Ok::<_, Infallible>(this.handle(&req)) }
+                    async move { Ok::<_, Infallible>(this.handle(req, peer).await) }
                 });
                 let mut http = hyper::server::conn::http1::Builder::new();
                 http.timer(TokioTimer::new())
@@ -58,13 +73,30 @@ impl Admin {
         }
     }
 
-    fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        if req.method() == Method::POST {
+            if !peer.ip().is_loopback() {
+                return respond::error(
+                    StatusCode::FORBIDDEN,
+                    "admin changes are accepted from localhost only",
+                );
+            }
+            return match req.uri().path() {
+                "/cache/purge" => self.purge(&req),
+                "/sessions/revoke" => self.revoke(req).await,
+                _ => respond::error(StatusCode::NOT_FOUND, "not found"),
+            };
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return respond::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
             "/readyz" => match self.readiness.check() {
+                Ok(()) if !self.shared.auth.ready() => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: provider keys not loaded\n".to_owned(),
+                ),
                 Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
                 Err(why) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -72,7 +104,7 @@ impl Admin {
                 ),
             },
             "/metrics" => {
-                let mut resp = text(StatusCode::OK, self.metrics.encode());
+                let mut resp = text(StatusCode::OK, self.shared.metrics.encode());
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -80,6 +112,52 @@ impl Admin {
                 resp
             }
             _ => respond::error(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+}
+
+impl Admin {
+    fn purge(&self, req: &Request<Incoming>) -> Response<Body> {
+        let user = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "user")
+            .map(|(_, v)| v.into_owned());
+        self.shared.auth.purge(user.as_deref());
+        tracing::info!(user = user.is_some(), "decision cache purged");
+        respond::json(
+            StatusCode::OK,
+            &serde_json::json!({"purged": user.map_or("all", |_| "user")}),
+        )
+    }
+
+    async fn revoke(&self, req: Request<Incoming>) -> Response<Body> {
+        let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return respond::error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+        };
+        let r: Revoke = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(_) => {
+                return respond::error(
+                    StatusCode::BAD_REQUEST,
+                    "expected {\"sid\": ..} or {\"userID\": ..}",
+                );
+            }
+        };
+        match (r.sid, r.user_id) {
+            (Some(sid), None) => {
+                let max_ttl = self.shared.config.load().auth.session.max_ttl.as_secs();
+                self.shared
+                    .revoke_sid(&sid, crate::auth::webhook::unix_now() + max_ttl);
+                respond::json(StatusCode::OK, &serde_json::json!({"revoked": "sid"}))
+            }
+            (None, Some(user)) => {
+                self.shared.revoke_user(&user);
+                respond::json(StatusCode::OK, &serde_json::json!({"revoked": "user"}))
+            }
+            _ => respond::error(
+                StatusCode::BAD_REQUEST,
+                "expected {\"sid\": ..} or {\"userID\": ..}",
+            ),
         }
     }
 }

@@ -12,6 +12,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
+use crate::auth::AuthCore;
+use crate::auth::revocation::Revocations;
+use crate::auth::session::{SessionError, Sessions};
 use crate::config::Config;
 use crate::forward::Forwarder;
 use crate::gateway::Shared;
@@ -38,6 +41,9 @@ pub enum AppError {
     /// The upstream client could not be built.
     #[error("cannot build the upstream client: {0}")]
     Client(#[source] std::io::Error),
+    /// The session keys could not be loaded.
+    #[error(transparent)]
+    Session(#[from] SessionError),
     /// A metric family could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -65,6 +71,25 @@ impl App {
             None => None,
         };
         let forwarder = Forwarder::new(&config.upstream).map_err(AppError::Client)?;
+        let sessions = Sessions::from_config(&config.auth.session)?;
+        if sessions.is_ephemeral() {
+            tracing::warn!(
+                "session.key_file is not set: signing with a key made at start; sessions end with this process \
+                 and other replicas cannot verify them (run `drawbridge keygen` and set session.key_file)"
+            );
+        }
+        let provider_client = crate::auth::provider::http_client().map_err(AppError::Client)?;
+        let auth = AuthCore::new(&config.auth, &provider_client, metrics.auth.clone());
+        let limiter = config.auth.rate_limit.map(|r| {
+            governor::RateLimiter::keyed(
+                governor::Quota::per_second(r.per_second).allow_burst(r.burst),
+            )
+        });
+        let tickets = moka::sync::Cache::builder()
+            .max_capacity(1_000_000)
+            .time_to_live(config.auth.session.ticket_ttl)
+            .build();
+        let revocations = Revocations::new(config.auth.session.max_ttl);
         let listener = bind(config.listen.addr).await?;
         let admin_listener = bind(config.admin.addr).await?;
         let readiness = Readiness::default();
@@ -73,6 +98,11 @@ impl App {
                 config: ArcSwap::from_pointee(config),
                 forwarder,
                 metrics,
+                auth,
+                sessions,
+                revocations,
+                tickets,
+                limiter,
             }),
             tls,
             listener,
@@ -116,9 +146,12 @@ impl App {
         let grace = self.shared.config.load().shutdown.grace;
         let limits = self.shared.config.load().limits.clone();
         let admin = Arc::new(Admin {
-            metrics: self.shared.metrics.clone(),
+            shared: self.shared.clone(),
             readiness: self.readiness.clone(),
         });
+        if self.shared.limiter.is_some() {
+            tokio::spawn(forget_idle_clients(Arc::downgrade(&self.shared)));
+        }
         let admin_addr = self.admin_addr();
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin.serve(self.admin_listener, admin_stop.clone()));
@@ -167,6 +200,21 @@ impl App {
         admin_stop.cancel();
         let _ = admin_task.await;
         Ok(())
+    }
+}
+
+/// Drops rate-limiter state for clients not seen lately, so the keyed store stays bounded.
+async fn forget_idle_clients(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if let Some(limiter) = &shared.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 }
 

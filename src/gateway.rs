@@ -6,7 +6,7 @@ pub(crate) mod route;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,17 +15,78 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::auth::revocation::Revocations;
+use crate::auth::session::{SessionClaims, Sessions};
+use crate::auth::{AuthCore, Reason};
 use crate::config::Config;
+use crate::doors;
 use crate::forward::{Forwarder, Peer};
 use crate::metrics::Metrics;
 use respond::Body;
 use route::Route;
+
+/// Per-client-IP limiter on the login routes.
+pub(crate) type Limiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
 /// State every connection shares; read through `Arc`, never cloned per request.
 pub(crate) struct Shared {
     pub(crate) config: ArcSwap<Config>,
     pub(crate) forwarder: Forwarder,
     pub(crate) metrics: Metrics,
+    pub(crate) auth: AuthCore,
+    pub(crate) sessions: Sessions,
+    pub(crate) revocations: Revocations,
+    /// Single-use upgrade tickets.
+    pub(crate) tickets: moka::sync::Cache<String, Arc<SessionClaims>>,
+    pub(crate) limiter: Option<Limiter>,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// A single-use ticket standing for `claims` for `session.ticket_ttl_seconds`.
+    pub(crate) fn issue_ticket(&self, claims: Arc<SessionClaims>) -> String {
+        let bytes: [u8; 24] = rand::random();
+        let ticket =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+        self.tickets.insert(ticket.clone(), claims);
+        ticket
+    }
+
+    /// Redeems a ticket once; a second use finds nothing.
+    #[allow(dead_code)]
+    pub(crate) fn redeem_ticket(&self, ticket: &str) -> Option<Arc<SessionClaims>> {
+        self.tickets.remove(ticket)
+    }
+
+    pub(crate) fn ticket_ttl_seconds(&self) -> u64 {
+        self.config.load().auth.session.ticket_ttl.as_secs()
+    }
+
+    /// Revokes one session until `exp`.
+    pub(crate) fn revoke_sid(&self, sid: &str, exp: u64) {
+        self.revocations.revoke_sid(sid, exp);
+        self.metrics.auth.sessions_revoked.inc();
+    }
+
+    /// Revokes every current session of `user` and drops their cached decisions.
+    pub(crate) fn revoke_user(&self, user: &str) {
+        self.revocations.revoke_user(user);
+        self.auth.purge(Some(user));
+        self.metrics.auth.sessions_revoked.inc();
+    }
+
+    /// A session was refreshed: its new expiry applies from now on.
+    pub(crate) fn on_refresh(&self, claims: &SessionClaims) {
+        tracing::debug!(exp = claims.exp, "session refreshed");
+    }
+
+    /// Whether this client may call a login route now.
+    fn rate_limited(&self, ip: IpAddr) -> bool {
+        self.limiter
+            .as_ref()
+            .is_some_and(|l| l.check_key(&ip).is_err())
+    }
 }
 
 /// The per-connection service: shared state plus who is on the other end.
@@ -49,6 +110,22 @@ impl GatewayService {
         let config = self.shared.config.load_full();
         let route = Route::classify(&req, &config);
         let resp = match route {
+            Route::Login => self.login(req, &config).await,
+            Route::Aggregator => {
+                let path = req.uri().path().to_owned();
+                let provider = path
+                    .strip_prefix("/auth/webhook/")
+                    .filter(|p| !p.is_empty());
+                doors::aggregator::handle(&self.shared, provider, req).await
+            }
+            Route::Jwks => {
+                let mut resp = respond::json(http::StatusCode::OK, &self.shared.sessions.jwks());
+                resp.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("public, max-age=300"),
+                );
+                resp
+            }
             // Session gating on sync paths arrives with the tunnel; until then upgrades are relayed as is.
             Route::Sync | Route::Upgrade | Route::Forward => self.forward(req, &config).await,
         };
@@ -57,6 +134,33 @@ impl GatewayService {
             resp.status(),
             started.elapsed().as_secs_f64(),
         );
+        resp
+    }
+
+    async fn login(&self, req: Request<Incoming>, config: &Config) -> Response<Body> {
+        let origins = &config.auth.cors_allowed_origins;
+        if req.method() == http::Method::OPTIONS {
+            return doors::preflight(origins, req.headers());
+        }
+        let origin = req.headers().get(http::header::ORIGIN).cloned();
+        let mut resp = if self.shared.rate_limited(self.peer.addr.ip()) {
+            let mut r = respond::failure(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                Reason::RateLimited,
+                "too many requests; slow down",
+                None,
+            );
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            r
+        } else {
+            let path = req.uri().path().to_owned();
+            let what = path.trim_start_matches("/auth/");
+            doors::login::handle(&self.shared, what, req).await
+        };
+        doors::cors(origins, origin.as_ref(), resp.headers_mut());
         resp
     }
 

@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod demo;
+mod doors;
 mod forward;
 mod gateway;
 mod listener;

@@ -1,8 +1,18 @@
 //! Session tokens: minted after an allow, verified on every session route and upgrade.
 
-use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use super::Permissions;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::webhook::unix_now;
+use super::{Allow, Permissions};
+use crate::config::auth::SessionConfig;
 
 /// The claims of a drawbridge session token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,3 +45,372 @@ pub struct SessionClaims {
     /// Token ID, new on every mint.
     pub jti: String,
 }
+
+/// A freshly signed token and its claims.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    /// The compact JWT.
+    pub token: String,
+    /// What it says.
+    pub claims: SessionClaims,
+}
+
+/// Why a key could not be used or a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A key file could not be read.
+    #[error("cannot read session key {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key file held no usable key.
+    #[error("{}: {what}", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// A key could not be generated or signed with.
+    #[error("session key: {0}")]
+    Crypto(String),
+    /// Signature, issuer, audience or shape is wrong.
+    #[error("session token invalid")]
+    Invalid,
+    /// Past `exp`.
+    #[error("session token expired")]
+    Expired,
+    /// The provider's decision behind the session has expired; only a new login helps.
+    #[error("the login behind this session has expired")]
+    DecisionExpired,
+}
+
+/// A verification key, and its public JWK when it has one (not for HS256).
+struct VerifyKey {
+    kid: String,
+    alg: Algorithm,
+    decoding: DecodingKey,
+    public: Option<Jwk>,
+}
+
+/// Mints and verifies session tokens with the configured keys.
+pub struct Sessions {
+    alg: Algorithm,
+    kid: String,
+    encoding: EncodingKey,
+    keys: Vec<VerifyKey>,
+    issuer: String,
+    audience: String,
+    max_ttl: Duration,
+    ephemeral: bool,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .field("ephemeral", &self.ephemeral)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn crypto(e: impl std::fmt::Display) -> SessionError {
+    SessionError::Crypto(e.to_string())
+}
+
+/// Loads one key; `alg` pins the algorithm, otherwise the PEM's key type decides.
+fn load_key(path: &Path, alg: Option<Algorithm>) -> Result<(EncodingKey, VerifyKey), SessionError> {
+    let bytes = std::fs::read(path).map_err(|source| SessionError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_key(&bytes, path, alg)
+}
+
+/// Parses key material; `path` only names it in errors.
+fn parse_key(
+    bytes: &[u8],
+    path: &Path,
+    alg: Option<Algorithm>,
+) -> Result<(EncodingKey, VerifyKey), SessionError> {
+    if alg == Some(Algorithm::HS256) {
+        let secret = bytes.trim_ascii();
+        if secret.len() < 32 {
+            return Err(SessionError::Key {
+                path: path.to_owned(),
+                what: "an HS256 secret must be at least 32 bytes",
+            });
+        }
+        let digest = Sha256::digest(secret);
+        let key = VerifyKey {
+            kid: format!("hs-{}", hex::encode(&digest[..8])),
+            alg: Algorithm::HS256,
+            decoding: DecodingKey::from_secret(secret),
+            public: None,
+        };
+        return Ok((EncodingKey::from_secret(secret), key));
+    }
+    let bad = |what| SessionError::Key {
+        path: path.to_owned(),
+        what,
+    };
+    let pem = std::str::from_utf8(bytes).map_err(|_| bad("not PEM text"))?;
+    let pair = rcgen::KeyPair::from_pem(pem)
+        .map_err(|_| bad("no PKCS#8 PRIVATE KEY in PEM (make one with `drawbridge keygen`)"))?;
+    let found = if pair.algorithm() == &rcgen::PKCS_ED25519 {
+        Algorithm::EdDSA
+    } else if pair.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
+        Algorithm::ES256
+    } else if pair.is_compatible(&rcgen::PKCS_RSA_SHA256) {
+        Algorithm::RS256
+    } else {
+        return Err(bad("the key is not Ed25519, P-256 or RSA"));
+    };
+    if alg.is_some_and(|a| a != found) {
+        return Err(bad("the key does not match session.algorithm"));
+    }
+    let public = pair.public_key_pem();
+    let (encoding, decoding) = match found {
+        Algorithm::EdDSA => (
+            EncodingKey::from_ed_pem(bytes),
+            DecodingKey::from_ed_pem(public.as_bytes()),
+        ),
+        Algorithm::ES256 => (
+            EncodingKey::from_ec_pem(bytes),
+            DecodingKey::from_ec_pem(public.as_bytes()),
+        ),
+        _ => (
+            EncodingKey::from_rsa_pem(bytes),
+            DecodingKey::from_rsa_pem(public.as_bytes()),
+        ),
+    };
+    let (encoding, decoding) = (encoding.map_err(crypto)?, decoding.map_err(crypto)?);
+    let jwk = Jwk::from_decoding_key(&decoding, Some(found)).map_err(crypto)?;
+    Ok((encoding, verify_key(jwk, found)?))
+}
+
+/// Names a public JWK by its RFC 7638 thumbprint and makes its verifier.
+fn verify_key(mut public: Jwk, alg: Algorithm) -> Result<VerifyKey, SessionError> {
+    let kid = public.thumbprint(ThumbprintHash::SHA256).map_err(crypto)?;
+    public.common.key_id = Some(kid.clone());
+    public.common.public_key_use = Some(PublicKeyUse::Signature);
+    let decoding = DecodingKey::from_jwk(&public).map_err(crypto)?;
+    Ok(VerifyKey {
+        kid,
+        alg,
+        decoding,
+        public: Some(public),
+    })
+}
+
+/// A new private key in PEM for `alg` (EdDSA, ES256 or RS256), or a random HS256 secret.
+///
+/// # Errors
+/// [`SessionError::Crypto`] if the algorithm is not one drawbridge signs with.
+pub fn keygen(alg: Algorithm) -> Result<String, SessionError> {
+    let sig = match alg {
+        Algorithm::EdDSA => &rcgen::PKCS_ED25519,
+        Algorithm::ES256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        Algorithm::RS256 => {
+            use aws_lc_rs::encoding::AsDer;
+            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .map_err(crypto)?;
+            let der =
+                AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'static>>::as_der(&pair).map_err(crypto)?;
+            return Ok(pem::encode(&pem::Pem::new(
+                "PRIVATE KEY",
+                der.as_ref().to_vec(),
+            )));
+        }
+        Algorithm::HS256 => {
+            let bytes: [u8; 32] = rand::random();
+            return Ok(format!("{}\n", URL_SAFE_NO_PAD.encode(bytes)));
+        }
+        other => {
+            return Err(SessionError::Crypto(format!(
+                "{other:?} is not a session algorithm"
+            )));
+        }
+    };
+    Ok(rcgen::KeyPair::generate_for(sig)
+        .map_err(crypto)?
+        .serialize_pem())
+}
+
+impl Sessions {
+    /// Loads `session.key_file` (or makes an ephemeral Ed25519 key, with a warning) and the
+    /// previous keys that still verify.
+    ///
+    /// # Errors
+    /// [`SessionError`] when a key file is unreadable or holds no usable key.
+    pub fn from_config(config: &SessionConfig) -> Result<Self, SessionError> {
+        let (encoding, current, ephemeral) = match &config.key_file {
+            Some(path) => {
+                let (enc, key) = load_key(path, config.algorithm)?;
+                (enc, key, false)
+            }
+            None => {
+                let pem = keygen(Algorithm::EdDSA)?;
+                let (enc, key) = parse_key(
+                    pem.as_bytes(),
+                    Path::new("<ephemeral key>"),
+                    Some(Algorithm::EdDSA),
+                )?;
+                (enc, key, true)
+            }
+        };
+        let mut keys = vec![current];
+        for path in &config.previous_key_files {
+            keys.push(load_key(path, None)?.1);
+        }
+        Ok(Self {
+            alg: keys[0].alg,
+            kid: keys[0].kid.clone(),
+            encoding,
+            keys,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            max_ttl: config.max_ttl,
+            ephemeral,
+        })
+    }
+
+    /// True when the signing key was made at start: tokens die with the process and replicas disagree.
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    /// The signing algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, SessionError> {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(crypto)
+    }
+
+    /// A session for `allow`: expires at the earlier of `session.max_ttl_seconds` and the decision's expiry.
+    ///
+    /// # Errors
+    /// [`SessionError::DecisionExpired`] if the decision has already expired.
+    pub fn mint(&self, allow: &Allow, app: &str, provider: &str) -> Result<Minted, SessionError> {
+        let now = unix_now();
+        let claims = SessionClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: allow.user_id.clone(),
+            app: app.to_owned(),
+            prv: provider.to_owned(),
+            permissions: allow.permissions.clone(),
+            cli: allow.client_info.clone(),
+            iat: now,
+            exp: (now + self.max_ttl.as_secs()).min(allow.expires_at),
+            auth_time: now,
+            dex: allow.expires_at,
+            sid: random_id(),
+            jti: random_id(),
+        };
+        if claims.exp <= now {
+            return Err(SessionError::DecisionExpired);
+        }
+        Ok(Minted {
+            token: self.sign(&claims)?,
+            claims,
+        })
+    }
+
+    /// A new token for the same session, never past the decision's expiry.
+    ///
+    /// # Errors
+    /// [`SessionError::DecisionExpired`] when the decision behind the session has run out.
+    pub fn refresh(&self, claims: &SessionClaims) -> Result<Minted, SessionError> {
+        let now = unix_now();
+        if claims.dex <= now {
+            return Err(SessionError::DecisionExpired);
+        }
+        let claims = SessionClaims {
+            iat: now,
+            exp: (now + self.max_ttl.as_secs()).min(claims.dex),
+            jti: random_id(),
+            ..claims.clone()
+        };
+        Ok(Minted {
+            token: self.sign(&claims)?,
+            claims,
+        })
+    }
+
+    /// Checks signature (any configured key, by `kid`), issuer, audience and expiry. Not revocation.
+    ///
+    /// # Errors
+    /// [`SessionError::Expired`] past `exp`, [`SessionError::Invalid`] for anything else.
+    pub fn verify(&self, token: &str) -> Result<SessionClaims, SessionError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| SessionError::Invalid)?;
+        let kid = header.kid.as_deref().ok_or(SessionError::Invalid)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or(SessionError::Invalid)?;
+        if header.alg != key.alg {
+            return Err(SessionError::Invalid);
+        }
+        let mut v = Validation::new(key.alg);
+        v.leeway = 0;
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.audience]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        match jsonwebtoken::decode::<SessionClaims>(token, &key.decoding, &v) {
+            Ok(data) => Ok(data.claims),
+            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
+                Err(SessionError::Expired)
+            }
+            Err(_) => Err(SessionError::Invalid),
+        }
+    }
+
+    /// The public keys, current first, as served at `/.well-known/jwks.json` (none for HS256).
+    pub fn jwks(&self) -> serde_json::Value {
+        let keys: Vec<&Jwk> = self.keys.iter().filter_map(|k| k.public.as_ref()).collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// A short-lived assertion of `claims` for the sync server, signed with the session key.
+    ///
+    /// # Errors
+    /// [`SessionError::Crypto`] if signing fails.
+    pub fn assertion(
+        &self,
+        claims: &SessionClaims,
+        audience: &str,
+        ttl: Duration,
+    ) -> Result<String, SessionError> {
+        let now = unix_now();
+        self.sign(&serde_json::json!({
+            "iss": self.issuer,
+            "aud": audience,
+            "sub": claims.sub,
+            "app": claims.app,
+            "prv": claims.prv,
+            "sid": claims.sid,
+            "iat": now,
+            "exp": now + ttl.as_secs(),
+            "jti": random_id(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

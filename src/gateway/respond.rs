@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
+use crate::auth::{Deny, ProviderError, Reason};
 use crate::forward::UpstreamError;
 
 /// Boxed error carried by response bodies.
@@ -77,10 +78,99 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn provider_timeout_maps_to_503_and_broken_provider_to_502() {
+        let resp = provider_error(&ProviderError::Timeout);
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body_json(resp).await["reason"], "Timeout");
+        let resp = provider_error(&ProviderError::Reply("garbage"));
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(body_json(resp).await["reason"], "Internal");
+    }
+
+    #[tokio::test]
+    async fn invalid_session_maps_to_401_with_bearer_challenge() {
+        let resp = invalid_token("session token expired");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            resp.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        let body = body_json(resp).await;
+        assert_eq!(body["result"], "failure");
+        assert_eq!(body["reason"], "InvalidToken");
+    }
+
     #[test]
     fn error_responses_are_json_and_not_cached() {
         let resp = error(StatusCode::BAD_GATEWAY, "upstream unavailable");
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
         assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
     }
+}
+
+/// The Ditto SDK failure shape every auth door uses:
+/// `{"result":"failure","reason":..,"description":..,"clientInfo":..}`.
+pub(crate) fn failure(
+    status: StatusCode,
+    reason: Reason,
+    description: &str,
+    client_info: Option<&serde_json::Value>,
+) -> Response<Body> {
+    let mut resp = json(
+        status,
+        &serde_json::json!({
+            "result": "failure",
+            "reason": reason.as_str(),
+            "description": description,
+            "clientInfo": client_info,
+        }),
+    );
+    if status == StatusCode::UNAUTHORIZED && reason == Reason::InvalidToken {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+    }
+    resp
+}
+
+/// A denial: 401 with the provider's clientInfo.
+pub(crate) fn denied(deny: &Deny) -> Response<Body> {
+    failure(
+        StatusCode::UNAUTHORIZED,
+        deny.reason,
+        &deny.description,
+        deny.client_info.as_ref(),
+    )
+}
+
+/// A provider that gave no answer: 503 `Timeout` when it timed out, 502 `Internal` otherwise.
+pub(crate) fn provider_error(error: &ProviderError) -> Response<Body> {
+    match error.reason() {
+        Reason::Timeout => failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Reason::Timeout,
+            "the provider did not answer in time",
+            None,
+        ),
+        _ => failure(
+            StatusCode::BAD_GATEWAY,
+            Reason::Internal,
+            "the provider could not be asked",
+            None,
+        ),
+    }
+}
+
+/// A session problem: 401 `InvalidToken` with `WWW-Authenticate: Bearer`.
+pub(crate) fn invalid_token(description: &str) -> Response<Body> {
+    failure(
+        StatusCode::UNAUTHORIZED,
+        Reason::InvalidToken,
+        description,
+        None,
+    )
 }

@@ -8,6 +8,12 @@ use crate::config::Config;
 /// The door a request takes; its label is the bounded `route` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
+    /// The native login API, `/auth/<what>`.
+    Login,
+    /// The webhook aggregator, `/auth/webhook[/<provider>]`.
+    Aggregator,
+    /// The session verification keys, `/.well-known/jwks.json`.
+    Jwks,
     /// A websocket upgrade on a configured sync path.
     Sync,
     /// Any other upgrade, relayed as is.
@@ -19,6 +25,16 @@ pub(crate) enum Route {
 impl Route {
     /// Classifies `req` under `config`.
     pub(crate) fn classify<B>(req: &Request<B>, config: &Config) -> Self {
+        let path = req.uri().path();
+        if path == "/auth/webhook" || path.starts_with("/auth/webhook/") {
+            return Self::Aggregator;
+        }
+        if path.starts_with("/auth/") {
+            return Self::Login;
+        }
+        if path == JWKS_PATH {
+            return Self::Jwks;
+        }
         if req.version() <= http::Version::HTTP_11 && headers::is_upgrade(req.headers()) {
             let path = req.uri().path();
             if config
@@ -39,12 +55,18 @@ impl Route {
     /// The metric label.
     pub(crate) fn label(self) -> &'static str {
         match self {
+            Self::Login => "login",
+            Self::Aggregator => "aggregator",
+            Self::Jwks => "jwks",
             Self::Sync => "sync",
             Self::Upgrade => "upgrade",
             Self::Forward => "forward",
         }
     }
 }
+
+/// Where the session verification keys are published.
+pub(crate) const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// `prefix` matches whole path segments: `/sync` matches `/sync` and `/sync/x`, not `/syncer`.
 pub(crate) fn path_has_prefix(path: &str, prefix: &str) -> bool {

@@ -1,0 +1,165 @@
+use super::*;
+
+fn config(dir: &Path, key: Option<(&str, &str)>, alg: Option<Algorithm>) -> SessionConfig {
+    let key_file = key.map(|(name, pem)| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).unwrap();
+        p
+    });
+    SessionConfig {
+        algorithm: alg,
+        key_file,
+        previous_key_files: Vec::new(),
+        issuer: "drawbridge".into(),
+        audience: "sync".into(),
+        max_ttl: Duration::from_secs(600),
+        close_grace: Duration::ZERO,
+        ticket_ttl: Duration::from_secs(30),
+    }
+}
+
+fn allow(expires_in: u64) -> Allow {
+    Allow {
+        user_id: "u1".into(),
+        expires_at: unix_now() + expires_in,
+        permissions: Permissions::default(),
+        client_info: Some(serde_json::json!({"name": "Ada"})),
+        metadata: None,
+    }
+}
+
+#[test]
+fn every_algorithm_mints_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    for alg in [
+        Algorithm::EdDSA,
+        Algorithm::ES256,
+        Algorithm::RS256,
+        Algorithm::HS256,
+    ] {
+        let pem = keygen(alg).unwrap();
+        let pin = (alg == Algorithm::HS256).then_some(alg);
+        let s = Sessions::from_config(&config(dir.path(), Some(("k.pem", &pem)), pin)).unwrap();
+        assert_eq!(s.algorithm(), alg);
+        let m = s.mint(&allow(3600), "app", "prov").unwrap();
+        let back = s.verify(&m.token).unwrap();
+        assert_eq!(back, m.claims, "{alg:?}");
+        assert_eq!(back.exp, back.iat + 600, "max_ttl caps the lifetime");
+        let jwks = s.jwks();
+        let n = jwks["keys"].as_array().unwrap().len();
+        assert_eq!(
+            n,
+            usize::from(alg != Algorithm::HS256),
+            "HS256 secrets are never published"
+        );
+    }
+}
+
+#[test]
+fn session_never_outlives_the_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sessions::from_config(&config(dir.path(), None, None)).unwrap();
+    assert!(s.is_ephemeral());
+    let m = s.mint(&allow(5), "app", "prov").unwrap();
+    assert_eq!(m.claims.exp, m.claims.dex);
+    let r = s.refresh(&m.claims).unwrap();
+    assert_eq!(r.claims.exp, m.claims.dex);
+    assert_eq!(r.claims.sid, m.claims.sid);
+    assert_ne!(r.claims.jti, m.claims.jti);
+    let mut spent = m.claims.clone();
+    spent.dex = unix_now();
+    assert!(matches!(
+        s.refresh(&spent),
+        Err(SessionError::DecisionExpired)
+    ));
+}
+
+#[test]
+fn tampered_foreign_and_expired_tokens_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sessions::from_config(&config(dir.path(), None, None)).unwrap();
+    let other = Sessions::from_config(&config(dir.path(), None, None)).unwrap();
+    let m = s.mint(&allow(3600), "app", "prov").unwrap();
+    assert!(matches!(other.verify(&m.token), Err(SessionError::Invalid)));
+    let mut parts: Vec<String> = m.token.split('.').map(str::to_owned).collect();
+    let mut claims = m.claims.clone();
+    claims.sub = "admin".into();
+    parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+    assert!(matches!(
+        s.verify(&parts.join(".")),
+        Err(SessionError::Invalid)
+    ));
+    let mut old = m.claims.clone();
+    old.exp = unix_now() - 10;
+    let expired = s.sign(&old).unwrap();
+    assert!(matches!(s.verify(&expired), Err(SessionError::Expired)));
+    // alg: none with a valid kid is refused.
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","kid":"{}"}}"#, s.kid)),
+        parts[1]
+    );
+    assert!(matches!(s.verify(&none), Err(SessionError::Invalid)));
+}
+
+#[test]
+fn previous_keys_keep_verifying_after_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_pem = keygen(Algorithm::EdDSA).unwrap();
+    let old =
+        Sessions::from_config(&config(dir.path(), Some(("old.pem", &old_pem)), None)).unwrap();
+    let token = old.mint(&allow(3600), "app", "prov").unwrap().token;
+    let mut cfg = config(
+        dir.path(),
+        Some(("new.pem", &keygen(Algorithm::ES256).unwrap())),
+        None,
+    );
+    cfg.previous_key_files = vec![dir.path().join("old.pem")];
+    let rotated = Sessions::from_config(&cfg).unwrap();
+    assert_eq!(rotated.verify(&token).unwrap().sub, "u1");
+    let kids: Vec<_> = rotated.jwks()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].clone())
+        .collect();
+    assert_eq!(kids.len(), 2);
+    assert_eq!(kids[0], serde_json::json!(rotated.kid));
+}
+
+#[test]
+fn kid_is_the_rfc7638_thumbprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sessions::from_config(&config(dir.path(), None, None)).unwrap();
+    let jwk = &s.jwks()["keys"][0];
+    let canonical = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        jwk["x"].as_str().unwrap()
+    );
+    let expected = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()));
+    assert_eq!(jwk["kid"], serde_json::json!(expected));
+}
+
+#[test]
+fn unusable_key_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Sessions::from_config(&config(dir.path(), Some(("bad.pem", "not a key")), None))
+        .unwrap_err();
+    assert!(e.to_string().contains("bad.pem"), "{e}");
+    let e = Sessions::from_config(&config(
+        dir.path(),
+        Some(("short", "tooshort")),
+        Some(Algorithm::HS256),
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("at least 32 bytes"), "{e}");
+    let ed = keygen(Algorithm::EdDSA).unwrap();
+    assert!(
+        Sessions::from_config(&config(
+            dir.path(),
+            Some(("ed.pem", &ed)),
+            Some(Algorithm::ES256)
+        ))
+        .is_err()
+    );
+}

@@ -1,0 +1,178 @@
+//! The auth doors answered by drawbridge itself, and what they share: body limits, bearer tokens, CORS.
+
+pub(crate) mod aggregator;
+pub(crate) mod login;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::auth::Reason;
+use crate::gateway::respond::{self, Body};
+
+/// Largest body the auth routes read.
+pub(crate) const MAX_AUTH_BODY_BYTES: usize = 64 * 1024;
+
+/// The session cookie name.
+pub(crate) const SESSION_COOKIE: &str = "drawbridge_session";
+
+/// Reads a whole auth-route body, refusing more than 64 KiB with 413 in the failure shape.
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+) -> Result<(http::request::Parts, Bytes), Response<Body>> {
+    let (parts, body) = req.into_parts();
+    match Limited::new(body, MAX_AUTH_BODY_BYTES).collect().await {
+        Ok(c) => Ok((parts, c.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(respond::failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Reason::MalformedRequest,
+            "request body larger than 64 KiB",
+            None,
+        )),
+        Err(_) => Err(respond::failure(
+            StatusCode::BAD_REQUEST,
+            Reason::MalformedRequest,
+            "request body could not be read",
+            None,
+        )),
+    }
+}
+
+/// Parses JSON into `T`, answering 400 `MalformedRequest` with the serde message (which names
+/// the field, never echoes a value).
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, Response<Body>> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let description = match e.classify() {
+            serde_json::error::Category::Data => strip_position(&e.to_string()),
+            serde_json::error::Category::Eof => "truncated JSON".to_owned(),
+            _ => "body is not JSON".to_owned(),
+        };
+        respond::failure(
+            StatusCode::BAD_REQUEST,
+            Reason::MalformedRequest,
+            &description,
+            None,
+        )
+    })
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// The session token from `Authorization: Bearer` or the session cookie.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty());
+    }
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// A cookie's value by name.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+/// RFC 3339 for a Unix time.
+pub(crate) fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Adds CORS headers for an allowed `Origin`; a disallowed origin gets none (the browser refuses).
+pub(crate) fn cors(allowed: &[String], origin: Option<&HeaderValue>, response: &mut HeaderMap) {
+    let Some(origin) = origin else { return };
+    let ok = allowed
+        .iter()
+        .any(|a| a == "*" || origin.to_str().is_ok_and(|o| o.eq_ignore_ascii_case(a)));
+    if ok {
+        response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        response.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        response.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
+/// A CORS preflight answer.
+pub(crate) fn preflight(allowed: &[String], request: &HeaderMap) -> Response<Body> {
+    let mut resp = Response::new(respond::full(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    cors(allowed, request.get(header::ORIGIN), resp.headers_mut());
+    if resp
+        .headers()
+        .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    {
+        let h = resp.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_comes_from_authorization_or_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc.def"),
+        );
+        assert_eq!(bearer(&h), Some("abc.def"));
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
+        assert_eq!(bearer(&h), None);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; drawbridge_session=tok; b=2"),
+        );
+        assert_eq!(bearer(&h), Some("tok"));
+    }
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+}

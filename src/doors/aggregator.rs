@@ -1,0 +1,104 @@
+//! The webhook aggregator door: `POST /auth/webhook[/<provider>]` in the Ditto webhook contract,
+//! so a sync server with one webhook URL per provider can point it here.
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::{parse_json, read_body};
+use crate::auth::signature;
+use crate::auth::webhook::unix_now;
+use crate::auth::{Decision, Door};
+use crate::gateway::Shared;
+use crate::gateway::respond::{self, Body};
+
+/// Either request shape: legacy `appID`, or v1 `databaseID` + `version`.
+#[derive(Deserialize)]
+struct WebhookRequest {
+    #[serde(rename = "appID")]
+    app_id: Option<String>,
+    #[serde(rename = "databaseID")]
+    database_id: Option<String>,
+    provider: Option<String>,
+    token: String,
+}
+
+fn reply(status: StatusCode, v: serde_json::Value) -> Response<Body> {
+    respond::json(status, &v)
+}
+
+fn refused(status: StatusCode, why: &str) -> Response<Body> {
+    reply(
+        status,
+        serde_json::json!({"authenticated": false, "clientInfo": null, "error": why}),
+    )
+}
+
+/// Answers `/auth/webhook` (`path_provider` = None) or `/auth/webhook/<provider>`.
+pub(crate) async fn handle(
+    shared: &Shared,
+    path_provider: Option<&str>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if req.method() != Method::POST {
+        return refused(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    let (parts, body) = match read_body(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let config = shared.config.load();
+    if let Some(key) = &config.auth.aggregator.signing_secret {
+        let header = parts
+            .headers
+            .get(signature::HEADER)
+            .and_then(|v| v.to_str().ok());
+        let max_age = config.auth.aggregator.max_signature_age.as_secs();
+        if let Err(error) = signature::verify(key, header, &body, unix_now(), max_age) {
+            tracing::warn!(%error, "aggregator call refused");
+            return refused(StatusCode::UNAUTHORIZED, "invalid ditto-signature");
+        }
+    }
+    let w: WebhookRequest = match parse_json(&body) {
+        Ok(w) => w,
+        Err(resp) => return resp,
+    };
+    let provider = match (path_provider, w.provider.as_deref()) {
+        (Some(p), Some(b)) if p != b => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "provider in the path and body differ",
+            );
+        }
+        (Some(p), _) | (None, Some(p)) => p.to_owned(),
+        (None, None) => return refused(StatusCode::BAD_REQUEST, "provider: missing"),
+    };
+    let Some(app) = w.app_id.or(w.database_id) else {
+        return refused(StatusCode::BAD_REQUEST, "appID or databaseID: missing");
+    };
+    match shared
+        .auth
+        .decide(Door::Aggregator, &app, &provider, &w.token)
+        .await
+    {
+        Ok(Decision::Allow(a)) => reply(
+            StatusCode::OK,
+            serde_json::json!({
+                "authenticated": true,
+                "expirationSeconds": a.expires_at.saturating_sub(unix_now()),
+                "userID": a.user_id,
+                "permissions": a.permissions,
+                "clientInfo": a.client_info,
+                "identityServiceMetadata": a.metadata,
+            }),
+        ),
+        Ok(Decision::Deny(d)) => reply(
+            StatusCode::OK,
+            serde_json::json!({"authenticated": false, "clientInfo": d.client_info}),
+        ),
+        Err(error) => {
+            let status = respond::provider_error(&error).status();
+            refused(status, error.reason().as_str())
+        }
+    }
+}
