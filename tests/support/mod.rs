@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod client;
 pub mod upstream;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use tokio::sync::oneshot;
 
 pub use certs::{Ca, Issued};
 pub use upstream::Upstream;
+pub use webhook::{Reply, Webhook};
 
 /// Polls `$cond` until it is true or the deadline passes.
 #[macro_export]
@@ -194,6 +196,46 @@ pub fn metric(text: &str, sample: &str) -> f64 {
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// `POST <url>` with a JSON body over an HTTPS client; `(status, headers, JSON body)`.
+pub async fn post_json(
+    http: &client::HttpsClient,
+    url: &str,
+    body: &serde_json::Value,
+    bearer: Option<&str>,
+) -> (u16, http::HeaderMap, serde_json::Value) {
+    let mut req = client::request("POST", url, body.to_string());
+    req.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    if let Some(t) = bearer {
+        req.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    send(http, req).await
+}
+
+/// Sends a request; `(status, headers, JSON body or null)`.
+pub async fn send(
+    http: &client::HttpsClient,
+    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> (u16, http::HeaderMap, serde_json::Value) {
+    use http_body_util::BodyExt;
+    let resp = http.request(req).await.expect("request sent");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+/// `GET <url>` with a bearer token.
+pub async fn get_bearer(http: &client::HttpsClient, url: &str, bearer: &str) -> (u16, http::HeaderMap, serde_json::Value) {
+    let mut req = client::request("GET", url, "");
+    req.headers_mut().insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+    send(http, req).await
+}
+
+/// A login body.
+pub fn login_body(app: &str, provider: &str, token: &str) -> serde_json::Value {
+    serde_json::json!({"appID": app, "provider": provider, "token": token})
 }
 
 /// A short pause used only to space out bytes a slow client sends, never to wait for readiness.
