@@ -7,7 +7,10 @@ use support::{Gateway, Upstream, Webhook, client, get_bearer, login_body, metric
 async fn gateway(hook: &Webhook, extra: &str) -> (Upstream, Gateway) {
     let up = Upstream::start().await;
     let gw = Gateway::builder(up.url())
-        .extra(&format!("[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n{extra}", hook.url()))
+        .extra(&format!(
+            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n{extra}",
+            hook.url()
+        ))
         .spawn()
         .await;
     (up, gw)
@@ -19,18 +22,31 @@ async fn login_mints_a_session_that_userinfo_and_jwks_accept() {
     let (up, gw) = gateway(&hook, "").await;
     let http = client::https(&gw.ca.pem(), false);
 
-    let (status, headers, body) = post_json(&http, &gw.url("/auth/login"), &login_body("app1", "demo", "alice-token"), None).await;
+    let (status, headers, body) = post_json(
+        &http,
+        &gw.url("/auth/login"),
+        &login_body("app1", "demo", "alice-token"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], "success");
     assert_eq!(body["userID"], "alice");
-    assert_eq!(body["clientInfo"], serde_json::json!({"greeting": "hello alice"}));
+    assert_eq!(
+        body["clientInfo"],
+        serde_json::json!({"greeting": "hello alice"})
+    );
     assert_eq!(body["permissions"]["read"]["everything"], true);
     let secs = body["expirationSeconds"].as_u64().unwrap();
     assert!((3590..=3600).contains(&secs), "{secs}");
     assert!(body["expiresAt"].as_str().unwrap().ends_with('Z'));
     let token = body["sessionToken"].as_str().unwrap().to_owned();
     let cookie = headers["set-cookie"].to_str().unwrap();
-    assert!(cookie.starts_with("drawbridge_session=") && cookie.contains("HttpOnly") && cookie.contains("Secure"));
+    assert!(
+        cookie.starts_with("drawbridge_session=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("Secure")
+    );
     assert_eq!(up.hits(), 0, "the sync server saw an auth route");
 
     let (status, _, info) = get_bearer(&http, &gw.url("/auth/userinfo"), &token).await;
@@ -41,7 +57,11 @@ async fn login_mints_a_session_that_userinfo_and_jwks_accept() {
     assert_eq!(info["clientInfo"]["greeting"], "hello alice");
 
     // The sync server can verify the session with the published keys alone.
-    let (status, _, jwks) = support::send(&http, client::request("GET", &gw.url("/.well-known/jwks.json"), "")).await;
+    let (status, _, jwks) = support::send(
+        &http,
+        client::request("GET", &gw.url("/.well-known/jwks.json"), ""),
+    )
+    .await;
     assert_eq!(status, 200);
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
     let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
@@ -49,15 +69,25 @@ async fn login_mints_a_session_that_userinfo_and_jwks_accept() {
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
     v.set_audience(&["drawbridge"]);
     v.set_issuer(&["drawbridge"]);
-    let data = jsonwebtoken::decode::<serde_json::Value>(&token, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &v)
-        .expect("session verifies against the JWKS");
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .expect("session verifies against the JWKS");
     assert_eq!(data.claims["sub"], "alice");
     assert_eq!(data.claims["app"], "app1");
     assert_eq!(data.claims["prv"], "demo");
     assert!(data.claims["sid"].is_string() && data.claims["jti"].is_string());
 
     let m = gw.metrics().await;
-    assert_eq!(metric(&m, "drawbridge_logins_total{door=\"login\",provider=\"demo\",result=\"allow\"}"), 1.0);
+    assert_eq!(
+        metric(
+            &m,
+            "drawbridge_logins_total{door=\"login\",provider=\"demo\",result=\"allow\"}"
+        ),
+        1.0
+    );
     assert_eq!(metric(&m, "drawbridge_sessions_issued_total"), 1.0);
 }
 
@@ -66,7 +96,13 @@ async fn denial_is_401_in_the_failure_shape_with_client_info() {
     let hook = Webhook::users(3600).await;
     let (_up, gw) = gateway(&hook, "").await;
     let http = client::https(&gw.ca.pem(), false);
-    let (status, _, body) = post_json(&http, &gw.url("/auth/login"), &login_body("app1", "demo", "nobody"), None).await;
+    let (status, _, body) = post_json(
+        &http,
+        &gw.url("/auth/login"),
+        &login_body("app1", "demo", "nobody"),
+        None,
+    )
+    .await;
     assert_eq!(status, 401);
     assert_eq!(
         body,
@@ -89,16 +125,25 @@ async fn malformed_requests_are_400_and_never_reach_the_provider() {
         ("not json", "not JSON"),
         ("{\"appID\": \"a\", \"provider\": \"demo\"", "truncated"),
         ("{\"appID\": \"a\", \"provider\": \"demo\"}", "token"),
-        ("{\"appID\": 7, \"provider\": \"demo\", \"token\": \"t\"}", "invalid type"),
+        (
+            "{\"appID\": 7, \"provider\": \"demo\", \"token\": \"t\"}",
+            "invalid type",
+        ),
         ("[]", "expected struct"),
     ] {
         let (status, _, resp) = support::send(&http, client::request("POST", &url, body)).await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(resp["result"], "failure");
         assert_eq!(resp["reason"], "MalformedRequest");
-        assert!(resp["description"].as_str().unwrap().contains(needle), "{body} -> {resp}");
+        assert!(
+            resp["description"].as_str().unwrap().contains(needle),
+            "{body} -> {resp}"
+        );
     }
-    let huge = format!("{{\"appID\":\"a\",\"provider\":\"demo\",\"token\":\"{}\"}}", "x".repeat(70 * 1024));
+    let huge = format!(
+        "{{\"appID\":\"a\",\"provider\":\"demo\",\"token\":\"{}\"}}",
+        "x".repeat(70 * 1024)
+    );
     let (status, _, resp) = support::send(&http, client::request("POST", &url, huge)).await;
     assert_eq!(status, 413);
     assert_eq!(resp["reason"], "MalformedRequest");
@@ -114,15 +159,44 @@ async fn unknown_provider_and_app_are_denied_without_any_call() {
     let (_up, gw) = gateway(&hook, "[apps.app1]\nproviders = [\"demo\"]\n").await;
     let http = client::https(&gw.ca.pem(), false);
     let url = gw.url("/auth/login");
-    let (status, _, body) = post_json(&http, &url, &login_body("app1", "nope", "alice-token"), None).await;
-    assert_eq!((status, body["reason"].as_str()), (401, Some("InvalidApp")), "{body}");
-    let (status, _, body) = post_json(&http, &url, &login_body("other-app", "demo", "alice-token"), None).await;
-    assert_eq!((status, body["reason"].as_str()), (401, Some("InvalidApp")), "{body}");
+    let (status, _, body) = post_json(
+        &http,
+        &url,
+        &login_body("app1", "nope", "alice-token"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (401, Some("InvalidApp")),
+        "{body}"
+    );
+    let (status, _, body) = post_json(
+        &http,
+        &url,
+        &login_body("other-app", "demo", "alice-token"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (401, Some("InvalidApp")),
+        "{body}"
+    );
     assert_eq!(hook.calls(), 0);
-    let (status, _, _) = post_json(&http, &url, &login_body("app1", "demo", "alice-token"), None).await;
+    let (status, _, _) = post_json(
+        &http,
+        &url,
+        &login_body("app1", "demo", "alice-token"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(
-        metric(&gw.metrics().await, "drawbridge_logins_total{door=\"login\",provider=\"unknown\",result=\"deny\"}"),
+        metric(
+            &gw.metrics().await,
+            "drawbridge_logins_total{door=\"login\",provider=\"unknown\",result=\"deny\"}"
+        ),
         1.0,
         "client-chosen provider names must not become labels"
     );
@@ -133,24 +207,50 @@ async fn refresh_keeps_the_session_and_never_passes_the_decision_expiry() {
     let hook = Webhook::users(30).await;
     let (_up, gw) = gateway(&hook, "[session]\nmax_ttl_seconds = 3600\n").await;
     let http = client::https(&gw.ca.pem(), false);
-    let (_, _, first) = post_json(&http, &gw.url("/auth/login"), &login_body("a", "demo", "bob-token"), None).await;
+    let (_, _, first) = post_json(
+        &http,
+        &gw.url("/auth/login"),
+        &login_body("a", "demo", "bob-token"),
+        None,
+    )
+    .await;
     let token = first["sessionToken"].as_str().unwrap();
-    let (status, _, second) =
-        post_json(&http, &gw.url("/auth/token"), &serde_json::json!({"refresh": token}), None).await;
+    let (status, _, second) = post_json(
+        &http,
+        &gw.url("/auth/token"),
+        &serde_json::json!({"refresh": token}),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{second}");
     assert_ne!(second["sessionToken"], first["sessionToken"]);
     let claims = |t: &serde_json::Value| -> serde_json::Value {
         let payload = t.as_str().unwrap().split('.').nth(1).unwrap();
-        serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap())
-            .unwrap()
+        serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap()
     };
-    let (a, b) = (claims(&first["sessionToken"]), claims(&second["sessionToken"]));
+    let (a, b) = (
+        claims(&first["sessionToken"]),
+        claims(&second["sessionToken"]),
+    );
     assert_eq!(a["sid"], b["sid"]);
-    assert!(b["exp"].as_u64() <= a["dex"].as_u64(), "refresh went past the decision: {a} {b}");
-    assert!(b["exp"].as_u64().unwrap() <= a["exp"].as_u64().unwrap() + 1, "a 30 s decision became a longer session");
+    assert!(
+        b["exp"].as_u64() <= a["dex"].as_u64(),
+        "refresh went past the decision: {a} {b}"
+    );
+    assert!(
+        b["exp"].as_u64().unwrap() <= a["exp"].as_u64().unwrap() + 1,
+        "a 30 s decision became a longer session"
+    );
     assert_eq!(hook.calls(), 1, "refresh must not ask the provider");
 
-    for bad in [serde_json::json!({"refresh": "garbage"}), serde_json::json!({"refresh": 5})] {
+    for bad in [
+        serde_json::json!({"refresh": "garbage"}),
+        serde_json::json!({"refresh": 5}),
+    ] {
         let (status, _, body) = post_json(&http, &gw.url("/auth/token"), &bad, None).await;
         assert!(status == 401 || status == 400, "{status} {body}");
         assert_eq!(body["result"], "failure");
@@ -162,30 +262,84 @@ async fn after_logout_the_token_is_refused_everywhere() {
     let hook = Webhook::users(3600).await;
     let (_up, gw) = gateway(&hook, "").await;
     let http = client::https(&gw.ca.pem(), false);
-    let (_, _, body) = post_json(&http, &gw.url("/auth/login"), &login_body("a", "demo", "carol-token"), None).await;
+    let (_, _, body) = post_json(
+        &http,
+        &gw.url("/auth/login"),
+        &login_body("a", "demo", "carol-token"),
+        None,
+    )
+    .await;
     let token = body["sessionToken"].as_str().unwrap().to_owned();
-    let (status, _, ticket) = post_json(&http, &gw.url("/auth/ticket"), &serde_json::json!({}), Some(&token)).await;
+    let (status, _, ticket) = post_json(
+        &http,
+        &gw.url("/auth/ticket"),
+        &serde_json::json!({}),
+        Some(&token),
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(ticket["ticket"].as_str().unwrap().len() >= 32);
     assert_eq!(ticket["expiresIn"], 30);
 
-    let (status, headers, _) = post_json(&http, &gw.url("/auth/logout"), &serde_json::json!({}), Some(&token)).await;
+    let (status, headers, _) = post_json(
+        &http,
+        &gw.url("/auth/logout"),
+        &serde_json::json!({}),
+        Some(&token),
+    )
+    .await;
     assert_eq!(status, 200);
-    assert!(headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
 
     let (status, headers, body) = get_bearer(&http, &gw.url("/auth/userinfo"), &token).await;
     assert_eq!(status, 401);
     assert_eq!(body["reason"], "InvalidToken");
-    assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
-    let (status, _, _) = post_json(&http, &gw.url("/auth/token"), &serde_json::json!({"refresh": token}), None).await;
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let (status, _, _) = post_json(
+        &http,
+        &gw.url("/auth/token"),
+        &serde_json::json!({"refresh": token}),
+        None,
+    )
+    .await;
     assert_eq!(status, 401);
-    let (status, _, _) = post_json(&http, &gw.url("/auth/ticket"), &serde_json::json!({}), Some(&token)).await;
+    let (status, _, _) = post_json(
+        &http,
+        &gw.url("/auth/ticket"),
+        &serde_json::json!({}),
+        Some(&token),
+    )
+    .await;
     assert_eq!(status, 401);
-    assert_eq!(metric(&gw.metrics().await, "drawbridge_sessions_revoked_total"), 1.0);
+    assert_eq!(
+        metric(&gw.metrics().await, "drawbridge_sessions_revoked_total"),
+        1.0
+    );
 
     // A new login gets a new, working session.
-    let (_, _, again) = post_json(&http, &gw.url("/auth/login"), &login_body("a", "demo", "carol-token"), None).await;
-    let (status, _, _) = get_bearer(&http, &gw.url("/auth/userinfo"), again["sessionToken"].as_str().unwrap()).await;
+    let (_, _, again) = post_json(
+        &http,
+        &gw.url("/auth/login"),
+        &login_body("a", "demo", "carol-token"),
+        None,
+    )
+    .await;
+    let (status, _, _) = get_bearer(
+        &http,
+        &gw.url("/auth/userinfo"),
+        again["sessionToken"].as_str().unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
 }
 
@@ -194,11 +348,20 @@ async fn admin_revokes_by_user_and_purges_the_cache() {
     let hook = Webhook::users(3600).await;
     let (_up, gw) = gateway(&hook, "").await;
     let http = client::https(&gw.ca.pem(), false);
-    let (_, _, body) = post_json(&http, &gw.url("/auth/login"), &login_body("a", "demo", "dave-token"), None).await;
+    let (_, _, body) = post_json(
+        &http,
+        &gw.url("/auth/login"),
+        &login_body("a", "demo", "dave-token"),
+        None,
+    )
+    .await;
     let token = body["sessionToken"].as_str().unwrap().to_owned();
-    let admin = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let admin = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
     let revoke = http::Request::post(format!("http://{}/sessions/revoke", gw.admin_addr))
-        .body(http_body_util::Full::new(bytes::Bytes::from(r#"{"userID": "dave"}"#)))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            r#"{"userID": "dave"}"#,
+        )))
         .unwrap();
     let resp = admin.request(revoke).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -206,7 +369,13 @@ async fn admin_revokes_by_user_and_purges_the_cache() {
     assert_eq!(status, 401, "a user revocation left a session working");
     // The user's cached decision went too: the next login asks the provider again.
     let calls = hook.calls();
-    let (status, _, _) = post_json(&http, &gw.url("/auth/login"), &login_body("a", "demo", "dave-token"), None).await;
+    let (status, _, _) = post_json(
+        &http,
+        &gw.url("/auth/login"),
+        &login_body("a", "demo", "dave-token"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(hook.calls(), calls + 1);
 
@@ -214,7 +383,13 @@ async fn admin_revokes_by_user_and_purges_the_cache() {
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
     assert_eq!(admin.request(purge).await.unwrap().status(), 200);
-    post_json(&http, &gw.url("/auth/login"), &login_body("a", "demo", "dave-token"), None).await;
+    post_json(
+        &http,
+        &gw.url("/auth/login"),
+        &login_body("a", "demo", "dave-token"),
+        None,
+    )
+    .await;
     assert_eq!(hook.calls(), calls + 2, "purge left the decision cached");
 }
 
@@ -225,7 +400,13 @@ async fn login_rate_limit_answers_429_per_client() {
     let http = client::https(&gw.ca.pem(), false);
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let (status, headers, body) = post_json(&http, &gw.url("/auth/login"), &login_body("a", "demo", "erin-token"), None).await;
+        let (status, headers, body) = post_json(
+            &http,
+            &gw.url("/auth/login"),
+            &login_body("a", "demo", "erin-token"),
+            None,
+        )
+        .await;
         if status == 429 {
             assert_eq!(body["reason"], "RateLimited");
             assert_eq!(headers["retry-after"], "1");
@@ -239,19 +420,43 @@ async fn login_rate_limit_answers_429_per_client() {
 #[tokio::test]
 async fn cors_preflight_is_answered_for_allowed_origins_only() {
     let hook = Webhook::users(3600).await;
-    let (_up, gw) = gateway(&hook, "[cors]\nallowed_origins = [\"https://app.example\"]\n").await;
+    let (_up, gw) = gateway(
+        &hook,
+        "[cors]\nallowed_origins = [\"https://app.example\"]\n",
+    )
+    .await;
     let http = client::https(&gw.ca.pem(), false);
-    for (origin, allowed) in [("https://app.example", true), ("https://evil.example", false)] {
+    for (origin, allowed) in [
+        ("https://app.example", true),
+        ("https://evil.example", false),
+    ] {
         let mut req = client::request("OPTIONS", &gw.url("/auth/login"), "");
         req.headers_mut().insert("origin", origin.parse().unwrap());
-        req.headers_mut().insert("access-control-request-method", "POST".parse().unwrap());
+        req.headers_mut()
+            .insert("access-control-request-method", "POST".parse().unwrap());
         let (status, headers, _) = support::send(&http, req).await;
         assert_eq!(status, 204);
-        assert_eq!(headers.get("access-control-allow-origin").map(|v| v.to_str().unwrap()), allowed.then_some(origin));
-        assert_eq!(headers.contains_key("access-control-allow-methods"), allowed);
+        assert_eq!(
+            headers
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap()),
+            allowed.then_some(origin)
+        );
+        assert_eq!(
+            headers.contains_key("access-control-allow-methods"),
+            allowed
+        );
     }
-    let mut req = client::request("POST", &gw.url("/auth/login"), login_body("a", "demo", "x-token").to_string());
-    req.headers_mut().insert("origin", "https://app.example".parse().unwrap());
+    let mut req = client::request(
+        "POST",
+        &gw.url("/auth/login"),
+        login_body("a", "demo", "x-token").to_string(),
+    );
+    req.headers_mut()
+        .insert("origin", "https://app.example".parse().unwrap());
     let (_, headers, _) = support::send(&http, req).await;
-    assert_eq!(headers["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
 }

@@ -9,9 +9,9 @@ use moka::Expiry;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
-use super::Decision;
 use super::provider::ProviderError;
 use super::webhook::unix_now;
+use super::{Allow, Decision};
 use crate::config::auth::CacheConfig;
 use crate::metrics::AuthMetrics;
 
@@ -147,10 +147,15 @@ impl DecisionCache {
         match loaded {
             Ok(entry) => {
                 if ran {
-                    if let (Some(stale), Decision::Allow(_)) = (&self.stale, &entry.decision) {
+                    if let (Some(stale), Decision::Allow(allow)) = (&self.stale, &entry.decision) {
+                        // Served only while the provider fails, and good until the stale window closes.
+                        let extended = Allow {
+                            expires_at: allow.expires_at + self.config.stale_if_error.as_secs(),
+                            ..(**allow).clone()
+                        };
                         let keep = Entry {
                             ttl: entry.ttl + self.config.stale_if_error,
-                            decision: entry.decision.clone(),
+                            decision: Decision::Allow(Arc::new(extended)),
                         };
                         stale.insert(key, keep).await;
                     }

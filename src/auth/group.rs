@@ -63,19 +63,17 @@ impl GroupProvider {
     }
 
     /// Each member is asked under its own name, with the caller's app and token.
-    fn ask<'a>(
-        name: &'a str,
-        member: &'a Provider,
-        check: &'a Check<'a>,
-    ) -> impl Future<Output = Result<Decision, ProviderError>> + 'a {
-        async move {
-            let inner = Check {
-                app: check.app,
-                provider: name,
-                token: check.token,
-            };
-            member.check(&inner).await
-        }
+    async fn ask(
+        name: &str,
+        member: &Provider,
+        check: &Check<'_>,
+    ) -> Result<Decision, ProviderError> {
+        let inner = Check {
+            app: check.app,
+            provider: name,
+            token: check.token,
+        };
+        member.check(&inner).await
     }
 
     /// All at once; the first allow wins and dropping the rest cancels their calls.

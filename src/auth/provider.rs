@@ -103,7 +103,7 @@ impl ProviderError {
 
 /// A configured provider.
 pub(crate) enum Provider {
-    Webhook(WebhookProvider),
+    Webhook(Box<WebhookProvider>),
     Jwt(JwtProvider),
     Group(GroupProvider),
 }
@@ -147,9 +147,12 @@ pub(crate) fn build_all(
             return Some(p.clone());
         }
         let provider = match configs.get(name)? {
-            ProviderConfig::Webhook(c) => {
-                Provider::Webhook(WebhookProvider::new(name, c, client.clone(), metrics))
-            }
+            ProviderConfig::Webhook(c) => Provider::Webhook(Box::new(WebhookProvider::new(
+                name,
+                c,
+                client.clone(),
+                metrics,
+            ))),
             ProviderConfig::Jwt(c) => Provider::Jwt(JwtProvider::new(name, c, client.clone())),
             ProviderConfig::Group(c) => {
                 let members = c

@@ -52,65 +52,6 @@ pub(crate) fn upstream_error(err: &UpstreamError) -> Response<Body> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn body_json(resp: Response<Body>) -> serde_json::Value {
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        serde_json::from_slice(&bytes).unwrap()
-    }
-
-    #[tokio::test]
-    async fn payload_too_large_maps_to_413() {
-        let resp = upstream_error(&UpstreamError::BodyTooLarge);
-        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(body_json(resp).await["status"], 413);
-    }
-
-    #[tokio::test]
-    async fn upstream_timeout_maps_to_504() {
-        let resp = upstream_error(&UpstreamError::Timeout);
-        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(
-            body_json(resp).await,
-            serde_json::json!({"error": "upstream timed out", "status": 504})
-        );
-    }
-
-    #[tokio::test]
-    async fn provider_timeout_maps_to_503_and_broken_provider_to_502() {
-        let resp = provider_error(&ProviderError::Timeout);
-        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(body_json(resp).await["reason"], "Timeout");
-        let resp = provider_error(&ProviderError::Reply("garbage"));
-        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(body_json(resp).await["reason"], "Internal");
-    }
-
-    #[tokio::test]
-    async fn invalid_session_maps_to_401_with_bearer_challenge() {
-        let resp = invalid_token("session token expired");
-        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-        assert!(
-            resp.headers()[header::WWW_AUTHENTICATE]
-                .to_str()
-                .unwrap()
-                .starts_with("Bearer")
-        );
-        let body = body_json(resp).await;
-        assert_eq!(body["result"], "failure");
-        assert_eq!(body["reason"], "InvalidToken");
-    }
-
-    #[test]
-    fn error_responses_are_json_and_not_cached() {
-        let resp = error(StatusCode::BAD_GATEWAY, "upstream unavailable");
-        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
-        assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
-    }
-}
-
 /// The Ditto SDK failure shape every auth door uses:
 /// `{"result":"failure","reason":..,"description":..,"clientInfo":..}`.
 pub(crate) fn failure(
@@ -173,4 +114,63 @@ pub(crate) fn invalid_token(description: &str) -> Response<Body> {
         description,
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_json(resp: Response<Body>) -> serde_json::Value {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn payload_too_large_maps_to_413() {
+        let resp = upstream_error(&UpstreamError::BodyTooLarge);
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body_json(resp).await["status"], 413);
+    }
+
+    #[tokio::test]
+    async fn upstream_timeout_maps_to_504() {
+        let resp = upstream_error(&UpstreamError::Timeout);
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            body_json(resp).await,
+            serde_json::json!({"error": "upstream timed out", "status": 504})
+        );
+    }
+
+    #[tokio::test]
+    async fn provider_timeout_maps_to_503_and_broken_provider_to_502() {
+        let resp = provider_error(&ProviderError::Timeout);
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body_json(resp).await["reason"], "Timeout");
+        let resp = provider_error(&ProviderError::Reply("garbage"));
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(body_json(resp).await["reason"], "Internal");
+    }
+
+    #[tokio::test]
+    async fn invalid_session_maps_to_401_with_bearer_challenge() {
+        let resp = invalid_token("session token expired");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            resp.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        let body = body_json(resp).await;
+        assert_eq!(body["result"], "failure");
+        assert_eq!(body["reason"], "InvalidToken");
+    }
+
+    #[test]
+    fn error_responses_are_json_and_not_cached() {
+        let resp = error(StatusCode::BAD_GATEWAY, "upstream unavailable");
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
+    }
 }

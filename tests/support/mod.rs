@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod process;
 pub mod upstream;
 pub mod webhook;
 
@@ -206,9 +207,11 @@ pub async fn post_json(
     bearer: Option<&str>,
 ) -> (u16, http::HeaderMap, serde_json::Value) {
     let mut req = client::request("POST", url, body.to_string());
-    req.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    req.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     if let Some(t) = bearer {
-        req.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
     }
     send(http, req).await
 }
@@ -223,13 +226,22 @@ pub async fn send(
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// `GET <url>` with a bearer token.
-pub async fn get_bearer(http: &client::HttpsClient, url: &str, bearer: &str) -> (u16, http::HeaderMap, serde_json::Value) {
+pub async fn get_bearer(
+    http: &client::HttpsClient,
+    url: &str,
+    bearer: &str,
+) -> (u16, http::HeaderMap, serde_json::Value) {
     let mut req = client::request("GET", url, "");
-    req.headers_mut().insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
     send(http, req).await
 }
 

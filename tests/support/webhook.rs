@@ -42,7 +42,10 @@ impl Reply {
     }
 
     pub fn deny(client_info: serde_json::Value) -> Self {
-        Self::json(200, serde_json::json!({"authenticated": false, "clientInfo": client_info}))
+        Self::json(
+            200,
+            serde_json::json!({"authenticated": false, "clientInfo": client_info}),
+        )
     }
 
     pub fn json(status: u16, v: serde_json::Value) -> Self {
@@ -96,7 +99,9 @@ impl Drop for Guard {
 }
 
 impl Webhook {
-    pub async fn start(script: impl Fn(&serde_json::Value) -> Reply + Send + Sync + 'static) -> Self {
+    pub async fn start(
+        script: impl Fn(&serde_json::Value) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let script: Script = Arc::new(script);
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
@@ -104,27 +109,47 @@ impl Webhook {
         let finished = Arc::new(AtomicUsize::new(0));
         let cancelled = Arc::new(AtomicUsize::new(0));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (c, f, x, l) = (calls.clone(), finished.clone(), cancelled.clone(), log.clone());
+        let (c, f, x, l) = (
+            calls.clone(),
+            finished.clone(),
+            cancelled.clone(),
+            log.clone(),
+        );
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = tcp.accept().await {
-                let (script, c, f, x, l) = (script.clone(), c.clone(), f.clone(), x.clone(), l.clone());
+                let (script, c, f, x, l) =
+                    (script.clone(), c.clone(), f.clone(), x.clone(), l.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (script, c, f, x, l) = (script.clone(), c.clone(), f.clone(), x.clone(), l.clone());
+                        let (script, c, f, x, l) =
+                            (script.clone(), c.clone(), f.clone(), x.clone(), l.clone());
                         async move {
                             c.fetch_add(1, Ordering::SeqCst);
-                            let mut guard = Guard { done: false, cancelled: x };
+                            let mut guard = Guard {
+                                done: false,
+                                cancelled: x,
+                            };
                             let headers = req.headers().clone();
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            l.lock().unwrap().push(Call { headers, body: body.clone() });
-                            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            l.lock().unwrap().push(Call {
+                                headers,
+                                body: body.clone(),
+                            });
+                            let json: serde_json::Value =
+                                serde_json::from_slice(&body).unwrap_or_default();
                             let reply = script(&json);
                             tokio::time::sleep(reply.delay).await;
                             guard.done = true;
                             f.fetch_add(1, Ordering::SeqCst);
                             let mut resp = Response::new(Full::new(reply.body));
                             *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap();
-                            resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                            resp.headers_mut()
+                                .insert("content-type", "application/json".parse().unwrap());
                             Ok::<_, Infallible>(resp)
                         }
                     });

@@ -1,0 +1,106 @@
+//! `drawbridge run` as a real child process, with its bound addresses read from its JSON start line
+//! and every log line kept for inspection.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use super::{Ca, Gateway};
+
+pub struct Running {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub ca: Ca,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// Starts `drawbridge run` in front of `upstream` with JSON logs; `extra` is appended to the config.
+    // The child is owned by `Running`, whose Drop kills and waits for it.
+    #[allow(clippy::zombie_processes)]
+    pub fn start(upstream: &str, extra: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new();
+        let text = Gateway::builder(upstream)
+            .extra(&format!("[log]\nformat = \"json\"\n{extra}"))
+            .config_text(dir.path(), &ca);
+        let path = dir.path().join("drawbridge.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let keep = logs.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                keep.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("drawbridge never logged that it was serving");
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["fields"]["message"] == "drawbridge serving" {
+                let addr = v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+                let admin = v["fields"]["admin"].as_str().unwrap().parse().unwrap();
+                return Self {
+                    child,
+                    addr,
+                    admin,
+                    ca,
+                    logs,
+                    _dir: dir,
+                };
+            }
+        }
+    }
+
+    /// Waits for the process to exit and returns its code.
+    pub fn wait_exit(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "drawbridge did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
