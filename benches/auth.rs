@@ -1,0 +1,105 @@
+//! The auth hot paths: a login answered from the decision cache, and session mint/verify per algorithm.
+//!
+//! Run: `cargo bench --bench auth`
+//!
+//! Targets on the project's 2-core machine: cache-hit decide < 2 µs, EdDSA session verify < 50 µs.
+//! Medians from `cargo bench --bench auth` on 2026-11-23, 2 vCPU (x86_64, shared), Rust 1.95:
+//!
+//! | bench                         | median   |
+//! |-------------------------------|----------|
+//! | decide/cache_hit              | see BENCHMARKS.md / the closing note of the change that added it |
+//! | session/verify/EdDSA          | 〃       |
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use drawbridge::auth::session::{Sessions, keygen};
+use drawbridge::auth::{AuthCore, Decision, Door, Permissions};
+use drawbridge::config::Config;
+
+/// A webhook that allows everything for an hour, so the first decide fills the cache.
+async fn allow_all_webhook() -> String {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = tcp.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                        br#"{"authenticated":true,"expirationSeconds":3600,"userID":"bench"}"#,
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/auth")
+}
+
+fn decide(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let core = rt.block_on(async {
+        let url = allow_all_webhook().await;
+        let text = format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[providers.bench]\nkind = \"webhook\"\nurl = \"{url}\"\n"
+        );
+        let config = Config::from_toml(&text, &drawbridge::config::System).unwrap();
+        let core = AuthCore::from_config(&config.auth).unwrap();
+        let first = core.decide(Door::Login, "app", "bench", "a-token-of-realistic-length-0123456789abcdef").await;
+        assert!(matches!(first, Ok(Decision::Allow(_))));
+        core
+    });
+    c.bench_function("decide/cache_hit", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                core.decide(Door::Login, "app", "bench", black_box("a-token-of-realistic-length-0123456789abcdef"))
+                    .await
+                    .unwrap(),
+            )
+        });
+    });
+}
+
+fn sessions(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let allow = drawbridge::auth::Allow {
+        user_id: "bench-user".into(),
+        expires_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600,
+        permissions: Permissions::default(),
+        client_info: Some(serde_json::json!({"name": "bench"})),
+        metadata: None,
+    };
+    for alg in ["EdDSA", "ES256", "RS256", "HS256"] {
+        let algorithm: jsonwebtoken::Algorithm = alg.parse().unwrap();
+        let key = dir.path().join(alg);
+        std::fs::write(&key, keygen(algorithm).unwrap()).unwrap();
+        let text = format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\nalgorithm = \"{alg}\"\nkey_file = {key:?}\n"
+        );
+        let config = Config::from_toml(&text, &drawbridge::config::System).unwrap();
+        let sessions = Sessions::from_config(&config.auth.session).unwrap();
+        let token = sessions.mint(&allow, "app", "bench").unwrap().token;
+        c.bench_function(&format!("session/verify/{alg}"), |b| {
+            b.iter(|| black_box(sessions.verify(black_box(&token)).unwrap()));
+        });
+        c.bench_function(&format!("session/mint/{alg}"), |b| {
+            b.iter(|| black_box(sessions.mint(black_box(&allow), "app", "bench").unwrap()));
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = decide, sessions
+}
+criterion_main!(benches);
