@@ -1,6 +1,8 @@
 //! The jwt provider: verifies a JWT locally against a JWKS (fetched and refreshed, or a file),
 //! and maps its claims to a user ID and templated permissions.
 
+mod template;
+
 use super::Decision;
 use super::provider::{Check, HttpClient, ProviderError};
 use crate::config::auth::JwtConfig;
