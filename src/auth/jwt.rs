@@ -1,6 +1,7 @@
 //! The jwt provider: verifies a JWT locally against a JWKS (fetched and refreshed, or a file),
 //! and maps its claims to a user ID and templated permissions.
 
+mod keys;
 mod template;
 
 use super::Decision;
