@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod client;
 pub mod process;
+pub mod tokens;
 pub mod upstream;
 pub mod webhook;
 

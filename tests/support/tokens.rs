@@ -1,0 +1,94 @@
+//! A token issuer for tests: an ES256 key made with rcgen at test time, its JWKS served over
+//! plain HTTP on 127.0.0.1:0, and `mint(claims)`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::Response;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+/// The `iss` every minted token carries unless the claims say otherwise.
+pub const ISSUER: &str = "https://issuer.test/";
+/// The `kid` of the issuer's key.
+pub const KID: &str = "test-1";
+
+/// A JWKS endpoint and the key behind it.
+pub struct Issuer {
+    pub addr: SocketAddr,
+    key: EncodingKey,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Issuer {
+    /// Generates a key and starts serving its JWKS.
+    pub async fn start() -> Self {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let point = pair.public_key_raw();
+        let jwks = json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": KID, "use": "sig", "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+        }]})
+        .to_string();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = tcp.accept().await {
+                let body = Bytes::from(jwks.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req| {
+                        let resp = Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(body.clone()))
+                            .unwrap();
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            key: EncodingKey::from_ec_der(&pair.serialize_der()),
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>/.well-known/jwks.json`.
+    pub fn jwks_url(&self) -> String {
+        format!("http://{}/.well-known/jwks.json", self.addr)
+    }
+
+    /// Good claims for `sub` and `aud`, expiring in ten minutes.
+    pub fn claims(&self, sub: &str, aud: &str) -> Value {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        json!({"iss": ISSUER, "aud": aud, "sub": sub, "iat": now, "exp": now + 600})
+    }
+
+    /// A token signed with the issuer's key.
+    pub fn mint(&self, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(KID.to_owned());
+        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+    }
+}
+
+impl Drop for Issuer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
