@@ -273,16 +273,19 @@ impl Config {
                     .session
                     .key_file
                     .as_ref()
-                    .map_or("ephemeral (set session.key_file)".to_owned(), |k| k.display().to_string()),
+                    .map_or("ephemeral (set session.key_file)".to_owned(), |k| k
+                        .display()
+                        .to_string()),
                 self.auth.session.max_ttl,
                 self.auth.session.issuer,
                 self.auth.session.audience
             ),
             format!(
                 "rate limit  {}",
-                self.auth
-                    .rate_limit
-                    .map_or("off".to_owned(), |r| format!("{}/s, burst {}, per client IP", r.per_second, r.burst))
+                self.auth.rate_limit.map_or("off".to_owned(), |r| format!(
+                    "{}/s, burst {}, per client IP",
+                    r.per_second, r.burst
+                ))
             ),
             format!("log         {:?} at {}", self.log.format, self.log.level),
         ];

@@ -75,7 +75,11 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Command::Keygen { algorithm, out, force } => keygen(&algorithm, out.as_deref(), force),
+        Command::Keygen {
+            algorithm,
+            out,
+            force,
+        } => keygen(&algorithm, out.as_deref(), force),
         Command::Demo { addr, admin_addr } => {
             init_logs(LogFormat::Text, "info");
             runtime(async move {
@@ -103,10 +107,12 @@ fn check(path: &std::path::Path, skip_files: bool) -> ExitCode {
 
 fn keygen(algorithm: &str, out: Option<&std::path::Path>, force: bool) -> ExitCode {
     let alg = match algorithm.parse::<jsonwebtoken::Algorithm>() {
-        Ok(a @ (jsonwebtoken::Algorithm::EdDSA
-        | jsonwebtoken::Algorithm::ES256
-        | jsonwebtoken::Algorithm::RS256
-        | jsonwebtoken::Algorithm::HS256)) => a,
+        Ok(
+            a @ (jsonwebtoken::Algorithm::EdDSA
+            | jsonwebtoken::Algorithm::ES256
+            | jsonwebtoken::Algorithm::RS256
+            | jsonwebtoken::Algorithm::HS256),
+        ) => a,
         _ => {
             eprintln!("drawbridge keygen: --algorithm must be EdDSA, ES256, RS256 or HS256");
             return ExitCode::from(EXIT_USAGE);
@@ -132,13 +138,27 @@ fn keygen(algorithm: &str, out: Option<&std::path::Path>, force: bool) -> ExitCo
     }
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path).and_then(|mut f| std::io::Write::write_all(&mut f, key.as_bytes())) {
+    match options
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, key.as_bytes()))
+    {
         Ok(()) => {
-            eprintln!("wrote a new {algorithm} key to {}; set session.key_file to it", path.display());
+            eprintln!(
+                "wrote a new {algorithm} key to {}; set session.key_file to it",
+                path.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("drawbridge keygen: cannot write {}: {e}{}", path.display(), if e.kind() == std::io::ErrorKind::AlreadyExists { " (use --force to replace it)" } else { "" });
+            eprintln!(
+                "drawbridge keygen: cannot write {}: {e}{}",
+                path.display(),
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    " (use --force to replace it)"
+                } else {
+                    ""
+                }
+            );
             ExitCode::FAILURE
         }
     }

@@ -62,23 +62,37 @@ fn example_config_documents_every_default() {
 
 #[test]
 fn example_providers_stay_valid() {
-    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/drawbridge.example.toml"))
-        .unwrap();
-    let start = example.find("# --- example providers ---").expect("start marker");
-    let end = example.find("# --- end of example providers ---").expect("end marker");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/drawbridge.example.toml"),
+    )
+    .unwrap();
+    let start = example
+        .find("# --- example providers ---")
+        .expect("start marker");
+    let end = example
+        .find("# --- end of example providers ---")
+        .expect("end marker");
     let block: String = example[start..end]
         .lines()
         .skip(1)
-        .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
+        .map(|l| {
+            l.strip_prefix("# ")
+                .or_else(|| l.strip_prefix('#'))
+                .unwrap_or(l)
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let env = std::collections::HashMap::from([("WEBHOOK_API_KEY".to_owned(), "k".to_owned())]);
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("webhook-key");
     std::fs::write(&secret, "c2VjcmV0\n").unwrap();
-    let block = block.replace("/etc/drawbridge/secrets/webhook-key", secret.to_str().unwrap());
+    let block = block.replace(
+        "/etc/drawbridge/secrets/webhook-key",
+        secret.to_str().unwrap(),
+    );
     let text = format!("[upstream]\nurl = \"http://127.0.0.1:1\"\n{block}");
-    let config = drawbridge::Config::from_toml(&text, &env).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let config =
+        drawbridge::Config::from_toml(&text, &env).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(config.auth.providers.len(), 3);
 }
 
@@ -156,17 +170,25 @@ fn keygen_writes_a_key_that_a_config_accepts() {
             .arg(&key)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let text = format!(
             "[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\nalgorithm = \"{alg}\"\nkey_file = {key:?}\n"
         );
         let config = drawbridge::Config::from_toml(&text, &drawbridge::config::System).unwrap();
-        let sessions = drawbridge::auth::session::Sessions::from_config(&config.auth.session).unwrap();
+        let sessions =
+            drawbridge::auth::session::Sessions::from_config(&config.auth.session).unwrap();
         assert_eq!(format!("{:?}", sessions.algorithm()), alg);
         // A second run does not overwrite the key.
         let again = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
@@ -207,17 +229,25 @@ fn auth_config_problems_name_their_keys() {
         "apps.app1.providers.0: ",
         "session.algorithm: ",
     ] {
-        assert!(err.lines().any(|l| l.contains(key)), "no line for {key}:\n{err}");
+        assert!(
+            err.lines().any(|l| l.contains(key)),
+            "no line for {key}:\n{err}"
+        );
     }
 }
 
 #[test]
 fn unknown_provider_kind_and_field_are_named() {
-    let (code, _, err) = check_text("[upstream]\nurl = \"http://127.0.0.1:1\"\n[providers.a]\nkind = \"ldap\"\n");
-    assert_eq!(code, 64);
-    assert!(err.contains("providers.a.kind: unknown variant ldap"), "{err}");
     let (code, _, err) =
-        check_text("[upstream]\nurl = \"http://127.0.0.1:1\"\n[providers.a]\nkind = \"webhook\"\nurl = \"http://x\"\ntimeout = 5\n");
+        check_text("[upstream]\nurl = \"http://127.0.0.1:1\"\n[providers.a]\nkind = \"ldap\"\n");
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("providers.a.kind: unknown variant ldap"),
+        "{err}"
+    );
+    let (code, _, err) = check_text(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[providers.a]\nkind = \"webhook\"\nurl = \"http://x\"\ntimeout = 5\n",
+    );
     assert_eq!(code, 64);
     assert!(err.contains("providers.a.timeout: unknown field"), "{err}");
 }

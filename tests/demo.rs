@@ -90,9 +90,13 @@ async fn demo_serves_the_sync_server_through_tls() {
     )
     .await;
     assert_eq!(status, 200, "{login}");
-    assert_eq!(login["permissions"]["write"]["everything"], false, "bob is read-only");
+    assert_eq!(
+        login["permissions"]["write"]["everything"], false,
+        "bob is read-only"
+    );
     let token = login["sessionToken"].as_str().unwrap();
-    let (status, _, info) = support::get_bearer(&http, &format!("{gateway}/auth/userinfo"), token).await;
+    let (status, _, info) =
+        support::get_bearer(&http, &format!("{gateway}/auth/userinfo"), token).await;
     assert_eq!((status, info["userID"].as_str()), (200, Some("bob")));
     let (status, _, denied) = support::post_json(
         &http,
@@ -101,8 +105,14 @@ async fn demo_serves_the_sync_server_through_tls() {
         None,
     )
     .await;
-    assert_eq!((status, denied["reason"].as_str()), (401, Some("InvalidCredentials")));
-    assert!(banner.iter().any(|l| l.contains("/auth/userinfo")), "{banner:?}");
+    assert_eq!(
+        (status, denied["reason"].as_str()),
+        (401, Some("InvalidCredentials"))
+    );
+    assert!(
+        banner.iter().any(|l| l.contains("/auth/userinfo")),
+        "{banner:?}"
+    );
 
     let (status, metrics) = client::get_text(&format!("{admin}/metrics")).await;
     assert_eq!(status, 200);

@@ -95,6 +95,8 @@ struct VerifyKey {
     alg: Algorithm,
     decoding: DecodingKey,
     public: Option<Jwk>,
+    /// Built once: the checks every token of this key gets.
+    validation: Validation,
 }
 
 /// Mints and verifies session tokens with the configured keys.
@@ -157,6 +159,7 @@ fn parse_key(
             alg: Algorithm::HS256,
             decoding: DecodingKey::from_secret(secret),
             public: None,
+            validation: Validation::new(Algorithm::HS256),
         };
         return Ok((EncodingKey::from_secret(secret), key));
     }
@@ -210,6 +213,7 @@ fn verify_key(mut public: Jwk, alg: Algorithm) -> Result<VerifyKey, SessionError
         alg,
         decoding,
         public: Some(public),
+        validation: Validation::new(alg),
     })
 }
 
@@ -272,6 +276,13 @@ impl Sessions {
         let mut keys = vec![current];
         for path in &config.previous_key_files {
             keys.push(load_key(path, None)?.1);
+        }
+        for key in &mut keys {
+            let v = &mut key.validation;
+            v.leeway = 0;
+            v.set_issuer(&[&config.issuer]);
+            v.set_audience(&[&config.audience]);
+            v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         }
         Ok(Self {
             alg: keys[0].alg,
@@ -367,12 +378,7 @@ impl Sessions {
         if header.alg != key.alg {
             return Err(SessionError::Invalid);
         }
-        let mut v = Validation::new(key.alg);
-        v.leeway = 0;
-        v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.audience]);
-        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        match jsonwebtoken::decode::<SessionClaims>(token, &key.decoding, &v) {
+        match jsonwebtoken::decode::<SessionClaims>(token, &key.decoding, &key.validation) {
             Ok(data) => Ok(data.claims),
             Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 Err(SessionError::Expired)

@@ -42,7 +42,11 @@ impl Auth {
             .map(|(name, p)| match p {
                 ProviderConfig::Webhook(_) => format!("{name} (webhook)"),
                 ProviderConfig::Jwt(_) => format!("{name} (jwt)"),
-                ProviderConfig::Group(g) => format!("{name} (group of {}, {:?})", g.members.join("/"), g.strategy),
+                ProviderConfig::Group(g) => format!(
+                    "{name} (group of {}, {:?})",
+                    g.members.join("/"),
+                    g.strategy
+                ),
             })
             .collect::<Vec<_>>()
             .join(", ")

@@ -87,7 +87,9 @@ async fn answer(req: Request<Incoming>, users: Users) -> Result<Response<Full<By
     };
     let mut resp = Response::new(Full::new(Bytes::from(reply.to_string())));
     *resp.status_mut() = StatusCode::OK;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     Ok(resp)
 }
