@@ -22,6 +22,7 @@ use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::shutdown::Readiness;
 use crate::tls::{Tls, TlsError};
+use crate::tunnel::registry::Registry;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +91,7 @@ impl App {
             .time_to_live(config.auth.session.ticket_ttl)
             .build();
         let revocations = Revocations::new(config.auth.session.max_ttl);
+        let tunnels = Arc::new(Registry::new(metrics.tunnel.active.clone()));
         let listener = bind(config.listen.addr).await?;
         let admin_listener = bind(config.admin.addr).await?;
         let readiness = Readiness::default();
@@ -103,6 +105,7 @@ impl App {
                 revocations,
                 tickets,
                 limiter,
+                tunnels,
             }),
             tls,
             listener,
@@ -191,9 +194,15 @@ impl App {
         }
         tracing::info!(
             grace_seconds = grace.as_secs(),
-            "listener closed; draining connections"
+            "listener closed; draining connections and tunnels"
         );
-        match tokio::time::timeout(grace, graceful.shutdown()).await {
+        let drain = async {
+            tokio::join!(
+                graceful.shutdown(),
+                crate::tunnel::shut_down(&self.shared, grace)
+            );
+        };
+        match tokio::time::timeout(grace, drain).await {
             Ok(()) => tracing::info!("drained"),
             Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
         }

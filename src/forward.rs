@@ -100,40 +100,11 @@ impl Forwarder {
         }
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()));
-        parts.uri = upstream_uri(&config.upstream, parts.uri.path_and_query());
-        parts.version = http::Version::HTTP_11;
-        headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-        headers::strip_identity(&mut parts.headers);
-        headers::set_forwarded(
-            &mut parts.headers,
-            peer.addr.ip(),
-            peer.proto,
-            host.as_deref(),
-        );
-        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-            parts.headers.insert(header::HOST, h);
-        }
+        rewrite_head(&mut parts, peer, config, upgrade);
         let body: Body = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX))
             .map_err(BoxError::from)
             .boxed_unsync();
-        let request = Request::from_parts(parts, body);
-
-        let mut resp = match tokio::time::timeout(
-            config.upstream.request_timeout,
-            self.client.request(request),
-        )
-        .await
-        {
-            Err(_) => return Err(UpstreamError::Timeout),
-            Ok(Err(e)) => return Err(classify(e)),
-            Ok(Ok(resp)) => resp,
-        };
+        let mut resp = self.send(Request::from_parts(parts, body), config).await?;
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
@@ -160,7 +131,56 @@ impl Forwarder {
     }
 }
 
-fn upstream_uri(upstream: &config::Upstream, pq: Option<&PathAndQuery>) -> Uri {
+impl Forwarder {
+    /// Sends a request already rewritten for the upstream, over the pool, within `upstream.request_timeout_ms`.
+    pub(crate) async fn send(
+        &self,
+        request: Request<Body>,
+        config: &Config,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(
+            config.upstream.request_timeout,
+            self.client.request(request),
+        )
+        .await
+        {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Err(e)) => Err(classify(e)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+/// Rewrites a client request head for the upstream: its URI, HTTP/1.1, hop-by-hop headers removed
+/// (the upgrade pair kept when `upgrade`), identity headers stripped, `X-Forwarded-*` and `Host` set.
+pub(crate) fn rewrite_head(
+    parts: &mut http::request::Parts,
+    peer: Peer,
+    config: &Config,
+    upgrade: bool,
+) {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()));
+    parts.uri = upstream_uri(&config.upstream, parts.uri.path_and_query());
+    parts.version = http::Version::HTTP_11;
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    headers::strip_identity(&mut parts.headers);
+    headers::set_forwarded(
+        &mut parts.headers,
+        peer.addr.ip(),
+        peer.proto,
+        host.as_deref(),
+    );
+    if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        parts.headers.insert(header::HOST, h);
+    }
+}
+
+pub(crate) fn upstream_uri(upstream: &config::Upstream, pq: Option<&PathAndQuery>) -> Uri {
     let builder = Uri::builder()
         .scheme(upstream.scheme.clone())
         .authority(upstream.authority.clone());

@@ -22,6 +22,8 @@ use crate::config::Config;
 use crate::doors;
 use crate::forward::{Forwarder, Peer};
 use crate::metrics::Metrics;
+use crate::tunnel::registry::{CloseReason, Registry};
+use crate::tunnel::{self, Gate, Handshake};
 use respond::Body;
 use route::Route;
 
@@ -39,6 +41,8 @@ pub(crate) struct Shared {
     /// Single-use upgrade tickets.
     pub(crate) tickets: moka::sync::Cache<String, Arc<SessionClaims>>,
     pub(crate) limiter: Option<Limiter>,
+    /// Open tunnels by session.
+    pub(crate) tunnels: Arc<Registry>,
 }
 
 // === impl Shared ===
@@ -54,7 +58,6 @@ impl Shared {
     }
 
     /// Redeems a ticket once; a second use finds nothing.
-    #[allow(dead_code)]
     pub(crate) fn redeem_ticket(&self, ticket: &str) -> Option<Arc<SessionClaims>> {
         self.tickets.remove(ticket)
     }
@@ -67,6 +70,7 @@ impl Shared {
     pub(crate) fn revoke_sid(&self, sid: &str, exp: u64) {
         self.revocations.revoke_sid(sid, exp);
         self.metrics.auth.sessions_revoked.inc();
+        self.tunnels.close_sid(sid, CloseReason::Revoked);
     }
 
     /// Revokes every current session of `user` and drops their cached decisions.
@@ -74,11 +78,16 @@ impl Shared {
         self.revocations.revoke_user(user);
         self.auth.purge(Some(user));
         self.metrics.auth.sessions_revoked.inc();
+        self.tunnels.close_user(user, CloseReason::Revoked);
     }
 
     /// A session was refreshed: its new expiry applies from now on.
     pub(crate) fn on_refresh(&self, claims: &SessionClaims) {
-        tracing::debug!(exp = claims.exp, "session refreshed");
+        let grace = self.config.load().auth.session.close_grace;
+        let moved = self
+            .tunnels
+            .extend(&claims.sid, tunnel::deadline_for(Some(claims.exp), grace));
+        tracing::debug!(exp = claims.exp, tunnels = moved, "session refreshed");
     }
 
     /// Whether this client may call a login route now.
@@ -126,8 +135,25 @@ impl GatewayService {
                 );
                 resp
             }
-            // Session gating on sync paths arrives with the tunnel; until then upgrades are relayed as is.
-            Route::Sync | Route::Upgrade | Route::Forward => self.forward(req, &config).await,
+            Route::Sync => match Handshake::of(&req) {
+                Some(kind) => {
+                    tunnel::handle(&self.shared, req, self.peer, &config, Gate::Session, kind).await
+                }
+                None => self.forward(req, &config).await,
+            },
+            // An RFC 8441 websocket elsewhere still needs translating to the HTTP/1.1 sync server.
+            Route::Upgrade if Handshake::of(&req) == Some(Handshake::Connect) => {
+                tunnel::handle(
+                    &self.shared,
+                    req,
+                    self.peer,
+                    &config,
+                    Gate::Open,
+                    Handshake::Connect,
+                )
+                .await
+            }
+            Route::Upgrade | Route::Forward => self.forward(req, &config).await,
         };
         self.shared.metrics.http.observe(
             route.label(),

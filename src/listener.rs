@@ -36,7 +36,10 @@ impl Listener {
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_read_timeout)
             .keep_alive(true);
-        http.http2().timer(TokioTimer::new());
+        // RFC 8441: websockets over HTTP/2.
+        http.http2()
+            .timer(TokioTimer::new())
+            .enable_connect_protocol();
         let http = Arc::new(http);
         let conn_metrics = self.shared.metrics.conn.clone();
         let tls_metrics = self.shared.metrics.tls.clone();

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub(crate) tls: TlsMetrics,
     pub(crate) upstream: UpstreamMetrics,
     pub(crate) auth: AuthMetrics,
+    pub(crate) tunnel: TunnelMetrics,
 }
 
 impl Metrics {
@@ -29,6 +30,7 @@ impl Metrics {
             tls: TlsMetrics::register(&registry)?,
             upstream: UpstreamMetrics::register(&registry)?,
             auth: AuthMetrics::register(&registry)?,
+            tunnel: TunnelMetrics::register(&registry)?,
             registry,
         })
     }
@@ -294,6 +296,75 @@ impl AuthMetrics {
             cache_entries,
             sessions_issued,
             sessions_revoked,
+        })
+    }
+}
+
+/// Websocket tunnels.
+#[derive(Debug, Clone)]
+pub(crate) struct TunnelMetrics {
+    pub(crate) active: IntGauge,
+    pub(crate) total: IntCounterVec,
+    pub(crate) closes: IntCounterVec,
+    pub(crate) bytes: IntCounterVec,
+    pub(crate) duration: Histogram,
+}
+
+impl TunnelMetrics {
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let active = IntGauge::new("drawbridge_tunnels_active", "Websocket tunnels open now")?;
+        let total = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_tunnels_total",
+                "Websocket handshakes, by result (accepted, rejected)",
+            ),
+            &["result"],
+        )?;
+        let closes = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_tunnel_closes_total",
+                "Tunnels ended, by reason (expired, revoked, client, upstream, shutdown, error)",
+            ),
+            &["reason"],
+        )?;
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_tunnel_bytes_total",
+                "Bytes relayed through tunnels, by direction",
+            ),
+            &["direction"],
+        )?;
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "drawbridge_tunnel_duration_seconds",
+                "How long tunnels stayed open",
+            )
+            .buckets(vec![
+                0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0,
+            ]),
+        )?;
+        for result in ["accepted", "rejected"] {
+            total.with_label_values(&[result]);
+        }
+        for reason in [
+            "expired", "revoked", "client", "upstream", "shutdown", "error",
+        ] {
+            closes.with_label_values(&[reason]);
+        }
+        for direction in ["client_to_upstream", "upstream_to_client"] {
+            bytes.with_label_values(&[direction]);
+        }
+        r.register(Box::new(active.clone()))?;
+        r.register(Box::new(total.clone()))?;
+        r.register(Box::new(closes.clone()))?;
+        r.register(Box::new(bytes.clone()))?;
+        r.register(Box::new(duration.clone()))?;
+        Ok(Self {
+            active,
+            total,
+            closes,
+            bytes,
+            duration,
         })
     }
 }

@@ -35,7 +35,11 @@ impl Route {
         if path == JWKS_PATH {
             return Self::Jwks;
         }
-        if req.version() <= http::Version::HTTP_11 && headers::is_upgrade(req.headers()) {
+        let websocket_h2 = req.method() == http::Method::CONNECT
+            && req.extensions().get::<hyper::ext::Protocol>().is_some();
+        if websocket_h2
+            || (req.version() <= http::Version::HTTP_11 && headers::is_upgrade(req.headers()))
+        {
             let path = req.uri().path();
             if config
                 .upstream

@@ -8,6 +8,7 @@ pub mod process;
 pub mod tokens;
 pub mod upstream;
 pub mod webhook;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

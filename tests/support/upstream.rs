@@ -112,6 +112,12 @@ async fn handle(
         uri: req.uri().to_string(),
         headers: req.headers().clone(),
     });
+    if req.uri().path().ends_with("/refuse") {
+        return Ok(json(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"refused": "by the sync server"}),
+        ));
+    }
     if let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() {
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {

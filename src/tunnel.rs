@@ -1,0 +1,380 @@
+//! Session-gated websocket tunnels: who may open one, the upstream handshake, and the relay's lifetime.
+
+pub(crate) mod frames;
+pub(crate) mod registry;
+pub(crate) mod relay;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::auth::session::SessionClaims;
+use crate::auth::webhook::unix_now;
+use crate::config::Config;
+use crate::doors::{self, login::verify_session};
+use crate::forward::{self, Peer};
+use crate::gateway::Shared;
+use crate::gateway::respond::{self, Body};
+use registry::CloseReason;
+
+/// The `Sec-WebSocket-Protocol` entry prefix that carries a session token.
+pub(crate) const PROTOCOL_BEARER_PREFIX: &str = "drawbridge.bearer.";
+/// Lifetime of the identity assertion sent to the sync server.
+const ASSERTION_TTL: Duration = Duration::from_secs(60);
+
+/// What a tunnel needs before it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// A drawbridge session (a sync path).
+    Session,
+    /// No check (an upgrade on a path that is not a sync path).
+    Open,
+}
+
+/// Where the session came from; that carrier is removed before forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carrier {
+    Authorization,
+    Protocol,
+    Cookie,
+    Ticket,
+}
+
+/// A websocket handshake in either HTTP version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// HTTP/1.1 `Upgrade: websocket`.
+    Upgrade,
+    /// HTTP/2 extended CONNECT (RFC 8441).
+    Connect,
+}
+
+impl Handshake {
+    /// Recognises a websocket handshake.
+    pub(crate) fn of<B>(req: &Request<B>) -> Option<Self> {
+        if req.version() <= http::Version::HTTP_11
+            && crate::gateway::headers::is_upgrade(req.headers())
+        {
+            return Some(Self::Upgrade);
+        }
+        let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
+        (req.method() == Method::CONNECT && protocol.as_str().eq_ignore_ascii_case("websocket"))
+            .then_some(Self::Connect)
+    }
+}
+
+fn query_ticket(uri: &http::Uri) -> Option<String> {
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == "ticket")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The path and query with every `ticket=` pair removed.
+fn without_ticket(uri: &http::Uri) -> String {
+    let path = uri.path();
+    match uri.query() {
+        None => path.to_owned(),
+        Some(q) => {
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some("ticket"))
+                .collect();
+            if kept.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            }
+        }
+    }
+}
+
+fn protocol_entries(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Finds and checks a session, trying each carrier in turn.
+fn session(
+    shared: &Shared,
+    req: &Request<Incoming>,
+) -> Result<(Arc<SessionClaims>, Carrier), Response<Body>> {
+    let h = req.headers();
+    if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        if let Some(token) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        {
+            return verify_session(shared, token.trim()).map(|c| (c, Carrier::Authorization));
+        }
+    }
+    if let Some(token) = protocol_entries(h)
+        .iter()
+        .find_map(|p| p.strip_prefix(PROTOCOL_BEARER_PREFIX).map(str::to_owned))
+    {
+        return verify_session(shared, &token).map(|c| (c, Carrier::Protocol));
+    }
+    if let Some(token) = doors::cookie(h, doors::SESSION_COOKIE) {
+        return verify_session(shared, token).map(|c| (c, Carrier::Cookie));
+    }
+    if let Some(ticket) = query_ticket(req.uri()) {
+        return match shared.redeem_ticket(&ticket) {
+            Some(claims) if !shared.revocations.is_revoked(&claims) && claims.exp > unix_now() => {
+                Ok((claims, Carrier::Ticket))
+            }
+            _ => Err(respond::invalid_token("ticket invalid, used or expired")),
+        };
+    }
+    Err(respond::invalid_token(
+        "a session is required to open this websocket",
+    ))
+}
+
+fn header_text(s: &str) -> HeaderValue {
+    HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| {
+        HeaderValue::from_str(&form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>())
+            .unwrap_or(HeaderValue::from_static(""))
+    })
+}
+
+/// Removes the carrier and adds the identity headers the sync server reads.
+fn present_identity(
+    shared: &Shared,
+    headers: &mut HeaderMap,
+    claims: &SessionClaims,
+    carrier: Carrier,
+    config: &Config,
+) {
+    if carrier == Carrier::Authorization {
+        headers.remove(header::AUTHORIZATION);
+    }
+    // Never forward a session token, whichever carrier it rode on.
+    let rest: Vec<String> = protocol_entries(headers)
+        .into_iter()
+        .filter(|p| !p.starts_with(PROTOCOL_BEARER_PREFIX))
+        .collect();
+    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+    if !rest.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&rest.join(", ")) {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+        }
+    }
+    strip_session_cookie(headers);
+    let x = |n: &'static str| HeaderName::from_static(n);
+    headers.insert(x("x-drawbridge-user"), header_text(&claims.sub));
+    headers.insert(x("x-drawbridge-app"), header_text(&claims.app));
+    headers.insert(x("x-drawbridge-provider"), header_text(&claims.prv));
+    let perms = serde_json::to_vec(&claims.permissions).unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(perms)) {
+        headers.insert(x("x-drawbridge-permissions"), v);
+    }
+    let audience = format!("{}://{}", config.upstream.scheme, config.upstream.authority);
+    match shared.sessions.assertion(claims, &audience, ASSERTION_TTL) {
+        Ok(jwt) => {
+            if let Ok(v) = HeaderValue::from_str(&jwt) {
+                headers.insert(x("x-drawbridge-assertion"), v);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot sign the identity assertion"),
+    }
+}
+
+fn strip_session_cookie(headers: &mut HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some(doors::SESSION_COOKIE))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// Answers a websocket handshake on the main listener: checks the gate, opens the upstream
+/// handshake, and on success relays the two upgraded connections under the session's lifetime.
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    mut req: Request<Incoming>,
+    peer: Peer,
+    config: &Config,
+    gate: Gate,
+    kind: Handshake,
+) -> Response<Body> {
+    let metrics = &shared.metrics.tunnel;
+    let identity = match gate {
+        Gate::Open => None,
+        Gate::Session => match session(shared, &req) {
+            Ok(found) => Some(found),
+            Err(resp) => {
+                metrics.total.with_label_values(&["rejected"]).inc();
+                return resp;
+            }
+        },
+    };
+
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (mut parts, _body) = req.into_parts();
+    let offered_protocols = protocol_entries(&parts.headers);
+    let path_and_query = without_ticket(&parts.uri);
+    parts.uri = path_and_query
+        .parse()
+        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    if kind == Handshake::Connect {
+        // RFC 8441 to RFC 6455: the sync server speaks HTTP/1.1, so open it a classic handshake.
+        parts.method = Method::GET;
+        let key: [u8; 16] = rand::random();
+        let h = &mut parts.headers;
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Ok(v) = HeaderValue::from_str(&STANDARD.encode(key)) {
+            h.insert(header::SEC_WEBSOCKET_KEY, v);
+        }
+        h.entry(header::SEC_WEBSOCKET_VERSION)
+            .or_insert(HeaderValue::from_static("13"));
+    }
+    forward::rewrite_head(&mut parts, peer, config, true);
+    if let Some((claims, carrier)) = &identity {
+        present_identity(shared, &mut parts.headers, claims, *carrier, config);
+    }
+    let upstream_req = Request::from_parts(parts, respond::full(bytes::Bytes::new()));
+    let mut upstream_resp = match shared.forwarder.send(upstream_req, config).await {
+        Ok(r) => r,
+        Err(error) => {
+            metrics.total.with_label_values(&["rejected"]).inc();
+            shared
+                .metrics
+                .upstream
+                .errors
+                .with_label_values(&[error.kind()])
+                .inc();
+            tracing::warn!(peer = %peer.addr, %error, "websocket upstream failed");
+            return respond::upstream_error(&error);
+        }
+    };
+    if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The sync server refused: its answer goes back as it is.
+        metrics.total.with_label_values(&["rejected"]).inc();
+        let (mut parts, body) = upstream_resp.into_parts();
+        crate::gateway::headers::remove_hop_by_hop(&mut parts.headers, false);
+        return Response::from_parts(parts, body.map_err(respond::BoxError::from).boxed_unsync());
+    }
+
+    let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
+    let mut resp = Response::new(respond::full(bytes::Bytes::new()));
+    *resp.status_mut() = match kind {
+        Handshake::Upgrade => StatusCode::SWITCHING_PROTOCOLS,
+        Handshake::Connect => StatusCode::OK,
+    };
+    let h = resp.headers_mut();
+    for name in [
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+    ] {
+        if let Some(v) = upstream_resp.headers().get(&name) {
+            h.insert(name, v.clone());
+        }
+    }
+    // A browser that offered only drawbridge's carrier entry needs one echoed back, or it fails the handshake.
+    if !h.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
+        if let Some(ours) = offered_protocols
+            .iter()
+            .find(|p| *p == "drawbridge" || p.starts_with(PROTOCOL_BEARER_PREFIX))
+            .filter(|_| {
+                offered_protocols
+                    .iter()
+                    .all(|p| p == "drawbridge" || p.starts_with(PROTOCOL_BEARER_PREFIX))
+            })
+        {
+            let ours = if offered_protocols.iter().any(|p| p == "drawbridge") {
+                "drawbridge"
+            } else {
+                ours.as_str()
+            };
+            if let Ok(v) = HeaderValue::from_str(ours) {
+                h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+            }
+        }
+    }
+    match kind {
+        Handshake::Upgrade => {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            if let Some(v) = upstream_resp.headers().get(header::SEC_WEBSOCKET_ACCEPT) {
+                h.insert(header::SEC_WEBSOCKET_ACCEPT, v.clone());
+            }
+        }
+        Handshake::Connect => {}
+    }
+
+    metrics.total.with_label_values(&["accepted"]).inc();
+    let close_grace = config.auth.session.close_grace;
+    let (sid, user, exp) = match &identity {
+        Some((c, _)) => (c.sid.clone(), c.sub.clone(), Some(c.exp)),
+        None => (String::new(), String::new(), None),
+    };
+    let deadline = deadline_for(exp, close_grace);
+    let (registration, ctl) = shared.tunnels.register(&sid, &user, deadline);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let started = StdInstant::now();
+        let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%error, "websocket upgrade did not complete");
+                drop(registration);
+                return;
+            }
+        };
+        let m = &shared.metrics.tunnel;
+        let ended = relay::run(
+            TokioIo::new(client),
+            TokioIo::new(upstream),
+            ctl,
+            m.bytes.with_label_values(&["client_to_upstream"]),
+            m.bytes.with_label_values(&["upstream_to_client"]),
+        )
+        .await;
+        m.closes.with_label_values(&[ended.label()]).inc();
+        m.duration.observe(started.elapsed().as_secs_f64());
+        tracing::debug!(reason = ended.label(), "tunnel closed");
+        drop(registration);
+    });
+    resp
+}
+
+/// When a tunnel of a session expiring at `exp` (Unix seconds) must close; far away when it has none.
+pub(crate) fn deadline_for(exp: Option<u64>, grace: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    match exp {
+        Some(exp) => now + Duration::from_secs(exp.saturating_sub(unix_now())) + grace,
+        // Ungated tunnels live until a side closes; a year stands in for never.
+        None => now + Duration::from_secs(365 * 24 * 3600),
+    }
+}
+
+/// Closes every tunnel with 1001 and waits for them, at most `within`.
+pub(crate) async fn shut_down(shared: &Shared, within: Duration) {
+    let n = shared.tunnels.close_all(CloseReason::Shutdown);
+    if n > 0 {
+        tracing::info!(tunnels = n, "closing tunnels: going away");
+        let _ = tokio::time::timeout(within, shared.tunnels.drained()).await;
+    }
+}

@@ -1,0 +1,183 @@
+//! Websocket parts: a raw sync-server stand-in that hands each upgraded connection to the test,
+//! raw client handshakes over TLS, and hand-built RFC 6455 frames.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+/// One upgraded connection at the sync server, with the handshake headers it arrived with.
+pub struct Tunnel {
+    pub io: TokioIo<hyper::upgrade::Upgraded>,
+    pub headers: HeaderMap,
+    pub uri: String,
+}
+
+/// A sync server that accepts every websocket handshake and gives the raw connection to the test.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    tunnels: mpsc::UnboundedReceiver<Tunnel>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawUpstream {
+    pub async fn start() -> Self {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let (tx, tunnels) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = tcp.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |mut req: Request<Incoming>| {
+                        let tx = tx.clone();
+                        async move {
+                            let key = req
+                                .headers()
+                                .get(header::SEC_WEBSOCKET_KEY)
+                                .cloned()
+                                .unwrap();
+                            let headers = req.headers().clone();
+                            let uri = req.uri().to_string();
+                            let on = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                if let Ok(up) = on.await {
+                                    let _ = tx.send(Tunnel {
+                                        io: TokioIo::new(up),
+                                        headers,
+                                        uri,
+                                    });
+                                }
+                            });
+                            let mut r = Response::new(Full::new(Bytes::new()));
+                            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                            r.headers_mut()
+                                .insert(header::CONNECTION, "upgrade".parse().unwrap());
+                            r.headers_mut()
+                                .insert(header::UPGRADE, "websocket".parse().unwrap());
+                            r.headers_mut().insert(
+                                header::SEC_WEBSOCKET_ACCEPT,
+                                derive_accept_key(key.as_bytes()).parse().unwrap(),
+                            );
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            tunnels,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The next tunnel that reached the sync server.
+    pub async fn next(&mut self) -> Tunnel {
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.tunnels.recv())
+            .await
+            .expect("no tunnel reached the sync server")
+            .unwrap()
+    }
+
+    /// Whether any tunnel reached the sync server (without waiting).
+    pub fn any(&mut self) -> bool {
+        !self.tunnels.is_empty()
+    }
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A raw HTTP/1.1 websocket handshake over TLS; returns the stream positioned after the response
+/// head, the status, and the response head text.
+pub async fn raw_handshake(
+    addr: SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+) -> (TlsStream<TcpStream>, u16, String) {
+    let mut tls = super::client::connect_tls(addr, ca_pem, None, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+         sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (k, v) in extra_headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tls.read(&mut byte).await.unwrap();
+        assert!(n == 1, "connection closed during the handshake");
+        got.push(byte[0]);
+    }
+    let text = String::from_utf8(got).unwrap();
+    let status = text[9..12].parse().unwrap();
+    (tls, status, text)
+}
+
+/// One RFC 6455 frame, built by hand. `mask` for client-to-server frames.
+pub fn frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = vec![(u8::from(fin) << 7) | opcode];
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => out.push(m | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(m | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(m | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(key) => {
+            out.extend_from_slice(&key);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
+/// Reads exactly `n` bytes.
+pub async fn read_exact<S: tokio::io::AsyncRead + Unpin>(s: &mut S, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    tokio::time::timeout(std::time::Duration::from_secs(20), s.read_exact(&mut buf))
+        .await
+        .expect("timed out reading")
+        .expect("read failed");
+    buf
+}
+
+/// The close code in an unmasked Close frame at the start of `bytes`.
+pub fn close_code(bytes: &[u8]) -> Option<u16> {
+    (bytes.len() >= 4 && bytes[0] & 0x0F == 0x8).then(|| u16::from_be_bytes([bytes[2], bytes[3]]))
+}

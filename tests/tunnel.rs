@@ -1,0 +1,584 @@
+//! The bridge: websocket tunnels through real TLS that open only with a session, relay bytes
+//! untouched, and end with the right close code on expiry, logout and shutdown.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use support::ws::{RawUpstream, frame, raw_handshake, read_exact};
+use support::{Gateway, Upstream, Webhook, client, login_body, metric, post_json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+async fn gateway(upstream: &str, hook: &Webhook, extra: &str) -> Gateway {
+    Gateway::builder(upstream)
+        .extra(&format!(
+            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n{extra}",
+            hook.url()
+        ))
+        .spawn()
+        .await
+}
+
+async fn login(gw: &Gateway, token: &str) -> String {
+    let http = client::https(&gw.ca.pem(), false);
+    let (status, _, body) = post_json(
+        &http,
+        &gw.url("/auth/login"),
+        &login_body("app", "demo", token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["sessionToken"].as_str().unwrap().to_owned()
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A tungstenite client through the gateway's TLS, with extra handshake headers.
+async fn connect(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let mut req = format!("wss://localhost:{}{path}", gw.addr.port())
+        .into_client_request()
+        .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    tokio_tungstenite::client_async(req, tls)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+async fn echo_ok(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, Message::text(text));
+}
+
+/// Reads until a Close frame arrives; its code.
+async fn close_of(ws: &mut Ws, within: Duration) -> Option<u16> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Err(_) => panic!("no close frame within {within:?}"),
+            Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn upgrade_without_a_session_is_401_and_never_reaches_the_sync_server() {
+    let mut up = RawUpstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = gateway(&up.url(), &hook, "").await;
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer not-a-session")],
+        vec![("sec-websocket-protocol", "drawbridge.bearer.nope")],
+        vec![("cookie", "drawbridge_session=forged")],
+    ] {
+        let (mut tls, status, head) =
+            raw_handshake(gw.addr, &gw.ca.pem(), "/sync/room", &headers).await;
+        assert_eq!(status, 401, "{headers:?}: {head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{head}"
+        );
+        assert!(
+            !head.to_ascii_lowercase().contains("location:"),
+            "never a redirect"
+        );
+        let mut body = vec![0u8; 4096];
+        let n = tls.read(&mut body).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body[..n]).unwrap();
+        assert_eq!(json["result"], "failure");
+        assert_eq!(json["reason"], "InvalidToken");
+    }
+    let (_, status, _) = raw_handshake(gw.addr, &gw.ca.pem(), "/sync?ticket=made-up", &[]).await;
+    assert_eq!(status, 401);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!up.any(), "the sync server saw an unauthenticated upgrade");
+    assert_eq!(
+        metric(
+            &gw.metrics().await,
+            "drawbridge_tunnels_total{result=\"rejected\"}"
+        ),
+        5.0
+    );
+}
+
+#[tokio::test]
+async fn every_token_carrier_opens_a_tunnel_and_the_token_never_reaches_the_sync_server() {
+    let mut up = RawUpstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = gateway(&up.url(), &hook, "").await;
+    let token = login(&gw, "alice-token").await;
+    let http = client::https(&gw.ca.pem(), false);
+    let (_, _, t) = post_json(
+        &http,
+        &gw.url("/auth/ticket"),
+        &serde_json::json!({}),
+        Some(&token),
+    )
+    .await;
+    let ticket = t["ticket"].as_str().unwrap().to_owned();
+
+    let bearer = format!("Bearer {token}");
+    let protocol = format!("chat.v2, drawbridge.bearer.{token}");
+    let cookie = format!("theme=dark; drawbridge_session={token}");
+    let cases: Vec<(&str, String, Vec<(&str, &str)>)> = vec![
+        (
+            "authorization",
+            "/sync/a".into(),
+            vec![("authorization", bearer.as_str())],
+        ),
+        (
+            "protocol",
+            "/sync/b".into(),
+            vec![("sec-websocket-protocol", protocol.as_str())],
+        ),
+        (
+            "cookie",
+            "/sync/c".into(),
+            vec![("cookie", cookie.as_str())],
+        ),
+        (
+            "ticket",
+            format!("/sync/d?room=1&ticket={ticket}&x=2"),
+            vec![],
+        ),
+    ];
+    for (carrier, path, mut headers) in cases {
+        headers.push(("x-drawbridge-user", "root"));
+        headers.push(("x-drawbridge-permissions", "e30"));
+        let (_tls, status, head) = raw_handshake(gw.addr, &gw.ca.pem(), &path, &headers).await;
+        assert_eq!(status, 101, "{carrier}: {head}");
+        let tunnel = up.next().await;
+        let h = &tunnel.headers;
+        assert_eq!(h["x-drawbridge-user"], "alice", "{carrier}");
+        assert_eq!(h["x-drawbridge-app"], "app");
+        assert_eq!(h["x-drawbridge-provider"], "demo");
+        assert_eq!(
+            h.get_all("x-drawbridge-user").iter().count(),
+            1,
+            "a spoofed identity header survived"
+        );
+        let perms = base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            h["x-drawbridge-permissions"].as_bytes(),
+        )
+        .unwrap();
+        let perms: serde_json::Value = serde_json::from_slice(&perms).unwrap();
+        assert_eq!(perms["read"]["everything"], true, "{carrier}");
+        let assertion = h["x-drawbridge-assertion"].to_str().unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                assertion.split('.').nth(1).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["sub"], "alice");
+        assert_eq!(claims["aud"], format!("http://{}", up.addr));
+        assert!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap() <= 60);
+        // The session token itself is nowhere in what the sync server saw.
+        let seen = format!("{:?} {}", h, tunnel.uri);
+        assert!(
+            !seen.contains(&token),
+            "{carrier}: the session token was forwarded: {seen}"
+        );
+        assert!(
+            !seen.contains(&ticket),
+            "{carrier}: the ticket was forwarded"
+        );
+        match carrier {
+            "protocol" => assert_eq!(h["sec-websocket-protocol"], "chat.v2"),
+            "cookie" => assert_eq!(h["cookie"], "theme=dark"),
+            "ticket" => assert_eq!(tunnel.uri, "/sync/d?room=1&x=2"),
+            _ => assert!(!h.contains_key("authorization")),
+        }
+    }
+    // A ticket is single-use.
+    let (_, status, _) = raw_handshake(
+        gw.addr,
+        &gw.ca.pem(),
+        &format!("/sync/e?ticket={ticket}"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn browser_offering_only_the_bearer_protocol_gets_a_valid_handshake() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = gateway(&up.url(), &hook, "").await;
+    let token = login(&gw, "bob-token").await;
+    // tungstenite, like a browser, fails a handshake whose offered protocols got no answer.
+    let mut ws = connect(
+        &gw,
+        "/sync",
+        &[(
+            "sec-websocket-protocol",
+            &format!("drawbridge, drawbridge.bearer.{token}"),
+        )],
+    )
+    .await
+    .expect("handshake completes for the client");
+    echo_ok(&mut ws, "through the protocol carrier").await;
+}
+
+#[tokio::test]
+async fn relay_is_byte_for_byte_in_both_directions() {
+    let mut up = RawUpstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = gateway(&up.url(), &hook, "").await;
+    let token = login(&gw, "carol-token").await;
+    let (mut client, status, _) = raw_handshake(
+        gw.addr,
+        &gw.ca.pem(),
+        "/sync",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(status, 101);
+    let mut upstream = up.next().await.io;
+
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let big: Vec<u8> = (0..16 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut from_client = Vec::new();
+    from_client.extend(frame(true, 0x1, "hello, sync".as_bytes(), Some(key)));
+    from_client.extend(frame(true, 0x2, &[0, 1, 2, 254, 255], Some(key)));
+    from_client.extend(frame(false, 0x1, b"frag-", Some(key)));
+    from_client.extend(frame(
+        true,
+        0x9,
+        b"ping inside a fragmented message",
+        Some(key),
+    ));
+    from_client.extend(frame(false, 0x0, b"men-", Some(key)));
+    from_client.extend(frame(true, 0x0, b"ted", Some(key)));
+    from_client.extend(frame(true, 0xA, b"", Some(key)));
+    from_client.extend(frame(true, 0x2, &big, Some(key)));
+    let writer = tokio::spawn({
+        let bytes = from_client.clone();
+        async move {
+            client.write_all(&bytes).await.unwrap();
+            client
+        }
+    });
+    let got = read_exact(&mut upstream, from_client.len()).await;
+    assert!(
+        got == from_client,
+        "client-to-upstream bytes changed in flight"
+    );
+    let mut client = writer.await.unwrap();
+
+    let mut from_upstream = Vec::new();
+    from_upstream.extend(frame(true, 0x1, "welcome".as_bytes(), None));
+    from_upstream.extend(frame(true, 0x9, b"are you there", None));
+    from_upstream.extend(frame(false, 0x2, &[9; 70_000], None));
+    from_upstream.extend(frame(true, 0x0, &[8; 3], None));
+    upstream.write_all(&from_upstream).await.unwrap();
+    assert_eq!(
+        read_exact(&mut client, from_upstream.len()).await,
+        from_upstream
+    );
+
+    // The client closes: its close frame reaches the sync server untouched, and the answer comes back.
+    let close = frame(true, 0x8, &[0x03, 0xe8, b'b', b'y', b'e'], Some(key));
+    client.write_all(&close).await.unwrap();
+    assert_eq!(read_exact(&mut upstream, close.len()).await, close);
+    let answer = frame(true, 0x8, &[0x03, 0xe8], None);
+    upstream.write_all(&answer).await.unwrap();
+    assert_eq!(read_exact(&mut client, answer.len()).await, answer);
+    drop(upstream);
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await;
+    assert_eventually!(
+        metric(
+            &gw.metrics().await,
+            "drawbridge_tunnel_closes_total{reason=\"client\"}"
+        ) == 1.0,
+        "the client's close was not counted"
+    );
+    let m = gw.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "drawbridge_tunnel_bytes_total{direction=\"client_to_upstream\"}"
+        ) >= from_client.len() as f64
+    );
+    assert_eq!(metric(&m, "drawbridge_tunnels_active"), 0.0);
+}
+
+#[tokio::test]
+async fn upstream_close_is_relayed_faithfully() {
+    let mut up = RawUpstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = gateway(&up.url(), &hook, "").await;
+    let token = login(&gw, "dan-token").await;
+    let mut ws = connect(
+        &gw,
+        "/sync",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    let mut upstream = up.next().await.io;
+    upstream
+        .write_all(&frame(true, 0x8, &[0x0f, 0xa0, b'b', b'y', b'e'], None))
+        .await
+        .unwrap();
+    assert_eq!(close_of(&mut ws, Duration::from_secs(5)).await, Some(4000));
+    drop(upstream);
+    assert_eventually!(
+        metric(
+            &gw.metrics().await,
+            "drawbridge_tunnel_closes_total{reason=\"upstream\"}"
+        ) == 1.0,
+        "the sync server's close was not counted"
+    );
+}
+
+#[tokio::test]
+async fn expiry_closes_with_4001_mid_stream_while_the_client_keeps_sending() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(2).await;
+    let gw = gateway(&up.url(), &hook, "").await;
+    let token = login(&gw, "erin-token").await;
+    let ws = connect(
+        &gw,
+        "/sync",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    let (mut tx, mut rx) = ws.split();
+    let sender = tokio::spawn(async move {
+        let mut sent = 0u64;
+        while tx.send(Message::binary(vec![7u8; 4096])).await.is_ok() {
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sent
+    });
+    let started = Instant::now();
+    let mut echoed = 0u64;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.next())
+            .await
+            .expect("no close within 10 s")
+        {
+            Some(Ok(Message::Binary(_))) => echoed += 1,
+            Some(Ok(Message::Close(f))) => break f.map(|f| f.code),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Library(4001)));
+    assert!(echoed > 10, "the stream was not busy ({echoed} echoes)");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    sender.abort();
+    assert_eventually!(
+        metric(
+            &gw.metrics().await,
+            "drawbridge_tunnel_closes_total{reason=\"expired\"}"
+        ) == 1.0,
+        "the expiry was not counted"
+    );
+}
+
+#[tokio::test]
+async fn refresh_moves_the_tunnel_deadline() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = gateway(&up.url(), &hook, "[session]\nmax_ttl_seconds = 2\n").await;
+    let token = login(&gw, "fred-token").await;
+    let mut ws = connect(
+        &gw,
+        "/sync",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    let opened = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let http = client::https(&gw.ca.pem(), false);
+    let (status, _, _) = post_json(
+        &http,
+        &gw.url("/auth/token"),
+        &serde_json::json!({"refresh": token}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Past the first deadline, the tunnel still works.
+    tokio::time::sleep(Duration::from_millis(
+        2300u64.saturating_sub(opened.elapsed().as_millis() as u64),
+    ))
+    .await;
+    echo_ok(&mut ws, "still here after the old deadline").await;
+    assert_eq!(close_of(&mut ws, Duration::from_secs(5)).await, Some(4001));
+    assert!(
+        opened.elapsed() >= Duration::from_millis(2500),
+        "closed at the old deadline"
+    );
+}
+
+#[tokio::test]
+async fn logout_closes_the_tunnel_with_4003_within_a_second() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = gateway(&up.url(), &hook, "").await;
+    let token = login(&gw, "gail-token").await;
+    let mut ws = connect(
+        &gw,
+        "/sync",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    echo_ok(&mut ws, "before logout").await;
+    let http = client::https(&gw.ca.pem(), false);
+    let started = Instant::now();
+    let (status, _, _) = post_json(
+        &http,
+        &gw.url("/auth/logout"),
+        &serde_json::json!({}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(close_of(&mut ws, Duration::from_secs(1)).await, Some(4003));
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_tunnel_with_1001() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let mut gw = gateway(&up.url(), &hook, "[shutdown]\ngrace_seconds = 5\n").await;
+    let token = login(&gw, "hank-token").await;
+    let mut a = connect(
+        &gw,
+        "/sync",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    let mut b = connect(
+        &gw,
+        "/sync/other",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    echo_ok(&mut a, "a").await;
+    echo_ok(&mut b, "b").await;
+    let run = gw.trigger_shutdown();
+    assert_eq!(close_of(&mut a, Duration::from_secs(5)).await, Some(1001));
+    assert_eq!(close_of(&mut b, Duration::from_secs(5)).await, Some(1001));
+    tokio::time::timeout(Duration::from_secs(6), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn refused_upgrade_is_relayed_and_a_dead_upstream_is_502() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = gateway(&up.url(), &hook, "").await;
+    let token = login(&gw, "ivan-token").await;
+    let bearer = format!("Bearer {token}");
+    let (mut tls, status, head) = raw_handshake(
+        gw.addr,
+        &gw.ca.pem(),
+        "/sync/refuse",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(status, 403, "{head}");
+    let mut body = vec![0u8; 1024];
+    let n = tls.read(&mut body).await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body[..n]).unwrap()["refused"],
+        "by the sync server"
+    );
+
+    let dead = Gateway::builder(support::upstream::dead_url().await)
+        .extra(&format!(
+            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n",
+            hook.url()
+        ))
+        .spawn()
+        .await;
+    let token = login(&dead, "ivan-token").await;
+    let (_, status, _) = raw_handshake(
+        dead.addr,
+        &dead.ca.pem(),
+        "/sync",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(status, 502);
+}
+
+#[tokio::test]
+async fn thousand_concurrent_tunnels_stay_open_and_echo() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = gateway(&up.url(), &hook, "[limits]\nmax_connections = 5000\n").await;
+    let token = login(&gw, "judy-token").await;
+    let bearer = format!("Bearer {token}");
+    let headers = [("authorization", bearer.as_str())];
+    let mut open = Vec::new();
+    for chunk in 0..10 {
+        let batch = (0..100).map(|_| connect(&gw, "/sync", &headers));
+        for ws in futures_util::future::join_all(batch).await {
+            open.push(ws.unwrap_or_else(|e| panic!("tunnel in batch {chunk} failed: {e}")));
+        }
+    }
+    assert_eq!(
+        metric(&gw.metrics().await, "drawbridge_tunnels_active"),
+        1000.0
+    );
+    let echoes = open
+        .iter_mut()
+        .enumerate()
+        .map(|(i, ws)| async move { echo_ok(ws, &format!("tunnel {i}")).await });
+    futures_util::future::join_all(echoes).await;
+    drop(open);
+    assert_eventually!(
+        metric(&gw.metrics().await, "drawbridge_tunnels_active") == 0.0,
+        "tunnels were not cleaned up"
+    );
+}
