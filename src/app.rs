@@ -106,6 +106,7 @@ impl App {
                 tickets,
                 limiter,
                 tunnels,
+                ditto_tokens: crate::doors::ditto::KnownTokens::new(),
             }),
             tls,
             listener,

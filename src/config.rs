@@ -38,6 +38,36 @@ pub struct Config {
     pub log: Log,
     /// Providers, apps, cache, sessions and the auth doors.
     pub auth: auth::Auth,
+    /// The Ditto SDK door.
+    pub ditto: Ditto,
+}
+
+/// `[ditto]`
+#[derive(Debug, Clone, Default)]
+pub struct Ditto {
+    /// Whether the door is on.
+    pub enabled: bool,
+    /// Prefix before `/_ditto`, without a trailing slash (`""` for none).
+    pub path_prefix: String,
+    /// Gate `/_ditto/ws` on an access token seen in a login success.
+    pub require_known_token: bool,
+}
+
+impl Ditto {
+    /// `<prefix>/_ditto/auth/challenge`
+    pub fn challenge_path(&self) -> String {
+        format!("{}/_ditto/auth/challenge", self.path_prefix)
+    }
+
+    /// `<prefix>/_ditto/auth/login`
+    pub fn login_path(&self) -> String {
+        format!("{}/_ditto/auth/login", self.path_prefix)
+    }
+
+    /// `<prefix>/_ditto/ws`
+    pub fn ws_path(&self) -> String {
+        format!("{}/_ditto/ws", self.path_prefix)
+    }
 }
 
 /// `[listen]`
@@ -281,6 +311,23 @@ impl Config {
                 self.auth.session.audience
             ),
             format!(
+                "ditto door  {}",
+                if self.ditto.enabled {
+                    format!(
+                        "{}/_ditto/auth/*, {}/_ditto/ws {}",
+                        self.ditto.path_prefix,
+                        self.ditto.path_prefix,
+                        if self.ditto.require_known_token {
+                            "needs a known token"
+                        } else {
+                            "relayed"
+                        }
+                    )
+                } else {
+                    "off".to_owned()
+                }
+            ),
+            format!(
                 "rate limit  {}",
                 self.auth.rate_limit.map_or("off".to_owned(), |r| format!(
                     "{}/s, burst {}, per client IP",
@@ -366,6 +413,24 @@ impl TryFrom<raw::RawConfig> for Config {
 
         let upstream = upstream(&raw.upstream, &mut p);
         let auth = auth::validate(&raw, &mut p);
+        let prefix = raw.ditto.path_prefix.trim_end_matches('/').to_owned();
+        if !(prefix.is_empty() || prefix.starts_with('/')) || prefix.contains(['?', '#']) {
+            p.push(Problem::new(
+                "ditto.path_prefix",
+                "must be empty or a path starting with / (e.g. \"/sync-gw\")",
+            ));
+        }
+        if raw.ditto.require_known_token && !raw.ditto.enabled {
+            p.push(Problem::new(
+                "ditto.require_known_token",
+                "needs ditto.enabled = true",
+            ));
+        }
+        let ditto = Ditto {
+            enabled: raw.ditto.enabled,
+            path_prefix: prefix,
+            require_known_token: raw.ditto.require_known_token,
+        };
 
         for (key, v) in [
             (
@@ -438,6 +503,7 @@ impl TryFrom<raw::RawConfig> for Config {
                     level: raw.log.level,
                 },
                 auth,
+                ditto,
             }),
             _ => Err(ConfigError::Invalid(p)),
         }

@@ -4,6 +4,7 @@
 #![allow(clippy::result_large_err)]
 
 pub(crate) mod aggregator;
+pub(crate) mod ditto;
 pub(crate) mod login;
 
 use bytes::Bytes;

@@ -20,6 +20,7 @@ use crate::auth::session::{SessionClaims, Sessions};
 use crate::auth::{AuthCore, Reason};
 use crate::config::Config;
 use crate::doors;
+use crate::doors::ditto::KnownTokens;
 use crate::forward::{Forwarder, Peer};
 use crate::metrics::Metrics;
 use crate::tunnel::registry::{CloseReason, Registry};
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) limiter: Option<Limiter>,
     /// Open tunnels by session.
     pub(crate) tunnels: Arc<Registry>,
+    /// Access tokens learned from relayed Ditto logins.
+    pub(crate) ditto_tokens: KnownTokens,
 }
 
 // === impl Shared ===
@@ -134,6 +137,32 @@ impl GatewayService {
                     http::HeaderValue::from_static("public, max-age=300"),
                 );
                 resp
+            }
+            Route::DittoChallenge => self.forward(req, &config).await,
+            Route::DittoLogin => {
+                if self.shared.rate_limited(self.peer.addr.ip()) {
+                    respond::failure(
+                        http::StatusCode::TOO_MANY_REQUESTS,
+                        Reason::RateLimited,
+                        "too many requests; slow down",
+                        None,
+                    )
+                } else {
+                    doors::ditto::login(&self.shared, req, self.peer, &config).await
+                }
+            }
+            Route::DittoWs => {
+                let gate = if config.ditto.require_known_token {
+                    Gate::DittoToken
+                } else {
+                    Gate::Open
+                };
+                match Handshake::of(&req) {
+                    Some(kind) => {
+                        tunnel::handle(&self.shared, req, self.peer, &config, gate, kind).await
+                    }
+                    None => self.forward(req, &config).await,
+                }
             }
             Route::Sync => match Handshake::of(&req) {
                 Some(kind) => {

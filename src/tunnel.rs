@@ -33,8 +33,18 @@ const ASSERTION_TTL: Duration = Duration::from_secs(60);
 pub(crate) enum Gate {
     /// A drawbridge session (a sync path).
     Session,
+    /// An access token seen in a relayed Ditto login success (the Ditto websocket path).
+    DittoToken,
     /// No check (an upgrade on a path that is not a sync path).
     Open,
+}
+
+/// Who a tunnel belongs to and until when.
+struct Admitted {
+    session: Option<(Arc<SessionClaims>, Carrier)>,
+    sid: String,
+    user: String,
+    exp: Option<u64>,
 }
 
 /// Where the session came from; that carrier is removed before forwarding.
@@ -106,6 +116,8 @@ fn protocol_entries(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// Finds and checks a session, trying each carrier in turn.
+// The `Err` is the finished 401; built once per refused handshake.
+#[allow(clippy::result_large_err)]
 fn session(
     shared: &Shared,
     req: &Request<Incoming>,
@@ -219,15 +231,37 @@ pub(crate) async fn handle(
     kind: Handshake,
 ) -> Response<Body> {
     let metrics = &shared.metrics.tunnel;
-    let identity = match gate {
-        Gate::Open => None,
-        Gate::Session => match session(shared, &req) {
-            Ok(found) => Some(found),
-            Err(resp) => {
-                metrics.total.with_label_values(&["rejected"]).inc();
-                return resp;
-            }
+    let admitted = match gate {
+        Gate::Open => Ok(Admitted {
+            session: None,
+            sid: String::new(),
+            user: String::new(),
+            exp: None,
+        }),
+        Gate::Session => session(shared, &req).map(|(claims, carrier)| Admitted {
+            sid: claims.sid.clone(),
+            user: claims.sub.clone(),
+            exp: Some(claims.exp),
+            session: Some((claims, carrier)),
+        }),
+        Gate::DittoToken => match crate::doors::ditto::known_token(shared, req.headers()) {
+            Some(known) => Ok(Admitted {
+                session: None,
+                sid: String::new(),
+                user: known.user.clone(),
+                exp: Some(known.expires_at),
+            }),
+            None => Err(respond::invalid_token(
+                "an access token issued by the sync server is required",
+            )),
         },
+    };
+    let admitted = match admitted {
+        Ok(a) => a,
+        Err(resp) => {
+            metrics.total.with_label_values(&["rejected"]).inc();
+            return resp;
+        }
     };
 
     let client_upgrade = hyper::upgrade::on(&mut req);
@@ -251,7 +285,7 @@ pub(crate) async fn handle(
             .or_insert(HeaderValue::from_static("13"));
     }
     forward::rewrite_head(&mut parts, peer, config, true);
-    if let Some((claims, carrier)) = &identity {
+    if let Some((claims, carrier)) = &admitted.session {
         present_identity(shared, &mut parts.headers, claims, *carrier, config);
     }
     let upstream_req = Request::from_parts(parts, respond::full(bytes::Bytes::new()));
@@ -326,12 +360,10 @@ pub(crate) async fn handle(
 
     metrics.total.with_label_values(&["accepted"]).inc();
     let close_grace = config.auth.session.close_grace;
-    let (sid, user, exp) = match &identity {
-        Some((c, _)) => (c.sid.clone(), c.sub.clone(), Some(c.exp)),
-        None => (String::new(), String::new(), None),
-    };
-    let deadline = deadline_for(exp, close_grace);
-    let (registration, ctl) = shared.tunnels.register(&sid, &user, deadline);
+    let deadline = deadline_for(admitted.exp, close_grace);
+    let (registration, ctl) = shared
+        .tunnels
+        .register(&admitted.sid, &admitted.user, deadline);
     let shared = shared.clone();
     tokio::spawn(async move {
         let started = StdInstant::now();

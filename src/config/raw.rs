@@ -61,6 +61,8 @@ pub struct RawConfig {
     pub rate_limit: RawRateLimit,
     /// `[cors]`
     pub cors: RawCors,
+    /// `[ditto]`
+    pub ditto: RawDitto,
 }
 
 /// `[listen]`: the client-facing listener.
@@ -526,4 +528,16 @@ fn default_jwt_algorithms() -> Vec<String> {
 }
 fn default_user_claim() -> String {
     "sub".to_owned()
+}
+
+/// `[ditto]`: the Ditto SDK door.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDitto {
+    /// Answer `/_ditto/auth/*` and gate `/_ditto/ws` by the Ditto rules.
+    pub enabled: bool,
+    /// A path prefix before `/_ditto` (the SDK keeps one when its auth URL ends with a slash).
+    pub path_prefix: String,
+    /// Open `/_ditto/ws` only with an access token seen in a relayed login success.
+    pub require_known_token: bool,
 }

@@ -14,6 +14,12 @@ pub(crate) enum Route {
     Aggregator,
     /// The session verification keys, `/.well-known/jwks.json`.
     Jwks,
+    /// The Ditto SDK's challenge, relayed as is.
+    DittoChallenge,
+    /// The Ditto SDK's login, pre-checked then relayed.
+    DittoLogin,
+    /// A websocket upgrade on the Ditto sync path.
+    DittoWs,
     /// A websocket upgrade on a configured sync path.
     Sync,
     /// Any other upgrade, relayed as is.
@@ -26,6 +32,11 @@ impl Route {
     /// Classifies `req` under `config`.
     pub(crate) fn classify<B>(req: &Request<B>, config: &Config) -> Self {
         let path = req.uri().path();
+        if config.ditto.enabled {
+            if let Some(route) = Self::ditto(req, path, config) {
+                return route;
+            }
+        }
         if path == "/auth/webhook" || path.starts_with("/auth/webhook/") {
             return Self::Aggregator;
         }
@@ -56,12 +67,28 @@ impl Route {
         }
     }
 
+    fn ditto<B>(req: &Request<B>, path: &str, config: &Config) -> Option<Self> {
+        let rest = path.strip_prefix(config.ditto.path_prefix.as_str())?;
+        match rest {
+            "/_ditto/auth/challenge" => Some(Self::DittoChallenge),
+            "/_ditto/auth/login" => Some(Self::DittoLogin),
+            _ if path_has_prefix(rest, "/_ditto/ws")
+                && crate::tunnel::Handshake::of(req).is_some() =>
+            {
+                Some(Self::DittoWs)
+            }
+            _ => None,
+        }
+    }
+
     /// The metric label.
     pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Login => "login",
             Self::Aggregator => "aggregator",
             Self::Jwks => "jwks",
+            Self::DittoChallenge | Self::DittoLogin => "ditto_auth",
+            Self::DittoWs => "ditto_ws",
             Self::Sync => "sync",
             Self::Upgrade => "upgrade",
             Self::Forward => "forward",

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod ditto;
 pub mod process;
 pub mod tokens;
 pub mod upstream;
