@@ -147,7 +147,8 @@ async fn every_token_carrier_opens_a_tunnel_and_the_token_never_reaches_the_sync
     let bearer = format!("Bearer {token}");
     let protocol = format!("chat.v2, drawbridge.bearer.{token}");
     let cookie = format!("theme=dark; drawbridge_session={token}");
-    let cases: Vec<(&str, String, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         (
             "authorization",
             "/sync/a".into(),
