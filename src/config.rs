@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 
 pub use raw::RawLogFormat as LogFormat;
-pub use secrets::{Sources, System};
+pub use secrets::{SKIPPED_FILE_PLACEHOLDER, SkipFiles, Sources, System};
 
 /// Environment variable naming the config file when `--config` is absent.
 pub const ENV_CONFIG: &str = "DRAWBRIDGE_CONFIG";
@@ -213,11 +213,19 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] when the file is unreadable, not TOML, or has wrong values.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, &System)
+    }
+
+    /// Reads and validates the file at `path`, resolving references from `sources`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file is unreadable, not TOML, or has wrong values.
+    pub fn load_with(path: &Path, sources: &dyn Sources) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text, &System)
+        Self::from_toml(&text, sources)
     }
 
     /// Parses and validates TOML text, resolving `${env:..}`/`${file:..}` from `sources`.

@@ -21,12 +21,24 @@ pub(crate) const MAX_AUTH_BODY_BYTES: usize = 64 * 1024;
 /// The session cookie name.
 pub(crate) const SESSION_COOKIE: &str = "drawbridge_session";
 
-/// Reads a whole auth-route body, refusing more than 64 KiB with 413 in the failure shape.
+/// Reads a whole auth-route body, refusing more than 64 KiB with 413 and a body not received within
+/// `within` (`limits.header_read_timeout_ms`) with 408, in the failure shape.
 pub(crate) async fn read_body(
     req: Request<Incoming>,
+    within: std::time::Duration,
 ) -> Result<(http::request::Parts, Bytes), Response<Body>> {
     let (parts, body) = req.into_parts();
-    match Limited::new(body, MAX_AUTH_BODY_BYTES).collect().await {
+    let Ok(collected) =
+        tokio::time::timeout(within, Limited::new(body, MAX_AUTH_BODY_BYTES).collect()).await
+    else {
+        return Err(respond::failure(
+            StatusCode::REQUEST_TIMEOUT,
+            Reason::MalformedRequest,
+            "request body not received in time",
+            None,
+        ));
+    };
+    match collected {
         Ok(c) => Ok((parts, c.to_bytes())),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(respond::failure(
             StatusCode::PAYLOAD_TOO_LARGE,

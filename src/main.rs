@@ -32,7 +32,7 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short, env = config::ENV_CONFIG)]
         config: PathBuf,
-        /// Check syntax and values only; do not read the TLS files the config names.
+        /// Check syntax and values only: read no TLS file, and take every `${file:..}` as a placeholder.
         #[arg(long)]
         skip_files: bool,
     },
@@ -91,7 +91,12 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path, skip_files: bool) -> ExitCode {
-    let cfg = match Config::load(path) {
+    let loaded = if skip_files {
+        Config::load_with(path, &config::SkipFiles)
+    } else {
+        Config::load(path)
+    };
+    let cfg = match loaded {
         Ok(c) => c,
         Err(e) => return usage_error(path, &e),
     };

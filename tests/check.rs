@@ -251,3 +251,19 @@ fn unknown_provider_kind_and_field_are_named() {
     assert_eq!(code, 64);
     assert!(err.contains("providers.a.timeout: unknown field"), "{err}");
 }
+
+#[test]
+fn skip_files_takes_file_references_as_placeholders() {
+    let text = "[upstream]\nurl = \"http://127.0.0.1:1\"\n[providers.a]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:2\"\nsigning_secret = \"${file:/etc/drawbridge/secrets/nope}\"\n";
+    let (code, _, err) = check_text(text);
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(&path, format!("{text}[listen]\nplaintext = true\n")).unwrap();
+    let out = check(&path, &[]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("providers.a.signing_secret: cannot read /etc/drawbridge/secrets/nope")
+    );
+}

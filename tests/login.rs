@@ -460,3 +460,29 @@ async fn cors_preflight_is_answered_for_allowed_origins_only() {
         "https://app.example"
     );
 }
+
+#[tokio::test]
+async fn slow_login_body_is_cut_off_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hook = Webhook::users(3600).await;
+    let (_up, gw) = gateway(&hook, "[limits]\nheader_read_timeout_ms = 300\n").await;
+    let mut tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(
+        b"POST /auth/login HTTP/1.1\r\nhost: localhost\r\ncontent-length: 200\r\n\r\n{\"appID\":",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 2048];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .expect("the slow body was never cut off")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("MalformedRequest"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(hook.calls(), 0);
+}

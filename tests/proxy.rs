@@ -245,3 +245,18 @@ async fn websocket_upgrade_is_relayed() {
     );
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn plaintext_mode_serves_http_and_says_so_upstream() {
+    let up = Upstream::start().await;
+    let gw = Gateway::builder(up.url()).plaintext().spawn().await;
+    let (status, body) = client::get_text(&format!("http://{}/plain", gw.addr)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(up.seen()[0].headers["x-forwarded-proto"], "http");
+    // No TLS is offered at all.
+    assert!(
+        client::connect_tls(gw.addr, &gw.ca.pem(), None, &[])
+            .await
+            .is_err()
+    );
+}

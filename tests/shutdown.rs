@@ -62,3 +62,53 @@ async fn sigterm_with_a_stuck_request_exits_when_the_grace_period_ends() {
         "exited before the grace period"
     );
 }
+
+#[tokio::test]
+async fn sigterm_closes_open_tunnels_with_1001() {
+    use futures_util::StreamExt;
+    let up = Upstream::start().await;
+    let hook = support::Webhook::users(3600).await;
+    let mut gw = Running::start(
+        &up.url(),
+        &format!(
+            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n[shutdown]\ngrace_seconds = 5\n",
+            hook.url()
+        ),
+        &[],
+    );
+    let http = client::https(&gw.ca.pem(), false);
+    let (_, _, login) = support::post_json(
+        &http,
+        &gw.url("/auth/login"),
+        &support::login_body("app", "demo", "zed-token"),
+        None,
+    )
+    .await;
+    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("wss://localhost:{}/sync", gw.addr.port()),
+    )
+    .unwrap();
+    let bearer = format!("Bearer {}", login["sessionToken"].as_str().unwrap());
+    req.headers_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+
+    kill(Pid::from_raw(gw.child.id() as i32), Signal::SIGTERM).unwrap();
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no close frame after SIGTERM")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                break f.map(|f| u16::from(f.code));
+            }
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1001));
+    assert_eq!(gw.wait_exit(Duration::from_secs(8)), 0);
+}

@@ -43,7 +43,8 @@ pub(crate) async fn handle(
     if req.method() != Method::POST {
         return refused(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
-    let (parts, body) = match read_body(req).await {
+    let (parts, body) = match read_body(req, shared.config.load().limits.header_read_timeout).await
+    {
         Ok(b) => b,
         Err(resp) => return resp,
     };

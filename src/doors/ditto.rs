@@ -111,10 +111,11 @@ pub(crate) async fn login(
     peer: Peer,
     config: &Config,
 ) -> Response<Body> {
-    let (mut parts, body) = match read_body(req).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
+    let (mut parts, body) =
+        match read_body(req, shared.config.load().limits.header_read_timeout).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
     let (Some(app), Some(provider), Some(token)) = (
         form_field(&body, "appId"),
         form_field(&body, "provider"),

@@ -79,7 +79,7 @@ fn session_response(shared: &Shared, minted: &Minted) -> Response<Body> {
 }
 
 async fn login(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
-    let (_, body) = match read_body(req).await {
+    let (_, body) = match read_body(req, shared.config.load().limits.header_read_timeout).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -137,7 +137,7 @@ fn bearer_session(
 }
 
 async fn refresh(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
-    let (_, body) = match read_body(req).await {
+    let (_, body) = match read_body(req, shared.config.load().limits.header_read_timeout).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };

@@ -1,0 +1,558 @@
+//! The end-to-end harness's load client and stand-in provider webhook.
+//!
+//! `benches/e2e/run.sh` builds this and drives it; every run is bounded by a message count or a
+//! deadline, and every target must be a loopback address (anything else is refused).
+//!
+//! ```text
+//! e2e-load webhook        --addr 127.0.0.1:P
+//! e2e-load ws-rtt         --url ws[s]://127.0.0.1:P/sync [--bearer T] [--size 1024] [--count 5000] [--warmup 500]
+//! e2e-load ws-tput        --url ... [--bearer T] [--size 65536] [--conns 4] [--window 4] [--seconds 5] [--warmup 1]
+//! e2e-load ws-idle        --url ... [--bearer T] [--count 10000] [--parallel 64] [--hold-max 120]
+//! e2e-load tls-handshakes --addr 127.0.0.1:P [--seconds 5] [--parallel 16]
+//! ```
+//!
+//! Results are one JSON object on stdout. The TLS client offers X25519 only (what OpenSSL 3.0's
+//! clients, such as wrk, negotiate too), never resumes a session, and does not verify the
+//! certificate: the benchmark measures the servers, not this client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, Limited};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn main() {
+    let mut argv = std::env::args().skip(1);
+    let command = argv.next().unwrap_or_default();
+    let args = Args::parse(argv);
+    // One thread: the harness pins this process to the load generator's core.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(async {
+        match command.as_str() {
+            "webhook" => webhook(&args).await,
+            "ws-rtt" => ws_rtt(&args).await,
+            "ws-tput" => ws_tput(&args).await,
+            "ws-idle" => ws_idle(&args).await,
+            "tls-handshakes" => tls_handshakes(&args).await,
+            other => Err(format!(
+                "unknown command {other:?}: webhook, ws-rtt, ws-tput, ws-idle, tls-handshakes"
+            )),
+        }
+    });
+    match result {
+        Ok(json) => println!("{json}"),
+        Err(e) => {
+            eprintln!("e2e-load {command}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+// === impl Args ===
+
+struct Args(HashMap<String, String>);
+
+impl Args {
+    fn parse(mut it: impl Iterator<Item = String>) -> Self {
+        let mut map = HashMap::new();
+        while let Some(k) = it.next() {
+            let key = k.trim_start_matches("--").to_owned();
+            let value = it.next().unwrap_or_default();
+            map.insert(key, value);
+        }
+        Self(map)
+    }
+
+    fn str(&self, key: &str) -> Result<&str, String> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .ok_or(format!("--{key} is required"))
+    }
+
+    fn opt(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn num<T: FromStr>(&self, key: &str, default: T) -> Result<T, String> {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("--{key}: not a number: {v}")),
+        }
+    }
+}
+
+/// Refuses any target that is not on this machine's loopback.
+fn loopback(addr: &str) -> Result<SocketAddr, String> {
+    let a: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr}: want ip:port"))?;
+    if !a.ip().is_loopback() {
+        return Err(format!("{addr}: only loopback targets are allowed"));
+    }
+    Ok(a)
+}
+
+// === the stand-in provider webhook ===
+
+/// Answers the Ditto webhook contract: any token allowed for an hour, except tokens starting with
+/// `deny`, which get 401 `{"authenticated":false}` (a 401 is what nginx's auth_request needs, and
+/// drawbridge reads a 401 as a denial too). `GET /stats` counts the calls, so the harness can
+/// check that a cache-hit run never reached the webhook.
+async fn webhook(args: &Args) -> Result<String, String> {
+    let addr = loopback(args.str("addr")?)?;
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("bind {addr}: {e}"))?;
+    let calls = Arc::new(AtomicU64::new(0));
+    eprintln!("webhook listening on http://{addr}/auth");
+    loop {
+        let (stream, _) = tcp.accept().await.map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let calls = calls.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| answer(req, calls.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    req: http::Request<hyper::body::Incoming>,
+    calls: Arc<AtomicU64>,
+) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
+    if req.method() == http::Method::GET && req.uri().path() == "/stats" {
+        let body = serde_json::json!({"calls": calls.load(Ordering::Relaxed)}).to_string();
+        return Ok(http::Response::new(Full::new(Bytes::from(body))));
+    }
+    calls.fetch_add(1, Ordering::Relaxed);
+    let body = Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let token = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["token"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let (status, reply) = if token.is_empty() || token.starts_with("deny") {
+        (
+            http::StatusCode::UNAUTHORIZED,
+            serde_json::json!({"authenticated": false}),
+        )
+    } else {
+        let user: String = token.chars().take(24).collect();
+        (
+            http::StatusCode::OK,
+            serde_json::json!({
+                "authenticated": true,
+                "expirationSeconds": 3600,
+                "userID": format!("user-{user}"),
+                "permissions": {"read": {"everything": true, "queriesByCollection": {}},
+                                "write": {"everything": true, "queriesByCollection": {}}},
+                "clientInfo": {},
+            }),
+        )
+    };
+    let mut resp = http::Response::new(Full::new(Bytes::from(reply.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+// === TLS and websocket clients ===
+
+/// Accepts any certificate: the harness made it a minute ago, and verification is client work.
+#[derive(Debug)]
+struct AcceptAny(Vec<SignatureScheme>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.clone()
+    }
+}
+
+fn tls_config() -> Arc<ClientConfig> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    let schemes = provider
+        .signature_verification_algorithms
+        .supported_schemes();
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(schemes)))
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Ws = WebSocketStream<Pin<Box<dyn Io>>>;
+
+struct Target {
+    tls: bool,
+    addr: SocketAddr,
+    url: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("wss://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("ws://") {
+            (false, r)
+        } else {
+            return Err(format!("{url}: want ws:// or wss://"));
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        Ok(Self {
+            tls,
+            addr: loopback(authority)?,
+            url: url.to_owned(),
+        })
+    }
+
+    async fn connect(&self, bearer: Option<&str>, tls: &Arc<ClientConfig>) -> Result<Ws, String> {
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("connect {}: {e}", self.addr))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let io: Pin<Box<dyn Io>> = if self.tls {
+            let name = ServerName::try_from("localhost").expect("literal name");
+            Box::pin(
+                tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS {}: {e}", self.addr))?,
+            )
+        } else {
+            Box::pin(tcp)
+        };
+        let mut req = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        if let Some(t) = bearer {
+            req.headers_mut().insert(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(&format!("Bearer {t}")).map_err(|e| e.to_string())?,
+            );
+        }
+        let (ws, _) = tokio_tungstenite::client_async(req, io)
+            .await
+            .map_err(|e| format!("websocket handshake with {}: {e}", self.url))?;
+        Ok(ws)
+    }
+}
+
+/// Waits for the next data message, skipping control frames.
+async fn next_data(ws: &mut Ws) -> Result<usize, String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => return Ok(b.len()),
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(t.len()),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(None) => return Err("closed".into()),
+            Err(_) => return Err("no echo within 10 s".into()),
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64
+}
+
+/// One websocket, one message in flight: the round trip of each echo.
+async fn ws_rtt(args: &Args) -> Result<String, String> {
+    let target = Target::parse(args.str("url")?)?;
+    let size: usize = args.num("size", 1024)?;
+    let count: usize = args.num("count", 5000)?;
+    let warmup: usize = args.num("warmup", 500)?;
+    let deadline = Instant::now() + Duration::from_secs(args.num("seconds-max", 60)?);
+    let mut ws = target.connect(args.opt("bearer"), &tls_config()).await?;
+    let payload = Bytes::from(vec![0x5a_u8; size]);
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..warmup + count {
+        if Instant::now() > deadline {
+            break;
+        }
+        let t = Instant::now();
+        ws.send(Message::Binary(payload.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let n = next_data(&mut ws).await?;
+        let ns = t.elapsed().as_nanos() as u64;
+        if n != size {
+            return Err(format!("echo of {n} bytes, sent {size}"));
+        }
+        if i >= warmup {
+            samples.push(ns);
+        }
+    }
+    let _ = ws.close(None).await;
+    samples.sort_unstable();
+    let mean = samples.iter().sum::<u64>() as f64 / samples.len().max(1) as f64;
+    Ok(serde_json::json!({
+        "n": samples.len(),
+        "size": size,
+        "p50_us": percentile(&samples, 50.0) / 1e3,
+        "p99_us": percentile(&samples, 99.0) / 1e3,
+        "mean_us": mean / 1e3,
+    })
+    .to_string())
+}
+
+/// `conns` websockets, each keeping `window` messages in flight; echoed payload bytes per second
+/// after `warmup` seconds.
+async fn ws_tput(args: &Args) -> Result<String, String> {
+    let target = Arc::new(Target::parse(args.str("url")?)?);
+    let size: usize = args.num("size", 64 * 1024)?;
+    let conns: usize = args.num("conns", 4)?;
+    let window: usize = args.num("window", 4)?;
+    let seconds: f64 = args.num("seconds", 5.0)?;
+    let warmup: f64 = args.num("warmup", 1.0)?;
+    let tls = tls_config();
+    let mut sockets = Vec::new();
+    for _ in 0..conns {
+        sockets.push(target.connect(args.opt("bearer"), &tls).await?);
+    }
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(warmup);
+    let deadline = measure_from + Duration::from_secs_f64(seconds);
+    let echoed = Arc::new(AtomicU64::new(0));
+    let payload = Bytes::from(vec![0xa5_u8; size]);
+    let mut tasks = Vec::new();
+    for ws in sockets {
+        let (mut tx, mut rx) = ws.split();
+        let permits = Arc::new(tokio::sync::Semaphore::new(window));
+        let writer_permits = permits.clone();
+        let payload = payload.clone();
+        let writer = tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let Ok(p) = writer_permits.acquire().await else {
+                    break;
+                };
+                p.forget();
+                if tx.send(Message::Binary(payload.clone())).await.is_err() {
+                    break;
+                }
+            }
+            tx
+        });
+        let echoed = echoed.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break Ok(());
+                }
+                match tokio::time::timeout(left + Duration::from_secs(5), rx.next()).await {
+                    Ok(Some(Ok(Message::Binary(b)))) => {
+                        if Instant::now() >= measure_from && Instant::now() < deadline {
+                            echoed.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        }
+                        permits.add_permits(1);
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    Ok(Some(Err(e))) => break Err(e.to_string()),
+                    Ok(None) => break Err("closed early".to_owned()),
+                    Err(_) => break Err("stalled".to_owned()),
+                }
+            }
+        });
+        tasks.push((writer, reader));
+    }
+    for (writer, reader) in tasks {
+        reader.await.map_err(|e| e.to_string())??;
+        // The writer may wait on a permit that will never come; the socket is dropped either way.
+        writer.abort();
+    }
+    let bytes = echoed.load(Ordering::Relaxed) as f64;
+    Ok(serde_json::json!({
+        "size": size,
+        "conns": conns,
+        "window": window,
+        "seconds": seconds,
+        "mib_per_s": bytes / seconds / (1024.0 * 1024.0),
+        "messages_per_s": bytes / seconds / size as f64,
+    })
+    .to_string())
+}
+
+/// Opens `count` websockets and holds them, idle, until a line (or EOF) on stdin or `hold-max`.
+/// Prints `{"open": n, "failed": f}` to stderr as soon as they are open, for the harness to read RSS.
+async fn ws_idle(args: &Args) -> Result<String, String> {
+    let target = Arc::new(Target::parse(args.str("url")?)?);
+    let count: usize = args.num("count", 10_000)?;
+    let parallel: usize = args.num("parallel", 64)?;
+    let hold_max = Duration::from_secs(args.num("hold-max", 120)?);
+    let bearer = args.opt("bearer").map(str::to_owned);
+    let tls = tls_config();
+    let started = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let permit = gate
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (target, tls, bearer) = (target.clone(), tls.clone(), bearer.clone());
+        tasks.push(tokio::spawn(async move {
+            let ws = target.connect(bearer.as_deref(), &tls).await;
+            drop(permit);
+            ws
+        }));
+    }
+    let mut open = Vec::with_capacity(count);
+    let mut failed = 0usize;
+    let mut first_error = None;
+    for t in tasks {
+        match t.await.map_err(|e| e.to_string())? {
+            Ok(ws) => open.push(ws),
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let open_seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{}",
+        serde_json::json!({"open": open.len(), "failed": failed, "first_error": first_error})
+    );
+    let mut line = String::new();
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let _ = tokio::time::timeout(
+        hold_max,
+        tokio::io::AsyncBufReadExt::read_line(&mut stdin, &mut line),
+    )
+    .await;
+    let n = open.len();
+    drop(open);
+    Ok(serde_json::json!({
+        "open": n,
+        "failed": failed,
+        "first_error": first_error,
+        "open_seconds": open_seconds,
+    })
+    .to_string())
+}
+
+/// Full TLS handshakes (no resumption), `parallel` at a time, for `seconds`.
+async fn tls_handshakes(args: &Args) -> Result<String, String> {
+    let addr = loopback(args.str("addr")?)?;
+    let seconds: f64 = args.num("seconds", 5.0)?;
+    let parallel: usize = args.num("parallel", 16)?;
+    let tls = tls_config();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..parallel {
+        let (tls, done, failed) = (tls.clone(), done.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                match handshake_once(addr, &tls).await {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(serde_json::json!({
+        "handshakes_per_s": done.load(Ordering::Relaxed) as f64 / seconds,
+        "failed": failed.load(Ordering::Relaxed),
+    })
+    .to_string())
+}
+
+/// Connects, completes a full handshake, sends close_notify and waits for the server to close,
+/// so the server has done all its handshake work; then resets, leaving no TIME_WAIT behind.
+async fn handshake_once(addr: SocketAddr, tls: &Arc<ClientConfig>) -> Result<(), String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("localhost").expect("literal name");
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| "handshake timed out".to_owned())?
+    .map_err(|e| e.to_string())?;
+    stream.shutdown().await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    let (tcp, _) = stream.into_inner();
+    let _ = tcp.set_zero_linger();
+    Ok(())
+}
