@@ -121,17 +121,7 @@ async fn handle(
                 }
             }
         });
-        let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut()
-            .insert(header::CONNECTION, "upgrade".parse().unwrap());
-        r.headers_mut()
-            .insert(header::UPGRADE, "websocket".parse().unwrap());
-        r.headers_mut().insert(
-            header::SEC_WEBSOCKET_ACCEPT,
-            derive_accept_key(key.as_bytes()).parse().unwrap(),
-        );
-        return Ok(r);
+        return Ok(super::ws::switching_protocols(&key));
     }
     let body = req
         .into_body()

@@ -131,19 +131,7 @@ async fn handle(
                 }
             }
         });
-        let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut().insert(
-            header::CONNECTION,
-            http::HeaderValue::from_static("upgrade"),
-        );
-        r.headers_mut()
-            .insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
-        r.headers_mut().insert(
-            header::SEC_WEBSOCKET_ACCEPT,
-            http::HeaderValue::from_str(&derive_accept_key(key.as_bytes())).unwrap(),
-        );
-        return Ok(r);
+        return Ok(super::ws::switching_protocols(&key));
     }
     let path = req.uri().path().to_owned();
     Ok(match path.as_str() {

@@ -59,17 +59,7 @@ impl RawUpstream {
                                     });
                                 }
                             });
-                            let mut r = Response::new(Full::new(Bytes::new()));
-                            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                            r.headers_mut()
-                                .insert(header::CONNECTION, "upgrade".parse().unwrap());
-                            r.headers_mut()
-                                .insert(header::UPGRADE, "websocket".parse().unwrap());
-                            r.headers_mut().insert(
-                                header::SEC_WEBSOCKET_ACCEPT,
-                                derive_accept_key(key.as_bytes()).parse().unwrap(),
-                            );
-                            Ok::<_, Infallible>(r)
+                            Ok::<_, Infallible>(switching_protocols(&key))
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -180,4 +170,15 @@ pub async fn read_exact<S: tokio::io::AsyncRead + Unpin>(s: &mut S, n: usize) ->
 /// The close code in an unmasked Close frame at the start of `bytes`.
 pub fn close_code(bytes: &[u8]) -> Option<u16> {
     (bytes.len() >= 4 && bytes[0] & 0x0F == 0x8).then(|| u16::from_be_bytes([bytes[2], bytes[3]]))
+}
+
+/// The 101 answer to a websocket handshake with `key`.
+pub fn switching_protocols(key: &http::HeaderValue) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    r.headers_mut().insert(header::CONNECTION, "upgrade".parse().unwrap());
+    r.headers_mut().insert(header::UPGRADE, "websocket".parse().unwrap());
+    r.headers_mut()
+        .insert(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()).parse().unwrap());
+    r
 }

@@ -1,0 +1,588 @@
+"""End-to-end benchmark: the sync server direct, through nginx, and through drawbridge, on 127.0.0.1.
+
+Started by benches/e2e/run.sh, which installs the tools and builds the binaries first. Everything
+listens on 127.0.0.1; every load run is bounded in time or count. Layout on the 2-core machine:
+
+  core 0   the proxy under test (drawbridge or nginx, one worker each); idle in the direct column
+  core 1   the load generator (wrk, e2e-load), the demo sync server and the provider webhook
+
+Each point is measured REPS times, the three targets interleaved, and the median is reported.
+Writes the raw runs and medians to --out (JSON) and prints the table BENCHMARKS.md carries.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+CORE_PROXY = "0"
+CORE_LOAD = "1"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (row id, label, unit, better)
+ROWS = [
+    ("login_hit_rps", "auth check / login, cache hit (32 conns)", "req/s", "higher"),
+    ("login_miss_rps", "auth check / login, cache miss (32 conns)", "req/s", "higher"),
+    ("http_rps", "proxied GET /api/items (32 conns)", "req/s", "higher"),
+    ("http_p50_us", "proxied GET p50 (1 conn)", "µs", "lower"),
+    ("http_p99_us", "proxied GET p99 (1 conn)", "µs", "lower"),
+    ("ws_rtt_p50_us", "websocket echo 1 KiB p50", "µs", "lower"),
+    ("ws_rtt_p99_us", "websocket echo 1 KiB p99", "µs", "lower"),
+    ("ws_tput_mib_s", "websocket echo 64 KiB throughput", "MiB/s", "higher"),
+    ("idle_kib_per_ws", "idle websocket, RSS growth per connection", "KiB", "lower"),
+    ("tls_hs_per_s", "full TLS handshakes", "1/s", "higher"),
+]
+TARGETS = ["direct", "nginx", "drawbridge"]
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, deadline_s=20):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {deadline_s}s")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def children(pid):
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def tree_rss_kib(pid):
+    """RSS of a process and its children (nginx: master plus worker)."""
+    return rss_kib(pid) + sum(rss_kib(c) for c in children(pid))
+
+
+class Proc:
+    """A process this harness started, pinned to one core; stopped by its own pid only."""
+
+    def __init__(self, name, core, argv, logdir, **kw):
+        self.name = name
+        self.log_path = os.path.join(logdir, f"{name}.log")
+        self.logf = open(self.log_path, "ab")
+        self.p = subprocess.Popen(
+            ["taskset", "-c", core] + argv,
+            stdout=self.logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            **kw,
+        )
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.logf.close()
+
+
+class Stack:
+    """The demo sync server, drawbridge and nginx, all pointing at one sync server and one webhook."""
+
+    def __init__(self, args, work, hook_port, tag):
+        self.args, self.work, self.hook_port = args, work, hook_port
+        logdir = os.path.join(work, "logs")
+        # The demo: its sync server is the upstream for everyone; its own gateway stays idle.
+        demo_port, demo_admin = free_port(), free_port()
+        self.demo = Proc(
+            f"demo-{tag}",
+            CORE_LOAD,
+            [args.drawbridge, "demo", "--addr", f"127.0.0.1:{demo_port}", "--admin-addr", f"127.0.0.1:{demo_admin}"],
+            logdir,
+        )
+        self.sync_port = self._sync_port()
+        self.db_port, db_admin = free_port(), free_port()
+        self.nginx_port = free_port()
+        fill = {
+            "@WORK@": work,
+            "@SYNC_PORT@": str(self.sync_port),
+            "@HOOK_PORT@": str(hook_port),
+            "@DB_PORT@": str(self.db_port),
+            "@DB_ADMIN_PORT@": str(db_admin),
+            "@NGINX_PORT@": str(self.nginx_port),
+        }
+        db_conf = render(os.path.join(HERE, "drawbridge.toml.in"), os.path.join(work, "drawbridge.toml"), fill)
+        ngx_conf = render(os.path.join(HERE, "nginx.conf.in"), os.path.join(work, "nginx", "nginx.conf"), fill)
+        self.drawbridge = Proc(f"drawbridge-{tag}", CORE_PROXY, [args.drawbridge, "run", "--config", db_conf], logdir)
+        self.nginx = Proc(
+            f"nginx-{tag}",
+            CORE_PROXY,
+            ["nginx", "-p", os.path.join(work, "nginx"), "-c", ngx_conf, "-g", "daemon off;"],
+            logdir,
+        )
+        wait_port(self.db_port)
+        wait_port(self.nginx_port)
+        wait_port(self.sync_port)
+        self.session = login(self.db_port, "ws-token")
+
+    def _sync_port(self):
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            with open(self.demo.log_path, errors="replace") as f:
+                m = re.search(r"sync\s+http://127\.0\.0\.1:(\d+)", f.read())
+            if m:
+                return int(m.group(1))
+            if self.demo.p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"the demo did not print its sync server address; see {self.demo.log_path}")
+
+    def stop(self):
+        self.nginx.stop()
+        self.drawbridge.stop()
+        self.demo.stop()
+
+    # Where each target is reached, per kind of request.
+    def http_base(self, target):
+        return {
+            "direct": f"http://127.0.0.1:{self.sync_port}",
+            "nginx": f"https://127.0.0.1:{self.nginx_port}",
+            "drawbridge": f"https://127.0.0.1:{self.db_port}",
+        }[target]
+
+    def ws(self, target):
+        """(url, bearer): nginx checks the provider token; drawbridge wants its session."""
+        return {
+            "direct": (f"ws://127.0.0.1:{self.sync_port}/sync", None),
+            "nginx": (f"wss://127.0.0.1:{self.nginx_port}/sync", "ws-token"),
+            "drawbridge": (f"wss://127.0.0.1:{self.db_port}/sync", self.session),
+        }[target]
+
+    def pid(self, target):
+        return {"direct": self.demo.pid, "nginx": self.nginx.pid, "drawbridge": self.drawbridge.pid}[target]
+
+
+def render(src, dst, fill):
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with open(src) as f:
+        text = f.read()
+    for k, v in fill.items():
+        text = text.replace(k, v)
+    with open(dst, "w") as f:
+        f.write(text)
+    return dst
+
+
+def insecure():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def login(db_port, token):
+    body = json.dumps({"appID": "bench-app", "provider": "bench", "token": token}).encode()
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{db_port}/auth/login", data=body, headers={"content-type": "application/json"}
+    )
+    end = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(req, context=insecure(), timeout=5) as r:
+                return json.load(r)["sessionToken"]
+        except Exception:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.1)
+
+
+def get(url, headers=None, timeout=5):
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, context=insecure(), timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def webhook_calls(hook_port):
+    return json.loads(get(f"http://127.0.0.1:{hook_port}/stats")[1])["calls"]
+
+
+# === load generators ===
+
+UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+def wrk(url, conns, seconds, lua_args=None):
+    argv = ["taskset", "-c", CORE_LOAD, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    if lua_args:
+        argv += ["-s", os.path.join(HERE, "auth.lua")]
+    argv.append(url)
+    if lua_args:
+        argv += ["--"] + lua_args
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
+
+    def lat(pct):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "requests": int(total.group(1)) if total else 0,
+        "p50_us": lat(50),
+        "p99_us": lat(99),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1).strip() if errors else "",
+    }
+
+
+def load(args, *cmd, timeout=120):
+    out = subprocess.run(
+        ["taskset", "-c", CORE_LOAD, args.load, *cmd], capture_output=True, text=True, timeout=timeout
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"e2e-load {cmd[0]} failed: {out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class Results:
+    def __init__(self):
+        self.runs = {row[0]: {t: [] for t in TARGETS} for row in ROWS}
+        self.notes = {}
+
+    def add(self, row, target, value):
+        self.runs[row][target].append(value)
+        log(f"  {row:18} {target:10} {value:12.1f}")
+
+    def medians(self):
+        return {
+            row: {t: (statistics.median(v) if v else None) for t, v in targets.items()}
+            for row, targets in self.runs.items()
+        }
+
+
+# === the measurements ===
+
+
+def auth_rows(args, stack, res):
+    shapes = {
+        "direct": ("webhook", f"http://127.0.0.1:{stack.hook_port}/auth"),
+        "nginx": ("check", stack.http_base("nginx") + "/auth/check"),
+        "drawbridge": ("login", stack.http_base("drawbridge") + "/auth/login"),
+    }
+    for mode, row in (("hit", "login_hit_rps"), ("miss", "login_miss_rps")):
+        log(f"{row}:")
+        for t, (shape, url) in shapes.items():
+            wrk(url, 8, 1, [shape, mode, f"warm{t}{time.time_ns()}"])  # warm-up; fills the caches on a hit
+        for rep in range(args.reps):
+            for t, (shape, url) in shapes.items():
+                before = webhook_calls(stack.hook_port)
+                r = wrk(url, 32, args.seconds, [shape, mode, f"{t}{rep}{time.time_ns()}"])
+                calls = webhook_calls(stack.hook_port) - before
+                check_wrk(r, row, t)
+                res.add(row, t, r["rps"])
+                res.notes.setdefault(f"{row}_webhook_calls_per_request", {}).setdefault(t, []).append(
+                    round(calls / max(r["requests"], 1), 4)
+                )
+
+
+def check_wrk(r, row, t):
+    if r["requests"] == 0 or r["non2xx"] > 0.01 * r["requests"] or r["socket_errors"]:
+        raise RuntimeError(f"{row} {t}: wrk saw failures: {r}")
+
+
+def http_rows(args, stack, res):
+    log("http:")
+    for t in TARGETS:
+        wrk(stack.http_base(t) + "/api/items", 32, 1)
+    for rep in range(args.reps):
+        for t in TARGETS:
+            url = stack.http_base(t) + "/api/items"
+            r = wrk(url, 32, args.seconds)
+            check_wrk(r, "http_rps", t)
+            res.add("http_rps", t, r["rps"])
+            r = wrk(url, 1, args.seconds)
+            check_wrk(r, "http_latency", t)
+            res.add("http_p50_us", t, r["p50_us"])
+            res.add("http_p99_us", t, r["p99_us"])
+
+
+def ws_rows(args, stack, res):
+    log("websocket:")
+    for rep in range(args.reps):
+        for t in TARGETS:
+            url, bearer = stack.ws(t)
+            auth = ["--bearer", bearer] if bearer else []
+            r = load(args, "ws-rtt", "--url", url, *auth, "--size", "1024", "--count", str(args.rtt_count), "--warmup", "1000")
+            res.add("ws_rtt_p50_us", t, r["p50_us"])
+            res.add("ws_rtt_p99_us", t, r["p99_us"])
+            r = load(
+                args, "ws-tput", "--url", url, *auth, "--size", "65536", "--conns", "4", "--window", "4",
+                "--seconds", str(args.seconds), "--warmup", "1",
+            )
+            res.add("ws_tput_mib_s", t, r["mib_per_s"])
+
+
+def tls_rows(args, stack, res):
+    log("tls handshakes:")
+    for rep in range(args.reps):
+        for t in ("nginx", "drawbridge"):
+            port = stack.nginx_port if t == "nginx" else stack.db_port
+            r = load(args, "tls-handshakes", "--addr", f"127.0.0.1:{port}", "--seconds", str(args.seconds), "--parallel", "16")
+            if r["failed"]:
+                res.notes.setdefault("tls_failed", {}).setdefault(t, []).append(r["failed"])
+            res.add("tls_hs_per_s", t, r["handshakes_per_s"])
+
+
+def idle_rows(args, work, hook_port, res):
+    """A fresh stack per repetition, so each target's growth starts from a process that has never
+    held a tunnel (an allocator keeps freed memory, and a second round would look cheaper)."""
+    log(f"idle websockets ({args.idle} per target):")
+    for rep in range(args.reps):
+        stack = Stack(args, work, hook_port, f"idle{rep}")
+        try:
+            for t in TARGETS:
+                url, bearer = stack.ws(t)
+                auth = ["--bearer", bearer] if bearer else []
+                # A few tunnels first, so lazily built state (pools, TLS caches) is not counted.
+                load(args, "ws-idle", "--url", url, *auth, "--count", "16", "--hold-max", "0")
+                time.sleep(1)
+                pid = stack.pid(t)
+                before = tree_rss_kib(pid)
+                p = subprocess.Popen(
+                    ["taskset", "-c", CORE_LOAD, args.load, "ws-idle", "--url", url, *auth,
+                     "--count", str(args.idle), "--parallel", "64", "--hold-max", "120"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                )
+                opened = json.loads(p.stderr.readline())
+                time.sleep(3)  # let the last handshakes settle
+                after = tree_rss_kib(pid)
+                out, err = p.communicate("done\n", timeout=60)
+                if opened["open"] == 0:
+                    raise RuntimeError(f"idle {t}: no websocket opened: {opened}")
+                per = (after - before) / opened["open"]
+                res.add("idle_kib_per_ws", t, per)
+                res.notes.setdefault("idle_open", {}).setdefault(t, []).append(opened)
+                res.notes.setdefault("idle_rss_kib", {}).setdefault(t, []).append([before, after])
+                time.sleep(2)
+        finally:
+            stack.stop()
+
+
+# === report ===
+
+
+def fmt(v):
+    if v is None:
+        return "—"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    return f"{v:.1f}"
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def table(med):
+    lines = [
+        "| row | unit | direct | nginx | drawbridge | drawbridge / direct | drawbridge / nginx |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row, label, unit, better in ROWS:
+        m = med[row]
+        rd, rn = ratio(m["drawbridge"], m["direct"]), ratio(m["drawbridge"], m["nginx"])
+        arrow = "↑" if better == "higher" else "↓"
+        lines.append(
+            f"| {label} {arrow} | {unit} | {fmt(m['direct'])} | {fmt(m['nginx'])} | {fmt(m['drawbridge'])} | "
+            f"{'—' if rd is None else f'{rd:.2f}'} | {'—' if rn is None else f'{rn:.2f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def targets(med):
+    """The targets in BENCHMARKS.md, each (name, met, detail)."""
+    out = []
+    for row, label, unit, better in ROWS:
+        if row == "idle_kib_per_ws":
+            continue
+        d, n = med[row]["drawbridge"], med[row]["nginx"]
+        if d is None or n is None:
+            continue
+        met = d >= n if better == "higher" else d <= n
+        out.append((f"{label}: drawbridge {'≥' if better == 'higher' else '≤'} nginx", met, f"{fmt(d)} vs {fmt(n)} {unit}"))
+    wt = med["ws_tput_mib_s"]
+    out.append(("websocket throughput ≥ 90 % of direct", wt["drawbridge"] >= 0.9 * wt["direct"],
+                f"{100 * wt['drawbridge'] / wt['direct']:.0f} %"))
+    lh = med["login_hit_rps"]
+    out.append(("cache-hit login ≥ 3× nginx auth_request + proxy_cache", lh["drawbridge"] >= 3 * lh["nginx"],
+                f"{lh['drawbridge'] / lh['nginx']:.2f}×"))
+    rt = med["ws_rtt_p50_us"]
+    added = rt["drawbridge"] - rt["direct"]
+    out.append(("added websocket p50 ≤ 30 µs over direct", added <= 30, f"+{added:.1f} µs"))
+    idle = med["idle_kib_per_ws"]["drawbridge"]
+    out.append(("≤ 24 KiB per idle tunnel", idle <= 24, f"{idle:.1f} KiB"))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--drawbridge", required=True)
+    ap.add_argument("--load", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rtt-count", type=int, default=20000)
+    ap.add_argument("--idle", type=int, default=0, help="idle websockets per target (0: as many as fit)")
+    ap.add_argument("--only", default="auth,http,ws,tls,idle")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+
+    work = args.work
+    os.makedirs(os.path.join(work, "logs"), exist_ok=True)
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        os.makedirs(os.path.join(work, "nginx", "tmp", d), exist_ok=True)
+    with open(os.path.join(work, "nginx", "ok.json"), "w") as f:
+        f.write('{"result":"success"}\n')
+    # nginx's worker runs as nobody: it must reach its temp and cache directories.
+    for root, dirs, files in os.walk(work):
+        os.chmod(root, 0o777)
+    os.chmod(work, 0o755)
+
+    hard = __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[1]
+    # A proxied tunnel holds two descriptors in the proxy; keep 100 for listeners and the rest.
+    fit = (hard - 100) // 2
+    if args.idle <= 0:
+        args.idle = min(10000, fit)
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days", "2",
+         "-keyout", os.path.join(work, "tls.key"), "-out", os.path.join(work, "tls.crt")],
+        check=True, capture_output=True,
+    )
+    os.chmod(os.path.join(work, "tls.key"), 0o600)
+    session_key = os.path.join(work, "session.pem")
+    if not os.path.exists(session_key):
+        subprocess.run([args.drawbridge, "keygen", "--out", session_key], check=True, capture_output=True)
+
+    hook_port = free_port()
+    hook = Proc("webhook", CORE_LOAD, [args.load, "webhook", "--addr", f"127.0.0.1:{hook_port}"], os.path.join(work, "logs"))
+    res = Results()
+    started = time.time()
+    try:
+        wait_port(hook_port)
+        if only & {"auth", "http", "ws", "tls"}:
+            stack = Stack(args, work, hook_port, "main")
+            try:
+                if "auth" in only:
+                    auth_rows(args, stack, res)
+                if "http" in only:
+                    http_rows(args, stack, res)
+                if "ws" in only:
+                    ws_rows(args, stack, res)
+                if "tls" in only:
+                    tls_rows(args, stack, res)
+            finally:
+                stack.stop()
+        if "idle" in only:
+            idle_rows(args, work, hook_port, res)
+    finally:
+        hook.stop()
+
+    med = res.medians()
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "seconds_taken": round(time.time() - started),
+        "machine": machine(),
+        "settings": {
+            "reps": args.reps, "seconds": args.seconds, "rtt_count": args.rtt_count, "idle": args.idle,
+            "nofile_hard_limit": hard, "core_proxy": CORE_PROXY, "core_load": CORE_LOAD,
+        },
+        "rows": [{"id": r, "label": l, "unit": u, "better": b} for r, l, u, b in ROWS],
+        "runs": res.runs,
+        "medians": med,
+        "notes": res.notes,
+    }
+    try:
+        report["targets"] = [{"target": n, "met": m, "value": d} for n, m, d in targets(med)]
+    except (TypeError, ZeroDivisionError, KeyError):
+        report["targets"] = []  # a partial run (--only)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1, ensure_ascii=False)
+    print(table(med))
+    print()
+    for t in report["targets"]:
+        print(f"- {'met ' if t['met'] else 'MISSED'} {t['target']}: {t['value']}")
+    print(f"\n{report['seconds_taken']} s of measuring; raw runs in {args.out}")
+
+
+def machine():
+    def sh(*cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/etc/debian_version") as f:
+        debian = f.read().strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": sh("uname", "-r"),
+        "debian": debian,
+        "nginx": sh("nginx", "-v") or sh("sh", "-c", "nginx -v 2>&1"),
+        "openssl": sh("openssl", "version"),
+        "wrk": sh("sh", "-c", "wrk -v 2>&1 | head -1"),
+        "rustc": sh("rustc", "--version"),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: the demo sync server direct, through nginx and through drawbridge, all on
+# 127.0.0.1 (see BENCHMARKS.md). Installs what it needs (nginx and wrk from Debian, matplotlib in a
+# venv), builds drawbridge and the load client in release mode, measures (~12 min), and writes
+# benches/e2e/results.json and benches/e2e/plots/*.png.
+#
+#   bash benches/e2e/run.sh                 # everything
+#   bash benches/e2e/run.sh --only ws,tls   # some rows (auth, http, ws, tls, idle); --reps N, --seconds N
+#
+# CARGO_TARGET_DIR is honoured (default: target/). Needs root for apt-get, or nginx and wrk installed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+e2e=$root/benches/e2e
+target=${CARGO_TARGET_DIR:-$root/target}
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v taskset >/dev/null; then
+    echo "== installing nginx and wrk (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk openssl util-linux >/dev/null
+fi
+venv=${E2E_VENV:-$HOME/.cache/drawbridge-e2e/venv}
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+    echo "== installing matplotlib into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q matplotlib
+fi
+
+echo "== building drawbridge and the load client (release)"
+cargo build --release --locked --bin drawbridge --target-dir "$target"
+cargo build --release --locked --manifest-path "$e2e/loadgen/Cargo.toml" --target-dir "$target"
+
+# Idle tunnels need descriptors: two per proxied websocket in the proxy.
+ulimit -n "$(ulimit -Hn)"
+work=$(mktemp -d /tmp/drawbridge-e2e.XXXXXX)
+echo "== measuring (logs and configs in $work)"
+"$venv/bin/python" "$e2e/bench.py" \
+    --drawbridge "$target/release/drawbridge" \
+    --load "$target/release/e2e-load" \
+    --work "$work" \
+    --out "$e2e/results.json" "$@" | tee "$work/table.md"
+"$venv/bin/python" "$e2e/plots.py" "$e2e/results.json" "$e2e/plots"
+echo "== plots in $e2e/plots, table in $work/table.md"
