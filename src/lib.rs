@@ -18,6 +18,7 @@ mod listener;
 pub mod metrics;
 pub mod shutdown;
 pub mod tls;
+mod tunnel;
 
 pub use app::{App, AppError};
 pub use config::{Config, ConfigError};
