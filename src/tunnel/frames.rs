@@ -7,6 +7,11 @@
 //! payload bytes are skipped by counting, never read. [`CloseFrame`] is the frame it injects.
 //!
 //! Both work on the caller's buffers and the stack; nothing here allocates.
+//!
+//! `benches/frames.rs` compiles this file on its own, so it uses nothing else from the crate.
+
+#[cfg(test)]
+mod tests;
 
 /// The longest frame header: 2 bytes, a 64-bit extended length, a 4-byte masking key.
 const MAX_HEADER_LEN: usize = 2 + 8 + 4;

@@ -15,6 +15,8 @@ use super::registry::{CloseReason, Ctl};
 const BUF_BYTES: usize = 8 * 1024;
 /// How long a side gets to answer our close frame before its socket is shut.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// From the decision to close to dropping both sockets, whatever the peers do.
+const STOP_DEADLINE: Duration = Duration::from_secs(3);
 /// How long the other direction may linger after one side has gone.
 const LINGER: Duration = Duration::from_secs(10);
 
@@ -122,12 +124,16 @@ where
             reason = &mut supervisor, if stopped.is_none() => {
                 stopped = Some(reason);
                 stop_tx.send_replace(Some(reason));
+                // A peer may trickle one huge frame; the close waits for its end only this long.
+                linger.as_mut().reset(tokio::time::Instant::now() + STOP_DEADLINE);
+                lingering = true;
             }
             end = &mut up, if up_end.is_none() => up_end = Some(end),
             end = &mut down, if down_end.is_none() => down_end = Some(end),
             () = &mut linger, if lingering => break,
         }
         if !lingering && (up_end.is_some() || down_end.is_some()) {
+            // Not stopped by us (that armed the deadline already): one side left on its own.
             // One side is gone: the other gets a bounded time to finish its close.
             let wait = if stopped.is_some() {
                 CLOSE_WAIT * 2

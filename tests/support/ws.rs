@@ -160,7 +160,7 @@ pub fn frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Ve
 /// Reads exactly `n` bytes.
 pub async fn read_exact<S: tokio::io::AsyncRead + Unpin>(s: &mut S, n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
-    tokio::time::timeout(std::time::Duration::from_secs(20), s.read_exact(&mut buf))
+    tokio::time::timeout(std::time::Duration::from_secs(60), s.read_exact(&mut buf))
         .await
         .expect("timed out reading")
         .expect("read failed");
