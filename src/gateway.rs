@@ -15,9 +15,9 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::auth::AuthCore;
 use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionClaims, Sessions};
-use crate::auth::{AuthCore, Reason};
 use crate::config::Config;
 use crate::doors;
 use crate::doors::ditto::KnownTokens;
@@ -93,6 +93,15 @@ impl Shared {
         tracing::debug!(exp = claims.exp, tunnels = moved, "session refreshed");
     }
 
+    /// Counts a failed upstream call by its kind.
+    pub(crate) fn count_upstream_error(&self, error: &crate::forward::UpstreamError) {
+        self.metrics
+            .upstream
+            .errors
+            .with_label_values(&[error.kind()])
+            .inc();
+    }
+
     /// Whether this client may call a login route now.
     fn rate_limited(&self, ip: IpAddr) -> bool {
         self.limiter
@@ -141,12 +150,7 @@ impl GatewayService {
             Route::DittoChallenge => self.forward(req, &config).await,
             Route::DittoLogin => {
                 if self.shared.rate_limited(self.peer.addr.ip()) {
-                    respond::failure(
-                        http::StatusCode::TOO_MANY_REQUESTS,
-                        Reason::RateLimited,
-                        "too many requests; slow down",
-                        None,
-                    )
+                    respond::rate_limited()
                 } else {
                     doors::ditto::login(&self.shared, req, self.peer, &config).await
                 }
@@ -199,17 +203,7 @@ impl GatewayService {
         }
         let origin = req.headers().get(http::header::ORIGIN).cloned();
         let mut resp = if self.shared.rate_limited(self.peer.addr.ip()) {
-            let mut r = respond::failure(
-                http::StatusCode::TOO_MANY_REQUESTS,
-                Reason::RateLimited,
-                "too many requests; slow down",
-                None,
-            );
-            r.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-            r
+            respond::rate_limited()
         } else {
             let path = req.uri().path().to_owned();
             let what = path.trim_start_matches("/auth/");
@@ -223,12 +217,7 @@ impl GatewayService {
         match self.shared.forwarder.forward(req, self.peer, config).await {
             Ok(resp) => resp,
             Err(error) => {
-                self.shared
-                    .metrics
-                    .upstream
-                    .errors
-                    .with_label_values(&[error.kind()])
-                    .inc();
+                self.shared.count_upstream_error(&error);
                 tracing::warn!(peer = %self.peer.addr, error = %error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "forward failed");
                 respond::upstream_error(&error)
             }

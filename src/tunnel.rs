@@ -293,12 +293,7 @@ pub(crate) async fn handle(
         Ok(r) => r,
         Err(error) => {
             metrics.total.with_label_values(&["rejected"]).inc();
-            shared
-                .metrics
-                .upstream
-                .errors
-                .with_label_values(&[error.kind()])
-                .inc();
+            shared.count_upstream_error(&error);
             tracing::warn!(peer = %peer.addr, %error, "websocket upstream failed");
             return respond::upstream_error(&error);
         }

@@ -106,6 +106,19 @@ pub(crate) fn provider_error(error: &ProviderError) -> Response<Body> {
     }
 }
 
+/// 429 `RateLimited` with `Retry-After: 1`.
+pub(crate) fn rate_limited() -> Response<Body> {
+    let mut r = failure(
+        StatusCode::TOO_MANY_REQUESTS,
+        Reason::RateLimited,
+        "too many requests; slow down",
+        None,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 /// A session problem: 401 `InvalidToken` with `WWW-Authenticate: Bearer`.
 pub(crate) fn invalid_token(description: &str) -> Response<Body> {
     failure(
