@@ -21,9 +21,19 @@ fn field(banner: &[String], label: &str) -> String {
         .to_owned()
 }
 
+/// Kills the demo if the test fails before it stops it.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn demo_serves_the_sync_server_through_tls() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+    let mut reap = Reap(Command::new(env!("CARGO_BIN_EXE_drawbridge"))
         .args([
             "demo",
             "--addr",
@@ -34,7 +44,8 @@ async fn demo_serves_the_sync_server_through_tls() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap());
+    let child = &mut reap.0;
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let banner: Vec<String> = stdout
         .by_ref()
