@@ -11,8 +11,81 @@ use tokio::sync::watch;
 use super::frames::{CloseFrame, FrameTracker};
 use super::registry::{CloseReason, Ctl};
 
-/// Bytes read at once per direction: the only buffer a tunnel holds.
+/// Bytes read at once per direction while data flows; borrowed from a pool for the burst.
 const BUF_BYTES: usize = 8 * 1024;
+/// What an idle direction waits with: a read that fills it means a burst, which borrows a big buffer.
+const IDLE_BUF_BYTES: usize = 512;
+/// Big buffers kept for reuse (4 MiB at most); more are freed.
+const POOL_MAX: usize = 512;
+
+/// Big read buffers shared by every tunnel, so an idle tunnel holds none.
+static POOL: std::sync::Mutex<Vec<Box<[u8]>>> = std::sync::Mutex::new(Vec::new());
+
+fn take_buf() -> Box<[u8]> {
+    POOL.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pop()
+        .unwrap_or_else(|| vec![0u8; BUF_BYTES].into_boxed_slice())
+}
+
+fn give_buf(buf: Box<[u8]>) {
+    let mut pool = POOL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if pool.len() < POOL_MAX {
+        pool.push(buf);
+    }
+}
+
+/// A direction's read buffer: small while idle, a pooled 8 KiB one during a burst.
+struct ReadBuf {
+    idle: [u8; IDLE_BUF_BYTES],
+    big: Option<Box<[u8]>>,
+}
+
+impl ReadBuf {
+    fn new() -> Self {
+        Self {
+            idle: [0; IDLE_BUF_BYTES],
+            big: None,
+        }
+    }
+
+    fn space(&mut self) -> &mut [u8] {
+        match &mut self.big {
+            Some(b) => b,
+            None => &mut self.idle,
+        }
+    }
+
+    fn filled(&self, n: usize) -> &[u8] {
+        match &self.big {
+            Some(b) => &b[..n],
+            None => &self.idle[..n],
+        }
+    }
+
+    /// After a read of `n` bytes: a full small read starts a burst, a short big read ends it.
+    fn adapt(&mut self, n: usize) {
+        match &self.big {
+            None if n == IDLE_BUF_BYTES => self.big = Some(take_buf()),
+            Some(b) if n < b.len() => {
+                if let Some(b) = self.big.take() {
+                    give_buf(b);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        if let Some(b) = self.big.take() {
+            give_buf(b);
+        }
+    }
+}
 /// How long a side gets to answer our close frame before its socket is shut.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// From the decision to close to dropping both sockets, whatever the peers do.
@@ -172,7 +245,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUF_BYTES].into_boxed_slice();
+    let mut buf = ReadBuf::new();
     let mut tracker = FrameTracker::new();
     loop {
         let stopping = *stop.borrow_and_update();
@@ -192,7 +265,7 @@ where
                 let _ = w.write_all(frame.as_bytes()).await;
                 let _ = w.flush().await;
                 let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                    while let Ok(n) = r.read(&mut buf).await {
+                    while let Ok(n) = r.read(buf.space()).await {
                         if n == 0 {
                             break;
                         }
@@ -211,7 +284,7 @@ where
                 }
                 continue;
             }
-            read = r.read(&mut buf) => read,
+            read = r.read(buf.space()) => read,
         };
         let n = match read {
             Ok(0) => {
@@ -224,7 +297,7 @@ where
                 return PumpEnd::Error;
             }
         };
-        let Ok(adv) = tracker.advance(&buf[..n], stopping.is_some()) else {
+        let Ok(adv) = tracker.advance(buf.filled(n), stopping.is_some()) else {
             let _ = w.shutdown().await;
             return PumpEnd::Error;
         };
@@ -237,11 +310,14 @@ where
             let _ = first_close.compare_exchange(NOBODY, who, Ordering::Relaxed, Ordering::Relaxed);
         }
         if adv.consumed > 0 {
-            if w.write_all(&buf[..adv.consumed]).await.is_err() || w.flush().await.is_err() {
+            if w.write_all(&buf.filled(n)[..adv.consumed]).await.is_err()
+                || w.flush().await.is_err()
+            {
                 return PumpEnd::Error;
             }
             bytes.inc_by(adv.consumed as u64);
         }
+        buf.adapt(n);
         // While stopping, bytes past the boundary belong to frames nobody will read: dropped.
     }
 }
