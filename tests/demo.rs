@@ -33,18 +33,20 @@ impl Drop for Reap {
 
 #[tokio::test]
 async fn demo_serves_the_sync_server_through_tls() {
-    let mut reap = Reap(Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-        .args([
-            "demo",
-            "--addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
+    let mut reap = Reap(
+        Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+            .args([
+                "demo",
+                "--addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let child = &mut reap.0;
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let banner: Vec<String> = stdout

@@ -176,9 +176,13 @@ pub fn close_code(bytes: &[u8]) -> Option<u16> {
 pub fn switching_protocols(key: &http::HeaderValue) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    r.headers_mut().insert(header::CONNECTION, "upgrade".parse().unwrap());
-    r.headers_mut().insert(header::UPGRADE, "websocket".parse().unwrap());
     r.headers_mut()
-        .insert(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()).parse().unwrap());
+        .insert(header::CONNECTION, "upgrade".parse().unwrap());
+    r.headers_mut()
+        .insert(header::UPGRADE, "websocket".parse().unwrap());
+    r.headers_mut().insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        derive_accept_key(key.as_bytes()).parse().unwrap(),
+    );
     r
 }
