@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -65,10 +66,9 @@ impl ReadBuf {
         }
     }
 
-    /// After a read of `n` bytes: a full small read starts a burst, a short big read ends it.
+    /// After a read of `n` bytes into the big buffer: a short read ends the burst.
     fn adapt(&mut self, n: usize) {
         match &self.big {
-            None if n == IDLE_BUF_BYTES => self.big = Some(take_buf()),
             Some(b) if n < b.len() => {
                 if let Some(b) = self.big.take() {
                     give_buf(b);
@@ -286,7 +286,7 @@ where
             }
             read = r.read(buf.space()) => read,
         };
-        let n = match read {
+        let mut n = match read {
             Ok(0) => {
                 let _ = w.shutdown().await;
                 return PumpEnd::Eof;
@@ -297,6 +297,16 @@ where
                 return PumpEnd::Error;
             }
         };
+        if buf.big.is_none() && n == IDLE_BUF_BYTES {
+            // A burst: move to a big buffer and take what is already there, so a message
+            // slightly larger than the idle buffer still goes out in one write.
+            let mut big = take_buf();
+            big[..n].copy_from_slice(&buf.idle);
+            if let Some(Ok(more)) = r.read(&mut big[n..]).now_or_never() {
+                n += more;
+            }
+            buf.big = Some(big);
+        }
         let Ok(adv) = tracker.advance(buf.filled(n), stopping.is_some()) else {
             let _ = w.shutdown().await;
             return PumpEnd::Error;
