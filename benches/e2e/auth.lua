@@ -1,6 +1,7 @@
 -- wrk script for the auth rows. Arguments (after --): <shape> <mode> <prefix>
 --   shape  login    POST /auth/login {"appID","provider","token"}   (drawbridge)
 --          check    GET /auth/check, Authorization: Bearer <token>  (nginx auth_request)
+--          aggregator POST /auth/webhook {"appID","provider","token"} (drawbridge, no session)
 --          webhook  POST /auth {"appID","provider","token"}         (the webhook itself)
 --   mode   hit      one token for every request (answered from the cache after the first)
 --          miss     a new token for every request: "<prefix>-<n>", prefix unique per run
@@ -32,6 +33,8 @@ function request()
     return wrk.format("GET", "/auth/check", { ["Authorization"] = "Bearer " .. t }, nil)
   elseif shape == "webhook" then
     return wrk.format("POST", "/auth", json, body(t))
+  elseif shape == "aggregator" then
+    return wrk.format("POST", "/auth/webhook", json, body(t))
   end
   return wrk.format("POST", "/auth/login", json, body(t))
 end

@@ -7,7 +7,7 @@
 //! e2e-load webhook        --addr 127.0.0.1:P
 //! e2e-load ws-rtt         --url ws[s]://127.0.0.1:P/sync [--bearer T] [--size 1024] [--count 5000] [--warmup 500]
 //! e2e-load ws-tput        --url ... [--bearer T] [--size 65536] [--conns 4] [--window 4] [--seconds 5] [--warmup 1]
-//! e2e-load ws-idle        --url ... [--bearer T] [--count 10000] [--parallel 64] [--hold-max 120]
+//! e2e-load ws-idle        --url ... [--bearer T] [--count 10000] [--parallel 64] [--open-max 90] [--hold-max 120]
 //! e2e-load tls-handshakes --addr 127.0.0.1:P [--seconds 5] [--parallel 16]
 //! ```
 //!
@@ -101,9 +101,7 @@ impl Args {
 
 /// Refuses any target that is not on this machine's loopback.
 fn loopback(addr: &str) -> Result<SocketAddr, String> {
-    let a: SocketAddr = addr
-        .parse()
-        .map_err(|_| format!("{addr}: want ip:port"))?;
+    let a: SocketAddr = addr.parse().map_err(|_| format!("{addr}: want ip:port"))?;
     if !a.ip().is_loopback() {
         return Err(format!("{addr}: only loopback targets are allowed"));
     }
@@ -328,7 +326,12 @@ async fn ws_rtt(args: &Args) -> Result<String, String> {
     let count: usize = args.num("count", 5000)?;
     let warmup: usize = args.num("warmup", 500)?;
     let deadline = Instant::now() + Duration::from_secs(args.num("seconds-max", 60)?);
-    let mut ws = target.connect(args.opt("bearer"), &tls_config()).await?;
+    let mut ws = tokio::time::timeout(
+        Duration::from_secs(15),
+        target.connect(args.opt("bearer"), &tls_config()),
+    )
+    .await
+    .map_err(|_| "no handshake within 15 s".to_owned())??;
     let payload = Bytes::from(vec![0x5a_u8; size]);
     let mut samples = Vec::with_capacity(count);
     for i in 0..warmup + count {
@@ -373,7 +376,14 @@ async fn ws_tput(args: &Args) -> Result<String, String> {
     let tls = tls_config();
     let mut sockets = Vec::new();
     for _ in 0..conns {
-        sockets.push(target.connect(args.opt("bearer"), &tls).await?);
+        sockets.push(
+            tokio::time::timeout(
+                Duration::from_secs(15),
+                target.connect(args.opt("bearer"), &tls),
+            )
+            .await
+            .map_err(|_| "no handshake within 15 s".to_owned())??,
+        );
     }
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(warmup);
@@ -445,26 +455,31 @@ async fn ws_idle(args: &Args) -> Result<String, String> {
     let count: usize = args.num("count", 10_000)?;
     let parallel: usize = args.num("parallel", 64)?;
     let hold_max = Duration::from_secs(args.num("hold-max", 120)?);
+    // Past this, no new connection starts and those under way are given up.
+    let open_by = tokio::time::Instant::now() + Duration::from_secs(args.num("open-max", 90)?);
     let bearer = args.opt("bearer").map(str::to_owned);
     let tls = tls_config();
     let started = Instant::now();
     let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut tasks = Vec::with_capacity(count);
     for _ in 0..count {
-        let permit = gate
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| e.to_string())?;
+        let Ok(Ok(permit)) = tokio::time::timeout_at(open_by, gate.clone().acquire_owned()).await
+        else {
+            break;
+        };
         let (target, tls, bearer) = (target.clone(), tls.clone(), bearer.clone());
         tasks.push(tokio::spawn(async move {
-            let ws = target.connect(bearer.as_deref(), &tls).await;
+            // A proxy out of descriptors may accept a connection and never answer it.
+            let deadline = open_by.min(tokio::time::Instant::now() + Duration::from_secs(15));
+            let ws = tokio::time::timeout_at(deadline, target.connect(bearer.as_deref(), &tls))
+                .await
+                .unwrap_or_else(|_| Err("no handshake in time".to_owned()));
             drop(permit);
             ws
         }));
     }
     let mut open = Vec::with_capacity(count);
-    let mut failed = 0usize;
+    let mut failed = count - tasks.len();
     let mut first_error = None;
     for t in tasks {
         match t.await.map_err(|e| e.to_string())? {
