@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test suite: installs the real servers the tests start (Debian's nginx) when missing, then runs
+# `cargo test`. Extra arguments go to cargo test, e.g. `bash scripts/test.sh --test hardening_paths`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "installing ${need[*]} (the tests start real servers)"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # The package starts a system nginx on port 80; the tests run their own, so stop it.
+    if command -v systemctl >/dev/null 2>&1; then $sudo systemctl stop nginx >/dev/null 2>&1 || true; fi
+    $sudo nginx -s stop >/dev/null 2>&1 || true
+fi
+
+exec cargo test --locked "$@"
