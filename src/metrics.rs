@@ -323,7 +323,7 @@ impl TunnelMetrics {
         let closes = IntCounterVec::new(
             Opts::new(
                 "drawbridge_tunnel_closes_total",
-                "Tunnels ended, by reason (expired, revoked, client, upstream, shutdown, error)",
+                "Tunnels ended, by reason (expired, revoked, client, upstream, client_lost, upstream_lost, shutdown, error)",
             ),
             &["reason"],
         )?;
@@ -347,7 +347,14 @@ impl TunnelMetrics {
             total.with_label_values(&[result]);
         }
         for reason in [
-            "expired", "revoked", "client", "upstream", "shutdown", "error",
+            "expired",
+            "revoked",
+            "client",
+            "upstream",
+            "client_lost",
+            "upstream_lost",
+            "shutdown",
+            "error",
         ] {
             closes.with_label_values(&[reason]);
         }

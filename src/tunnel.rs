@@ -263,6 +263,8 @@ pub(crate) async fn handle(
             return resp;
         }
     };
+    // Until the tunnel is registered, shutdown waits for this handshake.
+    let _opening = shared.tunnels.opening();
 
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, _body) = req.into_parts();
@@ -397,11 +399,20 @@ pub(crate) fn deadline_for(exp: Option<u64>, grace: Duration) -> tokio::time::In
     }
 }
 
-/// Closes every tunnel with 1001 and waits for them, at most `within`.
+/// Closes every tunnel with 1001, whatever its gate, and any still opening as it opens, and
+/// waits for them, at most `within`.
 pub(crate) async fn shut_down(shared: &Shared, within: Duration) {
     let n = shared.tunnels.close_all(CloseReason::Shutdown);
     if n > 0 {
         tracing::info!(tunnels = n, "closing tunnels: going away");
-        let _ = tokio::time::timeout(within, shared.tunnels.drained()).await;
+    }
+    if tokio::time::timeout(within, shared.tunnels.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            tunnels = shared.tunnels.len(),
+            "tunnels still open at the end of the grace period"
+        );
     }
 }

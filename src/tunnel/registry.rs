@@ -1,9 +1,13 @@
 //! Open tunnels by session: so a refresh can move their deadline and a logout, a revocation or
 //! shutdown can close them.
+//!
+//! Every tunnel is registered, whatever its gate: a public tunnel under an empty session ID.
+//! Shutdown seals the registry, so a tunnel whose handshake was still in flight is told to close
+//! as it opens, and [`Registry::drained`] waits for those handshakes too.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use prometheus::IntGauge;
 use tokio::sync::watch;
@@ -67,6 +71,11 @@ struct Entry {
 /// Every open tunnel, keyed by session ID.
 pub(crate) struct Registry {
     by_sid: Mutex<HashMap<Arc<str>, Vec<Entry>>>,
+    /// Set by [`Registry::close_all`] while `by_sid` is locked: tunnels registered later are told
+    /// to close at once.
+    sealed: OnceLock<CloseReason>,
+    /// Handshakes past the gate whose tunnel is not registered yet.
+    opening: AtomicUsize,
     next_id: AtomicU64,
     active: IntGauge,
     drained: tokio::sync::Notify,
@@ -95,42 +104,71 @@ impl Drop for Registration {
         let empty = map.is_empty();
         drop(map);
         self.registry.active.dec();
-        if empty {
+        if empty && self.registry.opening.load(Ordering::Acquire) == 0 {
+            self.registry.drained.notify_waiters();
+        }
+    }
+}
+
+/// A websocket handshake on its way to the sync server; [`Registry::drained`] waits for it.
+///
+/// Hold it until the tunnel is registered (or the handshake failed): a tunnel that opens while
+/// drawbridge shuts down is then still closed with 1001 before the process exits.
+pub(crate) struct Opening {
+    registry: Arc<Registry>,
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if self.registry.opening.fetch_sub(1, Ordering::AcqRel) == 1 && self.registry.len() == 0 {
             self.registry.drained.notify_waiters();
         }
     }
 }
 
 impl Registry {
+    /// An empty registry that keeps `active` at the number of open tunnels.
     pub(crate) fn new(active: IntGauge) -> Self {
         Self {
             by_sid: Mutex::new(HashMap::new()),
+            sealed: OnceLock::new(),
+            opening: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             active,
             drained: tokio::sync::Notify::new(),
         }
     }
 
-    /// Registers a tunnel of `sid`/`user` that must close at `deadline`.
+    /// Counts a handshake past the gate until the returned guard drops.
+    pub(crate) fn opening(self: &Arc<Self>) -> Opening {
+        self.opening.fetch_add(1, Ordering::AcqRel);
+        Opening {
+            registry: self.clone(),
+        }
+    }
+
+    /// Registers a tunnel of `sid`/`user` that must close at `deadline` (at once if the registry
+    /// is sealed).
     pub(crate) fn register(
         self: &Arc<Self>,
         sid: &str,
         user: &str,
         deadline: Instant,
     ) -> (Registration, watch::Receiver<Ctl>) {
-        let (tx, rx) = watch::channel(Ctl::Until(deadline));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let sid: Arc<str> = Arc::from(sid);
-        self.by_sid
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(sid.clone())
-            .or_default()
-            .push(Entry {
-                id,
-                user: Arc::from(user),
-                ctl: tx,
-            });
+        let mut map = self.by_sid.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = match self.sealed.get() {
+            Some(&reason) => Ctl::Close(reason),
+            None => Ctl::Until(deadline),
+        };
+        let (tx, rx) = watch::channel(first);
+        map.entry(sid.clone()).or_default().push(Entry {
+            id,
+            user: Arc::from(user),
+            ctl: tx,
+        });
+        drop(map);
         self.active.inc();
         (
             Registration {
@@ -144,6 +182,10 @@ impl Registry {
 
     fn send(&self, mut pick: impl FnMut(&str, &Entry) -> bool, ctl: Ctl) -> usize {
         let map = self.by_sid.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(ctl, Ctl::Until(_)) && self.sealed.get().is_some() {
+            // A refresh must not call back a close already sent.
+            return 0;
+        }
         let mut n = 0;
         for (sid, list) in map.iter() {
             for e in list.iter().filter(|e| pick(sid, e)) {
@@ -169,9 +211,17 @@ impl Registry {
         self.send(|_, e| &*e.user == user, Ctl::Close(reason))
     }
 
-    /// Closes every tunnel.
+    /// Closes every tunnel, and seals the registry so that every tunnel registered from now on
+    /// closes with `reason` as it opens (the first reason sealed stays).
     pub(crate) fn close_all(&self, reason: CloseReason) -> usize {
-        self.send(|_, _| true, Ctl::Close(reason))
+        let map = self.by_sid.lock().unwrap_or_else(PoisonError::into_inner);
+        let ctl = Ctl::Close(*self.sealed.get_or_init(|| reason));
+        let mut n = 0;
+        for e in map.values().flatten() {
+            e.ctl.send_replace(ctl);
+            n += 1;
+        }
+        n
     }
 
     /// Open tunnels.
@@ -184,11 +234,11 @@ impl Registry {
             .sum()
     }
 
-    /// Completes when no tunnel is open.
+    /// Completes when no tunnel is open and no handshake is on its way to becoming one.
     pub(crate) async fn drained(&self) {
         loop {
             let notified = self.drained.notified();
-            if self.len() == 0 {
+            if self.opening.load(Ordering::Acquire) == 0 && self.len() == 0 {
                 return;
             }
             notified.await;

@@ -1,5 +1,24 @@
 //! The relay: bytes both ways, untouched, with frame boundaries tracked so drawbridge can end a
 //! tunnel with a proper close frame to each side.
+//!
+//! A tunnel ends in one of four ways, and in each one both sides learn it from a close frame
+//! wherever a close frame can be sent:
+//! - A side sends a close frame: it is relayed, and so is the other side's answer.
+//! - drawbridge ends the tunnel (expiry, revocation, shutdown): each direction finishes the frame
+//!   in flight, then gets drawbridge's close frame.
+//! - A side vanishes without a close frame (end of stream, a reset, a write that fails): the other
+//!   side gets one in its place, 1011 "upstream went away" toward the client, 1001 "client went
+//!   away" toward the sync server (masked, as frames toward a server are).
+//! - A side breaks the framing: the relay cannot follow the stream any more and drops both.
+//!
+//! A close frame can only go between two frames. When a side vanishes in the middle of a frame
+//! toward the other, the other has a frame header promising payload that will never come, and
+//! nothing the relay adds can make that stream right: a close frame sent there would be read as
+//! the rest of the payload, and padding the payload out to its declared length would hand the
+//! application a message nobody sent (and could mean writing up to 2^63 bytes). So inside a frame
+//! the relay sends nothing more and ends the stream cleanly (TLS close_notify, then FIN). The
+//! endpoint sees a truncated frame and a closed connection, fails the websocket connection
+//! (RFC 6455 §7.1.7) and reports 1006 (abnormal closure), which is what happened.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -102,17 +121,49 @@ pub(crate) enum Ended {
     Client,
     /// The sync server closed first.
     Upstream,
-    /// A socket failed or a side broke the framing.
+    /// The sync server vanished without a close frame; the client got 1011 if it was at a frame boundary.
+    UpstreamLost,
+    /// The client vanished without a close frame; the sync server got 1001 if it was at a frame boundary.
+    ClientLost,
+    /// A side broke the framing.
     Error,
 }
 
+// === impl Ended ===
+
 impl Ended {
+    /// The bounded `reason` label of `drawbridge_tunnel_closes_total`.
     pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Closed(r) => r.label(),
             Self::Client => "client",
             Self::Upstream => "upstream",
+            Self::UpstreamLost => "upstream_lost",
+            Self::ClientLost => "client_lost",
             Self::Error => "error",
+        }
+    }
+}
+
+/// One end of a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Upstream,
+}
+
+// === impl Side ===
+
+impl Side {
+    /// The close the other end gets when this one vanishes without a close frame.
+    fn lost_close(self) -> (u16, &'static str) {
+        match self {
+            // 1011, "an unexpected condition prevented the server from fulfilling the request"
+            // (RFC 6455 §7.4.1). The IANA registry's later 1014 "Bad Gateway" would be more
+            // precise, but clients that validate codes against RFC 6455 alone refuse it:
+            // tungstenite 0.28 turns it into a 1002 "Protocol violation".
+            Self::Upstream => (1011, "upstream went away"),
+            Self::Client => (1001, "client went away"),
         }
     }
 }
@@ -123,10 +174,64 @@ enum Dir {
     ToClient,
 }
 
+// === impl Dir ===
+
+impl Dir {
+    /// The end this direction reads from.
+    fn source(self) -> Side {
+        match self {
+            Self::ToUpstream => Side::Client,
+            Self::ToClient => Side::Upstream,
+        }
+    }
+
+    /// The end this direction writes to.
+    fn sink(self) -> Side {
+        match self {
+            Self::ToUpstream => Side::Upstream,
+            Self::ToClient => Side::Client,
+        }
+    }
+
+    /// A Close frame for this direction's sink.
+    fn close_frame(self, (code, reason): (u16, &str)) -> CloseFrame {
+        match self {
+            Self::ToClient => CloseFrame::new(code, reason, None),
+            // Frames toward a server are masked (RFC 6455 5.3).
+            Self::ToUpstream => CloseFrame::new(code, reason, Some(rand::random())),
+        }
+    }
+}
+
+/// Why a tunnel winds down. The first cause wins; later ones find it winding down already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// drawbridge ends it: each direction finishes its frame in flight, then sends our close.
+    Closing(CloseReason),
+    /// This end vanished without a close frame: the other end gets [`Side::lost_close`].
+    Lost(Side),
+}
+
+/// Records `cause` unless the tunnel already winds down; whether it was recorded.
+fn begin(stop: &watch::Sender<Option<Stop>>, cause: Stop) -> bool {
+    stop.send_if_modified(|now| {
+        if now.is_some() {
+            return false;
+        }
+        *now = Some(cause);
+        true
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PumpEnd {
+    /// The source ended after its close frame.
     Eof,
+    /// We wound the direction down (our close, or the sink's end vanished).
     Stopped,
+    /// The source vanished without a close frame.
+    Lost,
+    /// The framing broke, or a write failed while drawbridge was closing.
     Error,
 }
 
@@ -148,13 +253,13 @@ where
 {
     let (client_r, client_w) = tokio::io::split(client);
     let (upstream_r, upstream_w) = tokio::io::split(upstream);
-    let (stop_tx, stop_rx) = watch::channel(None::<CloseReason>);
+    let stop = watch::Sender::new(None::<Stop>);
     let first_close = AtomicU8::new(NOBODY);
     let up = pump(
         client_r,
         upstream_w,
         Dir::ToUpstream,
-        stop_rx.clone(),
+        &stop,
         &to_upstream_bytes,
         &first_close,
     );
@@ -162,7 +267,7 @@ where
         upstream_r,
         client_w,
         Dir::ToClient,
-        stop_rx,
+        &stop,
         &to_client_bytes,
         &first_close,
     );
@@ -188,27 +293,31 @@ where
     };
     tokio::pin!(up, down, supervisor);
     let (mut up_end, mut down_end, mut stopped) = (None, None, None);
+    let mut supervised = true;
     // Armed (reset) only once one side is gone; its branch is disabled until then.
     let linger = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(linger);
     let mut lingering = false;
     while up_end.is_none() || down_end.is_none() {
         tokio::select! {
-            reason = &mut supervisor, if stopped.is_none() => {
-                stopped = Some(reason);
-                stop_tx.send_replace(Some(reason));
-                // A peer may trickle one huge frame; the close waits for its end only this long.
-                linger.as_mut().reset(tokio::time::Instant::now() + STOP_DEADLINE);
-                lingering = true;
+            reason = &mut supervisor, if supervised => {
+                supervised = false;
+                // Unless a side vanished first, which winds the tunnel down already.
+                if begin(&stop, Stop::Closing(reason)) {
+                    stopped = Some(reason);
+                    // A peer may trickle one huge frame; the close waits for its end only this long.
+                    linger.as_mut().reset(tokio::time::Instant::now() + STOP_DEADLINE);
+                    lingering = true;
+                }
             }
             end = &mut up, if up_end.is_none() => up_end = Some(end),
             end = &mut down, if down_end.is_none() => down_end = Some(end),
             () = &mut linger, if lingering => break,
         }
         if !lingering && (up_end.is_some() || down_end.is_some()) {
-            // Not stopped by us (that armed the deadline already): one side left on its own.
-            // One side is gone: the other gets a bounded time to finish its close.
-            let wait = if stopped.is_some() {
+            // One side is gone: the other gets a bounded time to finish its close. When a side
+            // vanished, the other was sent our close and only its answer is awaited.
+            let wait = if stop.borrow().is_some() {
                 CLOSE_WAIT * 2
             } else {
                 LINGER
@@ -217,27 +326,34 @@ where
             lingering = true;
         }
     }
+    tracing::trace!(?up_end, ?down_end, "relay done");
     if let Some(reason) = stopped {
         return Ended::Closed(reason);
     }
+    // A side that sent a close frame started a proper close, whatever the other did after.
     match first_close.load(Ordering::Relaxed) {
-        CLIENT => Ended::Client,
-        UPSTREAM => Ended::Upstream,
-        _ => match (up_end, down_end) {
-            (Some(PumpEnd::Error), _) | (_, Some(PumpEnd::Error)) => Ended::Error,
-            (Some(PumpEnd::Eof), _) => Ended::Client,
-            _ => Ended::Upstream,
-        },
+        CLIENT => return Ended::Client,
+        UPSTREAM => return Ended::Upstream,
+        _ => {}
+    }
+    match *stop.borrow() {
+        Some(Stop::Lost(Side::Upstream)) => Ended::UpstreamLost,
+        Some(Stop::Lost(Side::Client)) => Ended::ClientLost,
+        _ => Ended::Error,
     }
 }
 
-/// Copies one direction. When told to stop, finishes the frame in flight, writes our close frame,
-/// drains the peer's answer for a moment, and shuts the writer.
+/// Copies one direction, from its source to its sink.
+///
+/// When drawbridge closes the tunnel: finishes the frame in flight, writes our close frame, drains
+/// the source's answer for a moment, and shuts the sink. When the source vanishes without a close
+/// frame: writes the lost-close to the sink if at a frame boundary, and shuts it. When the sink
+/// vanishes: drains the source's answer to the close the other direction sent it, and stops.
 async fn pump<R, W>(
     mut r: R,
     mut w: W,
     dir: Dir,
-    mut stop: watch::Receiver<Option<CloseReason>>,
+    stop_tx: &watch::Sender<Option<Stop>>,
     bytes: &IntCounter,
     first_close: &AtomicU8,
 ) -> PumpEnd
@@ -245,36 +361,36 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut stop = stop_tx.subscribe();
     let mut buf = ReadBuf::new();
     let mut tracker = FrameTracker::new();
+    // Whether the source sent a close frame: its end of stream is then the expected end.
+    let mut source_closed = false;
     loop {
         let stopping = *stop.borrow_and_update();
-        if let Some(reason) = stopping {
-            if tracker.at_boundary() {
-                let frame = match dir {
-                    Dir::ToClient => {
-                        let (code, text) = reason.client_close();
-                        CloseFrame::new(code, text, None)
-                    }
-                    // Frames toward a server are masked (RFC 6455 5.3).
-                    Dir::ToUpstream => {
-                        let (code, text) = reason.upstream_close();
-                        CloseFrame::new(code, text, Some(rand::random()))
-                    }
+        match stopping {
+            Some(Stop::Closing(reason)) if tracker.at_boundary() => {
+                let close = match dir {
+                    Dir::ToClient => reason.client_close(),
+                    Dir::ToUpstream => reason.upstream_close(),
                 };
-                let _ = w.write_all(frame.as_bytes()).await;
-                let _ = w.flush().await;
-                let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                    while let Ok(n) = r.read(buf.space()).await {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                })
-                .await;
+                write_close(&mut w, dir, close).await;
+                drain(&mut r, &mut buf).await;
                 let _ = w.shutdown().await;
                 return PumpEnd::Stopped;
             }
+            Some(Stop::Lost(side)) if side == dir.source() => {
+                // The other direction failed to write to our source: nothing more comes from it.
+                return source_lost(&mut w, dir, &tracker).await;
+            }
+            Some(Stop::Lost(_)) => {
+                // The sink vanished. The source was sent a close by the other direction; what it
+                // still sends is its answer, and nobody is left to read it.
+                drain(&mut r, &mut buf).await;
+                let _ = w.shutdown().await;
+                return PumpEnd::Stopped;
+            }
+            Some(Stop::Closing(_)) | None => {}
         }
         let read = tokio::select! {
             biased;
@@ -287,14 +403,20 @@ where
             read = r.read(buf.space()) => read,
         };
         let mut n = match read {
-            Ok(0) => {
-                let _ = w.shutdown().await;
-                return PumpEnd::Eof;
-            }
-            Ok(n) => n,
-            Err(_) => {
-                let _ = w.shutdown().await;
-                return PumpEnd::Error;
+            Ok(n) if n > 0 => n,
+            end => {
+                if source_closed {
+                    // The end of a close handshake the source started or answered.
+                    let _ = w.shutdown().await;
+                    return if end.is_ok() {
+                        PumpEnd::Eof
+                    } else {
+                        PumpEnd::Error
+                    };
+                }
+                // End of stream or a reset, with no close frame: the source is gone.
+                begin(stop_tx, Stop::Lost(dir.source()));
+                return source_lost(&mut w, dir, &tracker).await;
             }
         };
         if buf.big.is_none() && n == IDLE_BUF_BYTES {
@@ -312,6 +434,7 @@ where
             return PumpEnd::Error;
         };
         if adv.close_seen {
+            source_closed = true;
             let who = if dir == Dir::ToUpstream {
                 CLIENT
             } else {
@@ -323,11 +446,86 @@ where
             if w.write_all(&buf.filled(n)[..adv.consumed]).await.is_err()
                 || w.flush().await.is_err()
             {
+                // The sink vanished: the other direction closes toward our source, whose
+                // answer this direction then drains (the next turn of the loop).
+                begin(stop_tx, Stop::Lost(dir.sink()));
+                if matches!(*stop.borrow(), Some(Stop::Lost(_))) {
+                    continue;
+                }
                 return PumpEnd::Error;
             }
             bytes.inc_by(adv.consumed as u64);
         }
         buf.adapt(n);
         // While stopping, bytes past the boundary belong to frames nobody will read: dropped.
+    }
+}
+
+/// The source vanished without a close frame. The sink gets the lost-close only at a frame
+/// boundary; inside a frame it gets nothing more (see the module doc). Then its end of stream.
+async fn source_lost<W>(w: &mut W, dir: Dir, tracker: &FrameTracker) -> PumpEnd
+where
+    W: AsyncWrite + Unpin,
+{
+    if tracker.at_boundary() {
+        write_close(w, dir, dir.source().lost_close()).await;
+    }
+    let _ = w.shutdown().await;
+    PumpEnd::Lost
+}
+
+/// Writes a close frame to the sink; a sink that fails now is gone anyway.
+async fn write_close<W>(w: &mut W, dir: Dir, close: (u16, &str))
+where
+    W: AsyncWrite + Unpin,
+{
+    let frame = dir.close_frame(close);
+    let _ = w.write_all(frame.as_bytes()).await;
+    let _ = w.flush().await;
+}
+
+/// Reads and drops what the source still sends, until its end of stream or [`CLOSE_WAIT`].
+async fn drain<R>(r: &mut R, buf: &mut ReadBuf)
+where
+    R: AsyncRead + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Ok(n) = r.read(buf.space()).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    use super::*;
+
+    #[test]
+    fn lost_close_codes_are_ones_a_strict_client_accepts() {
+        for side in [Side::Client, Side::Upstream] {
+            let (code, reason) = side.lost_close();
+            assert!(CloseCode::from(code).is_allowed(), "{side:?}: {code}");
+            let frame = Dir::ToClient.close_frame((code, reason));
+            assert_eq!(
+                frame.as_bytes().len(),
+                2 + 2 + reason.len(),
+                "not truncated"
+            );
+        }
+    }
+
+    #[test]
+    fn each_direction_closes_toward_the_side_it_writes_to() {
+        for dir in [Dir::ToUpstream, Dir::ToClient] {
+            assert_ne!(dir.source(), dir.sink());
+            // Toward the sync server the frame is masked, toward the client it is not.
+            let masked = dir.close_frame((1001, "x")).as_bytes()[1] & 0x80 != 0;
+            assert_eq!(masked, dir.sink() == Side::Upstream, "{dir:?}");
+        }
     }
 }

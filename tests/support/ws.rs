@@ -1,8 +1,11 @@
-//! Websocket parts: a raw sync-server stand-in that hands each upgraded connection to the test,
-//! raw client handshakes over TLS, and hand-built RFC 6455 frames.
+//! Websocket parts: a raw sync-server stand-in that hands each upgraded connection to the test
+//! (which may then misbehave on it: reset it, half-send a frame, hold the handshake), raw client
+//! handshakes over TLS, and hand-built and parsed RFC 6455 frames.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
@@ -12,7 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -23,25 +26,61 @@ pub struct Tunnel {
     pub uri: String,
 }
 
+impl Tunnel {
+    /// The sync server's TCP socket under the tunnel, e.g. to reset it.
+    pub fn into_tcp(self) -> TcpStream {
+        let parts = self
+            .io
+            .into_inner()
+            .downcast::<TokioIo<TcpStream>>()
+            .unwrap_or_else(|_| panic!("the upgraded connection is not a TCP stream"));
+        assert!(
+            parts.read_buf.is_empty(),
+            "bytes arrived with the handshake"
+        );
+        parts.io.into_inner()
+    }
+}
+
 /// A sync server that accepts every websocket handshake and gives the raw connection to the test.
 pub struct RawUpstream {
     pub addr: SocketAddr,
     tunnels: mpsc::UnboundedReceiver<Tunnel>,
     task: tokio::task::JoinHandle<()>,
+    arrived: Arc<AtomicUsize>,
+    answers: Option<Arc<Semaphore>>,
 }
 
 impl RawUpstream {
     pub async fn start() -> Self {
+        Self::with_answers(None).await
+    }
+
+    /// A sync server that holds every handshake (after counting it in [`RawUpstream::arrived`])
+    /// until [`RawUpstream::answer`] lets it be answered.
+    pub async fn holding() -> Self {
+        Self::with_answers(Some(Arc::new(Semaphore::new(0)))).await
+    }
+
+    async fn with_answers(answers: Option<Arc<Semaphore>>) -> Self {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let (tx, tunnels) = mpsc::unbounded_channel();
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let (count, held) = (arrived.clone(), answers.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = tcp.accept().await {
                 let tx = tx.clone();
+                let (count, held) = (count.clone(), held.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |mut req: Request<Incoming>| {
                         let tx = tx.clone();
+                        let (count, held) = (count.clone(), held.clone());
                         async move {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            if let Some(held) = held {
+                                held.acquire().await.unwrap().forget();
+                            }
                             let key = req
                                 .headers()
                                 .get(header::SEC_WEBSOCKET_KEY)
@@ -73,7 +112,22 @@ impl RawUpstream {
             addr,
             tunnels,
             task,
+            arrived,
+            answers,
         }
+    }
+
+    /// Handshakes that reached the sync server, answered or held.
+    pub fn arrived(&self) -> usize {
+        self.arrived.load(Ordering::SeqCst)
+    }
+
+    /// Lets `n` held handshakes be answered.
+    pub fn answer(&self, n: usize) {
+        self.answers
+            .as_ref()
+            .expect("a holding sync server")
+            .add_permits(n);
     }
 
     pub fn url(&self) -> String {
@@ -165,6 +219,82 @@ pub async fn read_exact<S: tokio::io::AsyncRead + Unpin>(s: &mut S, n: usize) ->
         .expect("timed out reading")
         .expect("read failed");
     buf
+}
+
+/// One frame as it crossed the wire, its payload unmasked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub masked: bool,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The code of a Close frame.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode == 0x8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+
+    /// The reason of a Close frame.
+    pub fn close_reason(&self) -> &str {
+        std::str::from_utf8(self.payload.get(2..).unwrap_or_default()).unwrap()
+    }
+}
+
+/// Reads one whole frame within 10 s; `None` when the stream ends (or resets) before its first byte.
+pub async fn read_frame<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Frame> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut head = [0u8; 2];
+        match s.read(&mut head[..1]).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        s.read_exact(&mut head[1..]).await.unwrap();
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                s.read_exact(&mut b).await.unwrap();
+                u64::from(u16::from_be_bytes(b))
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                s.read_exact(&mut b).await.unwrap();
+                u64::from_be_bytes(b)
+            }
+            n => u64::from(n),
+        };
+        let masked = head[1] & 0x80 != 0;
+        let mut key = [0u8; 4];
+        if masked {
+            s.read_exact(&mut key).await.unwrap();
+        }
+        let mut payload = vec![0u8; usize::try_from(len).unwrap()];
+        s.read_exact(&mut payload).await.unwrap();
+        if masked {
+            for (i, b) in payload.iter_mut().enumerate() {
+                *b ^= key[i % 4];
+            }
+        }
+        Some(Frame {
+            fin: head[0] & 0x80 != 0,
+            opcode: head[0] & 0x0f,
+            masked,
+            payload,
+        })
+    })
+    .await
+    .expect("timed out reading a frame")
+}
+
+/// Everything until the end of the stream, within 10 s; `Err` if the stream reset instead.
+pub async fn read_to_end<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<u8>> {
+    let mut rest = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the stream did not end")?;
+    Ok(rest)
 }
 
 /// The close code in an unmasked Close frame at the start of `bytes`.
