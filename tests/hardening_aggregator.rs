@@ -1,6 +1,6 @@
 //! The webhook aggregator is not an open token oracle: without a signing secret it refuses every
-//! call, with one it answers only good signatures, and unsigned use is an explicit and loudly
-//! warned opt-in.
+//! call, with one it answers only good signatures, unsigned use is an explicit and loudly warned
+//! opt-in, and every call counts against the per-client-IP rate limit.
 
 mod support;
 
@@ -240,6 +240,41 @@ async fn aggregator_with_allow_unsigned_answers_unsigned_calls() {
         (200, Some(false))
     );
     assert_eq!(hook.calls(), 2);
+}
+
+#[tokio::test]
+async fn aggregator_burst_past_the_rate_limit_gets_429_signed_or_not() {
+    for door in [Door::Signed, Door::Unsigned, Door::Default] {
+        let hook = Webhook::users(120).await;
+        let (_up, gw) = gateway(&hook, &door, "[rate_limit]\nper_second = 1\nburst = 3\n").await;
+        let http = client::https(&gw.ca.pem(), false);
+        let answered = match door {
+            Door::Default => 401,
+            Door::Signed | Door::Unsigned => 200,
+        };
+        let mut statuses = Vec::new();
+        for i in 0..6 {
+            let body = legacy(&format!("u{i}-token"));
+            let sig = matches!(door, Door::Signed).then(|| sign(now(), &body));
+            let (status, headers, resp) =
+                call(&http, &gw, "POST", "/auth/webhook", &body, sig.as_deref()).await;
+            if status == 429 {
+                assert_eq!(headers["retry-after"], "1");
+                assert!(resp.get("userID").is_none(), "{resp}");
+            }
+            statuses.push(status);
+        }
+        let door_name = door.toml();
+        assert_eq!(&statuses[..3], &[answered; 3], "{door_name}: {statuses:?}");
+        assert!(statuses[3..].contains(&429), "{door_name}: {statuses:?}");
+        let limited = statuses.iter().filter(|s| **s == 429).count();
+        let expected_calls = if answered == 200 { 6 - limited } else { 0 };
+        assert_eq!(
+            hook.calls(),
+            expected_calls,
+            "{door_name}: a rate-limited call reached the provider"
+        );
+    }
 }
 
 fn check(text: &str) -> (i32, String, String) {
