@@ -79,6 +79,7 @@ impl App {
                  and other replicas cannot verify them (run `drawbridge keygen` and set session.key_file)"
             );
         }
+        crate::doors::aggregator::announce(&config.auth.aggregator);
         let provider_client = crate::auth::provider::http_client().map_err(AppError::Client)?;
         let auth = AuthCore::new(&config.auth, &provider_client, metrics.auth.clone());
         let limiter = config.auth.rate_limit.map(|r| {

@@ -1,5 +1,6 @@
 //! The auth core: `AuthCore::decide(app, provider, token)` answers one `Decision` for every door.
 
+pub(crate) mod breaker;
 pub(crate) mod cache;
 pub(crate) mod group;
 pub(crate) mod jwt;

@@ -335,6 +335,7 @@ impl Config {
                     "off".to_owned()
                 }
             ),
+            format!("aggregator  {}", self.auth.aggregator.summary()),
             format!(
                 "rate limit  {}",
                 self.auth.rate_limit.map_or("off".to_owned(), |r| format!(

@@ -133,11 +133,16 @@ impl GatewayService {
         let resp = match route {
             Route::Login => self.login(req, &config).await,
             Route::Aggregator => {
-                let path = req.uri().path().to_owned();
-                let provider = path
-                    .strip_prefix("/auth/webhook/")
-                    .filter(|p| !p.is_empty());
-                doors::aggregator::handle(&self.shared, provider, req).await
+                // Rate-limited like the login routes, signed or not, before any work is done.
+                if self.shared.rate_limited(self.peer.addr.ip()) {
+                    respond::rate_limited()
+                } else {
+                    let path = req.uri().path().to_owned();
+                    let provider = path
+                        .strip_prefix("/auth/webhook/")
+                        .filter(|p| !p.is_empty());
+                    doors::aggregator::handle(&self.shared, provider, req).await
+                }
             }
             Route::Jwks => {
                 let mut resp = respond::json(http::StatusCode::OK, &self.shared.sessions.jwks());

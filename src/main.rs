@@ -107,6 +107,9 @@ fn check(path: &std::path::Path, skip_files: bool) -> ExitCode {
         }
     }
     println!("{}: ok\n\n{}", path.display(), cfg.summary());
+    for warning in cfg.auth.aggregator.warnings() {
+        eprintln!("{}: warning: {warning}", path.display());
+    }
     ExitCode::SUCCESS
 }
 

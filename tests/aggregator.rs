@@ -30,7 +30,8 @@ async fn gateway(hook: &Webhook, signed: bool) -> (Upstream, Gateway) {
             base64::engine::general_purpose::STANDARD.encode(SECRET)
         )
     } else {
-        String::new()
+        // Unsigned use is an explicit opt-in.
+        "[aggregator]\nallow_unsigned = true\n".to_owned()
     };
     let gw = Gateway::builder(up.url())
         .extra(&format!(

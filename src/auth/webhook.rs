@@ -1,18 +1,17 @@
 //! The webhook provider: the Ditto webhook contract over the shared client, with signing,
 //! a concurrency cap, retries on connect errors, and a circuit breaker.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use prometheus::IntGauge;
 use rand::Rng;
 use serde::Deserialize;
 use sha2::Digest;
 use tokio::sync::Semaphore;
 
+use super::breaker::Breaker;
 use super::provider::{Check, HttpClient, ProviderError};
 use super::{Allow, Decision, Permissions, Reason, signature};
 use crate::config::auth::{RequestFormat, WebhookConfig};
@@ -48,11 +47,15 @@ impl WebhookProvider {
         metrics: &AuthMetrics,
     ) -> Self {
         let gauge = metrics.circuit_open.with_label_values(&[name]);
-        gauge.set(0);
         Self {
             name: name.to_owned(),
             permits: Semaphore::new(config.max_concurrency),
-            breaker: Breaker::new(config.circuit_failures, config.circuit_cooldown, gauge),
+            breaker: Breaker::new(
+                name,
+                config.circuit_failures,
+                config.circuit_cooldown,
+                gauge,
+            ),
             config: config.clone(),
             client,
             metrics: metrics.clone(),
@@ -60,16 +63,14 @@ impl WebhookProvider {
     }
 
     pub(crate) async fn check(&self, check: &Check<'_>) -> Result<Decision, ProviderError> {
-        let result = if self.breaker.admit() {
-            let r = match tokio::time::timeout(self.config.timeout, self.call(check)).await {
-                Ok(r) => r,
-                Err(_) => Err(ProviderError::Timeout),
-            };
-            self.breaker.record(r.is_ok());
-            r
-        } else {
-            Err(ProviderError::CircuitOpen)
-        };
+        // The breaker hands out a permit that gives its slot back if this future is dropped
+        // mid-call (the client hung up, or a group let another member win).
+        let guarded = self.breaker.call(async {
+            tokio::time::timeout(self.config.timeout, self.call(check))
+                .await
+                .unwrap_or(Err(ProviderError::Timeout))
+        });
+        let result = guarded.await.unwrap_or(Err(ProviderError::CircuitOpen));
         let outcome = match &result {
             Ok(Decision::Allow(_)) => "allow",
             Ok(Decision::Deny(_)) => "deny",
@@ -218,75 +219,6 @@ pub(crate) fn parse_reply(bytes: &[u8], check: &Check<'_>) -> Result<Decision, P
     })))
 }
 
-/// Consecutive-failure circuit breaker: after `threshold` failures in a row the provider fails
-/// fast for `cooldown`; then one trial call decides whether it closes again.
-struct Breaker {
-    threshold: u32,
-    cooldown: Duration,
-    state: Mutex<BreakerState>,
-    gauge: IntGauge,
-}
-
-#[derive(Default)]
-struct BreakerState {
-    failures: u32,
-    open_until: Option<Instant>,
-    trial: bool,
-}
-
-impl Breaker {
-    fn new(threshold: u32, cooldown: Duration, gauge: IntGauge) -> Self {
-        Self {
-            threshold,
-            cooldown,
-            state: Mutex::new(BreakerState::default()),
-            gauge,
-        }
-    }
-
-    fn admit(&self) -> bool {
-        if self.threshold == 0 {
-            return true;
-        }
-        let mut s = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match s.open_until {
-            None => true,
-            Some(until) if Instant::now() >= until && !s.trial => {
-                s.trial = true;
-                true
-            }
-            Some(_) => false,
-        }
-    }
-
-    fn record(&self, ok: bool) {
-        if self.threshold == 0 {
-            return;
-        }
-        let mut s = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if ok {
-            *s = BreakerState::default();
-            self.gauge.set(0);
-        } else {
-            s.failures = s.failures.saturating_add(1);
-            if s.trial || s.failures >= self.threshold {
-                if s.open_until.is_none() {
-                    tracing::warn!(failures = s.failures, "provider circuit opened");
-                }
-                s.open_until = Some(Instant::now() + self.cooldown);
-                s.trial = false;
-                self.gauge.set(1);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,25 +281,5 @@ mod tests {
         };
         assert!(a.user_id.starts_with("anon-"), "{}", a.user_id);
         assert_eq!(a.user_id.len(), "anon-".len() + 16);
-    }
-
-    #[test]
-    fn breaker_opens_after_threshold_and_admits_one_trial_after_cooldown() {
-        let b = Breaker::new(
-            2,
-            Duration::from_millis(0),
-            IntGauge::new("g", "g").unwrap(),
-        );
-        assert!(b.admit());
-        b.record(false);
-        assert!(b.admit());
-        b.record(false);
-        assert_eq!(b.gauge.get(), 1);
-        // Cooldown 0: the next call is the single trial; a second concurrent one is refused.
-        assert!(b.admit());
-        assert!(!b.admit());
-        b.record(true);
-        assert_eq!(b.gauge.get(), 0);
-        assert!(b.admit());
     }
 }

@@ -170,10 +170,66 @@ pub struct SessionConfig {
 /// `[aggregator]`
 #[derive(Debug, Clone)]
 pub struct AggregatorConfig {
-    /// Decoded HMAC key the caller must sign with.
-    pub signing_secret: Option<Vec<u8>>,
+    /// Who may call the door.
+    pub access: AggregatorAccess,
     /// Oldest accepted signature.
     pub max_signature_age: Duration,
+}
+
+/// Who may call `POST /auth/webhook`: it tells its caller which user and permissions a token has.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AggregatorAccess {
+    /// Neither a secret nor the opt-in: every call is refused.
+    Disabled,
+    /// Callers must sign with `ditto-signature` under this decoded HMAC key.
+    Signed(Vec<u8>),
+    /// `allow_unsigned = true`: anyone who reaches the door may ask.
+    Unsigned,
+}
+
+// === impl AggregatorAccess ===
+
+impl std::fmt::Debug for AggregatorAccess {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Disabled => "Disabled",
+            Self::Signed(_) => "Signed(..)",
+            Self::Unsigned => "Unsigned",
+        })
+    }
+}
+
+// === impl AggregatorConfig ===
+
+impl AggregatorConfig {
+    /// One line for `drawbridge check`.
+    pub fn summary(&self) -> String {
+        match self.access {
+            AggregatorAccess::Disabled => {
+                "disabled: every call refused until aggregator.signing_secret is set".to_owned()
+            }
+            AggregatorAccess::Signed(_) => format!(
+                "callers sign with ditto-signature, at most {:?} old",
+                self.max_signature_age
+            ),
+            AggregatorAccess::Unsigned => {
+                "unsigned calls answered (aggregator.allow_unsigned)".to_owned()
+            }
+        }
+    }
+
+    /// What an operator should hear about at `drawbridge check` and at start.
+    pub fn warnings(&self) -> Vec<String> {
+        match self.access {
+            AggregatorAccess::Unsigned => vec![
+                "aggregator.allow_unsigned = true: anyone who can reach POST /auth/webhook can ask which \
+                 user and permissions any token has; set aggregator.signing_secret instead"
+                    .to_owned(),
+            ],
+            AggregatorAccess::Disabled | AggregatorAccess::Signed(_) => Vec::new(),
+        }
+    }
 }
 
 /// `[rate_limit]`
@@ -192,6 +248,24 @@ fn base64_secret(value: &str, key: &str, p: &mut Vec<Problem>) -> Option<Vec<u8>
             p.push(Problem::new(key, "must be non-empty base64"));
             None
         }
+    }
+}
+
+/// A secret, or else the explicit opt-in, or else a closed door; never both, since an unsigned
+/// call would make the secret worthless.
+fn aggregator_access(r: &raw::RawAggregator, p: &mut Vec<Problem>) -> AggregatorAccess {
+    match (&r.signing_secret, r.allow_unsigned) {
+        (Some(_), true) => {
+            p.push(Problem::new(
+                "aggregator.allow_unsigned",
+                "cannot be combined with signing_secret (an unsigned call would bypass it); remove one",
+            ));
+            AggregatorAccess::Disabled
+        }
+        (Some(v), false) => base64_secret(v, "aggregator.signing_secret", p)
+            .map_or(AggregatorAccess::Disabled, AggregatorAccess::Signed),
+        (None, true) => AggregatorAccess::Unsigned,
+        (None, false) => AggregatorAccess::Disabled,
     }
 }
 
@@ -481,11 +555,7 @@ pub(super) fn validate(r: &raw::RawConfig, p: &mut Vec<Problem>) -> Option<Auth>
         ));
     }
 
-    let aggregator_secret = r
-        .aggregator
-        .signing_secret
-        .as_deref()
-        .and_then(|v| base64_secret(v, "aggregator.signing_secret", p));
+    let aggregator_access = aggregator_access(&r.aggregator, p);
 
     let rate_limit = if r.rate_limit.enabled {
         match (
@@ -533,7 +603,7 @@ pub(super) fn validate(r: &raw::RawConfig, p: &mut Vec<Problem>) -> Option<Auth>
             ticket_ttl: Duration::from_secs(s.ticket_ttl_seconds),
         },
         aggregator: AggregatorConfig {
-            signing_secret: aggregator_secret,
+            access: aggregator_access,
             max_signature_age: Duration::from_secs(r.aggregator.max_signature_age_seconds),
         },
         rate_limit,

@@ -248,6 +248,8 @@ pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
 pub const DEFAULT_RATE_BURST: u32 = 100;
 /// Default oldest accepted `ditto-signature` on the aggregator door.
 pub const DEFAULT_SIGNATURE_MAX_AGE_SECONDS: u64 = 300;
+/// By default the aggregator door answers only signed calls.
+pub const DEFAULT_AGGREGATOR_ALLOW_UNSIGNED: bool = false;
 
 /// `[providers.<name>]`, tagged by `kind`.
 #[derive(Debug, Clone, Deserialize)]
@@ -460,10 +462,13 @@ impl Default for RawSession {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAggregator {
-    /// Base64 key the caller's `ditto-signature` must verify with; absent = unsigned calls accepted.
+    /// Base64 key the caller's `ditto-signature` must verify with; absent = the door refuses
+    /// every call unless `allow_unsigned` is set.
     pub signing_secret: Option<String>,
     /// Oldest accepted signature.
     pub max_signature_age_seconds: u64,
+    /// Answer unsigned calls (no `signing_secret`): an explicit opt-in, warned about.
+    pub allow_unsigned: bool,
 }
 
 impl Default for RawAggregator {
@@ -471,6 +476,7 @@ impl Default for RawAggregator {
         Self {
             signing_secret: None,
             max_signature_age_seconds: DEFAULT_SIGNATURE_MAX_AGE_SECONDS,
+            allow_unsigned: DEFAULT_AGGREGATOR_ALLOW_UNSIGNED,
         }
     }
 }

@@ -125,3 +125,43 @@ fn syntax_error_is_one_line_with_position() {
     assert!(matches!(e, ConfigError::Syntax(_)));
     assert!(e.to_string().contains("line 1"), "{e}");
 }
+
+#[test]
+fn aggregator_is_disabled_unless_signed_or_explicitly_unsigned() {
+    use auth::AggregatorAccess;
+    let up = "[upstream]\nurl = \"http://a:1\"\n";
+    let access = |extra: &str| parse(&format!("{up}{extra}")).unwrap().auth.aggregator;
+
+    let default = access("");
+    assert_eq!(default.access, AggregatorAccess::Disabled);
+    assert!(default.warnings().is_empty());
+    assert!(default.summary().contains("aggregator.signing_secret"));
+
+    let signed = access("[aggregator]\nsigning_secret = \"c2VjcmV0\"\n");
+    assert_eq!(signed.access, AggregatorAccess::Signed(b"secret".to_vec()));
+    assert!(signed.warnings().is_empty());
+    assert!(
+        !format!("{signed:?}").contains("115, 101"),
+        "the key leaks through Debug"
+    );
+
+    let unsigned = access("[aggregator]\nallow_unsigned = true\n");
+    assert_eq!(unsigned.access, AggregatorAccess::Unsigned);
+    assert_eq!(unsigned.warnings().len(), 1);
+    assert!(unsigned.warnings()[0].starts_with("aggregator.allow_unsigned"));
+}
+
+#[test]
+fn aggregator_secret_with_allow_unsigned_or_bad_base64_is_rejected() {
+    let l = lines(
+        "[upstream]\nurl = \"http://a:1\"\n[aggregator]\nsigning_secret = \"c2VjcmV0\"\nallow_unsigned = true\n",
+    );
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert!(l[0].starts_with("aggregator.allow_unsigned: "), "{l:?}");
+    for bad in ["\"\"", "\"%%%\""] {
+        let l = lines(&format!(
+            "[upstream]\nurl = \"http://a:1\"\n[aggregator]\nsigning_secret = {bad}\n"
+        ));
+        assert_eq!(l, ["aggregator.signing_secret: must be non-empty base64"]);
+    }
+}

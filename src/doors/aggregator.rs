@@ -1,5 +1,9 @@
 //! The webhook aggregator door: `POST /auth/webhook[/<provider>]` in the Ditto webhook contract,
 //! so a sync server with one webhook URL per provider can point it here.
+//!
+//! Its answer names the user and permissions behind any token, so it is closed by default: only
+//! callers signing with `aggregator.signing_secret` are answered, or anyone when the operator has
+//! opted into `aggregator.allow_unsigned`. The gateway rate-limits it per client IP before it runs.
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -9,6 +13,7 @@ use super::{parse_json, read_body};
 use crate::auth::signature;
 use crate::auth::webhook::unix_now;
 use crate::auth::{Decision, Door};
+use crate::config::auth::{AggregatorAccess, AggregatorConfig};
 use crate::gateway::Shared;
 use crate::gateway::respond::{self, Body};
 
@@ -34,22 +39,43 @@ fn refused(status: StatusCode, why: &str) -> Response<Body> {
     )
 }
 
+/// Says at start how the door is configured; an unsigned door is a warning.
+pub(crate) fn announce(config: &AggregatorConfig) {
+    if matches!(config.access, AggregatorAccess::Disabled) {
+        tracing::info!(
+            "webhook aggregator disabled: POST /auth/webhook refuses every call until aggregator.signing_secret is set"
+        );
+    }
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+}
+
 /// Answers `/auth/webhook` (`path_provider` = None) or `/auth/webhook/<provider>`.
 pub(crate) async fn handle(
     shared: &Shared,
     path_provider: Option<&str>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let config = shared.config.load_full();
+    // A closed door refuses before reading anything, whatever the method or body.
+    if matches!(config.auth.aggregator.access, AggregatorAccess::Disabled) {
+        tracing::warn!(
+            "aggregator call refused: the door is disabled until aggregator.signing_secret is set"
+        );
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "the aggregator is disabled until aggregator.signing_secret is set",
+        );
+    }
     if req.method() != Method::POST {
         return refused(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
-    let (parts, body) = match read_body(req, shared.config.load().limits.header_read_timeout).await
-    {
+    let (parts, body) = match read_body(req, config.limits.header_read_timeout).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let config = shared.config.load();
-    if let Some(key) = &config.auth.aggregator.signing_secret {
+    if let AggregatorAccess::Signed(key) = &config.auth.aggregator.access {
         let header = parts
             .headers
             .get(signature::HEADER)
