@@ -4,7 +4,8 @@
 //! - `GET /readyz`: 200 when ready; 503 before TLS and every JWT provider's keys are loaded, and while draining.
 //! - `GET /metrics`: Prometheus text exposition.
 //! - `POST /cache/purge`, `POST /cache/purge?user=<userID>`: drop cached decisions (all, or one user's).
-//! - `POST /sessions/revoke` with `{"sid": ".."}` or `{"userID": ".."}`: revoke sessions.
+//! - `POST /sessions/revoke` with `{"sid": ".."}` or `{"userID": ".."}`: revoke sessions; the
+//!   answer says until when (`until`, Unix seconds) the revocation is kept.
 //!
 //! The two mutating endpoints answer only clients on the loopback interface.
 
@@ -145,14 +146,18 @@ impl Admin {
         };
         match (r.sid, r.user_id) {
             (Some(sid), None) => {
-                let max_ttl = self.shared.config.load().auth.session.max_ttl.as_secs();
-                self.shared
-                    .revoke_sid(&sid, crate::auth::webhook::unix_now() + max_ttl);
-                respond::json(StatusCode::OK, &serde_json::json!({"revoked": "sid"}))
+                let until = self.shared.revoke_sid(&sid);
+                respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"revoked": "sid", "until": until}),
+                )
             }
             (None, Some(user)) => {
-                self.shared.revoke_user(&user);
-                respond::json(StatusCode::OK, &serde_json::json!({"revoked": "user"}))
+                let until = self.shared.revoke_user(&user);
+                respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"revoked": "user", "until": until}),
+                )
             }
             _ => respond::error(
                 StatusCode::BAD_REQUEST,
@@ -171,3 +176,4 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     );
     resp
 }
+
