@@ -7,10 +7,11 @@
 //! - `POST /sessions/revoke` with `{"sid": ".."}` or `{"userID": ".."}`: revoke sessions; the
 //!   answer says until when (`until`, Unix seconds) the revocation is kept.
 //!
-//! The two mutating endpoints answer only clients on the loopback interface.
+//! The two mutating endpoints answer only clients on the loopback interface (IPv4 `127.0.0.0/8`,
+//! `::1`, and IPv4 loopback mapped into IPv6 on a dual-stack listener).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -76,7 +77,7 @@ impl Admin {
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         if req.method() == Method::POST {
-            if !peer.ip().is_loopback() {
+            if !is_loopback(peer.ip()) {
                 return respond::error(
                     StatusCode::FORBIDDEN,
                     "admin changes are accepted from localhost only",
@@ -167,6 +168,12 @@ impl Admin {
     }
 }
 
+/// Whether `ip` is on the loopback interface. On a dual-stack `[::]` listener an IPv4 caller
+/// arrives as an IPv4-mapped address (`::ffff:127.0.0.1`), which `is_loopback` alone refuses.
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
 fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(respond::full(body));
     *resp.status_mut() = status;
@@ -177,3 +184,34 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_includes_ipv4_mapped_and_nothing_else() {
+        for ip in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:127.255.0.9",
+        ] {
+            assert!(is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "192.0.2.2",
+            "10.0.0.1",
+            "0.0.0.0",
+            "::",
+            "::ffff:192.0.2.2",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "fe80::1",
+            "fd00::2",
+            "64:ff9b::7f00:1",
+        ] {
+            assert!(!is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}
