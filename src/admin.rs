@@ -4,12 +4,14 @@
 //! - `GET /readyz`: 200 when ready; 503 before TLS and every JWT provider's keys are loaded, and while draining.
 //! - `GET /metrics`: Prometheus text exposition.
 //! - `POST /cache/purge`, `POST /cache/purge?user=<userID>`: drop cached decisions (all, or one user's).
-//! - `POST /sessions/revoke` with `{"sid": ".."}` or `{"userID": ".."}`: revoke sessions.
+//! - `POST /sessions/revoke` with `{"sid": ".."}` or `{"userID": ".."}`: revoke sessions; the
+//!   answer says until when (`until`, Unix seconds) the revocation is kept.
 //!
-//! The two mutating endpoints answer only clients on the loopback interface.
+//! The two mutating endpoints answer only clients on the loopback interface (IPv4 `127.0.0.0/8`,
+//! `::1`, and IPv4 loopback mapped into IPv6 on a dual-stack listener).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -75,7 +77,7 @@ impl Admin {
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         if req.method() == Method::POST {
-            if !peer.ip().is_loopback() {
+            if !is_loopback(peer.ip()) {
                 return respond::error(
                     StatusCode::FORBIDDEN,
                     "admin changes are accepted from localhost only",
@@ -145,14 +147,18 @@ impl Admin {
         };
         match (r.sid, r.user_id) {
             (Some(sid), None) => {
-                let max_ttl = self.shared.config.load().auth.session.max_ttl.as_secs();
-                self.shared
-                    .revoke_sid(&sid, crate::auth::webhook::unix_now() + max_ttl);
-                respond::json(StatusCode::OK, &serde_json::json!({"revoked": "sid"}))
+                let until = self.shared.revoke_sid(&sid);
+                respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"revoked": "sid", "until": until}),
+                )
             }
             (None, Some(user)) => {
-                self.shared.revoke_user(&user);
-                respond::json(StatusCode::OK, &serde_json::json!({"revoked": "user"}))
+                let until = self.shared.revoke_user(&user);
+                respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"revoked": "user", "until": until}),
+                )
             }
             _ => respond::error(
                 StatusCode::BAD_REQUEST,
@@ -160,6 +166,12 @@ impl Admin {
             ),
         }
     }
+}
+
+/// Whether `ip` is on the loopback interface. On a dual-stack `[::]` listener an IPv4 caller
+/// arrives as an IPv4-mapped address (`::ffff:127.0.0.1`), which `is_loopback` alone refuses.
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {
@@ -170,4 +182,36 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_includes_ipv4_mapped_and_nothing_else() {
+        for ip in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:127.255.0.9",
+        ] {
+            assert!(is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "192.0.2.2",
+            "10.0.0.1",
+            "0.0.0.0",
+            "::",
+            "::ffff:192.0.2.2",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "fe80::1",
+            "fd00::2",
+            "64:ff9b::7f00:1",
+        ] {
+            assert!(!is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+    }
 }

@@ -13,13 +13,14 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::Reason;
+use crate::gateway::credentials;
 use crate::gateway::respond::{self, Body};
 
 /// Largest body the auth routes read.
 pub(crate) const MAX_AUTH_BODY_BYTES: usize = 64 * 1024;
 
-/// The session cookie name.
-pub(crate) const SESSION_COOKIE: &str = "drawbridge_session";
+/// The session cookie name, kept with the other carriers in `gateway::credentials`.
+pub(crate) use crate::gateway::credentials::SESSION_COOKIE;
 
 /// Reads a whole auth-route body, refusing more than 64 KiB with 413 and a body not received within
 /// `within` (`limits.header_read_timeout_ms`) with 408, in the failure shape.
@@ -82,32 +83,10 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-/// The session token from `Authorization: Bearer` or the session cookie.
+/// The session token from `Authorization: Bearer` (any case), else the session cookie.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let (scheme, token) = v.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
-            .filter(|t| !t.is_empty());
-    }
-    cookie(headers, SESSION_COOKIE)
-}
-
-/// A cookie's value by name.
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
+    credentials::authorization_bearer(headers)
+        .or_else(|| credentials::cookie(headers, SESSION_COOKIE))
 }
 
 /// RFC 3339 for a Unix time.
@@ -179,6 +158,24 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
         assert_eq!(bearer(&h), None);
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("drawbridge_session=c"),
+        );
+        assert_eq!(
+            bearer(&h),
+            Some("c"),
+            "a Basic header does not hide the cookie"
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("BEARER  t "),
+        );
+        assert_eq!(
+            bearer(&h),
+            Some("t"),
+            "the header wins, its scheme in any case"
+        );
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,

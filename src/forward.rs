@@ -152,7 +152,8 @@ impl Forwarder {
 }
 
 /// Rewrites a client request head for the upstream: its URI, HTTP/1.1, hop-by-hop headers removed
-/// (the upgrade pair kept when `upgrade`), identity headers stripped, `X-Forwarded-*` and `Host` set.
+/// (the upgrade pair kept when `upgrade`), identity headers and session credentials stripped,
+/// `X-Forwarded-*` and `Host` set.
 pub(crate) fn rewrite_head(
     parts: &mut http::request::Parts,
     peer: Peer,
@@ -169,6 +170,7 @@ pub(crate) fn rewrite_head(
     parts.version = http::Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     headers::strip_identity(&mut parts.headers);
+    crate::gateway::credentials::strip(parts, &config.auth.session);
     headers::set_forwarded(
         &mut parts.headers,
         peer.addr.ip(),

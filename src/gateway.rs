@@ -1,5 +1,6 @@
 //! `GatewayService`: route a request to its door, and record what it answered.
 
+pub(crate) mod credentials;
 pub(crate) mod headers;
 pub(crate) mod respond;
 pub(crate) mod route;
@@ -69,19 +70,32 @@ impl Shared {
         self.config.load().auth.session.ticket_ttl.as_secs()
     }
 
-    /// Revokes one session until `exp`.
-    pub(crate) fn revoke_sid(&self, sid: &str, exp: u64) {
-        self.revocations.revoke_sid(sid, exp);
+    /// Revokes the session `claims` came from (every token of it, not only this one) and closes
+    /// its tunnels; returns until when (Unix seconds) the revocation is kept.
+    pub(crate) fn revoke_session(&self, claims: &SessionClaims) -> u64 {
+        let until = self.revocations.revoke_session(claims);
         self.metrics.auth.sessions_revoked.inc();
-        self.tunnels.close_sid(sid, CloseReason::Revoked);
+        self.tunnels.close_sid(&claims.sid, CloseReason::Revoked);
+        until
     }
 
-    /// Revokes every current session of `user` and drops their cached decisions.
-    pub(crate) fn revoke_user(&self, user: &str) {
-        self.revocations.revoke_user(user);
+    /// Revokes a session known only by its ID and closes its tunnels; returns until when the
+    /// revocation is kept.
+    pub(crate) fn revoke_sid(&self, sid: &str) -> u64 {
+        let until = self.revocations.revoke_sid(sid);
+        self.metrics.auth.sessions_revoked.inc();
+        self.tunnels.close_sid(sid, CloseReason::Revoked);
+        until
+    }
+
+    /// Revokes every current session of `user` and drops their cached decisions; returns until
+    /// when the cut-off is kept.
+    pub(crate) fn revoke_user(&self, user: &str) -> u64 {
+        let until = self.revocations.revoke_user(user);
         self.auth.purge(Some(user));
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_user(user, CloseReason::Revoked);
+        until
     }
 
     /// A session was refreshed: its new expiry applies from now on.

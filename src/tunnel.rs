@@ -17,14 +17,13 @@ use hyper_util::rt::TokioIo;
 use crate::auth::session::SessionClaims;
 use crate::auth::webhook::unix_now;
 use crate::config::Config;
-use crate::doors::{self, login::verify_session};
+use crate::doors::login::verify_session;
 use crate::forward::{self, Peer};
 use crate::gateway::Shared;
+use crate::gateway::credentials::{self, PROTOCOL_BEARER_PREFIX, SESSION_COOKIE, protocol_entries};
 use crate::gateway::respond::{self, Body};
 use registry::CloseReason;
 
-/// The `Sec-WebSocket-Protocol` entry prefix that carries a session token.
-pub(crate) const PROTOCOL_BEARER_PREFIX: &str = "drawbridge.bearer.";
 /// Lifetime of the identity assertion sent to the sync server.
 const ASSERTION_TTL: Duration = Duration::from_secs(60);
 
@@ -47,7 +46,7 @@ struct Admitted {
     exp: Option<u64>,
 }
 
-/// Where the session came from; that carrier is removed before forwarding.
+/// Where the session came from. Every carrier is removed before forwarding (`credentials::strip`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Carrier {
     Authorization,
@@ -79,43 +78,21 @@ impl Handshake {
     }
 }
 
-fn query_ticket(uri: &http::Uri) -> Option<String> {
-    form_urlencoded::parse(uri.query()?.as_bytes())
-        .find(|(k, _)| k == "ticket")
-        .map(|(_, v)| v.into_owned())
-}
-
-/// The path and query with every `ticket=` pair removed.
+/// The path and query with every `ticket` pair removed, however it is spelled.
 fn without_ticket(uri: &http::Uri) -> String {
     let path = uri.path();
-    match uri.query() {
-        None => path.to_owned(),
-        Some(q) => {
-            let kept: Vec<&str> = q
-                .split('&')
-                .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some("ticket"))
-                .collect();
-            if kept.is_empty() {
-                path.to_owned()
-            } else {
-                format!("{path}?{}", kept.join("&"))
-            }
-        }
+    let query = uri
+        .query()
+        .map(|q| credentials::without_ticket(q).unwrap_or_else(|| q.to_owned()));
+    match query {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_owned(),
     }
 }
 
-fn protocol_entries(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_owned())
-        .filter(|p| !p.is_empty())
-        .collect()
-}
-
-/// Finds and checks a session, trying each carrier in turn.
+/// Finds and checks a session, trying each carrier in turn. A bearer token that is not
+/// drawbridge's (the client's own business with the sync server) is tried last, so it does not
+/// hide a session riding on another carrier.
 // The `Err` is the finished 401; built once per refused handshake.
 #[allow(clippy::result_large_err)]
 fn session(
@@ -123,30 +100,31 @@ fn session(
     req: &Request<Incoming>,
 ) -> Result<(Arc<SessionClaims>, Carrier), Response<Body>> {
     let h = req.headers();
-    if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some(token) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-        {
-            return verify_session(shared, token.trim()).map(|c| (c, Carrier::Authorization));
-        }
+    let bearer = credentials::authorization_bearer(h);
+    let config = shared.config.load();
+    let ours = credentials::Ours::new(&config.auth.session);
+    if let Some(token) = bearer.filter(|t| ours.recognises(t)) {
+        return verify_session(shared, token).map(|c| (c, Carrier::Authorization));
     }
     if let Some(token) = protocol_entries(h)
         .iter()
-        .find_map(|p| p.strip_prefix(PROTOCOL_BEARER_PREFIX).map(str::to_owned))
+        .find_map(|p| credentials::protocol_bearer(p).map(str::to_owned))
     {
         return verify_session(shared, &token).map(|c| (c, Carrier::Protocol));
     }
-    if let Some(token) = doors::cookie(h, doors::SESSION_COOKIE) {
+    if let Some(token) = credentials::cookie(h, SESSION_COOKIE) {
         return verify_session(shared, token).map(|c| (c, Carrier::Cookie));
     }
-    if let Some(ticket) = query_ticket(req.uri()) {
+    if let Some(ticket) = req.uri().query().and_then(credentials::query_ticket) {
         return match shared.redeem_ticket(&ticket) {
             Some(claims) if !shared.revocations.is_revoked(&claims) && claims.exp > unix_now() => {
                 Ok((claims, Carrier::Ticket))
             }
             _ => Err(respond::invalid_token("ticket invalid, used or expired")),
         };
+    }
+    if let Some(token) = bearer {
+        return verify_session(shared, token).map(|c| (c, Carrier::Authorization));
     }
     Err(respond::invalid_token(
         "a session is required to open this websocket",
@@ -160,7 +138,9 @@ fn header_text(s: &str) -> HeaderValue {
     })
 }
 
-/// Removes the carrier and adds the identity headers the sync server reads.
+/// Adds the identity headers the sync server reads. `forward::rewrite_head` has already removed
+/// every carrier; a verified `Authorization` carrier is removed here as well, in case the live
+/// config names another issuer than the key that signed it.
 fn present_identity(
     shared: &Shared,
     headers: &mut HeaderMap,
@@ -171,18 +151,6 @@ fn present_identity(
     if carrier == Carrier::Authorization {
         headers.remove(header::AUTHORIZATION);
     }
-    // Never forward a session token, whichever carrier it rode on.
-    let rest: Vec<String> = protocol_entries(headers)
-        .into_iter()
-        .filter(|p| !p.starts_with(PROTOCOL_BEARER_PREFIX))
-        .collect();
-    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
-    if !rest.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&rest.join(", ")) {
-            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
-        }
-    }
-    strip_session_cookie(headers);
     let x = |n: &'static str| HeaderName::from_static(n);
     headers.insert(x("x-drawbridge-user"), header_text(&claims.sub));
     headers.insert(x("x-drawbridge-app"), header_text(&claims.app));
@@ -199,24 +167,6 @@ fn present_identity(
             }
         }
         Err(error) => tracing::warn!(%error, "cannot sign the identity assertion"),
-    }
-}
-
-fn strip_session_cookie(headers: &mut HeaderMap) {
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some(doors::SESSION_COOKIE))
-        .map(str::to_owned)
-        .collect();
-    headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(header::COOKIE, v);
-        }
     }
 }
 

@@ -201,7 +201,8 @@ fn userinfo(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
 fn logout(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     match bearer_session(shared, req) {
         Ok(c) => {
-            shared.revoke_sid(&c.sid, c.exp);
+            // Any token of the session may log it out, and the whole session goes.
+            shared.revoke_session(&c);
             let mut resp = respond::json(StatusCode::OK, &serde_json::json!({"result": "success"}));
             let clear = format!(
                 "{}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict",
