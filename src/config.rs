@@ -115,13 +115,31 @@ pub struct Upstream {
 pub struct Limits {
     /// Open connections on the main listener.
     pub max_connections: usize,
-    /// Time to receive a complete HTTP/1 request head.
+    /// Time to receive a complete request head: the first on a connection from the end of the
+    /// handshake, a later HTTP/1 one from its first byte.
     pub header_read_timeout: Duration,
     /// Time to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
     /// Largest forwarded request body.
     pub max_request_body_bytes: u64,
+    /// Time a connection may sit with no request in flight before it is closed.
+    pub idle_timeout: Duration,
+    /// Largest request head (HTTP/1 request line and headers, HTTP/2 header list), in bytes.
+    pub max_request_head_bytes: usize,
+    /// Quiet time after which an HTTP/2 connection is pinged.
+    pub http2_keep_alive_interval: Duration,
+    /// Time an HTTP/2 keep-alive ping may go unanswered before the connection is closed.
+    pub http2_keep_alive_timeout: Duration,
 }
+
+/// Smallest `limits.max_request_head_bytes`: hyper's smallest HTTP/1 read buffer.
+pub const MIN_REQUEST_HEAD_BYTES: usize = 8192;
+/// Largest `limits.max_request_head_bytes`: every unfinished head may hold this much memory.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 1024 * 1024;
+/// Largest `limits.idle_timeout_ms` (one day).
+pub const MAX_IDLE_TIMEOUT_MS: u64 = 86_400_000;
+/// Largest HTTP/2 keep-alive interval or timeout (one hour).
+pub const MAX_HTTP2_KEEP_ALIVE_MS: u64 = 3_600_000;
 
 /// `[shutdown]`
 #[derive(Debug, Clone)]
@@ -280,6 +298,13 @@ impl Config {
             format!(
                 "limits      {} connections, {} byte request bodies",
                 self.limits.max_connections, self.limits.max_request_body_bytes
+            ),
+            format!(
+                "connections {} byte request heads, idle {:?}, HTTP/2 ping every {:?} (timeout {:?})",
+                self.limits.max_request_head_bytes,
+                self.limits.idle_timeout,
+                self.limits.http2_keep_alive_interval,
+                self.limits.http2_keep_alive_timeout
             ),
             format!("shutdown    {:?} grace", self.shutdown.grace),
             format!("providers   {}", self.auth.providers_summary()),
@@ -463,10 +488,50 @@ impl TryFrom<raw::RawConfig> for Config {
                 raw.limits.max_request_body_bytes,
             ),
             ("shutdown.grace_seconds", raw.shutdown.grace_seconds),
+            ("limits.idle_timeout_ms", raw.limits.idle_timeout_ms),
+            (
+                "limits.http2_keep_alive_interval_ms",
+                raw.limits.http2_keep_alive_interval_ms,
+            ),
+            (
+                "limits.http2_keep_alive_timeout_ms",
+                raw.limits.http2_keep_alive_timeout_ms,
+            ),
         ] {
             if v == 0 {
                 p.push(Problem::new(key, "must be greater than 0"));
             }
+        }
+        for (key, v, max) in [
+            (
+                "limits.idle_timeout_ms",
+                raw.limits.idle_timeout_ms,
+                MAX_IDLE_TIMEOUT_MS,
+            ),
+            (
+                "limits.http2_keep_alive_interval_ms",
+                raw.limits.http2_keep_alive_interval_ms,
+                MAX_HTTP2_KEEP_ALIVE_MS,
+            ),
+            (
+                "limits.http2_keep_alive_timeout_ms",
+                raw.limits.http2_keep_alive_timeout_ms,
+                MAX_HTTP2_KEEP_ALIVE_MS,
+            ),
+        ] {
+            if v > max {
+                p.push(Problem::new(key, format!("must be at most {max}")));
+            }
+        }
+        if !(MIN_REQUEST_HEAD_BYTES..=MAX_REQUEST_HEAD_BYTES)
+            .contains(&raw.limits.max_request_head_bytes)
+        {
+            p.push(Problem::new(
+                "limits.max_request_head_bytes",
+                format!(
+                    "must be between {MIN_REQUEST_HEAD_BYTES} and {MAX_REQUEST_HEAD_BYTES} (e.g. 32768)"
+                ),
+            ));
         }
         if raw.limits.max_connections == 0 {
             p.push(Problem::new(
@@ -503,6 +568,14 @@ impl TryFrom<raw::RawConfig> for Config {
                         raw.limits.tls_handshake_timeout_ms,
                     ),
                     max_request_body_bytes: raw.limits.max_request_body_bytes,
+                    idle_timeout: Duration::from_millis(raw.limits.idle_timeout_ms),
+                    max_request_head_bytes: raw.limits.max_request_head_bytes,
+                    http2_keep_alive_interval: Duration::from_millis(
+                        raw.limits.http2_keep_alive_interval_ms,
+                    ),
+                    http2_keep_alive_timeout: Duration::from_millis(
+                        raw.limits.http2_keep_alive_timeout_ms,
+                    ),
                 },
                 shutdown: Shutdown {
                     grace: Duration::from_secs(raw.shutdown.grace_seconds),

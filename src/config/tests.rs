@@ -165,3 +165,55 @@ fn aggregator_secret_with_allow_unsigned_or_bad_base64_is_rejected() {
         assert_eq!(l, ["aggregator.signing_secret: must be non-empty base64"]);
     }
 }
+
+#[test]
+fn connection_limits_get_defaults() {
+    let c = parse("[upstream]\nurl = \"http://127.0.0.1:8080\"\n").unwrap();
+    assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.limits.max_request_head_bytes, 32 * 1024);
+    assert_eq!(c.limits.http2_keep_alive_interval, Duration::from_secs(30));
+    assert_eq!(c.limits.http2_keep_alive_timeout, Duration::from_secs(20));
+}
+
+#[test]
+fn connection_limits_out_of_range_are_each_named() {
+    let l = lines(
+        "[upstream]\nurl = \"http://a:1\"\n[limits]\nidle_timeout_ms = 0\nmax_request_head_bytes = 100\n\
+         http2_keep_alive_interval_ms = 0\nhttp2_keep_alive_timeout_ms = 3600001\n",
+    );
+    for key in [
+        "limits.idle_timeout_ms: must be greater than 0",
+        "limits.max_request_head_bytes: must be between 8192 and 1048576",
+        "limits.http2_keep_alive_interval_ms: must be greater than 0",
+        "limits.http2_keep_alive_timeout_ms: must be at most 3600000",
+    ] {
+        assert!(l.iter().any(|x| x.starts_with(key)), "{key} missing: {l:?}");
+    }
+    assert_eq!(l.len(), 4, "{l:?}");
+}
+
+#[test]
+fn connection_limits_upper_bounds_are_enforced() {
+    for (key, value) in [
+        ("idle_timeout_ms", "86400001"),
+        ("max_request_head_bytes", "1048577"),
+        ("http2_keep_alive_interval_ms", "3600001"),
+    ] {
+        let l = lines(&format!(
+            "[upstream]\nurl = \"http://a:1\"\n[limits]\n{key} = {value}\n"
+        ));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].starts_with(&format!("limits.{key}: must ")), "{l:?}");
+    }
+    let ok = parse(
+        "[upstream]\nurl = \"http://a:1\"\n[limits]\nidle_timeout_ms = 86400000\n\
+         max_request_head_bytes = 8192\nhttp2_keep_alive_interval_ms = 1\n",
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.lines()));
+}
+
+#[test]
+fn negative_request_head_limit_names_its_key_path() {
+    let l = lines("[upstream]\nurl = \"http://a:1\"\n[limits]\nmax_request_head_bytes = -1\n");
+    assert!(l[0].starts_with("limits.max_request_head_bytes: "), "{l:?}");
+}
