@@ -254,6 +254,12 @@ async fn reload_loop(shared: Arc<Shared>, path: PathBuf) {
                         || new.limits.max_connections != old.limits.max_connections
                         || new.limits.header_read_timeout != old.limits.header_read_timeout
                         || new.limits.tls_handshake_timeout != old.limits.tls_handshake_timeout
+                        || new.limits.idle_timeout != old.limits.idle_timeout
+                        || new.limits.max_request_head_bytes != old.limits.max_request_head_bytes
+                        || new.limits.http2_keep_alive_interval
+                            != old.limits.http2_keep_alive_interval
+                        || new.limits.http2_keep_alive_timeout
+                            != old.limits.http2_keep_alive_timeout
                         || new.upstream.connect_timeout != old.upstream.connect_timeout
                     {
                         tracing::warn!(
