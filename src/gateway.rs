@@ -1,5 +1,6 @@
 //! `GatewayService`: route a request to its door, and record what it answered.
 
+pub(crate) mod canonical;
 pub(crate) mod headers;
 pub(crate) mod respond;
 pub(crate) mod route;
