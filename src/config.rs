@@ -40,6 +40,8 @@ pub struct Config {
     pub auth: auth::Auth,
     /// The Ditto SDK door.
     pub ditto: Ditto,
+    /// Settings that load but deserve the operator's attention (deprecated or risky keys).
+    pub warnings: Vec<Problem>,
 }
 
 /// `[ditto]`
@@ -102,8 +104,9 @@ pub struct Upstream {
     pub scheme: Scheme,
     /// Host and port of the sync server.
     pub authority: Authority,
-    /// Path prefixes whose websocket upgrades need a session.
-    pub sync_paths: Vec<String>,
+    /// Canonical path prefixes (whole segments) whose websocket upgrades open without a session;
+    /// every other websocket upgrade needs one.
+    pub public_upgrade_paths: Vec<String>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Time allowed for the response head.
@@ -287,7 +290,14 @@ impl Config {
                 "upstream    {}://{}",
                 self.upstream.scheme, self.upstream.authority
             ),
-            format!("sync paths  {}", self.upstream.sync_paths.join(", ")),
+            format!(
+                "public ws   {}",
+                if self.upstream.public_upgrade_paths.is_empty() {
+                    "none (every websocket upgrade needs a session)".to_owned()
+                } else {
+                    self.upstream.public_upgrade_paths.join(", ")
+                }
+            ),
             format!(
                 "timeouts    connect {:?}, response {:?}, header read {:?}, TLS handshake {:?}",
                 self.upstream.connect_timeout,
@@ -453,6 +463,14 @@ impl TryFrom<raw::RawConfig> for Config {
                 "ditto.path_prefix",
                 "must be empty or a path starting with / (e.g. \"/sync-gw\")",
             ));
+        } else if !prefix.is_empty()
+            && crate::gateway::canonical::canonical_path(&prefix).as_deref() != Ok(prefix.as_str())
+        {
+            // Requests are routed on their canonical path: another spelling would never match.
+            p.push(Problem::new(
+                "ditto.path_prefix",
+                "must be canonical: no empty, . or .. segments, no escapes of unreserved characters",
+            ));
         }
         if raw.ditto.require_known_token && !raw.ditto.enabled {
             p.push(Problem::new(
@@ -465,6 +483,7 @@ impl TryFrom<raw::RawConfig> for Config {
             path_prefix: prefix,
             require_known_token: raw.ditto.require_known_token,
         };
+        let warnings = upstream_warnings(&raw.upstream, &ditto);
 
         for (key, v) in [
             (
@@ -586,6 +605,7 @@ impl TryFrom<raw::RawConfig> for Config {
                 },
                 auth,
                 ditto,
+                warnings,
             }),
             _ => Err(ConfigError::Invalid(p)),
         }
@@ -606,11 +626,11 @@ fn socket_addr(s: &str, key: &str, p: &mut Vec<Problem>) -> Option<SocketAddr> {
 }
 
 fn upstream(raw: &raw::RawUpstream, p: &mut Vec<Problem>) -> Option<Upstream> {
-    for (i, path) in raw.sync_paths.iter().enumerate() {
-        if !path.starts_with('/') {
+    for (i, path) in raw.public_upgrade_paths.iter().enumerate() {
+        if let Some(why) = public_upgrade_path_problem(path) {
             p.push(Problem::new(
-                format!("upstream.sync_paths.{i}"),
-                "must start with /",
+                format!("upstream.public_upgrade_paths.{i}"),
+                why,
             ));
         }
     }
@@ -642,10 +662,63 @@ fn upstream(raw: &raw::RawUpstream, p: &mut Vec<Problem>) -> Option<Upstream> {
     Some(Upstream {
         scheme,
         authority,
-        sync_paths: raw.sync_paths.clone(),
+        public_upgrade_paths: raw.public_upgrade_paths.clone(),
         connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
         request_timeout: Duration::from_millis(raw.request_timeout_ms),
     })
+}
+
+/// What is wrong with one `upstream.public_upgrade_paths` entry, if anything. Requests are matched
+/// on their canonical path, so an entry in any other spelling would never match, or match more.
+fn public_upgrade_path_problem(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        return Some("must start with /");
+    }
+    if path.trim_end_matches('/').is_empty() {
+        return Some(
+            "/ would leave no websocket path gated; list the prefixes that may open without a session",
+        );
+    }
+    if path.contains(['?', '#']) {
+        return Some("must be a path only, without ? or #");
+    }
+    match crate::gateway::canonical::canonical_path(path) {
+        Ok(canonical) if canonical == path => None,
+        Ok(_) => Some(
+            "must be canonical: no empty, . or .. segments, no escapes of unreserved characters, \
+             other escapes in upper-case hex",
+        ),
+        Err(_) => {
+            Some("must be canonical: no encoded / or \\, no control characters, no broken escapes")
+        }
+    }
+}
+
+/// Warnings about `[upstream]` that do not stop the config from loading.
+fn upstream_warnings(raw: &raw::RawUpstream, ditto: &Ditto) -> Vec<Problem> {
+    let mut w = Vec::new();
+    if raw.sync_paths.is_some() {
+        w.push(Problem::new(
+            "upstream.sync_paths",
+            "is no longer used: every websocket upgrade now needs a session; list the exceptions in \
+             upstream.public_upgrade_paths and remove upstream.sync_paths",
+        ));
+    }
+    if ditto.enabled && !ditto.require_known_token {
+        let ws = ditto.ws_path();
+        if raw
+            .public_upgrade_paths
+            .iter()
+            .any(|prefix| crate::gateway::canonical::has_segment_prefix(&ws, prefix))
+        {
+            w.push(Problem::new(
+                "upstream.public_upgrade_paths",
+                "covers the Ditto websocket while ditto.require_known_token = false: it opens with no \
+                 check by drawbridge at all; set ditto.require_known_token = true or remove the entry",
+            ));
+        }
+    }
+    w
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `GatewayService`: route a request to its door, and record what it answered.
 
+pub(crate) mod canonical;
 pub(crate) mod credentials;
 pub(crate) mod headers;
 pub(crate) mod respond;
@@ -25,7 +26,7 @@ use crate::doors::ditto::KnownTokens;
 use crate::forward::{Forwarder, Peer};
 use crate::metrics::Metrics;
 use crate::tunnel::registry::{CloseReason, Registry};
-use crate::tunnel::{self, Gate, Handshake};
+use crate::tunnel::{self, Gate};
 use respond::Body;
 use route::Route;
 
@@ -140,12 +141,43 @@ impl GatewayService {
         }
     }
 
-    async fn handle(self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(self, mut req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let config = self.shared.config.load_full();
-        let route = Route::classify(&req, &config);
-        let resp = match route {
-            Route::Login => self.login(req, &config).await,
+        // Canonical target first: every routing decision, door and the sync server see the same path.
+        let (label, resp) = match route::screen(&mut req) {
+            Err(refusal) => {
+                tracing::debug!(peer = %self.peer.addr, %refusal, "request refused before routing");
+                let mut resp = respond::refused(&refusal);
+                if refusal == route::Refusal::Connect && req.version() <= http::Version::HTTP_11 {
+                    // Whatever a CONNECT client sends next is tunnel bytes, never a request.
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                (route::Refusal::LABEL, resp)
+            }
+            Ok(()) => {
+                let route = Route::classify(&req, &config);
+                (route.label(), self.dispatch(route, req, &config).await)
+            }
+        };
+        self.shared
+            .metrics
+            .http
+            .observe(label, resp.status(), started.elapsed().as_secs_f64());
+        resp
+    }
+
+    async fn dispatch(
+        &self,
+        route: Route,
+        req: Request<Incoming>,
+        config: &Config,
+    ) -> Response<Body> {
+        match route {
+            Route::Login => self.login(req, config).await,
             Route::Aggregator => {
                 // Rate-limited like the login routes, signed or not, before any work is done.
                 if self.shared.rate_limited(self.peer.addr.ip()) {
@@ -166,53 +198,33 @@ impl GatewayService {
                 );
                 resp
             }
-            Route::DittoChallenge => self.forward(req, &config).await,
+            Route::DittoChallenge => self.forward(req, config).await,
             Route::DittoLogin => {
                 if self.shared.rate_limited(self.peer.addr.ip()) {
                     respond::rate_limited()
                 } else {
-                    doors::ditto::login(&self.shared, req, self.peer, &config).await
+                    doors::ditto::login(&self.shared, req, self.peer, config).await
                 }
             }
-            Route::DittoWs => {
+            Route::DittoWs(kind) => {
                 let gate = if config.ditto.require_known_token {
                     Gate::DittoToken
-                } else {
+                } else if route::is_public_upgrade(req.uri().path(), config) {
                     Gate::Open
+                } else {
+                    Gate::Session
                 };
-                match Handshake::of(&req) {
-                    Some(kind) => {
-                        tunnel::handle(&self.shared, req, self.peer, &config, gate, kind).await
-                    }
-                    None => self.forward(req, &config).await,
-                }
+                tunnel::handle(&self.shared, req, self.peer, config, gate, kind).await
             }
-            Route::Sync => match Handshake::of(&req) {
-                Some(kind) => {
-                    tunnel::handle(&self.shared, req, self.peer, &config, Gate::Session, kind).await
-                }
-                None => self.forward(req, &config).await,
-            },
-            // An RFC 8441 websocket elsewhere still needs translating to the HTTP/1.1 sync server.
-            Route::Upgrade if Handshake::of(&req) == Some(Handshake::Connect) => {
-                tunnel::handle(
-                    &self.shared,
-                    req,
-                    self.peer,
-                    &config,
-                    Gate::Open,
-                    Handshake::Connect,
-                )
-                .await
+            Route::Sync(kind) => {
+                tunnel::handle(&self.shared, req, self.peer, config, Gate::Session, kind).await
             }
-            Route::Upgrade | Route::Forward => self.forward(req, &config).await,
-        };
-        self.shared.metrics.http.observe(
-            route.label(),
-            resp.status(),
-            started.elapsed().as_secs_f64(),
-        );
-        resp
+            Route::PublicUpgrade(kind) => {
+                tunnel::handle(&self.shared, req, self.peer, config, Gate::Open, kind).await
+            }
+            Route::ServerOptions => respond::server_options(),
+            Route::Forward => self.forward(req, config).await,
+        }
     }
 
     async fn login(&self, req: Request<Incoming>, config: &Config) -> Response<Body> {

@@ -30,11 +30,11 @@ const ASSERTION_TTL: Duration = Duration::from_secs(60);
 /// What a tunnel needs before it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Gate {
-    /// A drawbridge session (a sync path).
+    /// A drawbridge session (every websocket upgrade not under a public path).
     Session,
     /// An access token seen in a relayed Ditto login success (the Ditto websocket path).
     DittoToken,
-    /// No check (an upgrade on a path that is not a sync path).
+    /// No check: an upgrade under `upstream.public_upgrade_paths`.
     Open,
 }
 
@@ -58,23 +58,40 @@ enum Carrier {
 /// A websocket handshake in either HTTP version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Handshake {
-    /// HTTP/1.1 `Upgrade: websocket`.
+    /// HTTP/1.1 `GET` with `Connection: upgrade` and `Upgrade: websocket`.
     Upgrade,
-    /// HTTP/2 extended CONNECT (RFC 8441).
+    /// HTTP/2 extended CONNECT (RFC 8441) with `:protocol` exactly `websocket`.
     Connect,
 }
 
 impl Handshake {
-    /// Recognises a websocket handshake.
+    /// The websocket upgrade token (RFC 6455 §11.2, RFC 8441 §4).
+    pub(crate) const PROTOCOL: &'static str = "websocket";
+
+    /// Recognises a websocket handshake; anything else (another `Upgrade` token, another method or
+    /// version, another `:protocol`) is not one and must never be relayed as an upgrade.
     pub(crate) fn of<B>(req: &Request<B>) -> Option<Self> {
-        if req.version() <= http::Version::HTTP_11
-            && crate::gateway::headers::is_upgrade(req.headers())
-        {
-            return Some(Self::Upgrade);
+        if req.method() == Method::CONNECT {
+            let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
+            return (protocol.as_str() == Self::PROTOCOL).then_some(Self::Connect);
         }
-        let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
-        (req.method() == Method::CONNECT && protocol.as_str().eq_ignore_ascii_case("websocket"))
-            .then_some(Self::Connect)
+        (req.method() == Method::GET
+            && req.version() == http::Version::HTTP_11
+            && crate::gateway::headers::is_upgrade(req.headers())
+            && Self::upgrade_is_websocket(req.headers()))
+        .then_some(Self::Upgrade)
+    }
+
+    /// Whether the `Upgrade` header is the one token `websocket` (case-insensitive, RFC 6455 §4.2.1),
+    /// in a single field: a list offers the upstream a choice drawbridge did not gate.
+    pub(crate) fn upgrade_is_websocket(headers: &HeaderMap) -> bool {
+        let mut values = headers.get_all(header::UPGRADE).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v
+                .to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case(Self::PROTOCOL)),
+            _ => false,
+        }
     }
 }
 

@@ -204,11 +204,50 @@ async fn learned_access_token_is_required_on_the_ditto_websocket_and_bounds_it()
 }
 
 #[tokio::test]
-async fn without_require_known_token_the_ditto_websocket_is_relayed() {
+async fn without_require_known_token_the_ditto_websocket_needs_a_session_unless_public() {
     let sync = DittoServer::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&sync, &hook, "").await;
-    let mut ws = ditto_ws(&gw, None)
+    assert!(
+        ditto_ws(&gw, None).await.is_err(),
+        "opened without a session"
+    );
+    assert!(
+        ditto_ws(&gw, Some(("x-ditto-auth", "access-for-anyone")))
+            .await
+            .is_err(),
+        "a Ditto token is no drawbridge session"
+    );
+    assert!(
+        !sync.received().iter().any(|r| r.uri == "/_ditto/ws"),
+        "the sync server saw an ungated websocket"
+    );
+    let http = client::https(&gw.ca.pem(), false);
+    let (status, _, body) = support::post_json(
+        &http,
+        &gw.url("/auth/login"),
+        &support::login_body("app-1", "my-auth", "nina-token"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!("Bearer {}", body["sessionToken"].as_str().unwrap());
+    let mut ws = ditto_ws(&gw, Some(("authorization", bearer.as_str())))
+        .await
+        .expect("a session opens it");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+
+    // Listed as public, it is relayed as is; the sync server checks its token in-stream.
+    let open = Gateway::builder(sync.url())
+        .upstream_setting("public_upgrade_paths = [\"/_ditto/ws\"]")
+        .extra(&format!(
+            "[providers.my-auth]\nkind = \"webhook\"\nurl = \"{}\"\n[ditto]\nenabled = true\n",
+            hook.url()
+        ))
+        .spawn()
+        .await;
+    let mut ws = ditto_ws(&open, None)
         .await
         .expect("relayed; the sync server checks its token in-stream");
     ws.send(Message::text("hello")).await.unwrap();

@@ -10,8 +10,8 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9090";
 pub const DEFAULT_CERT_FILE: &str = "tls.crt";
 /// Default private key file.
 pub const DEFAULT_KEY_FILE: &str = "tls.key";
-/// Default websocket path prefixes that need a session.
-pub const DEFAULT_SYNC_PATHS: [&str; 2] = ["/sync", "/_ditto/ws"];
+/// Default path prefixes whose websocket upgrades open without a session: none.
+pub const DEFAULT_PUBLIC_UPGRADE_PATHS: [&str; 0] = [];
 /// Default upstream connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// Default time to wait for the upstream's response head.
@@ -139,8 +139,11 @@ impl Default for RawAdmin {
 pub struct RawUpstream {
     /// Base URL; the only key without a default.
     pub url: Option<String>,
-    /// Path prefixes whose websocket upgrades need a session.
-    pub sync_paths: Vec<String>,
+    /// No longer used (every websocket upgrade needs a session); still read so older files load,
+    /// and `drawbridge check` warns about it.
+    pub sync_paths: Option<Vec<String>>,
+    /// Canonical path prefixes (whole segments) whose websocket upgrades open without a session.
+    pub public_upgrade_paths: Vec<String>,
     /// TCP connect timeout.
     pub connect_timeout_ms: u64,
     /// Time allowed for the response head.
@@ -151,7 +154,11 @@ impl Default for RawUpstream {
     fn default() -> Self {
         Self {
             url: None,
-            sync_paths: DEFAULT_SYNC_PATHS.iter().map(|p| (*p).to_owned()).collect(),
+            sync_paths: None,
+            public_upgrade_paths: DEFAULT_PUBLIC_UPGRADE_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
         }

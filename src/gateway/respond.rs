@@ -6,6 +6,7 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
 use crate::auth::{Deny, ProviderError, Reason};
 use crate::forward::UpstreamError;
+use crate::gateway::route::Refusal;
 
 /// Boxed error carried by response bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,8 +49,44 @@ pub(crate) fn upstream_error(err: &UpstreamError) -> Response<Body> {
         UpstreamError::BodyTooLarge => {
             error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
         }
-        UpstreamError::Failed(_) => error(StatusCode::BAD_GATEWAY, "upstream failed"),
+        UpstreamError::Failed(_) | UpstreamError::Switched => {
+            error(StatusCode::BAD_GATEWAY, "upstream failed")
+        }
     }
+}
+
+/// The methods the gateway forwards, for `Allow`.
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Maps a request refused before routing: CONNECT is 405 with `Allow`, everything else 400.
+pub(crate) fn refused(refusal: &Refusal) -> Response<Body> {
+    match refusal {
+        Refusal::Connect => {
+            let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served");
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+            resp
+        }
+        Refusal::ConnectProtocol => error(
+            StatusCode::BAD_REQUEST,
+            "extended CONNECT is served for the websocket protocol only",
+        ),
+        Refusal::UpgradeMethod => error(
+            StatusCode::BAD_REQUEST,
+            "a websocket handshake must be an HTTP/1.1 GET",
+        ),
+        // A fixed text per kind of target, never the target itself.
+        Refusal::Target(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+/// `OPTIONS *`: 204 with `Allow`, answered by the gateway.
+pub(crate) fn server_options() -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+    resp
 }
 
 /// The Ditto SDK failure shape every auth door uses:
@@ -178,6 +215,30 @@ mod tests {
         let body = body_json(resp).await;
         assert_eq!(body["result"], "failure");
         assert_eq!(body["reason"], "InvalidToken");
+    }
+
+    #[tokio::test]
+    async fn connect_maps_to_405_with_allow_and_other_refusals_to_400() {
+        use crate::gateway::canonical::TargetError;
+        let resp = refused(&Refusal::Connect);
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(
+            !resp.headers()[header::ALLOW]
+                .to_str()
+                .unwrap()
+                .contains("CONNECT")
+        );
+        assert_eq!(body_json(resp).await["status"], 405);
+        for refusal in [
+            Refusal::ConnectProtocol,
+            Refusal::UpgradeMethod,
+            Refusal::Target(TargetError::EncodedSlash),
+        ] {
+            let resp = refused(&refusal);
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{refusal}");
+            assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+            assert_eq!(body_json(resp).await["status"], 400);
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod client;
 pub mod ditto;
+pub mod nginx;
 pub mod process;
 pub mod tokens;
 pub mod upstream;
