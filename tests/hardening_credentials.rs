@@ -38,6 +38,7 @@ async fn bed() -> Bed {
     let hook = Webhook::users(3600).await;
     let up = Upstream::start().await;
     let gw = Gateway::builder(up.url())
+        .upstream_setting("public_upgrade_paths = [\"/public\"]")
         .extra(&format!(
             "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n",
             hook.url()
@@ -401,7 +402,7 @@ async fn upgrades_reach_the_sync_server_without_credentials() {
             true,
         ),
         (
-            "open upgrade off the sync paths",
+            "open upgrade on a public path",
             format!("/public/ws?ticket={tk3}&TICKET=z&x=1"),
             vec![
                 ("authorization", bearer.as_str()),

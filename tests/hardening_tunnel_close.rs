@@ -22,8 +22,12 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 type Ws = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
+/// Upgrades under these paths open without a session; every other one needs a session.
+const PUBLIC: &str = "public_upgrade_paths = [\"/public\", \"/_ditto/ws\"]";
+
 async fn gateway(upstream: &str, hook: &Webhook, extra: &str) -> Gateway {
     Gateway::builder(upstream)
+        .upstream_setting(PUBLIC)
         .extra(&format!(
             "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n{extra}",
             hook.url()
@@ -604,8 +608,8 @@ async fn tunnels_still_opening_at_shutdown_are_closed_with_1001_before_run_retur
 async fn shutdown_closes_public_tunnels_with_1001_at_a_frame_boundary_while_they_stream() {
     let sync = support::ditto::DittoServer::start().await;
     let hook = Webhook::users(3600).await;
-    // The Ditto websocket without `require_known_token` is public; so is any path outside
-    // `sync_paths`, reached here over HTTP/2.
+    // The Ditto websocket without `require_known_token`, listed as public, and a public path
+    // reached over HTTP/2.
     let mut gw = gateway(
         &sync.url(),
         &hook,
@@ -675,13 +679,14 @@ fn ditto_login_form(token: &str) -> String {
 async fn sigterm_sends_1001_to_session_ditto_token_and_public_tunnels_and_drains_them() {
     let sync = support::ditto::DittoServer::start().await;
     let hook = Webhook::users(3600).await;
-    let mut gw = Running::start(
-        &sync.url(),
-        &format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n[ditto]\nenabled = true\n\
-             require_known_token = true\n[shutdown]\ngrace_seconds = 8\n",
-            hook.url()
-        ),
+    let mut gw = Running::start_with(
+        Gateway::builder(sync.url())
+            .upstream_setting(PUBLIC)
+            .extra(&format!(
+                "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n[ditto]\nenabled = true\n\
+                 require_known_token = true\n[shutdown]\ngrace_seconds = 8\n",
+                hook.url()
+            )),
         &[],
     );
     let ca = gw.ca.pem();
@@ -714,7 +719,7 @@ async fn sigterm_sends_1001_to_session_ditto_token_and_public_tunnels_and_drains
         &[("x-ditto-auth", "access-for-vic-token")],
     )
     .await;
-    // A public tunnel: a path outside `sync_paths`, no credential.
+    // A public tunnel: a path under `public_upgrade_paths`, no credential.
     let public = connect_h2(gw.addr, &ca, "/public/feed").await;
 
     let (session_tx, mut session_rx) = session.split();
