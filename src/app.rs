@@ -80,6 +80,7 @@ impl App {
             );
         }
         crate::doors::aggregator::announce(&config.auth.aggregator);
+        log_warnings(&config);
         let provider_client = crate::auth::provider::http_client().map_err(AppError::Client)?;
         let auth = AuthCore::new(&config.auth, &provider_client, metrics.auth.clone());
         let limiter = config.auth.rate_limit.map(|r| {
@@ -237,6 +238,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
 
 /// On SIGHUP, loads the file again and swaps it in if valid. Listener, TLS and admin
 /// settings are bound at start and need a restart; the log says so.
+/// Logs what `drawbridge check` warns about, at start and after each reload.
+fn log_warnings(config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!(key = %warning.path, "config: {warning}");
+    }
+}
+
 async fn reload_loop(shared: Arc<Shared>, path: PathBuf) {
     #[cfg(unix)]
     {
@@ -269,6 +277,7 @@ async fn reload_loop(shared: Arc<Shared>, path: PathBuf) {
                     } else {
                         tracing::info!("config reloaded");
                     }
+                    log_warnings(&new);
                     shared.config.store(Arc::new(new));
                 }
                 Err(error) => {

@@ -483,7 +483,10 @@ impl TryFrom<raw::RawConfig> for Config {
             path_prefix: prefix,
             require_known_token: raw.ditto.require_known_token,
         };
-        let warnings = upstream_warnings(&raw.upstream, &ditto);
+        let mut warnings = upstream_warnings(&raw.upstream, &ditto);
+        if let Some(auth) = &auth {
+            warnings.extend(auth.aggregator.warnings());
+        }
 
         for (key, v) in [
             (

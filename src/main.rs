@@ -69,9 +69,6 @@ fn main() -> ExitCode {
                 Err(e) => return usage_error(&config, &e),
             };
             init_logs(cfg.log.format, &cfg.log.level);
-            for warning in &cfg.warnings {
-                tracing::warn!(key = %warning.path, "config: {}", warning.message);
-            }
             runtime(async move {
                 let app = App::bind(cfg).await?.reload_on_sighup(config);
                 app.run(shutdown::signal()).await?;
@@ -113,9 +110,6 @@ fn check(path: &std::path::Path, skip_files: bool) -> ExitCode {
         eprintln!("{}: warning: {warning}", path.display());
     }
     println!("{}: ok\n\n{}", path.display(), cfg.summary());
-    for warning in cfg.auth.aggregator.warnings() {
-        eprintln!("{}: warning: {warning}", path.display());
-    }
     ExitCode::SUCCESS
 }
 

@@ -220,13 +220,13 @@ impl AggregatorConfig {
     }
 
     /// What an operator should hear about at `drawbridge check` and at start.
-    pub fn warnings(&self) -> Vec<String> {
+    pub fn warnings(&self) -> Vec<Problem> {
         match self.access {
-            AggregatorAccess::Unsigned => vec![
-                "aggregator.allow_unsigned = true: anyone who can reach POST /auth/webhook can ask which \
-                 user and permissions any token has; set aggregator.signing_secret instead"
-                    .to_owned(),
-            ],
+            AggregatorAccess::Unsigned => vec![Problem::new(
+                "aggregator.allow_unsigned",
+                "true: anyone who can reach POST /auth/webhook can ask which user and permissions any \
+                 token has; set aggregator.signing_secret instead",
+            )],
             AggregatorAccess::Disabled | AggregatorAccess::Signed(_) => Vec::new(),
         }
     }

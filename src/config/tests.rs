@@ -149,7 +149,7 @@ fn aggregator_is_disabled_unless_signed_or_explicitly_unsigned() {
     let unsigned = access("[aggregator]\nallow_unsigned = true\n");
     assert_eq!(unsigned.access, AggregatorAccess::Unsigned);
     assert_eq!(unsigned.warnings().len(), 1);
-    assert!(unsigned.warnings()[0].starts_with("aggregator.allow_unsigned"));
+    assert_eq!(unsigned.warnings()[0].path, "aggregator.allow_unsigned");
 }
 
 #[test]

@@ -39,15 +39,12 @@ fn refused(status: StatusCode, why: &str) -> Response<Body> {
     )
 }
 
-/// Says at start how the door is configured; an unsigned door is a warning.
+/// Says at start when the door is disabled (an unsigned door is among the config's warnings).
 pub(crate) fn announce(config: &AggregatorConfig) {
     if matches!(config.access, AggregatorAccess::Disabled) {
         tracing::info!(
             "webhook aggregator disabled: POST /auth/webhook refuses every call until aggregator.signing_secret is set"
         );
-    }
-    for warning in config.warnings() {
-        tracing::warn!("{warning}");
     }
 }
 
