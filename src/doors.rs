@@ -13,8 +13,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::Reason;
+use crate::body::Body;
 use crate::gateway::credentials;
-use crate::gateway::respond::{self, Body};
+use crate::gateway::respond;
 
 /// Largest body the auth routes read.
 pub(crate) const MAX_AUTH_BODY_BYTES: usize = 64 * 1024;
@@ -119,7 +120,7 @@ pub(crate) fn cors(allowed: &[String], origin: Option<&HeaderValue>, response: &
 
 /// A CORS preflight answer.
 pub(crate) fn preflight(allowed: &[String], request: &HeaderMap) -> Response<Body> {
-    let mut resp = Response::new(respond::full(Bytes::new()));
+    let mut resp = Response::new(crate::body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     cors(allowed, request.get(header::ORIGIN), resp.headers_mut());
     if resp

@@ -12,9 +12,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::body::{Body, BoxError};
 use crate::config::{self, Config};
-use crate::gateway::headers;
-use crate::gateway::respond::{Body, BoxError};
+use crate::headers;
 
 /// Why a forwarded request got no upstream response.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,6 @@
 //! `GatewayService`: route a request to its door, and record what it answered.
 
-pub(crate) mod canonical;
 pub(crate) mod credentials;
-pub(crate) mod headers;
 pub(crate) mod respond;
 pub(crate) mod route;
 
@@ -20,6 +18,7 @@ use hyper::body::Incoming;
 use crate::auth::AuthCore;
 use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionClaims, Sessions};
+use crate::body::Body;
 use crate::config::Config;
 use crate::doors;
 use crate::doors::ditto::KnownTokens;
@@ -27,7 +26,6 @@ use crate::forward::{Forwarder, Peer};
 use crate::metrics::Metrics;
 use crate::tunnel::registry::{CloseReason, Registry};
 use crate::tunnel::{self, Gate};
-use respond::Body;
 use route::Route;
 
 /// Per-client-IP limiter on the login routes.

@@ -9,13 +9,18 @@
 mod admin;
 pub mod app;
 pub mod auth;
+mod body;
+mod canonical;
+mod clock;
 pub mod config;
 pub mod demo;
 mod doors;
 mod forward;
 mod gateway;
+mod headers;
 mod listener;
 pub mod metrics;
+mod permissions;
 pub mod shutdown;
 pub mod tls;
 mod tunnel;

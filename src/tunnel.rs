@@ -15,13 +15,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::auth::session::SessionClaims;
-use crate::auth::webhook::unix_now;
+use crate::body::Body;
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::doors::login::verify_session;
 use crate::forward::{self, Peer};
 use crate::gateway::Shared;
 use crate::gateway::credentials::{self, PROTOCOL_BEARER_PREFIX, SESSION_COOKIE, protocol_entries};
-use crate::gateway::respond::{self, Body};
+use crate::gateway::respond;
 use registry::CloseReason;
 
 /// Lifetime of the identity assertion sent to the sync server.
@@ -77,7 +78,7 @@ impl Handshake {
         }
         (req.method() == Method::GET
             && req.version() == http::Version::HTTP_11
-            && crate::gateway::headers::is_upgrade(req.headers())
+            && crate::headers::is_upgrade(req.headers())
             && Self::upgrade_is_websocket(req.headers()))
         .then_some(Self::Upgrade)
     }
@@ -257,7 +258,7 @@ pub(crate) async fn handle(
     if let Some((claims, carrier)) = &admitted.session {
         present_identity(shared, &mut parts.headers, claims, *carrier, config);
     }
-    let upstream_req = Request::from_parts(parts, respond::full(bytes::Bytes::new()));
+    let upstream_req = Request::from_parts(parts, crate::body::empty());
     let mut upstream_resp = match shared.forwarder.send(upstream_req, config).await {
         Ok(r) => r,
         Err(error) => {
@@ -271,12 +272,15 @@ pub(crate) async fn handle(
         // The sync server refused: its answer goes back as it is.
         metrics.total.with_label_values(&["rejected"]).inc();
         let (mut parts, body) = upstream_resp.into_parts();
-        crate::gateway::headers::remove_hop_by_hop(&mut parts.headers, false);
-        return Response::from_parts(parts, body.map_err(respond::BoxError::from).boxed_unsync());
+        crate::headers::remove_hop_by_hop(&mut parts.headers, false);
+        return Response::from_parts(
+            parts,
+            body.map_err(crate::body::BoxError::from).boxed_unsync(),
+        );
     }
 
     let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
-    let mut resp = Response::new(respond::full(bytes::Bytes::new()));
+    let mut resp = Response::new(crate::body::empty());
     *resp.status_mut() = match kind {
         Handshake::Upgrade => StatusCode::SWITCHING_PROTOCOLS,
         Handshake::Connect => StatusCode::OK,

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use super::Problem;
 use super::raw;
-use crate::auth::{Access, Permissions};
+use crate::permissions::{Access, Permissions};
 
 /// Every auth setting.
 #[derive(Debug, Clone)]

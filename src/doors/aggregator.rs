@@ -11,11 +11,12 @@ use serde::Deserialize;
 
 use super::{parse_json, read_body};
 use crate::auth::signature;
-use crate::auth::webhook::unix_now;
 use crate::auth::{Decision, Door};
+use crate::body::Body;
+use crate::clock::unix_now;
 use crate::config::auth::{AggregatorAccess, AggregatorConfig};
 use crate::gateway::Shared;
-use crate::gateway::respond::{self, Body};
+use crate::gateway::respond;
 
 /// Either request shape: legacy `appID`, or v1 `databaseID` + `version`.
 #[derive(Deserialize)]

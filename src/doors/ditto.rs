@@ -13,13 +13,14 @@ use moka::Expiry;
 use sha2::{Digest, Sha256};
 
 use super::read_body;
-use crate::auth::webhook::unix_now;
 use crate::auth::{Decision, Door, Reason};
+use crate::body::Body;
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::forward::{self, Peer};
 use crate::gateway::Shared;
-use crate::gateway::headers;
-use crate::gateway::respond::{self, Body};
+use crate::gateway::respond;
+use crate::headers;
 
 /// Largest login reply read to learn its token.
 const MAX_REPLY_BYTES: usize = 1024 * 1024;

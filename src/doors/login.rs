@@ -8,10 +8,11 @@ use serde::Deserialize;
 
 use super::{bearer, parse_json, read_body, rfc3339};
 use crate::auth::session::{Minted, SessionClaims, SessionError};
-use crate::auth::webhook::unix_now;
 use crate::auth::{Decision, Door, Reason};
+use crate::body::Body;
+use crate::clock::unix_now;
 use crate::gateway::Shared;
-use crate::gateway::respond::{self, Body};
+use crate::gateway::respond;
 
 #[derive(Deserialize)]
 struct LoginRequest {

@@ -2,23 +2,11 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
 use crate::auth::{Deny, ProviderError, Reason};
+use crate::body::{Body, full};
 use crate::forward::UpstreamError;
 use crate::gateway::route::Refusal;
-
-/// Boxed error carried by response bodies.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The response body type of every door.
-pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
-
-/// A body holding `bytes`.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
 
 /// A JSON response with `status`.
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -169,6 +157,7 @@ pub(crate) fn invalid_token(description: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     async fn body_json(resp: Response<Body>) -> serde_json::Value {
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -219,7 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn connect_maps_to_405_with_allow_and_other_refusals_to_400() {
-        use crate::gateway::canonical::TargetError;
+        use crate::canonical::TargetError;
         let resp = refused(&Refusal::Connect);
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert!(

@@ -2,9 +2,9 @@
 
 use http::{Method, Request, Uri};
 
-use super::canonical::{self, TargetError};
-use super::headers;
+use crate::canonical::{self, TargetError};
 use crate::config::Config;
+use crate::headers;
 use crate::tunnel::Handshake;
 
 /// The door a request takes; its label is the bounded `route` metric label.
