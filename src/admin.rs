@@ -24,9 +24,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
-use crate::gateway::Shared;
-use crate::gateway::respond;
+use crate::respond;
 use crate::shutdown::Readiness;
+use crate::state::Shared;
 
 /// Admin state shared by every admin connection.
 pub(crate) struct Admin {

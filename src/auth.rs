@@ -2,8 +2,10 @@
 
 pub(crate) mod breaker;
 pub(crate) mod cache;
+pub(crate) mod credentials;
 pub(crate) mod group;
 pub(crate) mod jwt;
+pub(crate) mod known_tokens;
 pub(crate) mod provider;
 pub(crate) mod revocation;
 pub mod session;

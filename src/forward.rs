@@ -159,7 +159,7 @@ pub(crate) fn rewrite_head(
     parts.version = http::Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     headers::strip_identity(&mut parts.headers);
-    crate::gateway::credentials::strip(parts, &config.auth.session);
+    crate::auth::credentials::strip(parts, &config.auth.session);
     headers::set_forwarded(
         &mut parts.headers,
         peer.addr.ip(),

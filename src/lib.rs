@@ -21,7 +21,10 @@ mod headers;
 mod listener;
 pub mod metrics;
 mod permissions;
+mod registry;
+mod respond;
 pub mod shutdown;
+mod state;
 pub mod tls;
 mod tunnel;
 
