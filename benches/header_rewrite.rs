@@ -49,7 +49,7 @@ use hyper::body::Bytes;
 // code. Only the three rewrite functions are used; `cargo clippy --all-targets` also brings in the
 // module's tests with their `#[test]` functions stripped: hence the allows.
 #[allow(dead_code, unused_imports)]
-#[path = "../src/gateway"]
+#[path = "../src"]
 mod gateway {
     pub(crate) mod headers;
 }

@@ -23,9 +23,10 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::Shared;
-use crate::gateway::respond::{self, Body};
+use crate::body::Body;
+use crate::respond;
 use crate::shutdown::Readiness;
+use crate::state::Shared;
 
 /// Admin state shared by every admin connection.
 pub(crate) struct Admin {
@@ -175,7 +176,7 @@ fn is_loopback(ip: IpAddr) -> bool {
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(respond::full(body));
+    let mut resp = Response::new(crate::body::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

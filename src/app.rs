@@ -17,12 +17,12 @@ use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionError, Sessions};
 use crate::config::Config;
 use crate::forward::Forwarder;
-use crate::gateway::Shared;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::shutdown::Readiness;
+use crate::state::Shared;
 use crate::tls::{Tls, TlsError};
-use crate::tunnel::registry::Registry;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +108,7 @@ impl App {
                 tickets,
                 limiter,
                 tunnels,
-                ditto_tokens: crate::doors::ditto::KnownTokens::new(),
+                ditto_tokens: crate::auth::known_tokens::KnownTokens::new(),
             }),
             tls,
             listener,

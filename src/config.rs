@@ -464,7 +464,7 @@ impl TryFrom<raw::RawConfig> for Config {
                 "must be empty or a path starting with / (e.g. \"/sync-gw\")",
             ));
         } else if !prefix.is_empty()
-            && crate::gateway::canonical::canonical_path(&prefix).as_deref() != Ok(prefix.as_str())
+            && crate::canonical::canonical_path(&prefix).as_deref() != Ok(prefix.as_str())
         {
             // Requests are routed on their canonical path: another spelling would never match.
             p.push(Problem::new(
@@ -685,7 +685,7 @@ fn public_upgrade_path_problem(path: &str) -> Option<&'static str> {
     if path.contains(['?', '#']) {
         return Some("must be a path only, without ? or #");
     }
-    match crate::gateway::canonical::canonical_path(path) {
+    match crate::canonical::canonical_path(path) {
         Ok(canonical) if canonical == path => None,
         Ok(_) => Some(
             "must be canonical: no empty, . or .. segments, no escapes of unreserved characters, \
@@ -712,7 +712,7 @@ fn upstream_warnings(raw: &raw::RawUpstream, ditto: &Ditto) -> Vec<Problem> {
         if raw
             .public_upgrade_paths
             .iter()
-            .any(|prefix| crate::gateway::canonical::has_segment_prefix(&ws, prefix))
+            .any(|prefix| crate::canonical::has_segment_prefix(&ws, prefix))
         {
             w.push(Problem::new(
                 "upstream.public_upgrade_paths",

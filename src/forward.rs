@@ -12,9 +12,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::body::{Body, BoxError};
 use crate::config::{self, Config};
-use crate::gateway::headers;
-use crate::gateway::respond::{Body, BoxError};
+use crate::headers;
 
 /// Why a forwarded request got no upstream response.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +159,7 @@ pub(crate) fn rewrite_head(
     parts.version = http::Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     headers::strip_identity(&mut parts.headers);
-    crate::gateway::credentials::strip(parts, &config.auth.session);
+    crate::auth::credentials::strip(parts, &config.auth.session);
     headers::set_forwarded(
         &mut parts.headers,
         peer.addr.ip(),

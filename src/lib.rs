@@ -9,14 +9,22 @@
 mod admin;
 pub mod app;
 pub mod auth;
+mod body;
+mod canonical;
+mod clock;
 pub mod config;
 pub mod demo;
 mod doors;
 mod forward;
 mod gateway;
+mod headers;
 mod listener;
 pub mod metrics;
+mod permissions;
+mod registry;
+mod respond;
 pub mod shutdown;
+mod state;
 pub mod tls;
 mod tunnel;
 

@@ -64,8 +64,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Limits, MIN_REQUEST_HEAD_BYTES};
-use crate::gateway::{GatewayService, Shared};
+use crate::gateway::GatewayService;
 use crate::metrics::{ConnMetrics, ReapReason, TlsMetrics};
+use crate::state::Shared;
 use activity::{Activity, Check, Conns, Deadlines};
 use io::{Guarded, Slot};
 use service::Tracked;

@@ -1,7 +1,6 @@
 //! Session-gated websocket tunnels: who may open one, the upstream handshake, and the relay's lifetime.
 
 pub(crate) mod frames;
-pub(crate) mod registry;
 pub(crate) mod relay;
 
 use std::sync::Arc;
@@ -14,15 +13,18 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::auth::credentials::{
+    self, PROTOCOL_BEARER_PREFIX, SESSION_COOKIE, SessionRejected, protocol_entries,
+};
 use crate::auth::session::SessionClaims;
-use crate::auth::webhook::unix_now;
+use crate::body::{self, Body};
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::doors::login::verify_session;
 use crate::forward::{self, Peer};
-use crate::gateway::Shared;
-use crate::gateway::credentials::{self, PROTOCOL_BEARER_PREFIX, SESSION_COOKIE, protocol_entries};
-use crate::gateway::respond::{self, Body};
-use registry::CloseReason;
+use crate::headers;
+use crate::registry::{CloseReason, deadline_for};
+use crate::respond::DoorError;
+use crate::state::Shared;
 
 /// Lifetime of the identity assertion sent to the sync server.
 const ASSERTION_TTL: Duration = Duration::from_secs(60);
@@ -77,7 +79,7 @@ impl Handshake {
         }
         (req.method() == Method::GET
             && req.version() == http::Version::HTTP_11
-            && crate::gateway::headers::is_upgrade(req.headers())
+            && headers::is_upgrade(req.headers())
             && Self::upgrade_is_websocket(req.headers()))
         .then_some(Self::Upgrade)
     }
@@ -110,42 +112,44 @@ fn without_ticket(uri: &http::Uri) -> String {
 /// Finds and checks a session, trying each carrier in turn. A bearer token that is not
 /// drawbridge's (the client's own business with the sync server) is tried last, so it does not
 /// hide a session riding on another carrier.
-// The `Err` is the finished 401; built once per refused handshake.
-#[allow(clippy::result_large_err)]
 fn session(
     shared: &Shared,
     req: &Request<Incoming>,
-) -> Result<(Arc<SessionClaims>, Carrier), Response<Body>> {
+) -> Result<(Arc<SessionClaims>, Carrier), SessionRejected> {
     let h = req.headers();
     let bearer = credentials::authorization_bearer(h);
     let config = shared.config.load();
     let ours = credentials::Ours::new(&config.auth.session);
     if let Some(token) = bearer.filter(|t| ours.recognises(t)) {
-        return verify_session(shared, token).map(|c| (c, Carrier::Authorization));
+        return shared
+            .verify_session(token)
+            .map(|c| (c, Carrier::Authorization));
     }
     if let Some(token) = protocol_entries(h)
         .iter()
         .find_map(|p| credentials::protocol_bearer(p).map(str::to_owned))
     {
-        return verify_session(shared, &token).map(|c| (c, Carrier::Protocol));
+        return shared
+            .verify_session(&token)
+            .map(|c| (c, Carrier::Protocol));
     }
     if let Some(token) = credentials::cookie(h, SESSION_COOKIE) {
-        return verify_session(shared, token).map(|c| (c, Carrier::Cookie));
+        return shared.verify_session(token).map(|c| (c, Carrier::Cookie));
     }
     if let Some(ticket) = req.uri().query().and_then(credentials::query_ticket) {
         return match shared.redeem_ticket(&ticket) {
             Some(claims) if !shared.revocations.is_revoked(&claims) && claims.exp > unix_now() => {
                 Ok((claims, Carrier::Ticket))
             }
-            _ => Err(respond::invalid_token("ticket invalid, used or expired")),
+            _ => Err(SessionRejected::Ticket),
         };
     }
     if let Some(token) = bearer {
-        return verify_session(shared, token).map(|c| (c, Carrier::Authorization));
+        return shared
+            .verify_session(token)
+            .map(|c| (c, Carrier::Authorization));
     }
-    Err(respond::invalid_token(
-        "a session is required to open this websocket",
-    ))
+    Err(SessionRejected::Required)
 }
 
 fn header_text(s: &str) -> HeaderValue {
@@ -189,6 +193,10 @@ fn present_identity(
 
 /// Answers a websocket handshake on the main listener: checks the gate, opens the upstream
 /// handshake, and on success relays the two upgraded connections under the session's lifetime.
+///
+/// # Errors
+/// [`DoorError::InvalidToken`] when the gate stays closed, [`DoorError::Upstream`] when the sync
+/// server cannot be asked. A refusal by the sync server itself is relayed as it is.
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     mut req: Request<Incoming>,
@@ -196,46 +204,85 @@ pub(crate) async fn handle(
     config: &Config,
     gate: Gate,
     kind: Handshake,
-) -> Response<Body> {
+) -> Result<Response<Body>, DoorError> {
     let metrics = &shared.metrics.tunnel;
-    let admitted = match gate {
+    let rejected = || metrics.total.with_label_values(&["rejected"]).inc();
+    let admitted = admit(shared, &req, gate).inspect_err(|_| rejected())?;
+    // Until the tunnel is registered, shutdown waits for this handshake.
+    let _opening = shared.tunnels.opening();
+
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _body) = req.into_parts();
+    let offered_protocols = protocol_entries(&parts.headers);
+    let upstream_req = upstream_request(shared, parts, peer, config, kind, &admitted);
+    let mut upstream_resp = match shared.forwarder.send(upstream_req, config).await {
+        Ok(r) => r,
+        Err(error) => {
+            rejected();
+            shared.count_upstream_error(&error);
+            tracing::warn!(peer = %peer.addr, %error, "websocket upstream failed");
+            return Err(error.into());
+        }
+    };
+    if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The sync server refused: its answer goes back as it is.
+        rejected();
+        let (mut parts, body) = upstream_resp.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers, false);
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(body::BoxError::from).boxed_unsync(),
+        ));
+    }
+
+    let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
+    let resp = client_response(kind, upstream_resp.headers(), &offered_protocols);
+    metrics.total.with_label_values(&["accepted"]).inc();
+    spawn_relay(shared, admitted, config, client_upgrade, upstream_upgrade);
+    Ok(resp)
+}
+
+/// Who may open the tunnel under `gate`, and until when.
+fn admit(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    gate: Gate,
+) -> Result<Admitted, SessionRejected> {
+    match gate {
         Gate::Open => Ok(Admitted {
             session: None,
             sid: String::new(),
             user: String::new(),
             exp: None,
         }),
-        Gate::Session => session(shared, &req).map(|(claims, carrier)| Admitted {
+        Gate::Session => session(shared, req).map(|(claims, carrier)| Admitted {
             sid: claims.sid.clone(),
             user: claims.sub.clone(),
             exp: Some(claims.exp),
             session: Some((claims, carrier)),
         }),
-        Gate::DittoToken => match crate::doors::ditto::known_token(shared, req.headers()) {
+        Gate::DittoToken => match shared.ditto_tokens.find(req.headers()) {
             Some(known) => Ok(Admitted {
                 session: None,
                 sid: String::new(),
                 user: known.user.clone(),
                 exp: Some(known.expires_at),
             }),
-            None => Err(respond::invalid_token(
-                "an access token issued by the sync server is required",
-            )),
+            None => Err(SessionRejected::UnknownAccessToken),
         },
-    };
-    let admitted = match admitted {
-        Ok(a) => a,
-        Err(resp) => {
-            metrics.total.with_label_values(&["rejected"]).inc();
-            return resp;
-        }
-    };
-    // Until the tunnel is registered, shutdown waits for this handshake.
-    let _opening = shared.tunnels.opening();
+    }
+}
 
-    let client_upgrade = hyper::upgrade::on(&mut req);
-    let (mut parts, _body) = req.into_parts();
-    let offered_protocols = protocol_entries(&parts.headers);
+/// The handshake the sync server receives: the canonical target without any ticket, a classic
+/// HTTP/1.1 upgrade whatever the client spoke, every credential removed and the identity added.
+fn upstream_request(
+    shared: &Shared,
+    mut parts: http::request::Parts,
+    peer: Peer,
+    config: &Config,
+    kind: Handshake,
+    admitted: &Admitted,
+) -> Request<Body> {
     let path_and_query = without_ticket(&parts.uri);
     parts.uri = path_and_query
         .parse()
@@ -257,26 +304,17 @@ pub(crate) async fn handle(
     if let Some((claims, carrier)) = &admitted.session {
         present_identity(shared, &mut parts.headers, claims, *carrier, config);
     }
-    let upstream_req = Request::from_parts(parts, respond::full(bytes::Bytes::new()));
-    let mut upstream_resp = match shared.forwarder.send(upstream_req, config).await {
-        Ok(r) => r,
-        Err(error) => {
-            metrics.total.with_label_values(&["rejected"]).inc();
-            shared.count_upstream_error(&error);
-            tracing::warn!(peer = %peer.addr, %error, "websocket upstream failed");
-            return respond::upstream_error(&error);
-        }
-    };
-    if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // The sync server refused: its answer goes back as it is.
-        metrics.total.with_label_values(&["rejected"]).inc();
-        let (mut parts, body) = upstream_resp.into_parts();
-        crate::gateway::headers::remove_hop_by_hop(&mut parts.headers, false);
-        return Response::from_parts(parts, body.map_err(respond::BoxError::from).boxed_unsync());
-    }
+    Request::from_parts(parts, body::empty())
+}
 
-    let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
-    let mut resp = Response::new(respond::full(bytes::Bytes::new()));
+/// The client's side of an accepted handshake: 101 (HTTP/1.1) or 200 (HTTP/2), with the
+/// subprotocol and extensions the sync server chose.
+fn client_response(
+    kind: Handshake,
+    upstream: &HeaderMap,
+    offered_protocols: &[String],
+) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
     *resp.status_mut() = match kind {
         Handshake::Upgrade => StatusCode::SWITCHING_PROTOCOLS,
         Handshake::Connect => StatusCode::OK,
@@ -286,7 +324,7 @@ pub(crate) async fn handle(
         header::SEC_WEBSOCKET_PROTOCOL,
         header::SEC_WEBSOCKET_EXTENSIONS,
     ] {
-        if let Some(v) = upstream_resp.headers().get(&name) {
+        if let Some(v) = upstream.get(&name) {
             h.insert(name, v.clone());
         }
     }
@@ -315,16 +353,25 @@ pub(crate) async fn handle(
         Handshake::Upgrade => {
             h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            if let Some(v) = upstream_resp.headers().get(header::SEC_WEBSOCKET_ACCEPT) {
+            if let Some(v) = upstream.get(header::SEC_WEBSOCKET_ACCEPT) {
                 h.insert(header::SEC_WEBSOCKET_ACCEPT, v.clone());
             }
         }
         Handshake::Connect => {}
     }
+    resp
+}
 
-    metrics.total.with_label_values(&["accepted"]).inc();
-    let close_grace = config.auth.session.close_grace;
-    let deadline = deadline_for(admitted.exp, close_grace);
+/// Registers the tunnel under its session and relays the two upgraded connections in a task of
+/// its own until a side closes or the registry closes it.
+fn spawn_relay(
+    shared: &Arc<Shared>,
+    admitted: Admitted,
+    config: &Config,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    upstream_upgrade: hyper::upgrade::OnUpgrade,
+) {
+    let deadline = deadline_for(admitted.exp, config.auth.session.close_grace);
     let (registration, ctl) = shared
         .tunnels
         .register(&admitted.sid, &admitted.user, deadline);
@@ -353,17 +400,6 @@ pub(crate) async fn handle(
         tracing::debug!(reason = ended.label(), "tunnel closed");
         drop(registration);
     });
-    resp
-}
-
-/// When a tunnel of a session expiring at `exp` (Unix seconds) must close; far away when it has none.
-pub(crate) fn deadline_for(exp: Option<u64>, grace: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    match exp {
-        Some(exp) => now + Duration::from_secs(exp.saturating_sub(unix_now())) + grace,
-        // Ungated tunnels live until a side closes; a year stands in for never.
-        None => now + Duration::from_secs(365 * 24 * 3600),
-    }
 }
 
 /// Closes every tunnel with 1001, whatever its gate, and any still opening as it opens, and

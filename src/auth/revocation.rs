@@ -16,7 +16,7 @@ use moka::Expiry;
 use moka::sync::Cache;
 
 use super::session::SessionClaims;
-use super::webhook::unix_now;
+use crate::clock::unix_now;
 
 /// Seconds every entry outlives the last moment a token of its family could verify: covers a
 /// refresh that raced the revocation, the second-granular `exp`, and clocks that differ a little

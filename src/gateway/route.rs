@@ -2,10 +2,11 @@
 
 use http::{Method, Request, Uri};
 
-use super::canonical::{self, TargetError};
-use super::headers;
+use crate::canonical::{self, TargetError};
 use crate::config::Config;
-use crate::tunnel::Handshake;
+use crate::headers;
+use crate::respond::Refusal;
+use crate::tunnel::{Gate, Handshake};
 
 /// The door a request takes; its label is the bounded `route` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,28 +31,6 @@ pub(crate) enum Route {
     ServerOptions,
     /// A plain HTTP request, forwarded to the sync server.
     Forward,
-}
-
-/// Why a request is answered before any door sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Refusal {
-    /// A plain `CONNECT` (HTTP/1.1 or HTTP/2): drawbridge is no forward proxy.
-    #[error("CONNECT is not served")]
-    Connect,
-    /// An RFC 8441 extended CONNECT whose `:protocol` is not exactly `websocket`.
-    #[error("extended CONNECT is served for the websocket protocol only")]
-    ConnectProtocol,
-    /// `Upgrade: websocket` on something other than an HTTP/1.1 GET (RFC 6455 §4.1).
-    #[error("a websocket handshake must be an HTTP/1.1 GET")]
-    UpgradeMethod,
-    /// The request target has no canonical form.
-    #[error(transparent)]
-    Target(#[from] TargetError),
-}
-
-impl Refusal {
-    /// The `route` metric label of every refused request.
-    pub(crate) const LABEL: &'static str = "refused";
 }
 
 /// Refuses what no door may see, and rewrites the target of everything else to its canonical
@@ -159,6 +138,29 @@ pub(crate) fn is_public_upgrade(path: &str, config: &Config) -> bool {
         // Config refuses `/`; should one ever get here, it still opens nothing.
         .filter(|prefix| !prefix.trim_end_matches('/').is_empty())
         .any(|prefix| canonical::has_segment_prefix(path, prefix))
+}
+
+/// The provider named in an aggregator path, `/auth/webhook/<provider>`; none on `/auth/webhook`.
+pub(crate) fn webhook_provider(path: &str) -> Option<&str> {
+    path.strip_prefix("/auth/webhook/")
+        .filter(|p| !p.is_empty())
+}
+
+/// The login API's action, the path after `/auth/`.
+pub(crate) fn login_action(path: &str) -> &str {
+    path.trim_start_matches("/auth/")
+}
+
+/// What a websocket on the Ditto sync path needs: a token the sync server issued when so
+/// configured, else nothing under a public path, else a session.
+pub(crate) fn ditto_ws_gate(path: &str, config: &Config) -> Gate {
+    if config.ditto.require_known_token {
+        Gate::DittoToken
+    } else if is_public_upgrade(path, config) {
+        Gate::Open
+    } else {
+        Gate::Session
+    }
 }
 
 #[cfg(test)]

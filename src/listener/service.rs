@@ -14,8 +14,8 @@ use hyper::body::Incoming;
 use hyper::service::Service;
 
 use super::activity::{Activity, Busy};
+use crate::body::{self, BoxError};
 use crate::gateway::GatewayService;
-use crate::gateway::respond::{self, BoxError};
 
 /// [`GatewayService`] plus the connection's [`Activity`].
 #[derive(Clone)]
@@ -57,7 +57,7 @@ impl Service<Request<Incoming>> for Tracked {
 
 /// A response body that keeps its request counted as in flight until hyper drops it.
 pub(super) struct TrackedBody {
-    inner: respond::Body,
+    inner: body::Body,
     _busy: Busy,
 }
 

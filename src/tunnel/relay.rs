@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::frames::{CloseFrame, FrameTracker};
-use super::registry::{CloseReason, Ctl};
+use crate::registry::{CloseReason, Ctl};
 
 /// Bytes read at once per direction while data flows; borrowed from a pool for the burst.
 const BUF_BYTES: usize = 8 * 1024;

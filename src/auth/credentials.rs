@@ -4,7 +4,7 @@
 //! A session rides as `Authorization: Bearer <token>`, a `Sec-WebSocket-Protocol` entry
 //! `drawbridge.bearer.<token>`, the `drawbridge_session` cookie, or a single-use ticket in
 //! `?ticket=`. Each carrier has one parser here, used where the session is looked for (the login
-//! doors, the tunnel gate) and where it is removed ([`strip`], called by `forward::rewrite_head`,
+//! doors, the tunnel gate, the Ditto token gate) and where it is removed ([`strip`], called by `forward::rewrite_head`,
 //! which plain requests, upgrades and relayed Ditto logins all go through), so finding and removing
 //! can never disagree on what a carrier looks like.
 //!
@@ -18,6 +18,7 @@
 //! A bearer token of another issuer is the client's business with the sync server and passes.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,6 +26,8 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Uri, header};
 use serde::Deserialize;
 
+use super::revocation::Revocations;
+use super::session::{SessionClaims, SessionError, Sessions};
 use crate::config::auth::SessionConfig;
 
 /// The session cookie's name.
@@ -44,6 +47,57 @@ pub(crate) fn strip(parts: &mut http::request::Parts, session: &SessionConfig) {
     strip_protocols(&mut parts.headers, &ours);
     strip_cookies(&mut parts.headers, &ours);
     strip_ticket(&mut parts.uri);
+}
+
+/// Why a presented session credential opens nothing; the text is what the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SessionRejected {
+    /// No carrier held a session token.
+    #[error("no session token")]
+    Missing,
+    /// A websocket handshake without any session.
+    #[error("a session is required to open this websocket")]
+    Required,
+    /// The session was revoked (logout or admin).
+    #[error("session revoked")]
+    Revoked,
+    /// The session token's `exp` has passed.
+    #[error("session expired")]
+    Expired,
+    /// Not a session token drawbridge signed.
+    #[error("session token invalid")]
+    Invalid,
+    /// The login decision behind the session has expired, so it cannot be refreshed.
+    #[error("the login behind this session has expired; log in again")]
+    LoginExpired,
+    /// An upgrade ticket that is unknown, already redeemed, revoked or expired.
+    #[error("ticket invalid, used or expired")]
+    Ticket,
+    /// A Ditto websocket handshake without an access token drawbridge saw issued.
+    #[error("an access token issued by the sync server is required")]
+    UnknownAccessToken,
+}
+
+/// Verifies a session token and checks the revocation list.
+///
+/// # Errors
+/// [`SessionRejected::Revoked`], [`SessionRejected::Expired`] or [`SessionRejected::Invalid`].
+pub(crate) fn verify_session(
+    sessions: &Sessions,
+    revocations: &Revocations,
+    token: &str,
+) -> Result<Arc<SessionClaims>, SessionRejected> {
+    match sessions.verify(token) {
+        Ok(claims) if revocations.is_revoked(&claims) => Err(SessionRejected::Revoked),
+        Ok(claims) => Ok(Arc::new(claims)),
+        Err(SessionError::Expired) => Err(SessionRejected::Expired),
+        Err(_) => Err(SessionRejected::Invalid),
+    }
+}
+
+/// The session token of a login API call: `Authorization: Bearer` (any case), else the session cookie.
+pub(crate) fn session_token(headers: &HeaderMap) -> Option<&str> {
+    authorization_bearer(headers).or_else(|| cookie(headers, SESSION_COOKIE))
 }
 
 // === Ours ===
