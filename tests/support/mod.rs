@@ -1,12 +1,14 @@
 #![allow(dead_code, unused_imports, unreachable_pub)]
-//! Shared test parts: certificates made at test time, a real gateway on 127.0.0.1:0,
-//! a recording upstream, TLS clients, metrics reading, and polling with a deadline.
+//! Shared test parts: certificates made at test time, a real gateway on 127.0.0.1:0, one stub
+//! server under every stand-in (webhook, upstream, Ditto, JWKS), TLS clients, metrics reading,
+//! and polling with a deadline.
 
 pub mod certs;
 pub mod client;
 pub mod ditto;
 pub mod nginx;
 pub mod process;
+pub mod server;
 pub mod tokens;
 pub mod upstream;
 pub mod webhook;
@@ -20,6 +22,7 @@ use drawbridge::{App, Config};
 use tokio::sync::oneshot;
 
 pub use certs::{Ca, Issued};
+pub use server::{Served, serve};
 pub use upstream::Upstream;
 pub use webhook::{Reply, Webhook};
 
