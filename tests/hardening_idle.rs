@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use support::{Gateway, Upstream, Webhook, client, login_body, metric, pace, post_json};
+use support::{Gateway, Upstream, Webhook, client, login, metric, pace};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -615,32 +615,18 @@ async fn connection_that_keeps_sending_requests_is_not_closed() {
 
 // --- Tunnels are not idle -------------------------------------------------------------------
 
-async fn session(gw: &Gateway) -> String {
-    let http = client::https(&gw.ca.pem(), false);
-    let (status, _, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("app", "demo", "olga-token"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["sessionToken"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn websocket_tunnels_idle_past_the_idle_timeout_stay_open() {
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = Gateway::builder(up.url())
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n{}",
-            hook.url(),
-            limits("header_read_timeout_ms = 400\nidle_timeout_ms = 400")
+        .demo_provider(&hook)
+        .extra(&limits(
+            "header_read_timeout_ms = 400\nidle_timeout_ms = 400",
         ))
         .spawn()
         .await;
-    let token = session(&gw).await;
+    let token = login(&gw, "app", "demo", "olga-token").await.session();
 
     // HTTP/1.1 upgrade.
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use support::nginx::Nginx;
 use support::ws::{raw_handshake, read_exact};
-use support::{Gateway, Upstream, Webhook, client, login_body, metric, post_json};
+use support::{Gateway, Upstream, Webhook, client, login, metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A sync server behind its own normalising nginx: `/sync` and `/public` (as nginx reads them:
@@ -30,25 +30,9 @@ async fn front(standin: &Upstream) -> Nginx {
 async fn gateway(upstream: &str, hook: &Webhook, upstream_settings: &str) -> Gateway {
     Gateway::builder(upstream)
         .upstream_setting(upstream_settings)
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n",
-            hook.url()
-        ))
+        .demo_provider(hook)
         .spawn()
         .await
-}
-
-async fn login(gw: &Gateway, token: &str) -> String {
-    let http = client::https(&gw.ca.pem(), false);
-    let (status, _, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("app", "demo", token),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["sessionToken"].as_str().unwrap().to_owned()
 }
 
 type H2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
@@ -209,7 +193,7 @@ async fn every_legal_spelling_with_a_session_reaches_the_sync_server_as_the_cano
     let nginx = front(&standin).await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&nginx.url(), &hook, "").await;
-    let token = login(&gw, "alma-token").await;
+    let token = login(&gw, "app", "demo", "alma-token").await.session();
     let bearer = format!("Bearer {token}");
     for (target, canonical) in [
         ("/sync", "/sync"),
@@ -291,7 +275,7 @@ async fn ambiguous_paths_get_400_and_never_reach_the_sync_server() {
     let nginx = front(&standin).await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&nginx.url(), &hook, "").await;
-    let token = login(&gw, "bo-token").await;
+    let token = login(&gw, "app", "demo", "bo-token").await.session();
     let bearer = format!("Bearer {token}");
     let ambiguous = [
         "/sync%2Froom",

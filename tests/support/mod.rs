@@ -133,6 +133,30 @@ impl GatewayBuilder {
         self
     }
 
+    /// A `[providers.<name>]` webhook provider calling `hook`. Settings added next with
+    /// [`GatewayBuilder::extra`], before any other table, belong to this provider.
+    pub fn webhook_provider(self, name: &str, hook: &Webhook) -> Self {
+        self.extra(&format!(
+            "[providers.{name}]\nkind = \"webhook\"\nurl = \"{}\"",
+            hook.url()
+        ))
+    }
+
+    /// The provider most tests log in with: the webhook provider `demo`, calling `hook`.
+    pub fn demo_provider(self, hook: &Webhook) -> Self {
+        self.webhook_provider("demo", hook)
+    }
+
+    /// `upstream.public_upgrade_paths`: upgrades under these paths open without a session.
+    pub fn public_upgrade_paths(self, paths: &[&str]) -> Self {
+        self.upstream_setting(&format!("public_upgrade_paths = {paths:?}"))
+    }
+
+    /// No login rate limit, for tests that log in faster than one client may.
+    pub fn rate_limit_off(self) -> Self {
+        self.extra("[rate_limit]\nenabled = false")
+    }
+
     pub fn plaintext(mut self) -> Self {
         self.plaintext = true;
         self
@@ -192,6 +216,66 @@ impl GatewayBuilder {
             "gateway never became ready"
         );
         gw
+    }
+}
+
+/// Where a client reaches drawbridge: an in-process [`Gateway`] or a [`process::Running`] binary.
+pub trait Front {
+    /// The PEM of the CA that issued the gateway's certificate.
+    fn ca_pem(&self) -> String;
+    /// `https://127.0.0.1:<port><path>`.
+    fn https_url(&self, path: &str) -> String;
+}
+
+impl Front for Gateway {
+    fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    fn https_url(&self, path: &str) -> String {
+        self.url(path)
+    }
+}
+
+impl Front for process::Running {
+    fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    fn https_url(&self, path: &str) -> String {
+        self.url(path)
+    }
+}
+
+/// What the native login door answered.
+pub struct Login {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Login {
+    /// The session token; panics with the answer unless the login succeeded.
+    pub fn session(&self) -> String {
+        assert_eq!(self.status, 200, "{}", self.body);
+        self.body["sessionToken"].as_str().unwrap().to_owned()
+    }
+}
+
+/// `POST /auth/login` with `token` for `provider` in `app`, over a new HTTPS client.
+pub async fn login(front: &impl Front, app: &str, provider: &str, token: &str) -> Login {
+    let http = client::https(&front.ca_pem(), false);
+    let (status, headers, body) = post_json(
+        &http,
+        &front.https_url("/auth/login"),
+        &login_body(app, provider, token),
+        None,
+    )
+    .await;
+    Login {
+        status,
+        headers,
+        body,
     }
 }
 
