@@ -9,7 +9,6 @@ use futures_util::{SinkExt, StreamExt};
 use support::ditto::{CHALLENGE_REPLY, DittoServer};
 use support::{Gateway, Login, Webhook, client, login, metric};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn gateway(sync: &DittoServer, hook: &Webhook, ditto: &str) -> Gateway {
     Gateway::builder(sync.url())
@@ -132,28 +131,14 @@ async fn allowed_login_is_relayed_byte_for_byte_and_its_reply_unchanged() {
     assert_eq!(hook.calls(), 1);
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+use support::ws::Ws;
 
 async fn ditto_ws(
     gw: &Gateway,
     header: Option<(&str, &str)>,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
-    let mut req = format!("wss://localhost:{}/_ditto/ws", gw.addr.port())
-        .into_client_request()
-        .unwrap();
-    if let Some((k, v)) = header {
-        req.headers_mut().insert(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    tokio_tungstenite::client_async(req, tls)
-        .await
-        .map(|(ws, _)| ws)
+    let headers: Vec<_> = header.into_iter().collect();
+    support::ws::client(gw.addr, &gw.ca.pem(), "/_ditto/ws", &headers).await
 }
 
 #[tokio::test]

@@ -45,20 +45,6 @@ fn status_of(answer: &str) -> u16 {
 
 type H2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
-async fn h2(gw: &Gateway) -> H2 {
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"h2"])
-        .await
-        .unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    send
-}
-
 async fn h2_send(
     send: &mut H2,
     req: http::Request<Empty<Bytes>>,
@@ -115,7 +101,7 @@ async fn http2_plain_connect_gets_405() {
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up, &hook).await;
     let token = login(&gw, "app", "demo", "di-token").await.session();
-    let mut send = h2(&gw).await;
+    let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     for authority in [
         "localhost:443".to_owned(),
         up.addr.to_string(),
@@ -143,7 +129,7 @@ async fn http2_extended_connect_for_any_protocol_but_websocket_gets_400() {
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up, &hook).await;
     let token = login(&gw, "app", "demo", "ed-token").await.session();
-    let mut send = h2(&gw).await;
+    let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     let connect = |protocol: &'static str, path: &str, bearer: Option<&str>| {
         let mut req = http::Request::builder()
             .method(http::Method::CONNECT)

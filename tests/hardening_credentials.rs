@@ -432,16 +432,7 @@ async fn upgrades_reach_the_sync_server_without_credentials() {
 #[tokio::test]
 async fn http2_websocket_reaches_the_sync_server_without_credentials() {
     let bed = bed().await;
-    let tls = client::connect_tls(bed.gw.addr, &bed.gw.ca.pem(), None, &[b"h2"])
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = client::h2(bed.gw.addr, &bed.gw.ca.pem()).await;
     let t = &bed.token;
     let mut req = http::Request::builder()
         .method(http::Method::CONNECT)

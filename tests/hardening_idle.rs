@@ -567,13 +567,7 @@ async fn connection_that_keeps_sending_requests_is_not_closed() {
     // HTTP/1.1: one connection, a request every 150 ms for three idle timeouts.
     let mut h1 = tls(&gw, b"http/1.1").await;
     // HTTP/2: the same over one hyper client connection.
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls(&gw, b"h2").await),
-    )
-    .await
-    .unwrap();
-    let h2_conn = tokio::spawn(conn);
+    let (mut h2, h2_conn) = client::h2_over(tls(&gw, b"h2").await).await;
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < Duration::from_millis(1200) {
@@ -640,13 +634,7 @@ async fn websocket_tunnels_idle_past_the_idle_timeout_stay_open() {
         .unwrap();
 
     // RFC 8441 over HTTP/2, with a second stream on the same connection afterwards.
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls(&gw, b"h2").await),
-    )
-    .await
-    .unwrap();
-    let h2_conn = tokio::spawn(conn);
+    let (mut h2, h2_conn) = client::h2_over(tls(&gw, b"h2").await).await;
     let connect = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(format!("https://localhost:{}/sync/h2", gw.addr.port()))
@@ -889,13 +877,7 @@ async fn oversized_http2_header_lists_are_refused_and_never_forwarded() {
         .await;
 
     // An honest client (hyper) sending a 100 KiB header.
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls(&gw, b"h2").await),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut h2, _) = client::h2_over(tls(&gw, b"h2").await).await;
     let req = http::Request::get("https://localhost/big")
         .header("x-big", "a".repeat(100 * 1024))
         .body(http_body_util::Empty::<bytes::Bytes>::new())

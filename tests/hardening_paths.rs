@@ -37,20 +37,6 @@ async fn gateway(upstream: &str, hook: &Webhook, upstream_settings: &str) -> Gat
 
 type H2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
-async fn h2(gw: &Gateway) -> H2 {
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"h2"])
-        .await
-        .unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    send
-}
-
 /// An RFC 8441 websocket CONNECT on `path`; its status.
 async fn h2_websocket(send: &mut H2, gw: &Gateway, path: &str, bearer: Option<&str>) -> u16 {
     let mut req = http::Request::builder()
@@ -153,7 +139,7 @@ async fn every_spelling_of_a_path_without_a_session_gets_401_and_never_reaches_t
         let (_, status, head) = raw_handshake(gw.addr, &gw.ca.pem(), target, &[]).await;
         assert_eq!(status, 401, "{target}: {head}");
     }
-    let mut send = h2(&gw).await;
+    let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     for path in GATED_H2 {
         assert_eq!(
             h2_websocket(&mut send, &gw, path, None).await,
@@ -219,7 +205,7 @@ async fn every_legal_spelling_with_a_session_reaches_the_sync_server_as_the_cano
         assert_eq!(last.uri, canonical, "{target}");
         assert_eq!(last.headers["x-drawbridge-user"], "alma", "{target}");
     }
-    let mut send = h2(&gw).await;
+    let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     for path in GATED_H2.iter().filter(|p| !p.contains("SYNC")) {
         assert_eq!(
             h2_websocket(&mut send, &gw, path, Some(&token)).await,
@@ -331,7 +317,7 @@ async fn ambiguous_paths_get_400_and_never_reach_the_sync_server() {
         assert_eq!(json["status"], 400, "{target}");
         refused += 1;
     }
-    let mut send = h2(&gw).await;
+    let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     for path in ["/sync%2Froom", "/sync%00", "/..;/sync", "/%5Csync"] {
         assert_eq!(
             h2_websocket(&mut send, &gw, path, Some(&token)).await,
@@ -390,7 +376,7 @@ async fn public_path_opens_without_a_session_and_nothing_beside_it_does() {
     }
     let (_, status, _) = raw_handshake(gw.addr, &gw.ca.pem(), "/public/..;/sync", &[]).await;
     assert_eq!(status, 400);
-    let mut send = h2(&gw).await;
+    let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     assert_eq!(h2_websocket(&mut send, &gw, "//public/h2", None).await, 200);
     assert_eq!(standin.seen().last().unwrap().uri, "/public/h2");
     assert_eq!(h2_websocket(&mut send, &gw, "/publicx", None).await, 401);

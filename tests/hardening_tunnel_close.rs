@@ -15,7 +15,6 @@ use support::{Gateway, Webhook, client, login, metric};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -41,22 +40,9 @@ async fn connect(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Ws {
-    let tls = client::connect_tls(addr, ca_pem, None, &[b"http/1.1"])
-        .await
-        .unwrap();
-    let mut req = format!("wss://localhost:{}{path}", addr.port())
-        .into_client_request()
-        .unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    tokio_tungstenite::client_async(req, tls)
+    support::ws::client(addr, ca_pem, path, headers)
         .await
         .unwrap_or_else(|e| panic!("handshake on {path} failed: {e}"))
-        .0
 }
 
 /// A tungstenite client over an HTTP/2 extended CONNECT (RFC 8441) stream, with no credential.
@@ -65,16 +51,7 @@ async fn connect_h2(
     ca_pem: &str,
     path: &str,
 ) -> WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
-    let tls = client::connect_tls(addr, ca_pem, None, &[b"h2"])
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = client::h2(addr, ca_pem).await;
     let req = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(format!("https://localhost:{}{path}", addr.port()))

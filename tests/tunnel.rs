@@ -10,7 +10,6 @@ use support::ws::{RawUpstream, frame, raw_handshake, read_exact};
 use support::{Gateway, Upstream, Webhook, client, login, metric, post_json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 async fn gateway(upstream: &str, hook: &Webhook, extra: &str) -> Gateway {
@@ -21,8 +20,7 @@ async fn gateway(upstream: &str, hook: &Webhook, extra: &str) -> Gateway {
         .await
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+use support::ws::Ws;
 
 /// A tungstenite client through the gateway's TLS, with extra handshake headers.
 async fn connect(
@@ -30,21 +28,7 @@ async fn connect(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
-    let mut req = format!("wss://localhost:{}{path}", gw.addr.port())
-        .into_client_request()
-        .unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    tokio_tungstenite::client_async(req, tls)
-        .await
-        .map(|(ws, _)| ws)
+    support::ws::client(gw.addr, &gw.ca.pem(), path, headers).await
 }
 
 async fn echo_ok(ws: &mut Ws, text: &str) {
@@ -573,13 +557,7 @@ async fn http2_extended_connect_websocket_is_gated_and_relayed() {
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _) = client::h2_over(tls).await;
     let connect = |bearer: Option<&str>| {
         let mut req = http::Request::builder()
             .method(http::Method::CONNECT)

@@ -99,6 +99,37 @@ where
     send
 }
 
+/// An HTTP/2 connection over an existing stream, and the task driving it.
+pub async fn h2_over<S, B>(
+    stream: S,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+/// An HTTP/2 connection over TLS (ALPN h2) to `addr`.
+pub async fn h2<B>(addr: SocketAddr, ca_pem: &str) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tls = connect_tls(addr, ca_pem, None, &[b"h2"]).await.unwrap();
+    h2_over(tls).await.0
+}
+
 /// A GET over plain HTTP; `(status, body)`, or `(0, error)` when the connection fails.
 pub async fn get_text(url: &str) -> (u16, String) {
     let client: Client<HttpConnector, Full<Bytes>> =

@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::server::{Body, Served, json, serve};
+use super::server::{Body, Served, json, read_body, serve};
 
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -83,12 +82,7 @@ async fn handle(
         });
         return switching;
     }
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let body = read_body(req).await;
     log.lock().unwrap().push(Received {
         method,
         uri,

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::server::{Body, Served, json, serve};
+use super::server::{Body, Served, json, read_body, serve};
 
 /// One scripted answer.
 #[derive(Clone)]
@@ -161,12 +160,7 @@ async fn answer(
         cancelled,
     };
     let headers = req.headers().clone();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = read_body(req).await;
     log.lock().unwrap().push(Call {
         headers,
         body: body.clone(),

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
@@ -120,6 +121,33 @@ impl RawUpstream {
     pub fn any(&mut self) -> bool {
         !self.tunnels.is_empty()
     }
+}
+
+/// A tungstenite client over TLS to `addr`.
+pub type Ws = WebSocketStream<TlsStream<TcpStream>>;
+
+/// A tungstenite client through the gateway's TLS over HTTP/1.1, with extra handshake headers.
+pub async fn client(
+    addr: SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let tls = super::client::connect_tls(addr, ca_pem, None, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let mut req = format!("wss://localhost:{}{path}", addr.port())
+        .into_client_request()
+        .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    tokio_tungstenite::client_async(req, tls)
+        .await
+        .map(|(ws, _)| ws)
 }
 
 /// A raw HTTP/1.1 websocket handshake over TLS; returns the stream positioned after the response
