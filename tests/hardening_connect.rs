@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
-use support::{Gateway, Upstream, Webhook, client, login, metric};
+use support::{Gateway, Upstream, Webhook, client, login, metric, status_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn gateway(up: &Upstream, hook: &Webhook) -> Gateway {
@@ -34,13 +34,6 @@ async fn exchange(gw: &Gateway, raw: &[u8]) -> String {
         String::from_utf8_lossy(raw)
     );
     String::from_utf8_lossy(&got).into_owned()
-}
-
-fn status_of(answer: &str) -> u16 {
-    answer
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
 }
 
 type H2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;

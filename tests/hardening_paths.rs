@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use support::nginx::Nginx;
 use support::ws::{raw_handshake, read_exact};
-use support::{Gateway, Upstream, Webhook, client, login, metric};
+use support::{Gateway, Upstream, Webhook, client, login, metric, status_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A sync server behind its own normalising nginx: `/sync` and `/public` (as nginx reads them:
@@ -75,13 +75,6 @@ async fn raw_request(gw: &Gateway, method: &str, target: &str, headers: &[(&str,
         "{method} {target}: the connection stayed open"
     );
     String::from_utf8_lossy(&got).into_owned()
-}
-
-fn status_of(answer: &str) -> u16 {
-    answer
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
 }
 
 /// Spellings of gated paths, HTTP/1.1 request targets as sent.

@@ -149,6 +149,14 @@ pub async fn get_text(url: &str) -> (u16, String) {
     }
 }
 
+/// The status code of a raw HTTP/1.1 answer (`HTTP/1.1 200 OK...`).
+pub fn status_of(answer: &str) -> u16 {
+    answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
 /// Reads a whole response body as JSON.
 pub async fn json(resp: http::Response<hyper::body::Incoming>) -> serde_json::Value {
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();

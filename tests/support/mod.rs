@@ -22,6 +22,7 @@ use drawbridge::{App, Config};
 use tokio::sync::oneshot;
 
 pub use certs::{Ca, Issued};
+pub use client::status_of;
 pub use server::{Served, serve};
 pub use upstream::Upstream;
 pub use webhook::{Reply, Webhook};
