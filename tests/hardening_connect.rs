@@ -9,31 +9,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
-use support::{Gateway, Upstream, Webhook, client, login_body, metric, post_json};
+use support::{Gateway, Upstream, Webhook, client, login, metric, status_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn gateway(up: &Upstream, hook: &Webhook) -> Gateway {
     Gateway::builder(up.url())
-        .upstream_setting("public_upgrade_paths = [\"/public\"]")
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n",
-            hook.url()
-        ))
+        .public_upgrade_paths(&["/public"])
+        .demo_provider(hook)
         .spawn()
         .await
-}
-
-async fn login(gw: &Gateway, token: &str) -> String {
-    let http = client::https(&gw.ca.pem(), false);
-    let (status, _, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("app", "demo", token),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["sessionToken"].as_str().unwrap().to_owned()
 }
 
 /// Writes `raw` over a fresh HTTP/1.1 TLS connection and reads until the gateway closes it.
@@ -52,28 +36,7 @@ async fn exchange(gw: &Gateway, raw: &[u8]) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-fn status_of(answer: &str) -> u16 {
-    answer
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
-}
-
 type H2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
-
-async fn h2(gw: &Gateway) -> H2 {
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"h2"])
-        .await
-        .unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    send
-}
 
 async fn h2_send(
     send: &mut H2,
@@ -88,7 +51,7 @@ async fn http1_connect_gets_405_and_the_connection_closes_before_any_tunnel_byte
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up, &hook).await;
-    let token = login(&gw, "cy-token").await;
+    let token = login(&gw, "app", "demo", "cy-token").await.session();
     let upstream_authority = up.addr.to_string();
     for target in [
         "localhost:443",
@@ -130,8 +93,8 @@ async fn http2_plain_connect_gets_405() {
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up, &hook).await;
-    let token = login(&gw, "di-token").await;
-    let mut send = h2(&gw).await;
+    let token = login(&gw, "app", "demo", "di-token").await.session();
+    let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     for authority in [
         "localhost:443".to_owned(),
         up.addr.to_string(),
@@ -158,8 +121,8 @@ async fn http2_extended_connect_for_any_protocol_but_websocket_gets_400() {
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up, &hook).await;
-    let token = login(&gw, "ed-token").await;
-    let mut send = h2(&gw).await;
+    let token = login(&gw, "app", "demo", "ed-token").await.session();
+    let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     let connect = |protocol: &'static str, path: &str, bearer: Option<&str>| {
         let mut req = http::Request::builder()
             .method(http::Method::CONNECT)

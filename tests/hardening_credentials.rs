@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use support::upstream::Seen;
 use support::ws::raw_handshake;
-use support::{Gateway, Upstream, Webhook, client, login_body, post_json, tokens};
+use support::{Gateway, Upstream, Webhook, client, login, post_json, tokens};
 
 /// Read independently of the gateway: a name some stack reads as `x-drawbridge-*`.
 fn reads_as_identity(name: &str) -> bool {
@@ -38,28 +38,13 @@ async fn bed() -> Bed {
     let hook = Webhook::users(3600).await;
     let up = Upstream::start().await;
     let gw = Gateway::builder(up.url())
-        .upstream_setting("public_upgrade_paths = [\"/public\"]")
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n",
-            hook.url()
-        ))
+        .public_upgrade_paths(&["/public"])
+        .demo_provider(&hook)
         .spawn()
         .await;
+    let token = login(&gw, "app", "demo", "alice-token").await.session();
+    let revoked = login(&gw, "app", "demo", "alice-token").await.session();
     let http = client::https(&gw.ca.pem(), false);
-    let mut tokens = Vec::new();
-    for _ in 0..2 {
-        let (status, _, body) = post_json(
-            &http,
-            &gw.url("/auth/login"),
-            &login_body("app", "demo", "alice-token"),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        tokens.push(body["sessionToken"].as_str().unwrap().to_owned());
-    }
-    let revoked = tokens.pop().unwrap();
-    let token = tokens.pop().unwrap();
     let (status, _, _) = post_json(
         &http,
         &gw.url("/auth/logout"),
@@ -447,16 +432,7 @@ async fn upgrades_reach_the_sync_server_without_credentials() {
 #[tokio::test]
 async fn http2_websocket_reaches_the_sync_server_without_credentials() {
     let bed = bed().await;
-    let tls = client::connect_tls(bed.gw.addr, &bed.gw.ca.pem(), None, &[b"h2"])
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = client::h2(bed.gw.addr, &bed.gw.ca.pem()).await;
     let t = &bed.token;
     let mut req = http::Request::builder()
         .method(http::Method::CONNECT)

@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use support::{Gateway, Upstream, Webhook, client, login_body, metric, pace, post_json};
+use support::{Gateway, Upstream, Webhook, client, login, metric, pace};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -567,13 +567,7 @@ async fn connection_that_keeps_sending_requests_is_not_closed() {
     // HTTP/1.1: one connection, a request every 150 ms for three idle timeouts.
     let mut h1 = tls(&gw, b"http/1.1").await;
     // HTTP/2: the same over one hyper client connection.
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls(&gw, b"h2").await),
-    )
-    .await
-    .unwrap();
-    let h2_conn = tokio::spawn(conn);
+    let (mut h2, h2_conn) = client::h2_over(tls(&gw, b"h2").await).await;
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < Duration::from_millis(1200) {
@@ -615,32 +609,18 @@ async fn connection_that_keeps_sending_requests_is_not_closed() {
 
 // --- Tunnels are not idle -------------------------------------------------------------------
 
-async fn session(gw: &Gateway) -> String {
-    let http = client::https(&gw.ca.pem(), false);
-    let (status, _, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("app", "demo", "olga-token"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["sessionToken"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn websocket_tunnels_idle_past_the_idle_timeout_stay_open() {
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = Gateway::builder(up.url())
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n{}",
-            hook.url(),
-            limits("header_read_timeout_ms = 400\nidle_timeout_ms = 400")
+        .demo_provider(&hook)
+        .extra(&limits(
+            "header_read_timeout_ms = 400\nidle_timeout_ms = 400",
         ))
         .spawn()
         .await;
-    let token = session(&gw).await;
+    let token = login(&gw, "app", "demo", "olga-token").await.session();
 
     // HTTP/1.1 upgrade.
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
@@ -654,13 +634,7 @@ async fn websocket_tunnels_idle_past_the_idle_timeout_stay_open() {
         .unwrap();
 
     // RFC 8441 over HTTP/2, with a second stream on the same connection afterwards.
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls(&gw, b"h2").await),
-    )
-    .await
-    .unwrap();
-    let h2_conn = tokio::spawn(conn);
+    let (mut h2, h2_conn) = client::h2_over(tls(&gw, b"h2").await).await;
     let connect = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(format!("https://localhost:{}/sync/h2", gw.addr.port()))
@@ -903,13 +877,7 @@ async fn oversized_http2_header_lists_are_refused_and_never_forwarded() {
         .await;
 
     // An honest client (hyper) sending a 100 KiB header.
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls(&gw, b"h2").await),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut h2, _) = client::h2_over(tls(&gw, b"h2").await).await;
     let req = http::Request::get("https://localhost/big")
         .header("x-big", "a".repeat(100 * 1024))
         .body(http_body_util::Empty::<bytes::Bytes>::new())

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use support::nginx::Nginx;
 use support::ws::{raw_handshake, read_exact};
-use support::{Gateway, Upstream, Webhook, client, login_body, metric, post_json};
+use support::{Gateway, Upstream, Webhook, client, login, metric, status_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A sync server behind its own normalising nginx: `/sync` and `/public` (as nginx reads them:
@@ -30,42 +30,12 @@ async fn front(standin: &Upstream) -> Nginx {
 async fn gateway(upstream: &str, hook: &Webhook, upstream_settings: &str) -> Gateway {
     Gateway::builder(upstream)
         .upstream_setting(upstream_settings)
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n",
-            hook.url()
-        ))
+        .demo_provider(hook)
         .spawn()
         .await
 }
 
-async fn login(gw: &Gateway, token: &str) -> String {
-    let http = client::https(&gw.ca.pem(), false);
-    let (status, _, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("app", "demo", token),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["sessionToken"].as_str().unwrap().to_owned()
-}
-
 type H2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
-
-async fn h2(gw: &Gateway) -> H2 {
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"h2"])
-        .await
-        .unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    send
-}
 
 /// An RFC 8441 websocket CONNECT on `path`; its status.
 async fn h2_websocket(send: &mut H2, gw: &Gateway, path: &str, bearer: Option<&str>) -> u16 {
@@ -105,13 +75,6 @@ async fn raw_request(gw: &Gateway, method: &str, target: &str, headers: &[(&str,
         "{method} {target}: the connection stayed open"
     );
     String::from_utf8_lossy(&got).into_owned()
-}
-
-fn status_of(answer: &str) -> u16 {
-    answer
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
 }
 
 /// Spellings of gated paths, HTTP/1.1 request targets as sent.
@@ -169,7 +132,7 @@ async fn every_spelling_of_a_path_without_a_session_gets_401_and_never_reaches_t
         let (_, status, head) = raw_handshake(gw.addr, &gw.ca.pem(), target, &[]).await;
         assert_eq!(status, 401, "{target}: {head}");
     }
-    let mut send = h2(&gw).await;
+    let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     for path in GATED_H2 {
         assert_eq!(
             h2_websocket(&mut send, &gw, path, None).await,
@@ -209,7 +172,7 @@ async fn every_legal_spelling_with_a_session_reaches_the_sync_server_as_the_cano
     let nginx = front(&standin).await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&nginx.url(), &hook, "").await;
-    let token = login(&gw, "alma-token").await;
+    let token = login(&gw, "app", "demo", "alma-token").await.session();
     let bearer = format!("Bearer {token}");
     for (target, canonical) in [
         ("/sync", "/sync"),
@@ -235,7 +198,7 @@ async fn every_legal_spelling_with_a_session_reaches_the_sync_server_as_the_cano
         assert_eq!(last.uri, canonical, "{target}");
         assert_eq!(last.headers["x-drawbridge-user"], "alma", "{target}");
     }
-    let mut send = h2(&gw).await;
+    let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     for path in GATED_H2.iter().filter(|p| !p.contains("SYNC")) {
         assert_eq!(
             h2_websocket(&mut send, &gw, path, Some(&token)).await,
@@ -291,7 +254,7 @@ async fn ambiguous_paths_get_400_and_never_reach_the_sync_server() {
     let nginx = front(&standin).await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&nginx.url(), &hook, "").await;
-    let token = login(&gw, "bo-token").await;
+    let token = login(&gw, "app", "demo", "bo-token").await.session();
     let bearer = format!("Bearer {token}");
     let ambiguous = [
         "/sync%2Froom",
@@ -347,7 +310,7 @@ async fn ambiguous_paths_get_400_and_never_reach_the_sync_server() {
         assert_eq!(json["status"], 400, "{target}");
         refused += 1;
     }
-    let mut send = h2(&gw).await;
+    let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     for path in ["/sync%2Froom", "/sync%00", "/..;/sync", "/%5Csync"] {
         assert_eq!(
             h2_websocket(&mut send, &gw, path, Some(&token)).await,
@@ -406,7 +369,7 @@ async fn public_path_opens_without_a_session_and_nothing_beside_it_does() {
     }
     let (_, status, _) = raw_handshake(gw.addr, &gw.ca.pem(), "/public/..;/sync", &[]).await;
     assert_eq!(status, 400);
-    let mut send = h2(&gw).await;
+    let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     assert_eq!(h2_websocket(&mut send, &gw, "//public/h2", None).await, 200);
     assert_eq!(standin.seen().last().unwrap().uri, "/public/h2");
     assert_eq!(h2_websocket(&mut send, &gw, "/publicx", None).await, 401);

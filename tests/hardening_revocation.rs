@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::ws::{close_code, raw_handshake, read_exact};
-use support::{Gateway, Upstream, Webhook, client, get_bearer, login_body, post_json};
+use support::{Gateway, Upstream, Webhook, client, get_bearer, post_json};
 use tokio::io::AsyncReadExt;
 
 /// Short sessions (so "past the old token's exp" comes soon), a decision that lasts an hour.
@@ -50,10 +50,8 @@ async fn bed() -> Bed {
     let hook = Webhook::users(3600).await;
     let up = Upstream::start().await;
     let gw = Gateway::builder(up.url())
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n[session]\nmax_ttl_seconds = {MAX_TTL}\n",
-            hook.url()
-        ))
+        .demo_provider(&hook)
+        .extra(&format!("[session]\nmax_ttl_seconds = {MAX_TTL}"))
         .spawn()
         .await;
     let http = client::https(&gw.ca.pem(), false);
@@ -62,15 +60,9 @@ async fn bed() -> Bed {
 
 impl Bed {
     async fn login(&self, user: &str) -> String {
-        let (status, _, body) = post_json(
-            &self.http,
-            &self.gw.url("/auth/login"),
-            &login_body("app", "demo", &format!("{user}-token")),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        body["sessionToken"].as_str().unwrap().to_owned()
+        support::login(&self.gw, "app", "demo", &format!("{user}-token"))
+            .await
+            .session()
     }
 
     async fn refresh(&self, token: &str) -> (u16, serde_json::Value) {
