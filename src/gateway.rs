@@ -78,14 +78,12 @@ impl GatewayService {
         config: &Config,
     ) -> Response<Body> {
         match route {
-            Route::Login => self.login(req, config).await,
-            Route::Aggregator => {
+            Route::Login(action) => self.login(action, req, config).await,
+            Route::Aggregator(provider) => {
                 // Rate-limited like the login routes, signed or not, before any work is done.
                 let answer = match self.admit() {
                     Ok(()) => {
-                        let path = req.uri().path().to_owned();
-                        doors::aggregator::handle(&self.shared, route::webhook_provider(&path), req)
-                            .await
+                        doors::aggregator::handle(&self.shared, provider.as_deref(), req).await
                     }
                     Err(error) => Err(error),
                 };
@@ -107,10 +105,7 @@ impl GatewayService {
                 };
                 answer.unwrap_or_else(|e| e.respond(Front::Ditto))
             }
-            Route::DittoWs(kind) => {
-                let gate = route::ditto_ws_gate(req.uri().path(), config);
-                self.tunnel(req, config, gate, kind).await
-            }
+            Route::DittoWs(gate, kind) => self.tunnel(req, config, gate, kind).await,
             Route::Sync(kind) => self.tunnel(req, config, Gate::Session, kind).await,
             Route::PublicUpgrade(kind) => self.tunnel(req, config, Gate::Open, kind).await,
             Route::ServerOptions => respond::server_options(),
@@ -118,17 +113,19 @@ impl GatewayService {
         }
     }
 
-    async fn login(&self, req: Request<Incoming>, config: &Config) -> Response<Body> {
+    async fn login(
+        &self,
+        action: doors::login::Action,
+        req: Request<Incoming>,
+        config: &Config,
+    ) -> Response<Body> {
         let origins = &config.auth.cors_allowed_origins;
         if req.method() == http::Method::OPTIONS {
             return doors::preflight(origins, req.headers());
         }
         let origin = req.headers().get(http::header::ORIGIN).cloned();
         let answer = match self.admit() {
-            Ok(()) => {
-                let path = req.uri().path().to_owned();
-                doors::login::handle(&self.shared, route::login_action(&path), req).await
-            }
+            Ok(()) => doors::login::handle(&self.shared, action, req).await,
             Err(error) => Err(error),
         };
         let mut resp = answer.unwrap_or_else(|e| e.respond(Front::Login));

@@ -1,5 +1,7 @@
 //! The `drawbridge` command: run, check, keygen, demo.
 
+mod cli;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -109,7 +111,7 @@ fn check(path: &std::path::Path, skip_files: bool) -> ExitCode {
     for warning in &cfg.warnings {
         eprintln!("{}: warning: {warning}", path.display());
     }
-    println!("{}: ok\n\n{}", path.display(), cfg.summary());
+    println!("{}: ok\n\n{}", path.display(), cli::summary(&cfg));
     ExitCode::SUCCESS
 }
 

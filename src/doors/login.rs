@@ -15,6 +15,37 @@ use crate::clock::unix_now;
 use crate::respond::{self, DoorError};
 use crate::state::Shared;
 
+/// The login API's action: the path after `/auth/`, parsed once by the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// `/auth/login`
+    Login,
+    /// `/auth/token`
+    Token,
+    /// `/auth/ticket`
+    Ticket,
+    /// `/auth/userinfo`
+    Userinfo,
+    /// `/auth/logout`
+    Logout,
+    /// Anything else under `/auth/`.
+    Unknown,
+}
+
+impl Action {
+    /// The action named by `what`, the path after `/auth/`.
+    pub(crate) fn parse(what: &str) -> Self {
+        match what {
+            "login" => Self::Login,
+            "token" => Self::Token,
+            "ticket" => Self::Ticket,
+            "userinfo" => Self::Userinfo,
+            "logout" => Self::Logout,
+            _ => Self::Unknown,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct LoginRequest {
     #[serde(rename = "appID")]
@@ -28,25 +59,23 @@ struct RefreshRequest {
     refresh: String,
 }
 
-/// Answers one request on `/auth/<what>`.
+/// Answers one request on `/auth/<action>`.
 ///
 /// # Errors
 /// The [`DoorError`] the request is refused with.
 pub(crate) async fn handle(
     shared: &Shared,
-    what: &str,
+    action: Action,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DoorError> {
-    match (req.method().clone(), what) {
-        (Method::POST, "login") => login(shared, req).await,
-        (Method::POST, "token") => refresh(shared, req).await,
-        (Method::POST, "ticket") => ticket(shared, &req),
-        (Method::GET, "userinfo") => userinfo(shared, &req),
-        (Method::POST, "logout") => logout(shared, &req),
-        (_, "login" | "token" | "ticket" | "logout" | "userinfo") => {
-            Err(DoorError::MethodNotAllowed)
-        }
-        _ => Err(DoorError::NotFound),
+    match (req.method().clone(), action) {
+        (Method::POST, Action::Login) => login(shared, req).await,
+        (Method::POST, Action::Token) => refresh(shared, req).await,
+        (Method::POST, Action::Ticket) => ticket(shared, &req),
+        (Method::GET, Action::Userinfo) => userinfo(shared, &req),
+        (Method::POST, Action::Logout) => logout(shared, &req),
+        (_, Action::Unknown) => Err(DoorError::NotFound),
+        _ => Err(DoorError::MethodNotAllowed),
     }
 }
 

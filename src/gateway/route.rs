@@ -4,25 +4,27 @@ use http::{Method, Request, Uri};
 
 use crate::canonical::{self, TargetError};
 use crate::config::Config;
+use crate::doors::login::Action;
 use crate::headers;
 use crate::respond::Refusal;
 use crate::tunnel::{Gate, Handshake};
 
-/// The door a request takes; its label is the bounded `route` metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The door a request takes, with what the router read on the way, so the dispatcher never parses
+/// the request again; its label is the bounded `route` metric label.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
-    /// The native login API, `/auth/<what>`.
-    Login,
-    /// The webhook aggregator, `/auth/webhook[/<provider>]`.
-    Aggregator,
+    /// The native login API, `/auth/<action>`.
+    Login(Action),
+    /// The webhook aggregator, `/auth/webhook[/<provider>]`, with the provider the path names.
+    Aggregator(Option<String>),
     /// The session verification keys, `/.well-known/jwks.json`.
     Jwks,
     /// The Ditto SDK's challenge, relayed as is.
     DittoChallenge,
     /// The Ditto SDK's login, pre-checked then relayed.
     DittoLogin,
-    /// A websocket handshake on the Ditto sync path.
-    DittoWs(Handshake),
+    /// A websocket handshake on the Ditto sync path, and what it needs to open.
+    DittoWs(Gate, Handshake),
     /// A websocket handshake that needs a session: every one not under a public path.
     Sync(Handshake),
     /// A websocket handshake under `upstream.public_upgrade_paths`: relayed without a session.
@@ -81,11 +83,14 @@ impl Route {
                 return route;
             }
         }
-        if path == "/auth/webhook" || path.starts_with("/auth/webhook/") {
-            return Self::Aggregator;
+        if path == "/auth/webhook" {
+            return Self::Aggregator(None);
         }
-        if path.starts_with("/auth/") {
-            return Self::Login;
+        if let Some(provider) = path.strip_prefix("/auth/webhook/") {
+            return Self::Aggregator(Some(provider).filter(|p| !p.is_empty()).map(str::to_owned));
+        }
+        if let Some(what) = path.strip_prefix("/auth/") {
+            return Self::Login(Action::parse(what));
         }
         if path == JWKS_PATH {
             return Self::Jwks;
@@ -103,20 +108,20 @@ impl Route {
             ("/_ditto/auth/challenge", _) => Some(Self::DittoChallenge),
             ("/_ditto/auth/login", _) => Some(Self::DittoLogin),
             (_, Some(kind)) if canonical::has_segment_prefix(rest, "/_ditto/ws") => {
-                Some(Self::DittoWs(kind))
+                Some(Self::DittoWs(ditto_ws_gate(path, config), kind))
             }
             _ => None,
         }
     }
 
     /// The metric label.
-    pub(crate) fn label(self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
-            Self::Login => "login",
-            Self::Aggregator => "aggregator",
+            Self::Login(_) => "login",
+            Self::Aggregator(_) => "aggregator",
             Self::Jwks => "jwks",
             Self::DittoChallenge | Self::DittoLogin => "ditto_auth",
-            Self::DittoWs(_) => "ditto_ws",
+            Self::DittoWs(..) => "ditto_ws",
             Self::Sync(_) => "sync",
             Self::PublicUpgrade(_) => "public_upgrade",
             Self::ServerOptions => "options",
@@ -140,20 +145,9 @@ pub(crate) fn is_public_upgrade(path: &str, config: &Config) -> bool {
         .any(|prefix| canonical::has_segment_prefix(path, prefix))
 }
 
-/// The provider named in an aggregator path, `/auth/webhook/<provider>`; none on `/auth/webhook`.
-pub(crate) fn webhook_provider(path: &str) -> Option<&str> {
-    path.strip_prefix("/auth/webhook/")
-        .filter(|p| !p.is_empty())
-}
-
-/// The login API's action, the path after `/auth/`.
-pub(crate) fn login_action(path: &str) -> &str {
-    path.trim_start_matches("/auth/")
-}
-
 /// What a websocket on the Ditto sync path needs: a token the sync server issued when so
 /// configured, else nothing under a public path, else a session.
-pub(crate) fn ditto_ws_gate(path: &str, config: &Config) -> Gate {
+fn ditto_ws_gate(path: &str, config: &Config) -> Gate {
     if config.ditto.require_known_token {
         Gate::DittoToken
     } else if is_public_upgrade(path, config) {
@@ -247,8 +241,15 @@ mod tests {
     fn doors_see_the_canonical_path() {
         let c = config("[ditto]\nenabled = true\n");
         for (path, want) in [
-            ("//auth/login", Route::Login),
-            ("/x/../auth/webhook", Route::Aggregator),
+            ("//auth/login", Route::Login(Action::Login)),
+            ("/auth/./token", Route::Login(Action::Token)),
+            ("/auth/other", Route::Login(Action::Unknown)),
+            ("/x/../auth/webhook", Route::Aggregator(None)),
+            ("/auth/webhook/", Route::Aggregator(None)),
+            (
+                "/auth//webhook/%61uth0",
+                Route::Aggregator(Some("auth0".to_owned())),
+            ),
             ("/.well-known/%6Awks.json", Route::Jwks),
             ("/_ditto/auth/./login", Route::DittoLogin),
             ("//_ditto//auth/challenge", Route::DittoChallenge),
@@ -258,7 +259,10 @@ mod tests {
             assert_eq!(route(&mut req, &c), Ok(want), "{path}");
         }
         let mut req = request("GET", "//_ditto/ws", &WS);
-        assert_eq!(route(&mut req, &c), Ok(Route::DittoWs(Handshake::Upgrade)));
+        assert_eq!(
+            route(&mut req, &c),
+            Ok(Route::DittoWs(Gate::Session, Handshake::Upgrade))
+        );
     }
 
     #[test]
