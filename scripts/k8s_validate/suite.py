@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DASHBOARD = "deploy/grafana/drawbridge-dashboard.json"
 
 # The shell scripts that install the tools and start this suite, for the shell linter.
-SHELL_FILES = ("scripts/validate-k8s.sh", "scripts/k8s-tools.sh")
+SHELL_FILES = ("scripts/validate-k8s.sh", "scripts/k8s-tools.sh", "scripts/check-python.sh")
 
 
 def main(argv=None):
