@@ -22,3 +22,11 @@ mod tunnel;
 
 pub use app::{App, AppError};
 pub use config::{Config, ConfigError};
+
+/// Internals the benches time, re-exported so that `benches/` links the library's own code instead
+/// of compiling its source files in a second time. Not part of the API: no stability promise.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::gateway::headers::{remove_hop_by_hop, set_forwarded, strip_identity};
+    pub use crate::tunnel::frames::{Advance, FrameError, FrameTracker};
+}
