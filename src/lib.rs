@@ -23,10 +23,40 @@ mod tunnel;
 pub use app::{App, AppError};
 pub use config::{Config, ConfigError};
 
-/// Internals the benches time, re-exported so that `benches/` links the library's own code instead
-/// of compiling its source files in a second time. Not part of the API: no stability promise.
+/// Internals the benches time, so that `benches/` runs the library's own code instead of compiling
+/// its source files in a second time. Not part of the API: no stability promise.
+///
+/// The frame tracker is re-exported (which needs it `pub` where it is declared); the header
+/// functions are wrapped instead, one inlined call each, so `gateway/headers.rs` keeps its items
+/// crate-private.
 #[doc(hidden)]
 pub mod bench {
-    pub use crate::gateway::headers::{remove_hop_by_hop, set_forwarded, strip_identity};
+    use std::net::IpAddr;
+
+    use http::HeaderMap;
+
     pub use crate::tunnel::frames::{Advance, FrameError, FrameTracker};
+
+    /// The gateway's hop-by-hop header removal.
+    #[inline]
+    pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+        crate::gateway::headers::remove_hop_by_hop(headers, keep_upgrade);
+    }
+
+    /// The gateway's `x-drawbridge-*` header removal.
+    #[inline]
+    pub fn strip_identity(headers: &mut HeaderMap) {
+        crate::gateway::headers::strip_identity(headers);
+    }
+
+    /// The gateway's `X-Forwarded-*` headers.
+    #[inline]
+    pub fn set_forwarded(
+        headers: &mut HeaderMap,
+        peer: IpAddr,
+        proto: &'static str,
+        host: Option<&str>,
+    ) {
+        crate::gateway::headers::set_forwarded(headers, peer, proto, host);
+    }
 }

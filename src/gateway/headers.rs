@@ -43,7 +43,7 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 /// When `keep_upgrade` is set (an upgrade handshake), `Connection: upgrade` and `Upgrade` survive.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -66,7 +66,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Removes every `x-drawbridge-*` header: only drawbridge sets those, never a client.
-pub fn strip_identity(headers: &mut HeaderMap) {
+pub(crate) fn strip_identity(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
@@ -78,7 +78,7 @@ pub fn strip_identity(headers: &mut HeaderMap) {
 }
 
 /// Sets `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn set_forwarded(
+pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
     proto: &'static str,
