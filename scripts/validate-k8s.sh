@@ -10,7 +10,8 @@
 #   - the plain manifests in deploy/ (same checks);
 #   - the Grafana dashboard deploy/grafana/drawbridge-dashboard.json (its
 #     panels, and every query parsed as PromQL);
-#   - the Dockerfile (hadolint) and this script (shellcheck);
+#   - the Dockerfile (hadolint), and this script and the others that install
+#     and run these checks (shellcheck);
 #   - drawbridge.toml of every rendered and every deploy/ ConfigMap with
 #     `drawbridge check --skip-files --config FILE`.
 #
@@ -29,7 +30,8 @@
 #                   target/debug/drawbridge.
 #   KEEP_WORK=1     keep the renders and extracted configs (path printed).
 #
-# Ends with "k8s-validation: N passed, M failed"; exits 1 if M > 0.
+# Ends with "k8s-validation: N passed, M failed"; exits 1 if M > 0, 2 if the
+# checks could not run at all.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
