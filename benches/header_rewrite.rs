@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench --bench header_rewrite`
 //!
-//! The rewrite functions (`src/gateway/headers.rs`) are internal, and nothing public runs them
+//! The rewrite functions (`src/headers.rs`) are internal, and nothing public runs them
 //! alone, so the bench times them through `drawbridge::bench`, the library's hidden re-exports;
 //! `forward::rewrite_head`, which strings them together with the URI and `Host`, is restated here
 //! in a dozen lines. At start the bench

@@ -4,12 +4,14 @@
 //! - `GET /readyz`: 200 when ready; 503 before TLS and every JWT provider's keys are loaded, and while draining.
 //! - `GET /metrics`: Prometheus text exposition.
 //! - `POST /cache/purge`, `POST /cache/purge?user=<userID>`: drop cached decisions (all, or one user's).
-//! - `POST /sessions/revoke` with `{"sid": ".."}` or `{"userID": ".."}`: revoke sessions.
+//! - `POST /sessions/revoke` with `{"sid": ".."}` or `{"userID": ".."}`: revoke sessions; the
+//!   answer says until when (`until`, Unix seconds) the revocation is kept.
 //!
-//! The two mutating endpoints answer only clients on the loopback interface.
+//! The two mutating endpoints answer only clients on the loopback interface (IPv4 `127.0.0.0/8`,
+//! `::1`, and IPv4 loopback mapped into IPv6 on a dual-stack listener).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -21,9 +23,10 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::Shared;
-use crate::gateway::respond::{self, Body};
+use crate::body::Body;
+use crate::respond;
 use crate::shutdown::Readiness;
+use crate::state::Shared;
 
 /// Admin state shared by every admin connection.
 pub(crate) struct Admin {
@@ -75,7 +78,7 @@ impl Admin {
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         if req.method() == Method::POST {
-            if !peer.ip().is_loopback() {
+            if !is_loopback(peer.ip()) {
                 return respond::error(
                     StatusCode::FORBIDDEN,
                     "admin changes are accepted from localhost only",
@@ -145,14 +148,18 @@ impl Admin {
         };
         match (r.sid, r.user_id) {
             (Some(sid), None) => {
-                let max_ttl = self.shared.config.load().auth.session.max_ttl.as_secs();
-                self.shared
-                    .revoke_sid(&sid, crate::auth::webhook::unix_now() + max_ttl);
-                respond::json(StatusCode::OK, &serde_json::json!({"revoked": "sid"}))
+                let until = self.shared.revoke_sid(&sid);
+                respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"revoked": "sid", "until": until}),
+                )
             }
             (None, Some(user)) => {
-                self.shared.revoke_user(&user);
-                respond::json(StatusCode::OK, &serde_json::json!({"revoked": "user"}))
+                let until = self.shared.revoke_user(&user);
+                respond::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"revoked": "user", "until": until}),
+                )
             }
             _ => respond::error(
                 StatusCode::BAD_REQUEST,
@@ -162,12 +169,50 @@ impl Admin {
     }
 }
 
+/// Whether `ip` is on the loopback interface. On a dual-stack `[::]` listener an IPv4 caller
+/// arrives as an IPv4-mapped address (`::ffff:127.0.0.1`), which `is_loopback` alone refuses.
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
 fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(respond::full(body));
+    let mut resp = Response::new(crate::body::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_includes_ipv4_mapped_and_nothing_else() {
+        for ip in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:127.255.0.9",
+        ] {
+            assert!(is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "192.0.2.2",
+            "10.0.0.1",
+            "0.0.0.0",
+            "::",
+            "::ffff:192.0.2.2",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "fe80::1",
+            "fd00::2",
+            "64:ff9b::7f00:1",
+        ] {
+            assert!(!is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+    }
 }

@@ -17,12 +17,12 @@ use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionError, Sessions};
 use crate::config::Config;
 use crate::forward::Forwarder;
-use crate::gateway::Shared;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::shutdown::Readiness;
+use crate::state::Shared;
 use crate::tls::{Tls, TlsError};
-use crate::tunnel::registry::Registry;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +80,7 @@ impl App {
             );
         }
         crate::doors::aggregator::announce(&config.auth.aggregator);
+        log_warnings(&config);
         let provider_client = crate::auth::provider::http_client().map_err(AppError::Client)?;
         let auth = AuthCore::new(&config.auth, &provider_client, metrics.auth.clone());
         let limiter = config.auth.rate_limit.map(|r| {
@@ -107,7 +108,7 @@ impl App {
                 tickets,
                 limiter,
                 tunnels,
-                ditto_tokens: crate::doors::ditto::KnownTokens::new(),
+                ditto_tokens: crate::auth::known_tokens::KnownTokens::new(),
             }),
             tls,
             listener,
@@ -237,6 +238,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
 
 /// On SIGHUP, loads the file again and swaps it in if valid. Listener, TLS and admin
 /// settings are bound at start and need a restart; the log says so.
+/// Logs what `drawbridge check` warns about, at start and after each reload.
+fn log_warnings(config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!(key = %warning.path, "config: {warning}");
+    }
+}
+
 async fn reload_loop(shared: Arc<Shared>, path: PathBuf) {
     #[cfg(unix)]
     {
@@ -254,6 +262,12 @@ async fn reload_loop(shared: Arc<Shared>, path: PathBuf) {
                         || new.limits.max_connections != old.limits.max_connections
                         || new.limits.header_read_timeout != old.limits.header_read_timeout
                         || new.limits.tls_handshake_timeout != old.limits.tls_handshake_timeout
+                        || new.limits.idle_timeout != old.limits.idle_timeout
+                        || new.limits.max_request_head_bytes != old.limits.max_request_head_bytes
+                        || new.limits.http2_keep_alive_interval
+                            != old.limits.http2_keep_alive_interval
+                        || new.limits.http2_keep_alive_timeout
+                            != old.limits.http2_keep_alive_timeout
                         || new.upstream.connect_timeout != old.upstream.connect_timeout
                     {
                         tracing::warn!(
@@ -263,6 +277,7 @@ async fn reload_loop(shared: Arc<Shared>, path: PathBuf) {
                     } else {
                         tracing::info!("config reloaded");
                     }
+                    log_warnings(&new);
                     shared.config.store(Arc::new(new));
                 }
                 Err(error) => {

@@ -40,6 +40,8 @@ pub struct Config {
     pub auth: auth::Auth,
     /// The Ditto SDK door.
     pub ditto: Ditto,
+    /// Settings that load but deserve the operator's attention (deprecated or risky keys).
+    pub warnings: Vec<Problem>,
 }
 
 /// `[ditto]`
@@ -102,8 +104,9 @@ pub struct Upstream {
     pub scheme: Scheme,
     /// Host and port of the sync server.
     pub authority: Authority,
-    /// Path prefixes whose websocket upgrades need a session.
-    pub sync_paths: Vec<String>,
+    /// Canonical path prefixes (whole segments) whose websocket upgrades open without a session;
+    /// every other websocket upgrade needs one.
+    pub public_upgrade_paths: Vec<String>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Time allowed for the response head.
@@ -115,13 +118,31 @@ pub struct Upstream {
 pub struct Limits {
     /// Open connections on the main listener.
     pub max_connections: usize,
-    /// Time to receive a complete HTTP/1 request head.
+    /// Time to receive a complete request head: the first on a connection from the end of the
+    /// handshake, a later HTTP/1 one from its first byte.
     pub header_read_timeout: Duration,
     /// Time to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
     /// Largest forwarded request body.
     pub max_request_body_bytes: u64,
+    /// Time a connection may sit with no request in flight before it is closed.
+    pub idle_timeout: Duration,
+    /// Largest request head (HTTP/1 request line and headers, HTTP/2 header list), in bytes.
+    pub max_request_head_bytes: usize,
+    /// Quiet time after which an HTTP/2 connection is pinged.
+    pub http2_keep_alive_interval: Duration,
+    /// Time an HTTP/2 keep-alive ping may go unanswered before the connection is closed.
+    pub http2_keep_alive_timeout: Duration,
 }
+
+/// Smallest `limits.max_request_head_bytes`: hyper's smallest HTTP/1 read buffer.
+pub const MIN_REQUEST_HEAD_BYTES: usize = 8192;
+/// Largest `limits.max_request_head_bytes`: every unfinished head may hold this much memory.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 1024 * 1024;
+/// Largest `limits.idle_timeout_ms` (one day).
+pub const MAX_IDLE_TIMEOUT_MS: u64 = 86_400_000;
+/// Largest HTTP/2 keep-alive interval or timeout (one hour).
+pub const MAX_HTTP2_KEEP_ALIVE_MS: u64 = 3_600_000;
 
 /// `[shutdown]`
 #[derive(Debug, Clone)]
@@ -269,7 +290,14 @@ impl Config {
                 "upstream    {}://{}",
                 self.upstream.scheme, self.upstream.authority
             ),
-            format!("sync paths  {}", self.upstream.sync_paths.join(", ")),
+            format!(
+                "public ws   {}",
+                if self.upstream.public_upgrade_paths.is_empty() {
+                    "none (every websocket upgrade needs a session)".to_owned()
+                } else {
+                    self.upstream.public_upgrade_paths.join(", ")
+                }
+            ),
             format!(
                 "timeouts    connect {:?}, response {:?}, header read {:?}, TLS handshake {:?}",
                 self.upstream.connect_timeout,
@@ -280,6 +308,13 @@ impl Config {
             format!(
                 "limits      {} connections, {} byte request bodies",
                 self.limits.max_connections, self.limits.max_request_body_bytes
+            ),
+            format!(
+                "connections {} byte request heads, idle {:?}, HTTP/2 ping every {:?} (timeout {:?})",
+                self.limits.max_request_head_bytes,
+                self.limits.idle_timeout,
+                self.limits.http2_keep_alive_interval,
+                self.limits.http2_keep_alive_timeout
             ),
             format!("shutdown    {:?} grace", self.shutdown.grace),
             format!("providers   {}", self.auth.providers_summary()),
@@ -428,6 +463,14 @@ impl TryFrom<raw::RawConfig> for Config {
                 "ditto.path_prefix",
                 "must be empty or a path starting with / (e.g. \"/sync-gw\")",
             ));
+        } else if !prefix.is_empty()
+            && crate::canonical::canonical_path(&prefix).as_deref() != Ok(prefix.as_str())
+        {
+            // Requests are routed on their canonical path: another spelling would never match.
+            p.push(Problem::new(
+                "ditto.path_prefix",
+                "must be canonical: no empty, . or .. segments, no escapes of unreserved characters",
+            ));
         }
         if raw.ditto.require_known_token && !raw.ditto.enabled {
             p.push(Problem::new(
@@ -440,6 +483,10 @@ impl TryFrom<raw::RawConfig> for Config {
             path_prefix: prefix,
             require_known_token: raw.ditto.require_known_token,
         };
+        let mut warnings = upstream_warnings(&raw.upstream, &ditto);
+        if let Some(auth) = &auth {
+            warnings.extend(auth.aggregator.warnings());
+        }
 
         for (key, v) in [
             (
@@ -463,10 +510,50 @@ impl TryFrom<raw::RawConfig> for Config {
                 raw.limits.max_request_body_bytes,
             ),
             ("shutdown.grace_seconds", raw.shutdown.grace_seconds),
+            ("limits.idle_timeout_ms", raw.limits.idle_timeout_ms),
+            (
+                "limits.http2_keep_alive_interval_ms",
+                raw.limits.http2_keep_alive_interval_ms,
+            ),
+            (
+                "limits.http2_keep_alive_timeout_ms",
+                raw.limits.http2_keep_alive_timeout_ms,
+            ),
         ] {
             if v == 0 {
                 p.push(Problem::new(key, "must be greater than 0"));
             }
+        }
+        for (key, v, max) in [
+            (
+                "limits.idle_timeout_ms",
+                raw.limits.idle_timeout_ms,
+                MAX_IDLE_TIMEOUT_MS,
+            ),
+            (
+                "limits.http2_keep_alive_interval_ms",
+                raw.limits.http2_keep_alive_interval_ms,
+                MAX_HTTP2_KEEP_ALIVE_MS,
+            ),
+            (
+                "limits.http2_keep_alive_timeout_ms",
+                raw.limits.http2_keep_alive_timeout_ms,
+                MAX_HTTP2_KEEP_ALIVE_MS,
+            ),
+        ] {
+            if v > max {
+                p.push(Problem::new(key, format!("must be at most {max}")));
+            }
+        }
+        if !(MIN_REQUEST_HEAD_BYTES..=MAX_REQUEST_HEAD_BYTES)
+            .contains(&raw.limits.max_request_head_bytes)
+        {
+            p.push(Problem::new(
+                "limits.max_request_head_bytes",
+                format!(
+                    "must be between {MIN_REQUEST_HEAD_BYTES} and {MAX_REQUEST_HEAD_BYTES} (e.g. 32768)"
+                ),
+            ));
         }
         if raw.limits.max_connections == 0 {
             p.push(Problem::new(
@@ -503,6 +590,14 @@ impl TryFrom<raw::RawConfig> for Config {
                         raw.limits.tls_handshake_timeout_ms,
                     ),
                     max_request_body_bytes: raw.limits.max_request_body_bytes,
+                    idle_timeout: Duration::from_millis(raw.limits.idle_timeout_ms),
+                    max_request_head_bytes: raw.limits.max_request_head_bytes,
+                    http2_keep_alive_interval: Duration::from_millis(
+                        raw.limits.http2_keep_alive_interval_ms,
+                    ),
+                    http2_keep_alive_timeout: Duration::from_millis(
+                        raw.limits.http2_keep_alive_timeout_ms,
+                    ),
                 },
                 shutdown: Shutdown {
                     grace: Duration::from_secs(raw.shutdown.grace_seconds),
@@ -513,6 +608,7 @@ impl TryFrom<raw::RawConfig> for Config {
                 },
                 auth,
                 ditto,
+                warnings,
             }),
             _ => Err(ConfigError::Invalid(p)),
         }
@@ -533,11 +629,11 @@ fn socket_addr(s: &str, key: &str, p: &mut Vec<Problem>) -> Option<SocketAddr> {
 }
 
 fn upstream(raw: &raw::RawUpstream, p: &mut Vec<Problem>) -> Option<Upstream> {
-    for (i, path) in raw.sync_paths.iter().enumerate() {
-        if !path.starts_with('/') {
+    for (i, path) in raw.public_upgrade_paths.iter().enumerate() {
+        if let Some(why) = public_upgrade_path_problem(path) {
             p.push(Problem::new(
-                format!("upstream.sync_paths.{i}"),
-                "must start with /",
+                format!("upstream.public_upgrade_paths.{i}"),
+                why,
             ));
         }
     }
@@ -569,10 +665,63 @@ fn upstream(raw: &raw::RawUpstream, p: &mut Vec<Problem>) -> Option<Upstream> {
     Some(Upstream {
         scheme,
         authority,
-        sync_paths: raw.sync_paths.clone(),
+        public_upgrade_paths: raw.public_upgrade_paths.clone(),
         connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
         request_timeout: Duration::from_millis(raw.request_timeout_ms),
     })
+}
+
+/// What is wrong with one `upstream.public_upgrade_paths` entry, if anything. Requests are matched
+/// on their canonical path, so an entry in any other spelling would never match, or match more.
+fn public_upgrade_path_problem(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        return Some("must start with /");
+    }
+    if path.trim_end_matches('/').is_empty() {
+        return Some(
+            "/ would leave no websocket path gated; list the prefixes that may open without a session",
+        );
+    }
+    if path.contains(['?', '#']) {
+        return Some("must be a path only, without ? or #");
+    }
+    match crate::canonical::canonical_path(path) {
+        Ok(canonical) if canonical == path => None,
+        Ok(_) => Some(
+            "must be canonical: no empty, . or .. segments, no escapes of unreserved characters, \
+             other escapes in upper-case hex",
+        ),
+        Err(_) => {
+            Some("must be canonical: no encoded / or \\, no control characters, no broken escapes")
+        }
+    }
+}
+
+/// Warnings about `[upstream]` that do not stop the config from loading.
+fn upstream_warnings(raw: &raw::RawUpstream, ditto: &Ditto) -> Vec<Problem> {
+    let mut w = Vec::new();
+    if raw.sync_paths.is_some() {
+        w.push(Problem::new(
+            "upstream.sync_paths",
+            "is no longer used: every websocket upgrade now needs a session; list the exceptions in \
+             upstream.public_upgrade_paths and remove upstream.sync_paths",
+        ));
+    }
+    if ditto.enabled && !ditto.require_known_token {
+        let ws = ditto.ws_path();
+        if raw
+            .public_upgrade_paths
+            .iter()
+            .any(|prefix| crate::canonical::has_segment_prefix(&ws, prefix))
+        {
+            w.push(Problem::new(
+                "upstream.public_upgrade_paths",
+                "covers the Ditto websocket while ditto.require_known_token = false: it opens with no \
+                 check by drawbridge at all; set ditto.require_known_token = true or remove the entry",
+            ));
+        }
+    }
+    w
 }
 
 #[cfg(test)]

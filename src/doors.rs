@@ -1,7 +1,4 @@
-//! The auth doors answered by drawbridge itself, and what they share: body limits, bearer tokens, CORS.
-
-// A door's `Err` is the finished refusal; it is built once per refused request, so its size is no cost.
-#![allow(clippy::result_large_err)]
+//! The auth doors answered by drawbridge itself, and what they share: body limits, JSON, CORS.
 
 pub(crate) mod aggregator;
 pub(crate) mod ditto;
@@ -12,66 +9,41 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::auth::Reason;
-use crate::gateway::respond::{self, Body};
+use crate::body::Body;
+use crate::respond::DoorError;
 
 /// Largest body the auth routes read.
 pub(crate) const MAX_AUTH_BODY_BYTES: usize = 64 * 1024;
-
-/// The session cookie name.
-pub(crate) const SESSION_COOKIE: &str = "drawbridge_session";
 
 /// Reads a whole auth-route body, refusing more than 64 KiB with 413 and a body not received within
 /// `within` (`limits.header_read_timeout_ms`) with 408, in the failure shape.
 pub(crate) async fn read_body(
     req: Request<Incoming>,
     within: std::time::Duration,
-) -> Result<(http::request::Parts, Bytes), Response<Body>> {
+) -> Result<(http::request::Parts, Bytes), DoorError> {
     let (parts, body) = req.into_parts();
     let Ok(collected) =
         tokio::time::timeout(within, Limited::new(body, MAX_AUTH_BODY_BYTES).collect()).await
     else {
-        return Err(respond::failure(
-            StatusCode::REQUEST_TIMEOUT,
-            Reason::MalformedRequest,
-            "request body not received in time",
-            None,
-        ));
+        return Err(DoorError::BodyTimeout);
     };
     match collected {
         Ok(c) => Ok((parts, c.to_bytes())),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(respond::failure(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Reason::MalformedRequest,
-            "request body larger than 64 KiB",
-            None,
-        )),
-        Err(_) => Err(respond::failure(
-            StatusCode::BAD_REQUEST,
-            Reason::MalformedRequest,
-            "request body could not be read",
-            None,
-        )),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(DoorError::BodyTooLarge),
+        Err(_) => Err(DoorError::BodyUnreadable),
     }
 }
 
 /// Parses JSON into `T`, answering 400 `MalformedRequest` with the serde message (which names
 /// the field, never echoes a value).
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-) -> Result<T, Response<Body>> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DoorError> {
     serde_json::from_slice(bytes).map_err(|e| {
         let description = match e.classify() {
             serde_json::error::Category::Data => strip_position(&e.to_string()),
             serde_json::error::Category::Eof => "truncated JSON".to_owned(),
             _ => "body is not JSON".to_owned(),
         };
-        respond::failure(
-            StatusCode::BAD_REQUEST,
-            Reason::MalformedRequest,
-            &description,
-            None,
-        )
+        DoorError::Json(description)
     })
 }
 
@@ -80,34 +52,6 @@ fn strip_position(msg: &str) -> String {
         Some(i) => msg[..i].to_owned(),
         None => msg.to_owned(),
     }
-}
-
-/// The session token from `Authorization: Bearer` or the session cookie.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let (scheme, token) = v.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
-            .filter(|t| !t.is_empty());
-    }
-    cookie(headers, SESSION_COOKIE)
-}
-
-/// A cookie's value by name.
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
 }
 
 /// RFC 3339 for a Unix time.
@@ -140,7 +84,7 @@ pub(crate) fn cors(allowed: &[String], origin: Option<&HeaderValue>, response: &
 
 /// A CORS preflight answer.
 pub(crate) fn preflight(allowed: &[String], request: &HeaderMap) -> Response<Body> {
-    let mut resp = Response::new(respond::full(Bytes::new()));
+    let mut resp = Response::new(crate::body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     cors(allowed, request.get(header::ORIGIN), resp.headers_mut());
     if resp
@@ -167,6 +111,7 @@ pub(crate) fn preflight(allowed: &[String], request: &HeaderMap) -> Response<Bod
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::credentials::session_token as bearer;
 
     #[test]
     fn bearer_comes_from_authorization_or_cookie() {
@@ -179,6 +124,24 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
         assert_eq!(bearer(&h), None);
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("drawbridge_session=c"),
+        );
+        assert_eq!(
+            bearer(&h),
+            Some("c"),
+            "a Basic header does not hide the cookie"
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("BEARER  t "),
+        );
+        assert_eq!(
+            bearer(&h),
+            Some("t"),
+            "the header wins, its scheme in any case"
+        );
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,

@@ -10,11 +10,11 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::body::{Body, BoxError};
 use crate::config::{self, Config};
-use crate::gateway::headers;
-use crate::gateway::respond::{Body, BoxError};
+use crate::headers;
 
 /// Why a forwarded request got no upstream response.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,9 @@ pub(crate) enum UpstreamError {
     /// The upstream connection failed after it was made.
     #[error("upstream request failed")]
     Failed(#[source] hyper_util::client::legacy::Error),
+    /// The upstream answered a plain request with 101 Switching Protocols.
+    #[error("upstream switched protocols on a plain request")]
+    Switched,
 }
 
 impl UpstreamError {
@@ -40,7 +43,7 @@ impl UpstreamError {
             Self::Refused(_) => "refused",
             Self::Timeout => "timeout",
             Self::BodyTooLarge => "body_too_large",
-            Self::Failed(_) => "error",
+            Self::Failed(_) | Self::Switched => "error",
         }
     }
 }
@@ -84,46 +87,32 @@ impl Forwarder {
     }
 
     /// Forwards `req` and returns the upstream's response with its body streaming.
-    /// An HTTP/1.1 upgrade is relayed: on a 101, both upgraded connections are joined.
+    /// Never an upgrade: websocket handshakes go through `tunnel`, and any other `Upgrade` offer
+    /// (h2c, ...) loses its `Upgrade`/`Connection` headers here, so the upstream cannot switch.
     pub(crate) async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         peer: Peer,
         config: &Config,
     ) -> Result<Response<Body>, UpstreamError> {
         let max_body = config.limits.max_request_body_bytes;
-        let upgrade = headers::is_upgrade(req.headers()) && req.version() <= http::Version::HTTP_11;
         if let Some(len) = content_length(req.headers()) {
             if len > max_body {
                 return Err(UpstreamError::BodyTooLarge);
             }
         }
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        rewrite_head(&mut parts, peer, config, upgrade);
+        rewrite_head(&mut parts, peer, config, false);
         let body: Body = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX))
             .map_err(BoxError::from)
             .boxed_unsync();
-        let mut resp = self.send(Request::from_parts(parts, body), config).await?;
-
+        let resp = self.send(Request::from_parts(parts, body), config).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                        Ok((client, upstream)) => {
-                            let mut client = TokioIo::new(client);
-                            let mut upstream = TokioIo::new(upstream);
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                        }
-                        Err(error) => tracing::debug!(%error, "upgrade did not complete"),
-                    }
-                });
-            }
+            // Nothing offered an upgrade; a switch would leave the client on a protocol nobody gated.
+            return Err(UpstreamError::Switched);
         }
-        let keep_upgrade = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let (mut parts, body) = resp.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers, keep_upgrade);
+        headers::remove_hop_by_hop(&mut parts.headers, false);
         Ok(Response::from_parts(
             parts,
             body.map_err(BoxError::from).boxed_unsync(),
@@ -152,7 +141,8 @@ impl Forwarder {
 }
 
 /// Rewrites a client request head for the upstream: its URI, HTTP/1.1, hop-by-hop headers removed
-/// (the upgrade pair kept when `upgrade`), identity headers stripped, `X-Forwarded-*` and `Host` set.
+/// (the upgrade pair kept when `upgrade`), identity headers and session credentials stripped,
+/// `X-Forwarded-*` and `Host` set.
 pub(crate) fn rewrite_head(
     parts: &mut http::request::Parts,
     peer: Peer,
@@ -169,6 +159,7 @@ pub(crate) fn rewrite_head(
     parts.version = http::Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     headers::strip_identity(&mut parts.headers);
+    crate::auth::credentials::strip(parts, &config.auth.session);
     headers::set_forwarded(
         &mut parts.headers,
         peer.addr.ip(),

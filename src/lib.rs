@@ -9,14 +9,22 @@
 mod admin;
 pub mod app;
 pub mod auth;
+mod body;
+mod canonical;
+mod clock;
 pub mod config;
 pub mod demo;
 mod doors;
 mod forward;
 mod gateway;
+mod headers;
 mod listener;
 pub mod metrics;
+mod permissions;
+mod registry;
+mod respond;
 pub mod shutdown;
+mod state;
 pub mod tls;
 mod tunnel;
 
@@ -27,7 +35,7 @@ pub use config::{Config, ConfigError};
 /// its source files in a second time. Not part of the API: no stability promise.
 ///
 /// The frame tracker is re-exported (which needs it `pub` where it is declared); the header
-/// functions are wrapped instead, one inlined call each, so `gateway/headers.rs` keeps its items
+/// functions are wrapped instead, one inlined call each, so `headers.rs` keeps its items
 /// crate-private.
 #[doc(hidden)]
 pub mod bench {
@@ -40,13 +48,13 @@ pub mod bench {
     /// The gateway's hop-by-hop header removal.
     #[inline]
     pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-        crate::gateway::headers::remove_hop_by_hop(headers, keep_upgrade);
+        crate::headers::remove_hop_by_hop(headers, keep_upgrade);
     }
 
     /// The gateway's `x-drawbridge-*` header removal.
     #[inline]
     pub fn strip_identity(headers: &mut HeaderMap) {
-        crate::gateway::headers::strip_identity(headers);
+        crate::headers::strip_identity(headers);
     }
 
     /// The gateway's `X-Forwarded-*` headers.
@@ -57,6 +65,6 @@ pub mod bench {
         proto: &'static str,
         host: Option<&str>,
     ) {
-        crate::gateway::headers::set_forwarded(headers, peer, proto, host);
+        crate::headers::set_forwarded(headers, peer, proto, host);
     }
 }

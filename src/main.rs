@@ -106,10 +106,10 @@ fn check(path: &std::path::Path, skip_files: bool) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    println!("{}: ok\n\n{}", path.display(), cfg.summary());
-    for warning in cfg.auth.aggregator.warnings() {
+    for warning in &cfg.warnings {
         eprintln!("{}: warning: {warning}", path.display());
     }
+    println!("{}: ok\n\n{}", path.display(), cfg.summary());
     ExitCode::SUCCESS
 }
 

@@ -106,6 +106,33 @@ pub(crate) struct ConnMetrics {
     pub(crate) open: IntGauge,
     pub(crate) accepted: IntCounter,
     pub(crate) refused: IntCounter,
+    /// Connections closed by the gateway for saying nothing, by reason.
+    pub(crate) reaped: IntCounterVec,
+}
+
+/// Why a quiet connection was closed; the `reason` label of `drawbridge_connections_reaped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReapReason {
+    /// A request head did not complete within `limits.header_read_timeout_ms`: the first one
+    /// counted from the handshake, a later HTTP/1 one from its first byte.
+    NoRequest,
+    /// No request in flight for `limits.idle_timeout_ms`.
+    Idle,
+    /// Idle longest when `limits.max_connections` were open and another client arrived.
+    Capacity,
+}
+
+impl ReapReason {
+    const ALL: [Self; 3] = [Self::NoRequest, Self::Idle, Self::Capacity];
+
+    /// The label value.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::NoRequest => "no_request",
+            Self::Idle => "idle",
+            Self::Capacity => "capacity",
+        }
+    }
 }
 
 impl ConnMetrics {
@@ -117,16 +144,33 @@ impl ConnMetrics {
         )?;
         let refused = IntCounter::new(
             "drawbridge_connections_refused_total",
-            "Client connections closed at once because limits.max_connections were open",
+            "Client connections closed at once because limits.max_connections were open and busy",
         )?;
+        let reaped = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_connections_reaped_total",
+                "Client connections the gateway closed for saying nothing, by reason (no_request, idle, capacity)",
+            ),
+            &["reason"],
+        )?;
+        for reason in ReapReason::ALL {
+            reaped.with_label_values(&[reason.label()]);
+        }
         r.register(Box::new(open.clone()))?;
         r.register(Box::new(accepted.clone()))?;
         r.register(Box::new(refused.clone()))?;
+        r.register(Box::new(reaped.clone()))?;
         Ok(Self {
             open,
             accepted,
             refused,
+            reaped,
         })
+    }
+
+    /// Counts one connection closed for `reason`.
+    pub(crate) fn reap(&self, reason: ReapReason) {
+        self.reaped.with_label_values(&[reason.label()]).inc();
     }
 }
 

@@ -1,7 +1,6 @@
 //! Session-gated websocket tunnels: who may open one, the upstream handshake, and the relay's lifetime.
 
 pub(crate) mod frames;
-pub(crate) mod registry;
 pub(crate) mod relay;
 
 use std::sync::Arc;
@@ -14,28 +13,30 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::auth::credentials::{
+    self, PROTOCOL_BEARER_PREFIX, SESSION_COOKIE, SessionRejected, protocol_entries,
+};
 use crate::auth::session::SessionClaims;
-use crate::auth::webhook::unix_now;
+use crate::body::{self, Body};
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::doors::{self, login::verify_session};
 use crate::forward::{self, Peer};
-use crate::gateway::Shared;
-use crate::gateway::respond::{self, Body};
-use registry::CloseReason;
+use crate::headers;
+use crate::registry::{CloseReason, deadline_for};
+use crate::respond::DoorError;
+use crate::state::Shared;
 
-/// The `Sec-WebSocket-Protocol` entry prefix that carries a session token.
-pub(crate) const PROTOCOL_BEARER_PREFIX: &str = "drawbridge.bearer.";
 /// Lifetime of the identity assertion sent to the sync server.
 const ASSERTION_TTL: Duration = Duration::from_secs(60);
 
 /// What a tunnel needs before it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Gate {
-    /// A drawbridge session (a sync path).
+    /// A drawbridge session (every websocket upgrade not under a public path).
     Session,
     /// An access token seen in a relayed Ditto login success (the Ditto websocket path).
     DittoToken,
-    /// No check (an upgrade on a path that is not a sync path).
+    /// No check: an upgrade under `upstream.public_upgrade_paths`.
     Open,
 }
 
@@ -47,7 +48,7 @@ struct Admitted {
     exp: Option<u64>,
 }
 
-/// Where the session came from; that carrier is removed before forwarding.
+/// Where the session came from. Every carrier is removed before forwarding (`credentials::strip`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Carrier {
     Authorization,
@@ -59,98 +60,96 @@ enum Carrier {
 /// A websocket handshake in either HTTP version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Handshake {
-    /// HTTP/1.1 `Upgrade: websocket`.
+    /// HTTP/1.1 `GET` with `Connection: upgrade` and `Upgrade: websocket`.
     Upgrade,
-    /// HTTP/2 extended CONNECT (RFC 8441).
+    /// HTTP/2 extended CONNECT (RFC 8441) with `:protocol` exactly `websocket`.
     Connect,
 }
 
 impl Handshake {
-    /// Recognises a websocket handshake.
+    /// The websocket upgrade token (RFC 6455 §11.2, RFC 8441 §4).
+    pub(crate) const PROTOCOL: &'static str = "websocket";
+
+    /// Recognises a websocket handshake; anything else (another `Upgrade` token, another method or
+    /// version, another `:protocol`) is not one and must never be relayed as an upgrade.
     pub(crate) fn of<B>(req: &Request<B>) -> Option<Self> {
-        if req.version() <= http::Version::HTTP_11
-            && crate::gateway::headers::is_upgrade(req.headers())
-        {
-            return Some(Self::Upgrade);
+        if req.method() == Method::CONNECT {
+            let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
+            return (protocol.as_str() == Self::PROTOCOL).then_some(Self::Connect);
         }
-        let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
-        (req.method() == Method::CONNECT && protocol.as_str().eq_ignore_ascii_case("websocket"))
-            .then_some(Self::Connect)
+        (req.method() == Method::GET
+            && req.version() == http::Version::HTTP_11
+            && headers::is_upgrade(req.headers())
+            && Self::upgrade_is_websocket(req.headers()))
+        .then_some(Self::Upgrade)
+    }
+
+    /// Whether the `Upgrade` header is the one token `websocket` (case-insensitive, RFC 6455 §4.2.1),
+    /// in a single field: a list offers the upstream a choice drawbridge did not gate.
+    pub(crate) fn upgrade_is_websocket(headers: &HeaderMap) -> bool {
+        let mut values = headers.get_all(header::UPGRADE).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v
+                .to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case(Self::PROTOCOL)),
+            _ => false,
+        }
     }
 }
 
-fn query_ticket(uri: &http::Uri) -> Option<String> {
-    form_urlencoded::parse(uri.query()?.as_bytes())
-        .find(|(k, _)| k == "ticket")
-        .map(|(_, v)| v.into_owned())
-}
-
-/// The path and query with every `ticket=` pair removed.
+/// The path and query with every `ticket` pair removed, however it is spelled.
 fn without_ticket(uri: &http::Uri) -> String {
     let path = uri.path();
-    match uri.query() {
-        None => path.to_owned(),
-        Some(q) => {
-            let kept: Vec<&str> = q
-                .split('&')
-                .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some("ticket"))
-                .collect();
-            if kept.is_empty() {
-                path.to_owned()
-            } else {
-                format!("{path}?{}", kept.join("&"))
-            }
-        }
+    let query = uri
+        .query()
+        .map(|q| credentials::without_ticket(q).unwrap_or_else(|| q.to_owned()));
+    match query {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_owned(),
     }
 }
 
-fn protocol_entries(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_owned())
-        .filter(|p| !p.is_empty())
-        .collect()
-}
-
-/// Finds and checks a session, trying each carrier in turn.
-// The `Err` is the finished 401; built once per refused handshake.
-#[allow(clippy::result_large_err)]
+/// Finds and checks a session, trying each carrier in turn. A bearer token that is not
+/// drawbridge's (the client's own business with the sync server) is tried last, so it does not
+/// hide a session riding on another carrier.
 fn session(
     shared: &Shared,
     req: &Request<Incoming>,
-) -> Result<(Arc<SessionClaims>, Carrier), Response<Body>> {
+) -> Result<(Arc<SessionClaims>, Carrier), SessionRejected> {
     let h = req.headers();
-    if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some(token) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-        {
-            return verify_session(shared, token.trim()).map(|c| (c, Carrier::Authorization));
-        }
+    let bearer = credentials::authorization_bearer(h);
+    let config = shared.config.load();
+    let ours = credentials::Ours::new(&config.auth.session);
+    if let Some(token) = bearer.filter(|t| ours.recognises(t)) {
+        return shared
+            .verify_session(token)
+            .map(|c| (c, Carrier::Authorization));
     }
     if let Some(token) = protocol_entries(h)
         .iter()
-        .find_map(|p| p.strip_prefix(PROTOCOL_BEARER_PREFIX).map(str::to_owned))
+        .find_map(|p| credentials::protocol_bearer(p).map(str::to_owned))
     {
-        return verify_session(shared, &token).map(|c| (c, Carrier::Protocol));
+        return shared
+            .verify_session(&token)
+            .map(|c| (c, Carrier::Protocol));
     }
-    if let Some(token) = doors::cookie(h, doors::SESSION_COOKIE) {
-        return verify_session(shared, token).map(|c| (c, Carrier::Cookie));
+    if let Some(token) = credentials::cookie(h, SESSION_COOKIE) {
+        return shared.verify_session(token).map(|c| (c, Carrier::Cookie));
     }
-    if let Some(ticket) = query_ticket(req.uri()) {
+    if let Some(ticket) = req.uri().query().and_then(credentials::query_ticket) {
         return match shared.redeem_ticket(&ticket) {
             Some(claims) if !shared.revocations.is_revoked(&claims) && claims.exp > unix_now() => {
                 Ok((claims, Carrier::Ticket))
             }
-            _ => Err(respond::invalid_token("ticket invalid, used or expired")),
+            _ => Err(SessionRejected::Ticket),
         };
     }
-    Err(respond::invalid_token(
-        "a session is required to open this websocket",
-    ))
+    if let Some(token) = bearer {
+        return shared
+            .verify_session(token)
+            .map(|c| (c, Carrier::Authorization));
+    }
+    Err(SessionRejected::Required)
 }
 
 fn header_text(s: &str) -> HeaderValue {
@@ -160,7 +159,9 @@ fn header_text(s: &str) -> HeaderValue {
     })
 }
 
-/// Removes the carrier and adds the identity headers the sync server reads.
+/// Adds the identity headers the sync server reads. `forward::rewrite_head` has already removed
+/// every carrier; a verified `Authorization` carrier is removed here as well, in case the live
+/// config names another issuer than the key that signed it.
 fn present_identity(
     shared: &Shared,
     headers: &mut HeaderMap,
@@ -171,18 +172,6 @@ fn present_identity(
     if carrier == Carrier::Authorization {
         headers.remove(header::AUTHORIZATION);
     }
-    // Never forward a session token, whichever carrier it rode on.
-    let rest: Vec<String> = protocol_entries(headers)
-        .into_iter()
-        .filter(|p| !p.starts_with(PROTOCOL_BEARER_PREFIX))
-        .collect();
-    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
-    if !rest.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&rest.join(", ")) {
-            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
-        }
-    }
-    strip_session_cookie(headers);
     let x = |n: &'static str| HeaderName::from_static(n);
     headers.insert(x("x-drawbridge-user"), header_text(&claims.sub));
     headers.insert(x("x-drawbridge-app"), header_text(&claims.app));
@@ -202,26 +191,12 @@ fn present_identity(
     }
 }
 
-fn strip_session_cookie(headers: &mut HeaderMap) {
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some(doors::SESSION_COOKIE))
-        .map(str::to_owned)
-        .collect();
-    headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(header::COOKIE, v);
-        }
-    }
-}
-
 /// Answers a websocket handshake on the main listener: checks the gate, opens the upstream
 /// handshake, and on success relays the two upgraded connections under the session's lifetime.
+///
+/// # Errors
+/// [`DoorError::InvalidToken`] when the gate stays closed, [`DoorError::Upstream`] when the sync
+/// server cannot be asked. A refusal by the sync server itself is relayed as it is.
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     mut req: Request<Incoming>,
@@ -229,46 +204,85 @@ pub(crate) async fn handle(
     config: &Config,
     gate: Gate,
     kind: Handshake,
-) -> Response<Body> {
+) -> Result<Response<Body>, DoorError> {
     let metrics = &shared.metrics.tunnel;
-    let admitted = match gate {
+    let rejected = || metrics.total.with_label_values(&["rejected"]).inc();
+    let admitted = admit(shared, &req, gate).inspect_err(|_| rejected())?;
+    // Until the tunnel is registered, shutdown waits for this handshake.
+    let _opening = shared.tunnels.opening();
+
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _body) = req.into_parts();
+    let offered_protocols = protocol_entries(&parts.headers);
+    let upstream_req = upstream_request(shared, parts, peer, config, kind, &admitted);
+    let mut upstream_resp = match shared.forwarder.send(upstream_req, config).await {
+        Ok(r) => r,
+        Err(error) => {
+            rejected();
+            shared.count_upstream_error(&error);
+            tracing::warn!(peer = %peer.addr, %error, "websocket upstream failed");
+            return Err(error.into());
+        }
+    };
+    if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The sync server refused: its answer goes back as it is.
+        rejected();
+        let (mut parts, body) = upstream_resp.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers, false);
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(body::BoxError::from).boxed_unsync(),
+        ));
+    }
+
+    let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
+    let resp = client_response(kind, upstream_resp.headers(), &offered_protocols);
+    metrics.total.with_label_values(&["accepted"]).inc();
+    spawn_relay(shared, admitted, config, client_upgrade, upstream_upgrade);
+    Ok(resp)
+}
+
+/// Who may open the tunnel under `gate`, and until when.
+fn admit(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    gate: Gate,
+) -> Result<Admitted, SessionRejected> {
+    match gate {
         Gate::Open => Ok(Admitted {
             session: None,
             sid: String::new(),
             user: String::new(),
             exp: None,
         }),
-        Gate::Session => session(shared, &req).map(|(claims, carrier)| Admitted {
+        Gate::Session => session(shared, req).map(|(claims, carrier)| Admitted {
             sid: claims.sid.clone(),
             user: claims.sub.clone(),
             exp: Some(claims.exp),
             session: Some((claims, carrier)),
         }),
-        Gate::DittoToken => match crate::doors::ditto::known_token(shared, req.headers()) {
+        Gate::DittoToken => match shared.ditto_tokens.find(req.headers()) {
             Some(known) => Ok(Admitted {
                 session: None,
                 sid: String::new(),
                 user: known.user.clone(),
                 exp: Some(known.expires_at),
             }),
-            None => Err(respond::invalid_token(
-                "an access token issued by the sync server is required",
-            )),
+            None => Err(SessionRejected::UnknownAccessToken),
         },
-    };
-    let admitted = match admitted {
-        Ok(a) => a,
-        Err(resp) => {
-            metrics.total.with_label_values(&["rejected"]).inc();
-            return resp;
-        }
-    };
-    // Until the tunnel is registered, shutdown waits for this handshake.
-    let _opening = shared.tunnels.opening();
+    }
+}
 
-    let client_upgrade = hyper::upgrade::on(&mut req);
-    let (mut parts, _body) = req.into_parts();
-    let offered_protocols = protocol_entries(&parts.headers);
+/// The handshake the sync server receives: the canonical target without any ticket, a classic
+/// HTTP/1.1 upgrade whatever the client spoke, every credential removed and the identity added.
+fn upstream_request(
+    shared: &Shared,
+    mut parts: http::request::Parts,
+    peer: Peer,
+    config: &Config,
+    kind: Handshake,
+    admitted: &Admitted,
+) -> Request<Body> {
     let path_and_query = without_ticket(&parts.uri);
     parts.uri = path_and_query
         .parse()
@@ -290,26 +304,17 @@ pub(crate) async fn handle(
     if let Some((claims, carrier)) = &admitted.session {
         present_identity(shared, &mut parts.headers, claims, *carrier, config);
     }
-    let upstream_req = Request::from_parts(parts, respond::full(bytes::Bytes::new()));
-    let mut upstream_resp = match shared.forwarder.send(upstream_req, config).await {
-        Ok(r) => r,
-        Err(error) => {
-            metrics.total.with_label_values(&["rejected"]).inc();
-            shared.count_upstream_error(&error);
-            tracing::warn!(peer = %peer.addr, %error, "websocket upstream failed");
-            return respond::upstream_error(&error);
-        }
-    };
-    if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // The sync server refused: its answer goes back as it is.
-        metrics.total.with_label_values(&["rejected"]).inc();
-        let (mut parts, body) = upstream_resp.into_parts();
-        crate::gateway::headers::remove_hop_by_hop(&mut parts.headers, false);
-        return Response::from_parts(parts, body.map_err(respond::BoxError::from).boxed_unsync());
-    }
+    Request::from_parts(parts, body::empty())
+}
 
-    let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
-    let mut resp = Response::new(respond::full(bytes::Bytes::new()));
+/// The client's side of an accepted handshake: 101 (HTTP/1.1) or 200 (HTTP/2), with the
+/// subprotocol and extensions the sync server chose.
+fn client_response(
+    kind: Handshake,
+    upstream: &HeaderMap,
+    offered_protocols: &[String],
+) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
     *resp.status_mut() = match kind {
         Handshake::Upgrade => StatusCode::SWITCHING_PROTOCOLS,
         Handshake::Connect => StatusCode::OK,
@@ -319,7 +324,7 @@ pub(crate) async fn handle(
         header::SEC_WEBSOCKET_PROTOCOL,
         header::SEC_WEBSOCKET_EXTENSIONS,
     ] {
-        if let Some(v) = upstream_resp.headers().get(&name) {
+        if let Some(v) = upstream.get(&name) {
             h.insert(name, v.clone());
         }
     }
@@ -348,16 +353,25 @@ pub(crate) async fn handle(
         Handshake::Upgrade => {
             h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            if let Some(v) = upstream_resp.headers().get(header::SEC_WEBSOCKET_ACCEPT) {
+            if let Some(v) = upstream.get(header::SEC_WEBSOCKET_ACCEPT) {
                 h.insert(header::SEC_WEBSOCKET_ACCEPT, v.clone());
             }
         }
         Handshake::Connect => {}
     }
+    resp
+}
 
-    metrics.total.with_label_values(&["accepted"]).inc();
-    let close_grace = config.auth.session.close_grace;
-    let deadline = deadline_for(admitted.exp, close_grace);
+/// Registers the tunnel under its session and relays the two upgraded connections in a task of
+/// its own until a side closes or the registry closes it.
+fn spawn_relay(
+    shared: &Arc<Shared>,
+    admitted: Admitted,
+    config: &Config,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    upstream_upgrade: hyper::upgrade::OnUpgrade,
+) {
+    let deadline = deadline_for(admitted.exp, config.auth.session.close_grace);
     let (registration, ctl) = shared
         .tunnels
         .register(&admitted.sid, &admitted.user, deadline);
@@ -386,17 +400,6 @@ pub(crate) async fn handle(
         tracing::debug!(reason = ended.label(), "tunnel closed");
         drop(registration);
     });
-    resp
-}
-
-/// When a tunnel of a session expiring at `exp` (Unix seconds) must close; far away when it has none.
-pub(crate) fn deadline_for(exp: Option<u64>, grace: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    match exp {
-        Some(exp) => now + Duration::from_secs(exp.saturating_sub(unix_now())) + grace,
-        // Ungated tunnels live until a side closes; a year stands in for never.
-        None => now + Duration::from_secs(365 * 24 * 3600),
-    }
 }
 
 /// Closes every tunnel with 1001, whatever its gate, and any still opening as it opens, and

@@ -5,7 +5,7 @@ mod support;
 
 use base64::Engine;
 use hmac::Mac;
-use support::{Gateway, Upstream, Webhook, client, post_json};
+use support::{Gateway, Login, Upstream, Webhook, client, login};
 
 const SECRET: &[u8] = b"the aggregator's shared secret";
 
@@ -34,10 +34,8 @@ async fn gateway(hook: &Webhook, signed: bool) -> (Upstream, Gateway) {
         "[aggregator]\nallow_unsigned = true\n".to_owned()
     };
     let gw = Gateway::builder(up.url())
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n{aggregator}",
-            hook.url()
-        ))
+        .demo_provider(hook)
+        .extra(&aggregator)
         .spawn()
         .await;
     (up, gw)
@@ -96,14 +94,7 @@ async fn both_request_shapes_get_webhook_replies() {
     let (_, body) = call(&gw, "/auth/webhook", legacy, None).await;
     assert_eq!(body["authenticated"], true);
     assert_eq!(hook.calls(), 3);
-    let http = client::https(&gw.ca.pem(), false);
-    let (status, _, _) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &support::login_body("app", "demo", "kim-token"),
-        None,
-    )
-    .await;
+    let Login { status, .. } = login(&gw, "app", "demo", "kim-token").await;
     assert_eq!(status, 200);
     assert_eq!(hook.calls(), 3);
 }

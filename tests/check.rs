@@ -41,7 +41,15 @@ fn example_config_passes() {
         stdout.contains("upstream    http://127.0.0.1:8080"),
         "{stdout}"
     );
-    assert!(stdout.contains("sync paths  /sync, /_ditto/ws"), "{stdout}");
+    assert!(
+        stdout.contains("public ws   none (every websocket upgrade needs a session)"),
+        "{stdout}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "the example config must not warn: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -114,13 +122,13 @@ fn missing_upstream_url_exits_64_naming_it() {
 #[test]
 fn every_bad_value_gets_its_own_line() {
     let (code, _, err) = check_text(
-        "[listen]\naddr = \"not-an-address\"\n[admin]\naddr = \"127.0.0.1:99999\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\nsync_paths = [\"sync\"]\n[limits]\nmax_connections = 0\n",
+        "[listen]\naddr = \"not-an-address\"\n[admin]\naddr = \"127.0.0.1:99999\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\npublic_upgrade_paths = [\"sync\"]\n[limits]\nmax_connections = 0\n",
     );
     assert_eq!(code, 64);
     for key in [
         "listen.addr: ",
         "admin.addr: ",
-        "upstream.sync_paths.0: ",
+        "upstream.public_upgrade_paths.0: ",
         "limits.max_connections: ",
     ] {
         assert!(
@@ -266,4 +274,75 @@ fn skip_files_takes_file_references_as_placeholders() {
         String::from_utf8_lossy(&out.stderr)
             .contains("providers.a.signing_secret: cannot read /etc/drawbridge/secrets/nope")
     );
+}
+
+#[test]
+fn public_upgrade_path_that_gates_nothing_exits_64_naming_the_key() {
+    for entry in ["/", "//", "", "/a/../", "/%2e%2e"] {
+        let (code, _, err) = check_text(&format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\npublic_upgrade_paths = [\"/status\", {entry:?}]\n"
+        ));
+        assert_eq!(code, 64, "{entry:?}: {err}");
+        assert!(
+            err.contains("upstream.public_upgrade_paths.1: "),
+            "{entry:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn non_canonical_public_upgrade_paths_exit_64_naming_each() {
+    let (code, _, err) = check_text(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+         public_upgrade_paths = [\"//public\", \"/a/../b\", \"/a%2Fb\", \"/%70ublic\", \"public\", \"/ok\"]\n",
+    );
+    assert_eq!(code, 64, "{err}");
+    for i in 0..5 {
+        let key = format!("upstream.public_upgrade_paths.{i}: ");
+        assert!(
+            err.lines().any(|l| l.contains(&key)),
+            "no line for {key}: {err}"
+        );
+    }
+    assert!(!err.contains("upstream.public_upgrade_paths.5"), "{err}");
+}
+
+#[test]
+fn sync_paths_passes_with_a_migration_warning() {
+    let (code, out, err) = check_text(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\nsync_paths = [\"/sync\", \"/_ditto/ws\"]\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": ok"), "{out}");
+    let warning = err
+        .lines()
+        .find(|l| l.contains("warning: upstream.sync_paths: "))
+        .unwrap_or_else(|| panic!("no migration warning: {err}"));
+    for words in [
+        "every websocket upgrade now needs a session",
+        "upstream.public_upgrade_paths",
+        "remove upstream.sync_paths",
+    ] {
+        assert!(warning.contains(words), "{warning}");
+    }
+}
+
+#[test]
+fn public_ditto_websocket_without_known_token_passes_with_a_warning_naming_both_keys() {
+    let (code, _, err) = check_text(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\npublic_upgrade_paths = [\"/_ditto/ws\"]\n\
+         [ditto]\nenabled = true\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let warning = err
+        .lines()
+        .find(|l| l.contains("warning: upstream.public_upgrade_paths: "))
+        .unwrap_or_else(|| panic!("no warning: {err}"));
+    assert!(warning.contains("ditto.require_known_token"), "{warning}");
+    let (code, _, err) = check_text(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\npublic_upgrade_paths = [\"/_ditto/ws\"]\n\
+         [ditto]\nenabled = true\nrequire_known_token = true\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
 }

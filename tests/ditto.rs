@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use support::ditto::{CHALLENGE_REPLY, DittoServer};
-use support::{Gateway, Webhook, client, metric};
+use support::{Gateway, Login, Webhook, client, login, metric};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn gateway(sync: &DittoServer, hook: &Webhook, ditto: &str) -> Gateway {
     Gateway::builder(sync.url())
-        .extra(&format!("[providers.my-auth]\nkind = \"webhook\"\nurl = \"{}\"\n[ditto]\nenabled = true\n{ditto}", hook.url()))
+        .webhook_provider("my-auth", hook)
+        .extra("[ditto]\nenabled = true")
+        .extra(ditto)
         .spawn()
         .await
 }
@@ -130,28 +131,14 @@ async fn allowed_login_is_relayed_byte_for_byte_and_its_reply_unchanged() {
     assert_eq!(hook.calls(), 1);
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+use support::ws::Ws;
 
 async fn ditto_ws(
     gw: &Gateway,
     header: Option<(&str, &str)>,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
-    let mut req = format!("wss://localhost:{}/_ditto/ws", gw.addr.port())
-        .into_client_request()
-        .unwrap();
-    if let Some((k, v)) = header {
-        req.headers_mut().insert(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    tokio_tungstenite::client_async(req, tls)
-        .await
-        .map(|(ws, _)| ws)
+    let headers: Vec<_> = header.into_iter().collect();
+    support::ws::client(gw.addr, &gw.ca.pem(), "/_ditto/ws", &headers).await
 }
 
 #[tokio::test]
@@ -204,11 +191,41 @@ async fn learned_access_token_is_required_on_the_ditto_websocket_and_bounds_it()
 }
 
 #[tokio::test]
-async fn without_require_known_token_the_ditto_websocket_is_relayed() {
+async fn without_require_known_token_the_ditto_websocket_needs_a_session_unless_public() {
     let sync = DittoServer::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&sync, &hook, "").await;
-    let mut ws = ditto_ws(&gw, None)
+    assert!(
+        ditto_ws(&gw, None).await.is_err(),
+        "opened without a session"
+    );
+    assert!(
+        ditto_ws(&gw, Some(("x-ditto-auth", "access-for-anyone")))
+            .await
+            .is_err(),
+        "a Ditto token is no drawbridge session"
+    );
+    assert!(
+        !sync.received().iter().any(|r| r.uri == "/_ditto/ws"),
+        "the sync server saw an ungated websocket"
+    );
+    let Login { status, body, .. } = login(&gw, "app-1", "my-auth", "nina-token").await;
+    assert_eq!(status, 200, "{body}");
+    let bearer = format!("Bearer {}", body["sessionToken"].as_str().unwrap());
+    let mut ws = ditto_ws(&gw, Some(("authorization", bearer.as_str())))
+        .await
+        .expect("a session opens it");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+
+    // Listed as public, it is relayed as is; the sync server checks its token in-stream.
+    let open = Gateway::builder(sync.url())
+        .public_upgrade_paths(&["/_ditto/ws"])
+        .webhook_provider("my-auth", &hook)
+        .extra("[ditto]\nenabled = true")
+        .spawn()
+        .await;
+    let mut ws = ditto_ws(&open, None)
         .await
         .expect("relayed; the sync server checks its token in-stream");
     ws.send(Message::text("hello")).await.unwrap();

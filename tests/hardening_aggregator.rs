@@ -57,11 +57,9 @@ impl Door {
 async fn gateway(hook: &Webhook, door: &Door, extra: &str) -> (Upstream, Gateway) {
     let up = Upstream::start().await;
     let gw = Gateway::builder(up.url())
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n{}{extra}",
-            hook.url(),
-            door.toml()
-        ))
+        .demo_provider(hook)
+        .extra(&door.toml())
+        .extra(extra)
         .spawn()
         .await;
     (up, gw)

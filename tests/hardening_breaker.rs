@@ -6,7 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Gateway, Reply, Upstream, Webhook, client, login_body, metric, post_json};
+use support::{
+    Gateway, GatewayBuilder, Login, Reply, Upstream, Webhook, client, login, login_body, metric,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::client::TlsStream;
 
@@ -31,24 +33,15 @@ async fn flaky_webhook() -> Webhook {
     .await
 }
 
-fn flaky_provider(hook: &Webhook) -> String {
-    format!(
-        "[providers.flaky]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout_ms = 10000\n\
-         circuit_failures = {FAILURES}\ncircuit_cooldown_ms = {COOLDOWN_MS}\n",
-        hook.url()
-    )
-}
-
-async fn login(gw: &Gateway, provider: &str, token: &str) -> (u16, serde_json::Value) {
-    let http = client::https(&gw.ca.pem(), false);
-    let (status, _, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("app", provider, token),
-        None,
-    )
-    .await;
-    (status, body)
+/// A gateway config with the flaky provider; the login rate limit is off because waiting out
+/// the cooldown retries fast.
+fn with_flaky_provider(up: &Upstream, hook: &Webhook) -> GatewayBuilder {
+    Gateway::builder(up.url())
+        .webhook_provider("flaky", hook)
+        .extra(&format!(
+            "timeout_ms = 10000\ncircuit_failures = {FAILURES}\ncircuit_cooldown_ms = {COOLDOWN_MS}"
+        ))
+        .rate_limit_off()
 }
 
 fn circuit_open(metrics: &str) -> f64 {
@@ -61,11 +54,11 @@ fn circuit_open(metrics: &str) -> f64 {
 /// Fails the provider until its breaker opens, and checks it then fails fast without a call.
 async fn open_the_breaker(gw: &Gateway, hook: &Webhook) {
     for i in 0..FAILURES {
-        let (status, body) = login(gw, "flaky", &format!("fail-{i}")).await;
+        let Login { status, body, .. } = login(gw, "app", "flaky", &format!("fail-{i}")).await;
         assert_eq!(status, 502, "{body}");
     }
     assert_eq!(hook.calls(), FAILURES);
-    let (status, _) = login(gw, "flaky", "early-token").await;
+    let Login { status, .. } = login(gw, "app", "flaky", "early-token").await;
     assert_eq!(status, 502, "an open breaker let a call through");
     assert_eq!(
         hook.calls(),
@@ -130,16 +123,13 @@ async fn trial_in_flight(gw: &Gateway, hook: &Webhook) -> TlsStream<tokio::net::
 async fn breaker_trial_cancelled_by_client_disconnect_is_given_back() {
     let hook = flaky_webhook().await;
     let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&flaky_provider(&hook))
-        .spawn()
-        .await;
+    let gw = with_flaky_provider(&up, &hook).spawn().await;
     open_the_breaker(&gw, &hook).await;
 
     let conn = trial_in_flight(&gw, &hook).await;
     // Half-open admits exactly one call: while the trial runs, others still fail fast.
     let calls = hook.calls();
-    assert_eq!(login(&gw, "flaky", "second-token").await.0, 502);
+    assert_eq!(login(&gw, "app", "flaky", "second-token").await.status, 502);
     assert_eq!(
         hook.calls(),
         calls,
@@ -155,7 +145,7 @@ async fn breaker_trial_cancelled_by_client_disconnect_is_given_back() {
 
     // The provider is asked again, and its answer closes the breaker.
     assert_eventually!(
-        login(&gw, "flaky", "amy-token").await.0 == 200,
+        login(&gw, "app", "flaky", "amy-token").await.status == 200,
         "the provider stayed unusable after its trial call was cancelled"
     );
     assert_eq!(
@@ -164,7 +154,7 @@ async fn breaker_trial_cancelled_by_client_disconnect_is_given_back() {
         "the next login was not a single call"
     );
     assert_eq!(circuit_open(&gw.metrics().await), 0.0);
-    let (status, body) = login(&gw, "flaky", "bea-token").await;
+    let Login { status, body, .. } = login(&gw, "app", "flaky", "bea-token").await;
     assert_eq!((status, body["userID"].as_str()), (200, Some("bea")));
     assert_eq!(hook.calls(), calls + 2);
 }
@@ -175,13 +165,9 @@ async fn breaker_trial_cancelled_by_a_winning_group_member_is_given_back() {
     // The winner answers after a pause, so the flaky member's trial is on the wire when it loses.
     let fast = Webhook::start(|_| Reply::allow("fast", 60).after(500)).await;
     let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&format!(
-            "{}[providers.fast]\nkind = \"webhook\"\nurl = \"{}\"\n\
-             [providers.any]\nkind = \"group\"\nmembers = [\"flaky\", \"fast\"]\nstrategy = \"first_success\"\n",
-            flaky_provider(&hook),
-            fast.url()
-        ))
+    let gw = with_flaky_provider(&up, &hook)
+        .webhook_provider("fast", &fast)
+        .extra("[providers.any]\nkind = \"group\"\nmembers = [\"flaky\", \"fast\"]\nstrategy = \"first_success\"")
         .spawn()
         .await;
     open_the_breaker(&gw, &hook).await;
@@ -191,7 +177,7 @@ async fn breaker_trial_cancelled_by_a_winning_group_member_is_given_back() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let calls = hook.calls();
     for attempt in 0.. {
-        let (status, body) = login(&gw, "any", &format!("hold-{attempt}")).await;
+        let Login { status, body, .. } = login(&gw, "app", "any", &format!("hold-{attempt}")).await;
         assert_eq!(
             (status, body["userID"].as_str()),
             (200, Some("fast")),
@@ -216,7 +202,7 @@ async fn breaker_trial_cancelled_by_a_winning_group_member_is_given_back() {
     );
 
     // The flaky provider is asked again at once, and its answer closes the breaker.
-    let (status, body) = login(&gw, "flaky", "cy-token").await;
+    let Login { status, body, .. } = login(&gw, "app", "flaky", "cy-token").await;
     assert_eq!(
         (status, body["userID"].as_str()),
         (200, Some("cy")),

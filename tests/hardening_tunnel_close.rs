@@ -11,33 +11,26 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::process::Running;
 use support::ws::{RawUpstream, frame, raw_handshake, read_exact, read_frame, read_to_end};
-use support::{Gateway, Webhook, client, login_body, metric, post_json};
+use support::{Gateway, Webhook, client, login, metric};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 type Ws = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
+/// Upgrades under these paths open without a session; every other one needs a session.
+const PUBLIC: &[&str] = &["/public", "/_ditto/ws"];
+
 async fn gateway(upstream: &str, hook: &Webhook, extra: &str) -> Gateway {
     Gateway::builder(upstream)
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n{extra}",
-            hook.url()
-        ))
+        .public_upgrade_paths(PUBLIC)
+        .demo_provider(hook)
+        .extra(extra)
         .spawn()
         .await
-}
-
-/// A session token from the native login door.
-async fn login(ca_pem: &str, url: &str, token: &str) -> String {
-    let http = client::https(ca_pem, false);
-    let (status, _, body) = post_json(&http, url, &login_body("app", "demo", token), None).await;
-    assert_eq!(status, 200, "{body}");
-    body["sessionToken"].as_str().unwrap().to_owned()
 }
 
 /// A tungstenite client through the gateway's TLS over HTTP/1.1, with extra handshake headers.
@@ -47,22 +40,9 @@ async fn connect(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Ws {
-    let tls = client::connect_tls(addr, ca_pem, None, &[b"http/1.1"])
-        .await
-        .unwrap();
-    let mut req = format!("wss://localhost:{}{path}", addr.port())
-        .into_client_request()
-        .unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    tokio_tungstenite::client_async(req, tls)
+    support::ws::client(addr, ca_pem, path, headers)
         .await
         .unwrap_or_else(|e| panic!("handshake on {path} failed: {e}"))
-        .0
 }
 
 /// A tungstenite client over an HTTP/2 extended CONNECT (RFC 8441) stream, with no credential.
@@ -71,16 +51,7 @@ async fn connect_h2(
     ca_pem: &str,
     path: &str,
 ) -> WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
-    let tls = client::connect_tls(addr, ca_pem, None, &[b"h2"])
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = client::h2(addr, ca_pem).await;
     let req = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(format!("https://localhost:{}{path}", addr.port()))
@@ -188,7 +159,7 @@ async fn upstream_lost_between_frames_gets_the_client_a_1011_close() {
     let mut up = RawUpstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw.ca.pem(), &gw.url("/auth/login"), "olga-token").await;
+    let token = login(&gw, "app", "demo", "olga-token").await.session();
     let bearer = format!("Bearer {token}");
     let variants = [
         UpstreamGoes::Reset,
@@ -279,7 +250,7 @@ async fn upstream_lost_mid_frame_gets_the_client_the_cut_stream_and_a_clean_end(
     let mut up = RawUpstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw.ca.pem(), &gw.url("/auth/login"), "pete-token").await;
+    let token = login(&gw, "app", "demo", "pete-token").await.session();
     let bearer = format!("Bearer {token}");
     // Payloads of 0x88 bytes read like Close headers to anything that parses payloads.
     let whole = frame(true, 0x1, b"a whole frame first", None);
@@ -379,7 +350,7 @@ async fn client_lost_between_frames_gets_the_upstream_a_masked_1001_close() {
     let mut up = RawUpstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw.ca.pem(), &gw.url("/auth/login"), "quin-token").await;
+    let token = login(&gw, "app", "demo", "quin-token").await.session();
     let bearer = format!("Bearer {token}");
     let variants = [
         ClientGoes::Reset,
@@ -449,7 +420,7 @@ async fn client_lost_mid_frame_gets_the_upstream_the_cut_stream_and_a_clean_end(
     let mut up = RawUpstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw.ca.pem(), &gw.url("/auth/login"), "rosa-token").await;
+    let token = login(&gw, "app", "demo", "rosa-token").await.session();
     let bearer = format!("Bearer {token}");
     let key = [0x11, 0x22, 0x33, 0x44];
     let whole = frame(true, 0x1, b"whole", Some(key));
@@ -492,7 +463,7 @@ async fn a_side_that_closed_first_keeps_its_close_and_is_not_counted_lost() {
     let mut up = RawUpstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw.ca.pem(), &gw.url("/auth/login"), "sam-token").await;
+    let token = login(&gw, "app", "demo", "sam-token").await.session();
     let bearer = format!("Bearer {token}");
     // The sync server closes with 4000, then drops the connection before the answer.
     let mut ws = connect(
@@ -538,7 +509,7 @@ async fn tunnels_still_opening_at_shutdown_are_closed_with_1001_before_run_retur
     let mut up = RawUpstream::holding().await;
     let hook = Webhook::users(3600).await;
     let mut gw = gateway(&up.url(), &hook, "[shutdown]\ngrace_seconds = 8\n").await;
-    let token = login(&gw.ca.pem(), &gw.url("/auth/login"), "tess-token").await;
+    let token = login(&gw, "app", "demo", "tess-token").await.session();
     let bearer = format!("Bearer {token}");
     let (addr, ca) = (gw.addr, gw.ca.pem());
     // One handshake over HTTP/1.1 with a session, one public over HTTP/2.
@@ -604,8 +575,8 @@ async fn tunnels_still_opening_at_shutdown_are_closed_with_1001_before_run_retur
 async fn shutdown_closes_public_tunnels_with_1001_at_a_frame_boundary_while_they_stream() {
     let sync = support::ditto::DittoServer::start().await;
     let hook = Webhook::users(3600).await;
-    // The Ditto websocket without `require_known_token` is public; so is any path outside
-    // `sync_paths`, reached here over HTTP/2.
+    // The Ditto websocket without `require_known_token`, listed as public, and a public path
+    // reached over HTTP/2.
     let mut gw = gateway(
         &sync.url(),
         &hook,
@@ -675,18 +646,16 @@ fn ditto_login_form(token: &str) -> String {
 async fn sigterm_sends_1001_to_session_ditto_token_and_public_tunnels_and_drains_them() {
     let sync = support::ditto::DittoServer::start().await;
     let hook = Webhook::users(3600).await;
-    let mut gw = Running::start(
-        &sync.url(),
-        &format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n[ditto]\nenabled = true\n\
-             require_known_token = true\n[shutdown]\ngrace_seconds = 8\n",
-            hook.url()
-        ),
+    let mut gw = Running::start_with(
+        Gateway::builder(sync.url())
+            .public_upgrade_paths(PUBLIC)
+            .demo_provider(&hook)
+            .extra("[ditto]\nenabled = true\nrequire_known_token = true\n[shutdown]\ngrace_seconds = 8"),
         &[],
     );
     let ca = gw.ca.pem();
     // A session tunnel on a sync path.
-    let token = login(&ca, &gw.url("/auth/login"), "uma-token").await;
+    let token = login(&gw, "app", "demo", "uma-token").await.session();
     let session = connect(
         gw.addr,
         &ca,
@@ -714,7 +683,7 @@ async fn sigterm_sends_1001_to_session_ditto_token_and_public_tunnels_and_drains
         &[("x-ditto-auth", "access-for-vic-token")],
     )
     .await;
-    // A public tunnel: a path outside `sync_paths`, no credential.
+    // A public tunnel: a path under `public_upgrade_paths`, no credential.
     let public = connect_h2(gw.addr, &ca, "/public/feed").await;
 
     let (session_tx, mut session_rx) = session.split();

@@ -3,10 +3,9 @@
 
 mod support;
 
-use http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::tokens::{ISSUER, Issuer};
-use support::{Gateway, Upstream, client};
+use support::{Gateway, Login, Upstream, login};
 
 const AUDIENCE: &str = "drawbridge";
 
@@ -32,26 +31,13 @@ notes = ["owner == '{{sub}}'"]
     (gw, up)
 }
 
-async fn login(gw: &Gateway, token: &str) -> (StatusCode, Value) {
-    let http = client::https(&gw.ca.pem(), false);
-    let body = json!({"appID": "app", "provider": "oidc", "token": token}).to_string();
-    let mut req = client::request("POST", &gw.url("/auth/login"), body);
-    req.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    let resp = http.request(req).await.unwrap();
-    let status = resp.status();
-    (status, client::json(resp).await)
-}
-
 #[tokio::test]
 async fn login_with_valid_jwt_gets_200_and_user_id() {
     let issuer = Issuer::start().await;
     let (gw, _up) = gateway(&issuer).await;
     let token = issuer.mint(&issuer.claims("user-1", AUDIENCE));
-    let (status, body) = login(&gw, &token).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let Login { status, body, .. } = login(&gw, "app", "oidc", &token).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], "success");
     assert_eq!(body["userID"], "user-1");
 }
@@ -74,8 +60,8 @@ async fn login_with_bad_jwt_gets_401_invalid_credentials() {
         ("alg none", format!("eyJhbGciOiJub25lIn0.{payload}.")),
         ("not a JWT", "not-a-jwt".to_owned()),
     ] {
-        let (status, body) = login(&gw, &token).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+        let Login { status, body, .. } = login(&gw, "app", "oidc", &token).await;
+        assert_eq!(status, 401, "{what}: {body}");
         assert_eq!(body["result"], "failure", "{what}");
         assert_eq!(body["reason"], "InvalidCredentials", "{what}");
     }

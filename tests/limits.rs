@@ -1,4 +1,4 @@
-//! Per-connection limits: slow request heads and the connection cap.
+//! Per-connection limits: slow request heads and the connection cap when every connection is busy.
 
 mod support;
 
@@ -57,39 +57,58 @@ async fn client_sending_headers_too_slowly_is_cut_off() {
 }
 
 #[tokio::test]
-async fn connections_over_the_cap_are_closed_at_once_and_counted() {
+async fn connections_over_the_cap_are_closed_at_once_when_all_are_busy() {
     let up = Upstream::start().await;
     let gw = Gateway::builder(up.url())
         .extra("[limits]\nmax_connections = 2")
         .spawn()
         .await;
-    let a = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
-    let b = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
+    // Two connections, each with a request in flight: neither may be evicted.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
+            .await
+            .unwrap();
+        tls.write_all(b"GET /slow?ms=3000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        busy.push(tls);
+    }
     assert_eventually!(
-        metric(&gw.metrics().await, "drawbridge_connections_open") == 2.0,
-        "two connections never showed as open"
+        up.hits() == 2,
+        "the slow requests never reached the upstream"
+    );
+    assert_eq!(
+        metric(&gw.metrics().await, "drawbridge_connections_open"),
+        2.0
     );
     let third = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"]).await;
     assert!(
         third.is_err(),
-        "a third connection got a TLS session past max_connections = 2"
+        "a third connection got a TLS session past max_connections = 2, both busy"
     );
+    let m = gw.metrics().await;
+    assert_eq!(metric(&m, "drawbridge_connections_refused_total"), 1.0);
     assert_eq!(
-        metric(&gw.metrics().await, "drawbridge_connections_refused_total"),
-        1.0
+        metric(
+            &m,
+            "drawbridge_connections_reaped_total{reason=\"capacity\"}"
+        ),
+        0.0
     );
 
+    // The busy ones finish their requests.
+    for tls in &mut busy {
+        let mut buf = [0u8; 12];
+        tls.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+    }
     // Closing one frees its slot.
-    drop(a);
+    drop(busy.pop());
     assert_eventually!(
         client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
             .await
             .is_ok(),
         "the freed slot was never reused"
     );
-    drop(b);
 }

@@ -2,15 +2,15 @@
 
 mod support;
 
-use support::{Gateway, Upstream, Webhook, client, get_bearer, login_body, metric, post_json};
+use support::{
+    Gateway, Login, Upstream, Webhook, client, get_bearer, login, login_body, metric, post_json,
+};
 
 async fn gateway(hook: &Webhook, extra: &str) -> (Upstream, Gateway) {
     let up = Upstream::start().await;
     let gw = Gateway::builder(up.url())
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n{extra}",
-            hook.url()
-        ))
+        .demo_provider(hook)
+        .extra(extra)
         .spawn()
         .await;
     (up, gw)
@@ -22,13 +22,11 @@ async fn login_mints_a_session_that_userinfo_and_jwks_accept() {
     let (up, gw) = gateway(&hook, "").await;
     let http = client::https(&gw.ca.pem(), false);
 
-    let (status, headers, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("app1", "demo", "alice-token"),
-        None,
-    )
-    .await;
+    let Login {
+        status,
+        headers,
+        body,
+    } = login(&gw, "app1", "demo", "alice-token").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], "success");
     assert_eq!(body["userID"], "alice");
@@ -95,14 +93,7 @@ async fn login_mints_a_session_that_userinfo_and_jwks_accept() {
 async fn denial_is_401_in_the_failure_shape_with_client_info() {
     let hook = Webhook::users(3600).await;
     let (_up, gw) = gateway(&hook, "").await;
-    let http = client::https(&gw.ca.pem(), false);
-    let (status, _, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("app1", "demo", "nobody"),
-        None,
-    )
-    .await;
+    let Login { status, body, .. } = login(&gw, "app1", "demo", "nobody").await;
     assert_eq!(status, 401);
     assert_eq!(
         body,
@@ -157,40 +148,20 @@ async fn malformed_requests_are_400_and_never_reach_the_provider() {
 async fn unknown_provider_and_app_are_denied_without_any_call() {
     let hook = Webhook::users(3600).await;
     let (_up, gw) = gateway(&hook, "[apps.app1]\nproviders = [\"demo\"]\n").await;
-    let http = client::https(&gw.ca.pem(), false);
-    let url = gw.url("/auth/login");
-    let (status, _, body) = post_json(
-        &http,
-        &url,
-        &login_body("app1", "nope", "alice-token"),
-        None,
-    )
-    .await;
+    let Login { status, body, .. } = login(&gw, "app1", "nope", "alice-token").await;
     assert_eq!(
         (status, body["reason"].as_str()),
         (401, Some("InvalidApp")),
         "{body}"
     );
-    let (status, _, body) = post_json(
-        &http,
-        &url,
-        &login_body("other-app", "demo", "alice-token"),
-        None,
-    )
-    .await;
+    let Login { status, body, .. } = login(&gw, "other-app", "demo", "alice-token").await;
     assert_eq!(
         (status, body["reason"].as_str()),
         (401, Some("InvalidApp")),
         "{body}"
     );
     assert_eq!(hook.calls(), 0);
-    let (status, _, _) = post_json(
-        &http,
-        &url,
-        &login_body("app1", "demo", "alice-token"),
-        None,
-    )
-    .await;
+    let Login { status, .. } = login(&gw, "app1", "demo", "alice-token").await;
     assert_eq!(status, 200);
     assert_eq!(
         metric(
@@ -207,13 +178,7 @@ async fn refresh_keeps_the_session_and_never_passes_the_decision_expiry() {
     let hook = Webhook::users(30).await;
     let (_up, gw) = gateway(&hook, "[session]\nmax_ttl_seconds = 3600\n").await;
     let http = client::https(&gw.ca.pem(), false);
-    let (_, _, first) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("a", "demo", "bob-token"),
-        None,
-    )
-    .await;
+    let Login { body: first, .. } = login(&gw, "a", "demo", "bob-token").await;
     let token = first["sessionToken"].as_str().unwrap();
     let (status, _, second) = post_json(
         &http,
@@ -262,13 +227,7 @@ async fn after_logout_the_token_is_refused_everywhere() {
     let hook = Webhook::users(3600).await;
     let (_up, gw) = gateway(&hook, "").await;
     let http = client::https(&gw.ca.pem(), false);
-    let (_, _, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("a", "demo", "carol-token"),
-        None,
-    )
-    .await;
+    let Login { body, .. } = login(&gw, "a", "demo", "carol-token").await;
     let token = body["sessionToken"].as_str().unwrap().to_owned();
     let (status, _, ticket) = post_json(
         &http,
@@ -327,13 +286,7 @@ async fn after_logout_the_token_is_refused_everywhere() {
     );
 
     // A new login gets a new, working session.
-    let (_, _, again) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("a", "demo", "carol-token"),
-        None,
-    )
-    .await;
+    let Login { body: again, .. } = login(&gw, "a", "demo", "carol-token").await;
     let (status, _, _) = get_bearer(
         &http,
         &gw.url("/auth/userinfo"),
@@ -348,13 +301,7 @@ async fn admin_revokes_by_user_and_purges_the_cache() {
     let hook = Webhook::users(3600).await;
     let (_up, gw) = gateway(&hook, "").await;
     let http = client::https(&gw.ca.pem(), false);
-    let (_, _, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("a", "demo", "dave-token"),
-        None,
-    )
-    .await;
+    let Login { body, .. } = login(&gw, "a", "demo", "dave-token").await;
     let token = body["sessionToken"].as_str().unwrap().to_owned();
     let admin = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
@@ -369,13 +316,7 @@ async fn admin_revokes_by_user_and_purges_the_cache() {
     assert_eq!(status, 401, "a user revocation left a session working");
     // The user's cached decision went too: the next login asks the provider again.
     let calls = hook.calls();
-    let (status, _, _) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("a", "demo", "dave-token"),
-        None,
-    )
-    .await;
+    let Login { status, .. } = login(&gw, "a", "demo", "dave-token").await;
     assert_eq!(status, 200);
     assert_eq!(hook.calls(), calls + 1);
 
@@ -383,13 +324,7 @@ async fn admin_revokes_by_user_and_purges_the_cache() {
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
     assert_eq!(admin.request(purge).await.unwrap().status(), 200);
-    post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("a", "demo", "dave-token"),
-        None,
-    )
-    .await;
+    login(&gw, "a", "demo", "dave-token").await;
     assert_eq!(hook.calls(), calls + 2, "purge left the decision cached");
 }
 
@@ -397,16 +332,13 @@ async fn admin_revokes_by_user_and_purges_the_cache() {
 async fn login_rate_limit_answers_429_per_client() {
     let hook = Webhook::users(3600).await;
     let (_up, gw) = gateway(&hook, "[rate_limit]\nper_second = 1\nburst = 3\n").await;
-    let http = client::https(&gw.ca.pem(), false);
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let (status, headers, body) = post_json(
-            &http,
-            &gw.url("/auth/login"),
-            &login_body("a", "demo", "erin-token"),
-            None,
-        )
-        .await;
+        let Login {
+            status,
+            headers,
+            body,
+        } = login(&gw, "a", "demo", "erin-token").await;
         if status == 429 {
             assert_eq!(body["reason"], "RateLimited");
             assert_eq!(headers["retry-after"], "1");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::process::Running;
-use support::{Reply, Upstream, Webhook, client, get_bearer, login_body, post_json};
+use support::{Gateway, Login, Reply, Upstream, Webhook, client, get_bearer, login, post_json};
 
 #[tokio::test]
 async fn no_secret_reaches_the_logs_at_debug_level() {
@@ -20,31 +20,17 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
     })
     .await;
     let up = Upstream::start().await;
-    let gw = Running::start(
-        &up.url(),
-        &format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\ncircuit_failures = 0\n",
-            hook.url()
-        ),
+    let gw = Running::start_with(
+        Gateway::builder(up.url())
+            .demo_provider(&hook)
+            .extra("circuit_failures = 0"),
         &[("DRAWBRIDGE_LOG", "debug")],
     );
     let http = client::https(&gw.ca.pem(), false);
-    let (status, _, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("app", "demo", PROVIDER_TOKEN),
-        None,
-    )
-    .await;
+    let Login { status, body, .. } = login(&gw, "app", "demo", PROVIDER_TOKEN).await;
     assert_eq!(status, 200, "{body}");
     let session = body["sessionToken"].as_str().unwrap().to_owned();
-    let (status, _, _) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("app", "demo", FAILING_TOKEN),
-        None,
-    )
-    .await;
+    let Login { status, .. } = login(&gw, "app", "demo", FAILING_TOKEN).await;
     assert_eq!(status, 502);
     let (status, _, _) = get_bearer(&http, &gw.url("/auth/userinfo"), &session).await;
     assert_eq!(status, 200);

@@ -7,43 +7,28 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use hmac::Mac;
-use support::{Gateway, Reply, Upstream, Webhook, client, login_body, metric, post_json};
+use support::{
+    Gateway, GatewayBuilder, Login, Reply, Upstream, Webhook, client, login, login_body, metric,
+    post_json,
+};
 
-async fn gateway(extra: &str) -> (Upstream, Gateway) {
+/// A gateway in front of a recording upstream, with the providers `config` adds.
+async fn gateway(config: impl FnOnce(GatewayBuilder) -> GatewayBuilder) -> (Upstream, Gateway) {
     let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url()).extra(extra).spawn().await;
+    let gw = config(Gateway::builder(up.url())).spawn().await;
     (up, gw)
-}
-
-fn webhook_provider(name: &str, hook: &Webhook, more: &str) -> String {
-    format!(
-        "[providers.{name}]\nkind = \"webhook\"\nurl = \"{}\"\n{more}\n",
-        hook.url()
-    )
-}
-
-async fn login(gw: &Gateway, provider: &str, token: &str) -> (u16, serde_json::Value) {
-    let http = client::https(&gw.ca.pem(), false);
-    let (status, _, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("app", provider, token),
-        None,
-    )
-    .await;
-    (status, body)
 }
 
 #[tokio::test]
 async fn cache_hit_makes_no_provider_call() {
     let hook = Webhook::users(3600).await;
-    let (_up, gw) = gateway(&webhook_provider("demo", &hook, "")).await;
+    let (_up, gw) = gateway(|b| b.demo_provider(&hook)).await;
     for _ in 0..5 {
-        assert_eq!(login(&gw, "demo", "alice-token").await.0, 200);
+        assert_eq!(login(&gw, "app", "demo", "alice-token").await.status, 200);
     }
     assert_eq!(hook.calls(), 1);
     // A different token is a different key.
-    assert_eq!(login(&gw, "demo", "bob-token").await.0, 200);
+    assert_eq!(login(&gw, "app", "demo", "bob-token").await.status, 200);
     assert_eq!(hook.calls(), 2);
     let m = gw.metrics().await;
     assert_eq!(
@@ -65,7 +50,7 @@ async fn cache_hit_makes_no_provider_call() {
 #[tokio::test]
 async fn hundred_concurrent_identical_logins_make_exactly_one_call() {
     let hook = Webhook::start(|_| Reply::allow("zoe", 3600).after(300)).await;
-    let (_up, gw) = gateway(&webhook_provider("demo", &hook, "")).await;
+    let (_up, gw) = gateway(|b| b.demo_provider(&hook)).await;
     let http = client::https(&gw.ca.pem(), true);
     let url = gw.url("/auth/login");
     let logins = (0..100).map(|_| {
@@ -97,15 +82,15 @@ async fn hundred_concurrent_identical_logins_make_exactly_one_call() {
 #[tokio::test]
 async fn short_expiration_seconds_is_honoured() {
     let hook = Webhook::users(1).await;
-    let (_up, gw) = gateway(&webhook_provider("demo", &hook, "")).await;
-    let (status, body) = login(&gw, "demo", "fay-token").await;
+    let (_up, gw) = gateway(|b| b.demo_provider(&hook)).await;
+    let Login { status, body, .. } = login(&gw, "app", "demo", "fay-token").await;
     assert_eq!(status, 200);
     assert!(body["expirationSeconds"].as_u64().unwrap() <= 1, "{body}");
-    assert_eq!(login(&gw, "demo", "fay-token").await.0, 200);
+    assert_eq!(login(&gw, "app", "demo", "fay-token").await.status, 200);
     let started = Instant::now();
     assert_eventually!(
         {
-            login(&gw, "demo", "fay-token").await;
+            login(&gw, "app", "demo", "fay-token").await;
             hook.calls() == 2
         },
         "the allow outlived its expirationSeconds"
@@ -116,17 +101,17 @@ async fn short_expiration_seconds_is_honoured() {
 #[tokio::test]
 async fn denial_is_cached_only_for_the_negative_ttl() {
     let hook = Webhook::users(3600).await;
-    let (_up, gw) = gateway(&format!(
-        "{}[cache]\nnegative_ttl_seconds = 1\n",
-        webhook_provider("demo", &hook, "")
-    ))
+    let (_up, gw) = gateway(|b| {
+        b.demo_provider(&hook)
+            .extra("[cache]\nnegative_ttl_seconds = 1")
+    })
     .await;
-    assert_eq!(login(&gw, "demo", "wrong").await.0, 401);
-    assert_eq!(login(&gw, "demo", "wrong").await.0, 401);
+    assert_eq!(login(&gw, "app", "demo", "wrong").await.status, 401);
+    assert_eq!(login(&gw, "app", "demo", "wrong").await.status, 401);
     assert_eq!(hook.calls(), 1, "a denial was not cached at all");
     assert_eventually!(
         {
-            login(&gw, "demo", "wrong").await;
+            login(&gw, "app", "demo", "wrong").await;
             hook.calls() == 2
         },
         "the denial outlived negative_ttl_seconds"
@@ -136,19 +121,18 @@ async fn denial_is_cached_only_for_the_negative_ttl() {
 #[tokio::test]
 async fn provider_timeout_is_503_and_nothing_is_cached() {
     let hook = Webhook::start(|_| Reply::allow("slow", 3600).after(2000)).await;
-    let (_up, gw) = gateway(&webhook_provider(
-        "demo",
-        &hook,
-        "timeout_ms = 200\nretries = 0",
-    ))
+    let (_up, gw) = gateway(|b| {
+        b.demo_provider(&hook)
+            .extra("timeout_ms = 200\nretries = 0")
+    })
     .await;
     let started = Instant::now();
-    let (status, body) = login(&gw, "demo", "t").await;
+    let Login { status, body, .. } = login(&gw, "app", "demo", "t").await;
     assert_eq!(status, 503);
     assert_eq!(body["result"], "failure");
     assert_eq!(body["reason"], "Timeout");
     assert!(started.elapsed() < Duration::from_millis(1500));
-    assert_eq!(login(&gw, "demo", "t").await.0, 503);
+    assert_eq!(login(&gw, "app", "demo", "t").await.status, 503);
     assert_eq!(hook.calls(), 2, "a timeout was cached");
     let m = gw.metrics().await;
     assert_eq!(
@@ -188,7 +172,7 @@ async fn garbage_oversized_and_failing_replies_are_502_internal_and_counted() {
         _ => Reply::allow("ok", 60),
     })
     .await;
-    let (_up, gw) = gateway(&webhook_provider("demo", &hook, "circuit_failures = 0")).await;
+    let (_up, gw) = gateway(|b| b.demo_provider(&hook).extra("circuit_failures = 0")).await;
     for token in [
         "garbage",
         "wrong-types",
@@ -196,7 +180,7 @@ async fn garbage_oversized_and_failing_replies_are_502_internal_and_counted() {
         "huge",
         "server-error",
     ] {
-        let (status, body) = login(&gw, "demo", token).await;
+        let Login { status, body, .. } = login(&gw, "app", "demo", token).await;
         assert_eq!(status, 502, "{token}: {body}");
         assert_eq!(body["reason"], "Internal", "{token}");
         assert_eq!(body["result"], "failure");
@@ -218,18 +202,20 @@ async fn garbage_oversized_and_failing_replies_are_502_internal_and_counted() {
         1.0
     );
     // Nothing failed was cached: each asks again.
-    login(&gw, "demo", "garbage").await;
+    login(&gw, "app", "demo", "garbage").await;
     assert_eq!(hook.calls(), 6);
 }
 
 #[tokio::test]
 async fn unreachable_provider_is_502_and_retries_only_connect_errors() {
     let dead = support::upstream::dead_url().await;
-    let (_up, gw) = gateway(&format!(
-        "[providers.gone]\nkind = \"webhook\"\nurl = \"{dead}/auth\"\nretries = 2\n"
-    ))
+    let (_up, gw) = gateway(|b| {
+        b.extra(&format!(
+            "[providers.gone]\nkind = \"webhook\"\nurl = \"{dead}/auth\"\nretries = 2"
+        ))
+    })
     .await;
-    let (status, body) = login(&gw, "gone", "t").await;
+    let Login { status, body, .. } = login(&gw, "app", "gone", "t").await;
     assert_eq!((status, body["reason"].as_str()), (502, Some("Internal")));
     assert_eq!(
         metric(
@@ -245,13 +231,13 @@ async fn signed_calls_match_the_documented_algorithm() {
     let secret = b"a shared secret of some length";
     let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
     let hook = Webhook::users(60).await;
-    let (_up, gw) = gateway(&webhook_provider(
-        "demo",
-        &hook,
-        &format!("signing_secret = \"{b64}\"\nrequest_format = \"v1\"\nheaders = {{ \"x-api-key\" = \"k1\" }}"),
-    ))
+    let (_up, gw) = gateway(|b| {
+        b.demo_provider(&hook).extra(&format!(
+            "signing_secret = \"{b64}\"\nrequest_format = \"v1\"\nheaders = {{ \"x-api-key\" = \"k1\" }}"
+        ))
+    })
     .await;
-    assert_eq!(login(&gw, "demo", "gus-token").await.0, 200);
+    assert_eq!(login(&gw, "app", "demo", "gus-token").await.status, 200);
     let call = &hook.log()[0];
     // Recompute the signature here, from the documented algorithm, without drawbridge's code:
     // v1 = hex(HMAC-SHA256(key = secret, msg = "<t>.<raw body>")).
@@ -279,8 +265,8 @@ async fn signed_calls_match_the_documented_algorithm() {
 #[tokio::test]
 async fn legacy_request_shape_is_the_default() {
     let hook = Webhook::users(60).await;
-    let (_up, gw) = gateway(&webhook_provider("demo", &hook, "")).await;
-    login(&gw, "demo", "hal-token").await;
+    let (_up, gw) = gateway(|b| b.demo_provider(&hook)).await;
+    login(&gw, "app", "demo", "hal-token").await;
     let body: serde_json::Value = serde_json::from_slice(&hook.log()[0].body).unwrap();
     assert_eq!(
         body,
@@ -292,14 +278,13 @@ async fn legacy_request_shape_is_the_default() {
 #[tokio::test]
 async fn circuit_opens_after_consecutive_failures_and_fails_fast() {
     let hook = Webhook::start(|_| Reply::raw(503, "down")).await;
-    let (_up, gw) = gateway(&webhook_provider(
-        "demo",
-        &hook,
-        "circuit_failures = 3\ncircuit_cooldown_ms = 60000",
-    ))
+    let (_up, gw) = gateway(|b| {
+        b.demo_provider(&hook)
+            .extra("circuit_failures = 3\ncircuit_cooldown_ms = 60000")
+    })
     .await;
     for i in 0..6 {
-        let (status, _) = login(&gw, "demo", &format!("t{i}")).await;
+        let Login { status, .. } = login(&gw, "app", "demo", &format!("t{i}")).await;
         assert_eq!(status, 502);
     }
     assert_eq!(hook.calls(), 3, "an open circuit still called the provider");
@@ -329,16 +314,16 @@ async fn stale_allow_is_served_while_the_provider_fails() {
         }
     })
     .await;
-    let (_up, gw) = gateway(&format!(
-        "{}[cache]\nstale_if_error_seconds = 60\n",
-        webhook_provider("flaky", &hook, "circuit_failures = 0")
-    ))
+    let (_up, gw) = gateway(|b| {
+        b.webhook_provider("flaky", &hook)
+            .extra("circuit_failures = 0\n[cache]\nstale_if_error_seconds = 60")
+    })
     .await;
-    assert_eq!(login(&gw, "flaky", "ivy-token").await.0, 200);
+    assert_eq!(login(&gw, "app", "flaky", "ivy-token").await.status, 200);
     broken.store(true, std::sync::atomic::Ordering::SeqCst);
     // Once the 1 s allow expires, the failing provider is asked and the stale allow is served instead.
     assert_eventually!(
-        login(&gw, "flaky", "ivy-token").await.0 == 200 && hook.calls() >= 2,
+        login(&gw, "app", "flaky", "ivy-token").await.status == 200 && hook.calls() >= 2,
         "no stale allow was served while the provider was failing"
     );
     assert!(
@@ -348,7 +333,7 @@ async fn stale_allow_is_served_while_the_provider_fails() {
         ) >= 1.0
     );
     // A token never allowed gets no stale answer.
-    assert_eq!(login(&gw, "flaky", "other-token").await.0, 502);
+    assert_eq!(login(&gw, "app", "flaky", "other-token").await.status, 502);
 }
 
 #[tokio::test]
@@ -356,15 +341,15 @@ async fn first_success_group_takes_the_first_allow_and_cancels_the_rest() {
     let fast = Webhook::start(|_| Reply::allow("fast", 60).after(50)).await;
     let slow = Webhook::start(|_| Reply::allow("slow", 60).after(3000)).await;
     let deny = Webhook::start(|_| Reply::deny(serde_json::json!({"from": "deny"}))).await;
-    let cfg = format!(
-        "{}{}{}[providers.any]\nkind = \"group\"\nmembers = [\"slow\", \"deny\", \"fast\"]\nstrategy = \"first_success\"\n",
-        webhook_provider("fast", &fast, ""),
-        webhook_provider("slow", &slow, ""),
-        webhook_provider("deny", &deny, "")
-    );
-    let (_up, gw) = gateway(&cfg).await;
+    let (_up, gw) = gateway(|b| {
+        b.webhook_provider("fast", &fast)
+            .webhook_provider("slow", &slow)
+            .webhook_provider("deny", &deny)
+            .extra("[providers.any]\nkind = \"group\"\nmembers = [\"slow\", \"deny\", \"fast\"]\nstrategy = \"first_success\"")
+    })
+    .await;
     let started = Instant::now();
-    let (status, body) = login(&gw, "any", "tok").await;
+    let Login { status, body, .. } = login(&gw, "app", "any", "tok").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["userID"], "fast");
     assert!(started.elapsed() < Duration::from_millis(2000));
@@ -400,13 +385,15 @@ async fn all_group_needs_every_member_and_intersects_permissions() {
         _ => Reply::deny(serde_json::json!({"from": "b"})),
     })
     .await;
-    let cfg = format!(
-        "{}{}[providers.both]\nkind = \"group\"\nmembers = [\"a\", \"b\"]\nstrategy = \"all\"\n",
-        webhook_provider("a", &a, ""),
-        webhook_provider("b", &b, "")
-    );
-    let (_up, gw) = gateway(&cfg).await;
-    let (status, body) = login(&gw, "both", "good").await;
+    let (_up, gw) = gateway(|gw| {
+        gw.webhook_provider("a", &a)
+            .webhook_provider("b", &b)
+            .extra(
+                "[providers.both]\nkind = \"group\"\nmembers = [\"a\", \"b\"]\nstrategy = \"all\"",
+            )
+    })
+    .await;
+    let Login { status, body, .. } = login(&gw, "app", "both", "good").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["permissions"]["read"],
@@ -418,7 +405,7 @@ async fn all_group_needs_every_member_and_intersects_permissions() {
         body["expirationSeconds"].as_u64().unwrap() <= 60,
         "the earliest expiry must win"
     );
-    let (status, body) = login(&gw, "both", "bad").await;
+    let Login { status, body, .. } = login(&gw, "app", "both", "bad").await;
     assert_eq!(status, 401);
     assert_eq!(body["clientInfo"], serde_json::json!({"from": "b"}));
 }
@@ -428,25 +415,25 @@ async fn ordered_group_falls_through_denials_and_errors_only_when_told() {
     let broken = Webhook::start(|_| Reply::raw(500, "no")).await;
     let no = Webhook::start(|_| Reply::deny(serde_json::json!(null))).await;
     let yes = Webhook::users(60).await;
-    let members = format!(
-        "{}{}{}",
-        webhook_provider("broken", &broken, "circuit_failures = 0"),
-        webhook_provider("no", &no, ""),
-        webhook_provider("yes", &yes, "")
-    );
-    let cfg = format!(
-        "{members}[providers.strict]\nkind = \"group\"\nmembers = [\"no\", \"broken\", \"yes\"]\nstrategy = \"ordered\"\n\
-         [providers.lenient]\nkind = \"group\"\nmembers = [\"no\", \"broken\", \"yes\"]\nstrategy = \"ordered\"\nfallthrough_on_error = true\n"
-    );
-    let (_up, gw) = gateway(&cfg).await;
-    let (status, body) = login(&gw, "strict", "jo-token").await;
+    let (_up, gw) = gateway(|b| {
+        b.webhook_provider("broken", &broken)
+            .extra("circuit_failures = 0")
+            .webhook_provider("no", &no)
+            .webhook_provider("yes", &yes)
+            .extra(
+                "[providers.strict]\nkind = \"group\"\nmembers = [\"no\", \"broken\", \"yes\"]\nstrategy = \"ordered\"\n\
+                 [providers.lenient]\nkind = \"group\"\nmembers = [\"no\", \"broken\", \"yes\"]\nstrategy = \"ordered\"\nfallthrough_on_error = true",
+            )
+    })
+    .await;
+    let Login { status, body, .. } = login(&gw, "app", "strict", "jo-token").await;
     assert_eq!(
         (status, body["reason"].as_str()),
         (502, Some("Internal")),
         "{body}"
     );
     assert_eq!(yes.calls(), 0, "strict ordering went past an error");
-    let (status, body) = login(&gw, "lenient", "jo-token").await;
+    let Login { status, body, .. } = login(&gw, "app", "lenient", "jo-token").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["userID"], "jo");
     assert_eq!((no.calls(), broken.calls(), yes.calls()), (2, 2, 1));

@@ -224,9 +224,12 @@ async fn slow_upstream_gets_504_json() {
 }
 
 #[tokio::test]
-async fn websocket_upgrade_is_relayed() {
+async fn websocket_upgrade_on_a_public_path_is_relayed() {
     let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url()).spawn().await;
+    let gw = Gateway::builder(up.url())
+        .upstream_setting("public_upgrade_paths = [\"/other\"]")
+        .spawn()
+        .await;
     let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
         .await
         .unwrap();

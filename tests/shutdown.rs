@@ -8,7 +8,7 @@ use http::StatusCode;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::process::Running;
-use support::{Upstream, client};
+use support::{Gateway, Upstream, client, login};
 
 #[tokio::test]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
@@ -68,22 +68,13 @@ async fn sigterm_closes_open_tunnels_with_1001() {
     use futures_util::StreamExt;
     let up = Upstream::start().await;
     let hook = support::Webhook::users(3600).await;
-    let mut gw = Running::start(
-        &up.url(),
-        &format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n[shutdown]\ngrace_seconds = 5\n",
-            hook.url()
-        ),
+    let mut gw = Running::start_with(
+        Gateway::builder(up.url())
+            .demo_provider(&hook)
+            .extra("[shutdown]\ngrace_seconds = 5"),
         &[],
     );
-    let http = client::https(&gw.ca.pem(), false);
-    let (_, _, login) = support::post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &support::login_body("app", "demo", "zed-token"),
-        None,
-    )
-    .await;
+    let token = login(&gw, "app", "demo", "zed-token").await.session();
     let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
         .await
         .unwrap();
@@ -91,7 +82,7 @@ async fn sigterm_closes_open_tunnels_with_1001() {
         format!("wss://localhost:{}/sync", gw.addr.port()),
     )
     .unwrap();
-    let bearer = format!("Bearer {}", login["sessionToken"].as_str().unwrap());
+    let bearer = format!("Bearer {token}");
     req.headers_mut()
         .insert("authorization", bearer.parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();

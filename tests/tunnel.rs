@@ -7,37 +7,20 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use support::ws::{RawUpstream, frame, raw_handshake, read_exact};
-use support::{Gateway, Upstream, Webhook, client, login_body, metric, post_json};
+use support::{Gateway, Upstream, Webhook, client, login, metric, post_json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 async fn gateway(upstream: &str, hook: &Webhook, extra: &str) -> Gateway {
     Gateway::builder(upstream)
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n{extra}",
-            hook.url()
-        ))
+        .demo_provider(hook)
+        .extra(extra)
         .spawn()
         .await
 }
 
-async fn login(gw: &Gateway, token: &str) -> String {
-    let http = client::https(&gw.ca.pem(), false);
-    let (status, _, body) = post_json(
-        &http,
-        &gw.url("/auth/login"),
-        &login_body("app", "demo", token),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["sessionToken"].as_str().unwrap().to_owned()
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+use support::ws::Ws;
 
 /// A tungstenite client through the gateway's TLS, with extra handshake headers.
 async fn connect(
@@ -45,21 +28,7 @@ async fn connect(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
-    let mut req = format!("wss://localhost:{}{path}", gw.addr.port())
-        .into_client_request()
-        .unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    tokio_tungstenite::client_async(req, tls)
-        .await
-        .map(|(ws, _)| ws)
+    support::ws::client(gw.addr, &gw.ca.pem(), path, headers).await
 }
 
 async fn echo_ok(ws: &mut Ws, text: &str) {
@@ -133,7 +102,7 @@ async fn every_token_carrier_opens_a_tunnel_and_the_token_never_reaches_the_sync
     let mut up = RawUpstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "alice-token").await;
+    let token = login(&gw, "app", "demo", "alice-token").await.session();
     let http = client::https(&gw.ca.pem(), false);
     let (_, _, t) = post_json(
         &http,
@@ -237,7 +206,7 @@ async fn browser_offering_only_the_bearer_protocol_gets_a_valid_handshake() {
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "bob-token").await;
+    let token = login(&gw, "app", "demo", "bob-token").await.session();
     // tungstenite, like a browser, fails a handshake whose offered protocols got no answer.
     let mut ws = connect(
         &gw,
@@ -257,7 +226,7 @@ async fn relay_is_byte_for_byte_in_both_directions() {
     let mut up = RawUpstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "carol-token").await;
+    let token = login(&gw, "app", "demo", "carol-token").await.session();
     let (mut client, status, _) = raw_handshake(
         gw.addr,
         &gw.ca.pem(),
@@ -341,7 +310,7 @@ async fn upstream_close_is_relayed_faithfully() {
     let mut up = RawUpstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "dan-token").await;
+    let token = login(&gw, "app", "demo", "dan-token").await.session();
     let mut ws = connect(
         &gw,
         "/sync",
@@ -370,7 +339,7 @@ async fn expiry_closes_with_4001_mid_stream_while_the_client_keeps_sending() {
     let up = Upstream::start().await;
     let hook = Webhook::users(2).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "erin-token").await;
+    let token = login(&gw, "app", "demo", "erin-token").await.session();
     let ws = connect(
         &gw,
         "/sync",
@@ -421,7 +390,7 @@ async fn refresh_moves_the_tunnel_deadline() {
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "[session]\nmax_ttl_seconds = 2\n").await;
-    let token = login(&gw, "fred-token").await;
+    let token = login(&gw, "app", "demo", "fred-token").await.session();
     let mut ws = connect(
         &gw,
         "/sync",
@@ -458,7 +427,7 @@ async fn logout_closes_the_tunnel_with_4003_within_a_second() {
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "gail-token").await;
+    let token = login(&gw, "app", "demo", "gail-token").await.session();
     let mut ws = connect(
         &gw,
         "/sync",
@@ -486,7 +455,7 @@ async fn shutdown_closes_every_tunnel_with_1001() {
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
     let mut gw = gateway(&up.url(), &hook, "[shutdown]\ngrace_seconds = 5\n").await;
-    let token = login(&gw, "hank-token").await;
+    let token = login(&gw, "app", "demo", "hank-token").await.session();
     let mut a = connect(
         &gw,
         "/sync",
@@ -518,7 +487,7 @@ async fn refused_upgrade_is_relayed_and_a_dead_upstream_is_502() {
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "ivan-token").await;
+    let token = login(&gw, "app", "demo", "ivan-token").await.session();
     let bearer = format!("Bearer {token}");
     let (mut tls, status, head) = raw_handshake(
         gw.addr,
@@ -535,14 +504,8 @@ async fn refused_upgrade_is_relayed_and_a_dead_upstream_is_502() {
         "by the sync server"
     );
 
-    let dead = Gateway::builder(support::upstream::dead_url().await)
-        .extra(&format!(
-            "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"\n",
-            hook.url()
-        ))
-        .spawn()
-        .await;
-    let token = login(&dead, "ivan-token").await;
+    let dead = gateway(&support::upstream::dead_url().await, &hook, "").await;
+    let token = login(&dead, "app", "demo", "ivan-token").await.session();
     let (_, status, _) = raw_handshake(
         dead.addr,
         &dead.ca.pem(),
@@ -558,7 +521,7 @@ async fn thousand_concurrent_tunnels_stay_open_and_echo() {
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "[limits]\nmax_connections = 5000\n").await;
-    let token = login(&gw, "judy-token").await;
+    let token = login(&gw, "app", "demo", "judy-token").await.session();
     let bearer = format!("Bearer {token}");
     let headers = [("authorization", bearer.as_str())];
     let mut open = Vec::new();
@@ -589,18 +552,12 @@ async fn http2_extended_connect_websocket_is_gated_and_relayed() {
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "kim-token").await;
+    let token = login(&gw, "app", "demo", "kim-token").await.session();
     let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"h2"])
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _) = client::h2_over(tls).await;
     let connect = |bearer: Option<&str>| {
         let mut req = http::Request::builder()
             .method(http::Method::CONNECT)

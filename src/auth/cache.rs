@@ -10,8 +10,8 @@ use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
 use super::provider::ProviderError;
-use super::webhook::unix_now;
 use super::{Allow, Decision};
+use crate::clock::unix_now;
 use crate::config::auth::CacheConfig;
 use crate::metrics::AuthMetrics;
 

@@ -10,8 +10,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::webhook::unix_now;
 use super::{Allow, Permissions};
+use crate::clock::unix_now;
 use crate::config::auth::SessionConfig;
 
 /// The claims of a drawbridge session token.

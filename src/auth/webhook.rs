@@ -1,7 +1,7 @@
 //! The webhook provider: the Ditto webhook contract over the shared client, with signing,
 //! a concurrency cap, retries on connect errors, and a circuit breaker.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, header};
@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use super::breaker::Breaker;
 use super::provider::{Check, HttpClient, ProviderError};
 use super::{Allow, Decision, Permissions, Reason, signature};
+use crate::clock::unix_now;
 use crate::config::auth::{RequestFormat, WebhookConfig};
 use crate::metrics::AuthMetrics;
 
@@ -21,13 +22,6 @@ use crate::metrics::AuthMetrics;
 pub(crate) const MAX_REPLY_BYTES: usize = 1024 * 1024;
 /// First retry backoff; doubled per attempt, with full jitter.
 const RETRY_BASE: Duration = Duration::from_millis(25);
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// A webhook named in the config.
 pub(crate) struct WebhookProvider {

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use super::Problem;
 use super::raw;
-use crate::auth::{Access, Permissions};
+use crate::permissions::{Access, Permissions};
 
 /// Every auth setting.
 #[derive(Debug, Clone)]
@@ -220,13 +220,13 @@ impl AggregatorConfig {
     }
 
     /// What an operator should hear about at `drawbridge check` and at start.
-    pub fn warnings(&self) -> Vec<String> {
+    pub fn warnings(&self) -> Vec<Problem> {
         match self.access {
-            AggregatorAccess::Unsigned => vec![
-                "aggregator.allow_unsigned = true: anyone who can reach POST /auth/webhook can ask which \
-                 user and permissions any token has; set aggregator.signing_secret instead"
-                    .to_owned(),
-            ],
+            AggregatorAccess::Unsigned => vec![Problem::new(
+                "aggregator.allow_unsigned",
+                "true: anyone who can reach POST /auth/webhook can ask which user and permissions any \
+                 token has; set aggregator.signing_secret instead",
+            )],
             AggregatorAccess::Disabled | AggregatorAccess::Signed(_) => Vec::new(),
         }
     }
@@ -440,71 +440,104 @@ fn cycle(start: &str, providers: &BTreeMap<String, raw::RawProvider>) -> bool {
     visit(start, providers, &mut Vec::new())
 }
 
+/// Validates the auth sections of the config, one function per section, collecting every problem.
 pub(super) fn validate(r: &raw::RawConfig, p: &mut Vec<Problem>) -> Option<Auth> {
+    Some(Auth {
+        providers: providers(&r.providers, p),
+        apps: apps(r, p),
+        cache: cache(&r.cache, p),
+        session: session(&r.session, p),
+        aggregator: AggregatorConfig {
+            access: aggregator_access(&r.aggregator, p),
+            max_signature_age: Duration::from_secs(r.aggregator.max_signature_age_seconds),
+        },
+        rate_limit: rate_limit(&r.rate_limit, p),
+        cors_allowed_origins: cors(&r.cors, p),
+    })
+}
+
+/// `[providers.*]`: each provider by its kind; a broken one is left out (its problems are listed).
+fn providers(
+    raw: &BTreeMap<String, raw::RawProvider>,
+    p: &mut Vec<Problem>,
+) -> BTreeMap<String, ProviderConfig> {
     let mut providers = BTreeMap::new();
-    for (name, raw_provider) in &r.providers {
+    for (name, raw_provider) in raw {
         let built = match raw_provider {
             raw::RawProvider::Webhook(w) => webhook(name, w, p).map(ProviderConfig::Webhook),
             raw::RawProvider::Jwt(j) => jwt(name, j, p).map(ProviderConfig::Jwt),
-            raw::RawProvider::Group(g) => {
-                let at = |k: &str| format!("providers.{name}.{k}");
-                if g.members.is_empty() {
-                    p.push(Problem::new(
-                        at("members"),
-                        "must list at least one provider",
-                    ));
-                }
-                for (i, m) in g.members.iter().enumerate() {
-                    if !r.providers.contains_key(m) {
-                        p.push(Problem::new(
-                            format!("providers.{name}.members.{i}"),
-                            format!("no provider named {m:?}"),
-                        ));
-                    }
-                }
-                if cycle(name, &r.providers) {
-                    p.push(Problem::new(at("members"), "a group cannot contain itself"));
-                }
-                match g.strategy {
-                    None => {
-                        p.push(Problem::new(
-                            at("strategy"),
-                            "missing (first_success, all or ordered)",
-                        ));
-                        None
-                    }
-                    Some(strategy) => Some(ProviderConfig::Group(GroupConfig {
-                        members: g.members.clone(),
-                        strategy,
-                        fallthrough_on_error: g.fallthrough_on_error,
-                    })),
-                }
-            }
+            raw::RawProvider::Group(g) => group(name, g, raw, p).map(ProviderConfig::Group),
         };
         if let Some(b) = built {
             providers.insert(name.clone(), b);
         }
     }
+    providers
+}
 
-    let apps = if r.apps.is_empty() {
-        None
-    } else {
-        let mut apps = BTreeMap::new();
-        for (app, a) in &r.apps {
-            for (i, prov) in a.providers.iter().enumerate() {
-                if !r.providers.contains_key(prov) {
-                    p.push(Problem::new(
-                        format!("apps.{app}.providers.{i}"),
-                        format!("no provider named {prov:?}"),
-                    ));
-                }
-            }
-            apps.insert(app.clone(), a.providers.clone());
+/// `kind = "group"`: members that exist, no cycle, a strategy.
+fn group(
+    name: &str,
+    g: &raw::RawGroup,
+    all: &BTreeMap<String, raw::RawProvider>,
+    p: &mut Vec<Problem>,
+) -> Option<GroupConfig> {
+    let at = |k: &str| format!("providers.{name}.{k}");
+    if g.members.is_empty() {
+        p.push(Problem::new(
+            at("members"),
+            "must list at least one provider",
+        ));
+    }
+    for (i, m) in g.members.iter().enumerate() {
+        if !all.contains_key(m) {
+            p.push(Problem::new(
+                format!("providers.{name}.members.{i}"),
+                format!("no provider named {m:?}"),
+            ));
         }
-        Some(apps)
-    };
+    }
+    if cycle(name, all) {
+        p.push(Problem::new(at("members"), "a group cannot contain itself"));
+    }
+    match g.strategy {
+        None => {
+            p.push(Problem::new(
+                at("strategy"),
+                "missing (first_success, all or ordered)",
+            ));
+            None
+        }
+        Some(strategy) => Some(GroupConfig {
+            members: g.members.clone(),
+            strategy,
+            fallthrough_on_error: g.fallthrough_on_error,
+        }),
+    }
+}
 
-    let c = &r.cache;
+/// `[apps.*]`: every provider an app names exists; no apps means any app.
+fn apps(r: &raw::RawConfig, p: &mut Vec<Problem>) -> Option<BTreeMap<String, Vec<String>>> {
+    if r.apps.is_empty() {
+        return None;
+    }
+    let mut apps = BTreeMap::new();
+    for (app, a) in &r.apps {
+        for (i, prov) in a.providers.iter().enumerate() {
+            if !r.providers.contains_key(prov) {
+                p.push(Problem::new(
+                    format!("apps.{app}.providers.{i}"),
+                    format!("no provider named {prov:?}"),
+                ));
+            }
+        }
+        apps.insert(app.clone(), a.providers.clone());
+    }
+    Some(apps)
+}
+
+/// `[cache]`: a bounded cache that keeps allows for some time.
+fn cache(c: &raw::RawCache, p: &mut Vec<Problem>) -> CacheConfig {
     if c.max_entries == 0 {
         p.push(Problem::new("cache.max_entries", "must be greater than 0"));
     }
@@ -514,8 +547,16 @@ pub(super) fn validate(r: &raw::RawConfig, p: &mut Vec<Problem>) -> Option<Auth>
             "must be greater than 0 (set negative_ttl_seconds to 0 to never cache denials)",
         ));
     }
+    CacheConfig {
+        max_entries: c.max_entries,
+        max_ttl: Duration::from_secs(c.max_ttl_seconds),
+        negative_ttl: Duration::from_secs(c.negative_ttl_seconds),
+        stale_if_error: Duration::from_secs(c.stale_if_error_seconds),
+    }
+}
 
-    let s = &r.session;
+/// `[session]`: an allowed algorithm, a key where HS256 needs one, non-zero lifetimes, names.
+fn session(s: &raw::RawSession, p: &mut Vec<Problem>) -> SessionConfig {
     let session_algorithm = match s.algorithm.as_deref() {
         None => None,
         Some(a) => match algorithm(a) {
@@ -554,59 +595,43 @@ pub(super) fn validate(r: &raw::RawConfig, p: &mut Vec<Problem>) -> Option<Auth>
             "issuer and audience must not be empty",
         ));
     }
+    SessionConfig {
+        algorithm: session_algorithm,
+        key_file: s.key_file.as_ref().map(PathBuf::from),
+        previous_key_files: s.previous_key_files.iter().map(PathBuf::from).collect(),
+        issuer: s.issuer.clone(),
+        audience: s.audience.clone(),
+        max_ttl: Duration::from_secs(s.max_ttl_seconds),
+        close_grace: Duration::from_secs(s.close_grace_seconds),
+        ticket_ttl: Duration::from_secs(s.ticket_ttl_seconds),
+    }
+}
 
-    let aggregator_access = aggregator_access(&r.aggregator, p);
-
-    let rate_limit = if r.rate_limit.enabled {
-        match (
-            NonZeroU32::new(r.rate_limit.per_second),
-            NonZeroU32::new(r.rate_limit.burst),
-        ) {
-            (Some(per_second), Some(burst)) => Some(RateLimitConfig { per_second, burst }),
-            _ => {
-                p.push(Problem::new(
-                    "rate_limit",
-                    "per_second and burst must be greater than 0 (or set enabled = false)",
-                ));
-                None
-            }
+/// `[rate_limit]`: `None` when disabled, else a non-zero rate and burst.
+fn rate_limit(r: &raw::RawRateLimit, p: &mut Vec<Problem>) -> Option<RateLimitConfig> {
+    if !r.enabled {
+        return None;
+    }
+    match (NonZeroU32::new(r.per_second), NonZeroU32::new(r.burst)) {
+        (Some(per_second), Some(burst)) => Some(RateLimitConfig { per_second, burst }),
+        _ => {
+            p.push(Problem::new(
+                "rate_limit",
+                "per_second and burst must be greater than 0 (or set enabled = false)",
+            ));
+            None
         }
-    } else {
-        None
-    };
+    }
+}
 
-    let unique: BTreeSet<&String> = r.cors.allowed_origins.iter().collect();
-    if unique.len() != r.cors.allowed_origins.len() {
+/// `[cors]`: each allowed origin once.
+fn cors(c: &raw::RawCors, p: &mut Vec<Problem>) -> Vec<String> {
+    let unique: BTreeSet<&String> = c.allowed_origins.iter().collect();
+    if unique.len() != c.allowed_origins.len() {
         p.push(Problem::new(
             "cors.allowed_origins",
             "lists an origin twice",
         ));
     }
-
-    Some(Auth {
-        providers,
-        apps,
-        cache: CacheConfig {
-            max_entries: c.max_entries,
-            max_ttl: Duration::from_secs(c.max_ttl_seconds),
-            negative_ttl: Duration::from_secs(c.negative_ttl_seconds),
-            stale_if_error: Duration::from_secs(c.stale_if_error_seconds),
-        },
-        session: SessionConfig {
-            algorithm: session_algorithm,
-            key_file: s.key_file.as_ref().map(PathBuf::from),
-            previous_key_files: s.previous_key_files.iter().map(PathBuf::from).collect(),
-            issuer: s.issuer.clone(),
-            audience: s.audience.clone(),
-            max_ttl: Duration::from_secs(s.max_ttl_seconds),
-            close_grace: Duration::from_secs(s.close_grace_seconds),
-            ticket_ttl: Duration::from_secs(s.ticket_ttl_seconds),
-        },
-        aggregator: AggregatorConfig {
-            access: aggregator_access,
-            max_signature_age: Duration::from_secs(r.aggregator.max_signature_age_seconds),
-        },
-        rate_limit,
-        cors_allowed_origins: r.cors.allowed_origins.clone(),
-    })
+    c.allowed_origins.clone()
 }

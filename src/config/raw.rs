@@ -10,8 +10,8 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9090";
 pub const DEFAULT_CERT_FILE: &str = "tls.crt";
 /// Default private key file.
 pub const DEFAULT_KEY_FILE: &str = "tls.key";
-/// Default websocket path prefixes that need a session.
-pub const DEFAULT_SYNC_PATHS: [&str; 2] = ["/sync", "/_ditto/ws"];
+/// Default path prefixes whose websocket upgrades open without a session: none.
+pub const DEFAULT_PUBLIC_UPGRADE_PATHS: [&str; 0] = [];
 /// Default upstream connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// Default time to wait for the upstream's response head.
@@ -24,6 +24,17 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// Default cap on a forwarded request body (10 MiB).
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Default time a connection may sit with no request in flight: about what common proxies and
+/// load balancers allow (nginx 75 s, cloud load balancers 60 s), and under connection pressure
+/// idle connections are evicted sooner anyway.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Default cap on a request head (32 KiB): room for session tokens, Ditto tokens and cookies,
+/// a tenth of what hyper would otherwise buffer for one unfinished head.
+pub const DEFAULT_MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
+/// Default quiet time after which an HTTP/2 connection is pinged.
+pub const DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL_MS: u64 = 30_000;
+/// Default time an HTTP/2 keep-alive ping may go unanswered.
+pub const DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT_MS: u64 = 20_000;
 /// Default drain deadline on SIGTERM; keep it below the pod's terminationGracePeriodSeconds.
 pub const DEFAULT_GRACE_SECONDS: u64 = 25;
 /// Default log level (a tracing `EnvFilter` directive).
@@ -128,8 +139,11 @@ impl Default for RawAdmin {
 pub struct RawUpstream {
     /// Base URL; the only key without a default.
     pub url: Option<String>,
-    /// Path prefixes whose websocket upgrades need a session.
-    pub sync_paths: Vec<String>,
+    /// No longer used (every websocket upgrade needs a session); still read so older files load,
+    /// and `drawbridge check` warns about it.
+    pub sync_paths: Option<Vec<String>>,
+    /// Canonical path prefixes (whole segments) whose websocket upgrades open without a session.
+    pub public_upgrade_paths: Vec<String>,
     /// TCP connect timeout.
     pub connect_timeout_ms: u64,
     /// Time allowed for the response head.
@@ -140,7 +154,11 @@ impl Default for RawUpstream {
     fn default() -> Self {
         Self {
             url: None,
-            sync_paths: DEFAULT_SYNC_PATHS.iter().map(|p| (*p).to_owned()).collect(),
+            sync_paths: None,
+            public_upgrade_paths: DEFAULT_PUBLIC_UPGRADE_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
         }
@@ -153,12 +171,21 @@ impl Default for RawUpstream {
 pub struct RawLimits {
     /// Open connections on the main listener; more are closed at once.
     pub max_connections: usize,
-    /// Time to receive a complete request head (HTTP/1).
+    /// Time to receive a complete request head: the first on a connection from the end of the
+    /// handshake, a later HTTP/1 one from its first byte.
     pub header_read_timeout_ms: u64,
     /// Time to complete the TLS handshake.
     pub tls_handshake_timeout_ms: u64,
     /// Largest forwarded request body.
     pub max_request_body_bytes: u64,
+    /// Time a connection may sit with no request in flight before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Largest request head: HTTP/1 request line and headers, HTTP/2 header list.
+    pub max_request_head_bytes: usize,
+    /// Quiet time after which an HTTP/2 connection is pinged.
+    pub http2_keep_alive_interval_ms: u64,
+    /// Time an HTTP/2 keep-alive ping may go unanswered before the connection is closed.
+    pub http2_keep_alive_timeout_ms: u64,
 }
 
 impl Default for RawLimits {
@@ -168,6 +195,10 @@ impl Default for RawLimits {
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             tls_handshake_timeout_ms: DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            max_request_head_bytes: DEFAULT_MAX_REQUEST_HEAD_BYTES,
+            http2_keep_alive_interval_ms: DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL_MS,
+            http2_keep_alive_timeout_ms: DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT_MS,
         }
     }
 }

@@ -15,7 +15,8 @@ fn minimal_config_gets_defaults() {
     let c = parse("[upstream]\nurl = \"http://127.0.0.1:8080\"\n").unwrap();
     assert_eq!(c.listen.addr, "0.0.0.0:8443".parse().unwrap());
     assert_eq!(c.admin.addr, "127.0.0.1:9090".parse().unwrap());
-    assert_eq!(c.upstream.sync_paths, ["/sync", "/_ditto/ws"]);
+    assert!(c.upstream.public_upgrade_paths.is_empty());
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
     assert_eq!(c.limits.max_request_body_bytes, 10 * 1024 * 1024);
     assert_eq!(c.shutdown.grace, Duration::from_secs(25));
@@ -148,7 +149,7 @@ fn aggregator_is_disabled_unless_signed_or_explicitly_unsigned() {
     let unsigned = access("[aggregator]\nallow_unsigned = true\n");
     assert_eq!(unsigned.access, AggregatorAccess::Unsigned);
     assert_eq!(unsigned.warnings().len(), 1);
-    assert!(unsigned.warnings()[0].starts_with("aggregator.allow_unsigned"));
+    assert_eq!(unsigned.warnings()[0].path, "aggregator.allow_unsigned");
 }
 
 #[test]
@@ -163,5 +164,169 @@ fn aggregator_secret_with_allow_unsigned_or_bad_base64_is_rejected() {
             "[upstream]\nurl = \"http://a:1\"\n[aggregator]\nsigning_secret = {bad}\n"
         ));
         assert_eq!(l, ["aggregator.signing_secret: must be non-empty base64"]);
+    }
+}
+
+#[test]
+fn connection_limits_get_defaults() {
+    let c = parse("[upstream]\nurl = \"http://127.0.0.1:8080\"\n").unwrap();
+    assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.limits.max_request_head_bytes, 32 * 1024);
+    assert_eq!(c.limits.http2_keep_alive_interval, Duration::from_secs(30));
+    assert_eq!(c.limits.http2_keep_alive_timeout, Duration::from_secs(20));
+}
+
+#[test]
+fn connection_limits_out_of_range_are_each_named() {
+    let l = lines(
+        "[upstream]\nurl = \"http://a:1\"\n[limits]\nidle_timeout_ms = 0\nmax_request_head_bytes = 100\n\
+         http2_keep_alive_interval_ms = 0\nhttp2_keep_alive_timeout_ms = 3600001\n",
+    );
+    for key in [
+        "limits.idle_timeout_ms: must be greater than 0",
+        "limits.max_request_head_bytes: must be between 8192 and 1048576",
+        "limits.http2_keep_alive_interval_ms: must be greater than 0",
+        "limits.http2_keep_alive_timeout_ms: must be at most 3600000",
+    ] {
+        assert!(l.iter().any(|x| x.starts_with(key)), "{key} missing: {l:?}");
+    }
+    assert_eq!(l.len(), 4, "{l:?}");
+}
+
+#[test]
+fn connection_limits_upper_bounds_are_enforced() {
+    for (key, value) in [
+        ("idle_timeout_ms", "86400001"),
+        ("max_request_head_bytes", "1048577"),
+        ("http2_keep_alive_interval_ms", "3600001"),
+    ] {
+        let l = lines(&format!(
+            "[upstream]\nurl = \"http://a:1\"\n[limits]\n{key} = {value}\n"
+        ));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].starts_with(&format!("limits.{key}: must ")), "{l:?}");
+    }
+    let ok = parse(
+        "[upstream]\nurl = \"http://a:1\"\n[limits]\nidle_timeout_ms = 86400000\n\
+         max_request_head_bytes = 8192\nhttp2_keep_alive_interval_ms = 1\n",
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.lines()));
+}
+
+#[test]
+fn negative_request_head_limit_names_its_key_path() {
+    let l = lines("[upstream]\nurl = \"http://a:1\"\n[limits]\nmax_request_head_bytes = -1\n");
+    assert!(l[0].starts_with("limits.max_request_head_bytes: "), "{l:?}");
+}
+
+#[test]
+fn public_upgrade_paths_must_be_canonical_prefixes() {
+    let c = parse("[upstream]\nurl = \"http://a:1\"\npublic_upgrade_paths = [\"/public\", \"/status/ws/\", \"/a%3Fb\"]\n")
+        .unwrap();
+    assert_eq!(
+        c.upstream.public_upgrade_paths,
+        ["/public", "/status/ws/", "/a%3Fb"]
+    );
+    for (entry, why) in [
+        ("public", "must start with /"),
+        ("", "must start with /"),
+        ("/", "/ would leave no websocket path gated"),
+        ("//", "/ would leave no websocket path gated"),
+        ("//public", "must be canonical"),
+        ("/a/../public", "must be canonical"),
+        ("/./public", "must be canonical"),
+        ("/%70ublic", "must be canonical"),
+        ("/a%3fb", "must be canonical"),
+        ("/a%2Fb", "must be canonical"),
+        ("/a\\\\b", "must be canonical"),
+        ("/public?x=1", "must be a path only"),
+    ] {
+        let l = lines(&format!(
+            "[upstream]\nurl = \"http://a:1\"\npublic_upgrade_paths = [\"/ok\", {entry:?}]\n"
+        ));
+        assert_eq!(l.len(), 1, "{entry:?}: {l:?}");
+        assert!(
+            l[0].starts_with(&format!("upstream.public_upgrade_paths.1: {why}")),
+            "{entry:?}: {l:?}"
+        );
+    }
+}
+
+#[test]
+fn sync_paths_still_loads_with_a_migration_warning() {
+    let c = parse("[upstream]\nurl = \"http://a:1\"\nsync_paths = [\"/sync\", \"/_ditto/ws\"]\n")
+        .unwrap();
+    assert!(c.upstream.public_upgrade_paths.is_empty());
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    let w = c.warnings[0].to_string();
+    assert!(w.starts_with("upstream.sync_paths: "), "{w}");
+    assert!(w.contains("upstream.public_upgrade_paths"), "{w}");
+    assert!(
+        w.contains("every websocket upgrade now needs a session"),
+        "{w}"
+    );
+}
+
+#[test]
+fn public_ditto_websocket_without_known_token_is_warned_about() {
+    let base = "[upstream]\nurl = \"http://a:1\"\n";
+    for (upstream, ditto, warned) in [
+        (
+            "public_upgrade_paths = [\"/_ditto/ws\"]",
+            "enabled = true",
+            true,
+        ),
+        (
+            "public_upgrade_paths = [\"/gw\"]",
+            "enabled = true\npath_prefix = \"/gw\"",
+            true,
+        ),
+        (
+            "public_upgrade_paths = [\"/_ditto\"]",
+            "enabled = true",
+            true,
+        ),
+        (
+            "public_upgrade_paths = [\"/_ditto/ws\"]",
+            "enabled = true\nrequire_known_token = true",
+            false,
+        ),
+        (
+            "public_upgrade_paths = [\"/_ditto/wsx\"]",
+            "enabled = true",
+            false,
+        ),
+        (
+            "public_upgrade_paths = [\"/_ditto/ws\"]",
+            "enabled = false",
+            false,
+        ),
+        ("", "enabled = true", false),
+    ] {
+        let c = parse(&format!("{base}{upstream}\n[ditto]\n{ditto}\n")).unwrap();
+        let hit = c.warnings.iter().any(|w| {
+            w.path == "upstream.public_upgrade_paths"
+                && w.message.contains("ditto.require_known_token")
+        });
+        assert_eq!(hit, warned, "{upstream} / {ditto}: {:?}", c.warnings);
+    }
+}
+
+#[test]
+fn ditto_path_prefix_must_be_canonical() {
+    for prefix in ["/gw", "/gw/", "/a/b", "/gw%3B"] {
+        let c = parse(&format!(
+            "[upstream]\nurl = \"http://a:1\"\n[ditto]\nenabled = true\npath_prefix = {prefix:?}\n"
+        ));
+        assert!(c.is_ok(), "{prefix}: {c:?}");
+    }
+    for prefix in [
+        "//gw", "/a//b", "/./gw", "/a/../gw", "/%67w", "/gw%2F", "/gw%3b",
+    ] {
+        let l = lines(&format!(
+            "[upstream]\nurl = \"http://a:1\"\n[ditto]\nenabled = true\npath_prefix = {prefix:?}\n"
+        ));
+        assert_eq!(l.len(), 1, "{prefix}: {l:?}");
+        assert!(l[0].starts_with("ditto.path_prefix: "), "{prefix}: {l:?}");
     }
 }

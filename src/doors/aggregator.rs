@@ -11,11 +11,12 @@ use serde::Deserialize;
 
 use super::{parse_json, read_body};
 use crate::auth::signature;
-use crate::auth::webhook::unix_now;
 use crate::auth::{Decision, Door};
+use crate::body::Body;
+use crate::clock::unix_now;
 use crate::config::auth::{AggregatorAccess, AggregatorConfig};
-use crate::gateway::Shared;
-use crate::gateway::respond::{self, Body};
+use crate::respond::{self, DoorError};
+use crate::state::Shared;
 
 /// Either request shape: legacy `appID`, or v1 `databaseID` + `version`.
 #[derive(Deserialize)]
@@ -32,49 +33,37 @@ fn reply(status: StatusCode, v: serde_json::Value) -> Response<Body> {
     respond::json(status, &v)
 }
 
-fn refused(status: StatusCode, why: &str) -> Response<Body> {
-    reply(
-        status,
-        serde_json::json!({"authenticated": false, "clientInfo": null, "error": why}),
-    )
-}
-
-/// Says at start how the door is configured; an unsigned door is a warning.
+/// Says at start when the door is disabled (an unsigned door is among the config's warnings).
 pub(crate) fn announce(config: &AggregatorConfig) {
     if matches!(config.access, AggregatorAccess::Disabled) {
         tracing::info!(
             "webhook aggregator disabled: POST /auth/webhook refuses every call until aggregator.signing_secret is set"
         );
     }
-    for warning in config.warnings() {
-        tracing::warn!("{warning}");
-    }
 }
 
 /// Answers `/auth/webhook` (`path_provider` = None) or `/auth/webhook/<provider>`.
+///
+/// # Errors
+/// The [`DoorError`] the call is refused with. A denial is no error: it is the webhook reply
+/// `authenticated: false`.
 pub(crate) async fn handle(
     shared: &Shared,
     path_provider: Option<&str>,
     req: Request<Incoming>,
-) -> Response<Body> {
+) -> Result<Response<Body>, DoorError> {
     let config = shared.config.load_full();
     // A closed door refuses before reading anything, whatever the method or body.
     if matches!(config.auth.aggregator.access, AggregatorAccess::Disabled) {
         tracing::warn!(
             "aggregator call refused: the door is disabled until aggregator.signing_secret is set"
         );
-        return refused(
-            StatusCode::UNAUTHORIZED,
-            "the aggregator is disabled until aggregator.signing_secret is set",
-        );
+        return Err(DoorError::AggregatorDisabled);
     }
     if req.method() != Method::POST {
-        return refused(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        return Err(DoorError::MethodNotAllowed);
     }
-    let (parts, body) = match read_body(req, config.limits.header_read_timeout).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
+    let (parts, body) = read_body(req, config.limits.header_read_timeout).await?;
     if let AggregatorAccess::Signed(key) = &config.auth.aggregator.access {
         let header = parts
             .headers
@@ -83,49 +72,41 @@ pub(crate) async fn handle(
         let max_age = config.auth.aggregator.max_signature_age.as_secs();
         if let Err(error) = signature::verify(key, header, &body, unix_now(), max_age) {
             tracing::warn!(%error, "aggregator call refused");
-            return refused(StatusCode::UNAUTHORIZED, "invalid ditto-signature");
+            return Err(DoorError::BadSignature);
         }
     }
-    let w: WebhookRequest = match parse_json(&body) {
-        Ok(w) => w,
-        Err(resp) => return resp,
-    };
+    let w: WebhookRequest = parse_json(&body)?;
     let provider = match (path_provider, w.provider.as_deref()) {
         (Some(p), Some(b)) if p != b => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                "provider in the path and body differ",
-            );
+            return Err(DoorError::Malformed("provider in the path and body differ"));
         }
         (Some(p), _) | (None, Some(p)) => p.to_owned(),
-        (None, None) => return refused(StatusCode::BAD_REQUEST, "provider: missing"),
+        (None, None) => return Err(DoorError::Malformed("provider: missing")),
     };
     let Some(app) = w.app_id.or(w.database_id) else {
-        return refused(StatusCode::BAD_REQUEST, "appID or databaseID: missing");
+        return Err(DoorError::Malformed("appID or databaseID: missing"));
     };
-    match shared
-        .auth
-        .decide(Door::Aggregator, &app, &provider, &w.token)
-        .await
-    {
-        Ok(Decision::Allow(a)) => reply(
-            StatusCode::OK,
-            serde_json::json!({
-                "authenticated": true,
-                "expirationSeconds": a.expires_at.saturating_sub(unix_now()),
-                "userID": a.user_id,
-                "permissions": a.permissions,
-                "clientInfo": a.client_info,
-                "identityServiceMetadata": a.metadata,
-            }),
-        ),
-        Ok(Decision::Deny(d)) => reply(
-            StatusCode::OK,
-            serde_json::json!({"authenticated": false, "clientInfo": d.client_info}),
-        ),
-        Err(error) => {
-            let status = respond::provider_error(&error).status();
-            refused(status, error.reason().as_str())
-        }
-    }
+    Ok(
+        match shared
+            .auth
+            .decide(Door::Aggregator, &app, &provider, &w.token)
+            .await?
+        {
+            Decision::Allow(a) => reply(
+                StatusCode::OK,
+                serde_json::json!({
+                    "authenticated": true,
+                    "expirationSeconds": a.expires_at.saturating_sub(unix_now()),
+                    "userID": a.user_id,
+                    "permissions": a.permissions,
+                    "clientInfo": a.client_info,
+                    "identityServiceMetadata": a.metadata,
+                }),
+            ),
+            Decision::Deny(d) => reply(
+                StatusCode::OK,
+                serde_json::json!({"authenticated": false, "clientInfo": d.client_info}),
+            ),
+        },
+    )
 }

@@ -6,12 +6,14 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::{bearer, parse_json, read_body, rfc3339};
+use super::{parse_json, read_body, rfc3339};
+use crate::auth::credentials::{self, SESSION_COOKIE, SessionRejected};
 use crate::auth::session::{Minted, SessionClaims, SessionError};
-use crate::auth::webhook::unix_now;
-use crate::auth::{Decision, Door, Reason};
-use crate::gateway::Shared;
-use crate::gateway::respond::{self, Body};
+use crate::auth::{Decision, Deny, Door, Reason};
+use crate::body::Body;
+use crate::clock::unix_now;
+use crate::respond::{self, DoorError};
+use crate::state::Shared;
 
 #[derive(Deserialize)]
 struct LoginRequest {
@@ -27,25 +29,24 @@ struct RefreshRequest {
 }
 
 /// Answers one request on `/auth/<what>`.
-pub(crate) async fn handle(shared: &Shared, what: &str, req: Request<Incoming>) -> Response<Body> {
+///
+/// # Errors
+/// The [`DoorError`] the request is refused with.
+pub(crate) async fn handle(
+    shared: &Shared,
+    what: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DoorError> {
     match (req.method().clone(), what) {
         (Method::POST, "login") => login(shared, req).await,
         (Method::POST, "token") => refresh(shared, req).await,
         (Method::POST, "ticket") => ticket(shared, &req),
         (Method::GET, "userinfo") => userinfo(shared, &req),
         (Method::POST, "logout") => logout(shared, &req),
-        (_, "login" | "token" | "ticket" | "logout" | "userinfo") => respond::failure(
-            StatusCode::METHOD_NOT_ALLOWED,
-            Reason::MalformedRequest,
-            "method not allowed",
-            None,
-        ),
-        _ => respond::failure(
-            StatusCode::NOT_FOUND,
-            Reason::MalformedRequest,
-            "no such auth route",
-            None,
-        ),
+        (_, "login" | "token" | "ticket" | "logout" | "userinfo") => {
+            Err(DoorError::MethodNotAllowed)
+        }
+        _ => Err(DoorError::NotFound),
     }
 }
 
@@ -69,8 +70,7 @@ fn session_response(shared: &Shared, minted: &Minted) -> Response<Body> {
     let max_age = minted.claims.exp.saturating_sub(unix_now());
     let cookie = format!(
         "{}={}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Strict",
-        super::SESSION_COOKIE,
-        minted.token
+        SESSION_COOKIE, minted.token
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -78,140 +78,89 @@ fn session_response(shared: &Shared, minted: &Minted) -> Response<Body> {
     resp
 }
 
-async fn login(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
-    let (_, body) = match read_body(req, shared.config.load().limits.header_read_timeout).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let login: LoginRequest = match parse_json(&body) {
-        Ok(l) => l,
-        Err(resp) => return resp,
-    };
+async fn login(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, DoorError> {
+    let (_, body) = read_body(req, shared.config.load().limits.header_read_timeout).await?;
+    let login: LoginRequest = parse_json(&body)?;
     match shared
         .auth
         .decide(Door::Login, &login.app_id, &login.provider, &login.token)
-        .await
+        .await?
     {
-        Ok(Decision::Allow(allow)) => {
+        Decision::Allow(allow) => {
             match shared.sessions.mint(&allow, &login.app_id, &login.provider) {
-                Ok(minted) => session_response(shared, &minted),
+                Ok(minted) => Ok(session_response(shared, &minted)),
                 Err(error) => {
                     tracing::warn!(%error, "cannot mint a session");
-                    respond::failure(
-                        StatusCode::UNAUTHORIZED,
-                        Reason::InvalidCredentials,
-                        "the login has already expired",
-                        allow.client_info.as_ref(),
-                    )
+                    Err(DoorError::Denied(Arc::new(Deny {
+                        reason: Reason::InvalidCredentials,
+                        description: "the login has already expired".to_owned(),
+                        client_info: allow.client_info.clone(),
+                    })))
                 }
             }
         }
-        Ok(Decision::Deny(deny)) => respond::denied(&deny),
-        Err(error) => respond::provider_error(&error),
+        Decision::Deny(deny) => Err(DoorError::Denied(deny)),
     }
 }
 
-/// Verifies a session token and checks the revocation list.
-pub(crate) fn verify_session(
-    shared: &Shared,
-    token: &str,
-) -> Result<Arc<SessionClaims>, Response<Body>> {
-    match shared.sessions.verify(token) {
-        Ok(claims) if shared.revocations.is_revoked(&claims) => {
-            Err(respond::invalid_token("session revoked"))
-        }
-        Ok(claims) => Ok(Arc::new(claims)),
-        Err(SessionError::Expired) => Err(respond::invalid_token("session expired")),
-        Err(_) => Err(respond::invalid_token("session token invalid")),
-    }
-}
-
+/// The session behind the request's bearer token or session cookie.
 fn bearer_session(
     shared: &Shared,
     req: &Request<Incoming>,
-) -> Result<Arc<SessionClaims>, Response<Body>> {
-    match bearer(req.headers()) {
-        Some(token) => verify_session(shared, token),
-        None => Err(respond::invalid_token("no session token")),
-    }
+) -> Result<Arc<SessionClaims>, SessionRejected> {
+    let token = credentials::session_token(req.headers()).ok_or(SessionRejected::Missing)?;
+    shared.verify_session(token)
 }
 
-async fn refresh(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
-    let (_, body) = match read_body(req, shared.config.load().limits.header_read_timeout).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let r: RefreshRequest = match parse_json(&body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let claims = match verify_session(shared, &r.refresh) {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
+async fn refresh(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, DoorError> {
+    let (_, body) = read_body(req, shared.config.load().limits.header_read_timeout).await?;
+    let r: RefreshRequest = parse_json(&body)?;
+    let claims = shared.verify_session(&r.refresh)?;
     match shared.sessions.refresh(&claims) {
         Ok(minted) => {
             shared.on_refresh(&minted.claims);
-            session_response(shared, &minted)
+            Ok(session_response(shared, &minted))
         }
-        Err(SessionError::DecisionExpired) => {
-            respond::invalid_token("the login behind this session has expired; log in again")
-        }
+        Err(SessionError::DecisionExpired) => Err(SessionRejected::LoginExpired.into()),
         Err(error) => {
             tracing::warn!(%error, "cannot refresh a session");
-            respond::failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Reason::Internal,
-                "cannot refresh",
-                None,
-            )
+            Err(DoorError::Internal("cannot refresh"))
         }
     }
 }
 
-fn ticket(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
-    let claims = match bearer_session(shared, req) {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
+fn ticket(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
+    let claims = bearer_session(shared, req)?;
     let ticket = shared.issue_ticket(claims);
-    respond::json(
+    Ok(respond::json(
         StatusCode::OK,
         &serde_json::json!({"result": "success", "ticket": ticket, "expiresIn": shared.ticket_ttl_seconds()}),
-    )
+    ))
 }
 
-fn userinfo(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
-    match bearer_session(shared, req) {
-        Ok(c) => respond::json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "userID": c.sub,
-                "app": c.app,
-                "provider": c.prv,
-                "permissions": c.permissions,
-                "clientInfo": c.cli,
-                "expiresAt": rfc3339(c.exp),
-            }),
-        ),
-        Err(resp) => resp,
-    }
+fn userinfo(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
+    let c = bearer_session(shared, req)?;
+    Ok(respond::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "userID": c.sub,
+            "app": c.app,
+            "provider": c.prv,
+            "permissions": c.permissions,
+            "clientInfo": c.cli,
+            "expiresAt": rfc3339(c.exp),
+        }),
+    ))
 }
 
-fn logout(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
-    match bearer_session(shared, req) {
-        Ok(c) => {
-            shared.revoke_sid(&c.sid, c.exp);
-            let mut resp = respond::json(StatusCode::OK, &serde_json::json!({"result": "success"}));
-            let clear = format!(
-                "{}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict",
-                super::SESSION_COOKIE
-            );
-            if let Ok(v) = HeaderValue::from_str(&clear) {
-                resp.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            resp
-        }
-        Err(resp) => resp,
+fn logout(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
+    let c = bearer_session(shared, req)?;
+    // Any token of the session may log it out, and the whole session goes.
+    shared.revoke_session(&c);
+    let mut resp = respond::json(StatusCode::OK, &serde_json::json!({"result": "success"}));
+    let clear = format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict");
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
     }
+    Ok(resp)
 }

@@ -1,9 +1,12 @@
-//! Which door a request goes to, decided from its method, path and headers only.
+//! Which door a request goes to, decided from its method, canonical path and headers only.
 
-use http::Request;
+use http::{Method, Request, Uri};
 
-use super::headers;
+use crate::canonical::{self, TargetError};
 use crate::config::Config;
+use crate::headers;
+use crate::respond::Refusal;
+use crate::tunnel::{Gate, Handshake};
 
 /// The door a request takes; its label is the bounded `route` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,22 +21,63 @@ pub(crate) enum Route {
     DittoChallenge,
     /// The Ditto SDK's login, pre-checked then relayed.
     DittoLogin,
-    /// A websocket upgrade on the Ditto sync path.
-    DittoWs,
-    /// A websocket upgrade on a configured sync path.
-    Sync,
-    /// Any other upgrade, relayed as is.
-    Upgrade,
+    /// A websocket handshake on the Ditto sync path.
+    DittoWs(Handshake),
+    /// A websocket handshake that needs a session: every one not under a public path.
+    Sync(Handshake),
+    /// A websocket handshake under `upstream.public_upgrade_paths`: relayed without a session.
+    PublicUpgrade(Handshake),
+    /// `OPTIONS *`: answered by the gateway itself.
+    ServerOptions,
     /// A plain HTTP request, forwarded to the sync server.
     Forward,
 }
 
+/// Refuses what no door may see, and rewrites the target of everything else to its canonical
+/// path (query unchanged), so every routing decision, every door and the sync server see one spelling.
+///
+/// # Errors
+/// [`Refusal`] for CONNECT other than a websocket extended CONNECT, a websocket upgrade that is not
+/// an HTTP/1.1 GET, and a target without a canonical form.
+pub(crate) fn screen<B>(req: &mut Request<B>) -> Result<(), Refusal> {
+    if req.method() == Method::CONNECT {
+        match req.extensions().get::<hyper::ext::Protocol>() {
+            None => return Err(Refusal::Connect),
+            // RFC 8441 registers the token `websocket`; another spelling is not this protocol.
+            Some(protocol) if protocol.as_str() != Handshake::PROTOCOL => {
+                return Err(Refusal::ConnectProtocol);
+            }
+            Some(_) => {}
+        }
+    }
+    if req.version() <= http::Version::HTTP_11
+        && headers::is_upgrade(req.headers())
+        && Handshake::upgrade_is_websocket(req.headers())
+        && Handshake::of(req).is_none()
+    {
+        return Err(Refusal::UpgradeMethod);
+    }
+    if req.method() == Method::OPTIONS && req.uri().path() == "*" {
+        return Ok(());
+    }
+    if let Some(target) = canonical::canonical_target(req.uri())? {
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = Some(target);
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| TargetError::NotAbsolutePath)?;
+    }
+    Ok(())
+}
+
 impl Route {
-    /// Classifies `req` under `config`.
+    /// Classifies `req`, whose target [`screen`] has made canonical, under `config`.
     pub(crate) fn classify<B>(req: &Request<B>, config: &Config) -> Self {
         let path = req.uri().path();
+        if path == "*" {
+            return Self::ServerOptions;
+        }
+        let handshake = Handshake::of(req);
         if config.ditto.enabled {
-            if let Some(route) = Self::ditto(req, path, config) {
+            if let Some(route) = Self::ditto(path, handshake, config) {
                 return route;
             }
         }
@@ -46,36 +90,20 @@ impl Route {
         if path == JWKS_PATH {
             return Self::Jwks;
         }
-        let websocket_h2 = req.method() == http::Method::CONNECT
-            && req.extensions().get::<hyper::ext::Protocol>().is_some();
-        if websocket_h2
-            || (req.version() <= http::Version::HTTP_11 && headers::is_upgrade(req.headers()))
-        {
-            let path = req.uri().path();
-            if config
-                .upstream
-                .sync_paths
-                .iter()
-                .any(|prefix| path_has_prefix(path, prefix))
-            {
-                Self::Sync
-            } else {
-                Self::Upgrade
-            }
-        } else {
-            Self::Forward
+        match handshake {
+            Some(kind) if is_public_upgrade(path, config) => Self::PublicUpgrade(kind),
+            Some(kind) => Self::Sync(kind),
+            None => Self::Forward,
         }
     }
 
-    fn ditto<B>(req: &Request<B>, path: &str, config: &Config) -> Option<Self> {
+    fn ditto(path: &str, handshake: Option<Handshake>, config: &Config) -> Option<Self> {
         let rest = path.strip_prefix(config.ditto.path_prefix.as_str())?;
-        match rest {
-            "/_ditto/auth/challenge" => Some(Self::DittoChallenge),
-            "/_ditto/auth/login" => Some(Self::DittoLogin),
-            _ if path_has_prefix(rest, "/_ditto/ws")
-                && crate::tunnel::Handshake::of(req).is_some() =>
-            {
-                Some(Self::DittoWs)
+        match (rest, handshake) {
+            ("/_ditto/auth/challenge", _) => Some(Self::DittoChallenge),
+            ("/_ditto/auth/login", _) => Some(Self::DittoLogin),
+            (_, Some(kind)) if canonical::has_segment_prefix(rest, "/_ditto/ws") => {
+                Some(Self::DittoWs(kind))
             }
             _ => None,
         }
@@ -88,9 +116,10 @@ impl Route {
             Self::Aggregator => "aggregator",
             Self::Jwks => "jwks",
             Self::DittoChallenge | Self::DittoLogin => "ditto_auth",
-            Self::DittoWs => "ditto_ws",
-            Self::Sync => "sync",
-            Self::Upgrade => "upgrade",
+            Self::DittoWs(_) => "ditto_ws",
+            Self::Sync(_) => "sync",
+            Self::PublicUpgrade(_) => "public_upgrade",
+            Self::ServerOptions => "options",
             Self::Forward => "forward",
         }
     }
@@ -99,12 +128,38 @@ impl Route {
 /// Where the session verification keys are published.
 pub(crate) const JWKS_PATH: &str = "/.well-known/jwks.json";
 
-/// `prefix` matches whole path segments: `/sync` matches `/sync` and `/sync/x`, not `/syncer`.
-pub(crate) fn path_has_prefix(path: &str, prefix: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
-        None => false,
+/// Whether a websocket handshake on the canonical `path` may open without a session: only under an
+/// entry of `upstream.public_upgrade_paths`, matched case-sensitively on whole segments.
+pub(crate) fn is_public_upgrade(path: &str, config: &Config) -> bool {
+    config
+        .upstream
+        .public_upgrade_paths
+        .iter()
+        // Config refuses `/`; should one ever get here, it still opens nothing.
+        .filter(|prefix| !prefix.trim_end_matches('/').is_empty())
+        .any(|prefix| canonical::has_segment_prefix(path, prefix))
+}
+
+/// The provider named in an aggregator path, `/auth/webhook/<provider>`; none on `/auth/webhook`.
+pub(crate) fn webhook_provider(path: &str) -> Option<&str> {
+    path.strip_prefix("/auth/webhook/")
+        .filter(|p| !p.is_empty())
+}
+
+/// The login API's action, the path after `/auth/`.
+pub(crate) fn login_action(path: &str) -> &str {
+    path.trim_start_matches("/auth/")
+}
+
+/// What a websocket on the Ditto sync path needs: a token the sync server issued when so
+/// configured, else nothing under a public path, else a session.
+pub(crate) fn ditto_ws_gate(path: &str, config: &Config) -> Gate {
+    if config.ditto.require_known_token {
+        Gate::DittoToken
+    } else if is_public_upgrade(path, config) {
+        Gate::Open
+    } else {
+        Gate::Session
     }
 }
 
@@ -112,13 +167,210 @@ pub(crate) fn path_has_prefix(path: &str, prefix: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn config(extra: &str) -> Config {
+        Config::from_toml(
+            &format!("[upstream]\nurl = \"http://127.0.0.1:1\"\n{extra}"),
+            &std::collections::HashMap::new(),
+        )
+        .unwrap()
+    }
+
+    fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    const WS: [(&str, &str); 2] = [("connection", "Upgrade"), ("upgrade", "websocket")];
+
+    fn route(req: &mut Request<()>, config: &Config) -> Result<Route, Refusal> {
+        screen(req)?;
+        Ok(Route::classify(req, config))
+    }
+
     #[test]
-    fn prefix_matches_whole_segments_only() {
-        assert!(path_has_prefix("/sync", "/sync"));
-        assert!(path_has_prefix("/sync/room/1", "/sync"));
-        assert!(path_has_prefix("/sync/room", "/sync/"));
-        assert!(!path_has_prefix("/syncer", "/sync"));
-        assert!(!path_has_prefix("/api", "/sync"));
-        assert!(path_has_prefix("/anything", "/"));
+    fn every_websocket_upgrade_is_gated_unless_public() {
+        let c = config("public_upgrade_paths = [\"/public\"]");
+        for path in [
+            "/sync",
+            "//sync",
+            "/./sync",
+            "/x/../sync",
+            "/%2e%2e/sync",
+            "/%73ync",
+            "/SYNC",
+            "/anything",
+            "/publicx",
+            "/PUBLIC",
+            "/public/../sync",
+            "/public/%2e%2e/sync",
+            "/sync;jsessionid=x",
+            "http://gw.example//sync",
+        ] {
+            let mut req = request("GET", path, &WS);
+            assert_eq!(
+                route(&mut req, &c),
+                Ok(Route::Sync(Handshake::Upgrade)),
+                "{path}"
+            );
+        }
+        for path in [
+            "/public",
+            "/public/",
+            "/public/room",
+            "//public//room",
+            "/%70ublic",
+        ] {
+            let mut req = request("GET", path, &WS);
+            assert_eq!(
+                route(&mut req, &c),
+                Ok(Route::PublicUpgrade(Handshake::Upgrade)),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn screen_rewrites_the_target_to_its_canonical_form() {
+        let mut req = request("GET", "//sync/./room/../x?ticket=a%2Fb", &WS);
+        screen(&mut req).unwrap();
+        assert_eq!(req.uri().to_string(), "/sync/x?ticket=a%2Fb");
+        let mut req = request("GET", "https://gw.example:8443/%73ync//a", &[]);
+        screen(&mut req).unwrap();
+        assert_eq!(req.uri().to_string(), "https://gw.example:8443/sync/a");
+        assert_eq!(req.uri().authority().unwrap().as_str(), "gw.example:8443");
+    }
+
+    #[test]
+    fn doors_see_the_canonical_path() {
+        let c = config("[ditto]\nenabled = true\n");
+        for (path, want) in [
+            ("//auth/login", Route::Login),
+            ("/x/../auth/webhook", Route::Aggregator),
+            ("/.well-known/%6Awks.json", Route::Jwks),
+            ("/_ditto/auth/./login", Route::DittoLogin),
+            ("//_ditto//auth/challenge", Route::DittoChallenge),
+            ("/api/items", Route::Forward),
+        ] {
+            let mut req = request("POST", path, &[]);
+            assert_eq!(route(&mut req, &c), Ok(want), "{path}");
+        }
+        let mut req = request("GET", "//_ditto/ws", &WS);
+        assert_eq!(route(&mut req, &c), Ok(Route::DittoWs(Handshake::Upgrade)));
+    }
+
+    #[test]
+    fn ambiguous_targets_are_refused() {
+        let c = config("");
+        for (path, want) in [
+            ("/sync%2Froom", TargetError::EncodedSlash),
+            ("/sync%5Croom", TargetError::EncodedBackslash),
+            ("/sync%00", TargetError::ControlCharacter),
+            ("/sync%zz", TargetError::InvalidEscape),
+        ] {
+            for headers in [&WS[..], &[]] {
+                let mut req = request("GET", path, headers);
+                assert_eq!(route(&mut req, &c), Err(Refusal::Target(want)), "{path}");
+            }
+        }
+    }
+
+    #[test]
+    fn connect_is_refused_whatever_its_form() {
+        let c = config("");
+        let mut req = request("CONNECT", "example.com:443", &[]);
+        assert_eq!(route(&mut req, &c), Err(Refusal::Connect));
+        for protocol in ["h2c", "WebSocket", "connect-udp", "websocket "] {
+            let mut req = request("CONNECT", "https://gw.example/sync", &[]);
+            req.extensions_mut()
+                .insert(hyper::ext::Protocol::from(protocol));
+            assert_eq!(
+                route(&mut req, &c),
+                Err(Refusal::ConnectProtocol),
+                "{protocol}"
+            );
+        }
+        let mut req = request("CONNECT", "https://gw.example//sync", &[]);
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        req.headers_mut().clear();
+        *req.version_mut() = http::Version::HTTP_2;
+        assert_eq!(route(&mut req, &c), Ok(Route::Sync(Handshake::Connect)));
+        assert_eq!(req.uri().path(), "/sync");
+    }
+
+    #[test]
+    fn websocket_upgrade_on_anything_but_an_http11_get_is_refused() {
+        let c = config("");
+        for method in ["POST", "PUT", "HEAD", "OPTIONS", "DELETE"] {
+            let mut req = request(method, "/sync", &WS);
+            assert_eq!(route(&mut req, &c), Err(Refusal::UpgradeMethod), "{method}");
+        }
+        let mut req = request("GET", "/sync", &WS);
+        *req.version_mut() = http::Version::HTTP_10;
+        assert_eq!(route(&mut req, &c), Err(Refusal::UpgradeMethod));
+    }
+
+    #[test]
+    fn other_upgrades_are_plain_requests() {
+        let c = config("public_upgrade_paths = [\"/public\"]");
+        for upgrade in [
+            "h2c",
+            "websocket, h2c",
+            "h2c, websocket",
+            "TLS/1.2",
+            "websocket2",
+        ] {
+            for path in ["/sync", "/public"] {
+                let mut req = request(
+                    "GET",
+                    path,
+                    &[
+                        ("connection", "Upgrade, HTTP2-Settings"),
+                        ("upgrade", upgrade),
+                    ],
+                );
+                assert_eq!(route(&mut req, &c), Ok(Route::Forward), "{upgrade} {path}");
+            }
+        }
+        let mut req = request("GET", "/sync", &[("upgrade", "websocket")]);
+        assert_eq!(
+            route(&mut req, &c),
+            Ok(Route::Forward),
+            "no Connection: upgrade"
+        );
+        for upgrade in ["WebSocket", "WEBSOCKET", " websocket "] {
+            let mut req = request(
+                "GET",
+                "/sync",
+                &[("connection", "upgrade"), ("upgrade", upgrade)],
+            );
+            assert_eq!(
+                route(&mut req, &c),
+                Ok(Route::Sync(Handshake::Upgrade)),
+                "{upgrade}"
+            );
+        }
+    }
+
+    #[test]
+    fn options_asterisk_is_answered_here_and_asterisk_elsewhere_refused() {
+        let c = config("");
+        let mut req = request("OPTIONS", "*", &[]);
+        assert_eq!(route(&mut req, &c), Ok(Route::ServerOptions));
+        let mut req = request("GET", "*", &[]);
+        assert_eq!(
+            route(&mut req, &c),
+            Err(Refusal::Target(TargetError::NotAbsolutePath))
+        );
+    }
+
+    #[test]
+    fn public_root_opens_nothing() {
+        let mut c = config("");
+        c.upstream.public_upgrade_paths = vec!["/".to_owned(), String::new()];
+        assert!(!is_public_upgrade("/sync", &c));
     }
 }

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::frames::{CloseFrame, FrameTracker};
-use super::registry::{CloseReason, Ctl};
+use crate::registry::{CloseReason, Ctl};
 
 /// Bytes read at once per direction while data flows; borrowed from a pool for the burst.
 const BUF_BYTES: usize = 8 * 1024;
@@ -109,7 +109,7 @@ impl Drop for ReadBuf {
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// From the decision to close to dropping both sockets, whatever the peers do.
 const STOP_DEADLINE: Duration = Duration::from_secs(3);
-/// How long the other direction may linger after one side has gone.
+/// How long the other direction may linger after one side has gone with no close frame seen.
 const LINGER: Duration = Duration::from_secs(10);
 
 /// How a tunnel ended.
@@ -316,8 +316,9 @@ where
         }
         if !lingering && (up_end.is_some() || down_end.is_some()) {
             // One side is gone: the other gets a bounded time to finish its close. When a side
-            // vanished, the other was sent our close and only its answer is awaited.
-            let wait = if stop.borrow().is_some() {
+            // vanished, the other was sent our close; when a close frame already crossed, the
+            // closing handshake is under way. Either way only an answer is awaited.
+            let wait = if stop.borrow().is_some() || first_close.load(Ordering::Relaxed) != NOBODY {
                 CLOSE_WAIT * 2
             } else {
                 LINGER

@@ -99,6 +99,37 @@ where
     send
 }
 
+/// An HTTP/2 connection over an existing stream, and the task driving it.
+pub async fn h2_over<S, B>(
+    stream: S,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+/// An HTTP/2 connection over TLS (ALPN h2) to `addr`.
+pub async fn h2<B>(addr: SocketAddr, ca_pem: &str) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tls = connect_tls(addr, ca_pem, None, &[b"h2"]).await.unwrap();
+    h2_over(tls).await.0
+}
+
 /// A GET over plain HTTP; `(status, body)`, or `(0, error)` when the connection fails.
 pub async fn get_text(url: &str) -> (u16, String) {
     let client: Client<HttpConnector, Full<Bytes>> =
@@ -116,6 +147,14 @@ pub async fn get_text(url: &str) -> (u16, String) {
         }
         Err(e) => (0, e.to_string()),
     }
+}
+
+/// The status code of a raw HTTP/1.1 answer (`HTTP/1.1 200 OK...`).
+pub fn status_of(answer: &str) -> u16 {
+    answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
 }
 
 /// Reads a whole response body as JSON.

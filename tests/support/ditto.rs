@@ -1,22 +1,15 @@
 //! A Ditto sync-server stand-in: the SDK's challenge and login endpoints and its websocket,
 //! recording exactly what reached it.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use http::{HeaderMap, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::server::{Body, Served, json, read_body, serve};
 
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -30,7 +23,7 @@ pub struct DittoServer {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     access_seconds: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    server: Served,
 }
 
 /// The challenge reply, byte for byte.
@@ -38,33 +31,20 @@ pub const CHALLENGE_REPLY: &str = r#"{"token":"ch-0b1c2d3e4f"}"#;
 
 impl DittoServer {
     pub async fn start() -> Self {
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let access_seconds = Arc::new(AtomicU64::new(3600));
         let (log, secs) = (received.clone(), access_seconds.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = tcp.accept().await {
-                let (log, secs) = (log.clone(), secs.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, log.clone(), secs.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
-                });
-            }
-        });
+        let server = serve(move |req| handle(req, log.clone(), secs.clone())).await;
         Self {
-            addr,
+            addr: server.addr,
             received,
             access_seconds,
-            task,
+            server,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -77,17 +57,8 @@ impl DittoServer {
     }
 }
 
-impl Drop for DittoServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+fn reply(status: u16, body: String) -> Response<Body> {
+    let mut r = json(status, body);
     r.headers_mut()
         .insert("x-ditto-server", "stand-in".parse().unwrap());
     r
@@ -97,46 +68,29 @@ async fn handle(
     mut req: Request<Incoming>,
     log: Arc<Mutex<Vec<Received>>>,
     secs: Arc<AtomicU64>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Response<Body> {
     let method = req.method().to_string();
     let uri = req.uri().to_string();
     let headers = req.headers().clone();
     let path = req.uri().path().to_owned();
-    if let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() {
+    if let Some(switching) = super::ws::echo(&mut req) {
         log.lock().unwrap().push(Received {
             method,
             uri,
             headers,
             body: Bytes::new(),
         });
-        let on = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            if let Ok(up) = on.await {
-                let mut ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None).await;
-                while let Some(Ok(m)) = ws.next().await {
-                    if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        return Ok(super::ws::switching_protocols(&key));
+        return switching;
     }
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let body = read_body(req).await;
     log.lock().unwrap().push(Received {
         method,
         uri,
         headers,
         body: body.clone(),
     });
-    Ok(if path.ends_with("/_ditto/auth/challenge") {
-        reply(StatusCode::OK, CHALLENGE_REPLY.to_owned())
+    if path.ends_with("/_ditto/auth/challenge") {
+        reply(200, CHALLENGE_REPLY.to_owned())
     } else if path.ends_with("/_ditto/auth/login") {
         let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
         let token = form
@@ -150,7 +104,7 @@ async fn handle(
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
         reply(
-            StatusCode::OK,
+            200,
             serde_json::json!({
                 "result": "success",
                 "userId": format!("ditto-{token}"),
@@ -163,6 +117,6 @@ async fn handle(
             .to_string(),
         )
     } else {
-        reply(StatusCode::NOT_FOUND, "{}".to_owned())
-    })
+        reply(404, "{}".to_owned())
+    }
 }

@@ -1,11 +1,14 @@
 #![allow(dead_code, unused_imports, unreachable_pub)]
-//! Shared test parts: certificates made at test time, a real gateway on 127.0.0.1:0,
-//! a recording upstream, TLS clients, metrics reading, and polling with a deadline.
+//! Shared test parts: certificates made at test time, a real gateway on 127.0.0.1:0, one stub
+//! server under every stand-in (webhook, upstream, Ditto, JWKS), TLS clients, metrics reading,
+//! and polling with a deadline.
 
 pub mod certs;
 pub mod client;
 pub mod ditto;
+pub mod nginx;
 pub mod process;
+pub mod server;
 pub mod tokens;
 pub mod upstream;
 pub mod webhook;
@@ -19,6 +22,8 @@ use drawbridge::{App, Config};
 use tokio::sync::oneshot;
 
 pub use certs::{Ca, Issued};
+pub use client::status_of;
+pub use server::{Served, serve};
 pub use upstream::Upstream;
 pub use webhook::{Reply, Webhook};
 
@@ -129,6 +134,30 @@ impl GatewayBuilder {
         self
     }
 
+    /// A `[providers.<name>]` webhook provider calling `hook`. Settings added next with
+    /// [`GatewayBuilder::extra`], before any other table, belong to this provider.
+    pub fn webhook_provider(self, name: &str, hook: &Webhook) -> Self {
+        self.extra(&format!(
+            "[providers.{name}]\nkind = \"webhook\"\nurl = \"{}\"",
+            hook.url()
+        ))
+    }
+
+    /// The provider most tests log in with: the webhook provider `demo`, calling `hook`.
+    pub fn demo_provider(self, hook: &Webhook) -> Self {
+        self.webhook_provider("demo", hook)
+    }
+
+    /// `upstream.public_upgrade_paths`: upgrades under these paths open without a session.
+    pub fn public_upgrade_paths(self, paths: &[&str]) -> Self {
+        self.upstream_setting(&format!("public_upgrade_paths = {paths:?}"))
+    }
+
+    /// No login rate limit, for tests that log in faster than one client may.
+    pub fn rate_limit_off(self) -> Self {
+        self.extra("[rate_limit]\nenabled = false")
+    }
+
     pub fn plaintext(mut self) -> Self {
         self.plaintext = true;
         self
@@ -188,6 +217,66 @@ impl GatewayBuilder {
             "gateway never became ready"
         );
         gw
+    }
+}
+
+/// Where a client reaches drawbridge: an in-process [`Gateway`] or a [`process::Running`] binary.
+pub trait Front {
+    /// The PEM of the CA that issued the gateway's certificate.
+    fn ca_pem(&self) -> String;
+    /// `https://127.0.0.1:<port><path>`.
+    fn https_url(&self, path: &str) -> String;
+}
+
+impl Front for Gateway {
+    fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    fn https_url(&self, path: &str) -> String {
+        self.url(path)
+    }
+}
+
+impl Front for process::Running {
+    fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    fn https_url(&self, path: &str) -> String {
+        self.url(path)
+    }
+}
+
+/// What the native login door answered.
+pub struct Login {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Login {
+    /// The session token; panics with the answer unless the login succeeded.
+    pub fn session(&self) -> String {
+        assert_eq!(self.status, 200, "{}", self.body);
+        self.body["sessionToken"].as_str().unwrap().to_owned()
+    }
+}
+
+/// `POST /auth/login` with `token` for `provider` in `app`, over a new HTTPS client.
+pub async fn login(front: &impl Front, app: &str, provider: &str, token: &str) -> Login {
+    let http = client::https(&front.ca_pem(), false);
+    let (status, headers, body) = post_json(
+        &http,
+        &front.https_url("/auth/login"),
+        &login_body(app, provider, token),
+        None,
+    )
+    .await;
+    Login {
+        status,
+        headers,
+        body,
     }
 }
 

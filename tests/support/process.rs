@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use super::{Ca, Gateway};
+use super::{Ca, Gateway, GatewayBuilder};
 
 pub struct Running {
     pub child: Child,
@@ -30,10 +30,17 @@ impl Running {
     // The child is owned by `Running`, whose Drop kills and waits for it.
     #[allow(clippy::zombie_processes)]
     pub fn start(upstream: &str, extra: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(Gateway::builder(upstream).extra(extra), env)
+    }
+
+    /// Starts `drawbridge run` with the config `builder` makes, plus JSON logs.
+    // The child is owned by `Running`, whose Drop kills and waits for it.
+    #[allow(clippy::zombie_processes)]
+    pub fn start_with(builder: GatewayBuilder, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::new();
-        let text = Gateway::builder(upstream)
-            .extra(&format!("[log]\nformat = \"json\"\n{extra}"))
+        let text = builder
+            .extra("[log]\nformat = \"json\"\n")
             .config_text(dir.path(), &ca);
         let path = dir.path().join("drawbridge.toml");
         std::fs::write(&path, text).unwrap();

@@ -1,20 +1,15 @@
 //! A token issuer for tests: an ES256 key made with rcgen at test time, its JWKS served over
 //! plain HTTP on 127.0.0.1:0, and `mint(claims)`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
-use http::Response;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+
+use super::server::{Served, serve};
 
 /// The `iss` every minted token carries unless the claims say otherwise.
 pub const ISSUER: &str = "https://issuer.test/";
@@ -25,7 +20,7 @@ pub const KID: &str = "test-1";
 pub struct Issuer {
     pub addr: SocketAddr,
     key: EncodingKey,
-    task: tokio::task::JoinHandle<()>,
+    server: Served,
 }
 
 impl Issuer {
@@ -39,29 +34,12 @@ impl Issuer {
             "y": URL_SAFE_NO_PAD.encode(&point[33..]),
         }]})
         .to_string();
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = tcp.accept().await {
-                let body = Bytes::from(jwks.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |_req| {
-                        let resp = Response::builder()
-                            .header("content-type", "application/json")
-                            .body(Full::new(body.clone()))
-                            .unwrap();
-                        async move { Ok::<_, Infallible>(resp) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let server =
+            serve(move |_| std::future::ready(super::server::json(200, jwks.clone()))).await;
         Self {
-            addr,
+            addr: server.addr,
             key: EncodingKey::from_ec_der(&pair.serialize_der()),
-            task,
+            server,
         }
     }
 
@@ -84,11 +62,5 @@ impl Issuer {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(KID.to_owned());
         jsonwebtoken::encode(&header, claims, &self.key).unwrap()
-    }
-}
-
-impl Drop for Issuer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }

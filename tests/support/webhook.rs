@@ -1,19 +1,16 @@
 //! A real provider webhook on loopback that counts its calls, records what it was sent, and
 //! answers as a test script says: allow, deny, garbage, slow, huge.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+
+use super::server::{Body, Served, json, read_body, serve};
 
 /// One scripted answer.
 #[derive(Clone)]
@@ -77,11 +74,10 @@ pub struct Call {
 
 pub struct Webhook {
     pub addr: SocketAddr,
-    calls: Arc<AtomicUsize>,
     finished: Arc<AtomicUsize>,
     cancelled: Arc<AtomicUsize>,
     log: Arc<Mutex<Vec<Call>>>,
-    task: tokio::task::JoinHandle<()>,
+    server: Served,
 }
 
 /// Counts a call as cancelled when its handler is dropped before it answers.
@@ -103,69 +99,18 @@ impl Webhook {
         script: impl Fn(&serde_json::Value) -> Reply + Send + Sync + 'static,
     ) -> Self {
         let script: Script = Arc::new(script);
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let calls = Arc::new(AtomicUsize::new(0));
         let finished = Arc::new(AtomicUsize::new(0));
         let cancelled = Arc::new(AtomicUsize::new(0));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (c, f, x, l) = (
-            calls.clone(),
-            finished.clone(),
-            cancelled.clone(),
-            log.clone(),
-        );
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = tcp.accept().await {
-                let (script, c, f, x, l) =
-                    (script.clone(), c.clone(), f.clone(), x.clone(), l.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let (script, c, f, x, l) =
-                            (script.clone(), c.clone(), f.clone(), x.clone(), l.clone());
-                        async move {
-                            c.fetch_add(1, Ordering::SeqCst);
-                            let mut guard = Guard {
-                                done: false,
-                                cancelled: x,
-                            };
-                            let headers = req.headers().clone();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            l.lock().unwrap().push(Call {
-                                headers,
-                                body: body.clone(),
-                            });
-                            let json: serde_json::Value =
-                                serde_json::from_slice(&body).unwrap_or_default();
-                            let reply = script(&json);
-                            tokio::time::sleep(reply.delay).await;
-                            guard.done = true;
-                            f.fetch_add(1, Ordering::SeqCst);
-                            let mut resp = Response::new(Full::new(reply.body));
-                            *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap();
-                            resp.headers_mut()
-                                .insert("content-type", "application/json".parse().unwrap());
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let (f, x, l) = (finished.clone(), cancelled.clone(), log.clone());
+        let server =
+            serve(move |req| answer(req, script.clone(), f.clone(), x.clone(), l.clone())).await;
         Self {
-            addr,
-            calls,
+            addr: server.addr,
             finished,
             cancelled,
             log,
-            task,
+            server,
         }
     }
 
@@ -186,7 +131,7 @@ impl Webhook {
     }
 
     pub fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
+        self.server.requests()
     }
 
     pub fn finished(&self) -> usize {
@@ -202,8 +147,28 @@ impl Webhook {
     }
 }
 
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// Records the call, asks the script, and answers after the script's delay.
+async fn answer(
+    req: Request<Incoming>,
+    script: Script,
+    finished: Arc<AtomicUsize>,
+    cancelled: Arc<AtomicUsize>,
+    log: Arc<Mutex<Vec<Call>>>,
+) -> Response<Body> {
+    let mut guard = Guard {
+        done: false,
+        cancelled,
+    };
+    let headers = req.headers().clone();
+    let body = read_body(req).await;
+    log.lock().unwrap().push(Call {
+        headers,
+        body: body.clone(),
+    });
+    let json_body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let reply = script(&json_body);
+    tokio::time::sleep(reply.delay).await;
+    guard.done = true;
+    finished.fetch_add(1, Ordering::SeqCst);
+    json(reply.status, reply.body)
 }

@@ -2,22 +2,27 @@
 //! (which may then misbehave on it: reset it, half-send a frame, hold the handshake), raw client
 //! handshakes over TLS, and hand-built and parsed RFC 6455 frames.
 
-use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::server::{Body, Served, serve};
 
 /// One upgraded connection at the sync server, with the handshake headers it arrived with.
 pub struct Tunnel {
@@ -45,9 +50,8 @@ impl Tunnel {
 /// A sync server that accepts every websocket handshake and gives the raw connection to the test.
 pub struct RawUpstream {
     pub addr: SocketAddr,
+    server: Served,
     tunnels: mpsc::UnboundedReceiver<Tunnel>,
-    task: tokio::task::JoinHandle<()>,
-    arrived: Arc<AtomicUsize>,
     answers: Option<Arc<Semaphore>>,
 }
 
@@ -63,63 +67,34 @@ impl RawUpstream {
     }
 
     async fn with_answers(answers: Option<Arc<Semaphore>>) -> Self {
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
         let (tx, tunnels) = mpsc::unbounded_channel();
-        let arrived = Arc::new(AtomicUsize::new(0));
-        let (count, held) = (arrived.clone(), answers.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = tcp.accept().await {
-                let tx = tx.clone();
-                let (count, held) = (count.clone(), held.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |mut req: Request<Incoming>| {
-                        let tx = tx.clone();
-                        let (count, held) = (count.clone(), held.clone());
-                        async move {
-                            count.fetch_add(1, Ordering::SeqCst);
-                            if let Some(held) = held {
-                                held.acquire().await.unwrap().forget();
-                            }
-                            let key = req
-                                .headers()
-                                .get(header::SEC_WEBSOCKET_KEY)
-                                .cloned()
-                                .unwrap();
-                            let headers = req.headers().clone();
-                            let uri = req.uri().to_string();
-                            let on = hyper::upgrade::on(&mut req);
-                            tokio::spawn(async move {
-                                if let Ok(up) = on.await {
-                                    let _ = tx.send(Tunnel {
-                                        io: TokioIo::new(up),
-                                        headers,
-                                        uri,
-                                    });
-                                }
-                            });
-                            Ok::<_, Infallible>(switching_protocols(&key))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
-                });
+        let held = answers.clone();
+        let server = serve(move |mut req| {
+            let (tx, held) = (tx.clone(), held.clone());
+            async move {
+                if let Some(held) = held {
+                    held.acquire().await.unwrap().forget();
+                }
+                let headers = req.headers().clone();
+                let uri = req.uri().to_string();
+                upgrade(&mut req, move |io| async move {
+                    let _ = tx.send(Tunnel { io, headers, uri });
+                })
+                .expect("a websocket handshake")
             }
-        });
+        })
+        .await;
         Self {
-            addr,
+            addr: server.addr,
+            server,
             tunnels,
-            task,
-            arrived,
             answers,
         }
     }
 
     /// Handshakes that reached the sync server, answered or held.
     pub fn arrived(&self) -> usize {
-        self.arrived.load(Ordering::SeqCst)
+        self.server.requests()
     }
 
     /// Lets `n` held handshakes be answered.
@@ -131,7 +106,7 @@ impl RawUpstream {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// The next tunnel that reached the sync server.
@@ -148,10 +123,31 @@ impl RawUpstream {
     }
 }
 
-impl Drop for RawUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
+/// A tungstenite client over TLS to `addr`.
+pub type Ws = WebSocketStream<TlsStream<TcpStream>>;
+
+/// A tungstenite client through the gateway's TLS over HTTP/1.1, with extra handshake headers.
+pub async fn client(
+    addr: SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let tls = super::client::connect_tls(addr, ca_pem, None, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let mut req = format!("wss://localhost:{}{path}", addr.port())
+        .into_client_request()
+        .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
+    tokio_tungstenite::client_async(req, tls)
+        .await
+        .map(|(ws, _)| ws)
 }
 
 /// A raw HTTP/1.1 websocket handshake over TLS; returns the stream positioned after the response
@@ -302,8 +298,38 @@ pub fn close_code(bytes: &[u8]) -> Option<u16> {
     (bytes.len() >= 4 && bytes[0] & 0x0F == 0x8).then(|| u16::from_be_bytes([bytes[2], bytes[3]]))
 }
 
+/// Answers the websocket handshake in `req` with 101 and hands the upgraded connection to
+/// `then`; `None` when `req` carries no `Sec-WebSocket-Key`.
+pub fn upgrade<T, F>(req: &mut Request<Incoming>, then: T) -> Option<Response<Body>>
+where
+    T: FnOnce(TokioIo<Upgraded>) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY)?.clone();
+    let on = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        if let Ok(up) = on.await {
+            then(TokioIo::new(up)).await;
+        }
+    });
+    Some(switching_protocols(&key))
+}
+
+/// Answers the websocket handshake in `req` and echoes every text and binary message back;
+/// `None` when `req` is no handshake.
+pub fn echo(req: &mut Request<Incoming>) -> Option<Response<Body>> {
+    upgrade(req, |io| async move {
+        let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
 /// The 101 answer to a websocket handshake with `key`.
-pub fn switching_protocols(key: &http::HeaderValue) -> Response<Full<Bytes>> {
+pub fn switching_protocols(key: &http::HeaderValue) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     r.headers_mut()

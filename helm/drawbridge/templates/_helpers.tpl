@@ -123,7 +123,10 @@ addr = {{ printf "%s:%d" .Values.bindAddress (int64 .Values.ports.admin) | toJso
 
 [upstream]
 url = {{ include "drawbridge.upstreamURL" . | toJson }}
-sync_paths = {{ $c.upstream.sync_paths | toJson }}
+public_upgrade_paths = {{ $c.upstream.public_upgrade_paths | default list | toJson }}
+{{- with $c.upstream.sync_paths }}
+sync_paths = {{ . | toJson }}
+{{- end }}
 connect_timeout_ms = {{ int64 $c.upstream.connect_timeout_ms }}
 request_timeout_ms = {{ int64 $c.upstream.request_timeout_ms }}
 

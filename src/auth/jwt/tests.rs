@@ -22,9 +22,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::super::provider::{Check, ProviderError, http_client};
-use super::super::webhook::unix_now;
 use super::super::{Access, Allow, Decision, Permissions, Reason};
 use super::JwtProvider;
+use crate::clock::unix_now;
 use crate::config::auth::{JwksSource, JwtConfig};
 
 const ISSUER: &str = "https://issuer.test/";

@@ -65,11 +65,23 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Removes every `x-drawbridge-*` header: only drawbridge sets those, never a client.
+/// Whether a header name reads as `x-drawbridge-*`: compared case-insensitively with `_` taken as
+/// `-`, because CGI, WSGI, Rack and PHP turn both into the same `HTTP_X_DRAWBRIDGE_*` variable.
+pub(crate) fn is_identity(name: &str) -> bool {
+    let prefix = IDENTITY_PREFIX.as_bytes();
+    name.as_bytes().get(..prefix.len()).is_some_and(|head| {
+        head.iter()
+            .zip(prefix)
+            .all(|(h, p)| h.to_ascii_lowercase() == *p || (*h == b'_' && *p == b'-'))
+    })
+}
+
+/// Removes every header that reads as `x-drawbridge-*` ([`is_identity`]): only drawbridge sets
+/// those, never a client.
 pub(crate) fn strip_identity(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+        .filter(|k| is_identity(k.as_str()))
         .cloned()
         .collect();
     for name in spoofed {
@@ -153,11 +165,51 @@ mod tests {
         let mut h = map(&[
             ("x-drawbridge-user", "root"),
             ("X-Drawbridge-App", "a"),
+            ("x_drawbridge_user", "root"),
+            ("X_DRAWBRIDGE_PERMISSIONS", "e30"),
+            ("x-drawbridge_assertion", "forged"),
+            ("x_drawbridge-provider", "p"),
+            ("x-drawbridge-", "empty suffix"),
             ("x-other", "1"),
+            ("x-drawbridge", "no dash: not ours"),
+            ("x-drawbridgeuser", "1"),
+            ("y-drawbridge-user", "1"),
+            ("xx-drawbridge-user", "1"),
         ]);
         strip_identity(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-other"));
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "x-drawbridge",
+                "x-drawbridgeuser",
+                "x-other",
+                "xx-drawbridge-user",
+                "y-drawbridge-user"
+            ]
+        );
+    }
+
+    #[test]
+    fn identity_reading_folds_case_and_underscores_only() {
+        for name in [
+            "x-drawbridge-user",
+            "X_Drawbridge_User",
+            "x_drawbridge-a",
+            "x-drawbridge-",
+        ] {
+            assert!(is_identity(name), "{name}");
+        }
+        for name in [
+            "x-drawbridge",
+            "x.drawbridge.user",
+            "x-drawbridge.user",
+            "",
+            "x-",
+        ] {
+            assert!(!is_identity(name), "{name}");
+        }
     }
 
     #[test]

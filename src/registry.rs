@@ -8,10 +8,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use prometheus::IntGauge;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::clock::unix_now;
 
 /// Why drawbridge ends a tunnel itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,5 +246,14 @@ impl Registry {
             }
             notified.await;
         }
+    }
+}
+/// When a tunnel of a session expiring at `exp` (Unix seconds) must close; far away when it has none.
+pub(crate) fn deadline_for(exp: Option<u64>, grace: Duration) -> Instant {
+    let now = Instant::now();
+    match exp {
+        Some(exp) => now + Duration::from_secs(exp.saturating_sub(unix_now())) + grace,
+        // Ungated tunnels live until a side closes; a year stands in for never.
+        None => now + Duration::from_secs(365 * 24 * 3600),
     }
 }
