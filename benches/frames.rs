@@ -23,18 +23,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-// The tracker is internal to the library, so the bench compiles its source in directly, at the
-// same place in the module tree so that its own `mod tests;` resolves as it does in the library.
-// Only `FrameTracker` is used here; the rest of the module would otherwise warn as dead code.
-// `cargo clippy --all-targets` checks benches with `--cfg test` but no test harness, which
-// brings in the module's tests with their `#[test]` functions stripped: hence unused imports.
-#[allow(dead_code, unused_imports)]
-#[path = "../src/tunnel"]
-mod tunnel {
-    pub(crate) mod frames;
-}
-
-use tunnel::frames::FrameTracker;
+// The relay's own tracker, through the library's hidden `bench` re-exports.
+use drawbridge::bench::FrameTracker;
 
 const MIB: usize = 1 << 20;
 

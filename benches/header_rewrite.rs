@@ -3,9 +3,10 @@
 //!
 //! Run: `cargo bench --bench header_rewrite`
 //!
-//! The rewrite functions (`src/gateway/headers.rs`) are crate-private and nothing public runs them
-//! alone, so the bench compiles that file in and times it; `forward::rewrite_head`, which strings
-//! them together with the URI and `Host`, is restated here in a dozen lines. At start the bench
+//! The rewrite functions (`src/headers.rs`) are internal, and nothing public runs them
+//! alone, so the bench times them through `drawbridge::bench`, the library's hidden re-exports;
+//! `forward::rewrite_head`, which strings them together with the URI and `Host`, is restated here
+//! in a dozen lines. At start the bench
 //! sends the same headers through a real gateway and checks that the demo sync server sees what
 //! the restatement produces, so one gone stale fails loudly. `forward/*` puts the number in
 //! proportion: one GET through the gateway with the same headers (plain HTTP on loopback, so the
@@ -44,17 +45,9 @@ use http::{Request, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 
-// The header functions are internal to the library, so the bench compiles their source in
-// directly (as benches/frames.rs does with the frame tracker): what is timed is the library's own
-// code. Only the three rewrite functions are used; `cargo clippy --all-targets` also brings in the
-// module's tests with their `#[test]` functions stripped: hence the allows.
-#[allow(dead_code, unused_imports)]
-#[path = "../src"]
-mod gateway {
-    pub(crate) mod headers;
-}
-
-use gateway::headers::{remove_hop_by_hop, set_forwarded, strip_identity};
+// The library's own header functions, through its hidden `bench` re-exports: what is timed is
+// the code the gateway runs.
+use drawbridge::bench::{remove_hop_by_hop, set_forwarded, strip_identity};
 
 /// `forward::rewrite_head`, restated with the config and the peer passed in pieces (the real one
 /// takes the crate's `Config` and connection types); the header work it calls is the library's.

@@ -30,3 +30,41 @@ mod tunnel;
 
 pub use app::{App, AppError};
 pub use config::{Config, ConfigError};
+
+/// Internals the benches time, so that `benches/` runs the library's own code instead of compiling
+/// its source files in a second time. Not part of the API: no stability promise.
+///
+/// The frame tracker is re-exported (which needs it `pub` where it is declared); the header
+/// functions are wrapped instead, one inlined call each, so `headers.rs` keeps its items
+/// crate-private.
+#[doc(hidden)]
+pub mod bench {
+    use std::net::IpAddr;
+
+    use http::HeaderMap;
+
+    pub use crate::tunnel::frames::{Advance, FrameError, FrameTracker};
+
+    /// The gateway's hop-by-hop header removal.
+    #[inline]
+    pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+        crate::headers::remove_hop_by_hop(headers, keep_upgrade);
+    }
+
+    /// The gateway's `x-drawbridge-*` header removal.
+    #[inline]
+    pub fn strip_identity(headers: &mut HeaderMap) {
+        crate::headers::strip_identity(headers);
+    }
+
+    /// The gateway's `X-Forwarded-*` headers.
+    #[inline]
+    pub fn set_forwarded(
+        headers: &mut HeaderMap,
+        peer: IpAddr,
+        proto: &'static str,
+        host: Option<&str>,
+    ) {
+        crate::headers::set_forwarded(headers, peer, proto, host);
+    }
+}

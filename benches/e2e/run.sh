@@ -29,7 +29,9 @@ fi
 
 echo "== building drawbridge and the load client (release)"
 cargo build --release --locked --bin drawbridge --target-dir "$target"
-cargo build --release --locked --manifest-path "$e2e/loadgen/Cargo.toml" --target-dir "$target"
+# Separately: built together, the two would unify their dependencies' features, and the
+# drawbridge measured would not be the one `cargo build --bin drawbridge` makes.
+cargo build --release --locked -p drawbridge-e2e-load --target-dir "$target"
 
 # Idle tunnels need descriptors: two per proxied websocket in the proxy.
 ulimit -n "$(ulimit -Hn)"

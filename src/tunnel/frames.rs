@@ -29,7 +29,7 @@ const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 ///
 /// Only what breaks framing itself is checked; the endpoints enforce the rest of RFC 6455.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum FrameError {
+pub enum FrameError {
     /// A 64-bit payload length with its most significant bit set, which RFC 6455 §5.2 forbids.
     #[error("websocket frame has a 64-bit payload length with the most significant bit set")]
     LengthTopBitSet,
@@ -37,13 +37,13 @@ pub(crate) enum FrameError {
 
 /// What one call to `advance` saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Advance {
+pub struct Advance {
     /// Bytes of the input this call accounted for (all of it unless `stop_at_boundary`).
     pub(crate) consumed: usize,
     /// A Close frame (opcode 0x8) header was completed within the consumed bytes.
     pub(crate) close_seen: bool,
     /// Frames completed within the consumed bytes.
-    pub(crate) frames: u64,
+    pub frames: u64,
 }
 
 /// Frame-boundary state of one direction of a websocket stream.
@@ -52,7 +52,7 @@ pub(crate) struct Advance {
 /// `remaining == 0`), part way through a header that arrived split (`head_len > 0`), or inside
 /// a payload (`remaining > 0`).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct FrameTracker {
+pub struct FrameTracker {
     /// Header bytes gathered so far, when a header arrives split across calls. Headers that
     /// arrive whole are parsed in place and never copied here.
     head: [u8; MAX_HEADER_LEN],
@@ -66,7 +66,7 @@ pub(crate) struct FrameTracker {
 
 impl FrameTracker {
     /// A tracker for a stream that starts at a frame boundary.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self::default()
     }
 
@@ -84,11 +84,7 @@ impl FrameTracker {
     /// # Errors
     /// [`FrameError`] when `data` holds a header no websocket peer may send. The stream cannot be
     /// followed past it, so the tracker is no longer meaningful and the tunnel should be dropped.
-    pub(crate) fn advance(
-        &mut self,
-        data: &[u8],
-        stop_at_boundary: bool,
-    ) -> Result<Advance, FrameError> {
+    pub fn advance(&mut self, data: &[u8], stop_at_boundary: bool) -> Result<Advance, FrameError> {
         let mut seen = Advance::default();
         if stop_at_boundary && self.at_boundary() {
             return Ok(seen);

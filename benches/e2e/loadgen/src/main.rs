@@ -1,4 +1,4 @@
-//! The end-to-end harness's load client and stand-in provider webhook.
+//! The end-to-end harness's load client, and the demo's provider webhook for it to log in with.
 //!
 //! `benches/e2e/run.sh` builds this and drives it; every run is bounded by a message count or a
 //! deadline, and every target must be a loopback address (anything else is refused).
@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use drawbridge::demo::provider::{Directory, serve};
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full, Limited};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
@@ -108,76 +108,22 @@ fn loopback(addr: &str) -> Result<SocketAddr, String> {
     Ok(a)
 }
 
-// === the stand-in provider webhook ===
+// === the provider webhook ===
 
-/// Answers the Ditto webhook contract: any token allowed for an hour, except tokens starting with
-/// `deny`, which get 401 `{"authenticated":false}` (a 401 is what nginx's auth_request needs, and
-/// drawbridge reads a 401 as a denial too). `GET /stats` counts the calls, so the harness can
-/// check that a cache-hit run never reached the webhook.
+/// The demo's provider webhook with [`Directory::Anyone`]: any token is let in for an hour, except
+/// tokens starting with `deny`, which get 401 `{"authenticated":false}` (a 401 is what nginx's
+/// auth_request needs, and drawbridge reads a 401 as a denial too). `GET /stats` counts the calls,
+/// so the harness can check that a cache-hit run never reached the webhook.
 async fn webhook(args: &Args) -> Result<String, String> {
     let addr = loopback(args.str("addr")?)?;
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("bind {addr}: {e}"))?;
-    let calls = Arc::new(AtomicU64::new(0));
     eprintln!("webhook listening on http://{addr}/auth");
-    loop {
-        let (stream, _) = tcp.accept().await.map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
-        let calls = calls.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| answer(req, calls.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-        });
+    match serve(tcp, Directory::Anyone).await {
+        Ok(never) => match never {},
+        Err(e) => Err(format!("accept on {addr}: {e}")),
     }
-}
-
-async fn answer(
-    req: http::Request<hyper::body::Incoming>,
-    calls: Arc<AtomicU64>,
-) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
-    if req.method() == http::Method::GET && req.uri().path() == "/stats" {
-        let body = serde_json::json!({"calls": calls.load(Ordering::Relaxed)}).to_string();
-        return Ok(http::Response::new(Full::new(Bytes::from(body))));
-    }
-    calls.fetch_add(1, Ordering::Relaxed);
-    let body = Limited::new(req.into_body(), 64 * 1024)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let token = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["token"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let (status, reply) = if token.is_empty() || token.starts_with("deny") {
-        (
-            http::StatusCode::UNAUTHORIZED,
-            serde_json::json!({"authenticated": false}),
-        )
-    } else {
-        let user: String = token.chars().take(24).collect();
-        (
-            http::StatusCode::OK,
-            serde_json::json!({
-                "authenticated": true,
-                "expirationSeconds": 3600,
-                "userID": format!("user-{user}"),
-                "permissions": {"read": {"everything": true, "queriesByCollection": {}},
-                                "write": {"everything": true, "queriesByCollection": {}}},
-                "clientInfo": {},
-            }),
-        )
-    };
-    let mut resp = http::Response::new(Full::new(Bytes::from(reply.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    Ok(resp)
 }
 
 // === TLS and websocket clients ===
