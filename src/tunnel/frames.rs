@@ -8,7 +8,7 @@
 //!
 //! Both work on the caller's buffers and the stack; nothing here allocates.
 //!
-//! `benches/frames.rs` compiles this file on its own, so it uses nothing else from the crate.
+//! It uses nothing else from the crate; `benches/frames.rs` times it through `drawbridge::bench`.
 
 #[cfg(test)]
 mod tests;
