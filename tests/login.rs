@@ -3,7 +3,8 @@
 mod support;
 
 use support::{
-    Gateway, Login, Upstream, Webhook, client, get_bearer, login, login_body, metric, post_json,
+    Gateway, Login, Upstream, Webhook, client, get_bearer, login, login_body, metric, post_bearer,
+    post_json,
 };
 
 async fn gateway(hook: &Webhook, extra: &str) -> (Upstream, Gateway) {
@@ -229,24 +230,12 @@ async fn after_logout_the_token_is_refused_everywhere() {
     let http = client::https(&gw.ca.pem(), false);
     let Login { body, .. } = login(&gw, "a", "demo", "carol-token").await;
     let token = body["sessionToken"].as_str().unwrap().to_owned();
-    let (status, _, ticket) = post_json(
-        &http,
-        &gw.url("/auth/ticket"),
-        &serde_json::json!({}),
-        Some(&token),
-    )
-    .await;
+    let (status, _, ticket) = post_bearer(&http, &gw.url("/auth/ticket"), &token).await;
     assert_eq!(status, 200);
     assert!(ticket["ticket"].as_str().unwrap().len() >= 32);
     assert_eq!(ticket["expiresIn"], 30);
 
-    let (status, headers, _) = post_json(
-        &http,
-        &gw.url("/auth/logout"),
-        &serde_json::json!({}),
-        Some(&token),
-    )
-    .await;
+    let (status, headers, _) = post_bearer(&http, &gw.url("/auth/logout"), &token).await;
     assert_eq!(status, 200);
     assert!(
         headers["set-cookie"]
@@ -272,13 +261,7 @@ async fn after_logout_the_token_is_refused_everywhere() {
     )
     .await;
     assert_eq!(status, 401);
-    let (status, _, _) = post_json(
-        &http,
-        &gw.url("/auth/ticket"),
-        &serde_json::json!({}),
-        Some(&token),
-    )
-    .await;
+    let (status, _, _) = post_bearer(&http, &gw.url("/auth/ticket"), &token).await;
     assert_eq!(status, 401);
     assert_eq!(
         metric(&gw.metrics().await, "drawbridge_sessions_revoked_total"),
@@ -398,9 +381,7 @@ async fn slow_login_body_is_cut_off_with_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let hook = Webhook::users(3600).await;
     let (_up, gw) = gateway(&hook, "[limits]\nheader_read_timeout_ms = 300\n").await;
-    let mut tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
+    let mut tls = gw.tls(b"http/1.1").await;
     tls.write_all(
         b"POST /auth/login HTTP/1.1\r\nhost: localhost\r\ncontent-length: 200\r\n\r\n{\"appID\":",
     )

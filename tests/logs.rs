@@ -8,7 +8,9 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::process::Running;
-use support::{Gateway, Login, Reply, Upstream, Webhook, client, get_bearer, login, post_json};
+use support::{
+    Gateway, Login, Reply, Upstream, Webhook, client, get_bearer, login, post_bearer, post_json,
+};
 
 #[tokio::test]
 async fn no_secret_reaches_the_logs_at_debug_level() {
@@ -52,13 +54,7 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
         "drawbridge_session=cookie-secret-91ab".parse().unwrap(),
     );
     support::send(&http, req).await;
-    post_json(
-        &http,
-        &gw.url("/auth/logout"),
-        &serde_json::json!({}),
-        Some(&session),
-    )
-    .await;
+    post_bearer(&http, &gw.url("/auth/logout"), &session).await;
     get_bearer(&http, &gw.url("/auth/userinfo"), &session).await;
 
     kill(Pid::from_raw(gw.child.id() as i32), Signal::SIGTERM).unwrap();
