@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::ws::{close_code, raw_handshake, read_exact};
-use support::{Gateway, Upstream, Webhook, client, get_bearer, post_bearer, post_json};
+use support::{Gateway, Upstream, Webhook, client, get_bearer, post_bearer};
 use tokio::io::AsyncReadExt;
 
 /// Short sessions (so "past the old token's exp" comes soon), a decision that lasts an hour.
@@ -66,13 +66,7 @@ impl Bed {
     }
 
     async fn refresh(&self, token: &str) -> (u16, serde_json::Value) {
-        let (status, _, body) = post_json(
-            &self.http,
-            &self.gw.url("/auth/token"),
-            &serde_json::json!({ "refresh": token }),
-            None,
-        )
-        .await;
+        let (status, _, body) = support::refresh(&self.http, &self.gw, token).await;
         (status, body)
     }
 

@@ -181,13 +181,7 @@ async fn refresh_keeps_the_session_and_never_passes_the_decision_expiry() {
     let http = client::https(&gw.ca.pem(), false);
     let Login { body: first, .. } = login(&gw, "a", "demo", "bob-token").await;
     let token = first["sessionToken"].as_str().unwrap();
-    let (status, _, second) = post_json(
-        &http,
-        &gw.url("/auth/token"),
-        &serde_json::json!({"refresh": token}),
-        None,
-    )
-    .await;
+    let (status, _, second) = support::refresh(&http, &gw, token).await;
     assert_eq!(status, 200, "{second}");
     assert_ne!(second["sessionToken"], first["sessionToken"]);
     let claims = |t: &serde_json::Value| -> serde_json::Value {
@@ -253,13 +247,7 @@ async fn after_logout_the_token_is_refused_everywhere() {
             .unwrap()
             .starts_with("Bearer")
     );
-    let (status, _, _) = post_json(
-        &http,
-        &gw.url("/auth/token"),
-        &serde_json::json!({"refresh": token}),
-        None,
-    )
-    .await;
+    let (status, _, _) = support::refresh(&http, &gw, &token).await;
     assert_eq!(status, 401);
     let (status, _, _) = post_bearer(&http, &gw.url("/auth/ticket"), &token).await;
     assert_eq!(status, 401);

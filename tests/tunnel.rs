@@ -10,7 +10,7 @@ use support::ws::{
     RawUpstream, bearer_client, close_of, echo_ok, extended_connect, frame, raw_handshake,
     read_exact, upgraded_client,
 };
-use support::{Gateway, Upstream, Webhook, client, login, metric, post_bearer, post_json};
+use support::{Gateway, Upstream, Webhook, client, login, metric, post_bearer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -356,13 +356,7 @@ async fn refresh_moves_the_tunnel_deadline() {
     let opened = Instant::now();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let http = client::https(&gw.ca.pem(), false);
-    let (status, _, _) = post_json(
-        &http,
-        &gw.url("/auth/token"),
-        &serde_json::json!({"refresh": token}),
-        None,
-    )
-    .await;
+    let (status, _, _) = support::refresh(&http, &gw, &token).await;
     assert_eq!(status, 200);
     // Past the first deadline, the tunnel still works.
     tokio::time::sleep(Duration::from_millis(

@@ -325,6 +325,16 @@ pub async fn post_bearer(
     post_json(http, url, &serde_json::json!({}), Some(bearer)).await
 }
 
+/// `POST /auth/token` refreshing the session `token` at `front`; `(status, headers, JSON body)`.
+pub async fn refresh(
+    http: &client::HttpsClient,
+    front: &impl Front,
+    token: &str,
+) -> (u16, http::HeaderMap, serde_json::Value) {
+    let body = serde_json::json!({ "refresh": token });
+    post_json(http, &front.https_url("/auth/token"), &body, None).await
+}
+
 /// Sends a request; `(status, headers, JSON body or null)`.
 pub async fn send(
     http: &client::HttpsClient,
