@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{
-    Gateway, GatewayBuilder, Login, Reply, Upstream, Webhook, client, login, login_body, metric,
+    Gateway, GatewayBuilder, Login, Reply, Upstream, Webhook, login, login_body, metric,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::client::TlsStream;
@@ -74,9 +74,7 @@ async fn start_login(
     provider: &str,
     token: &str,
 ) -> TlsStream<tokio::net::TcpStream> {
-    let mut tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
+    let mut tls = gw.tls(b"http/1.1").await;
     let body = login_body("app", provider, token).to_string();
     let head = format!(
         "POST /auth/login HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\

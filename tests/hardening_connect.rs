@@ -22,9 +22,7 @@ async fn gateway(up: &Upstream, hook: &Webhook) -> Gateway {
 
 /// Writes `raw` over a fresh HTTP/1.1 TLS connection and reads until the gateway closes it.
 async fn exchange(gw: &Gateway, raw: &[u8]) -> String {
-    let mut tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
+    let mut tls = gw.tls(b"http/1.1").await;
     tls.write_all(raw).await.unwrap();
     let mut got = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got)).await;
@@ -124,15 +122,9 @@ async fn http2_extended_connect_for_any_protocol_but_websocket_gets_400() {
     let token = login(&gw, "app", "demo", "ed-token").await.session();
     let mut send = client::h2(gw.addr, &gw.ca.pem()).await;
     let connect = |protocol: &'static str, path: &str, bearer: Option<&str>| {
-        let mut req = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("https://localhost:{}{path}", gw.addr.port()))
-            .header("sec-websocket-version", "13")
-            .extension(hyper::ext::Protocol::from_static(protocol));
-        if let Some(b) = bearer {
-            req = req.header("authorization", format!("Bearer {b}"));
-        }
-        req.body(Empty::new()).unwrap()
+        support::ws::extended_connect(gw.addr.port(), path, protocol, bearer)
+            .body(Empty::new())
+            .unwrap()
     };
     for protocol in [
         "h2c",

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use support::upstream::Seen;
 use support::ws::raw_handshake;
-use support::{Gateway, Upstream, Webhook, client, login, post_json, tokens};
+use support::{Gateway, Upstream, Webhook, client, login, post_bearer, tokens};
 
 /// Read independently of the gateway: a name some stack reads as `x-drawbridge-*`.
 fn reads_as_identity(name: &str) -> bool {
@@ -45,13 +45,7 @@ async fn bed() -> Bed {
     let token = login(&gw, "app", "demo", "alice-token").await.session();
     let revoked = login(&gw, "app", "demo", "alice-token").await.session();
     let http = client::https(&gw.ca.pem(), false);
-    let (status, _, _) = post_json(
-        &http,
-        &gw.url("/auth/logout"),
-        &serde_json::json!({}),
-        Some(&revoked),
-    )
-    .await;
+    let (status, _, _) = post_bearer(&http, &gw.url("/auth/logout"), &revoked).await;
     assert_eq!(status, 200);
     let b64 = |v: serde_json::Value| {
         base64::Engine::encode(
@@ -341,8 +335,7 @@ async fn upgrades_reach_the_sync_server_without_credentials() {
         let token = bed.token.clone();
         let url = bed.gw.url("/auth/ticket");
         async move {
-            let (status, _, body) =
-                post_json(&http, &url, &serde_json::json!({}), Some(&token)).await;
+            let (status, _, body) = post_bearer(&http, &url, &token).await;
             assert_eq!(status, 200, "{body}");
             body["ticket"].as_str().unwrap().to_owned()
         }
@@ -434,18 +427,15 @@ async fn http2_websocket_reaches_the_sync_server_without_credentials() {
     let bed = bed().await;
     let mut send = client::h2(bed.gw.addr, &bed.gw.ca.pem()).await;
     let t = &bed.token;
-    let mut req = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(format!(
-            "https://localhost:{}/sync/h2?ticke%74=x&room=1",
-            bed.gw.addr.port()
-        ))
-        .header("sec-websocket-version", "13")
-        .header("cookie", "a=1")
-        .header("cookie", format!("drawbridge_session={t}"))
-        .header("cookie", "b=2")
-        .header("authorization", format!("Bearer {}", bed.third_party))
-        .extension(hyper::ext::Protocol::from_static("websocket"));
+    let mut req = support::ws::extended_connect(
+        bed.gw.addr.port(),
+        "/sync/h2?ticke%74=x&room=1",
+        "websocket",
+        Some(&bed.third_party),
+    )
+    .header("cookie", "a=1")
+    .header("cookie", format!("drawbridge_session={t}"))
+    .header("cookie", "b=2");
     for (k, v) in SPOOFED {
         req = req.header(k, v);
     }

@@ -5,14 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use support::{Gateway, Upstream, Webhook, client, login, metric, pace};
+use support::{Gateway, Upstream, Webhook, client, login, metric, pace, ws};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::tungstenite::Message;
-
-type Tls = TlsStream<TcpStream>;
 
 /// How a closed connection ended, as the client saw it.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,9 +36,70 @@ async fn closed<S: AsyncRead + Unpin>(s: &mut S, within: Duration) -> (End, Inst
     (end, Instant::now())
 }
 
-async fn tls(gw: &Gateway, alpn: &[u8]) -> Tls {
-    client::connect_tls(gw.addr, &gw.ca.pem(), None, &[alpn])
-        .await
+/// A gateway in front of a fresh upstream with these `[limits]` lines.
+async fn start(limit_lines: &str) -> (Upstream, Gateway) {
+    let up = Upstream::start().await;
+    let gw = Gateway::builder(up.url())
+        .extra(&limits(limit_lines))
+        .spawn()
+        .await;
+    (up, gw)
+}
+
+/// `drawbridge_connections_reaped_total` for `reason`.
+async fn reaped(gw: &Gateway, reason: &str) -> f64 {
+    metric(
+        &gw.metrics().await,
+        &format!("drawbridge_connections_reaped_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// `took` lies in `[at_least, under)`; `what` names the event in the message.
+fn assert_took(took: Duration, at_least: Duration, under: Duration, what: &str) {
+    assert!(took >= at_least, "{what} after only {took:?}");
+    assert!(took < under, "{what} only after {took:?}");
+}
+
+/// Opens `n` connections one after the other with `open(i)`, then waits for the peer to close
+/// every one of them (each within 10 s); how each ended and how long after it was opened.
+async fn open_until_closed<S, F, Fut>(n: usize, mut open: F) -> Vec<(End, Duration)>
+where
+    S: AsyncRead + Unpin,
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    let mut socks = Vec::new();
+    for i in 0..n {
+        let s = open(i).await;
+        socks.push((s, Instant::now()));
+    }
+    futures_util::future::join_all(socks.into_iter().map(|(mut s, opened)| async move {
+        let (end, at) = closed(&mut s, Duration::from_secs(10)).await;
+        (end, at.duration_since(opened))
+    }))
+    .await
+}
+
+/// Writes `bytes` in `chunk`-sized pieces in the background, stopping quietly when the
+/// gateway closes first; the task hands the write half back.
+fn spawn_writer<W>(mut wr: W, bytes: Vec<u8>, chunk: usize) -> tokio::task::JoinHandle<W>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        for piece in bytes.chunks(chunk) {
+            if wr.write_all(piece).await.is_err() {
+                break;
+            }
+        }
+        wr
+    })
+}
+
+/// A body-less HTTP/2 GET for a hyper client connection.
+fn h2_get(url: &str) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    http::Request::get(url)
+        .body(http_body_util::Empty::new())
         .unwrap()
 }
 
@@ -282,24 +338,8 @@ fn limits(lines: &str) -> String {
 
 #[tokio::test]
 async fn fifty_silent_tls_connections_are_closed_by_the_first_request_deadline() {
-    let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&limits(
-            "header_read_timeout_ms = 400\nidle_timeout_ms = 60000",
-        ))
-        .spawn()
-        .await;
-    let mut socks = Vec::new();
-    for _ in 0..50 {
-        let s = tls(&gw, b"http/1.1").await;
-        socks.push((s, Instant::now()));
-    }
-    let ends =
-        futures_util::future::join_all(socks.into_iter().map(|(mut s, opened)| async move {
-            let (end, at) = closed(&mut s, Duration::from_secs(10)).await;
-            (end, at.duration_since(opened))
-        }))
-        .await;
+    let (up, gw) = start("header_read_timeout_ms = 400\nidle_timeout_ms = 60000").await;
+    let ends = open_until_closed(50, |_| gw.tls(b"http/1.1")).await;
     for (i, (end, after)) in ends.iter().enumerate() {
         assert_eq!(
             *end,
@@ -312,10 +352,7 @@ async fn fifty_silent_tls_connections_are_closed_by_the_first_request_deadline()
         );
     }
     assert_eventually!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_connections_reaped_total{reason=\"no_request\"}"
-        ) == 50.0,
+        reaped(&gw, "no_request").await == 50.0,
         "the silent connections were not counted"
     );
     assert_eventually!(
@@ -327,11 +364,7 @@ async fn fifty_silent_tls_connections_are_closed_by_the_first_request_deadline()
 
 #[tokio::test]
 async fn fifty_http2_connections_without_a_request_are_closed_by_the_deadline() {
-    let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&limits("header_read_timeout_ms = 400"))
-        .spawn()
-        .await;
+    let (up, gw) = start("header_read_timeout_ms = 400").await;
     // Nothing, part of the preface, the preface alone, preface and SETTINGS, and a HEADERS
     // block left open: none is a request.
     let mut open_block = h2raw::hello();
@@ -343,30 +376,23 @@ async fn fifty_http2_connections_without_a_request_are_closed_by_the_deadline() 
         h2raw::hello(),
         open_block,
     ];
-    let mut socks = Vec::new();
-    for i in 0..50 {
-        let mut s = tls(&gw, b"h2").await;
+    let (gw, openings) = (&gw, &openings);
+    let ends = open_until_closed(50, |i| async move {
+        let mut s = gw.tls(b"h2").await;
         assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         s.write_all(&openings[i % openings.len()]).await.unwrap();
-        socks.push((s, Instant::now(), i % openings.len()));
-    }
-    let ends =
-        futures_util::future::join_all(socks.into_iter().map(|(mut s, opened, kind)| async move {
-            let (_, at) = closed(&mut s, Duration::from_secs(10)).await;
-            (kind, at.duration_since(opened))
-        }))
-        .await;
-    for (kind, after) in ends {
+        s
+    })
+    .await;
+    for (i, (_, after)) in ends.into_iter().enumerate() {
+        let kind = i % openings.len();
         assert!(
             after < Duration::from_millis(400) + Duration::from_secs(3),
             "opening {kind} was closed only after {after:?}"
         );
     }
     assert_eventually!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_connections_reaped_total{reason=\"no_request\"}"
-        ) == 50.0,
+        reaped(gw, "no_request").await == 50.0,
         "the connections were not counted as reaped"
     );
     assert_eq!(up.hits(), 0);
@@ -374,12 +400,8 @@ async fn fifty_http2_connections_without_a_request_are_closed_by_the_deadline() 
 
 #[tokio::test]
 async fn silent_http2_connection_after_settings_gets_goaway() {
-    let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&limits("header_read_timeout_ms = 400"))
-        .spawn()
-        .await;
-    let mut s = tls(&gw, b"h2").await;
+    let (_up, gw) = start("header_read_timeout_ms = 400").await;
+    let mut s = gw.tls(b"h2").await;
     s.write_all(&h2raw::hello()).await.unwrap();
     let frames = h2raw::read_until(&mut s, Duration::from_secs(5), |_| false).await;
     assert!(
@@ -396,21 +418,20 @@ async fn silent_plaintext_connections_are_closed_by_the_first_request_deadline()
         .extra(&limits("header_read_timeout_ms = 400"))
         .spawn()
         .await;
-    let mut socks = Vec::new();
-    for i in 0..20 {
-        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let addr = gw.addr;
+    let ends = open_until_closed(20, |i| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
         if i % 2 == 1 {
             // h2c prior knowledge, cut short.
             s.write_all(&h2raw::PREFACE[..10]).await.unwrap();
         }
-        socks.push((s, Instant::now()));
-    }
-    for (i, (mut s, opened)) in socks.into_iter().enumerate() {
-        let (end, at) = closed(&mut s, Duration::from_secs(10)).await;
+        s
+    })
+    .await;
+    for (i, (end, after)) in ends.into_iter().enumerate() {
         assert!(
-            at.duration_since(opened) < Duration::from_secs(4),
-            "plaintext connection {i} ({end:?}) closed only after {:?}",
-            at.duration_since(opened)
+            after < Duration::from_secs(4),
+            "plaintext connection {i} ({end:?}) closed only after {after:?}"
         );
     }
 }
@@ -419,47 +440,27 @@ async fn silent_plaintext_connections_are_closed_by_the_first_request_deadline()
 
 #[tokio::test]
 async fn keep_alive_http1_connection_idle_past_idle_timeout_is_closed() {
-    let up = Upstream::start().await;
     // The header timeout is far longer, so only the idle timeout can close it.
-    let gw = Gateway::builder(up.url())
-        .extra(&limits(
-            "header_read_timeout_ms = 20000\nidle_timeout_ms = 500",
-        ))
-        .spawn()
-        .await;
-    let mut s = tls(&gw, b"http/1.1").await;
+    let (_up, gw) = start("header_read_timeout_ms = 20000\nidle_timeout_ms = 500").await;
+    let mut s = gw.tls(b"http/1.1").await;
     assert_eq!(get_h1(&mut s, "/one").await, 200);
     let served = Instant::now();
     let (end, at) = closed(&mut s, Duration::from_secs(10)).await;
     let idle_for = at.duration_since(served);
     assert_eq!(end, End::Clean, "no close_notify");
-    assert!(
-        idle_for >= Duration::from_millis(450),
-        "closed after only {idle_for:?}"
+    assert_took(
+        idle_for,
+        Duration::from_millis(450),
+        Duration::from_secs(4),
+        "closed",
     );
-    assert!(
-        idle_for < Duration::from_secs(4),
-        "closed only after {idle_for:?}"
-    );
-    assert_eq!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_connections_reaped_total{reason=\"idle\"}"
-        ),
-        1.0
-    );
+    assert_eq!(reaped(&gw, "idle").await, 1.0);
 }
 
 #[tokio::test]
 async fn keep_alive_http1_connection_may_wait_longer_than_header_read_timeout() {
-    let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&limits(
-            "header_read_timeout_ms = 300\nidle_timeout_ms = 20000",
-        ))
-        .spawn()
-        .await;
-    let mut s = tls(&gw, b"http/1.1").await;
+    let (up, gw) = start("header_read_timeout_ms = 300\nidle_timeout_ms = 20000").await;
+    let mut s = gw.tls(b"http/1.1").await;
     assert_eq!(get_h1(&mut s, "/one").await, 200);
     // Quiet for four header timeouts: waiting for a request is not sending one slowly.
     pace(1200).await;
@@ -469,14 +470,8 @@ async fn keep_alive_http1_connection_may_wait_longer_than_header_read_timeout() 
 
 #[tokio::test]
 async fn slow_later_head_on_keep_alive_connection_is_cut_off() {
-    let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&limits(
-            "header_read_timeout_ms = 500\nidle_timeout_ms = 20000",
-        ))
-        .spawn()
-        .await;
-    let mut s = tls(&gw, b"http/1.1").await;
+    let (up, gw) = start("header_read_timeout_ms = 500\nidle_timeout_ms = 20000").await;
+    let mut s = gw.tls(b"http/1.1").await;
     assert_eq!(get_h1(&mut s, "/one").await, 200);
     pace(800).await;
     s.write_all(b"GET /two HTTP/1.1\r\nhost: localhost\r\n")
@@ -504,31 +499,20 @@ async fn slow_later_head_on_keep_alive_connection_is_cut_off() {
     }
     assert!(cut, "a head dribbled for 4 s was not cut off");
     let after = started.elapsed();
-    assert!(
-        after >= Duration::from_millis(450),
-        "cut after only {after:?}"
+    assert_took(
+        after,
+        Duration::from_millis(450),
+        Duration::from_secs(3),
+        "cut",
     );
-    assert!(after < Duration::from_secs(3), "cut only after {after:?}");
     assert_eq!(up.hits(), 1);
-    assert_eq!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_connections_reaped_total{reason=\"no_request\"}"
-        ),
-        1.0
-    );
+    assert_eq!(reaped(&gw, "no_request").await, 1.0);
 }
 
 #[tokio::test]
 async fn http2_connection_idle_past_idle_timeout_gets_goaway() {
-    let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&limits(
-            "header_read_timeout_ms = 20000\nidle_timeout_ms = 500",
-        ))
-        .spawn()
-        .await;
-    let mut s = tls(&gw, b"h2").await;
+    let (up, gw) = start("header_read_timeout_ms = 20000\nidle_timeout_ms = 500").await;
+    let mut s = gw.tls(b"h2").await;
     s.write_all(&h2raw::hello()).await.unwrap();
     s.write_all(&h2raw::get(1, "/first", &[], true))
         .await
@@ -544,30 +528,22 @@ async fn http2_connection_idle_past_idle_timeout_gets_goaway() {
         .unwrap_or_else(|| panic!("closed without GOAWAY: {rest:?}"));
     // GOAWAY: last stream id, then error code NO_ERROR.
     assert_eq!(&goaway.payload[4..8], &[0, 0, 0, 0], "{goaway:?}");
-    assert!(
-        idle_for >= Duration::from_millis(450),
-        "closed after only {idle_for:?}"
-    );
-    assert!(
-        idle_for < Duration::from_secs(4),
-        "closed only after {idle_for:?}"
+    assert_took(
+        idle_for,
+        Duration::from_millis(450),
+        Duration::from_secs(4),
+        "closed",
     );
     assert_eq!(up.hits(), 1);
 }
 
 #[tokio::test]
 async fn connection_that_keeps_sending_requests_is_not_closed() {
-    let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&limits(
-            "header_read_timeout_ms = 400\nidle_timeout_ms = 400",
-        ))
-        .spawn()
-        .await;
+    let (_up, gw) = start("header_read_timeout_ms = 400\nidle_timeout_ms = 400").await;
     // HTTP/1.1: one connection, a request every 150 ms for three idle timeouts.
-    let mut h1 = tls(&gw, b"http/1.1").await;
+    let mut h1 = gw.tls(b"http/1.1").await;
     // HTTP/2: the same over one hyper client connection.
-    let (mut h2, h2_conn) = client::h2_over(tls(&gw, b"h2").await).await;
+    let (mut h2, h2_conn) = client::h2_over(gw.tls(b"h2").await).await;
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < Duration::from_millis(1200) {
@@ -576,9 +552,7 @@ async fn connection_that_keeps_sending_requests_is_not_closed() {
             200,
             "h1 request {n}"
         );
-        let req = http::Request::get(format!("https://localhost/h2/{n}"))
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
+        let req = h2_get(&format!("https://localhost/h2/{n}"));
         let resp = h2
             .send_request(req)
             .await
@@ -592,19 +566,11 @@ async fn connection_that_keeps_sending_requests_is_not_closed() {
         "the busy HTTP/2 connection was closed"
     );
     // A single request that takes longer than the idle timeout is not cut either.
-    let req = http::Request::get("https://localhost/slow?ms=1200")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
+    let req = h2_get("https://localhost/slow?ms=1200");
     let (h1_status, h2_resp) = tokio::join!(get_h1(&mut h1, "/slow?ms=1200"), h2.send_request(req));
     assert_eq!(h1_status, 200);
     assert_eq!(h2_resp.unwrap().status(), 200);
-    assert_eq!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_connections_reaped_total{reason=\"idle\"}"
-        ),
-        0.0
-    );
+    assert_eq!(reaped(&gw, "idle").await, 0.0);
 }
 
 // --- Tunnels are not idle -------------------------------------------------------------------
@@ -623,61 +589,27 @@ async fn websocket_tunnels_idle_past_the_idle_timeout_stay_open() {
     let token = login(&gw, "app", "demo", "olga-token").await.session();
 
     // HTTP/1.1 upgrade.
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        format!("wss://localhost:{}/sync/h1", gw.addr.port()),
-    )
-    .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws1, _) = tokio_tungstenite::client_async(req, tls(&gw, b"http/1.1").await)
-        .await
-        .unwrap();
+    let mut ws1 = ws::bearer_client(gw.addr, &gw.ca.pem(), "/sync/h1", &token).await;
 
     // RFC 8441 over HTTP/2, with a second stream on the same connection afterwards.
-    let (mut h2, h2_conn) = client::h2_over(tls(&gw, b"h2").await).await;
-    let connect = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(format!("https://localhost:{}/sync/h2", gw.addr.port()))
-        .header("sec-websocket-version", "13")
-        .header("authorization", format!("Bearer {token}"))
-        .extension(hyper::ext::Protocol::from_static("websocket"))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
+    let (mut h2, h2_conn) = client::h2_over(gw.tls(b"h2").await).await;
+    let connect = ws::extended_connect(gw.addr.port(), "/sync/h2", "websocket", Some(&token))
+        .body(http_body_util::Empty::new())
         .unwrap();
     let mut resp = h2.send_request(connect).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let upgraded = hyper::upgrade::on(&mut resp).await.unwrap();
-    let mut ws2 = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        hyper_util::rt::TokioIo::new(upgraded),
-        tokio_tungstenite::tungstenite::protocol::Role::Client,
-        None,
-    )
-    .await;
+    let mut ws2 = ws::upgraded_client(&mut resp).await;
 
-    ws1.send(Message::text("before")).await.unwrap();
-    assert_eq!(ws1.next().await.unwrap().unwrap(), Message::text("before"));
+    ws::echo_ok(&mut ws1, "before").await;
     // Quiet for five idle timeouts (and past the first-request deadline).
     pace(2000).await;
-    ws1.send(Message::text("h1")).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), ws1.next())
-        .await
-        .expect("h1 tunnel silent")
-        .unwrap()
-        .unwrap();
-    assert_eq!(got, Message::text("h1"));
-    ws2.send(Message::text("h2")).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), ws2.next())
-        .await
-        .expect("h2 tunnel silent")
-        .unwrap()
-        .unwrap();
-    assert_eq!(got, Message::text("h2"));
+    ws::echo_ok(&mut ws1, "h1").await;
+    ws::echo_ok(&mut ws2, "h2").await;
     assert!(
         !h2_conn.is_finished(),
         "the tunnel's HTTP/2 connection was closed"
     );
-    let req = http::Request::get("https://localhost/after")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
+    let req = h2_get("https://localhost/after");
     assert_eq!(
         h2.send_request(req)
             .await
@@ -695,27 +627,23 @@ async fn websocket_tunnels_idle_past_the_idle_timeout_stay_open() {
 
 #[tokio::test]
 async fn twenty_idle_sockets_at_max_connections_do_not_lock_out_a_new_client() {
-    let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&limits(
-            "max_connections = 20\nheader_read_timeout_ms = 30000\nidle_timeout_ms = 30000",
-        ))
-        .spawn()
-        .await;
+    let (_up, gw) =
+        start("max_connections = 20\nheader_read_timeout_ms = 30000\nidle_timeout_ms = 30000")
+            .await;
     // Ten handshaken and silent, five kept alive after a request, five HTTP/2 after SETTINGS.
     let mut silent = Vec::new();
     for _ in 0..10 {
-        silent.push(tls(&gw, b"http/1.1").await);
+        silent.push(gw.tls(b"http/1.1").await);
     }
     let mut kept = Vec::new();
     for i in 0..5 {
-        let mut s = tls(&gw, b"http/1.1").await;
+        let mut s = gw.tls(b"http/1.1").await;
         assert_eq!(get_h1(&mut s, &format!("/kept/{i}")).await, 200);
         kept.push(s);
     }
     let mut h2s = Vec::new();
     for _ in 0..5 {
-        let mut s = tls(&gw, b"h2").await;
+        let mut s = gw.tls(b"h2").await;
         s.write_all(&h2raw::hello()).await.unwrap();
         h2s.push(s);
     }
@@ -761,16 +689,8 @@ async fn twenty_idle_sockets_at_max_connections_do_not_lock_out_a_new_client() {
 /// Sends `head` on a fresh HTTP/1.1 connection (writing in the background, since the gateway
 /// may close before it has read it all); the response status and how the connection ended.
 async fn send_head(gw: &Gateway, head: Vec<u8>) -> (u16, End) {
-    let s = tls(gw, b"http/1.1").await;
-    let (mut rd, mut wr) = tokio::io::split(s);
-    let writer = tokio::spawn(async move {
-        for chunk in head.chunks(4096) {
-            if wr.write_all(chunk).await.is_err() {
-                break;
-            }
-        }
-        wr
-    });
+    let (mut rd, wr) = tokio::io::split(gw.tls(b"http/1.1").await);
+    let writer = spawn_writer(wr, head, 4096);
     let (status, _) = read_response(&mut rd).await;
     let (end, _) = closed(&mut rd, Duration::from_secs(5)).await;
     drop(writer);
@@ -779,11 +699,7 @@ async fn send_head(gw: &Gateway, head: Vec<u8>) -> (u16, End) {
 
 #[tokio::test]
 async fn oversized_http1_heads_get_431_and_are_never_forwarded() {
-    let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&limits("max_request_head_bytes = 32768"))
-        .spawn()
-        .await;
+    let (up, gw) = start("max_request_head_bytes = 32768").await;
     let big = "a".repeat(100 * 1024);
     let many: String = (0..40)
         .map(|i| format!("x-h{i}: {}\r\n", "b".repeat(1000)))
@@ -820,7 +736,7 @@ async fn oversized_http1_heads_get_431_and_are_never_forwarded() {
     assert_eq!(up.hits(), 0, "an oversized head was forwarded");
 
     // Under the limit still passes.
-    let mut s = tls(&gw, b"http/1.1").await;
+    let mut s = gw.tls(b"http/1.1").await;
     let head = format!(
         "GET /fits HTTP/1.1\r\nhost: localhost\r\nx-big: {}\r\n\r\n",
         "e".repeat(30 * 1024)
@@ -833,13 +749,7 @@ async fn oversized_http1_heads_get_431_and_are_never_forwarded() {
 
 #[tokio::test]
 async fn unfinished_http1_head_is_cut_off_at_the_size_limit() {
-    let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&limits(
-            "max_request_head_bytes = 32768\nheader_read_timeout_ms = 20000",
-        ))
-        .spawn()
-        .await;
+    let (up, gw) = start("max_request_head_bytes = 32768\nheader_read_timeout_ms = 20000").await;
     // 390 KiB of one header value, never finished: answered as soon as it passes 32 KiB, long
     // before the header timeout.
     let mut head = b"GET / HTTP/1.1\r\nhost: localhost\r\nx-big: ".to_vec();
@@ -854,7 +764,7 @@ async fn unfinished_http1_head_is_cut_off_at_the_size_limit() {
     );
 
     // Under the limit, an unfinished head is not cut for its size.
-    let mut s = tls(&gw, b"http/1.1").await;
+    let mut s = gw.tls(b"http/1.1").await;
     s.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nx-big: ")
         .await
         .unwrap();
@@ -870,14 +780,10 @@ async fn unfinished_http1_head_is_cut_off_at_the_size_limit() {
 
 #[tokio::test]
 async fn oversized_http2_header_lists_are_refused_and_never_forwarded() {
-    let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .extra(&limits("max_request_head_bytes = 32768"))
-        .spawn()
-        .await;
+    let (up, gw) = start("max_request_head_bytes = 32768").await;
 
     // An honest client (hyper) sending a 100 KiB header.
-    let (mut h2, _) = client::h2_over(tls(&gw, b"h2").await).await;
+    let (mut h2, _) = client::h2_over(gw.tls(b"h2").await).await;
     let req = http::Request::get("https://localhost/big")
         .header("x-big", "a".repeat(100 * 1024))
         .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -890,7 +796,7 @@ async fn oversized_http2_header_lists_are_refused_and_never_forwarded() {
 
     // A raw client ignoring SETTINGS_MAX_HEADER_LIST_SIZE: 40 KiB in one block is refused on
     // its stream, and the connection goes on serving.
-    let mut s = tls(&gw, b"h2").await;
+    let mut s = gw.tls(b"h2").await;
     s.write_all(&h2raw::hello()).await.unwrap();
     let big = "b".repeat(40 * 1024);
     s.write_all(&h2raw::get(1, "/big", &[("x-big", &big)], true))
@@ -915,19 +821,12 @@ async fn oversized_http2_header_lists_are_refused_and_never_forwarded() {
     );
 
     // 390 KiB in a block that never ends: the connection is closed long before it is all read.
-    let mut s = tls(&gw, b"h2").await;
+    let mut s = gw.tls(b"h2").await;
     s.write_all(&h2raw::hello()).await.unwrap();
     let huge = "c".repeat(390 * 1024);
     let blob = h2raw::get(1, "/huge", &[("x-huge", &huge)], false);
-    let (mut rd, mut wr) = tokio::io::split(s);
-    let writer = tokio::spawn(async move {
-        for chunk in blob.chunks(16 * 1024) {
-            if wr.write_all(chunk).await.is_err() {
-                break;
-            }
-        }
-        wr
-    });
+    let (mut rd, wr) = tokio::io::split(s);
+    let writer = spawn_writer(wr, blob, 16 * 1024);
     let frames = h2raw::read_to_end(&mut rd, Duration::from_secs(10)).await;
     assert!(
         frames.iter().any(|f| f.kind == h2raw::GOAWAY),

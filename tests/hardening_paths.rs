@@ -39,14 +39,7 @@ type H2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
 /// An RFC 8441 websocket CONNECT on `path`; its status.
 async fn h2_websocket(send: &mut H2, gw: &Gateway, path: &str, bearer: Option<&str>) -> u16 {
-    let mut req = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(format!("https://localhost:{}{path}", gw.addr.port()))
-        .header("sec-websocket-version", "13")
-        .extension(hyper::ext::Protocol::from_static("websocket"));
-    if let Some(b) = bearer {
-        req = req.header("authorization", format!("Bearer {b}"));
-    }
+    let req = support::ws::extended_connect(gw.addr.port(), path, "websocket", bearer);
     send.ready().await.unwrap();
     let resp = send
         .send_request(req.body(Empty::new()).unwrap())
@@ -58,9 +51,7 @@ async fn h2_websocket(send: &mut H2, gw: &Gateway, path: &str, bearer: Option<&s
 /// One HTTP/1.1 request written as is (the target untouched by any client library) over TLS,
 /// with `Connection: close`; the whole answer.
 async fn raw_request(gw: &Gateway, method: &str, target: &str, headers: &[(&str, &str)]) -> String {
-    let mut tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
+    let mut tls = gw.tls(b"http/1.1").await;
     let mut head =
         format!("{method} {target} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
     for (k, v) in headers {

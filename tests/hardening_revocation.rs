@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::ws::{close_code, raw_handshake, read_exact};
-use support::{Gateway, Upstream, Webhook, client, get_bearer, post_json};
+use support::{Gateway, Upstream, Webhook, client, get_bearer, post_bearer};
 use tokio::io::AsyncReadExt;
 
 /// Short sessions (so "past the old token's exp" comes soon), a decision that lasts an hour.
@@ -66,13 +66,7 @@ impl Bed {
     }
 
     async fn refresh(&self, token: &str) -> (u16, serde_json::Value) {
-        let (status, _, body) = post_json(
-            &self.http,
-            &self.gw.url("/auth/token"),
-            &serde_json::json!({ "refresh": token }),
-            None,
-        )
-        .await;
+        let (status, _, body) = support::refresh(&self.http, &self.gw, token).await;
         (status, body)
     }
 
@@ -85,26 +79,15 @@ impl Bed {
     }
 
     async fn ticket(&self, token: &str) -> String {
-        let (status, _, body) = post_json(
-            &self.http,
-            &self.gw.url("/auth/ticket"),
-            &serde_json::json!({}),
-            Some(token),
-        )
-        .await;
+        let (status, _, body) = post_bearer(&self.http, &self.gw.url("/auth/ticket"), token).await;
         assert_eq!(status, 200, "{body}");
         body["ticket"].as_str().unwrap().to_owned()
     }
 
     async fn logout(&self, token: &str) -> u16 {
-        post_json(
-            &self.http,
-            &self.gw.url("/auth/logout"),
-            &serde_json::json!({}),
-            Some(token),
-        )
-        .await
-        .0
+        post_bearer(&self.http, &self.gw.url("/auth/logout"), token)
+            .await
+            .0
     }
 
     /// `POST /sessions/revoke` on the admin port; the JSON answer.
@@ -160,37 +143,35 @@ impl Bed {
             assert_eq!(status, 401, "{case}: {what} answered {status} {body}");
             assert_eq!(body["reason"], "InvalidToken", "{case}: {what} {body}");
         };
-        let said_revoked = |what: &str, body: &serde_json::Value| {
+        // Refused, and for the revocation itself.
+        let said_revoked = |what: &str, (status, body): (u16, serde_json::Value)| {
+            revoked(what, status, &body);
             assert_eq!(
                 body["description"], "session revoked",
                 "{case}: {what} refused for another reason"
             );
         };
+        let without_headers =
+            |(status, _, body): (u16, http::HeaderMap, serde_json::Value)| (status, body);
 
-        let (status, _, body) = get_bearer(&self.http, &self.gw.url("/auth/userinfo"), token).await;
-        revoked("userinfo", status, &body);
-        said_revoked("userinfo", &body);
-        let (status, body) = self.refresh(token).await;
-        revoked("refresh", status, &body);
-        said_revoked("refresh", &body);
-        let (status, _, body) = post_json(
-            &self.http,
-            &self.gw.url("/auth/ticket"),
-            &serde_json::json!({}),
-            Some(token),
-        )
-        .await;
-        revoked("ticket", status, &body);
-        said_revoked("ticket", &body);
-        let (status, _, body) = post_json(
-            &self.http,
-            &self.gw.url("/auth/logout"),
-            &serde_json::json!({}),
-            Some(token),
-        )
-        .await;
-        revoked("logout", status, &body);
-        said_revoked("logout", &body);
+        let (http, gw) = (&self.http, &self.gw);
+        for (what, answer) in [
+            (
+                "userinfo",
+                without_headers(get_bearer(http, &gw.url("/auth/userinfo"), token).await),
+            ),
+            ("refresh", self.refresh(token).await),
+            (
+                "ticket",
+                without_headers(post_bearer(http, &gw.url("/auth/ticket"), token).await),
+            ),
+            (
+                "logout",
+                without_headers(post_bearer(http, &gw.url("/auth/logout"), token).await),
+            ),
+        ] {
+            said_revoked(what, answer);
+        }
 
         let bearer = format!("Bearer {token}");
         let protocol = format!("drawbridge.bearer.{token}");
@@ -203,9 +184,7 @@ impl Bed {
             ),
             ("cookie", vec![("cookie", cookie.as_str())]),
         ] {
-            let (status, body) = self.upgrade("/sync/room", &headers).await;
-            revoked(carrier, status, &body);
-            said_revoked(carrier, &body);
+            said_revoked(carrier, self.upgrade("/sync/room", &headers).await);
         }
         let (status, body) = self
             .upgrade(&format!("/sync/room?ticket={ticket}"), &[])

@@ -11,12 +11,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::process::Running;
 use support::ws::{RawUpstream, frame, raw_handshake, read_exact, read_frame, read_to_end};
-use support::{Gateway, Webhook, client, login, metric};
+use support::{Gateway, Webhook, client, login, metric, ws};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 type Ws = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -45,6 +44,48 @@ async fn connect(
         .unwrap_or_else(|e| panic!("handshake on {path} failed: {e}"))
 }
 
+/// A raw sync server behind a gateway, and a session's token as a bearer credential for `user`
+/// (the webhook provider must outlive the gateway).
+async fn session_bed(user: &str) -> (RawUpstream, Webhook, Gateway, String) {
+    let up = RawUpstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = gateway(&up.url(), &hook, "").await;
+    let token = login(&gw, "app", "demo", &format!("{user}-token"))
+        .await
+        .session();
+    (up, hook, gw, format!("Bearer {token}"))
+}
+
+/// A tunnel on `/sync` opened with `bearer`, and the sync server's TCP socket under it, after
+/// `echoes` messages (`"<label> <n>"`) crossed it both ways.
+async fn session_tunnel(
+    gw: &Gateway,
+    up: &mut RawUpstream,
+    bearer: &str,
+    echoes: usize,
+    label: &str,
+) -> (Ws, TcpStream) {
+    let mut ws = connect(gw.addr, &gw.ca.pem(), "/sync", &[("authorization", bearer)]).await;
+    let mut upstream = up.next().await.into_tcp();
+    for n in 0..echoes {
+        echo_once(&mut upstream, &mut ws, &format!("{label} {n}")).await;
+    }
+    (ws, upstream)
+}
+
+/// A raw HTTP/1.1 handshake on `/sync` with `bearer`, answered 101, and the sync server's TCP
+/// socket under it.
+async fn raw_session_tunnel(
+    gw: &Gateway,
+    up: &mut RawUpstream,
+    bearer: &str,
+) -> (tokio_rustls::client::TlsStream<TcpStream>, TcpStream) {
+    let (client, status, head) =
+        raw_handshake(gw.addr, &gw.ca.pem(), "/sync", &[("authorization", bearer)]).await;
+    assert_eq!(status, 101, "{head}");
+    (client, up.next().await.into_tcp())
+}
+
 /// A tungstenite client over an HTTP/2 extended CONNECT (RFC 8441) stream, with no credential.
 async fn connect_h2(
     addr: std::net::SocketAddr,
@@ -52,19 +93,13 @@ async fn connect_h2(
     path: &str,
 ) -> WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
     let mut send = client::h2(addr, ca_pem).await;
-    let req = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(format!("https://localhost:{}{path}", addr.port()))
-        .header("sec-websocket-version", "13")
-        .extension(hyper::ext::Protocol::from_static("websocket"))
+    let req = ws::extended_connect(addr.port(), path, "websocket", None)
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     send.ready().await.unwrap();
     let mut resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200, "extended CONNECT on {path}");
-    let upgraded = hyper::upgrade::on(&mut resp).await.unwrap();
-    WebSocketStream::from_raw_socket(hyper_util::rt::TokioIo::new(upgraded), Role::Client, None)
-        .await
+    ws::upgraded_client(&mut resp).await
 }
 
 /// The next message within 5 s.
@@ -156,11 +191,7 @@ enum UpstreamGoes {
 
 #[tokio::test]
 async fn upstream_lost_between_frames_gets_the_client_a_1011_close() {
-    let mut up = RawUpstream::start().await;
-    let hook = Webhook::users(3600).await;
-    let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "app", "demo", "olga-token").await.session();
-    let bearer = format!("Bearer {token}");
+    let (mut up, _hook, gw, bearer) = session_bed("olga").await;
     let variants = [
         UpstreamGoes::Reset,
         UpstreamGoes::Fin,
@@ -168,19 +199,13 @@ async fn upstream_lost_between_frames_gets_the_client_a_1011_close() {
         UpstreamGoes::ResetBeforeAnyFrame,
     ];
     for how in variants {
-        let mut ws = connect(
-            gw.addr,
-            &gw.ca.pem(),
-            "/sync",
-            &[("authorization", &bearer)],
-        )
-        .await;
-        let mut upstream = up.next().await.into_tcp();
-        if !matches!(how, UpstreamGoes::ResetBeforeAnyFrame) {
-            for n in 0..3 {
-                echo_once(&mut upstream, &mut ws, &format!("{how:?} {n}")).await;
-            }
-        }
+        let echoes = if matches!(how, UpstreamGoes::ResetBeforeAnyFrame) {
+            0
+        } else {
+            3
+        };
+        let (mut ws, mut upstream) =
+            session_tunnel(&gw, &mut up, &bearer, echoes, &format!("{how:?}")).await;
         let mut kept = None;
         match how {
             UpstreamGoes::Reset | UpstreamGoes::ResetBeforeAnyFrame => reset(upstream),
@@ -247,11 +272,7 @@ enum UpstreamCut {
 
 #[tokio::test]
 async fn upstream_lost_mid_frame_gets_the_client_the_cut_stream_and_a_clean_end() {
-    let mut up = RawUpstream::start().await;
-    let hook = Webhook::users(3600).await;
-    let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "app", "demo", "pete-token").await.session();
-    let bearer = format!("Bearer {token}");
+    let (mut up, _hook, gw, bearer) = session_bed("pete").await;
     // Payloads of 0x88 bytes read like Close headers to anything that parses payloads.
     let whole = frame(true, 0x1, b"a whole frame first", None);
     let large = frame(true, 0x2, &vec![0x88; 200_000], None);
@@ -263,15 +284,7 @@ async fn upstream_lost_mid_frame_gets_the_client_the_cut_stream_and_a_clean_end(
         UpstreamCut::ResetAfterOneHeaderByte,
     ];
     for how in variants {
-        let (mut client, status, head) = raw_handshake(
-            gw.addr,
-            &gw.ca.pem(),
-            "/sync",
-            &[("authorization", &bearer)],
-        )
-        .await;
-        assert_eq!(status, 101, "{head}");
-        let mut upstream = up.next().await.into_tcp();
+        let (mut client, mut upstream) = raw_session_tunnel(&gw, &mut up, &bearer).await;
         let cut: &[u8] = match how {
             UpstreamCut::FinInA64BitFrame => &large[..100_000],
             UpstreamCut::ResetInA16BitFrame => &medium[..30_000],
@@ -304,15 +317,7 @@ async fn upstream_lost_mid_frame_gets_the_client_the_cut_stream_and_a_clean_end(
     }
 
     // A websocket client reads this as an abnormal closure: its peer went without a close.
-    let mut ws = connect(
-        gw.addr,
-        &gw.ca.pem(),
-        "/sync",
-        &[("authorization", &bearer)],
-    )
-    .await;
-    let mut upstream = up.next().await.into_tcp();
-    echo_once(&mut upstream, &mut ws, "before the cut").await;
+    let (mut ws, mut upstream) = session_tunnel(&gw, &mut up, &bearer, 1, "before the cut").await;
     upstream.write_all(&large[..100_000]).await.unwrap();
     drop(upstream);
     match tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -347,11 +352,7 @@ enum ClientGoes {
 
 #[tokio::test]
 async fn client_lost_between_frames_gets_the_upstream_a_masked_1001_close() {
-    let mut up = RawUpstream::start().await;
-    let hook = Webhook::users(3600).await;
-    let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "app", "demo", "quin-token").await.session();
-    let bearer = format!("Bearer {token}");
+    let (mut up, _hook, gw, bearer) = session_bed("quin").await;
     let variants = [
         ClientGoes::Reset,
         ClientGoes::Fin,
@@ -359,19 +360,13 @@ async fn client_lost_between_frames_gets_the_upstream_a_masked_1001_close() {
         ClientGoes::ResetBeforeAnyFrame,
     ];
     for how in variants {
-        let mut ws = connect(
-            gw.addr,
-            &gw.ca.pem(),
-            "/sync",
-            &[("authorization", &bearer)],
-        )
-        .await;
-        let mut upstream = up.next().await.into_tcp();
-        if !matches!(how, ClientGoes::ResetBeforeAnyFrame) {
-            for n in 0..3 {
-                echo_once(&mut upstream, &mut ws, &format!("{how:?} {n}")).await;
-            }
-        }
+        let echoes = if matches!(how, ClientGoes::ResetBeforeAnyFrame) {
+            0
+        } else {
+            3
+        };
+        let (mut ws, mut upstream) =
+            session_tunnel(&gw, &mut up, &bearer, echoes, &format!("{how:?}")).await;
         match how {
             ClientGoes::Reset | ClientGoes::ResetBeforeAnyFrame => {
                 ws.get_ref().get_ref().0.set_zero_linger().unwrap();
@@ -417,24 +412,12 @@ async fn client_lost_between_frames_gets_the_upstream_a_masked_1001_close() {
 
 #[tokio::test]
 async fn client_lost_mid_frame_gets_the_upstream_the_cut_stream_and_a_clean_end() {
-    let mut up = RawUpstream::start().await;
-    let hook = Webhook::users(3600).await;
-    let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "app", "demo", "rosa-token").await.session();
-    let bearer = format!("Bearer {token}");
+    let (mut up, _hook, gw, bearer) = session_bed("rosa").await;
     let key = [0x11, 0x22, 0x33, 0x44];
     let whole = frame(true, 0x1, b"whole", Some(key));
     let large = frame(true, 0x2, &vec![0x88; 70_000], Some(key));
     for reset_it in [false, true] {
-        let (mut client, status, _) = raw_handshake(
-            gw.addr,
-            &gw.ca.pem(),
-            "/sync",
-            &[("authorization", &bearer)],
-        )
-        .await;
-        assert_eq!(status, 101);
-        let mut upstream = up.next().await.into_tcp();
+        let (mut client, mut upstream) = raw_session_tunnel(&gw, &mut up, &bearer).await;
         let sent = [whole.as_slice(), &large[..20_000]].concat();
         client.write_all(&sent).await.unwrap();
         assert_eq!(read_exact(&mut upstream, sent.len()).await, sent);
@@ -460,21 +443,9 @@ async fn client_lost_mid_frame_gets_the_upstream_the_cut_stream_and_a_clean_end(
 
 #[tokio::test]
 async fn a_side_that_closed_first_keeps_its_close_and_is_not_counted_lost() {
-    let mut up = RawUpstream::start().await;
-    let hook = Webhook::users(3600).await;
-    let gw = gateway(&up.url(), &hook, "").await;
-    let token = login(&gw, "app", "demo", "sam-token").await.session();
-    let bearer = format!("Bearer {token}");
+    let (mut up, _hook, gw, bearer) = session_bed("sam").await;
     // The sync server closes with 4000, then drops the connection before the answer.
-    let mut ws = connect(
-        gw.addr,
-        &gw.ca.pem(),
-        "/sync",
-        &[("authorization", &bearer)],
-    )
-    .await;
-    let mut upstream = up.next().await.into_tcp();
-    echo_once(&mut upstream, &mut ws, "one").await;
+    let (mut ws, mut upstream) = session_tunnel(&gw, &mut up, &bearer, 1, "one").await;
     upstream
         .write_all(&frame(true, 0x8, &[0x0f, 0xa0, b'b', b'y', b'e'], None))
         .await
@@ -656,13 +627,7 @@ async fn sigterm_sends_1001_to_session_ditto_token_and_public_tunnels_and_drains
     let ca = gw.ca.pem();
     // A session tunnel on a sync path.
     let token = login(&gw, "app", "demo", "uma-token").await.session();
-    let session = connect(
-        gw.addr,
-        &ca,
-        "/sync",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await;
+    let session = ws::bearer_client(gw.addr, &ca, "/sync", &token).await;
     // A Ditto tunnel, gated on the access token drawbridge saw the sync server issue.
     let http = client::https(&ca, false);
     let mut req = client::request(

@@ -14,9 +14,7 @@ async fn client_sending_headers_too_slowly_is_cut_off() {
         .extra("[limits]\nheader_read_timeout_ms = 500")
         .spawn()
         .await;
-    let mut tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
+    let mut tls = gw.tls(b"http/1.1").await;
     tls.write_all(b"GET /slowloris HTTP/1.1\r\nhost: localhost\r\n")
         .await
         .unwrap();
@@ -66,9 +64,7 @@ async fn connections_over_the_cap_are_closed_at_once_when_all_are_busy() {
     // Two connections, each with a request in flight: neither may be evicted.
     let mut busy = Vec::new();
     for _ in 0..2 {
-        let mut tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-            .await
-            .unwrap();
+        let mut tls = gw.tls(b"http/1.1").await;
         tls.write_all(b"GET /slow?ms=3000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
             .await
             .unwrap();

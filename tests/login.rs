@@ -3,7 +3,8 @@
 mod support;
 
 use support::{
-    Gateway, Login, Upstream, Webhook, client, get_bearer, login, login_body, metric, post_json,
+    Gateway, Login, Upstream, Webhook, client, get_bearer, login, login_body, metric, post_bearer,
+    post_json,
 };
 
 async fn gateway(hook: &Webhook, extra: &str) -> (Upstream, Gateway) {
@@ -180,13 +181,7 @@ async fn refresh_keeps_the_session_and_never_passes_the_decision_expiry() {
     let http = client::https(&gw.ca.pem(), false);
     let Login { body: first, .. } = login(&gw, "a", "demo", "bob-token").await;
     let token = first["sessionToken"].as_str().unwrap();
-    let (status, _, second) = post_json(
-        &http,
-        &gw.url("/auth/token"),
-        &serde_json::json!({"refresh": token}),
-        None,
-    )
-    .await;
+    let (status, _, second) = support::refresh(&http, &gw, token).await;
     assert_eq!(status, 200, "{second}");
     assert_ne!(second["sessionToken"], first["sessionToken"]);
     let claims = |t: &serde_json::Value| -> serde_json::Value {
@@ -229,24 +224,12 @@ async fn after_logout_the_token_is_refused_everywhere() {
     let http = client::https(&gw.ca.pem(), false);
     let Login { body, .. } = login(&gw, "a", "demo", "carol-token").await;
     let token = body["sessionToken"].as_str().unwrap().to_owned();
-    let (status, _, ticket) = post_json(
-        &http,
-        &gw.url("/auth/ticket"),
-        &serde_json::json!({}),
-        Some(&token),
-    )
-    .await;
+    let (status, _, ticket) = post_bearer(&http, &gw.url("/auth/ticket"), &token).await;
     assert_eq!(status, 200);
     assert!(ticket["ticket"].as_str().unwrap().len() >= 32);
     assert_eq!(ticket["expiresIn"], 30);
 
-    let (status, headers, _) = post_json(
-        &http,
-        &gw.url("/auth/logout"),
-        &serde_json::json!({}),
-        Some(&token),
-    )
-    .await;
+    let (status, headers, _) = post_bearer(&http, &gw.url("/auth/logout"), &token).await;
     assert_eq!(status, 200);
     assert!(
         headers["set-cookie"]
@@ -264,21 +247,9 @@ async fn after_logout_the_token_is_refused_everywhere() {
             .unwrap()
             .starts_with("Bearer")
     );
-    let (status, _, _) = post_json(
-        &http,
-        &gw.url("/auth/token"),
-        &serde_json::json!({"refresh": token}),
-        None,
-    )
-    .await;
+    let (status, _, _) = support::refresh(&http, &gw, &token).await;
     assert_eq!(status, 401);
-    let (status, _, _) = post_json(
-        &http,
-        &gw.url("/auth/ticket"),
-        &serde_json::json!({}),
-        Some(&token),
-    )
-    .await;
+    let (status, _, _) = post_bearer(&http, &gw.url("/auth/ticket"), &token).await;
     assert_eq!(status, 401);
     assert_eq!(
         metric(&gw.metrics().await, "drawbridge_sessions_revoked_total"),
@@ -398,9 +369,7 @@ async fn slow_login_body_is_cut_off_with_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let hook = Webhook::users(3600).await;
     let (_up, gw) = gateway(&hook, "[limits]\nheader_read_timeout_ms = 300\n").await;
-    let mut tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
+    let mut tls = gw.tls(b"http/1.1").await;
     tls.write_all(
         b"POST /auth/login HTTP/1.1\r\nhost: localhost\r\ncontent-length: 200\r\n\r\n{\"appID\":",
     )

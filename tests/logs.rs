@@ -8,7 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::process::Running;
-use support::{Gateway, Login, Reply, Upstream, Webhook, client, get_bearer, login, post_json};
+use support::{Gateway, Login, Reply, Upstream, Webhook, client, get_bearer, login, post_bearer};
 
 #[tokio::test]
 async fn no_secret_reaches_the_logs_at_debug_level() {
@@ -34,13 +34,7 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
     assert_eq!(status, 502);
     let (status, _, _) = get_bearer(&http, &gw.url("/auth/userinfo"), &session).await;
     assert_eq!(status, 200);
-    post_json(
-        &http,
-        &gw.url("/auth/token"),
-        &serde_json::json!({"refresh": session}),
-        None,
-    )
-    .await;
+    support::refresh(&http, &gw, &session).await;
     // A forwarded request carrying credentials, and one to a dead path.
     let mut req = client::request("GET", &gw.url("/api/x"), "");
     req.headers_mut().insert(
@@ -52,13 +46,7 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
         "drawbridge_session=cookie-secret-91ab".parse().unwrap(),
     );
     support::send(&http, req).await;
-    post_json(
-        &http,
-        &gw.url("/auth/logout"),
-        &serde_json::json!({}),
-        Some(&session),
-    )
-    .await;
+    post_bearer(&http, &gw.url("/auth/logout"), &session).await;
     get_bearer(&http, &gw.url("/auth/userinfo"), &session).await;
 
     kill(Pid::from_raw(gw.child.id() as i32), Signal::SIGTERM).unwrap();

@@ -230,9 +230,7 @@ async fn websocket_upgrade_on_a_public_path_is_relayed() {
         .upstream_setting("public_upgrade_paths = [\"/other\"]")
         .spawn()
         .await;
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
+    let tls = gw.tls(b"http/1.1").await;
     let url = format!("wss://127.0.0.1:{}/other/ws", gw.addr.port());
     let (mut ws, resp) = tokio_tungstenite::client_async(url, tls).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);

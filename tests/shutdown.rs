@@ -8,7 +8,7 @@ use http::StatusCode;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::process::Running;
-use support::{Gateway, Upstream, client, login};
+use support::{Gateway, Upstream, client, login, ws};
 
 #[tokio::test]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
@@ -65,7 +65,6 @@ async fn sigterm_with_a_stuck_request_exits_when_the_grace_period_ends() {
 
 #[tokio::test]
 async fn sigterm_closes_open_tunnels_with_1001() {
-    use futures_util::StreamExt;
     let up = Upstream::start().await;
     let hook = support::Webhook::users(3600).await;
     let mut gw = Running::start_with(
@@ -75,31 +74,10 @@ async fn sigterm_closes_open_tunnels_with_1001() {
         &[],
     );
     let token = login(&gw, "app", "demo", "zed-token").await.session();
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        format!("wss://localhost:{}/sync", gw.addr.port()),
-    )
-    .unwrap();
-    let bearer = format!("Bearer {token}");
-    req.headers_mut()
-        .insert("authorization", bearer.parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    let mut ws = ws::bearer_client(gw.addr, &gw.ca.pem(), "/sync", &token).await;
 
     kill(Pid::from_raw(gw.child.id() as i32), Signal::SIGTERM).unwrap();
-    let code = loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("no close frame after SIGTERM")
-        {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
-                break f.map(|f| u16::from(f.code));
-            }
-            Some(Ok(_)) => {}
-            other => panic!("{other:?}"),
-        }
-    };
+    let code = ws::close_of(&mut ws, Duration::from_secs(5)).await;
     assert_eq!(code, Some(1001));
     assert_eq!(gw.wait_exit(Duration::from_secs(8)), 0);
 }

@@ -10,9 +10,7 @@ use support::{Ca, Gateway, Upstream, client, metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn serial_now(gw: &Gateway) -> u64 {
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
+    let tls = gw.tls(b"http/1.1").await;
     client::peer_serial(&tls)
 }
 
@@ -23,9 +21,7 @@ async fn replaced_files_are_served_on_the_next_handshake_and_open_connections_ke
     assert_eq!(serial_now(&gw).await, 1001);
 
     // One connection opened before the swap.
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"http/1.1"])
-        .await
-        .unwrap();
+    let tls = gw.tls(b"http/1.1").await;
     let mut open = client::h1_over(tls).await;
     let first = open
         .send_request(client::request("GET", "/before", ""))

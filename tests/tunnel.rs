@@ -6,8 +6,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use support::ws::{RawUpstream, frame, raw_handshake, read_exact};
-use support::{Gateway, Upstream, Webhook, client, login, metric, post_json};
+use support::ws::{
+    RawUpstream, bearer_client, close_of, echo_ok, extended_connect, frame, raw_handshake,
+    read_exact, upgraded_client,
+};
+use support::{Gateway, Upstream, Webhook, client, login, metric, post_bearer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -29,30 +32,6 @@ async fn connect(
     headers: &[(&str, &str)],
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     support::ws::client(gw.addr, &gw.ca.pem(), path, headers).await
-}
-
-async fn echo_ok(ws: &mut Ws, text: &str) {
-    ws.send(Message::text(text)).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(got, Message::text(text));
-}
-
-/// Reads until a Close frame arrives; its code.
-async fn close_of(ws: &mut Ws, within: Duration) -> Option<u16> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ws.next()).await {
-            Err(_) => panic!("no close frame within {within:?}"),
-            Ok(None) | Ok(Some(Err(_))) => return None,
-            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
-            Ok(Some(Ok(_))) => {}
-        }
-    }
 }
 
 #[tokio::test]
@@ -104,13 +83,7 @@ async fn every_token_carrier_opens_a_tunnel_and_the_token_never_reaches_the_sync
     let gw = gateway(&up.url(), &hook, "").await;
     let token = login(&gw, "app", "demo", "alice-token").await.session();
     let http = client::https(&gw.ca.pem(), false);
-    let (_, _, t) = post_json(
-        &http,
-        &gw.url("/auth/ticket"),
-        &serde_json::json!({}),
-        Some(&token),
-    )
-    .await;
+    let (_, _, t) = post_bearer(&http, &gw.url("/auth/ticket"), &token).await;
     let ticket = t["ticket"].as_str().unwrap().to_owned();
 
     let bearer = format!("Bearer {token}");
@@ -311,13 +284,7 @@ async fn upstream_close_is_relayed_faithfully() {
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
     let token = login(&gw, "app", "demo", "dan-token").await.session();
-    let mut ws = connect(
-        &gw,
-        "/sync",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = bearer_client(gw.addr, &gw.ca.pem(), "/sync", &token).await;
     let mut upstream = up.next().await.io;
     upstream
         .write_all(&frame(true, 0x8, &[0x0f, 0xa0, b'b', b'y', b'e'], None))
@@ -340,13 +307,7 @@ async fn expiry_closes_with_4001_mid_stream_while_the_client_keeps_sending() {
     let hook = Webhook::users(2).await;
     let gw = gateway(&up.url(), &hook, "").await;
     let token = login(&gw, "app", "demo", "erin-token").await.session();
-    let ws = connect(
-        &gw,
-        "/sync",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let ws = bearer_client(gw.addr, &gw.ca.pem(), "/sync", &token).await;
     let (mut tx, mut rx) = ws.split();
     let sender = tokio::spawn(async move {
         let mut sent = 0u64;
@@ -391,23 +352,11 @@ async fn refresh_moves_the_tunnel_deadline() {
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "[session]\nmax_ttl_seconds = 2\n").await;
     let token = login(&gw, "app", "demo", "fred-token").await.session();
-    let mut ws = connect(
-        &gw,
-        "/sync",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = bearer_client(gw.addr, &gw.ca.pem(), "/sync", &token).await;
     let opened = Instant::now();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let http = client::https(&gw.ca.pem(), false);
-    let (status, _, _) = post_json(
-        &http,
-        &gw.url("/auth/token"),
-        &serde_json::json!({"refresh": token}),
-        None,
-    )
-    .await;
+    let (status, _, _) = support::refresh(&http, &gw, &token).await;
     assert_eq!(status, 200);
     // Past the first deadline, the tunnel still works.
     tokio::time::sleep(Duration::from_millis(
@@ -428,23 +377,11 @@ async fn logout_closes_the_tunnel_with_4003_within_a_second() {
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
     let token = login(&gw, "app", "demo", "gail-token").await.session();
-    let mut ws = connect(
-        &gw,
-        "/sync",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut ws = bearer_client(gw.addr, &gw.ca.pem(), "/sync", &token).await;
     echo_ok(&mut ws, "before logout").await;
     let http = client::https(&gw.ca.pem(), false);
     let started = Instant::now();
-    let (status, _, _) = post_json(
-        &http,
-        &gw.url("/auth/logout"),
-        &serde_json::json!({}),
-        Some(&token),
-    )
-    .await;
+    let (status, _, _) = post_bearer(&http, &gw.url("/auth/logout"), &token).await;
     assert_eq!(status, 200);
     assert_eq!(close_of(&mut ws, Duration::from_secs(1)).await, Some(4003));
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -456,20 +393,8 @@ async fn shutdown_closes_every_tunnel_with_1001() {
     let hook = Webhook::users(3600).await;
     let mut gw = gateway(&up.url(), &hook, "[shutdown]\ngrace_seconds = 5\n").await;
     let token = login(&gw, "app", "demo", "hank-token").await.session();
-    let mut a = connect(
-        &gw,
-        "/sync",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
-    let mut b = connect(
-        &gw,
-        "/sync/other",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .unwrap();
+    let mut a = bearer_client(gw.addr, &gw.ca.pem(), "/sync", &token).await;
+    let mut b = bearer_client(gw.addr, &gw.ca.pem(), "/sync/other", &token).await;
     echo_ok(&mut a, "a").await;
     echo_ok(&mut b, "b").await;
     let run = gw.trigger_shutdown();
@@ -553,21 +478,12 @@ async fn http2_extended_connect_websocket_is_gated_and_relayed() {
     let hook = Webhook::users(3600).await;
     let gw = gateway(&up.url(), &hook, "").await;
     let token = login(&gw, "app", "demo", "kim-token").await.session();
-    let tls = client::connect_tls(gw.addr, &gw.ca.pem(), None, &[b"h2"])
-        .await
-        .unwrap();
+    let tls = gw.tls(b"h2").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut send, _) = client::h2_over(tls).await;
     let connect = |bearer: Option<&str>| {
-        let mut req = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("https://localhost:{}/sync/h2", gw.addr.port()))
-            .header("sec-websocket-version", "13")
-            .extension(hyper::ext::Protocol::from_static("websocket"));
-        if let Some(b) = bearer {
-            req = req.header("authorization", format!("Bearer {b}"));
-        }
-        req.body(http_body_util::Empty::<bytes::Bytes>::new())
+        extended_connect(gw.addr.port(), "/sync/h2", "websocket", bearer)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap()
     };
     send.ready().await.unwrap();
@@ -576,15 +492,8 @@ async fn http2_extended_connect_websocket_is_gated_and_relayed() {
     send.ready().await.unwrap();
     let mut resp = send.send_request(connect(Some(&token))).await.unwrap();
     assert_eq!(resp.status(), 200, "RFC 8441 answers 200");
-    let upgraded = hyper::upgrade::on(&mut resp).await.unwrap();
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        hyper_util::rt::TokioIo::new(upgraded),
-        tokio_tungstenite::tungstenite::protocol::Role::Client,
-        None,
-    )
-    .await;
-    ws.send(Message::text("over h2")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over h2"));
+    let mut ws = upgraded_client(&mut resp).await;
+    echo_ok(&mut ws, "over h2").await;
     let seen = up.seen();
     let h = &seen.last().unwrap().headers;
     assert_eq!(h["upgrade"], "websocket");

@@ -84,6 +84,13 @@ impl Gateway {
         format!("https://127.0.0.1:{}{path}", self.addr.port())
     }
 
+    /// A TLS connection to the gateway offering `alpn`.
+    pub async fn tls(&self, alpn: &[u8]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        client::connect_tls(self.addr, &self.ca.pem(), None, &[alpn])
+            .await
+            .unwrap()
+    }
+
     pub async fn metrics(&self) -> String {
         client::get_text(&format!("http://{}/metrics", self.admin_addr))
             .await
@@ -306,6 +313,26 @@ pub async fn post_json(
             .insert("authorization", format!("Bearer {t}").parse().unwrap());
     }
     send(http, req).await
+}
+
+/// `POST <url>` with the empty JSON object and a bearer token, as `/auth/ticket` and
+/// `/auth/logout` take it; `(status, headers, JSON body)`.
+pub async fn post_bearer(
+    http: &client::HttpsClient,
+    url: &str,
+    bearer: &str,
+) -> (u16, http::HeaderMap, serde_json::Value) {
+    post_json(http, url, &serde_json::json!({}), Some(bearer)).await
+}
+
+/// `POST /auth/token` refreshing the session `token` at `front`; `(status, headers, JSON body)`.
+pub async fn refresh(
+    http: &client::HttpsClient,
+    front: &impl Front,
+    token: &str,
+) -> (u16, http::HeaderMap, serde_json::Value) {
+    let body = serde_json::json!({ "refresh": token });
+    post_json(http, &front.https_url("/auth/token"), &body, None).await
 }
 
 /// Sends a request; `(status, headers, JSON body or null)`.

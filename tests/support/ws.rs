@@ -21,6 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::server::{Body, Served, serve};
 
@@ -148,6 +149,74 @@ pub async fn client(
     tokio_tungstenite::client_async(req, tls)
         .await
         .map(|(ws, _)| ws)
+}
+
+/// A tungstenite client through the gateway's TLS over HTTP/1.1 carrying `token` as a bearer
+/// token; panics when the handshake fails.
+pub async fn bearer_client(addr: SocketAddr, ca_pem: &str, path: &str, token: &str) -> Ws {
+    client(
+        addr,
+        ca_pem,
+        path,
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("handshake on {path} failed: {e}"))
+}
+
+/// Sends `text` and asserts that the same message comes back within 5 s.
+pub async fn echo_ok<S>(ws: &mut S, text: &str)
+where
+    S: futures_util::Stream<Item = Result<Message, WsError>> + futures_util::Sink<Message> + Unpin,
+    <S as futures_util::Sink<Message>>::Error: std::fmt::Debug,
+{
+    ws.send(Message::text(text)).await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .unwrap_or_else(|_| panic!("no echo of {text:?} within 5 s"))
+        .expect("the stream ended")
+        .expect("the stream failed");
+    assert_eq!(got, Message::text(text));
+}
+
+/// Reads until a Close frame arrives within `within`; its code, or `None` when the stream
+/// ends (or fails) first.
+pub async fn close_of(ws: &mut Ws, within: std::time::Duration) -> Option<u16> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Err(_) => panic!("no close frame within {within:?}"),
+            Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// An RFC 8441 extended CONNECT for `protocol` on `path`, with `bearer` as a bearer token when
+/// given; more headers may follow before the (empty) body.
+pub fn extended_connect(
+    port: u16,
+    path: &str,
+    protocol: &'static str,
+    bearer: Option<&str>,
+) -> http::request::Builder {
+    let req = Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("https://localhost:{port}{path}"))
+        .header("sec-websocket-version", "13")
+        .extension(hyper::ext::Protocol::from_static(protocol));
+    match bearer {
+        Some(b) => req.header("authorization", format!("Bearer {b}")),
+        None => req,
+    }
+}
+
+/// The websocket client on the stream an extended CONNECT answered with 200.
+pub async fn upgraded_client(resp: &mut Response<Incoming>) -> WebSocketStream<TokioIo<Upgraded>> {
+    let upgraded = hyper::upgrade::on(resp).await.unwrap();
+    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await
 }
 
 /// A raw HTTP/1.1 websocket handshake over TLS; returns the stream positioned after the response
