@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit;
 use crate::body::Body;
 use crate::respond;
 use crate::shutdown::Readiness;
@@ -86,7 +87,7 @@ impl Admin {
             }
             return match req.uri().path() {
                 "/cache/purge" => self.purge(&req),
-                "/sessions/revoke" => self.revoke(req).await,
+                "/sessions/revoke" => self.revoke(req, peer).await,
                 _ => respond::error(StatusCode::NOT_FOUND, "not found"),
             };
         }
@@ -132,7 +133,7 @@ impl Admin {
         )
     }
 
-    async fn revoke(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn revoke(&self, req: Request<Incoming>, caller: SocketAddr) -> Response<Body> {
         let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => return respond::error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
@@ -149,6 +150,12 @@ impl Admin {
         match (r.sid, r.user_id) {
             (Some(sid), None) => {
                 let until = self.shared.revoke_sid(&sid);
+                self.shared.audit.emit(&audit::Event::AdminRevoke {
+                    sid_hash: Some(audit::sid_hash(&sid)),
+                    user: None,
+                    until,
+                    admin_caller: caller,
+                });
                 respond::json(
                     StatusCode::OK,
                     &serde_json::json!({"revoked": "sid", "until": until}),
@@ -156,6 +163,12 @@ impl Admin {
             }
             (None, Some(user)) => {
                 let until = self.shared.revoke_user(&user);
+                self.shared.audit.emit(&audit::Event::AdminRevoke {
+                    sid_hash: None,
+                    user: Some(&user),
+                    until,
+                    admin_caller: caller,
+                });
                 respond::json(
                     StatusCode::OK,
                     &serde_json::json!({"revoked": "user", "until": until}),

@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
+use crate::audit::{self, Audit};
 use crate::auth::AuthCore;
 use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionError, Sessions};
@@ -48,6 +49,9 @@ pub enum AppError {
     /// A metric family could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The audit or access log file could not be opened.
+    #[error(transparent)]
+    Log(#[from] crate::config::SinkError),
 }
 
 /// A gateway with its ports bound, ready to [`run`](App::run).
@@ -67,8 +71,12 @@ impl App {
     /// [`AppError`] when a file, a port or the client is unusable.
     pub async fn bind(config: Config) -> Result<Self, AppError> {
         let metrics = Metrics::new()?;
+        let audit = Audit::start(config.audit.as_ref(), metrics.registry())?;
+        let access_log = crate::gateway::access::start(config.log.access.as_ref(), &metrics)?;
         let tls = match &config.tls {
-            Some(settings) => Some(Arc::new(Tls::load(settings, metrics.tls.clone())?)),
+            Some(settings) => Some(Arc::new(
+                Tls::load(settings, metrics.tls.clone())?.with_audit(audit.clone()),
+            )),
             None => None,
         };
         let forwarder = Forwarder::new(&config.upstream).map_err(AppError::Client)?;
@@ -82,7 +90,8 @@ impl App {
         crate::doors::aggregator::announce(&config.auth.aggregator);
         log_warnings(&config);
         let provider_client = crate::auth::provider::http_client().map_err(AppError::Client)?;
-        let auth = AuthCore::new(&config.auth, &provider_client, metrics.auth.clone());
+        let auth = AuthCore::new(&config.auth, &provider_client, metrics.auth.clone())
+            .with_audit(audit.clone());
         let limiter = config.auth.rate_limit.map(|r| {
             governor::RateLimiter::keyed(
                 governor::Quota::per_second(r.per_second).allow_burst(r.burst),
@@ -109,6 +118,8 @@ impl App {
                 limiter,
                 tunnels,
                 ditto_tokens: crate::auth::known_tokens::KnownTokens::new(),
+                audit,
+                access_log,
             }),
             tls,
             listener,
@@ -164,6 +175,7 @@ impl App {
         if let Some(path) = self.reload_from.clone() {
             tokio::spawn(reload_loop(self.shared.clone(), path));
         }
+        tokio::spawn(reopen_logs_loop(Arc::downgrade(&self.shared)));
 
         let listener = Listener {
             tcp: self.listener,
@@ -211,7 +223,38 @@ impl App {
         }
         admin_stop.cancel();
         let _ = admin_task.await;
+        self.shared.audit.flush(LOG_FLUSH_DEADLINE).await;
+        if let Some(access) = &self.shared.access_log {
+            access.flush(LOG_FLUSH_DEADLINE).await;
+        }
         Ok(())
+    }
+}
+
+/// How long the audit and access logs may take to write what is queued at exit.
+const LOG_FLUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// On SIGUSR1 (logrotate's `postrotate`), reopens the audit and access log files.
+async fn reopen_logs_loop(shared: std::sync::Weak<Shared>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+            return;
+        };
+        while usr1.recv().await.is_some() {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            shared.audit.reopen();
+            if let Some(access) = &shared.access_log {
+                access.reopen();
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = shared;
     }
 }
 
@@ -279,11 +322,20 @@ async fn reload_loop(shared: Arc<Shared>, path: PathBuf) {
                     }
                     log_warnings(&new);
                     shared.config.store(Arc::new(new));
+                    shared.audit.emit(&audit::Event::ConfigReload {
+                        result: "applied",
+                        problems: None,
+                    });
                 }
                 Err(error) => {
-                    for line in error.lines() {
+                    let lines = error.lines();
+                    for line in &lines {
                         tracing::error!(problem = %line, "config reload rejected; keeping the running config");
                     }
+                    shared.audit.emit(&audit::Event::ConfigReload {
+                        result: "rejected",
+                        problems: Some(lines.len()),
+                    });
                 }
             }
         }

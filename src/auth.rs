@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::audit::{self, Audit};
 use crate::config::auth::Auth;
 use crate::metrics::AuthMetrics;
 pub use crate::permissions::{Access, Permissions};
@@ -140,6 +141,7 @@ pub struct AuthCore {
     apps: Option<BTreeMap<String, Vec<String>>>,
     cache: DecisionCache,
     metrics: AuthMetrics,
+    audit: Audit,
 }
 
 impl AuthCore {
@@ -151,7 +153,15 @@ impl AuthCore {
             apps: auth.apps.clone(),
             cache: DecisionCache::new(&auth.cache, metrics.clone()),
             metrics,
+            audit: Audit::default(),
         }
+    }
+
+    /// The same core, writing each decision to `audit`.
+    #[must_use]
+    pub(crate) fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// An auth core with its own provider client and an unexported metrics registry, for tools and
@@ -186,7 +196,8 @@ impl AuthCore {
         } else {
             "unknown"
         };
-        let result = self.decide_inner(app, provider, token).await;
+        let mut cache = None;
+        let result = self.decide_inner(app, provider, token, &mut cache).await;
         let result_label = match &result {
             Ok(d) => d.label(),
             Err(e) => e.label(),
@@ -195,6 +206,26 @@ impl AuthCore {
             .logins
             .with_label_values(&[door.label(), label, result_label])
             .inc();
+        if self.audit.enabled() {
+            let (result, user, reason) = match &result {
+                Ok(Decision::Allow(a)) => ("allow", Some(a.user_id.as_str()), None),
+                Ok(Decision::Deny(d)) => ("deny", None, Some(d.reason.as_str())),
+                Err(e) => ("error", None, Some(e.reason().as_str())),
+            };
+            self.audit.emit(&audit::Event::Login {
+                result,
+                user,
+                app,
+                provider,
+                door: door.label(),
+                client_ip: audit::client_ip(),
+                reason,
+                cache: cache.map(CacheOutcome::label),
+            });
+        }
+        if let Ok(Decision::Allow(a)) = &result {
+            audit::note_user(&a.user_id);
+        }
         result
     }
 
@@ -203,6 +234,7 @@ impl AuthCore {
         app: &str,
         provider_name: &str,
         token: &str,
+        cache_outcome: &mut Option<CacheOutcome>,
     ) -> Result<Decision, ProviderError> {
         if let Some(apps) = &self.apps {
             match apps.get(app) {
@@ -249,6 +281,7 @@ impl AuthCore {
                 result
             })
             .await?;
+        *cache_outcome = Some(outcome);
         if outcome == CacheOutcome::Stale {
             tracing::warn!(
                 provider = provider_name,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
+pub use crate::jsonlines::{SinkError, Target as LogTarget};
 pub use raw::RawLogFormat as LogFormat;
 pub use secrets::{SKIPPED_FILE_PLACEHOLDER, SkipFiles, Sources, System};
 
@@ -40,6 +41,8 @@ pub struct Config {
     pub auth: auth::Auth,
     /// The Ditto SDK door.
     pub ditto: Ditto,
+    /// The audit log; `None` when off.
+    pub audit: Option<Audit>,
     /// Settings that load but deserve the operator's attention (deprecated or risky keys).
     pub warnings: Vec<Problem>,
 }
@@ -158,6 +161,17 @@ pub struct Log {
     pub format: LogFormat,
     /// `EnvFilter` directive.
     pub level: String,
+    /// The access log, when on.
+    pub access: Option<Audit>,
+}
+
+/// `[audit]`, and the access log's settings: where the lines go and how many may wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// The file, or standard output.
+    pub target: LogTarget,
+    /// Lines queued before new ones are dropped.
+    pub queue_lines: usize,
 }
 
 /// One thing wrong with a config, at a key path such as `listen.addr`.
@@ -457,6 +471,23 @@ impl TryFrom<raw::RawConfig> for Config {
             ));
         }
 
+        let audit = log_sink(
+            raw.audit.path.as_deref(),
+            raw.audit.queue_lines,
+            "audit",
+            &mut p,
+        );
+        let access = if raw.log.access {
+            log_sink(
+                Some(&raw.log.access_path),
+                raw.log.access_queue_lines,
+                "log.access",
+                &mut p,
+            )
+        } else {
+            None
+        };
+
         match (listen_addr, admin_addr, upstream, auth) {
             (Some(listen), Some(admin), Some(upstream), Some(auth)) if p.is_empty() => Ok(Self {
                 listen: Listen { addr: listen },
@@ -485,14 +516,52 @@ impl TryFrom<raw::RawConfig> for Config {
                 log: Log {
                     format: raw.log.format,
                     level: raw.log.level,
+                    access,
                 },
                 auth,
                 ditto,
+                audit,
                 warnings,
             }),
             _ => Err(ConfigError::Invalid(p)),
         }
     }
+}
+
+/// Largest audit or access queue: each waiting line holds memory.
+pub const MAX_LOG_QUEUE_LINES: usize = 1_000_000;
+
+/// A JSON-lines log's settings from its `path` and queue size; `prefix` is the keys' table
+/// (`audit`), or the flag that turns it on (`log.access`, whose keys are `log.access_*`).
+fn log_sink(
+    path: Option<&str>,
+    queue_lines: usize,
+    prefix: &str,
+    p: &mut Vec<Problem>,
+) -> Option<Audit> {
+    let (path_key, queue_key) = if prefix == "audit" {
+        ("audit.path".to_owned(), "audit.queue_lines".to_owned())
+    } else {
+        (format!("{prefix}_path"), format!("{prefix}_queue_lines"))
+    };
+    if !(1..=MAX_LOG_QUEUE_LINES).contains(&queue_lines) {
+        p.push(Problem::new(
+            queue_key,
+            format!("must be between 1 and {MAX_LOG_QUEUE_LINES}"),
+        ));
+    }
+    let path = path?;
+    if path.trim().is_empty() {
+        p.push(Problem::new(
+            path_key,
+            "must be a file path, or \"-\" for standard output",
+        ));
+        return None;
+    }
+    Some(Audit {
+        target: LogTarget::parse(path),
+        queue_lines,
+    })
 }
 
 fn socket_addr(s: &str, key: &str, p: &mut Vec<Problem>) -> Option<SocketAddr> {

@@ -4,6 +4,7 @@
 //! the dispatcher hands the request to it, and every refusal becomes a response through
 //! [`DoorError::respond`](crate::respond::DoorError::respond).
 
+pub(crate) mod access;
 pub(crate) mod route;
 
 use std::convert::Infallible;
@@ -16,6 +17,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::audit;
 use crate::body::Body;
 use crate::config::Config;
 use crate::doors;
@@ -46,29 +48,59 @@ impl GatewayService {
         let started = Instant::now();
         let config = self.shared.config.load_full();
         // Canonical target first: every routing decision, door and the sync server see the same path.
-        let (label, resp) = match route::screen(&mut req) {
-            Err(refusal) => {
-                tracing::debug!(peer = %self.peer.addr, %refusal, "request refused before routing");
-                let mut resp = DoorError::Refused(refusal).respond(Front::Gateway);
-                if refusal == Refusal::Connect && req.version() <= http::Version::HTTP_11 {
-                    // Whatever a CONNECT client sends next is tunnel bytes, never a request.
-                    resp.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
+        let screened = route::screen(&mut req);
+        let access = self.shared.access_log.as_ref().map(|sink| {
+            let head = (
+                req.method().as_str().to_owned(),
+                req.uri().path().to_owned(),
+            );
+            (sink, head)
+        });
+        let answer = async {
+            match screened {
+                Err(refusal) => {
+                    tracing::debug!(peer = %self.peer.addr, %refusal, "request refused before routing");
+                    let mut resp = DoorError::Refused(refusal).respond(Front::Gateway);
+                    if refusal == Refusal::Connect && req.version() <= http::Version::HTTP_11 {
+                        // Whatever a CONNECT client sends next is tunnel bytes, never a request.
+                        resp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    (Refusal::LABEL, resp)
                 }
-                (Refusal::LABEL, resp)
+                Ok(()) => {
+                    let route = Route::classify(&req, &config);
+                    (route.label(), self.dispatch(route, req, &config).await)
+                }
             }
-            Ok(()) => {
-                let route = Route::classify(&req, &config);
-                (route.label(), self.dispatch(route, req, &config).await)
-            }
+        };
+        // The audit and access logs learn the client and the user through a task-local note.
+        let ((label, resp), user) = if access.is_some() || self.shared.audit.enabled() {
+            audit::RequestNote::new(self.peer.addr.ip())
+                .scope(answer)
+                .await
+        } else {
+            (answer.await, None)
         };
         self.shared
             .metrics
             .http
             .observe(label, resp.status(), started.elapsed().as_secs_f64());
-        resp
+        match access {
+            Some((sink, (method, path))) => {
+                let request = access::Request {
+                    method,
+                    path,
+                    route: label,
+                    client_ip: self.peer.addr.ip(),
+                    user,
+                };
+                access::wrap(sink, resp, request, started)
+            }
+            None => resp,
+        }
     }
 
     async fn dispatch(

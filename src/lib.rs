@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod app;
+mod audit;
 pub mod auth;
 mod body;
 mod canonical;
@@ -18,6 +19,7 @@ mod doors;
 mod forward;
 mod gateway;
 mod headers;
+mod jsonlines;
 mod listener;
 pub mod metrics;
 mod permissions;
@@ -25,6 +27,7 @@ mod registry;
 mod respond;
 pub mod shutdown;
 mod state;
+mod telemetry;
 pub mod tls;
 mod tunnel;
 

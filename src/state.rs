@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::audit::{self, Audit};
 use crate::auth::AuthCore;
 use crate::auth::credentials::{self, SessionRejected};
 use crate::auth::known_tokens::KnownTokens;
@@ -16,6 +17,7 @@ use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionClaims, Sessions};
 use crate::config::Config;
 use crate::forward::{Forwarder, UpstreamError};
+use crate::jsonlines::Sink;
 use crate::metrics::Metrics;
 use crate::registry::{CloseReason, Registry, deadline_for};
 
@@ -37,6 +39,10 @@ pub(crate) struct Shared {
     pub(crate) tunnels: Arc<Registry>,
     /// Access tokens learned from relayed Ditto logins.
     pub(crate) ditto_tokens: KnownTokens,
+    /// The audit log (off unless `[audit]` is set).
+    pub(crate) audit: Audit,
+    /// The access log's writer when `log.access = true`.
+    pub(crate) access_log: Option<Sink>,
 }
 
 // === impl Shared ===
@@ -96,6 +102,14 @@ impl Shared {
             .tunnels
             .extend(&claims.sid, deadline_for(Some(claims.exp), grace));
         tracing::debug!(exp = claims.exp, tunnels = moved, "session refreshed");
+        self.audit.emit(&audit::Event::SessionRefresh {
+            user: &claims.sub,
+            app: &claims.app,
+            provider: &claims.prv,
+            sid_hash: audit::sid_hash(&claims.sid),
+            expires_at: claims.exp,
+            client_ip: audit::client_ip(),
+        });
     }
 
     /// Counts a failed upstream call by its kind.
@@ -123,5 +137,6 @@ impl Shared {
         token: &str,
     ) -> Result<Arc<SessionClaims>, SessionRejected> {
         credentials::verify_session(&self.sessions, &self.revocations, token)
+            .inspect(|claims| audit::note_user(&claims.sub))
     }
 }

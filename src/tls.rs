@@ -15,6 +15,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::sync::mpsc;
 
+use crate::audit::{self, Audit};
 use crate::config;
 use crate::metrics::TlsMetrics;
 
@@ -156,6 +157,7 @@ pub(crate) struct Tls {
     settings: config::Tls,
     provider: Arc<CryptoProvider>,
     metrics: TlsMetrics,
+    audit: Audit,
 }
 
 impl Tls {
@@ -185,8 +187,16 @@ impl Tls {
             settings: settings.clone(),
             provider,
             metrics,
+            audit: Audit::default(),
         };
         Ok(tls)
+    }
+
+    /// The same TLS state, writing each certificate reload to `audit`.
+    #[must_use]
+    pub(crate) fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// Watches the directories holding the cert and key; on a change, loads the new pair and swaps it in.
@@ -238,10 +248,20 @@ impl Tls {
                 self.store.current.store(Arc::new(loaded.key));
                 self.metrics.reloads.with_label_values(&["success"]).inc();
                 tracing::info!(cert = %self.settings.cert_file.display(), not_after = loaded.not_after, "certificate reloaded");
+                self.audit.emit(&audit::Event::CertificateReload {
+                    result: "success",
+                    cert_file: &self.settings.cert_file.to_string_lossy(),
+                    not_after: Some(loaded.not_after),
+                });
             }
             Err(error) => {
                 self.metrics.reloads.with_label_values(&["failure"]).inc();
                 tracing::error!(%error, "certificate reload failed; still serving the previous certificate");
+                self.audit.emit(&audit::Event::CertificateReload {
+                    result: "failure",
+                    cert_file: &self.settings.cert_file.to_string_lossy(),
+                    not_after: None,
+                });
             }
         }
     }

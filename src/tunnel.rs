@@ -4,6 +4,7 @@ pub(crate) mod frames;
 pub(crate) mod relay;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
 use base64::Engine;
@@ -12,7 +13,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio_util::io::InspectReader;
 
+use crate::audit;
 use crate::auth::credentials::{
     self, PROTOCOL_BEARER_PREFIX, SESSION_COOKIE, SessionRejected, protocol_entries,
 };
@@ -208,9 +211,18 @@ pub(crate) async fn handle(
     let metrics = &shared.metrics.tunnel;
     let rejected = || metrics.total.with_label_values(&["rejected"]).inc();
     let admitted = admit(shared, &req, gate).inspect_err(|_| rejected())?;
+    audit::note_user(&admitted.user);
     // Until the tunnel is registered, shutdown waits for this handshake.
     let _opening = shared.tunnels.opening();
 
+    let log = shared.audit.enabled().then(|| {
+        audit::TunnelLog::new(
+            &admitted.sid,
+            &admitted.user,
+            req.uri().path(),
+            peer.addr.ip(),
+        )
+    });
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     let offered_protocols = protocol_entries(&parts.headers);
@@ -238,7 +250,14 @@ pub(crate) async fn handle(
     let upstream_upgrade = hyper::upgrade::on(&mut upstream_resp);
     let resp = client_response(kind, upstream_resp.headers(), &offered_protocols);
     metrics.total.with_label_values(&["accepted"]).inc();
-    spawn_relay(shared, admitted, config, client_upgrade, upstream_upgrade);
+    spawn_relay(
+        shared,
+        admitted,
+        config,
+        client_upgrade,
+        upstream_upgrade,
+        log,
+    );
     Ok(resp)
 }
 
@@ -370,6 +389,7 @@ fn spawn_relay(
     config: &Config,
     client_upgrade: hyper::upgrade::OnUpgrade,
     upstream_upgrade: hyper::upgrade::OnUpgrade,
+    log: Option<audit::TunnelLog>,
 ) {
     let deadline = deadline_for(admitted.exp, config.auth.session.close_grace);
     let (registration, ctl) = shared
@@ -386,10 +406,22 @@ fn spawn_relay(
                 return;
             }
         };
+        if let Some(log) = &log {
+            log.opened(&shared.audit);
+        }
+        // Per-tunnel byte counts for the audit log; the metrics count all tunnels together.
+        let (sent, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (s, r) = (sent.clone(), received.clone());
+        let client = InspectReader::new(TokioIo::new(client), move |b: &[u8]| {
+            s.fetch_add(b.len() as u64, Ordering::Relaxed);
+        });
+        let upstream = InspectReader::new(TokioIo::new(upstream), move |b: &[u8]| {
+            r.fetch_add(b.len() as u64, Ordering::Relaxed);
+        });
         let m = &shared.metrics.tunnel;
         let ended = relay::run(
-            TokioIo::new(client),
-            TokioIo::new(upstream),
+            client,
+            upstream,
             ctl,
             m.bytes.with_label_values(&["client_to_upstream"]),
             m.bytes.with_label_values(&["upstream_to_client"]),
@@ -398,6 +430,18 @@ fn spawn_relay(
         m.closes.with_label_values(&[ended.label()]).inc();
         m.duration.observe(started.elapsed().as_secs_f64());
         tracing::debug!(reason = ended.label(), "tunnel closed");
+        if let Some(log) = &log {
+            log.closed(
+                &shared.audit,
+                audit::TunnelClosed {
+                    reason: ended.label(),
+                    close_code: ended.client_close_code(),
+                    duration: started.elapsed(),
+                    bytes_client_to_upstream: sent.load(Ordering::Relaxed),
+                    bytes_upstream_to_client: received.load(Ordering::Relaxed),
+                },
+            );
+        }
         drop(registration);
     });
 }

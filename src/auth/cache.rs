@@ -42,7 +42,8 @@ pub(crate) enum CacheOutcome {
 }
 
 impl CacheOutcome {
-    fn label(self) -> &'static str {
+    /// The bounded metric label, also the audit log's `cache` value.
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Hit => "hit",
             Self::Miss => "miss",

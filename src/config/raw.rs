@@ -39,6 +39,10 @@ pub const DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT_MS: u64 = 20_000;
 pub const DEFAULT_GRACE_SECONDS: u64 = 25;
 /// Default log level (a tracing `EnvFilter` directive).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default access log destination when `log.access = true`: standard output.
+pub const DEFAULT_ACCESS_PATH: &str = "-";
+/// Default number of audit or access lines queued for the writer before new ones are dropped.
+pub const DEFAULT_LOG_QUEUE_LINES: usize = 16_384;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +78,8 @@ pub struct RawConfig {
     pub cors: RawCors,
     /// `[ditto]`
     pub ditto: RawDitto,
+    /// `[audit]`
+    pub audit: RawAudit,
 }
 
 /// `[listen]`: the client-facing listener.
@@ -227,6 +233,12 @@ pub struct RawLog {
     pub format: RawLogFormat,
     /// A tracing `EnvFilter` directive, e.g. `info` or `drawbridge=debug,info`.
     pub level: String,
+    /// One JSON line per HTTP request.
+    pub access: bool,
+    /// Where access lines go: a file, or `-` for standard output.
+    pub access_path: String,
+    /// Access lines queued before new ones are dropped.
+    pub access_queue_lines: usize,
 }
 
 impl Default for RawLog {
@@ -234,6 +246,28 @@ impl Default for RawLog {
         Self {
             format: RawLogFormat::Text,
             level: DEFAULT_LOG_LEVEL.to_owned(),
+            access: false,
+            access_path: DEFAULT_ACCESS_PATH.to_owned(),
+            access_queue_lines: DEFAULT_LOG_QUEUE_LINES,
+        }
+    }
+}
+
+/// `[audit]`: the audit log; absent `path` means off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// A file (appended to, reopened on SIGUSR1), or `-` for standard output.
+    pub path: Option<String>,
+    /// Lines queued before new ones are dropped (and counted).
+    pub queue_lines: usize,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            path: None,
+            queue_lines: DEFAULT_LOG_QUEUE_LINES,
         }
     }
 }

@@ -330,3 +330,44 @@ fn ditto_path_prefix_must_be_canonical() {
         assert!(l[0].starts_with("ditto.path_prefix: "), "{prefix}: {l:?}");
     }
 }
+
+#[test]
+fn audit_and_access_log_are_off_by_default() {
+    let c = parse("[upstream]\nurl = \"http://127.0.0.1:8080\"\n").unwrap();
+    assert_eq!(c.audit, None);
+    assert_eq!(c.log.access, None);
+}
+
+#[test]
+fn audit_path_dash_is_stdout_and_access_defaults_to_stdout() {
+    let c =
+        parse("[upstream]\nurl = \"http://a:1\"\n[audit]\npath = \"-\"\n[log]\naccess = true\n")
+            .unwrap();
+    let audit = c.audit.unwrap();
+    assert_eq!(audit.target, LogTarget::Stdout);
+    assert_eq!(audit.queue_lines, raw::DEFAULT_LOG_QUEUE_LINES);
+    assert_eq!(c.log.access.unwrap().target, LogTarget::Stdout);
+    let c =
+        parse("[upstream]\nurl = \"http://a:1\"\n[audit]\npath = \"/var/log/a.log\"\n").unwrap();
+    assert_eq!(
+        c.audit.unwrap().target,
+        LogTarget::File(PathBuf::from("/var/log/a.log"))
+    );
+}
+
+#[test]
+fn bad_audit_and_access_settings_are_named() {
+    let l = lines(
+        "[upstream]\nurl = \"http://a:1\"\n[audit]\npath = \" \"\nqueue_lines = 0\n\
+         [log]\naccess = true\naccess_queue_lines = 0\n",
+    );
+    assert!(l.iter().any(|l| l.starts_with("audit.path:")), "{l:?}");
+    assert!(
+        l.iter().any(|l| l.starts_with("audit.queue_lines:")),
+        "{l:?}"
+    );
+    assert!(
+        l.iter().any(|l| l.starts_with("log.access_queue_lines:")),
+        "{l:?}"
+    );
+}

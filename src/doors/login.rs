@@ -186,6 +186,11 @@ fn logout(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, Do
     let c = bearer_session(shared, req)?;
     // Any token of the session may log it out, and the whole session goes.
     shared.revoke_session(&c);
+    shared.audit.emit(&crate::audit::Event::Logout {
+        user: &c.sub,
+        sid_hash: crate::audit::sid_hash(&c.sid),
+        client_ip: crate::audit::client_ip(),
+    });
     let mut resp = respond::json(StatusCode::OK, &serde_json::json!({"result": "success"}));
     let clear = format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict");
     if let Ok(v) = HeaderValue::from_str(&clear) {

@@ -132,6 +132,14 @@ pub(crate) enum Ended {
 // === impl Ended ===
 
 impl Ended {
+    /// The close code drawbridge sent the client, when drawbridge ended the tunnel.
+    pub(crate) fn client_close_code(self) -> Option<u16> {
+        match self {
+            Self::Closed(r) => Some(r.client_close().0),
+            _ => None,
+        }
+    }
+
     /// The bounded `reason` label of `drawbridge_tunnel_closes_total`.
     pub(crate) fn label(self) -> &'static str {
         match self {

@@ -107,6 +107,11 @@ impl Running {
         format!("https://127.0.0.1:{}{path}", self.addr.port())
     }
 
+    /// The directory holding the config file (`drawbridge.toml`) and the TLS files.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }

@@ -1,0 +1,220 @@
+//! A JSON-lines sink that never blocks its callers: lines go through a bounded queue to one writer
+//! task, which owns the file (or standard output) and reopens it when asked (logrotate).
+//!
+//! A full queue drops the line instead of waiting: a slow disk must not slow a login. Each drop
+//! is counted, and the first one is reported once in the diagnostic log.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus::IntCounter;
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// Lines written in one go before the writer flushes.
+const BATCH_LINES: usize = 256;
+
+/// Where lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Standard output (`"-"` in the config).
+    Stdout,
+    /// A file, opened for appending (created with mode 0640).
+    File(PathBuf),
+}
+
+impl Target {
+    /// `"-"` is standard output, anything else a file path.
+    pub fn parse(s: &str) -> Self {
+        if s == "-" {
+            Self::Stdout
+        } else {
+            Self::File(PathBuf::from(s))
+        }
+    }
+}
+
+/// Why a sink could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open {path} for appending: {source}")]
+pub struct SinkError {
+    /// The file.
+    pub path: PathBuf,
+    /// The I/O error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+enum Msg {
+    Line(Vec<u8>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The sending side: cheap to clone, shared by every caller.
+#[derive(Clone)]
+pub(crate) struct Sink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: &'static str,
+    tx: mpsc::Sender<Msg>,
+    reopen: Arc<Notify>,
+    dropped: IntCounter,
+    warned: AtomicBool,
+}
+
+// === impl Sink ===
+
+impl Sink {
+    /// Opens `target` now (so a bad path fails at startup) and spawns the writer task.
+    /// `name` names the sink in the diagnostic log; `dropped` counts lines lost to a full queue.
+    ///
+    /// # Errors
+    /// [`SinkError`] when the file cannot be opened for appending.
+    pub(crate) fn start(
+        name: &'static str,
+        target: Target,
+        queue_lines: usize,
+        dropped: IntCounter,
+    ) -> Result<Self, SinkError> {
+        let out = open(&target)?;
+        let (tx, rx) = mpsc::channel(queue_lines.max(1));
+        let reopen = Arc::new(Notify::new());
+        tokio::spawn(write_loop(name, target, out, rx, reopen.clone()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                name,
+                tx,
+                reopen,
+                dropped,
+                warned: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Queues one line (a newline is added); drops it when the queue is full.
+    pub(crate) fn send(&self, mut line: Vec<u8>) {
+        line.push(b'\n');
+        if self.inner.tx.try_send(Msg::Line(line)).is_err() {
+            self.inner.dropped.inc();
+            if !self.inner.warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    log = self.inner.name,
+                    "log queue full: dropping lines (counted in drawbridge_{}_dropped_total; \
+                     said once)",
+                    self.inner.name
+                );
+            }
+        }
+    }
+
+    /// Closes and reopens the file (after logrotate moved it); standard output is left alone.
+    pub(crate) fn reopen(&self) {
+        self.inner.reopen.notify_one();
+    }
+
+    /// Waits, at most `within`, until every line queued so far is written and flushed.
+    pub(crate) async fn flush(&self, within: Duration) {
+        let (done, wait) = oneshot::channel();
+        let flushed = async {
+            if self.inner.tx.send(Msg::Flush(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, flushed).await;
+    }
+}
+
+type Out = BufWriter<Box<dyn AsyncWrite + Send + Unpin>>;
+
+fn open(target: &Target) -> Result<Out, SinkError> {
+    let raw: Box<dyn AsyncWrite + Send + Unpin> = match target {
+        Target::Stdout => Box::new(tokio::io::stdout()),
+        Target::File(path) => {
+            let mut options = std::fs::OpenOptions::new();
+            options.create(true).append(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+            let file = options.open(path).map_err(|source| SinkError {
+                path: path.clone(),
+                source,
+            })?;
+            Box::new(tokio::fs::File::from_std(file))
+        }
+    };
+    Ok(BufWriter::new(raw))
+}
+
+async fn write_loop(
+    name: &'static str,
+    target: Target,
+    mut out: Out,
+    mut rx: mpsc::Receiver<Msg>,
+    reopen: Arc<Notify>,
+) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = reopen.notified() => {
+                let _ = out.flush().await;
+                if let Target::File(_) = target {
+                    match open(&target) {
+                        Ok(new) => {
+                            out = new;
+                            tracing::info!(log = name, "log file reopened");
+                        }
+                        Err(error) => tracing::error!(log = name, %error, "cannot reopen the log file; writing to the old one"),
+                    }
+                }
+            }
+            msg = rx.recv() => {
+                let Some(mut msg) = msg else {
+                    let _ = out.flush().await;
+                    return;
+                };
+                // Write what is queued now, then flush once.
+                let mut written = 0;
+                loop {
+                    written += 1;
+                    match msg {
+                        Msg::Line(line) => {
+                            let result = out.write_all(&line).await;
+                            report(name, &mut failing, result);
+                        }
+                        Msg::Flush(done) => {
+                            report(name, &mut failing, out.flush().await);
+                            let _ = done.send(());
+                        }
+                    }
+                    if written == BATCH_LINES {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(next) => msg = next,
+                        Err(_) => break,
+                    }
+                }
+                report(name, &mut failing, out.flush().await);
+            }
+        }
+    }
+}
+
+/// Logs the first write error of a run of them, and the recovery.
+fn report(name: &'static str, failing: &mut bool, result: std::io::Result<()>) {
+    match (result, *failing) {
+        (Err(error), false) => {
+            *failing = true;
+            tracing::error!(log = name, %error, "cannot write the log; lines are being lost");
+        }
+        (Ok(()), true) => {
+            *failing = false;
+            tracing::info!(log = name, "log writes work again");
+        }
+        _ => {}
+    }
+}
