@@ -269,18 +269,26 @@ impl AuthCore {
             token,
         };
         let key = cache::key(app, provider_name, token);
-        let (decision, outcome) = self
-            .cache
-            .get_or_check(key, || async {
-                let started = Instant::now();
-                let result = provider.check(&check).await;
-                self.metrics
-                    .provider_duration
-                    .with_label_values(&[provider_name])
-                    .observe(started.elapsed().as_secs_f64());
-                result
-            })
-            .await?;
+        let lookup = tracing::trace_span!(
+            target: crate::telemetry::TARGET,
+            "cache_lookup",
+            drawbridge.cache = tracing::field::Empty,
+        );
+        let looked_up = self.cache.get_or_check(key, || async {
+            let started = Instant::now();
+            let result = provider.check(&check).await;
+            self.metrics
+                .provider_duration
+                .with_label_values(&[provider_name])
+                .observe(started.elapsed().as_secs_f64());
+            result
+        });
+        let (decision, outcome) = tracing::Instrument::instrument(looked_up, lookup.clone())
+            .await
+            .inspect_err(|_| {
+                lookup.record("drawbridge.cache", "error");
+            })?;
+        lookup.record("drawbridge.cache", outcome.label());
         *cache_outcome = Some(outcome);
         if outcome == CacheOutcome::Stale {
             tracing::warn!(

@@ -43,6 +43,8 @@ pub struct Config {
     pub ditto: Ditto,
     /// The audit log; `None` when off.
     pub audit: Option<Audit>,
+    /// OpenTelemetry traces; `None` when off.
+    pub tracing: Option<Tracing>,
     /// Settings that load but deserve the operator's attention (deprecated or risky keys).
     pub warnings: Vec<Problem>,
 }
@@ -163,6 +165,19 @@ pub struct Log {
     pub level: String,
     /// The access log, when on.
     pub access: Option<Audit>,
+}
+
+/// `[tracing]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// The OTLP/HTTP collector URL (`/v1/traces` is added when it has no path).
+    pub otlp_endpoint: String,
+    /// Share of new traces exported.
+    pub sample_ratio: f64,
+    /// `service.name`.
+    pub service_name: String,
+    /// Time allowed for one export.
+    pub export_timeout: Duration,
 }
 
 /// `[audit]`, and the access log's settings: where the lines go and how many may wait.
@@ -488,6 +503,8 @@ impl TryFrom<raw::RawConfig> for Config {
             None
         };
 
+        let tracing = tracing_settings(&raw.tracing, &mut p);
+
         match (listen_addr, admin_addr, upstream, auth) {
             (Some(listen), Some(admin), Some(upstream), Some(auth)) if p.is_empty() => Ok(Self {
                 listen: Listen { addr: listen },
@@ -521,11 +538,47 @@ impl TryFrom<raw::RawConfig> for Config {
                 auth,
                 ditto,
                 audit,
+                tracing,
                 warnings,
             }),
             _ => Err(ConfigError::Invalid(p)),
         }
     }
+}
+
+fn tracing_settings(raw: &raw::RawTracing, p: &mut Vec<Problem>) -> Option<Tracing> {
+    if !(0.0..=1.0).contains(&raw.sample_ratio) {
+        p.push(Problem::new(
+            "tracing.sample_ratio",
+            "must be between 0.0 and 1.0",
+        ));
+    }
+    if raw.service_name.trim().is_empty() {
+        p.push(Problem::new("tracing.service_name", "must not be empty"));
+    }
+    if raw.export_timeout_ms == 0 {
+        p.push(Problem::new(
+            "tracing.export_timeout_ms",
+            "must be greater than 0",
+        ));
+    }
+    let endpoint = raw.otlp_endpoint.as_ref()?;
+    let usable = endpoint
+        .parse::<http::Uri>()
+        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+    if !usable {
+        p.push(Problem::new(
+            "tracing.otlp_endpoint",
+            "must be an http:// or https:// URL (e.g. \"http://otel-collector:4318\")",
+        ));
+        return None;
+    }
+    Some(Tracing {
+        otlp_endpoint: endpoint.clone(),
+        sample_ratio: raw.sample_ratio,
+        service_name: raw.service_name.clone(),
+        export_timeout: Duration::from_millis(raw.export_timeout_ms),
+    })
 }
 
 /// Largest audit or access queue: each waiting line holds memory.

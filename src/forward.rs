@@ -124,19 +124,34 @@ impl Forwarder {
     /// Sends a request already rewritten for the upstream, over the pool, within `upstream.request_timeout_ms`.
     pub(crate) async fn send(
         &self,
-        request: Request<Body>,
+        mut request: Request<Body>,
         config: &Config,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(
+        let span = tracing::trace_span!(
+            target: crate::telemetry::TARGET,
+            "upstream_request",
+            otel.kind = "client",
+            http.request.method = %request.method(),
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        // The sync server continues this span's trace, whatever `traceparent` the client sent.
+        span.in_scope(|| crate::telemetry::inject(request.headers_mut()));
+        let sent = tokio::time::timeout(
             config.upstream.request_timeout,
-            self.client.request(request),
+            tracing::Instrument::instrument(self.client.request(request), span.clone()),
         )
-        .await
-        {
+        .await;
+        let result = match sent {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Err(e)) => Err(classify(e)),
             Ok(Ok(resp)) => Ok(resp),
-        }
+        };
+        match &result {
+            Ok(resp) => span.record("http.response.status_code", resp.status().as_u16()),
+            Err(error) => span.record("error.type", error.kind()),
+        };
+        result
     }
 }
 

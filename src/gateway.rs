@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::audit;
 use crate::body::Body;
@@ -24,6 +25,7 @@ use crate::doors;
 use crate::forward::Peer;
 use crate::respond::{self, DoorError, Front, Refusal};
 use crate::state::Shared;
+use crate::telemetry;
 use crate::tunnel::{self, Gate};
 use route::Route;
 
@@ -47,8 +49,24 @@ impl GatewayService {
     async fn handle(self, mut req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let config = self.shared.config.load_full();
+        let span = tracing::trace_span!(
+            target: crate::telemetry::TARGET,
+            "request",
+            otel.name = tracing::field::Empty,
+            otel.kind = "server",
+            http.request.method = %req.method(),
+            url.path = tracing::field::Empty,
+            drawbridge.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        telemetry::continue_from(&span, req.headers());
         // Canonical target first: every routing decision, door and the sync server see the same path.
         let screened = route::screen(&mut req);
+        if !span.is_disabled() {
+            // The canonical path only: the query may carry a ticket.
+            span.record("url.path", req.uri().path());
+        }
+        let method = req.method().clone();
         let access = self.shared.access_log.as_ref().map(|sink| {
             let head = (
                 req.method().as_str().to_owned(),
@@ -77,6 +95,7 @@ impl GatewayService {
             }
         };
         // The audit and access logs learn the client and the user through a task-local note.
+        let answer = answer.instrument(span.clone());
         let ((label, resp), user) = if access.is_some() || self.shared.audit.enabled() {
             audit::RequestNote::new(self.peer.addr.ip())
                 .scope(answer)
@@ -84,6 +103,11 @@ impl GatewayService {
         } else {
             (answer.await, None)
         };
+        if !span.is_disabled() {
+            span.record("otel.name", format!("{method} {label}"));
+            span.record("drawbridge.route", label);
+            span.record("http.response.status_code", resp.status().as_u16());
+        }
         self.shared
             .metrics
             .http
@@ -97,7 +121,7 @@ impl GatewayService {
                     client_ip: self.peer.addr.ip(),
                     user,
                 };
-                access::wrap(sink, resp, request, started)
+                span.in_scope(|| access::wrap(sink, resp, request, started))
             }
             None => resp,
         }

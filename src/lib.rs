@@ -27,7 +27,7 @@ mod registry;
 mod respond;
 pub mod shutdown;
 mod state;
-mod telemetry;
+pub mod telemetry;
 pub mod tls;
 mod tunnel;
 

@@ -211,8 +211,10 @@ impl Conn {
                 .await;
         };
         let started = Instant::now();
+        let span = tracing::trace_span!(target: crate::telemetry::TARGET, "tls_handshake", otel.kind = "server", tls.outcome = tracing::field::Empty, tls.protocol.version = tracing::field::Empty, tls.alpn = tracing::field::Empty);
+        let accept = tracing::Instrument::instrument(acceptor.accept(stream), span.clone());
         let handshake = tokio::select! {
-            result = tokio::time::timeout(self.limits.tls_handshake_timeout, acceptor.accept(stream)) => result,
+            result = tokio::time::timeout(self.limits.tls_handshake_timeout, accept) => result,
             () = activity.evicted() => {
                 self.metrics.reap(ReapReason::Capacity);
                 tracing::debug!(?peer, "connection evicted during its TLS handshake");
@@ -225,6 +227,7 @@ impl Conn {
                     .handshake_failures
                     .with_label_values(&["timeout"])
                     .inc();
+                span.record("tls.outcome", "timeout");
                 tracing::debug!(?peer, "TLS handshake timed out");
             }
             Ok(Err(error)) => {
@@ -232,12 +235,24 @@ impl Conn {
                     .handshake_failures
                     .with_label_values(&["error"])
                     .inc();
+                span.record("tls.outcome", "error");
                 tracing::debug!(?peer, %error, "TLS handshake failed");
             }
             Ok(Ok(stream)) => {
                 self.tls_metrics
                     .handshake_duration
                     .observe(started.elapsed().as_secs_f64());
+                if !span.is_disabled() {
+                    let session = stream.get_ref().1;
+                    span.record("tls.outcome", "ok");
+                    if let Some(v) = session.protocol_version().and_then(|v| v.as_str()) {
+                        span.record("tls.protocol.version", v);
+                    }
+                    if let Some(alpn) = session.alpn_protocol() {
+                        span.record("tls.alpn", String::from_utf8_lossy(alpn).as_ref());
+                    }
+                }
+                drop(span);
                 let io = Guarded::new(stream, activity.clone(), slot);
                 self.serve_http(io, activity, watcher).await;
             }

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use drawbridge::config::{self, Config, LogFormat};
+use drawbridge::telemetry::Telemetry;
 use drawbridge::{App, demo, shutdown};
 
 /// EX_USAGE: the config (or the command line) is wrong.
@@ -70,10 +71,16 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return usage_error(&config, &e),
             };
-            init_logs(cfg.log.format, &cfg.log.level);
             runtime(async move {
+                // Inside the runtime: the trace exporter sends from it.
+                let telemetry = init_logs(cfg.log.format, &cfg.log.level, cfg.tracing.as_ref())?;
                 let app = App::bind(cfg).await?.reload_on_sighup(config);
-                app.run(shutdown::signal()).await?;
+                let served = app.run(shutdown::signal()).await;
+                if let Some(telemetry) = telemetry {
+                    // Sends the last spans; it blocks, so off the runtime's workers.
+                    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+                }
+                served?;
                 Ok(())
             })
         }
@@ -82,13 +89,11 @@ fn main() -> ExitCode {
             out,
             force,
         } => keygen(&algorithm, out.as_deref(), force),
-        Command::Demo { addr, admin_addr } => {
-            init_logs(LogFormat::Text, "info");
-            runtime(async move {
-                demo::run(demo::DemoOptions { addr, admin_addr }, shutdown::signal()).await?;
-                Ok(())
-            })
-        }
+        Command::Demo { addr, admin_addr } => runtime(async move {
+            init_logs(LogFormat::Text, "info", None)?;
+            demo::run(demo::DemoOptions { addr, admin_addr }, shutdown::signal()).await?;
+            Ok(())
+        }),
     }
 }
 
@@ -202,17 +207,33 @@ fn runtime(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCo
     }
 }
 
-fn init_logs(format: LogFormat, level: &str) {
+/// The diagnostic log on stderr, and the trace exporter when `[tracing]` is set.
+fn init_logs(
+    format: LogFormat,
+    level: &str,
+    tracing: Option<&config::Tracing>,
+) -> anyhow::Result<Option<Telemetry>> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = std::env::var(config::ENV_LOG)
         .ok()
         .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
         .or_else(|| tracing_subscriber::EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let (telemetry, traces) = match tracing {
+        Some(settings) => {
+            let (telemetry, layer) = Telemetry::start(settings)?;
+            (Some(telemetry), Some(layer))
+        }
+        None => (None, None),
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry().with(traces).with(fmt).init();
+    Ok(telemetry)
 }

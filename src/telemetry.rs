@@ -1,6 +1,256 @@
-//! Trace context for the rest of the crate: the current trace ID, when traces are exported.
+//! OpenTelemetry traces: the OTLP/HTTP exporter and its `tracing` layer, W3C `traceparent` in
+//! (from clients) and out (to provider webhooks and the sync server), and the current trace ID.
+//!
+//! Spans meant for export are `tracing` spans with the target [`TARGET`] at TRACE level. Without
+//! `[tracing]` no layer wants them, so each span macro costs a cached "not interested" check, and
+//! the propagation helpers return at a relaxed atomic load. With it, only spans of this target
+//! are exported (never the diagnostic log's events), and their attributes are fixed fields:
+//! route classes, canonical paths, provider names, outcomes — never a header, token or query.
+//!
+//! The exporter's HTTP client is the crate's own hyper client (no second TLS stack), driven on
+//! the tokio runtime from the SDK's batch thread.
 
-/// The W3C trace ID (32 hex digits) of the current span, when tracing is on and the span is sampled.
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::{BodyExt, Full, Limited};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector, HttpClient, HttpError};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config;
+
+/// The `tracing` target of every exported span.
+pub const TARGET: &str = "drawbridge_otel";
+/// The OTLP/HTTP path for traces, added to an endpoint given without a path.
+const TRACES_PATH: &str = "/v1/traces";
+/// Largest collector reply read.
+const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Why traces could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter rejected its settings.
+    #[error("tracing.otlp_endpoint: {0}")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// The exporter needs a tokio runtime to send from.
+    #[error("traces must be started inside the tokio runtime")]
+    NoRuntime,
+    /// The HTTP client could not load the platform's root certificates.
+    #[error("cannot build the OTLP client: {0}")]
+    Client(#[source] std::io::Error),
+}
+
+/// Exported traces, while this lives; [`Telemetry::shutdown`] sends what is still queued.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+// === impl Telemetry ===
+
+impl Telemetry {
+    /// Builds the exporter and sampler from `config` and returns the layer to add to the
+    /// subscriber. Call it inside the tokio runtime.
+    ///
+    /// # Errors
+    /// [`TelemetryError`] when the endpoint is unusable or no runtime is running.
+    pub fn start<S>(
+        config: &config::Tracing,
+    ) -> Result<(Self, Box<dyn Layer<S> + Send + Sync>), TelemetryError>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+    {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| TelemetryError::NoRuntime)?;
+        let client = OtlpClient {
+            client: otlp_client().map_err(TelemetryError::Client)?,
+            runtime,
+        };
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(client)
+            .with_endpoint(traces_url(&config.otlp_endpoint))
+            .with_timeout(config.export_timeout)
+            .build()
+            .map_err(TelemetryError::Exporter)?;
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name(config.service_name.clone())
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                config.sample_ratio,
+            ))))
+            .with_resource(resource)
+            .build();
+        let tracer = provider.tracer("drawbridge");
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        ENABLED.store(true, Ordering::Relaxed);
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(Targets::new().with_target(TARGET, tracing::Level::TRACE));
+        Ok((Self { provider }, Box::new(layer)))
+    }
+
+    /// Sends the spans still queued and stops the exporter. Blocks: call it off the runtime's
+    /// worker threads (e.g. in `spawn_blocking`).
+    pub fn shutdown(self) {
+        ENABLED.store(false, Ordering::Relaxed);
+        if let Err(error) = self.provider.shutdown() {
+            tracing::warn!(%error, "traces: the last spans could not be sent");
+        }
+    }
+}
+
+/// `endpoint` with the OTLP traces path when it has none.
+fn traces_url(endpoint: &str) -> String {
+    match endpoint.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.path(), "" | "/") => {
+            format!("{}{TRACES_PATH}", endpoint.trim_end_matches('/'))
+        }
+        _ => endpoint.to_owned(),
+    }
+}
+
+/// Whether traces are exported.
+pub(crate) fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Makes `span` continue the trace of an incoming W3C `traceparent`, if any.
+pub(crate) fn continue_from(span: &tracing::Span, headers: &HeaderMap) {
+    if !enabled() || !headers.contains_key("traceparent") {
+        return;
+    }
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let _ = span.set_parent(parent);
+}
+
+/// Sets `traceparent` (and `tracestate`) to the current span, for a request leaving drawbridge.
+pub(crate) fn inject(headers: &mut HeaderMap) {
+    if !enabled() {
+        return;
+    }
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut HeaderInjector(headers));
+    });
+}
+
+/// The W3C trace ID (32 hex digits) of the current span, when traces are exported.
 pub(crate) fn current_trace_id() -> Option<String> {
-    None
+    if !enabled() {
+        return None;
+    }
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+/// A pooled hyper client for `http://` and `https://` collectors (rustls, the platform's roots).
+fn otlp_client() -> std::io::Result<Client> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    )
+}
+
+/// The exporter's client: a hyper client like the providers', each request run on the tokio runtime (the
+/// SDK's batch processor calls it from a thread of its own, outside any runtime).
+struct OtlpClient {
+    client: Client,
+    runtime: tokio::runtime::Handle,
+}
+
+impl fmt::Debug for OtlpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpClient").finish_non_exhaustive()
+    }
+}
+
+impl HttpClient for OtlpClient {
+    // The trait is declared with `async_trait`; this is the signature it expands to.
+    fn send_bytes<'a, 'b>(
+        &'a self,
+        request: http::Request<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Result<http::Response<Bytes>, HttpError>> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        let client = self.client.clone();
+        let sent = self.runtime.spawn(async move {
+            let resp = client.request(request.map(Full::new)).await?;
+            let (parts, body) = resp.into_parts();
+            let bytes = Limited::new(body, MAX_REPLY_BYTES)
+                .collect()
+                .await?
+                .to_bytes();
+            Ok::<_, HttpError>(http::Response::from_parts(parts, bytes))
+        });
+        Box::pin(async move { sent.await.map_err(HttpError::from)? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traces_path_is_added_only_to_a_bare_endpoint() {
+        assert_eq!(
+            traces_url("http://collector:4318"),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            traces_url("http://collector:4318/"),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            traces_url("https://otlp.example/custom/traces"),
+            "https://otlp.example/custom/traces"
+        );
+    }
+
+    #[test]
+    fn propagation_does_nothing_while_traces_are_off() {
+        let mut headers = HeaderMap::new();
+        inject(&mut headers);
+        assert!(headers.is_empty());
+        assert_eq!(current_trace_id(), None);
+    }
 }

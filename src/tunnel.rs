@@ -396,7 +396,16 @@ fn spawn_relay(
         .tunnels
         .register(&admitted.sid, &admitted.user, deadline);
     let shared = shared.clone();
-    tokio::spawn(async move {
+    // A child of the request's span that lives as long as the tunnel.
+    let span = tracing::trace_span!(
+        target: crate::telemetry::TARGET,
+        "tunnel",
+        drawbridge.close_reason = tracing::field::Empty,
+        drawbridge.bytes_client_to_upstream = tracing::field::Empty,
+        drawbridge.bytes_upstream_to_client = tracing::field::Empty,
+    );
+    let relay_span = span.clone();
+    let relay = async move {
         let started = StdInstant::now();
         let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok(pair) => pair,
@@ -430,6 +439,17 @@ fn spawn_relay(
         m.closes.with_label_values(&[ended.label()]).inc();
         m.duration.observe(started.elapsed().as_secs_f64());
         tracing::debug!(reason = ended.label(), "tunnel closed");
+        if !relay_span.is_disabled() {
+            relay_span.record("drawbridge.close_reason", ended.label());
+            relay_span.record(
+                "drawbridge.bytes_client_to_upstream",
+                sent.load(Ordering::Relaxed),
+            );
+            relay_span.record(
+                "drawbridge.bytes_upstream_to_client",
+                received.load(Ordering::Relaxed),
+            );
+        }
         if let Some(log) = &log {
             log.closed(
                 &shared.audit,
@@ -443,7 +463,8 @@ fn spawn_relay(
             );
         }
         drop(registration);
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(relay, span));
 }
 
 /// Closes every tunnel with 1001, whatever its gate, and any still opening as it opens, and

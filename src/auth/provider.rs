@@ -114,11 +114,33 @@ impl Provider {
         &'a self,
         check: &'a Check<'a>,
     ) -> BoxFuture<'a, Result<Decision, ProviderError>> {
-        match self {
-            Self::Webhook(w) => Box::pin(w.check(check)),
-            Self::Jwt(j) => Box::pin(j.check(check)),
-            Self::Group(g) => Box::pin(g.check(check)),
+        let (kind, asked): (_, BoxFuture<'a, _>) = match self {
+            Self::Webhook(w) => ("webhook", Box::pin(w.check(check))),
+            Self::Jwt(j) => ("jwt", Box::pin(j.check(check))),
+            Self::Group(g) => ("group", Box::pin(g.check(check))),
+        };
+        let span = tracing::trace_span!(
+            target: crate::telemetry::TARGET,
+            "provider",
+            drawbridge.provider = check.provider,
+            drawbridge.provider.kind = kind,
+            drawbridge.outcome = tracing::field::Empty,
+        );
+        if span.is_disabled() {
+            return asked;
         }
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let result = asked.await;
+                let outcome = match &result {
+                    Ok(d) => d.label(),
+                    Err(e) => e.label(),
+                };
+                tracing::Span::current().record("drawbridge.outcome", outcome);
+                result
+            },
+            span,
+        ))
     }
 
     /// Ready to answer (a JWT provider has fetched its keys once).

@@ -120,7 +120,22 @@ impl WebhookProvider {
         let body = self.body(check);
         let mut attempt = 0;
         let resp = loop {
-            match self.client.request(self.request(&body)).await {
+            let span = tracing::trace_span!(
+                target: crate::telemetry::TARGET,
+                "webhook_request",
+                otel.kind = "client",
+                drawbridge.provider = %self.name,
+                drawbridge.attempt = attempt + 1,
+                http.response.status_code = tracing::field::Empty,
+            );
+            let mut req = self.request(&body);
+            span.in_scope(|| crate::telemetry::inject(req.headers_mut()));
+            let sent =
+                tracing::Instrument::instrument(self.client.request(req), span.clone()).await;
+            if let Ok(resp) = &sent {
+                span.record("http.response.status_code", resp.status().as_u16());
+            }
+            match sent {
                 Ok(resp) => break resp,
                 Err(e) if e.is_connect() && attempt < self.config.retries => {
                     let cap = RETRY_BASE.saturating_mul(1 << attempt.min(8));

@@ -41,6 +41,12 @@ pub const DEFAULT_GRACE_SECONDS: u64 = 25;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default access log destination when `log.access = true`: standard output.
 pub const DEFAULT_ACCESS_PATH: &str = "-";
+/// Default `service.name` of exported traces.
+pub const DEFAULT_TRACING_SERVICE_NAME: &str = "drawbridge";
+/// Default share of new traces (those without a sampled parent) that are exported.
+pub const DEFAULT_TRACING_SAMPLE_RATIO: f64 = 1.0;
+/// Default time allowed for one export to the collector.
+pub const DEFAULT_TRACING_EXPORT_TIMEOUT_MS: u64 = 10_000;
 /// Default number of audit or access lines queued for the writer before new ones are dropped.
 pub const DEFAULT_LOG_QUEUE_LINES: usize = 16_384;
 
@@ -80,6 +86,8 @@ pub struct RawConfig {
     pub ditto: RawDitto,
     /// `[audit]`
     pub audit: RawAudit,
+    /// `[tracing]`
+    pub tracing: RawTracing,
 }
 
 /// `[listen]`: the client-facing listener.
@@ -611,4 +619,29 @@ pub struct RawDitto {
     pub path_prefix: String,
     /// Open `/_ditto/ws` only with an access token seen in a relayed login success.
     pub require_known_token: bool,
+}
+
+/// `[tracing]`: OpenTelemetry traces; absent `otlp_endpoint` means off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTracing {
+    /// OTLP/HTTP (protobuf) collector URL, e.g. `http://otel-collector:4318`.
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces exported, 0.0 to 1.0; a sampled incoming `traceparent` is always followed.
+    pub sample_ratio: f64,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// Time allowed for one export.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for RawTracing {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            sample_ratio: DEFAULT_TRACING_SAMPLE_RATIO,
+            service_name: DEFAULT_TRACING_SERVICE_NAME.to_owned(),
+            export_timeout_ms: DEFAULT_TRACING_EXPORT_TIMEOUT_MS,
+        }
+    }
 }

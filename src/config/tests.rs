@@ -371,3 +371,33 @@ fn bad_audit_and_access_settings_are_named() {
         "{l:?}"
     );
 }
+
+#[test]
+fn tracing_is_off_by_default_and_takes_its_defaults() {
+    let c = parse("[upstream]\nurl = \"http://a:1\"\n").unwrap();
+    assert_eq!(c.tracing, None);
+    let c = parse(
+        "[upstream]\nurl = \"http://a:1\"\n[tracing]\notlp_endpoint = \"http://otel:4318\"\n",
+    )
+    .unwrap();
+    let t = c.tracing.unwrap();
+    assert_eq!(t.otlp_endpoint, "http://otel:4318");
+    assert!((t.sample_ratio - 1.0).abs() < f64::EPSILON);
+    assert_eq!(t.service_name, "drawbridge");
+    assert_eq!(t.export_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn bad_tracing_settings_are_named() {
+    let l = lines(
+        "[upstream]\nurl = \"http://a:1\"\n[tracing]\notlp_endpoint = \"otel:4318\"\n\
+         sample_ratio = 1.5\nservice_name = \"\"\n",
+    );
+    for key in [
+        "tracing.otlp_endpoint:",
+        "tracing.sample_ratio:",
+        "tracing.service_name:",
+    ] {
+        assert!(l.iter().any(|l| l.starts_with(key)), "{key} {l:?}");
+    }
+}
