@@ -46,6 +46,12 @@ def check(dash):
             errors.append(f"no {what} panel ({metric})")
     if "histogram_quantile(0.5," not in text or "histogram_quantile(0.99," not in text:
         errors.append("no p50/p99 quantiles")
+    if not any(
+        t.get("exemplar") and "drawbridge_http_request_duration_seconds_bucket" in t.get("expr", "")
+        for p in dash.get("panels", [])
+        for t in p.get("targets", [])
+    ):
+        errors.append("no request latency panel with exemplars on")
     for name in sorted(set(re.findall(r"\b([a-z_]+)\{", text)) - {"by"}):
         if not name.startswith("drawbridge_"):
             errors.append(f"query on a metric that is not drawbridge's: {name}")
