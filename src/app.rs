@@ -312,10 +312,14 @@ async fn reload_loop(shared: Arc<Shared>, path: PathBuf) {
                         || new.limits.http2_keep_alive_timeout
                             != old.limits.http2_keep_alive_timeout
                         || new.upstream.connect_timeout != old.upstream.connect_timeout
+                        || new.audit != old.audit
+                        || new.log.access != old.log.access
+                        || new.tracing != old.tracing
                     {
                         tracing::warn!(
-                            "config reloaded; changes to listen, admin, TLS mode, upstream.connect_timeout_ms and \
-                             limits other than max_request_body_bytes take effect after a restart"
+                            "config reloaded; changes to listen, admin, TLS mode, upstream.connect_timeout_ms, \
+                             [audit], [tracing], log.access* and limits other than max_request_body_bytes take \
+                             effect after a restart"
                         );
                     } else {
                         tracing::info!("config reloaded");
