@@ -445,6 +445,125 @@ def tls_rows(args, stack, res):
             res.add("tls_hs_per_s", t, r["handshakes_per_s"])
 
 
+# === the observability scenario (--only observability) ===
+
+# drawbridge with each observability output, beside one with none, all in the same run: the cost of
+# each is its rows divided by the "off" rows. Each variant is its own drawbridge process on the
+# proxy core (the others idle meanwhile), measured in turn, the order rotated per repetition.
+OBS_VARIANTS = [
+    ("off", ""),
+    ("audit", '[audit]\npath = "@WORK@/obs-audit.log"\n'),
+    ("access", '[log]\naccess = true\naccess_path = "@WORK@/obs-access.log"\n'),
+    ("trace_1", '[tracing]\notlp_endpoint = "http://127.0.0.1:@OTLP_PORT@"\nsample_ratio = 1.0\n'),
+    ("trace_0.01", '[tracing]\notlp_endpoint = "http://127.0.0.1:@OTLP_PORT@"\nsample_ratio = 0.01\n'),
+]
+OBS_ROWS = [
+    ("obs_login_hit_rps", "login, cache hit (32 conns)", "req/s"),
+    ("obs_http_rps", "proxied GET /api/items (32 conns)", "req/s"),
+]
+# A collector that accepts every OTLP/HTTP export and counts them (GET /stats), on the load core.
+OTLP_SINK = r"""
+import http.server, sys, threading
+n = {"exports": 0, "bytes": 0}
+lock = threading.Lock()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        with lock:
+            n["exports"] += 1
+            n["bytes"] += len(body)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def do_GET(self):
+        with lock:
+            out = ('{"exports": %d, "bytes": %d}' % (n["exports"], n["bytes"])).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def observability_rows(args, work, hook_port, res):
+    logdir = os.path.join(work, "logs")
+    otlp_port = free_port()
+    sink = Proc("otlp-sink", CORE_LOAD, [sys.executable, "-c", OTLP_SINK, str(otlp_port)], logdir)
+    stack = Stack(args, work, hook_port, "obs")  # its demo sync server is the upstream
+    procs = {}
+    try:
+        wait_port(otlp_port)
+        ports = {}
+        for name, extra in OBS_VARIANTS:
+            port, admin = free_port(), free_port()
+            fill = {
+                "@WORK@": work,
+                "@SYNC_PORT@": str(stack.sync_port),
+                "@HOOK_PORT@": str(hook_port),
+                "@DB_PORT@": str(port),
+                "@DB_ADMIN_PORT@": str(admin),
+                "@OTLP_PORT@": str(otlp_port),
+            }
+            conf = render(os.path.join(HERE, "drawbridge.toml.in"), os.path.join(work, f"obs-{name}.toml"), fill)
+            with open(conf, "a") as f:
+                text = extra
+                for k, v in fill.items():
+                    text = text.replace(k, v)
+                f.write("\n" + text)
+            procs[name] = Proc(f"drawbridge-obs-{name}", CORE_PROXY, [args.drawbridge, "run", "--config", conf], logdir)
+            ports[name] = port
+        for name, port in ports.items():
+            wait_port(port)
+            base = f"https://127.0.0.1:{port}"
+            wrk(base + "/auth/login", 8, 1, ["login", "hit", f"warm{name}"])
+            wrk(base + "/api/items", 8, 1)
+        runs = {row: {name: [] for name, _ in OBS_VARIANTS} for row, _, _ in OBS_ROWS}
+        order = [name for name, _ in OBS_VARIANTS]
+        log("observability:")
+        for rep in range(args.reps):
+            for name in order[rep % len(order):] + order[: rep % len(order)]:
+                base = f"https://127.0.0.1:{ports[name]}"
+                r = wrk(base + "/auth/login", 32, args.seconds, ["login", "hit", f"obs{name}{rep}"])
+                check_wrk(r, "obs_login_hit_rps", name)
+                runs["obs_login_hit_rps"][name].append(r["rps"])
+                r = wrk(base + "/api/items", 32, args.seconds)
+                check_wrk(r, "obs_http_rps", name)
+                runs["obs_http_rps"][name].append(r["rps"])
+                log(f"  {name:10} login {runs['obs_login_hit_rps'][name][-1]:10.0f}  get {r['rps']:10.0f}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{otlp_port}/stats", timeout=5) as resp:
+            exported = json.loads(resp.read())
+        med = {row: {n: statistics.median(v) for n, v in by.items()} for row, by in runs.items()}
+        res.notes["observability"] = {
+            "runs": runs,
+            "medians": med,
+            "ratio_to_off": {row: {n: round(v / m["off"], 4) for n, v in m.items()} for row, m in med.items()},
+            "otlp_exports_received": exported,
+        }
+    finally:
+        for p in procs.values():
+            p.stop()
+        stack.stop()
+        sink.stop()
+
+
+def observability_table(obs):
+    names = [n for n, _ in OBS_VARIANTS]
+    lines = [
+        "| row | unit | " + " | ".join(names) + " |",
+        "|---|---|" + "---:|" * len(names),
+    ]
+    for row, label, unit in OBS_ROWS:
+        m, r = obs["medians"][row], obs["ratio_to_off"][row]
+        cells = [fmt(m["off"])] + [f"{fmt(m[n])} ({r[n]:.3f})" for n in names[1:]]
+        lines.append(f"| {label} ↑ | {unit} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def idle_rows(args, work, hook_port, res):
     """A fresh stack per repetition, so each target's growth starts from a process that has never
     held a tunnel (an allocator keeps freed memory, and a second round would look cheaper)."""
@@ -639,6 +758,8 @@ def main():
                 stack.stop()
         if "idle" in only:
             idle_rows(args, work, hook_port, res)
+        if "observability" in only:
+            observability_rows(args, work, hook_port, res)
     finally:
         hook.stop()
 
@@ -646,6 +767,9 @@ def main():
     med = report["medians"]
     print(table(med))
     print()
+    if "observability" in report["notes"]:
+        print(observability_table(report["notes"]["observability"]))
+        print()
     for t in report["targets"]:
         print(f"- {'met ' if t['met'] else 'MISSED'} {t['target']}: {t['value']}")
     print(f"\n{report['seconds_taken']} s of measuring; raw runs in {args.out}")
