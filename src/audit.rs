@@ -281,8 +281,7 @@ impl Audit {
     /// `registry` either way.
     ///
     /// # Errors
-    /// [`SinkError`] when the file cannot be opened; a registry clash as a prometheus error
-    /// wrapped in [`std::io::Error`] would be a programming error, so it is reported the same way.
+    /// [`SinkError`] when the file cannot be opened.
     pub(crate) fn start(
         config: Option<&config::Audit>,
         registry: &Registry,
@@ -292,7 +291,7 @@ impl Audit {
             "Audit lines dropped because the writer fell behind",
         )
         .expect("a valid metric name");
-        // Registered once per registry; a second audit handle on the same registry reuses nothing.
+        // One audit handle per registry; registering twice would only fail, not break anything.
         let _ = registry.register(Box::new(dropped.clone()));
         let sink = match config {
             Some(c) => Some(Sink::start(
