@@ -218,3 +218,53 @@ fn report(name: &'static str, failing: &mut bool, result: std::io::Result<()>) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter() -> IntCounter {
+        IntCounter::new("test_dropped_total", "test").unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn full_queue_drops_and_counts_instead_of_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        let dropped = counter();
+        let sink = Sink::start("test", Target::File(path.clone()), 2, dropped.clone()).unwrap();
+        // The writer cannot run until this task yields: everything past the queue is dropped.
+        for i in 0..100 {
+            sink.send(format!("{{\"n\":{i}}}").into_bytes());
+        }
+        assert_eq!(dropped.get(), 98);
+        sink.flush(Duration::from_secs(5)).await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"n\":0}\n{\"n\":1}\n");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn reopen_writes_to_a_new_file_after_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        let sink = Sink::start("test", Target::File(path.clone()), 16, counter()).unwrap();
+        sink.send(b"before".to_vec());
+        sink.flush(Duration::from_secs(5)).await;
+        std::fs::rename(&path, dir.path().join("out.log.1")).unwrap();
+        sink.reopen();
+        tokio::task::yield_now().await;
+        sink.send(b"after".to_vec());
+        sink.flush(Duration::from_secs(5)).await;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out.log.1")).unwrap(),
+            "before\n"
+        );
+    }
+
+    #[test]
+    fn dash_is_stdout() {
+        assert_eq!(Target::parse("-"), Target::Stdout);
+        assert_eq!(Target::parse("a.log"), Target::File(PathBuf::from("a.log")));
+    }
+}
