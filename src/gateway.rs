@@ -94,8 +94,8 @@ impl GatewayService {
                 }
             }
         };
-        // The audit and access logs learn the client and the user through a task-local note.
         let answer = answer.instrument(span.clone());
+        // The audit and access logs learn the client and the user through a task-local note.
         let ((label, resp), user) = if access.is_some() || self.shared.audit.enabled() {
             audit::RequestNote::new(self.peer.addr.ip())
                 .scope(answer)
