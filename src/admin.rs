@@ -96,7 +96,7 @@ impl Admin {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
             "/readyz" => match self.readiness.check() {
-                Ok(()) if !self.shared.auth.ready() => text(
+                Ok(()) if !self.shared.auth.load().ready() => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: provider keys not loaded\n".to_owned(),
                 ),
@@ -124,7 +124,7 @@ impl Admin {
         let user = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
             .find(|(k, _)| k == "user")
             .map(|(_, v)| v.into_owned());
-        self.shared.auth.purge(user.as_deref());
+        self.shared.auth.load().purge(user.as_deref());
         tracing::info!(user = user.is_some(), "decision cache purged");
         respond::json(
             StatusCode::OK,

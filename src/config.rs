@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 
 pub use raw::RawLogFormat as LogFormat;
-pub use secrets::{SKIPPED_FILE_PLACEHOLDER, SkipFiles, Sources, System};
+pub use secrets::{Recording, SKIPPED_FILE_PLACEHOLDER, SkipFiles, Sources, System};
 
 /// Environment variable naming the config file when `--config` is absent.
 pub const ENV_CONFIG: &str = "DRAWBRIDGE_CONFIG";
@@ -235,6 +235,28 @@ impl Config {
     /// [`ConfigError`] when the file is unreadable, not TOML, or has wrong values.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::load_with(path, &System)
+    }
+
+    /// The keys that differ between `self` (running) and `next` and that only a restart applies:
+    /// the bound addresses, TLS on or off, and the log format and level. A reload applies the rest.
+    pub fn restart_changes(&self, next: &Self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.listen.addr != next.listen.addr {
+            keys.push("listen.addr");
+        }
+        if self.admin.addr != next.admin.addr {
+            keys.push("admin.addr");
+        }
+        if self.tls.is_some() != next.tls.is_some() {
+            keys.push("tls");
+        }
+        if self.log.format != next.log.format {
+            keys.push("log.format");
+        }
+        if self.log.level != next.log.level {
+            keys.push("log.level");
+        }
+        keys
     }
 
     /// Reads and validates the file at `path`, resolving references from `sources`.

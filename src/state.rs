@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::auth::AuthCore;
 use crate::auth::credentials::{self, SessionRejected};
@@ -25,18 +25,73 @@ pub(crate) type Limiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 /// State every connection shares; read through `Arc`, never cloned per request.
 pub(crate) struct Shared {
     pub(crate) config: ArcSwap<Config>,
-    pub(crate) forwarder: Forwarder,
+    /// Swapped by a reload that changes `upstream.connect_timeout_ms`.
+    pub(crate) forwarder: ArcSwap<Forwarder>,
     pub(crate) metrics: Metrics,
-    pub(crate) auth: AuthCore,
-    pub(crate) sessions: Sessions,
+    /// Swapped whole by a reload; a login holds the `Arc` it started with.
+    pub(crate) auth: ArcSwap<AuthCore>,
+    /// Swapped by a reload; retired keys keep verifying inside the new value.
+    pub(crate) sessions: ArcSwap<Sessions>,
     pub(crate) revocations: Revocations,
     /// Single-use upgrade tickets.
     pub(crate) tickets: moka::sync::Cache<String, Arc<SessionClaims>>,
-    pub(crate) limiter: Option<Limiter>,
+    /// Swapped by a reload that changes `[rate_limit]`.
+    pub(crate) limiter: ArcSwapOption<Limiter>,
     /// Open tunnels by session.
     pub(crate) tunnels: Arc<Registry>,
     /// Access tokens learned from relayed Ditto logins.
     pub(crate) ditto_tokens: KnownTokens,
+    /// Bumped after each applied reload, so long-lived tasks read the settings again.
+    pub(crate) config_changed: tokio::sync::watch::Sender<u64>,
+    /// The login behind each session, kept in memory while `session.revalidate_seconds` is on so
+    /// its tunnels can ask the provider again.
+    pub(crate) grants: moka::sync::Cache<Arc<str>, Arc<Grant>>,
+}
+
+/// What a session's login asked, so an open tunnel can ask again. Held in memory only.
+pub(crate) struct Grant {
+    /// The app ID.
+    pub(crate) app: String,
+    /// The provider name.
+    pub(crate) provider: String,
+    /// The client's provider token. Never logged.
+    pub(crate) token: String,
+    /// The provider decision's expiry (Unix seconds): the grant is forgotten then.
+    pub(crate) until: u64,
+}
+
+impl std::fmt::Debug for Grant {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("app", &self.app)
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Each grant lives until its decision expires.
+struct GrantExpiry;
+
+impl moka::Expiry<Arc<str>, Arc<Grant>> for GrantExpiry {
+    fn expire_after_create(
+        &self,
+        _: &Arc<str>,
+        grant: &Arc<Grant>,
+        _: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(
+            grant.until.saturating_sub(crate::clock::unix_now()),
+        ))
+    }
+}
+
+/// The grant store [`Shared::grants`] uses.
+pub(crate) fn grant_store() -> moka::sync::Cache<Arc<str>, Arc<Grant>> {
+    moka::sync::Cache::builder()
+        .max_capacity(1_000_000)
+        .expire_after(GrantExpiry)
+        .build()
 }
 
 // === impl Shared ===
@@ -65,6 +120,7 @@ impl Shared {
     /// its tunnels; returns until when (Unix seconds) the revocation is kept.
     pub(crate) fn revoke_session(&self, claims: &SessionClaims) -> u64 {
         let until = self.revocations.revoke_session(claims);
+        self.grants.invalidate(claims.sid.as_str());
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_sid(&claims.sid, CloseReason::Revoked);
         until
@@ -74,6 +130,7 @@ impl Shared {
     /// revocation is kept.
     pub(crate) fn revoke_sid(&self, sid: &str) -> u64 {
         let until = self.revocations.revoke_sid(sid);
+        self.grants.invalidate(sid);
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_sid(sid, CloseReason::Revoked);
         until
@@ -83,7 +140,7 @@ impl Shared {
     /// when the cut-off is kept.
     pub(crate) fn revoke_user(&self, user: &str) -> u64 {
         let until = self.revocations.revoke_user(user);
-        self.auth.purge(Some(user));
+        self.auth.load().purge(Some(user));
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_user(user, CloseReason::Revoked);
         until
@@ -98,6 +155,22 @@ impl Shared {
         tracing::debug!(exp = claims.exp, tunnels = moved, "session refreshed");
     }
 
+    /// Keeps what the login of `claims` asked, when open tunnels are re-checked.
+    pub(crate) fn remember_grant(&self, claims: &SessionClaims, provider_token: &str) {
+        if self.config.load().auth.session.revalidate.is_zero() {
+            return;
+        }
+        self.grants.insert(
+            Arc::from(claims.sid.as_str()),
+            Arc::new(Grant {
+                app: claims.app.clone(),
+                provider: claims.prv.clone(),
+                token: provider_token.to_owned(),
+                until: claims.dex,
+            }),
+        );
+    }
+
     /// Counts a failed upstream call by its kind.
     pub(crate) fn count_upstream_error(&self, error: &UpstreamError) {
         self.metrics
@@ -110,6 +183,7 @@ impl Shared {
     /// Whether this client may call a login route now.
     pub(crate) fn rate_limited(&self, ip: IpAddr) -> bool {
         self.limiter
+            .load()
             .as_ref()
             .is_some_and(|l| l.check_key(&ip).is_err())
     }
@@ -122,6 +196,6 @@ impl Shared {
         &self,
         token: &str,
     ) -> Result<Arc<SessionClaims>, SessionRejected> {
-        credentials::verify_session(&self.sessions, &self.revocations, token)
+        credentials::verify_session(&self.sessions.load(), &self.revocations, token)
     }
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod frames;
 pub(crate) mod relay;
+pub(crate) mod revalidate;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
@@ -181,7 +182,11 @@ fn present_identity(
         headers.insert(x("x-drawbridge-permissions"), v);
     }
     let audience = format!("{}://{}", config.upstream.scheme, config.upstream.authority);
-    match shared.sessions.assertion(claims, &audience, ASSERTION_TTL) {
+    match shared
+        .sessions
+        .load()
+        .assertion(claims, &audience, ASSERTION_TTL)
+    {
         Ok(jwt) => {
             if let Ok(v) = HeaderValue::from_str(&jwt) {
                 headers.insert(x("x-drawbridge-assertion"), v);
@@ -215,7 +220,12 @@ pub(crate) async fn handle(
     let (parts, _body) = req.into_parts();
     let offered_protocols = protocol_entries(&parts.headers);
     let upstream_req = upstream_request(shared, parts, peer, config, kind, &admitted);
-    let mut upstream_resp = match shared.forwarder.send(upstream_req, config).await {
+    let mut upstream_resp = match shared
+        .forwarder
+        .load_full()
+        .send(upstream_req, config)
+        .await
+    {
         Ok(r) => r,
         Err(error) => {
             rejected();
@@ -372,6 +382,7 @@ fn spawn_relay(
     upstream_upgrade: hyper::upgrade::OnUpgrade,
 ) {
     let deadline = deadline_for(admitted.exp, config.auth.session.close_grace);
+    let claims = admitted.session.as_ref().map(|(c, _)| c.clone());
     let (registration, ctl) = shared
         .tunnels
         .register(&admitted.sid, &admitted.user, deadline);
@@ -387,14 +398,24 @@ fn spawn_relay(
             }
         };
         let m = &shared.metrics.tunnel;
-        let ended = relay::run(
+        let relay = relay::run(
             TokioIo::new(client),
             TokioIo::new(upstream),
             ctl,
             m.bytes.with_label_values(&["client_to_upstream"]),
             m.bytes.with_label_values(&["upstream_to_client"]),
-        )
-        .await;
+        );
+        // The re-check closes the tunnel through the registry, like a logout; the relay ends it.
+        let recheck = async {
+            if let Some(claims) = claims {
+                revalidate::run(&shared, &claims).await;
+            }
+            std::future::pending::<()>().await;
+        };
+        let ended = tokio::select! {
+            ended = relay => ended,
+            () = recheck => unreachable!("the re-check never completes"),
+        };
         m.closes.with_label_values(&[ended.label()]).inc();
         m.duration.observe(started.elapsed().as_secs_f64());
         tracing::debug!(reason = ended.label(), "tunnel closed");

@@ -56,6 +56,8 @@ impl CacheOutcome {
 struct Entry {
     decision: Decision,
     ttl: Duration,
+    /// The provider that answered, so a reload can drop the answers of a provider it changed.
+    provider: Arc<str>,
 }
 
 impl Entry {
@@ -124,6 +126,7 @@ impl DecisionCache {
     pub(crate) async fn get_or_check<F, Fut>(
         &self,
         key: Key,
+        provider: &str,
         check: F,
     ) -> Result<(Decision, CacheOutcome), ProviderError>
     where
@@ -140,7 +143,11 @@ impl DecisionCache {
                 ran.store(true, Ordering::Relaxed);
                 let decision = check().await?;
                 let ttl = self.ttl(&decision);
-                Ok::<_, ProviderError>(Entry { decision, ttl })
+                Ok::<_, ProviderError>(Entry {
+                    decision,
+                    ttl,
+                    provider: Arc::from(provider),
+                })
             })
             .await;
         let ran = ran.load(Ordering::Relaxed);
@@ -156,6 +163,7 @@ impl DecisionCache {
                         let keep = Entry {
                             ttl: entry.ttl + self.config.stale_if_error,
                             decision: Decision::Allow(Arc::new(extended)),
+                            provider: entry.provider.clone(),
                         };
                         stale.insert(key, keep).await;
                     }
@@ -215,6 +223,29 @@ impl DecisionCache {
         self.metrics
             .cache_entries
             .set(i64::try_from(self.fresh.entry_count()).unwrap_or(i64::MAX));
+    }
+
+    /// Whether a cache built from `config` would behave as this one does (a reload keeps it then).
+    pub(crate) fn same_settings(&self, config: &CacheConfig) -> bool {
+        let (a, b) = (&self.config, config);
+        a.max_entries == b.max_entries
+            && a.max_ttl == b.max_ttl
+            && a.negative_ttl == b.negative_ttl
+            && a.stale_if_error == b.stale_if_error
+    }
+
+    /// Drops every answer of the named providers (removed or changed by a reload); the answers of
+    /// every other provider stay.
+    pub(crate) fn forget_providers(&self, names: &std::collections::BTreeSet<String>) {
+        if names.is_empty() {
+            return;
+        }
+        let caches = std::iter::once(&self.fresh).chain(self.stale.as_ref());
+        for cache in caches {
+            let names = names.clone();
+            // Only fails when closures are not enabled, which `new` does.
+            let _ = cache.invalidate_entries_if(move |_, e| names.contains(&*e.provider));
+        }
     }
 }
 

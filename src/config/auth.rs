@@ -165,6 +165,8 @@ pub struct SessionConfig {
     pub close_grace: Duration,
     /// Upgrade ticket lifetime.
     pub ticket_ttl: Duration,
+    /// How often an open tunnel's decision is asked again; zero: never.
+    pub revalidate: Duration,
 }
 
 /// `[aggregator]`
@@ -589,6 +591,15 @@ fn session(s: &raw::RawSession, p: &mut Vec<Problem>) -> SessionConfig {
             p.push(Problem::new(key, "must be greater than 0"));
         }
     }
+    if s.revalidate_seconds > raw::MAX_SESSION_REVALIDATE_SECONDS {
+        p.push(Problem::new(
+            "session.revalidate_seconds",
+            format!(
+                "must be at most {} (one day); 0 turns it off",
+                raw::MAX_SESSION_REVALIDATE_SECONDS
+            ),
+        ));
+    }
     if s.issuer.is_empty() || s.audience.is_empty() {
         p.push(Problem::new(
             "session.issuer",
@@ -604,6 +615,7 @@ fn session(s: &raw::RawSession, p: &mut Vec<Problem>) -> SessionConfig {
         max_ttl: Duration::from_secs(s.max_ttl_seconds),
         close_grace: Duration::from_secs(s.close_grace_seconds),
         ticket_ttl: Duration::from_secs(s.ticket_ttl_seconds),
+        revalidate: Duration::from_secs(s.revalidate_seconds),
     }
 }
 

@@ -273,6 +273,10 @@ pub const DEFAULT_SESSION_ISSUER: &str = "drawbridge";
 pub const DEFAULT_SESSION_MAX_TTL_SECONDS: u64 = 3_600;
 /// Default upgrade ticket lifetime.
 pub const DEFAULT_TICKET_TTL_SECONDS: u64 = 30;
+/// `session.revalidate_seconds`: open tunnels are not re-checked.
+pub const DEFAULT_SESSION_REVALIDATE_SECONDS: u64 = 0;
+/// Largest `session.revalidate_seconds` (one day).
+pub const MAX_SESSION_REVALIDATE_SECONDS: u64 = 86_400;
 /// Default sustained login rate per client IP.
 pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
 /// Default login burst per client IP.
@@ -472,6 +476,8 @@ pub struct RawSession {
     pub close_grace_seconds: u64,
     /// Lifetime of an upgrade ticket.
     pub ticket_ttl_seconds: u64,
+    /// Re-check each open tunnel's decision this often (0: never).
+    pub revalidate_seconds: u64,
 }
 
 impl Default for RawSession {
@@ -485,6 +491,7 @@ impl Default for RawSession {
             max_ttl_seconds: DEFAULT_SESSION_MAX_TTL_SECONDS,
             close_grace_seconds: 0,
             ticket_ttl_seconds: DEFAULT_TICKET_TTL_SECONDS,
+            revalidate_seconds: DEFAULT_SESSION_REVALIDATE_SECONDS,
         }
     }
 }

@@ -330,3 +330,29 @@ fn ditto_path_prefix_must_be_canonical() {
         assert!(l[0].starts_with("ditto.path_prefix: "), "{prefix}: {l:?}");
     }
 }
+
+#[test]
+fn session_revalidate_defaults_off_and_is_bounded() {
+    let c = parse("[upstream]\nurl = \"http://a:1\"\n").unwrap();
+    assert!(c.auth.session.revalidate.is_zero());
+    let c =
+        parse("[upstream]\nurl = \"http://a:1\"\n[session]\nrevalidate_seconds = 60\n").unwrap();
+    assert_eq!(c.auth.session.revalidate, Duration::from_secs(60));
+    let l = lines("[upstream]\nurl = \"http://a:1\"\n[session]\nrevalidate_seconds = 86401\n");
+    assert!(
+        l.iter().any(|l| l.contains("session.revalidate_seconds")),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn restart_changes_name_only_what_a_reload_cannot_apply() {
+    let base = "[upstream]\nurl = \"http://a:1\"\n";
+    let a = parse(base).unwrap();
+    let b = parse(&format!(
+        "{base}[listen]\naddr = \"0.0.0.0:9443\"\nplaintext = true\n[rate_limit]\nenabled = true\n"
+    ));
+    let b = b.unwrap();
+    assert_eq!(a.restart_changes(&b), vec!["listen.addr", "tls"]);
+    assert!(a.restart_changes(&a).is_empty());
+}

@@ -50,6 +50,7 @@ pub(crate) async fn login(
     };
     if let Decision::Deny(deny) = shared
         .auth
+        .load_full()
         .decide(Door::Ditto, &app, &provider, &token)
         .await?
     {
@@ -61,6 +62,7 @@ pub(crate) async fn login(
     let upstream = Request::from_parts(parts, full(body));
     let resp = shared
         .forwarder
+        .load_full()
         .send(upstream, config)
         .await
         .inspect_err(|error| tracing::warn!(%error, "ditto login relay failed"))?;

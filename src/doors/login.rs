@@ -112,12 +112,20 @@ async fn login(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
     let login: LoginRequest = parse_json(&body)?;
     match shared
         .auth
+        .load_full()
         .decide(Door::Login, &login.app_id, &login.provider, &login.token)
         .await?
     {
         Decision::Allow(allow) => {
-            match shared.sessions.mint(&allow, &login.app_id, &login.provider) {
-                Ok(minted) => Ok(session_response(shared, &minted)),
+            match shared
+                .sessions
+                .load()
+                .mint(&allow, &login.app_id, &login.provider)
+            {
+                Ok(minted) => {
+                    shared.remember_grant(&minted.claims, &login.token);
+                    Ok(session_response(shared, &minted))
+                }
                 Err(error) => {
                     tracing::warn!(%error, "cannot mint a session");
                     Err(DoorError::Denied(Arc::new(Deny {
@@ -145,7 +153,7 @@ async fn refresh(shared: &Shared, req: Request<Incoming>) -> Result<Response<Bod
     let (_, body) = read_body(req, shared.config.load().limits.header_read_timeout).await?;
     let r: RefreshRequest = parse_json(&body)?;
     let claims = shared.verify_session(&r.refresh)?;
-    match shared.sessions.refresh(&claims) {
+    match shared.sessions.load().refresh(&claims) {
         Ok(minted) => {
             shared.on_refresh(&minted.claims);
             Ok(session_response(shared, &minted))

@@ -1,0 +1,163 @@
+//! Live reconfiguration: the config file read again on SIGHUP or when its directory changes,
+//! validated whole, and every part swapped in at once, or nothing when anything is wrong.
+//!
+//! Each part that can fail is built first (session keys, upstream client, TLS config); the swaps
+//! that follow cannot fail. Open tunnels are never touched, logins in flight hold the auth core
+//! they started with, and a provider whose settings did not change is kept as it runs, with its
+//! cached answers.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sha2::{Digest, Sha256};
+
+use crate::auth::session::SessionError;
+use crate::config::{Config, Recording};
+use crate::forward::Forwarder;
+use crate::state::{Limiter, Shared};
+use crate::tls::{Tls, TlsError};
+
+/// Why a valid config file could not be applied. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApplyError {
+    /// A session key file is unusable.
+    #[error("session.key_file: {0}")]
+    Session(#[from] SessionError),
+    /// A TLS file is unusable.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// The upstream client could not be built.
+    #[error("upstream: cannot build the client: {0}")]
+    Upstream(#[source] std::io::Error),
+}
+
+/// Reloads the config of one running gateway; SIGHUP and the file watch both call it.
+pub(crate) struct Reloader {
+    shared: Arc<Shared>,
+    tls: Option<Arc<Tls>>,
+    path: PathBuf,
+    /// One reload at a time: a SIGHUP and a file event at once apply in turn.
+    busy: Mutex<()>,
+}
+
+/// The first 16 hex digits of the SHA-256 of the file, for `drawbridge_config_info{hash}`.
+pub(crate) fn file_hash(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(hex::encode(&Sha256::digest(bytes)[..8]))
+}
+
+/// The per-IP limiter `[rate_limit]` asks for.
+pub(crate) fn limiter(config: &Config) -> Option<Arc<Limiter>> {
+    config.auth.rate_limit.map(|r| {
+        Arc::new(governor::RateLimiter::keyed(
+            governor::Quota::per_second(r.per_second).allow_burst(r.burst),
+        ))
+    })
+}
+
+// === impl Reloader ===
+
+impl Reloader {
+    /// A reloader for the gateway sharing `shared`, reading `path`.
+    pub(crate) fn new(shared: Arc<Shared>, tls: Option<Arc<Tls>>, path: PathBuf) -> Self {
+        Self {
+            shared,
+            tls,
+            path,
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// The config file and the `${file:..}` secrets it reads, for the watcher.
+    pub(crate) fn watched_files(&self) -> Vec<PathBuf> {
+        let sources = Recording::default();
+        let _ = Config::load_with(&self.path, &sources);
+        let mut files = vec![self.path.clone()];
+        files.extend(sources.files());
+        files
+    }
+
+    /// Reads, validates and applies the file; on any problem logs it by key, counts a failure and
+    /// changes nothing. `trigger` names what asked (`sighup`, `file`), for the log.
+    pub(crate) fn reload(&self, trigger: &'static str) {
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let metrics = &self.shared.metrics.config;
+        let result = match Config::load(&self.path) {
+            Ok(next) => self.apply(next).map_err(|error| {
+                tracing::error!(trigger, problem = %error, "config reload rejected; nothing changed");
+            }),
+            Err(error) => {
+                for line in error.lines() {
+                    tracing::error!(trigger, problem = %line, "config reload rejected; nothing changed");
+                }
+                Err(())
+            }
+        };
+        match result {
+            Ok(()) => {
+                metrics.reloads.with_label_values(&["success"]).inc();
+                if let Some(hash) = file_hash(&self.path) {
+                    metrics.set_live(&hash);
+                }
+            }
+            Err(()) => metrics.reloads.with_label_values(&["failure"]).inc(),
+        }
+    }
+
+    /// Builds every fallible part of `next`, then swaps all of them in.
+    fn apply(&self, next: Config) -> Result<(), ApplyError> {
+        let shared = &self.shared;
+        let started = std::time::Instant::now();
+        let running = shared.config.load_full();
+        let sessions = shared.sessions.load().reconfigure(&next.auth.session)?;
+        let forwarder = if next.upstream.connect_timeout == running.upstream.connect_timeout {
+            None
+        } else {
+            Some(Forwarder::new(&next.upstream).map_err(ApplyError::Upstream)?)
+        };
+        if let (Some(tls), Some(settings)) = (&self.tls, &next.tls) {
+            // The last fallible step: once it succeeded, every swap below does too.
+            tls.reconfigure(settings)?;
+        }
+        let (auth, changes) = shared.auth.load().reconfigure(&next.auth);
+        let kid_before = shared.sessions.load().signing_kid().to_owned();
+        let rotated = sessions.signing_kid() != kid_before;
+        shared.sessions.store(Arc::new(sessions));
+        shared.auth.store(Arc::new(auth));
+        if let Some(forwarder) = forwarder {
+            shared.forwarder.store(Arc::new(forwarder));
+        }
+        if !same_rate_limit(&running, &next) {
+            shared.limiter.store(limiter(&next));
+        }
+        crate::doors::aggregator::announce(&next.auth.aggregator);
+        super::log_warnings(&next);
+        let restart = running.restart_changes(&next);
+        if !restart.is_empty() {
+            tracing::warn!(
+                keys = %restart.join(", "),
+                "config reloaded; these keys keep their running values until a restart"
+            );
+        }
+        shared.config.store(Arc::new(next));
+        shared.config_changed.send_modify(|n| *n += 1);
+        tracing::info!(
+            added = %changes.added.join(","),
+            removed = %changes.removed.join(","),
+            changed = %changes.changed.join(","),
+            cache_rebuilt = changes.cache_rebuilt,
+            session_key_rotated = rotated,
+            took_ms = started.elapsed().as_millis() as u64,
+            "config reloaded"
+        );
+        Ok(())
+    }
+}
+
+fn same_rate_limit(a: &Config, b: &Config) -> bool {
+    match (a.auth.rate_limit, b.auth.rate_limit) {
+        (None, None) => true,
+        (Some(x), Some(y)) => x.per_second == y.per_second && x.burst == y.burst,
+        _ => false,
+    }
+}
