@@ -83,7 +83,7 @@ impl Reloader {
         let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
         let metrics = &self.shared.metrics.config;
         let result = match Config::load(&self.path) {
-            Ok(next) => self.apply(next).map_err(|error| {
+            Ok(next) => self.apply(next, trigger).map_err(|error| {
                 tracing::error!(trigger, problem = %error, "config reload rejected; nothing changed");
             }),
             Err(error) => {
@@ -105,7 +105,7 @@ impl Reloader {
     }
 
     /// Builds every fallible part of `next`, then swaps all of them in.
-    fn apply(&self, next: Config) -> Result<(), ApplyError> {
+    fn apply(&self, next: Config, trigger: &'static str) -> Result<(), ApplyError> {
         let shared = &self.shared;
         let started = std::time::Instant::now();
         let running = shared.config.load_full();
@@ -142,6 +142,7 @@ impl Reloader {
         shared.config.store(Arc::new(next));
         shared.config_changed.send_modify(|n| *n += 1);
         tracing::info!(
+            trigger,
             added = %changes.added.join(","),
             removed = %changes.removed.join(","),
             changed = %changes.changed.join(","),

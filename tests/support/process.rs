@@ -107,6 +107,11 @@ impl Running {
         format!("https://127.0.0.1:{}{path}", self.addr.port())
     }
 
+    /// The config file the process was started with (rewrite it to reload).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("drawbridge.toml")
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
