@@ -59,6 +59,7 @@ pub struct App {
     admin_listener: TcpListener,
     readiness: Readiness,
     reload_from: Option<PathBuf>,
+    ticket_ttl: reload::TicketTtl,
 }
 
 impl App {
@@ -85,9 +86,10 @@ impl App {
         let provider_client = crate::auth::provider::http_client().map_err(AppError::Client)?;
         let auth = AuthCore::new(&config.auth, &provider_client, metrics.auth.clone());
         let limiter = reload::limiter(&config);
+        let ticket_ttl = reload::TicketTtl::new(config.auth.session.ticket_ttl);
         let tickets = moka::sync::Cache::builder()
             .max_capacity(1_000_000)
-            .time_to_live(config.auth.session.ticket_ttl)
+            .expire_after(ticket_ttl.clone())
             .build();
         let revocations = Revocations::new(config.auth.session.max_ttl);
         let tunnels = Arc::new(Registry::new(metrics.tunnel.active.clone()));
@@ -114,6 +116,7 @@ impl App {
             admin_listener,
             readiness,
             reload_from: None,
+            ticket_ttl,
         })
     }
 
@@ -165,6 +168,7 @@ impl App {
                 let reloader = Arc::new(reload::Reloader::new(
                     self.shared.clone(),
                     self.tls.clone(),
+                    self.ticket_ttl.clone(),
                     path,
                 ));
                 tokio::spawn(reload_on_hangup(reloader.clone()));

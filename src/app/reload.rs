@@ -7,7 +7,9 @@
 //! cached answers.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -31,10 +33,33 @@ pub(crate) enum ApplyError {
     Upstream(#[source] std::io::Error),
 }
 
+/// The lifetime of upgrade tickets issued from now on: a reload of `session.ticket_ttl_seconds`
+/// applies to the next ticket, and a ticket already out keeps the lifetime it was issued with.
+#[derive(Debug, Clone)]
+pub(crate) struct TicketTtl(Arc<AtomicU64>);
+
+impl TicketTtl {
+    /// Starts at `ttl`.
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self(Arc::new(AtomicU64::new(ttl.as_secs())))
+    }
+
+    fn set(&self, ttl: Duration) {
+        self.0.store(ttl.as_secs(), Ordering::Relaxed);
+    }
+}
+
+impl<K, V> moka::Expiry<K, V> for TicketTtl {
+    fn expire_after_create(&self, _: &K, _: &V, _: std::time::Instant) -> Option<Duration> {
+        Some(Duration::from_secs(self.0.load(Ordering::Relaxed)))
+    }
+}
+
 /// Reloads the config of one running gateway; SIGHUP and the file watch both call it.
 pub(crate) struct Reloader {
     shared: Arc<Shared>,
     tls: Option<Arc<Tls>>,
+    ticket_ttl: TicketTtl,
     path: PathBuf,
     /// One reload at a time: a SIGHUP and a file event at once apply in turn.
     busy: Mutex<()>,
@@ -59,10 +84,16 @@ pub(crate) fn limiter(config: &Config) -> Option<Arc<Limiter>> {
 
 impl Reloader {
     /// A reloader for the gateway sharing `shared`, reading `path`.
-    pub(crate) fn new(shared: Arc<Shared>, tls: Option<Arc<Tls>>, path: PathBuf) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        tls: Option<Arc<Tls>>,
+        ticket_ttl: TicketTtl,
+        path: PathBuf,
+    ) -> Self {
         Self {
             shared,
             tls,
+            ticket_ttl,
             path,
             busy: Mutex::new(()),
         }
@@ -127,6 +158,8 @@ impl Reloader {
         if let Some(forwarder) = forwarder {
             shared.forwarder.store(Arc::new(forwarder));
         }
+        self.ticket_ttl.set(next.auth.session.ticket_ttl);
+        shared.revocations.widen_max_ttl(next.auth.session.max_ttl);
         if !same_rate_limit(&running, &next) {
             shared.limiter.store(limiter(&next));
         }

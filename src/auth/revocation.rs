@@ -10,6 +10,7 @@
 //! The list is not size-bounded on purpose: an entry evicted (or refused admission) by a full
 //! cache would be a revocation forgotten. Entries leave only when they can no longer matter.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -65,8 +66,9 @@ pub(crate) struct Revocations {
     sids: Cache<String, (u64, u64)>,
     /// user -> (cut-off, keep until)
     users: Cache<String, (u64, u64)>,
-    /// The longest a session token can live (`session.max_ttl_seconds`).
-    max_ttl: Duration,
+    /// The longest a session token can live (`session.max_ttl_seconds`, in seconds): the largest
+    /// value any config of this process had, since tokens minted under it may still be out.
+    max_ttl: AtomicU64,
 }
 
 // === impl Revocations ===
@@ -78,8 +80,18 @@ impl Revocations {
         Self {
             sids: build(),
             users: build(),
-            max_ttl,
+            max_ttl: AtomicU64::new(max_ttl.as_secs()),
         }
+    }
+
+    /// A reload set `session.max_ttl_seconds`: revocations from now on are kept for the longer of
+    /// it and every earlier value (a token minted before a reload may outlive the new cap).
+    pub(crate) fn widen_max_ttl(&self, max_ttl: Duration) {
+        self.max_ttl.fetch_max(max_ttl.as_secs(), Ordering::Relaxed);
+    }
+
+    fn max_ttl(&self) -> Duration {
+        Duration::from_secs(self.max_ttl.load(Ordering::Relaxed))
     }
 
     /// Revokes the session `claims` belong to, whichever of its tokens they came from: every
@@ -87,7 +99,7 @@ impl Revocations {
     /// (Unix seconds) the entry is kept.
     pub(crate) fn revoke_session(&self, claims: &SessionClaims) -> u64 {
         let now = unix_now();
-        let until = last_valid(now, self.max_ttl, Some(claims.dex), Some(claims.exp));
+        let until = last_valid(now, self.max_ttl(), Some(claims.dex), Some(claims.exp));
         keep(&self.sids, &claims.sid, now, until)
     }
 
@@ -99,7 +111,7 @@ impl Revocations {
             &self.sids,
             sid,
             now,
-            last_valid(now, self.max_ttl, None, None),
+            last_valid(now, self.max_ttl(), None, None),
         )
     }
 
@@ -111,7 +123,7 @@ impl Revocations {
             &self.users,
             user,
             now,
-            last_valid(now, self.max_ttl, None, None),
+            last_valid(now, self.max_ttl(), None, None),
         )
     }
 
@@ -208,6 +220,18 @@ mod tests {
         assert!(r.is_revoked(&refreshed));
         // Another session of the same user is not.
         assert!(!r.is_revoked(&claims("s2", "u", now - 10, now + 290, now + 3600)));
+    }
+
+    #[test]
+    fn widened_max_ttl_keeps_revocations_longer_and_never_shrinks() {
+        let r = Revocations::new(Duration::from_secs(300));
+        let now = unix_now();
+        r.widen_max_ttl(Duration::from_secs(3600));
+        r.revoke_sid("long");
+        assert!(r.sid_kept_until("long").unwrap() >= now + 3600);
+        r.widen_max_ttl(Duration::from_secs(60));
+        r.revoke_sid("still-long");
+        assert!(r.sid_kept_until("still-long").unwrap() >= now + 3600);
     }
 
     #[test]
