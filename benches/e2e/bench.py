@@ -146,6 +146,7 @@ class Stack:
         )
         self.sync_port = self._sync_port()
         self.db_port, db_admin = free_port(), free_port()
+        self.db_admin = db_admin
         self.nginx_port = free_port()
         fill = {
             "@WORK@": work,
@@ -484,6 +485,183 @@ def idle_rows(args, work, hook_port, res):
             stack.stop()
 
 
+# === the reload scenario (drawbridge only; --only reload) ===
+
+# What the reload scenario measured, saved under "reload" in the report.
+RELOAD = {}
+
+
+def proc_cpu_s(pid):
+    """User + system CPU seconds `pid` has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def admin_metric(stack, sample):
+    text = get(f"http://127.0.0.1:{stack.db_admin}/metrics")[1].decode()
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def reload_lines(stack):
+    with open(stack.drawbridge.log_path, errors="replace") as f:
+        return [l for l in f if "config reloaded" in l and "took_us" in l]
+
+
+def reload_rows(args, work, hook_port):
+    """Live reconfiguration: how long a reload takes to apply, login p99 while the config is being
+    reloaded ten times a second against the same run without reloads, and the cost of re-checking
+    every open tunnel (session.revalidate_seconds = 60) against the same tunnels without it."""
+    stack = Stack(args, work, hook_port, "reload")
+    conf = os.path.join(work, "drawbridge.toml")
+    with open(conf) as f:
+        base = f.read()
+    # Re-checks reach the provider: allows are cached for less than the interval.
+    base = base.replace("[session]\n", "[session]\nrevalidate_seconds = 60\n") + "\n[cache]\nmax_ttl_seconds = 30\n"
+
+    def variant(i, revalidate=True):
+        text = base if revalidate else base.replace("revalidate_seconds = 60", "revalidate_seconds = 0")
+        if i % 2:
+            # An unrelated provider comes and goes: the bench provider and its cached answers stay.
+            text += f"\n[providers.spare]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/auth\"\n"
+        return text
+
+    def apply(text):
+        tmp = conf + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, conf)
+        os.kill(stack.drawbridge.pid, signal.SIGHUP)
+
+    try:
+        # 1. Time to apply: from the SIGHUP to the reload's log line (which carries the time the
+        #    swap itself took). The file watch also reloads ~200 ms later; that one is left to pass.
+        log("reload: time to apply")
+        e2e_ms, took_us = [], []
+        for i in range(30):
+            before = len(reload_lines(stack))
+            t0 = time.monotonic()
+            apply(variant(i))
+            while len(reload_lines(stack)) == before and time.monotonic() - t0 < 5:
+                time.sleep(0.001)
+            e2e_ms.append((time.monotonic() - t0) * 1e3)
+            time.sleep(0.5)
+        for line in reload_lines(stack):
+            m = re.search(r'took_us["=:]+(\d+)', line)
+            if m:
+                took_us.append(int(m.group(1)))
+        RELOAD["apply_us"] = {"median": statistics.median(took_us), "max": max(took_us), "n": len(took_us)}
+        RELOAD["sighup_to_applied_ms"] = {"median": statistics.median(e2e_ms), "max": max(e2e_ms), "n": len(e2e_ms)}
+        RELOAD["reload_failures"] = admin_metric(stack, 'drawbridge_config_reloads_total{result="failure"}')
+        log(f"  apply {RELOAD['apply_us']} µs; SIGHUP to applied {RELOAD['sighup_to_applied_ms']} ms")
+
+        # 2. Login p99 with and without reloads (8 connections, cache hits), interleaved.
+        log("reload: login p99 during reloads")
+        url = stack.http_base("drawbridge") + "/auth/login"
+        wrk(url, 8, 1, ["login", "hit", "warm"])
+        quiet, busy = [], []
+        for rep in range(args.reps):
+            quiet.append(wrk(url, 8, args.seconds, ["login", "hit", f"q{rep}"]))
+            stop = __import__("threading").Event()
+
+            def churn():
+                i = 0
+                while not stop.is_set():
+                    apply(variant(i))
+                    i += 1
+                    stop.wait(0.1)
+
+            t = __import__("threading").Thread(target=churn)
+            before = admin_metric(stack, 'drawbridge_config_reloads_total{result="success"}')
+            t.start()
+            busy.append(wrk(url, 8, args.seconds, ["login", "hit", f"b{rep}"]))
+            stop.set()
+            t.join()
+            reloads = admin_metric(stack, 'drawbridge_config_reloads_total{result="success"}') - before
+            busy[-1]["reloads"] = reloads
+            for r, name in ((quiet[-1], "quiet"), (busy[-1], "reloading")):
+                check_wrk(r, f"reload login {name}", "drawbridge")
+            log(f"  quiet p99 {quiet[-1]['p99_us']:.0f} µs, reloading p99 {busy[-1]['p99_us']:.0f} µs ({reloads:.0f} reloads)")
+            time.sleep(1)
+        med = lambda rs, k: statistics.median(r[k] for r in rs)
+        RELOAD["login"] = {
+            "quiet": {"p99_us": med(quiet, "p99_us"), "p50_us": med(quiet, "p50_us"), "rps": med(quiet, "rps")},
+            "reloading": {"p99_us": med(busy, "p99_us"), "p50_us": med(busy, "p50_us"), "rps": med(busy, "rps"),
+                          "reloads_per_s": med(busy, "reloads") / args.seconds},
+            "runs": {"quiet": quiet, "reloading": busy},
+        }
+        apply(variant(0))
+
+        # 3. Re-checking open tunnels: the same tunnels with revalidation on, then off.
+        count = min(args.idle, (args.nofile - 200) // 2)
+        log(f"reload: revalidation with {count} open tunnels")
+        session = login(stack.db_port, "reval-token")  # minted with revalidation on: its login is kept
+        p = subprocess.Popen(
+            ["taskset", "-c", CORE_LOAD] + NICE + [args.load, "ws-idle", "--url", stack.ws("drawbridge")[0],
+             "--bearer", session, "--count", str(count), "--parallel", "32", "--open-max", "120",
+             "--hold-max", str(2 * args.reval_window + 120)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        opened = json.loads(p.stderr.readline())
+        RELOAD["revalidation_open"] = opened
+
+        def window(label):
+            pid = stack.drawbridge.pid
+            calls0, cpu0 = webhook_calls(hook_port), proc_cpu_s(pid)
+            checks0 = sum(admin_metric(stack, f'drawbridge_session_revalidations_total{{result="{r}"}}')
+                          for r in ("allow", "narrowed", "deny", "error"))
+            t0 = time.monotonic()
+            time.sleep(args.reval_window)
+            dt = time.monotonic() - t0
+            checks = sum(admin_metric(stack, f'drawbridge_session_revalidations_total{{result="{r}"}}')
+                         for r in ("allow", "narrowed", "deny", "error")) - checks0
+            out = {
+                "seconds": round(dt, 1),
+                "provider_calls_per_s": (webhook_calls(hook_port) - calls0) / dt,
+                "rechecks_per_s": checks / dt,
+                "cpu_percent_of_one_core": 100 * (proc_cpu_s(pid) - cpu0) / dt,
+                "tunnels_open": admin_metric(stack, "drawbridge_tunnels_active"),
+            }
+            log(f"  {label}: {out}")
+            return out
+
+        on = window("revalidate_seconds = 60")
+        apply(variant(0, revalidate=False))
+        time.sleep(1)
+        off = window("revalidate_seconds = 0")
+        p.communicate("done\n", timeout=120)
+        RELOAD["revalidation"] = {"tunnels": opened.get("open"), "on": on, "off": off}
+    finally:
+        stack.stop()
+
+
+def reload_table():
+    a, s, l = RELOAD["apply_us"], RELOAD["sighup_to_applied_ms"], RELOAD["login"]
+    v = RELOAD.get("revalidation", {})
+    lines = [
+        "| row | value |",
+        "|---|---:|",
+        f"| reload applied (swap of every part), median / max of {a['n']} | {a['median']:.0f} / {a['max']:.0f} µs |",
+        f"| SIGHUP to reload logged, median / max | {s['median']:.1f} / {s['max']:.1f} ms |",
+        f"| login p99, no reloads (8 conns, cache hit) | {l['quiet']['p99_us']:.0f} µs |",
+        f"| login p99, {l['reloading']['reloads_per_s']:.1f} reloads/s | {l['reloading']['p99_us']:.0f} µs |",
+        f"| login p99 ratio, reloading / quiet | {ratio(l['reloading']['p99_us'], l['quiet']['p99_us']):.2f} |",
+        f"| login req/s ratio, reloading / quiet | {ratio(l['reloading']['rps'], l['quiet']['rps']):.2f} |",
+    ]
+    if v:
+        on, off = v["on"], v["off"]
+        lines += [
+            f"| open tunnels (one session) | {v['tunnels']} |",
+            f"| re-checks/s at revalidate_seconds = 60 | {on['rechecks_per_s']:.0f} |",
+            f"| provider calls/s, on / off | {on['provider_calls_per_s']:.2f} / {off['provider_calls_per_s']:.2f} |",
+            f"| drawbridge CPU (% of a core), on / off | {on['cpu_percent_of_one_core']:.1f} / {off['cpu_percent_of_one_core']:.1f} |",
+        ]
+    return "\n".join(lines)
+
+
 # === report ===
 
 
@@ -554,7 +732,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rtt-count", type=int, default=20000)
     ap.add_argument("--idle", type=int, default=10000, help="idle websockets per target, at most (fewer if they do not fit)")
-    ap.add_argument("--only", default="auth,http,ws,tls,idle")
+    ap.add_argument("--only", default="auth,http,ws,tls,idle", help="rows: auth, http, ws, tls, idle; reload (not in the default)")
+    ap.add_argument("--reval-window", type=int, default=90, help="seconds each revalidation window is measured")
     args = ap.parse_args()
     only = set(args.only.split(","))
 
@@ -613,6 +792,8 @@ def main():
             report["targets"] = [{"target": n, "met": m, "value": d} for n, m, d in targets(med)]
         except (TypeError, ZeroDivisionError, KeyError):
             report["targets"] = []  # a partial run (--only)
+        if RELOAD:
+            report["reload"] = RELOAD
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1, ensure_ascii=False)
         return report
@@ -639,10 +820,16 @@ def main():
                 stack.stop()
         if "idle" in only:
             idle_rows(args, work, hook_port, res)
+        if "reload" in only:
+            reload_rows(args, work, hook_port)
+            save()
     finally:
         hook.stop()
 
     report = save()
+    if RELOAD:
+        print(reload_table())
+        print()
     med = report["medians"]
     print(table(med))
     print()

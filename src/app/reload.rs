@@ -181,7 +181,7 @@ impl Reloader {
             changed = %changes.changed.join(","),
             cache_rebuilt = changes.cache_rebuilt,
             session_key_rotated = rotated,
-            took_ms = started.elapsed().as_millis() as u64,
+            took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             "config reloaded"
         );
         Ok(())
