@@ -270,35 +270,129 @@ async fn answered(addr: std::net::SocketAddr, ca_pem: &str, cert: &support::Issu
     matches!(attempt.await, Ok(n) if n > 0)
 }
 
+/// A real in-process gateway started from a config file it reloads when the file changes.
+struct Live {
+    addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    ca: support::Ca,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), drawbridge::AppError>>>,
+}
+
+impl Live {
+    async fn start(builder: support::GatewayBuilder) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = support::Ca::new();
+        let path = dir.path().join("drawbridge.toml");
+        std::fs::write(&path, builder.config_text(dir.path(), &ca)).unwrap();
+        let config = drawbridge::Config::load(&path).unwrap();
+        let app = drawbridge::App::bind(config)
+            .await
+            .unwrap()
+            .reload_on_sighup(path);
+        let (addr, admin) = (app.local_addr(), app.admin_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        let live = Self {
+            addr,
+            admin,
+            ca,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        };
+        let ready = format!("http://{admin}/readyz");
+        assert_eventually!(
+            client::get_text(&ready).await.0 == 200,
+            "gateway never became ready"
+        );
+        live
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("drawbridge.toml")
+    }
+
+    async fn reloads(&self) -> f64 {
+        let text = client::get_text(&format!("http://{}/metrics", self.admin))
+            .await
+            .1;
+        metric(&text, "drawbridge_config_reloads_total{result=\"success\"}")
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+impl support::Front for Live {
+    fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    fn https_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+}
+
+#[tokio::test]
+async fn reload_keeps_unchanged_providers_answers_and_drops_changed_ones() {
+    let up = Upstream::start().await;
+    let (hook_a, hook_b, hook_c) = (
+        Webhook::users(3600).await,
+        Webhook::users(3600).await,
+        Webhook::users(3600).await,
+    );
+    let gw = Live::start(
+        Gateway::builder(up.url())
+            .webhook_provider("kept", &hook_a)
+            .webhook_provider("moved", &hook_b)
+            .rate_limit_off(),
+    )
+    .await;
+    assert_eq!(login(&gw, "app", "kept", "ann-token").await.status, 200);
+    assert_eq!(login(&gw, "app", "moved", "ann-token").await.status, 200);
+    assert_eq!((hook_a.calls(), hook_b.calls()), (1, 1));
+
+    let text = std::fs::read_to_string(gw.path()).unwrap();
+    replace(&gw.path(), &text.replace(&hook_b.url(), &hook_c.url()));
+    assert_eventually!(
+        gw.reloads().await >= 1.0,
+        "the changed file was not reloaded"
+    );
+    assert_eq!(login(&gw, "app", "kept", "ann-token").await.status, 200);
+    assert_eq!(login(&gw, "app", "moved", "ann-token").await.status, 200);
+    assert_eq!(
+        hook_a.calls(),
+        1,
+        "the unchanged provider's cached answer was dropped"
+    );
+    assert_eq!(hook_b.calls(), 1, "the old URL was called after the reload");
+    assert_eq!(
+        hook_c.calls(),
+        1,
+        "the changed provider answered from its old cache"
+    );
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn reload_client_ca_replaced_applies_to_new_handshakes_only() {
     let up = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = support::Ca::new();
-    let text = Gateway::builder(up.url())
-        .require_client_certs()
-        .config_text(dir.path(), &ca);
-    let path = dir.path().join("drawbridge.toml");
-    std::fs::write(&path, &text).unwrap();
-    let config = drawbridge::Config::load(&path).unwrap();
-    let app = drawbridge::App::bind(config)
-        .await
-        .unwrap()
-        .reload_on_sighup(path.clone());
-    let addr = app.local_addr();
-    let admin = app.admin_addr();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run(async move {
-        let _ = rx.await;
-    }));
-    let old_client = ca.issue(&["old-client"], 7);
-    assert_eventually!(
-        answered(addr, &ca.pem(), &old_client).await,
+    let gw = Live::start(Gateway::builder(up.url()).require_client_certs()).await;
+    let (addr, ca) = (gw.addr, gw.ca.pem());
+    let old_client = gw.ca.issue(&["old-client"], 7);
+    assert!(
+        answered(addr, &ca, &old_client).await,
         "the first CA's client was refused"
     );
     // A connection opened under the old CA stays usable after the swap.
     let mut held = client::h1_over(
-        client::connect_tls(addr, &ca.pem(), Some(&old_client), &[b"http/1.1"])
+        client::connect_tls(addr, &ca, Some(&old_client), &[b"http/1.1"])
             .await
             .unwrap(),
     )
@@ -306,20 +400,47 @@ async fn reload_client_ca_replaced_applies_to_new_handshakes_only() {
 
     let other = support::Ca::new();
     let new_client = other.issue(&["new-client"], 8);
-    std::fs::write(dir.path().join("ca.crt"), other.pem()).unwrap();
+    std::fs::write(gw.dir.path().join("ca.crt"), other.pem()).unwrap();
     assert_eventually!(
-        answered(addr, &ca.pem(), &new_client).await,
+        answered(addr, &ca, &new_client).await,
         "the new CA's client was never accepted"
     );
-    assert!(!answered(addr, &ca.pem(), &old_client).await);
+    assert!(!answered(addr, &ca, &old_client).await);
     let resp = held
         .send_request(client::request("GET", "/held", ""))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let text = client::get_text(&format!("http://{admin}/metrics")).await.1;
-    assert!(metric(&text, "drawbridge_config_reloads_total{result=\"success\"}") >= 1.0);
+    assert!(gw.reloads().await >= 1.0);
+    gw.shutdown().await;
+}
 
-    let _ = tx.send(());
-    task.await.unwrap().unwrap();
+#[test]
+fn check_against_running_config_names_the_keys_that_need_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = dir.path().join("running.toml");
+    let next = dir.path().join("next.toml");
+    let base = "[upstream]\nurl = \"http://127.0.0.1:1\"\n[listen]\nplaintext = true\n";
+    std::fs::write(&running, base).unwrap();
+    std::fs::write(
+        &next,
+        format!("{base}addr = \"127.0.0.1:9999\"\n[rate_limit]\nenabled = false\n"),
+    )
+    .unwrap();
+    let run = |config: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+            .args(["check", "--skip-files", "--config"])
+            .arg(config)
+            .arg("--against")
+            .arg(&running)
+            .env_remove("DRAWBRIDGE_CONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let changed = run(&next);
+    assert!(changed.contains("need a restart: listen.addr"), "{changed}");
+    assert!(!changed.contains("rate_limit"), "{changed}");
+    assert!(run(&running).contains("a reload applies every change"));
 }
