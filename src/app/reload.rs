@@ -14,6 +14,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::auth::session::SessionError;
+use crate::config::auth::{JwksSource, ProviderConfig};
 use crate::config::{Config, Recording};
 use crate::forward::Forwarder;
 use crate::state::{Limiter, Shared};
@@ -99,12 +100,26 @@ impl Reloader {
         }
     }
 
-    /// The config file and the `${file:..}` secrets it reads, for the watcher.
+    /// The config file and every file it names that a reload reads again: `${file:..}` secrets,
+    /// the client CA bundle, the session keys and JWKS files. The watcher watches their directories.
     pub(crate) fn watched_files(&self) -> Vec<PathBuf> {
         let sources = Recording::default();
-        let _ = Config::load_with(&self.path, &sources);
+        let loaded = Config::load_with(&self.path, &sources);
         let mut files = vec![self.path.clone()];
         files.extend(sources.files());
+        if let Ok(config) = loaded {
+            let session = &config.auth.session;
+            files.extend(config.tls.and_then(|t| t.client_ca_file));
+            files.extend(session.key_file.iter().cloned());
+            files.extend(session.previous_key_files.iter().cloned());
+            files.extend(config.auth.providers.values().filter_map(|p| match p {
+                ProviderConfig::Jwt(j) => match &j.keys {
+                    JwksSource::File(path) => Some(path.clone()),
+                    JwksSource::Url(_) => None,
+                },
+                ProviderConfig::Webhook(_) | ProviderConfig::Group(_) => None,
+            }));
+        }
         files
     }
 
