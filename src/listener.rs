@@ -341,3 +341,21 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_grows_at_once_and_shrinks_only_by_free_permits() {
+        let permits = Semaphore::new(4);
+        assert_eq!(resize(&permits, 4, 6), 6);
+        assert_eq!(permits.available_permits(), 6);
+        let held = permits.try_acquire_many(5).unwrap();
+        // One permit is free: the cap drops by one now, the rest at a later accept.
+        assert_eq!(resize(&permits, 6, 2), 5);
+        drop(held);
+        assert_eq!(resize(&permits, 5, 2), 2);
+        assert_eq!(permits.available_permits(), 2);
+    }
+}
