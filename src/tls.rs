@@ -183,7 +183,9 @@ pub(crate) fn watch_dirs<'a>(
 ) -> Result<RecommendedWatcher, notify::Error> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reading a file is an event too (inotify reports opens): the reload's own reads must not
+        // start another reload.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = tx.send(());
         }
     })?;

@@ -377,6 +377,12 @@ async fn reload_keeps_unchanged_providers_answers_and_drops_changed_ones() {
         1,
         "the changed provider answered from its old cache"
     );
+
+    // The reload's own reads of the files are not changes: no reload follows without one.
+    support::pace(600).await;
+    let settled = gw.reloads().await;
+    support::pace(1000).await;
+    assert_eq!(gw.reloads().await, settled, "reloads keep coming with no change");
     gw.shutdown().await;
 }
 

@@ -508,7 +508,8 @@ def admin_metric(stack, sample):
 
 def reload_lines(stack):
     with open(stack.drawbridge.log_path, errors="replace") as f:
-        return [l for l in f if "config reloaded" in l and "took_us" in l]
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", l) for l in f]  # the text log is coloured
+    return [l for l in lines if "config reloaded" in l and "took_us" in l]
 
 
 def reload_rows(args, work, hook_port):

@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::auth::session::SessionClaims;
 use crate::auth::{Decision, Door};
 use crate::registry::CloseReason;
@@ -45,35 +47,33 @@ impl Outcome {
 /// login, or another replica minted the session) there is nothing to ask and it returns.
 pub(crate) async fn run(shared: &Shared, claims: &SessionClaims) {
     let mut changed = shared.config_changed.subscribe();
-    let mut first = true;
+    let mut every = Duration::ZERO;
+    let mut next = Instant::now();
     loop {
-        let every = shared.config.load().auth.session.revalidate;
+        // A reload that keeps the interval keeps the schedule: frequent reloads must not keep
+        // putting the checks off. A new interval starts a new, spread-out schedule.
+        let now_every = shared.config.load().auth.session.revalidate;
+        if now_every != every {
+            every = now_every;
+            next = Instant::now() + every.mul_f64(rand::random::<f64>());
+        }
         if every.is_zero() {
             // Off: wait for a reload that may turn it on.
             if changed.changed().await.is_err() {
                 return;
             }
-            first = true;
             continue;
         }
-        let wait = if first {
-            every
-                .mul_f64(rand::random::<f64>())
-                .max(Duration::from_millis(1))
-        } else {
-            every
-        };
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep_until(next) => {}
             res = changed.changed() => {
                 if res.is_err() {
                     return;
                 }
-                first = true;
                 continue;
             }
         }
-        first = false;
+        next = (next + every).max(Instant::now());
         match check(shared, claims).await {
             None => return,
             Some(Outcome::Allow | Outcome::Error) => {}
