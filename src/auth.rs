@@ -164,6 +164,11 @@ impl AuthCore {
         Ok(Self::new(auth, &provider::http_client()?, metrics.auth))
     }
 
+    /// Gives the decision cache a second level shared with the other replicas.
+    pub(crate) fn share_decisions(&mut self, cluster: Arc<crate::cluster::Cluster>) {
+        self.cache.share(cluster);
+    }
+
     /// Whether every provider is ready (JWT providers: first key fetch done).
     pub(crate) fn ready(&self) -> bool {
         self.providers.values().all(|p| p.ready())

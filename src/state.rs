@@ -6,14 +6,17 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use crate::auth::AuthCore;
 use crate::auth::credentials::{self, SessionRejected};
-use crate::auth::known_tokens::KnownTokens;
+use crate::auth::known_tokens::{KnownToken, KnownTokens};
 use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionClaims, Sessions};
+use crate::clock::unix_now;
+use crate::cluster::{Cluster, Kind, Replica, Revocation};
 use crate::config::Config;
 use crate::forward::{Forwarder, UpstreamError};
 use crate::metrics::Metrics;
@@ -37,23 +40,92 @@ pub(crate) struct Shared {
     pub(crate) tunnels: Arc<Registry>,
     /// Access tokens learned from relayed Ditto logins.
     pub(crate) ditto_tokens: KnownTokens,
+    /// The link to the other replicas (`[cluster]`); `None` keeps everything local.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
+
+/// Cluster key kind of single-use tickets.
+const TICKET_KIND: &str = "ticket";
+/// Cluster key kind of learned Ditto access tokens.
+const DITTO_KIND: &str = "ditto";
 
 // === impl Shared ===
 
 impl Shared {
-    /// A single-use ticket standing for `claims` for `session.ticket_ttl_seconds`.
-    pub(crate) fn issue_ticket(&self, claims: Arc<SessionClaims>) -> String {
+    /// A single-use ticket standing for `claims` for `session.ticket_ttl_seconds`. In cluster
+    /// mode it is kept in the cluster store only (any replica may redeem it, once); while that is
+    /// away, locally.
+    pub(crate) async fn issue_ticket(&self, claims: Arc<SessionClaims>) -> String {
         let bytes: [u8; 24] = rand::random();
         let ticket =
             base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+        if let Some(cluster) = &self.cluster {
+            let ttl = self.config.load().auth.session.ticket_ttl;
+            if let Ok(json) = serde_json::to_vec(&*claims) {
+                if cluster.put(TICKET_KIND, &ticket, &json, ttl).await {
+                    return ticket;
+                }
+            }
+        }
         self.tickets.insert(ticket.clone(), claims);
         ticket
     }
 
-    /// Redeems a ticket once; a second use finds nothing.
-    pub(crate) fn redeem_ticket(&self, ticket: &str) -> Option<Arc<SessionClaims>> {
-        self.tickets.remove(ticket)
+    /// Redeems a ticket once, here or (atomically, `GETDEL`) in the cluster store; a second use
+    /// anywhere finds nothing.
+    pub(crate) async fn redeem_ticket(&self, ticket: &str) -> Option<Arc<SessionClaims>> {
+        if let Some(claims) = self.tickets.remove(ticket) {
+            return Some(claims);
+        }
+        let json = self.cluster.as_ref()?.take(TICKET_KIND, ticket).await?;
+        serde_json::from_slice(&json).ok().map(Arc::new)
+    }
+
+    /// Remembers a Ditto access token from a relayed login success, here and for the other
+    /// replicas (by its SHA-256, until its `accessExpiry`).
+    pub(crate) fn learn_ditto_token(&self, token: &str, known: KnownToken) {
+        if let Some(cluster) = self.cluster.clone() {
+            let ttl = known.expires_at.saturating_sub(unix_now());
+            let id = hex::encode(KnownTokens::key(token));
+            let value = format!("{} {}", known.expires_at, known.user);
+            tokio::spawn(async move {
+                cluster
+                    .put(DITTO_KIND, &id, value.as_bytes(), Duration::from_secs(ttl))
+                    .await;
+            });
+        }
+        self.ditto_tokens.learn(token, known);
+    }
+
+    /// The known Ditto access token a websocket handshake carries: learned here, or by another
+    /// replica (then remembered here too).
+    pub(crate) async fn find_ditto_token(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Option<Arc<KnownToken>> {
+        if let Some(known) = self.ditto_tokens.find(headers) {
+            return Some(known);
+        }
+        let cluster = self.cluster.as_ref()?;
+        for token in KnownTokens::candidates(headers) {
+            let id = hex::encode(KnownTokens::key(token));
+            let Some(value) = cluster.get(DITTO_KIND, &id).await else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&value);
+            let Some((Ok(expires_at), user)) = text
+                .split_once(' ')
+                .map(|(e, u)| (e.parse::<u64>(), u.to_owned()))
+            else {
+                continue;
+            };
+            self.ditto_tokens
+                .learn(token, KnownToken { user, expires_at });
+            if let Some(known) = self.ditto_tokens.get(token) {
+                return Some(known);
+            }
+        }
+        None
     }
 
     /// How long a ticket stays redeemable, for the ticket reply.
@@ -65,6 +137,7 @@ impl Shared {
     /// its tunnels; returns until when (Unix seconds) the revocation is kept.
     pub(crate) fn revoke_session(&self, claims: &SessionClaims) -> u64 {
         let until = self.revocations.revoke_session(claims);
+        self.share_revocation(Kind::Sid, &claims.sid, until);
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_sid(&claims.sid, CloseReason::Revoked);
         until
@@ -74,6 +147,7 @@ impl Shared {
     /// revocation is kept.
     pub(crate) fn revoke_sid(&self, sid: &str) -> u64 {
         let until = self.revocations.revoke_sid(sid);
+        self.share_revocation(Kind::Sid, sid, until);
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_sid(sid, CloseReason::Revoked);
         until
@@ -83,10 +157,41 @@ impl Shared {
     /// when the cut-off is kept.
     pub(crate) fn revoke_user(&self, user: &str) -> u64 {
         let until = self.revocations.revoke_user(user);
+        self.share_revocation(Kind::User, user, until);
         self.auth.purge(Some(user));
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_user(user, CloseReason::Revoked);
         until
+    }
+
+    /// Hands a revocation just made here to the other replicas (written with its real end and
+    /// published; queued while the cluster store is away).
+    fn share_revocation(&self, kind: Kind, id: &str, until: u64) {
+        if let Some(cluster) = self.cluster.clone() {
+            let revocation = Revocation {
+                kind,
+                id: id.to_owned(),
+                at: unix_now(),
+                until,
+            };
+            tokio::spawn(async move { cluster.revoke(revocation).await });
+        }
+    }
+
+    /// Drops cached decisions (all, or `user`'s) here and, in cluster mode, on every replica and
+    /// in the shared level.
+    pub(crate) async fn purge_decisions(&self, user: Option<&str>) {
+        self.auth.purge(user);
+        if let Some(cluster) = &self.cluster {
+            cluster.purge(user).await;
+        }
+    }
+
+    /// Whether `/readyz` must answer 503: cluster mode is required and Redis is unreachable.
+    pub(crate) fn cluster_missing(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.required() && !c.is_up())
     }
 
     /// A session was refreshed: its new expiry applies from now on.
@@ -123,5 +228,33 @@ impl Shared {
         token: &str,
     ) -> Result<Arc<SessionClaims>, SessionRejected> {
         credentials::verify_session(&self.sessions, &self.revocations, token)
+    }
+}
+
+// === impl Replica for Shared ===
+
+impl Replica for Shared {
+    fn apply_revocation(&self, r: &Revocation) {
+        if !self.revocations.apply(r) {
+            return;
+        }
+        self.metrics.auth.sessions_revoked.inc();
+        match r.kind {
+            Kind::Sid => {
+                self.tunnels.close_sid(&r.id, CloseReason::Revoked);
+            }
+            Kind::User => {
+                self.auth.purge(Some(&r.id));
+                self.tunnels.close_user(&r.id, CloseReason::Revoked);
+            }
+        }
+    }
+
+    fn apply_purge(&self, user: Option<&str>) {
+        self.auth.purge(user);
+    }
+
+    fn revocations(&self) -> Vec<Revocation> {
+        self.revocations.entries()
     }
 }
