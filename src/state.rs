@@ -48,6 +48,8 @@ pub(crate) struct Shared {
 const TICKET_KIND: &str = "ticket";
 /// Cluster key kind of learned Ditto access tokens.
 const DITTO_KIND: &str = "ditto";
+/// Most candidate tokens of one handshake looked up in the cluster store.
+const MAX_SHARED_LOOKUPS: usize = 4;
 
 // === impl Shared ===
 
@@ -107,7 +109,11 @@ impl Shared {
             return Some(known);
         }
         let cluster = self.cluster.as_ref()?;
-        for token in KnownTokens::candidates(headers) {
+        // A handful of lookups at most, however many cookies the handshake carries.
+        for token in KnownTokens::candidates(headers)
+            .into_iter()
+            .take(MAX_SHARED_LOOKUPS)
+        {
             let id = hex::encode(KnownTokens::key(token));
             let Some(value) = cluster.get(DITTO_KIND, &id).await else {
                 continue;
@@ -174,7 +180,14 @@ impl Shared {
                 at: unix_now(),
                 until,
             };
-            tokio::spawn(async move { cluster.revoke(revocation).await });
+            tokio::spawn(async move {
+                let user = (revocation.kind == Kind::User).then(|| revocation.id.clone());
+                cluster.revoke(revocation).await;
+                if let Some(user) = user {
+                    // The user's shared decisions go too, as the local ones did.
+                    cluster.purge(Some(&user)).await;
+                }
+            });
         }
     }
 

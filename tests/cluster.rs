@@ -303,3 +303,53 @@ async fn required_cluster_makes_readyz_503_while_redis_is_unreachable() {
         "readyz never recovered with Redis back"
     );
 }
+
+#[tokio::test]
+async fn ditto_token_learned_on_one_replica_opens_the_websocket_on_another() {
+    use support::ditto::DittoServer;
+    let redis = Redis::start().await;
+    let sync = DittoServer::start().await;
+    let hook = Webhook::users(3600).await;
+    let key_dir = tempfile::tempdir().unwrap();
+    let mut gws = Vec::new();
+    for _ in 0..2 {
+        let gw = Gateway::builder(sync.url())
+            .webhook_provider("my-auth", &hook)
+            .extra("[ditto]\nenabled = true\nrequire_known_token = true")
+            .extra(&shared_tables(key_dir.path(), &redis.url(), ""))
+            .spawn()
+            .await;
+        assert_eventually!(cluster_up(&gw).await, "a replica never reached Redis");
+        gws.push(gw);
+    }
+    let token = [("x-ditto-auth", "access-for-liam-token")];
+    let (a, b) = (&gws[0], &gws[1]);
+    assert!(
+        support::ws::client(b.addr, &b.ca.pem(), "/_ditto/ws", &token)
+            .await
+            .is_err(),
+        "opened before any login"
+    );
+    // The SDK logs in through replica A...
+    let http = client::https(&a.ca.pem(), false);
+    let form = "appId=app-1&token=liam-token&provider=my-auth&siteId=1&chToken=c&chSigB64=c2ln&peerKeyB64=cGVlcg%3D%3D&jwtVersion=1&includeX509=true";
+    let mut req = client::request("POST", &a.url("/_ditto/auth/login"), form.to_owned());
+    req.headers_mut().insert(
+        "content-type",
+        "application/x-www-form-urlencoded".parse().unwrap(),
+    );
+    assert_eq!(support::send(&http, req).await.0, 200);
+    // ...and its websocket lands on replica B.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ws = loop {
+        if let Ok(ws) = support::ws::client(b.addr, &b.ca.pem(), "/_ditto/ws", &token).await {
+            break ws;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the token learned on A never opened the websocket on B"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    echo_ok(&mut ws, "sync me").await;
+}

@@ -261,6 +261,14 @@ impl DecisionCache {
                 locked = l2.lock(LOCK_KIND, &id, LOCK_TTL).await;
             }
         }
+        if locked {
+            // The previous holder may have stored its answer just before this lock was taken.
+            if let Some((d, _)) = self.load_shared(l2, &id).await {
+                l2.remove(LOCK_KIND, &id).await;
+                requests.with_label_values(&["hit"]).inc();
+                return Ok(d);
+            }
+        }
         requests.with_label_values(&["miss"]).inc();
         let result = check().await;
         if let Ok(d) = &result {
