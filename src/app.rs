@@ -174,6 +174,9 @@ impl App {
             let replica: std::sync::Weak<dyn Replica> = Arc::downgrade(&self.shared) as _;
             tokio::spawn(cluster.run(replica))
         });
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.first_sync().await;
+        }
         let admin_addr = self.admin_addr();
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin.serve(self.admin_listener, admin_stop.clone()));

@@ -161,6 +161,17 @@ impl Cluster {
         self.up.load(Ordering::Relaxed)
     }
 
+    /// Waits until the first reload of the shared set is done, at most one connect and one
+    /// command timeout: a replica that can reach Redis does not serve on an empty local view.
+    pub(crate) async fn first_sync(&self) {
+        let deadline = tokio::time::Instant::now()
+            + self.settings.connect_timeout
+            + self.settings.command_timeout;
+        while !self.is_up() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Whether `/readyz` must wait for Redis.
     pub(crate) fn required(&self) -> bool {
         self.settings.required
