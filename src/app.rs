@@ -14,6 +14,7 @@ use crate::admin::Admin;
 use crate::auth::AuthCore;
 use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionError, Sessions};
+use crate::cluster::{Cluster, ClusterError, Replica};
 use crate::config::Config;
 use crate::forward::Forwarder;
 use crate::listener::Listener;
@@ -49,6 +50,9 @@ pub enum AppError {
     /// A metric family could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// Cluster mode could not be set up.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A gateway with its ports bound, ready to [`run`](App::run).
@@ -84,7 +88,14 @@ impl App {
         crate::doors::aggregator::announce(&config.auth.aggregator);
         log_warnings(&config);
         let provider_client = crate::auth::provider::http_client().map_err(AppError::Client)?;
-        let auth = AuthCore::new(&config.auth, &provider_client, metrics.auth.clone());
+        let cluster = match &config.cluster {
+            Some(settings) => Some(Cluster::new(settings, metrics.registry())?),
+            None => None,
+        };
+        let mut auth = AuthCore::new(&config.auth, &provider_client, metrics.auth.clone());
+        if let Some(cluster) = cluster.as_ref().filter(|c| c.shares_decisions()) {
+            auth.share_decisions(cluster.clone());
+        }
         let limiter = reload::limiter(&config);
         let ticket_ttl = reload::TicketTtl::new(config.auth.session.ticket_ttl);
         let tickets = moka::sync::Cache::builder()
@@ -110,6 +121,7 @@ impl App {
                 ditto_tokens: crate::auth::known_tokens::KnownTokens::new(),
                 config_changed: tokio::sync::watch::Sender::new(0),
                 grants: crate::state::grant_store(),
+                cluster,
             }),
             tls,
             listener,
@@ -157,6 +169,13 @@ impl App {
             readiness: self.readiness.clone(),
         });
         tokio::spawn(forget_idle_clients(Arc::downgrade(&self.shared)));
+        let cluster_task = self.shared.cluster.clone().map(|cluster| {
+            let replica: std::sync::Weak<dyn Replica> = Arc::downgrade(&self.shared) as _;
+            tokio::spawn(cluster.run(replica))
+        });
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.first_sync().await;
+        }
         let admin_addr = self.admin_addr();
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin.serve(self.admin_listener, admin_stop.clone()));
@@ -220,6 +239,9 @@ impl App {
         }
         admin_stop.cancel();
         let _ = admin_task.await;
+        if let Some(task) = cluster_task {
+            task.abort();
+        }
         Ok(())
     }
 }

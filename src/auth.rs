@@ -226,7 +226,11 @@ impl AuthCore {
             self.cache.clone()
         } else {
             changes.cache_rebuilt = true;
-            Arc::new(DecisionCache::new(&auth.cache, self.metrics.clone()))
+            let mut cache = DecisionCache::new(&auth.cache, self.metrics.clone());
+            if let Some(cluster) = self.cache.shared_level() {
+                cache.share(cluster);
+            }
+            Arc::new(cache)
         };
         let core = Self {
             providers,
@@ -247,6 +251,14 @@ impl AuthCore {
     pub fn from_config(auth: &Auth) -> std::io::Result<Self> {
         let metrics = crate::metrics::Metrics::new().map_err(std::io::Error::other)?;
         Ok(Self::new(auth, &provider::http_client()?, metrics.auth))
+    }
+
+    /// Gives the decision cache a second level shared with the other replicas.
+    /// Called on a core just built, so no answer is lost.
+    pub(crate) fn share_decisions(&mut self, cluster: Arc<crate::cluster::Cluster>) {
+        let mut cache = DecisionCache::new(self.cache.settings(), self.metrics.clone());
+        cache.share(cluster);
+        self.cache = Arc::new(cache);
     }
 
     /// Whether every provider is ready (JWT providers: first key fetch done).

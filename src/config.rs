@@ -1,6 +1,7 @@
 //! The validated configuration: loaded from one TOML file, checked whole before any port is bound.
 
 pub mod auth;
+pub mod cluster;
 pub mod raw;
 mod secrets;
 
@@ -42,6 +43,8 @@ pub struct Config {
     pub ditto: Ditto,
     /// Settings that load but deserve the operator's attention (deprecated or risky keys).
     pub warnings: Vec<Problem>,
+    /// `[cluster]`: state shared between replicas; `None` keeps everything local.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 /// `[ditto]`
@@ -358,6 +361,10 @@ impl TryFrom<raw::RawConfig> for Config {
         }
 
         let upstream = upstream(&raw.upstream, &mut p);
+        let cluster = raw
+            .cluster
+            .as_ref()
+            .and_then(|c| cluster::validate(c, &mut p));
         let auth = auth::validate(&raw, &mut p);
         let prefix = raw.ditto.path_prefix.trim_end_matches('/').to_owned();
         if !(prefix.is_empty() || prefix.starts_with('/')) || prefix.contains(['?', '#']) {
@@ -511,6 +518,7 @@ impl TryFrom<raw::RawConfig> for Config {
                 auth,
                 ditto,
                 warnings,
+                cluster,
             }),
             _ => Err(ConfigError::Invalid(p)),
         }

@@ -113,7 +113,7 @@ fn without_ticket(uri: &http::Uri) -> String {
 /// Finds and checks a session, trying each carrier in turn. A bearer token that is not
 /// drawbridge's (the client's own business with the sync server) is tried last, so it does not
 /// hide a session riding on another carrier.
-fn session(
+async fn session(
     shared: &Shared,
     req: &Request<Incoming>,
 ) -> Result<(Arc<SessionClaims>, Carrier), SessionRejected> {
@@ -138,7 +138,7 @@ fn session(
         return shared.verify_session(token).map(|c| (c, Carrier::Cookie));
     }
     if let Some(ticket) = req.uri().query().and_then(credentials::query_ticket) {
-        return match shared.redeem_ticket(&ticket) {
+        return match shared.redeem_ticket(&ticket).await {
             Some(claims) if !shared.revocations.is_revoked(&claims) && claims.exp > unix_now() => {
                 Ok((claims, Carrier::Ticket))
             }
@@ -212,7 +212,9 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, DoorError> {
     let metrics = &shared.metrics.tunnel;
     let rejected = || metrics.total.with_label_values(&["rejected"]).inc();
-    let admitted = admit(shared, &req, gate).inspect_err(|_| rejected())?;
+    let admitted = admit(shared, &req, gate)
+        .await
+        .inspect_err(|_| rejected())?;
     // Until the tunnel is registered, shutdown waits for this handshake.
     let _opening = shared.tunnels.opening();
 
@@ -253,7 +255,7 @@ pub(crate) async fn handle(
 }
 
 /// Who may open the tunnel under `gate`, and until when.
-fn admit(
+async fn admit(
     shared: &Shared,
     req: &Request<Incoming>,
     gate: Gate,
@@ -265,13 +267,15 @@ fn admit(
             user: String::new(),
             exp: None,
         }),
-        Gate::Session => session(shared, req).map(|(claims, carrier)| Admitted {
-            sid: claims.sid.clone(),
-            user: claims.sub.clone(),
-            exp: Some(claims.exp),
-            session: Some((claims, carrier)),
-        }),
-        Gate::DittoToken => match shared.ditto_tokens.find(req.headers()) {
+        Gate::Session => session(shared, req)
+            .await
+            .map(|(claims, carrier)| Admitted {
+                sid: claims.sid.clone(),
+                user: claims.sub.clone(),
+                exp: Some(claims.exp),
+                session: Some((claims, carrier)),
+            }),
+        Gate::DittoToken => match shared.find_ditto_token(req.headers()).await {
             Some(known) => Ok(Admitted {
                 session: None,
                 sid: String::new(),

@@ -25,7 +25,7 @@ const FLOORS: &[&[&str]] = &[
         "permissions",
         "shutdown",
     ],
-    &["config", "metrics"],
+    &["config", "metrics", "cluster"],
     &["auth", "registry", "tls"],
     &["forward"],
     &["respond", "state"],

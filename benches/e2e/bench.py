@@ -666,6 +666,173 @@ def reload_table():
 # === report ===
 
 
+# === cluster mode (--only cluster): its own scenario, its own rows ===
+
+CLUSTER_ROWS = [
+    ("cluster_login_hit_rps", "login, cache hit (32 conns)", "req/s", "higher"),
+    ("cluster_tunnel_open_per_s", "tunnel open: TLS + upgrade + 101, one at a time", "1/s", "higher"),
+    ("cluster_http_rps", "proxied GET /api/items (32 conns)", "req/s", "higher"),
+    ("cluster_ws_rtt_p50_us", "websocket echo 1 KiB p50 on an open tunnel", "µs", "lower"),
+]
+
+
+def cluster_conf(work, name, fill, redis_port):
+    """drawbridge.toml.in with its own ports, plus [cluster] when `redis_port` is given."""
+    path = render(os.path.join(HERE, "drawbridge.toml.in"), os.path.join(work, f"{name}.toml"), fill)
+    if redis_port:
+        with open(path, "a") as f:
+            f.write(f'\n[cluster]\nredis_url = "redis://127.0.0.1:{redis_port}"\n')
+    return path
+
+
+def tunnel_opens(port, bearer, count):
+    """Opens `count` tunnels one after another (new TLS connection, upgrade, 101, close); opens/s."""
+    ctx = insecure()
+    req = (
+        "GET /sync HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Authorization: Bearer {bearer}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port)) as raw, ctx.wrap_socket(raw) as tls:
+            tls.sendall(req)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            if not head.startswith(b"HTTP/1.1 101"):
+                raise RuntimeError(f"tunnel open refused: {head[:80]!r}")
+    return count / (time.monotonic() - started)
+
+
+class Keep:
+    """One keep-alive HTTPS connection to a replica, for polling."""
+
+    def __init__(self, port):
+        import http.client
+        self.c = http.client.HTTPSConnection("127.0.0.1", port, context=insecure(), timeout=5)
+
+    def status(self, method, path, bearer=None, body=None):
+        headers = {"content-type": "application/json"}
+        if bearer:
+            headers["authorization"] = f"Bearer {bearer}"
+        self.c.request(method, path, body=body, headers=headers)
+        r = self.c.getresponse()
+        data = r.read()
+        return r.status, data
+
+
+def propagation(replicas, admin_a, samples):
+    """Revokes a fresh session by sid on replica A's admin port, then polls B and C until both
+    refuse it: the time from sending the revocation to the last refusal, per sample (ms)."""
+    import base64
+    a, b, c = (Keep(p) for p in replicas)
+    times = []
+    for i in range(samples):
+        st, data = a.status("POST", "/auth/login", body=json.dumps(
+            {"appID": "bench-app", "provider": "bench", "token": f"prop-{i}-{time.time_ns()}"}))
+        token = json.loads(data)["sessionToken"]
+        payload = token.split(".")[1]
+        sid = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sid"]
+        for k in (b, c):
+            assert k.status("GET", "/auth/userinfo", token)[0] == 200
+        body = json.dumps({"sid": sid}).encode()
+        t0 = time.monotonic()
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{admin_a}/sessions/revoke", data=body), timeout=5).read()
+        pending = {b, c}
+        deadline = t0 + 10
+        while pending and time.monotonic() < deadline:
+            for k in list(pending):
+                if k.status("GET", "/auth/userinfo", token)[0] == 401:
+                    pending.discard(k)
+        if pending:
+            raise RuntimeError("a revocation did not propagate within 10 s")
+        times.append((time.monotonic() - t0) * 1000)
+    return times
+
+
+def cluster_rows(args, work, hook_port, res):
+    """Cluster mode off against on in the same run (same demo sync server, webhook and Redis), then
+    revocation propagation across three replicas sharing one Redis."""
+    logdir = os.path.join(work, "logs")
+    redis_port = free_port()
+    redis = Proc("redis", CORE_LOAD, ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
+                                       "--save", "", "--appendonly", "no"], logdir)
+    stack = Stack(args, work, hook_port, "cluster")  # its drawbridge is "off"
+    procs = []
+    try:
+        wait_port(redis_port)
+        ports = []
+        for i in range(3):
+            port, admin = free_port(), free_port()
+            fill = {"@WORK@": work, "@SYNC_PORT@": str(stack.sync_port), "@HOOK_PORT@": str(hook_port),
+                    "@DB_PORT@": str(port), "@DB_ADMIN_PORT@": str(admin)}
+            conf = cluster_conf(work, f"drawbridge-cluster-{i}", fill, redis_port)
+            procs.append(Proc(f"drawbridge-cluster-{i}", CORE_PROXY, [args.drawbridge, "run", "--config", conf], logdir))
+            ports.append((port, admin))
+        for port, admin in ports:
+            wait_port(port)
+            end = time.monotonic() + 20
+            while b"drawbridge_cluster_up 1" not in get(f"http://127.0.0.1:{admin}/metrics")[1]:
+                if time.monotonic() > end:
+                    raise RuntimeError("a cluster replica never reached Redis")
+                time.sleep(0.1)
+        on_port = ports[0][0]
+        on_session = login(on_port, "ws-token")
+        sides = {"off": (stack.db_port, stack.session), "on": (on_port, on_session)}
+        runs = {row[0]: {"off": [], "on": []} for row in CLUSTER_ROWS}
+
+        def add(row, side, v):
+            runs[row][side].append(v)
+            log(f"  {row:28} {side:4} {v:12.1f}")
+
+        log("cluster, off vs on:")
+        for side, (port, _) in sides.items():
+            wrk(f"https://127.0.0.1:{port}/auth/login", 8, 1, ["login", "hit", f"warm{side}"])
+        for rep in range(args.reps):
+            for side, (port, session) in sides.items():
+                r = wrk(f"https://127.0.0.1:{port}/auth/login", 32, args.seconds, ["login", "hit", f"c{side}{rep}"])
+                check_wrk(r, "cluster_login_hit_rps", side)
+                add("cluster_login_hit_rps", side, r["rps"])
+                wait_quiet()
+                add("cluster_tunnel_open_per_s", side, tunnel_opens(port, session, 300))
+                r = wrk(f"https://127.0.0.1:{port}/api/items", 32, args.seconds)
+                check_wrk(r, "cluster_http_rps", side)
+                add("cluster_http_rps", side, r["rps"])
+                r = load(args, "ws-rtt", "--url", f"wss://127.0.0.1:{port}/sync", "--bearer", session,
+                         "--size", "1024", "--count", str(args.rtt_count), "--warmup", "1000")
+                add("cluster_ws_rtt_p50_us", side, r["p50_us"])
+        wait_quiet()
+        times = propagation([p for p, _ in ports], ports[0][1], 200)
+        times.sort()
+        q = lambda f: times[min(len(times) - 1, int(f * len(times)))]
+        med = {row: {s: statistics.median(v) for s, v in sides_.items()} for row, sides_ in runs.items()}
+        res.notes["cluster"] = {
+            "rows": [{"id": r, "label": l, "unit": u, "better": b} for r, l, u, b in CLUSTER_ROWS],
+            "runs": runs,
+            "medians": med,
+            "ratios_on_over_off": {row: round(m["on"] / m["off"], 3) for row, m in med.items()},
+            "propagation_ms": {"samples": len(times), "p50": round(q(0.5), 2), "p99": round(q(0.99), 2),
+                               "max": round(times[-1], 2)},
+        }
+        print("\n| cluster mode | off | on | on / off |\n|---|---|---|---|")
+        for row, label, unit, _ in CLUSTER_ROWS:
+            m = med[row]
+            print(f"| {label} ({unit}) | {fmt(m['off'])} | {fmt(m['on'])} | {m['on'] / m['off']:.3f} |")
+        p = res.notes["cluster"]["propagation_ms"]
+        print(f"\nrevocation propagation, 3 replicas, {p['samples']} samples: p50 {p['p50']} ms, "
+              f"p99 {p['p99']} ms, max {p['max']} ms (revoke sent on A -> B and C both refuse)")
+    finally:
+        for proc in procs:
+            proc.stop()
+        stack.stop()
+        redis.stop()
+
+
 def fmt(v):
     if v is None:
         return "—"
@@ -733,7 +900,11 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rtt-count", type=int, default=20000)
     ap.add_argument("--idle", type=int, default=10000, help="idle websockets per target, at most (fewer if they do not fit)")
-    ap.add_argument("--only", default="auth,http,ws,tls,idle", help="rows: auth, http, ws, tls, idle; reload (not in the default)")
+    ap.add_argument(
+        "--only",
+        default="auth,http,ws,tls,idle",
+        help="rows: auth, http, ws, tls, idle; reload and cluster run only when named",
+    )
     ap.add_argument("--reval-window", type=int, default=90, help="seconds each revalidation window is measured")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -823,6 +994,8 @@ def main():
             idle_rows(args, work, hook_port, res)
         if "reload" in only:
             reload_rows(args, work, hook_port)
+        if "cluster" in only:
+            cluster_rows(args, work, hook_port, res)
             save()
     finally:
         hook.stop()

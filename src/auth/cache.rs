@@ -1,5 +1,10 @@
 //! The decision cache (moka): keyed by a SHA-256 of (app, provider, token), so no raw token is kept.
 //! Allows live until their expiry (capped), denials briefly, errors never.
+//!
+//! In cluster mode a second level lives in Redis under the same key (hex), holding only what the
+//! decision needs: a local miss asks it before the provider, and concurrent misses on several
+//! replicas coalesce through a short lock (`SET NX PX`), so N replicas make one provider call.
+//! `stale_if_error` stays local: it serves what this replica saw.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +15,9 @@ use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
 use super::provider::ProviderError;
-use super::{Allow, Decision};
+use super::{Allow, Decision, Deny, Reason};
 use crate::clock::unix_now;
+use crate::cluster::Cluster;
 use crate::config::auth::CacheConfig;
 use crate::metrics::AuthMetrics;
 
@@ -88,15 +94,124 @@ impl Expiry<Key, Entry> for PerEntry {
     }
 }
 
+/// Cluster key kind of shared decisions.
+const SHARED_KIND: &str = "dec";
+/// Cluster key kind of the miss lock.
+const LOCK_KIND: &str = "dec-lock";
+/// Cluster key kind of the per-user index of shared decisions (for purges).
+const USER_INDEX_KIND: &str = "dec-user";
+/// How long one replica may hold a key's miss lock: longer than a provider call with its retry.
+const LOCK_TTL: Duration = Duration::from_secs(5);
+/// How often a replica waiting on another's lock looks for the answer.
+const LOCK_POLL: Duration = Duration::from_millis(10);
+
+/// A decision as the shared level stores it: only what the decision needs.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "d")]
+enum Stored {
+    #[serde(rename = "allow")]
+    Allow {
+        user: String,
+        exp: u64,
+        permissions: crate::permissions::Permissions,
+        client_info: Option<serde_json::Value>,
+        metadata: Option<serde_json::Value>,
+    },
+    #[serde(rename = "deny")]
+    Deny {
+        reason: String,
+        description: String,
+        client_info: Option<serde_json::Value>,
+        /// Unix second the denial stops being cached.
+        until: u64,
+    },
+}
+
+impl Stored {
+    fn from_decision(d: &Decision, negative_ttl: Duration) -> Self {
+        match d {
+            Decision::Allow(a) => Self::Allow {
+                user: a.user_id.clone(),
+                exp: a.expires_at,
+                permissions: a.permissions.clone(),
+                client_info: a.client_info.clone(),
+                metadata: a.metadata.clone(),
+            },
+            Decision::Deny(d) => Self::Deny {
+                reason: d.reason.as_str().to_owned(),
+                description: d.description.clone(),
+                client_info: d.client_info.clone(),
+                until: unix_now() + negative_ttl.as_secs(),
+            },
+        }
+    }
+
+    /// The decision and how long it stays fresh; `None` for an unknown reason or an expired entry.
+    fn into_decision(self, cache: &DecisionCache) -> Option<(Decision, Duration)> {
+        let now = unix_now();
+        match self {
+            Self::Allow {
+                user,
+                exp,
+                permissions,
+                client_info,
+                metadata,
+            } => {
+                let d = Decision::Allow(Arc::new(Allow {
+                    user_id: user,
+                    expires_at: exp,
+                    permissions,
+                    client_info,
+                    metadata,
+                }));
+                let ttl = cache.ttl(&d);
+                (exp > now).then_some((d, ttl))
+            }
+            Self::Deny {
+                reason,
+                description,
+                client_info,
+                until,
+            } => {
+                let reason = [
+                    Reason::InvalidCredentials,
+                    Reason::MalformedRequest,
+                    Reason::InvalidApp,
+                    Reason::InvalidToken,
+                    Reason::Internal,
+                    Reason::Timeout,
+                    Reason::RateLimited,
+                ]
+                .into_iter()
+                .find(|r| r.as_str() == reason)?;
+                let d = Decision::Deny(Arc::new(Deny {
+                    reason,
+                    description,
+                    client_info,
+                }));
+                let ttl =
+                    Duration::from_secs(until.saturating_sub(now)).min(cache.config.negative_ttl);
+                (until > now).then_some((d, ttl))
+            }
+        }
+    }
+}
+
+/// The decision cache: moka here, and a Redis level shared by the replicas in cluster mode.
 pub(crate) struct DecisionCache {
     fresh: Cache<Key, Entry>,
     /// Allows kept past their TTL for `stale_if_error`; `None` when that is 0.
     stale: Option<Cache<Key, Entry>>,
     config: CacheConfig,
     metrics: AuthMetrics,
+    /// The second level shared with the other replicas.
+    shared: Option<Arc<Cluster>>,
 }
 
+// === impl DecisionCache ===
+
 impl DecisionCache {
+    /// An empty cache shaped by `config`.
     pub(crate) fn new(config: &CacheConfig, metrics: AuthMetrics) -> Self {
         let build = || {
             Cache::builder()
@@ -110,7 +225,88 @@ impl DecisionCache {
             stale: (!config.stale_if_error.is_zero()).then(build),
             config: config.clone(),
             metrics,
+            shared: None,
         }
+    }
+
+    /// Adds the second level shared with the other replicas.
+    pub(crate) fn share(&mut self, cluster: Arc<Cluster>) {
+        self.shared = Some(cluster);
+    }
+
+    /// The second level, if any, so a rebuilt cache keeps it.
+    pub(crate) fn shared_level(&self) -> Option<Arc<Cluster>> {
+        self.shared.clone()
+    }
+
+    /// The settings this cache was built with.
+    pub(crate) fn settings(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// A local miss: the shared level, else the provider, with misses on several replicas
+    /// coalesced by the shared lock. Without a reachable shared level, the provider.
+    async fn through_shared<F, Fut>(&self, key: &Key, check: F) -> Result<Decision, ProviderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Decision, ProviderError>>,
+    {
+        let Some(l2) = self.shared.as_ref().filter(|c| c.is_up()) else {
+            return check().await;
+        };
+        let id = hex::encode(key);
+        let requests = &l2.metrics.cache_requests;
+        if let Some((d, _)) = self.load_shared(l2, &id).await {
+            requests.with_label_values(&["hit"]).inc();
+            return Ok(d);
+        }
+        let mut locked = l2.lock(LOCK_KIND, &id, LOCK_TTL).await;
+        if !locked {
+            // Another replica is asking: wait for its answer, or for its lock to go.
+            let deadline = Instant::now() + LOCK_TTL;
+            while !locked && l2.is_up() && Instant::now() < deadline {
+                tokio::time::sleep(LOCK_POLL).await;
+                if let Some((d, _)) = self.load_shared(l2, &id).await {
+                    requests.with_label_values(&["hit"]).inc();
+                    return Ok(d);
+                }
+                locked = l2.lock(LOCK_KIND, &id, LOCK_TTL).await;
+            }
+        }
+        if locked {
+            // The previous holder may have stored its answer just before this lock was taken.
+            if let Some((d, _)) = self.load_shared(l2, &id).await {
+                l2.remove(LOCK_KIND, &id).await;
+                requests.with_label_values(&["hit"]).inc();
+                return Ok(d);
+            }
+        }
+        requests.with_label_values(&["miss"]).inc();
+        let result = check().await;
+        if let Ok(d) = &result {
+            let ttl = self.ttl(d);
+            if let Ok(bytes) =
+                serde_json::to_vec(&Stored::from_decision(d, self.config.negative_ttl))
+            {
+                if l2.put(SHARED_KIND, &id, &bytes, ttl).await {
+                    if let Decision::Allow(a) = d {
+                        l2.index(USER_INDEX_KIND, &a.user_id, &id, self.config.max_ttl)
+                            .await;
+                    }
+                }
+            }
+        }
+        if locked {
+            l2.remove(LOCK_KIND, &id).await;
+        }
+        result
+    }
+
+    async fn load_shared(&self, l2: &Cluster, id: &str) -> Option<(Decision, Duration)> {
+        let bytes = l2.get(SHARED_KIND, id).await?;
+        serde_json::from_slice::<Stored>(&bytes)
+            .ok()?
+            .into_decision(self)
     }
 
     fn ttl(&self, d: &Decision) -> Duration {
@@ -141,7 +337,7 @@ impl DecisionCache {
             .fresh
             .try_get_with(key, async {
                 ran.store(true, Ordering::Relaxed);
-                let decision = check().await?;
+                let decision = self.through_shared(&key, check).await?;
                 let ttl = self.ttl(&decision);
                 Ok::<_, ProviderError>(Entry {
                     decision,

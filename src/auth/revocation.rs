@@ -18,6 +18,7 @@ use moka::sync::Cache;
 
 use super::session::SessionClaims;
 use crate::clock::unix_now;
+use crate::cluster::{Kind, Revocation};
 
 /// Seconds every entry outlives the last moment a token of its family could verify: covers a
 /// refresh that raced the revocation, the second-granular `exp`, and clocks that differ a little
@@ -139,6 +140,48 @@ impl Revocations {
                 .is_some_and(|(cutoff, _)| claims.auth_time <= cutoff)
     }
 
+    /// Applies a revocation another replica made (its `until` already holds the slack), never
+    /// moving an entry's cut-off or end earlier. Returns whether it changed anything here (a new
+    /// entry or a later cut-off), so the caller closes tunnels only for news.
+    pub(crate) fn apply(&self, r: &Revocation) -> bool {
+        if r.until <= unix_now() {
+            return false;
+        }
+        let cache = match r.kind {
+            Kind::Sid => &self.sids,
+            Kind::User => &self.users,
+        };
+        let before = cache.get(&r.id);
+        let entry = cache.entry(r.id.clone()).and_upsert_with(|old| match old {
+            Some(e) => {
+                let (a, u) = e.into_value();
+                (a.max(r.at), u.max(r.until))
+            }
+            None => (r.at, r.until),
+        });
+        before.is_none_or(|(at, _)| entry.into_value().0 > at)
+    }
+
+    /// Every entry held, to be written to the cluster store after a reconnect.
+    pub(crate) fn entries(&self) -> Vec<Revocation> {
+        let now = unix_now();
+        let all = |cache: &Cache<String, (u64, u64)>, kind| {
+            cache
+                .iter()
+                .filter(|(_, (_, until))| *until > now)
+                .map(|(id, (at, until))| Revocation {
+                    kind,
+                    id: (*id).clone(),
+                    at,
+                    until,
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut v = all(&self.sids, Kind::Sid);
+        v.extend(all(&self.users, Kind::User));
+        v
+    }
+
     /// Until when (Unix seconds) `sid` stays revoked, if it is.
     #[cfg(test)]
     fn sid_kept_until(&self, sid: &str) -> Option<u64> {
@@ -189,6 +232,44 @@ mod tests {
             sid: sid.into(),
             jti: "j".into(),
         }
+    }
+
+    #[test]
+    fn apply_reports_news_only_and_never_shortens() {
+        let r = Revocations::new(Duration::from_secs(300));
+        let now = unix_now();
+        let user = |at, until| Revocation {
+            kind: Kind::User,
+            id: "u".into(),
+            at,
+            until,
+        };
+        assert!(r.apply(&user(now - 5, now + 100)));
+        assert!(
+            !r.apply(&user(now - 5, now + 100)),
+            "the same entry again is no news"
+        );
+        assert!(
+            !r.apply(&user(now - 9, now + 50)),
+            "an older cut-off is no news"
+        );
+        assert_eq!(r.user_cutoff("u"), Some((now - 5, now + 100)));
+        assert!(r.apply(&user(now, now + 10)), "a later cut-off is news");
+        assert_eq!(r.user_cutoff("u"), Some((now, now + 100)));
+        assert!(
+            !r.apply(&user(now, now - 1)),
+            "an entry past its end is dropped"
+        );
+        let sid = Revocation {
+            kind: Kind::Sid,
+            id: "s".into(),
+            at: now,
+            until: now + 30,
+        };
+        assert!(r.apply(&sid));
+        let mut all = r.entries();
+        all.sort_by_key(|e| e.id.clone());
+        assert_eq!(all, vec![sid, user(now, now + 100)]);
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct RawConfig {
     pub cors: RawCors,
     /// `[ditto]`
     pub ditto: RawDitto,
+    /// `[cluster]`: absent means one replica on local state.
+    pub cluster: Option<RawCluster>,
 }
 
 /// `[listen]`: the client-facing listener.
@@ -584,4 +586,74 @@ pub struct RawDitto {
     pub path_prefix: String,
     /// Open `/_ditto/ws` only with an access token seen in a relayed login success.
     pub require_known_token: bool,
+}
+
+/// Default `cluster.key_prefix`.
+pub const DEFAULT_CLUSTER_KEY_PREFIX: &str = "drawbridge:";
+/// Default `cluster.connect_timeout_ms`.
+pub const DEFAULT_CLUSTER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// Default `cluster.command_timeout_ms`.
+pub const DEFAULT_CLUSTER_COMMAND_TIMEOUT_MS: u64 = 500;
+/// Default `cluster.resync_interval_ms`.
+pub const DEFAULT_CLUSTER_RESYNC_INTERVAL_MS: u64 = 5_000;
+/// Default `cluster.required`.
+pub const DEFAULT_CLUSTER_REQUIRED: bool = false;
+/// Default `cluster.shared_decisions`.
+pub const DEFAULT_CLUSTER_SHARED_DECISIONS: bool = true;
+
+/// `[cluster]`: state shared between replicas through Redis.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCluster {
+    /// `redis://host:port/db` or `rediss://` (TLS).
+    pub redis_url: String,
+    /// The Redis password (AUTH); best given as `${file:..}` or `${env:..}`.
+    pub password: Option<String>,
+    /// The Redis username (ACL), with `password`.
+    pub username: Option<String>,
+    /// Prefix of every key and channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Deadline of a connection attempt.
+    pub connect_timeout_ms: u64,
+    /// Deadline of one command.
+    pub command_timeout_ms: u64,
+    /// How often the whole revocation set is reloaded, bounding the life of a dropped message.
+    pub resync_interval_ms: u64,
+    /// `/readyz` answers 503 while Redis is unreachable.
+    pub required: bool,
+    /// Share the decision cache (second level) between replicas.
+    pub shared_decisions: bool,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            password: None,
+            username: None,
+            key_prefix: DEFAULT_CLUSTER_KEY_PREFIX.to_owned(),
+            connect_timeout_ms: DEFAULT_CLUSTER_CONNECT_TIMEOUT_MS,
+            command_timeout_ms: DEFAULT_CLUSTER_COMMAND_TIMEOUT_MS,
+            resync_interval_ms: DEFAULT_CLUSTER_RESYNC_INTERVAL_MS,
+            required: DEFAULT_CLUSTER_REQUIRED,
+            shared_decisions: DEFAULT_CLUSTER_SHARED_DECISIONS,
+        }
+    }
+}
+
+// The password never reaches a log or an error message.
+impl std::fmt::Debug for RawCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawCluster")
+            .field("redis_url", &super::cluster::redacted_url(&self.redis_url))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("username", &self.username)
+            .field("key_prefix", &self.key_prefix)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .field("resync_interval_ms", &self.resync_interval_ms)
+            .field("required", &self.required)
+            .field("shared_decisions", &self.shared_decisions)
+            .finish()
+    }
 }

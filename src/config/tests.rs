@@ -356,3 +356,57 @@ fn restart_changes_name_only_what_a_reload_cannot_apply() {
     assert_eq!(a.restart_changes(&b), vec!["listen.addr", "tls"]);
     assert!(a.restart_changes(&a).is_empty());
 }
+
+const UPSTREAM: &str = "[upstream]\nurl = \"http://127.0.0.1:8080\"\n";
+
+#[test]
+fn cluster_absent_keeps_everything_local() {
+    assert!(parse(UPSTREAM).unwrap().cluster.is_none());
+}
+
+#[test]
+fn cluster_gets_defaults_and_hides_its_password() {
+    let mut env = HashMap::new();
+    env.insert("REDIS_PW".to_owned(), "s3cret-pw".to_owned());
+    let text = format!(
+        "{UPSTREAM}[cluster]\nredis_url = \"rediss://u:inline-pw@redis:6380/1\"\npassword = \"${{env:REDIS_PW}}\"\n"
+    );
+    let c = Config::from_toml(&text, &env).unwrap().cluster.unwrap();
+    assert_eq!(c.password.as_deref(), Some("s3cret-pw"));
+    assert_eq!(c.key_prefix, "drawbridge:");
+    assert_eq!(c.connect_timeout, Duration::from_secs(1));
+    assert_eq!(c.command_timeout, Duration::from_millis(500));
+    assert_eq!(c.resync_interval, Duration::from_secs(5));
+    assert!(!c.required);
+    assert!(c.shared_decisions);
+    let debug = format!("{c:?}");
+    assert!(
+        !debug.contains("s3cret-pw") && !debug.contains("inline-pw"),
+        "{debug}"
+    );
+    assert!(
+        debug.contains("rediss://<redacted>@redis:6380/1"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn cluster_bad_values_name_their_keys() {
+    let l = lines(&format!(
+        "{UPSTREAM}[cluster]\nredis_url = \"http://redis:6379\"\nresync_interval_ms = 0\ncommand_timeout_ms = 0\nusername = \"u\"\n"
+    ));
+    for key in [
+        "cluster.redis_url",
+        "cluster.resync_interval_ms",
+        "cluster.command_timeout_ms",
+        "cluster.username",
+    ] {
+        assert!(l.iter().any(|x| x.contains(key)), "{key} in {l:?}");
+    }
+    let l = lines(&format!("{UPSTREAM}[cluster]\nkey_prefix = \"a\"\n"));
+    assert!(l.iter().any(|x| x.contains("cluster.redis_url")), "{l:?}");
+    let l = lines(&format!(
+        "{UPSTREAM}[cluster]\nredis_url = \"redis://r\"\nbogus = 1\n"
+    ));
+    assert!(l.iter().any(|x| x.contains("bogus")), "{l:?}");
+}

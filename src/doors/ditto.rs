@@ -100,7 +100,5 @@ fn learn(shared: &Shared, reply: &Bytes) {
     };
     let user = v["userId"].as_str().unwrap_or_default().to_owned();
     let expires_at = u64::try_from(expiry.unix_timestamp()).unwrap_or(0);
-    shared
-        .ditto_tokens
-        .learn(token, KnownToken { user, expires_at });
+    shared.learn_ditto_token(token, KnownToken { user, expires_at });
 }

@@ -71,7 +71,7 @@ pub(crate) async fn handle(
     match (req.method().clone(), action) {
         (Method::POST, Action::Login) => login(shared, req).await,
         (Method::POST, Action::Token) => refresh(shared, req).await,
-        (Method::POST, Action::Ticket) => ticket(shared, &req),
+        (Method::POST, Action::Ticket) => ticket(shared, &req).await,
         (Method::GET, Action::Userinfo) => userinfo(shared, &req),
         (Method::POST, Action::Logout) => logout(shared, &req),
         (_, Action::Unknown) => Err(DoorError::NotFound),
@@ -166,9 +166,9 @@ async fn refresh(shared: &Shared, req: Request<Incoming>) -> Result<Response<Bod
     }
 }
 
-fn ticket(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
+async fn ticket(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
     let claims = bearer_session(shared, req)?;
-    let ticket = shared.issue_ticket(claims);
+    let ticket = shared.issue_ticket(claims).await;
     Ok(respond::json(
         StatusCode::OK,
         &serde_json::json!({"result": "success", "ticket": ticket, "expiresIn": shared.ticket_ttl_seconds()}),
