@@ -122,6 +122,8 @@ pub enum Door {
     Aggregator,
     /// `/_ditto/auth/login`
     Ditto,
+    /// `/auth/check`, deciding a provider token
+    ForwardAuth,
 }
 
 impl Door {
@@ -130,6 +132,7 @@ impl Door {
             Self::Login => "login",
             Self::Aggregator => "aggregator",
             Self::Ditto => "ditto",
+            Self::ForwardAuth => "forward_auth",
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct Auth {
     pub rate_limit: Option<RateLimitConfig>,
     /// Origins allowed to call the auth routes from a browser.
     pub cors_allowed_origins: Vec<String>,
+    /// The forward-auth door, `/auth/check`.
+    pub forward_auth: ForwardAuthConfig,
 }
 
 impl Auth {
@@ -453,6 +455,7 @@ pub(super) fn validate(r: &raw::RawConfig, p: &mut Vec<Problem>) -> Option<Auth>
         },
         rate_limit: rate_limit(&r.rate_limit, p),
         cors_allowed_origins: cors(&r.cors, p),
+        forward_auth: forward_auth(r, p),
     })
 }
 
@@ -634,4 +637,84 @@ fn cors(c: &raw::RawCors, p: &mut Vec<Problem>) -> Vec<String> {
         ));
     }
     c.allowed_origins.clone()
+}
+
+/// `[forward_auth]`
+#[derive(Debug, Clone, Default)]
+pub struct ForwardAuthConfig {
+    /// Where a request without a session is redirected (302); `None` answers 401.
+    pub signin_url: Option<HeaderValue>,
+    /// The app and provider that decide an identity provider's bearer token, when accepted.
+    pub provider_tokens: Option<ProviderTokens>,
+}
+
+/// Who decides a provider token presented to the forward-auth door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderTokens {
+    /// The app the token is decided for.
+    pub app: String,
+    /// The provider that decides it.
+    pub provider: String,
+}
+
+/// `[forward_auth]`: an absolute http(s) URL or absolute path to sign in at, and, when provider
+/// tokens are accepted, a configured provider (enabled for the app when apps are restricted).
+fn forward_auth(r: &raw::RawConfig, p: &mut Vec<Problem>) -> ForwardAuthConfig {
+    let f = &r.forward_auth;
+    let signin_url = f.signin_url.as_deref().and_then(|url| {
+        let absolute = url.starts_with('/') && !url.starts_with("//")
+            || url
+                .parse::<Uri>()
+                .ok()
+                .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        match HeaderValue::from_str(url) {
+            Ok(v) if absolute => Some(v),
+            _ => {
+                p.push(Problem::new(
+                    "forward_auth.signin_url",
+                    "must be an http(s) URL or a path starting with / (e.g. \"https://login.example.com/\")",
+                ));
+                None
+            }
+        }
+    });
+    let provider_tokens = if f.accept_provider_tokens {
+        match (f.app.as_deref(), f.provider.as_deref()) {
+            (Some(app), Some(provider)) if !app.is_empty() && !provider.is_empty() => {
+                if !r.providers.contains_key(provider) {
+                    p.push(Problem::new(
+                        "forward_auth.provider",
+                        "names no configured provider",
+                    ));
+                } else if !r.apps.is_empty()
+                    && !r
+                        .apps
+                        .get(app)
+                        .is_some_and(|a| a.providers.iter().any(|x| x == provider))
+                {
+                    p.push(Problem::new(
+                        "forward_auth.app",
+                        "names no configured app that accepts forward_auth.provider",
+                    ));
+                }
+                Some(ProviderTokens {
+                    app: app.to_owned(),
+                    provider: provider.to_owned(),
+                })
+            }
+            _ => {
+                p.push(Problem::new(
+                    "forward_auth.accept_provider_tokens",
+                    "needs forward_auth.app and forward_auth.provider",
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    ForwardAuthConfig {
+        signin_url,
+        provider_tokens,
+    }
 }

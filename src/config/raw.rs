@@ -74,6 +74,8 @@ pub struct RawConfig {
     pub cors: RawCors,
     /// `[ditto]`
     pub ditto: RawDitto,
+    /// `[forward_auth]`
+    pub forward_auth: RawForwardAuth,
 }
 
 /// `[listen]`: the client-facing listener.
@@ -577,4 +579,19 @@ pub struct RawDitto {
     pub path_prefix: String,
     /// Open `/_ditto/ws` only with an access token seen in a relayed login success.
     pub require_known_token: bool,
+}
+
+/// `[forward_auth]`: the `/auth/check` door an ingress asks before it forwards a request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawForwardAuth {
+    /// Where a request without a session is sent (302); absent = 401 with `WWW-Authenticate`.
+    pub signin_url: Option<String>,
+    /// Also admit an identity provider's bearer token, decided through the decision cache for
+    /// `app` and `provider`, without minting a session.
+    pub accept_provider_tokens: bool,
+    /// The app a provider token is decided for (with `accept_provider_tokens`).
+    pub app: Option<String>,
+    /// The provider a provider token is decided by (with `accept_provider_tokens`).
+    pub provider: Option<String>,
 }

@@ -330,3 +330,59 @@ fn ditto_path_prefix_must_be_canonical() {
         assert!(l[0].starts_with("ditto.path_prefix: "), "{prefix}: {l:?}");
     }
 }
+
+#[test]
+fn forward_auth_is_off_without_its_section() {
+    let c = parse("[upstream]\nurl = \"http://a:1\"\n").unwrap();
+    assert!(c.auth.forward_auth.signin_url.is_none());
+    assert!(c.auth.forward_auth.provider_tokens.is_none());
+}
+
+#[test]
+fn forward_auth_provider_tokens_name_a_configured_provider_and_app() {
+    let base = "[upstream]\nurl = \"http://a:1\"\n[providers.demo]\nkind = \"webhook\"\nurl = \"https://hook.example/\"\n";
+    let c = parse(&format!(
+        "{base}[forward_auth]\naccept_provider_tokens = true\napp = \"app\"\nprovider = \"demo\"\nsignin_url = \"https://login.example/\"\n"
+    ))
+    .unwrap();
+    let tokens = c.auth.forward_auth.provider_tokens.unwrap();
+    assert_eq!(
+        (tokens.app.as_str(), tokens.provider.as_str()),
+        ("app", "demo")
+    );
+    assert_eq!(
+        c.auth.forward_auth.signin_url.unwrap(),
+        "https://login.example/"
+    );
+    assert!(parse(&format!("{base}[forward_auth]\nsignin_url = \"/login\"\n")).is_ok());
+
+    for (section, key) in [
+        (
+            "accept_provider_tokens = true\napp = \"app\"",
+            "forward_auth.accept_provider_tokens",
+        ),
+        (
+            "accept_provider_tokens = true\nprovider = \"demo\"",
+            "forward_auth.accept_provider_tokens",
+        ),
+        (
+            "accept_provider_tokens = true\napp = \"app\"\nprovider = \"nope\"",
+            "forward_auth.provider",
+        ),
+        ("signin_url = \"ftp://x/\"", "forward_auth.signin_url"),
+        (
+            "signin_url = \"//evil.example/\"",
+            "forward_auth.signin_url",
+        ),
+        ("signin_url = \"login\"", "forward_auth.signin_url"),
+        ("signin_url = \"https://a/\\n\"", "forward_auth.signin_url"),
+    ] {
+        let l = lines(&format!("{base}[forward_auth]\n{section}\n"));
+        assert_eq!(l.len(), 1, "{section}: {l:?}");
+        assert!(l[0].starts_with(&format!("{key}: ")), "{section}: {l:?}");
+    }
+    let l = lines(&format!(
+        "{base}[apps.other]\nproviders = [\"demo\"]\n[forward_auth]\naccept_provider_tokens = true\napp = \"app\"\nprovider = \"demo\"\n"
+    ));
+    assert!(l[0].starts_with("forward_auth.app: "), "{l:?}");
+}
