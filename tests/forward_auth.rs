@@ -176,9 +176,9 @@ async fn nginx_request_with_session_reaches_upstream_with_identity_headers() {
         assert_eq!(assertion.split('.').count(), 3, "a JWT");
         assert_eq!(seen.headers.get_all("x-drawbridge-user").iter().count(), 1);
     }
-    assert!(
+    assert_eventually!(
         bed.nginx.access_log().lines().count() >= 2,
-        "{}",
+        "nginx logged both requests: {}",
         bed.nginx.access_log()
     );
 }
@@ -344,10 +344,16 @@ async fn check_applies_path_rules_to_the_forwarded_uri_and_refuses_ambiguity() {
     ] {
         let (status, h) = check(headers.clone()).await;
         assert_eq!(status, 200, "{headers:?}");
-        assert!(
-            !h.contains_key("x-drawbridge-user"),
-            "no identity on a public path"
-        );
+        for name in [
+            "x-drawbridge-user",
+            "x-drawbridge-assertion",
+            "x-auth-request-user",
+        ] {
+            assert_eq!(
+                h[name], "",
+                "{headers:?}: no identity on a public path, only blanks"
+            );
+        }
     }
     for headers in [
         vec![("x-original-uri", "/sync")],
@@ -428,4 +434,33 @@ async fn check_with_provider_token_asks_the_provider_once_for_many_checks() {
         metrics.contains("door=\"forward_auth\""),
         "provider decisions are counted for the door"
     );
+}
+
+#[tokio::test]
+async fn nginx_public_path_passes_without_session_and_drops_forged_identity() {
+    let up = Upstream::start().await;
+    let gw = Gateway::builder(up.url())
+        .public_upgrade_paths(&["/public"])
+        .spawn()
+        .await;
+    let nginx = Nginx::start(&snippet(&gw, &up)).await;
+    let (status, _, body) = plain(
+        &format!("{}/public/room", nginx.url()),
+        &[
+            ("x-drawbridge-user", "mallory"),
+            ("x-auth-request-user", "mallory"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", nginx.error_log());
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen.uri, "/public/room");
+    assert!(
+        !seen.headers.contains_key("x-drawbridge-user"),
+        "a client's own identity header never reaches the sync server: {:?}",
+        seen.headers
+    );
+    let (status, _, _) = plain(&format!("{}/private", nginx.url()), &[]).await;
+    assert_eq!(status, 401);
+    assert_eq!(up.hits(), 1);
 }

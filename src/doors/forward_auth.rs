@@ -9,11 +9,13 @@
 //! is decided through the decision cache instead, and no session is minted. Anything else is 401
 //! with `WWW-Authenticate: Bearer`, or a 302 to `forward_auth.signin_url` when one is set.
 //!
-//! The ingress says what the client asked for in `X-Forwarded-Method`, `-Uri`, `-Host` (Traefik,
-//! ingress-nginx) or `X-Original-URI` (nginx). Those headers are read for the rule decision only
+//! The ingress says what the client asked for in `X-Forwarded-Method`, `-Uri`, `-Host` (Traefik),
+//! `X-Original-URI` (nginx snippets), `X-Original-URL` (ingress-nginx) or the path under the door
+//! (Envoy's `extAuth` appends it). Those headers are read for the rule decision only
 //! (which path the request is for), never as identity: the forwarded path is made canonical by the
 //! same rules as a direct request's (an ambiguous one is refused, 403), and the sync-path rule
-//! applies to it as to a direct upgrade (under `upstream.public_upgrade_paths` it needs no session).
+//! applies to it as to a direct upgrade (under `upstream.public_upgrade_paths` it needs no session,
+//! and the identity headers come back empty so that the ingress overwrites any a client sent).
 
 use std::sync::Arc;
 
@@ -34,16 +36,29 @@ use crate::tunnel;
 /// The door's path; every path under it is the door too.
 pub(crate) const PATH: &str = "/auth/check";
 
-/// `X-Forwarded-Uri` (Traefik, ingress-nginx, Envoy with a header added).
+/// `X-Forwarded-Uri` (Traefik).
 const FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 /// `X-Original-URI` (nginx `auth_request` snippets).
 const ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+/// `X-Original-URL` (ingress-nginx: the whole URL the client asked for).
+const ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 /// `X-Forwarded-Method`.
 const FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 /// oauth2-proxy's user header name, which many ingress snippets expect.
 const AUTH_REQUEST_USER: HeaderName = HeaderName::from_static("x-auth-request-user");
 /// oauth2-proxy's email header name.
 const AUTH_REQUEST_EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
+
+/// Every identity header a passing check may answer.
+const IDENTITY: [&str; 7] = [
+    "x-drawbridge-user",
+    "x-drawbridge-app",
+    "x-drawbridge-provider",
+    "x-drawbridge-permissions",
+    "x-drawbridge-assertion",
+    "x-auth-request-user",
+    "x-auth-request-email",
+];
 
 /// Whether a canonical path is the door's.
 pub(crate) fn is_door(path: &str) -> bool {
@@ -60,35 +75,58 @@ pub(crate) enum Rule {
     Open,
 }
 
-/// The forwarded request's canonical path, from `X-Forwarded-Uri` or `X-Original-URI`; `None`
-/// when the ingress sent neither.
+/// The forwarded request's canonical path: from `X-Forwarded-Uri` (Traefik), `X-Original-URI`
+/// (nginx snippets) or `X-Original-URL` (ingress-nginx, an absolute URL), else the path under
+/// the door (`/auth/check/<path>`, as Envoy's `extAuth` prefixes it); `None` when there is none.
 ///
 /// # Errors
-/// [`Refusal::Target`] when a header is repeated, the two disagree, or the path has no canonical
-/// form: a path the gate could read one way and the sync server another is never decided on.
-pub(crate) fn forwarded_path(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
-    let mut found: Option<&HeaderValue> = None;
-    for name in [FORWARDED_URI, ORIGINAL_URI] {
+/// [`Refusal::ForwardedTarget`] when a header is repeated or two name different paths, and
+/// [`Refusal::Target`] when a path has no canonical form: a path the gate could read one way and
+/// the sync server another is never decided on.
+pub(crate) fn forwarded_path(
+    headers: &HeaderMap,
+    door_path: &str,
+) -> Result<Option<String>, Refusal> {
+    let mut found: Option<String> = None;
+    for name in [FORWARDED_URI, ORIGINAL_URI, ORIGINAL_URL] {
         let mut values = headers.get_all(&name).iter();
-        match (values.next(), values.next()) {
-            (None, _) => {}
+        let value = match (values.next(), values.next()) {
+            (None, _) => continue,
             (Some(_), Some(_)) => return Err(Refusal::ForwardedTarget),
-            (Some(v), None) => match found {
-                Some(earlier) if earlier != v => return Err(Refusal::ForwardedTarget),
-                _ => found = Some(v),
-            },
+            (Some(v), None) => v,
+        };
+        let path = target_path(value, name == ORIGINAL_URL)?;
+        match &found {
+            Some(earlier) if *earlier != path => return Err(Refusal::ForwardedTarget),
+            _ => found = Some(path),
         }
     }
-    let Some(value) = found else {
-        return Ok(None);
+    if found.is_none() {
+        // The request's own path is canonical already (the router saw to it).
+        found = door_path
+            .strip_prefix(PATH)
+            .filter(|rest| rest.len() > 1)
+            .map(str::to_owned);
+    }
+    Ok(found)
+}
+
+/// The canonical path of one forwarded target: a path and query, or (`absolute`) a whole URL.
+fn target_path(value: &HeaderValue, absolute: bool) -> Result<String, Refusal> {
+    let uri = if absolute {
+        Uri::try_from(value.as_bytes())
+            .ok()
+            .filter(|u| u.scheme().is_some() && u.authority().is_some())
+            .ok_or(TargetError::NotAbsolutePath)?
+    } else {
+        let pq =
+            PathAndQuery::try_from(value.as_bytes()).map_err(|_| TargetError::NotAbsolutePath)?;
+        Uri::from(pq)
     };
-    let pq = PathAndQuery::try_from(value.as_bytes()).map_err(|_| TargetError::NotAbsolutePath)?;
-    if !pq.path().starts_with('/') {
+    if !uri.path().starts_with('/') {
         return Err(TargetError::NotAbsolutePath.into());
     }
-    let uri = Uri::from(pq);
-    let canonical = canonical::canonical_path(uri.path())?;
-    Ok(Some(canonical.into_owned()))
+    Ok(canonical::canonical_path(uri.path())?.into_owned())
 }
 
 /// Answers one forward-auth check under `rule`.
@@ -111,7 +149,13 @@ pub(crate) async fn check<B>(
         tracing::debug!(forwarded_method = ?method, ?rule, "forward-auth check");
     }
     if rule == Rule::Open {
-        return Ok(allowed());
+        let mut resp = allowed();
+        // Empty, so an ingress that copies them overwrites a client's own copies of these names.
+        for name in IDENTITY {
+            resp.headers_mut()
+                .insert(HeaderName::from_static(name), HeaderValue::from_static(""));
+        }
+        return Ok(resp);
     }
     let fa = &config.auth.forward_auth;
     let outcome = match tunnel::find_session(shared, req.headers(), None) {
@@ -215,14 +259,25 @@ mod tests {
 
     #[test]
     fn forwarded_path_is_canonical_and_ambiguity_is_refused() {
-        assert_eq!(forwarded_path(&headers(&[])), Ok(None));
+        assert_eq!(forwarded_path(&headers(&[]), PATH), Ok(None));
+        assert_eq!(forwarded_path(&headers(&[]), "/auth/check/"), Ok(None));
+        assert_eq!(
+            forwarded_path(&headers(&[]), "/auth/check/sync/x"),
+            Ok(Some("/sync/x".to_owned())),
+            "the path under the door, as Envoy sends it"
+        );
         for (name, value, want) in [
             ("x-original-uri", "/sync?room=1", "/sync"),
             ("x-forwarded-uri", "//a/./b/../sync", "/a/sync"),
             ("x-forwarded-uri", "/%73ync", "/sync"),
+            (
+                "x-original-url",
+                "https://sync.example/a/../sync?x",
+                "/sync",
+            ),
         ] {
             assert_eq!(
-                forwarded_path(&headers(&[(name, value)])),
+                forwarded_path(&headers(&[(name, value)]), "/auth/check/ignored"),
                 Ok(Some(want.to_owned())),
                 "{value}"
             );
@@ -232,14 +287,21 @@ mod tests {
             vec![("x-original-uri", "sync")],
             vec![("x-original-uri", "/a"), ("x-original-uri", "/b")],
             vec![("x-original-uri", "/a"), ("x-forwarded-uri", "/b")],
+            vec![("x-original-uri", "/a"), ("x-original-url", "http://h/b")],
+            vec![("x-original-url", "/a")],
+            vec![("x-original-url", "http://h/a%5Cb")],
         ] {
-            assert!(forwarded_path(&headers(&bad)).is_err(), "{bad:?}");
+            assert!(forwarded_path(&headers(&bad), PATH).is_err(), "{bad:?}");
         }
         assert_eq!(
-            forwarded_path(&headers(&[
-                ("x-original-uri", "/a"),
-                ("x-forwarded-uri", "/a")
-            ])),
+            forwarded_path(
+                &headers(&[
+                    ("x-original-uri", "/a?q"),
+                    ("x-forwarded-uri", "/./a"),
+                    ("x-original-url", "https://h/a")
+                ]),
+                PATH
+            ),
             Ok(Some("/a".to_owned()))
         );
     }
