@@ -36,6 +36,8 @@ pub struct Allow {
     pub client_info: Option<serde_json::Value>,
     /// `identityServiceMetadata`, passed through.
     pub metadata: Option<serde_json::Value>,
+    /// What the provider said of the user (jwt claims, a webhook's `userInfo`), for userinfo.
+    pub profile: Option<session::Profile>,
 }
 
 /// Why a login failed, in the Ditto SDK's failure vocabulary.

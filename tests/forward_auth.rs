@@ -464,3 +464,33 @@ async fn nginx_public_path_passes_without_session_and_drops_forged_identity() {
     assert_eq!(status, 401);
     assert_eq!(up.hits(), 1);
 }
+
+#[tokio::test]
+async fn check_answers_the_session_email_as_x_auth_request_email() {
+    let hook = Webhook::start(|_| {
+        support::Reply::json(
+            200,
+            serde_json::json!({
+                "authenticated": true, "expirationSeconds": 600, "userID": "gina",
+                "userInfo": {"email": "gina@example.com"}
+            }),
+        )
+    })
+    .await;
+    let up = Upstream::start().await;
+    let gw = Gateway::builder(up.url())
+        .demo_provider(&hook)
+        .spawn()
+        .await;
+    let token = support::login(&gw, "app", "demo", "any").await.session();
+    let http = support::client::https(&gw.ca.pem(), false);
+    let mut req = support::client::request("GET", &gw.url("/auth/check"), "");
+    req.headers_mut().insert(
+        "cookie",
+        format!("drawbridge_session={token}").parse().unwrap(),
+    );
+    let resp = http.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-auth-request-user"], "gina");
+    assert_eq!(resp.headers()["x-auth-request-email"], "gina@example.com");
+}

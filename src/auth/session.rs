@@ -357,7 +357,7 @@ impl Sessions {
             prv: provider.to_owned(),
             permissions: allow.permissions.clone(),
             cli: allow.client_info.clone(),
-            pro: None,
+            pro: allow.profile.clone(),
             iat: now,
             exp: (now + self.max_ttl.as_secs()).min(allow.expires_at),
             auth_time: now,
