@@ -36,6 +36,8 @@ pub struct Allow {
     pub client_info: Option<serde_json::Value>,
     /// `identityServiceMetadata`, passed through.
     pub metadata: Option<serde_json::Value>,
+    /// What the provider said of the user (jwt claims, a webhook's `userInfo`), for userinfo.
+    pub profile: Option<session::Profile>,
 }
 
 /// Why a login failed, in the Ditto SDK's failure vocabulary.
@@ -124,6 +126,8 @@ pub enum Door {
     Ditto,
     /// The periodic re-check of an open tunnel (`session.revalidate_seconds`).
     Revalidate,
+    /// `/auth/check`, deciding a provider token
+    ForwardAuth,
 }
 
 impl Door {
@@ -133,6 +137,7 @@ impl Door {
             Self::Aggregator => "aggregator",
             Self::Ditto => "ditto",
             Self::Revalidate => "revalidate",
+            Self::ForwardAuth => "forward_auth",
         }
     }
 }

@@ -89,6 +89,14 @@ impl GatewayService {
                 };
                 answer.unwrap_or_else(|e| e.respond(Front::Aggregator))
             }
+            Route::ForwardAuth(rule) => {
+                // Not rate-limited: behind an ingress every check comes from the ingress's address.
+                let answer = match rule {
+                    Ok(rule) => doors::forward_auth::check(&self.shared, &req, rule, config).await,
+                    Err(refusal) => Err(DoorError::Refused(refusal)),
+                };
+                answer.unwrap_or_else(|e| e.respond(Front::ForwardAuth))
+            }
             Route::Jwks => {
                 let mut resp =
                     respond::json(http::StatusCode::OK, &self.shared.sessions.load().jwks());

@@ -51,10 +51,14 @@ struct Admitted {
 
 /// Where the session came from. Every carrier is removed before forwarding (`credentials::strip`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Carrier {
+pub(crate) enum Carrier {
+    /// `Authorization: Bearer`.
     Authorization,
+    /// A `drawbridge.bearer.<token>` protocol entry.
     Protocol,
+    /// The session cookie.
     Cookie,
+    /// A single-use `?ticket=`.
     Ticket,
 }
 
@@ -110,14 +114,26 @@ fn without_ticket(uri: &http::Uri) -> String {
     }
 }
 
-/// Finds and checks a session, trying each carrier in turn. A bearer token that is not
-/// drawbridge's (the client's own business with the sync server) is tried last, so it does not
-/// hide a session riding on another carrier.
+/// Finds and checks a session, trying each carrier in turn.
 async fn session(
     shared: &Shared,
     req: &Request<Incoming>,
 ) -> Result<(Arc<SessionClaims>, Carrier), SessionRejected> {
-    let h = req.headers();
+    let ticket = req.uri().query().and_then(credentials::query_ticket);
+    find_session(shared, req.headers(), ticket.as_deref()).await
+}
+
+/// Finds and checks a session in `headers` (and `ticket`, redeemed once, when given), trying each
+/// carrier in turn. A bearer token that is not drawbridge's (the client's own business with the
+/// sync server) is tried last, so it does not hide a session riding on another carrier.
+///
+/// # Errors
+/// [`SessionRejected::Required`] when no carrier holds a session, else why the one found opens nothing.
+pub(crate) async fn find_session(
+    shared: &Shared,
+    h: &HeaderMap,
+    ticket: Option<&str>,
+) -> Result<(Arc<SessionClaims>, Carrier), SessionRejected> {
     let bearer = credentials::authorization_bearer(h);
     let config = shared.config.load();
     let ours = credentials::Ours::new(&config.auth.session);
@@ -137,8 +153,8 @@ async fn session(
     if let Some(token) = credentials::cookie(h, SESSION_COOKIE) {
         return shared.verify_session(token).map(|c| (c, Carrier::Cookie));
     }
-    if let Some(ticket) = req.uri().query().and_then(credentials::query_ticket) {
-        return match shared.redeem_ticket(&ticket).await {
+    if let Some(ticket) = ticket {
+        return match shared.redeem_ticket(ticket).await {
             Some(claims) if !shared.revocations.is_revoked(&claims) && claims.exp > unix_now() => {
                 Ok((claims, Carrier::Ticket))
             }
@@ -173,6 +189,17 @@ fn present_identity(
     if carrier == Carrier::Authorization {
         headers.remove(header::AUTHORIZATION);
     }
+    identity_headers(shared, headers, claims, config);
+}
+
+/// Sets the identity headers of `claims`: `x-drawbridge-user`, `-app`, `-provider`,
+/// `-permissions` (base64url JSON) and `-assertion` (a short JWT for the upstream's audience).
+pub(crate) fn identity_headers(
+    shared: &Shared,
+    headers: &mut HeaderMap,
+    claims: &SessionClaims,
+    config: &Config,
+) {
     let x = |n: &'static str| HeaderName::from_static(n);
     headers.insert(x("x-drawbridge-user"), header_text(&claims.sub));
     headers.insert(x("x-drawbridge-app"), header_text(&claims.app));

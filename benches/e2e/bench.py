@@ -51,6 +51,14 @@ ROWS = [
     ("ws_tput_mib_s_core1", "websocket echo 64 KiB throughput, proxy on core 1", "MiB/s", "higher"),
 ]
 DIAGNOSTIC = {"ws_rtt_p50_us_core1", "ws_tput_mib_s_core1"}
+# The forward-auth scenario (--only forward_auth), rows added only when it runs so the other runs'
+# tables and plots stay as they are. nginx's own auth_request check (proxy_cache as its decision
+# cache) is the baseline; direct is the webhook itself.
+FORWARD_AUTH_ROWS = [
+    ("fwd_token_rps", "forward-auth check, provider token, cache hit (32 conns)", "req/s", "higher"),
+    ("fwd_session_rps", "forward-auth check, drawbridge session (32 conns)", "req/s", "higher"),
+    ("fwd_session_p50_us", "forward-auth check, drawbridge session p50 (1 conn)", "µs", "lower"),
+]
 TARGETS = ["direct", "nginx", "drawbridge"]
 
 
@@ -285,9 +293,11 @@ def wait_quiet(limit_s=20, budget_s=120):
 UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
 
 
-def wrk(url, conns, seconds, lua_args=None):
+def wrk(url, conns, seconds, lua_args=None, headers=()):
     wait_quiet()
     argv = ["taskset", "-c", CORE_LOAD] + NICE + ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    for h in headers:
+        argv += ["-H", h]
     if lua_args:
         argv += ["-s", os.path.join(HERE, "auth.lua")]
     argv.append(url)
@@ -369,6 +379,44 @@ def auth_rows(args, stack, res):
                 res.notes.setdefault(f"{row}_webhook_calls_per_request", {}).setdefault(t, []).append(
                     round(calls / max(r["requests"], 1), 4)
                 )
+
+
+def forward_auth_rows(args, stack, res):
+    """What an ingress's auth subrequest costs: GET /auth/check with the provider token (drawbridge
+    with [forward_auth] accept_provider_tokens, nginx's auth_request with its proxy_cache), and with
+    a drawbridge session (no provider involved; the same nginx check as its baseline)."""
+    token = {
+        "direct": ("webhook", f"http://127.0.0.1:{stack.hook_port}/auth"),
+        "nginx": ("check", stack.http_base("nginx") + "/auth/check"),
+        "drawbridge": ("check", stack.http_base("drawbridge") + "/auth/check"),
+    }
+    session = [f"Authorization: Bearer {stack.session}"]
+    db_check = stack.http_base("drawbridge") + "/auth/check"
+    log("forward_auth:")
+    for t, (shape, url) in token.items():
+        wrk(url, 8, 1, [shape, "hit", f"warm{t}"])  # fills the caches
+    for rep in range(args.reps):
+        for t, (shape, url) in token.items():
+            before = webhook_calls(stack.hook_port)
+            r = wrk(url, 32, args.seconds, [shape, "hit", f"fwd{t}{rep}"])
+            calls = webhook_calls(stack.hook_port) - before
+            check_wrk(r, "fwd_token_rps", t)
+            res.add("fwd_token_rps", t, r["rps"])
+            res.notes.setdefault("fwd_token_rps_webhook_calls_per_request", {}).setdefault(t, []).append(
+                round(calls / max(r["requests"], 1), 4)
+            )
+        r = wrk(db_check, 32, args.seconds, headers=session)
+        check_wrk(r, "fwd_session_rps", "drawbridge")
+        res.add("fwd_session_rps", "drawbridge", r["rps"])
+        r = wrk(token["nginx"][1], 32, args.seconds, ["check", "hit", f"fwdn{rep}"])
+        check_wrk(r, "fwd_session_rps", "nginx")
+        res.add("fwd_session_rps", "nginx", r["rps"])
+        r = wrk(db_check, 1, args.seconds, headers=session)
+        check_wrk(r, "fwd_session_p50_us", "drawbridge")
+        res.add("fwd_session_p50_us", "drawbridge", r["p50_us"])
+        r = wrk(token["nginx"][1], 1, args.seconds, ["check", "hit", f"fwdn1{rep}"])
+        check_wrk(r, "fwd_session_p50_us", "nginx")
+        res.add("fwd_session_p50_us", "nginx", r["p50_us"])
 
 
 def check_wrk(r, row, t):
@@ -908,6 +956,8 @@ def main():
     ap.add_argument("--reval-window", type=int, default=90, help="seconds each revalidation window is measured")
     args = ap.parse_args()
     only = set(args.only.split(","))
+    if "forward_auth" in only:
+        ROWS.extend(FORWARD_AUTH_ROWS)
 
     work = args.work
     os.makedirs(os.path.join(work, "logs"), exist_ok=True)
@@ -972,7 +1022,7 @@ def main():
 
     try:
         wait_port(hook_port)
-        if only & {"auth", "http", "ws", "tls"}:
+        if only & {"auth", "http", "ws", "tls", "forward_auth"}:
             stack = Stack(args, work, hook_port, "main")
             try:
                 if "auth" in only:
@@ -987,6 +1037,9 @@ def main():
                     save()
                 if "tls" in only:
                     tls_rows(args, stack, res)
+                    save()
+                if "forward_auth" in only:
+                    forward_auth_rows(args, stack, res)
                     save()
             finally:
                 stack.stop()

@@ -116,6 +116,9 @@ enum Stored {
         permissions: crate::permissions::Permissions,
         client_info: Option<serde_json::Value>,
         metadata: Option<serde_json::Value>,
+        /// The user's profile, for `/auth/userinfo`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<crate::auth::session::Profile>,
     },
     #[serde(rename = "deny")]
     Deny {
@@ -136,6 +139,7 @@ impl Stored {
                 permissions: a.permissions.clone(),
                 client_info: a.client_info.clone(),
                 metadata: a.metadata.clone(),
+                profile: a.profile.clone(),
             },
             Decision::Deny(d) => Self::Deny {
                 reason: d.reason.as_str().to_owned(),
@@ -156,6 +160,7 @@ impl Stored {
                 permissions,
                 client_info,
                 metadata,
+                profile,
             } => {
                 let d = Decision::Allow(Arc::new(Allow {
                     user_id: user,
@@ -163,6 +168,7 @@ impl Stored {
                     permissions,
                     client_info,
                     metadata,
+                    profile,
                 }));
                 let ttl = cache.ttl(&d);
                 (exp > now).then_some((d, ttl))

@@ -225,6 +225,7 @@ mod tests {
             prv: "demo".into(),
             permissions: Permissions::default(),
             cli: None,
+            pro: None,
             iat: auth_time,
             exp,
             auth_time,

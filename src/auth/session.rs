@@ -32,6 +32,9 @@ pub struct SessionClaims {
     /// Provider clientInfo, handed back by userinfo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cli: Option<serde_json::Value>,
+    /// The user's profile as the provider gave it, handed back by userinfo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pro: Option<Profile>,
     /// Issued at (Unix seconds).
     pub iat: u64,
     /// Expires at (Unix seconds).
@@ -44,6 +47,34 @@ pub struct SessionClaims {
     pub sid: String,
     /// Token ID, new on every mint.
     pub jti: String,
+}
+
+/// What is known of a user beyond the ID: restdb's `email`, `displayname` and `image`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// E-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Name to show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub displayname: Option<String>,
+    /// Picture URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+impl Profile {
+    /// `None` when nothing is known, so empty profiles never ride in a token.
+    pub fn non_empty(self) -> Option<Self> {
+        (self != Self::default()).then_some(self)
+    }
+}
+
+impl SessionClaims {
+    /// The user's e-mail address, when the provider gave one.
+    pub fn email(&self) -> Option<&str> {
+        self.pro.as_ref()?.email.as_deref()
+    }
 }
 
 /// A freshly signed token and its claims.
@@ -379,6 +410,7 @@ impl Sessions {
             prv: provider.to_owned(),
             permissions: allow.permissions.clone(),
             cli: allow.client_info.clone(),
+            pro: allow.profile.clone(),
             iat: now,
             exp: (now + self.max_ttl.as_secs()).min(allow.expires_at),
             auth_time: now,

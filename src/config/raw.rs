@@ -76,6 +76,10 @@ pub struct RawConfig {
     pub ditto: RawDitto,
     /// `[cluster]`: absent means one replica on local state.
     pub cluster: Option<RawCluster>,
+    /// `[forward_auth]`
+    pub forward_auth: RawForwardAuth,
+    /// `[native]`
+    pub native: RawNative,
 }
 
 /// `[listen]`: the client-facing listener.
@@ -370,6 +374,39 @@ pub struct RawJwt {
     /// Permissions granted, with `{claim}` placeholders in queries.
     #[serde(default)]
     pub permissions: RawPermissions,
+    /// Claims read into the user's profile (restdb's `email`, `displayname`, `image`).
+    #[serde(default)]
+    pub profile_claims: RawProfileClaims,
+}
+
+/// Default claim of the profile's e-mail address (OpenID Connect's).
+pub const DEFAULT_PROFILE_EMAIL_CLAIM: &str = "email";
+/// Default claim of the profile's display name (OpenID Connect's).
+pub const DEFAULT_PROFILE_DISPLAYNAME_CLAIM: &str = "name";
+/// Default claim of the profile's picture URL (OpenID Connect's).
+pub const DEFAULT_PROFILE_IMAGE_CLAIM: &str = "picture";
+
+/// `[providers.<name>.profile_claims]` of a jwt provider: which claim gives each profile field;
+/// `""` reads none.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProfileClaims {
+    /// Claim of the e-mail address.
+    pub email: String,
+    /// Claim of the display name.
+    pub displayname: String,
+    /// Claim of the picture URL.
+    pub image: String,
+}
+
+impl Default for RawProfileClaims {
+    fn default() -> Self {
+        Self {
+            email: DEFAULT_PROFILE_EMAIL_CLAIM.to_owned(),
+            displayname: DEFAULT_PROFILE_DISPLAYNAME_CLAIM.to_owned(),
+            image: DEFAULT_PROFILE_IMAGE_CLAIM.to_owned(),
+        }
+    }
 }
 
 /// A permissions template in the Ditto shape.
@@ -656,4 +693,29 @@ impl std::fmt::Debug for RawCluster {
             .field("shared_decisions", &self.shared_decisions)
             .finish()
     }
+}
+
+/// `[forward_auth]`: the `/auth/check` door an ingress asks before it forwards a request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawForwardAuth {
+    /// Where a request without a session is sent (302); absent = 401 with `WWW-Authenticate`.
+    pub signin_url: Option<String>,
+    /// Also admit an identity provider's bearer token, decided through the decision cache for
+    /// `app` and `provider`, without minting a session.
+    pub accept_provider_tokens: bool,
+    /// The app a provider token is decided for (with `accept_provider_tokens`).
+    pub app: Option<String>,
+    /// The provider a provider token is decided by (with `accept_provider_tokens`).
+    pub provider: Option<String>,
+}
+
+/// `[native]`: the native login API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNative {
+    /// The provider `POST /auth/token {"code"}` logs in through (restdb's code exchange).
+    pub code_provider: Option<String>,
+    /// The app that login is for.
+    pub code_app: Option<String>,
 }

@@ -410,3 +410,126 @@ fn cluster_bad_values_name_their_keys() {
     ));
     assert!(l.iter().any(|x| x.contains("bogus")), "{l:?}");
 }
+
+#[test]
+fn forward_auth_is_off_without_its_section() {
+    let c = parse("[upstream]\nurl = \"http://a:1\"\n").unwrap();
+    assert!(c.auth.forward_auth.signin_url.is_none());
+    assert!(c.auth.forward_auth.provider_tokens.is_none());
+}
+
+#[test]
+fn forward_auth_provider_tokens_name_a_configured_provider_and_app() {
+    let base = "[upstream]\nurl = \"http://a:1\"\n[providers.demo]\nkind = \"webhook\"\nurl = \"https://hook.example/\"\n";
+    let c = parse(&format!(
+        "{base}[forward_auth]\naccept_provider_tokens = true\napp = \"app\"\nprovider = \"demo\"\nsignin_url = \"https://login.example/\"\n"
+    ))
+    .unwrap();
+    let tokens = c.auth.forward_auth.provider_tokens.unwrap();
+    assert_eq!(
+        (tokens.app.as_str(), tokens.provider.as_str()),
+        ("app", "demo")
+    );
+    assert_eq!(
+        c.auth.forward_auth.signin_url.unwrap(),
+        "https://login.example/"
+    );
+    assert!(parse(&format!("{base}[forward_auth]\nsignin_url = \"/login\"\n")).is_ok());
+
+    for (section, key) in [
+        (
+            "accept_provider_tokens = true\napp = \"app\"",
+            "forward_auth.accept_provider_tokens",
+        ),
+        (
+            "accept_provider_tokens = true\nprovider = \"demo\"",
+            "forward_auth.accept_provider_tokens",
+        ),
+        (
+            "accept_provider_tokens = true\napp = \"app\"\nprovider = \"nope\"",
+            "forward_auth.provider",
+        ),
+        ("signin_url = \"ftp://x/\"", "forward_auth.signin_url"),
+        (
+            "signin_url = \"//evil.example/\"",
+            "forward_auth.signin_url",
+        ),
+        ("signin_url = \"login\"", "forward_auth.signin_url"),
+        ("signin_url = \"https://a/\\n\"", "forward_auth.signin_url"),
+    ] {
+        let l = lines(&format!("{base}[forward_auth]\n{section}\n"));
+        assert_eq!(l.len(), 1, "{section}: {l:?}");
+        assert!(l[0].starts_with(&format!("{key}: ")), "{section}: {l:?}");
+    }
+    let l = lines(&format!(
+        "{base}[apps.other]\nproviders = [\"demo\"]\n[forward_auth]\naccept_provider_tokens = true\napp = \"app\"\nprovider = \"demo\"\n"
+    ));
+    assert!(l[0].starts_with("forward_auth.app: "), "{l:?}");
+}
+
+#[test]
+fn code_exchange_is_off_without_native_and_names_a_provider_when_on() {
+    let base = "[upstream]\nurl = \"http://a:1\"\n[providers.auth0]\nkind = \"webhook\"\nurl = \"https://hook.example/\"\n";
+    assert!(parse(base).unwrap().auth.code_exchange.is_none());
+    let c = parse(&format!(
+        "{base}[native]\ncode_provider = \"auth0\"\ncode_app = \"todo\"\n"
+    ))
+    .unwrap();
+    let exchange = c.auth.code_exchange.unwrap();
+    assert_eq!(
+        (exchange.app.as_str(), exchange.provider.as_str()),
+        ("todo", "auth0")
+    );
+    for (section, key) in [
+        ("code_provider = \"auth0\"", "native.code_provider"),
+        ("code_app = \"todo\"", "native.code_provider"),
+        (
+            "code_provider = \"nope\"\ncode_app = \"todo\"",
+            "native.code_provider",
+        ),
+        (
+            "code_provider = \"auth0\"\ncode_app = \"todo\"\nbogus = 1",
+            "native.bogus",
+        ),
+    ] {
+        let l = lines(&format!("{base}[native]\n{section}\n"));
+        assert_eq!(l.len(), 1, "{section}: {l:?}");
+        assert!(l[0].starts_with(&format!("{key}: ")), "{section}: {l:?}");
+    }
+    let l = lines(&format!(
+        "{base}[apps.other]\nproviders = [\"auth0\"]\n[native]\ncode_provider = \"auth0\"\ncode_app = \"todo\"\n"
+    ));
+    assert!(l[0].starts_with("native.code_app: "), "{l:?}");
+}
+
+#[test]
+fn jwt_profile_claims_default_to_openid_connect_names() {
+    let jwt = "[upstream]\nurl = \"http://a:1\"\n[providers.oidc]\nkind = \"jwt\"\nissuer = \"https://i/\"\naudiences = [\"a\"]\njwks_url = \"https://i/jwks\"\n";
+    let profile = |c: &Config| match &c.auth.providers["oidc"] {
+        auth::ProviderConfig::Jwt(j) => j.profile_claims.clone(),
+        other => panic!("{other:?}"),
+    };
+    let p = profile(&parse(jwt).unwrap());
+    assert_eq!(
+        (p.email.as_str(), p.displayname.as_str(), p.image.as_str()),
+        ("email", "name", "picture")
+    );
+    let p = profile(
+        &parse(&format!(
+            "{jwt}[providers.oidc.profile_claims]\nemail = \"mail\"\nimage = \"\"\n"
+        ))
+        .unwrap(),
+    );
+    assert_eq!(
+        (p.email.as_str(), p.displayname.as_str(), p.image.as_str()),
+        ("mail", "name", "")
+    );
+    let l = lines(&format!(
+        "{jwt}[providers.oidc.profile_claims]\nphone = \"x\"\n"
+    ));
+    // The provider kind is an internally tagged enum: serde's path stops at the provider.
+    assert!(
+        l[0].starts_with("providers.oidc") && l[0].contains("phone: unknown field"),
+        "{l:?}"
+    );
+}

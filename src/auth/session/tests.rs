@@ -26,6 +26,7 @@ fn allow(expires_in: u64) -> Allow {
         permissions: Permissions::default(),
         client_info: Some(serde_json::json!({"name": "Ada"})),
         metadata: None,
+        profile: None,
     }
 }
 
