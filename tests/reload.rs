@@ -382,7 +382,11 @@ async fn reload_keeps_unchanged_providers_answers_and_drops_changed_ones() {
     support::pace(600).await;
     let settled = gw.reloads().await;
     support::pace(1000).await;
-    assert_eq!(gw.reloads().await, settled, "reloads keep coming with no change");
+    assert_eq!(
+        gw.reloads().await,
+        settled,
+        "reloads keep coming with no change"
+    );
     gw.shutdown().await;
 }
 
