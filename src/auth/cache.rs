@@ -455,6 +455,61 @@ impl DecisionCache {
 mod tests {
     use super::*;
 
+    fn cache() -> DecisionCache {
+        let config = CacheConfig {
+            max_entries: 10,
+            max_ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(5),
+            stale_if_error: Duration::ZERO,
+        };
+        DecisionCache::new(&config, crate::metrics::Metrics::new().unwrap().auth)
+    }
+
+    fn through_json(d: &Decision, c: &DecisionCache) -> Option<(Decision, Duration)> {
+        let json = serde_json::to_vec(&Stored::from_decision(d, c.config.negative_ttl)).unwrap();
+        serde_json::from_slice::<Stored>(&json)
+            .unwrap()
+            .into_decision(c)
+    }
+
+    #[test]
+    fn shared_decisions_round_trip_with_their_ttl() {
+        let c = cache();
+        let allow = Decision::Allow(Arc::new(Allow {
+            user_id: "u".into(),
+            expires_at: unix_now() + 60,
+            permissions: crate::permissions::Permissions::default(),
+            client_info: Some(serde_json::json!({"a": 1})),
+            metadata: None,
+        }));
+        let (back, ttl) = through_json(&allow, &c).unwrap();
+        assert_eq!(back, allow);
+        assert!(ttl <= Duration::from_secs(60) && ttl >= Duration::from_secs(58));
+        let deny = Decision::deny(Reason::InvalidApp, "no", None);
+        let (back, ttl) = through_json(&deny, &c).unwrap();
+        assert_eq!(back, deny);
+        assert!(
+            ttl <= Duration::from_secs(5),
+            "the negative TTL holds: {ttl:?}"
+        );
+        // An allow already past its expiry, or an unknown reason, is not served.
+        let old = Stored::Allow {
+            user: "u".into(),
+            exp: unix_now() - 1,
+            permissions: crate::permissions::Permissions::default(),
+            client_info: None,
+            metadata: None,
+        };
+        assert!(old.into_decision(&c).is_none());
+        let odd = Stored::Deny {
+            reason: "Whatever".into(),
+            description: String::new(),
+            client_info: None,
+            until: unix_now() + 5,
+        };
+        assert!(odd.into_decision(&c).is_none());
+    }
+
     #[test]
     fn key_separates_fields() {
         assert_ne!(key("a", "bc", "t"), key("ab", "c", "t"));
