@@ -481,6 +481,11 @@ mod tests {
             permissions: crate::permissions::Permissions::default(),
             client_info: Some(serde_json::json!({"a": 1})),
             metadata: None,
+            profile: Some(crate::auth::session::Profile {
+                email: Some("u@example.com".into()),
+                displayname: None,
+                image: None,
+            }),
         }));
         let (back, ttl) = through_json(&allow, &c).unwrap();
         assert_eq!(back, allow);
@@ -499,6 +504,7 @@ mod tests {
             permissions: crate::permissions::Permissions::default(),
             client_info: None,
             metadata: None,
+            profile: None,
         };
         assert!(old.into_decision(&c).is_none());
         let odd = Stored::Deny {
