@@ -110,6 +110,7 @@ fn sessions(c: &mut Criterion) {
         permissions: Permissions::default(),
         client_info: Some(serde_json::json!({"name": "bench"})),
         metadata: None,
+        profile: None,
     };
     for alg in ["EdDSA", "ES256", "RS256", "HS256"] {
         let algorithm: jsonwebtoken::Algorithm = alg.parse().unwrap();

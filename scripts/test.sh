@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The test suite: installs the real servers the tests start (Debian's nginx) when missing, then runs
+# The test suite: installs the real servers the tests start (Debian's nginx and redis-server) when missing, then runs
 # `cargo test`. Extra arguments go to cargo test, e.g. `bash scripts/test.sh --test hardening_paths`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
 
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing ${need[*]} (the tests start real servers)"
@@ -16,6 +17,8 @@ if [ "${#need[@]}" -gt 0 ]; then
     # The package starts a system nginx on port 80; the tests run their own, so stop it.
     if command -v systemctl >/dev/null 2>&1; then $sudo systemctl stop nginx >/dev/null 2>&1 || true; fi
     $sudo nginx -s stop >/dev/null 2>&1 || true
+    # Likewise a system redis on 6379: the tests start theirs on free ports.
+    if command -v systemctl >/dev/null 2>&1; then $sudo systemctl stop redis-server >/dev/null 2>&1 || true; fi
 fi
 
 exec cargo test --locked "$@"

@@ -1,11 +1,14 @@
 //! The admin port, plain HTTP, for operators and the orchestrator:
 //!
 //! - `GET /healthz`: 200 while the process serves.
-//! - `GET /readyz`: 200 when ready; 503 before TLS and every JWT provider's keys are loaded, and while draining.
+//! - `GET /readyz`: 200 when ready; 503 before TLS and every JWT provider's keys are loaded, while
+//!   draining, and while Redis is unreachable if `cluster.required`.
 //! - `GET /metrics`: Prometheus text exposition.
-//! - `POST /cache/purge`, `POST /cache/purge?user=<userID>`: drop cached decisions (all, or one user's).
+//! - `POST /cache/purge`, `POST /cache/purge?user=<userID>`: drop cached decisions (all, or one
+//!   user's); in cluster mode on every replica and in the shared level.
 //! - `POST /sessions/revoke` with `{"sid": ".."}` or `{"userID": ".."}`: revoke sessions; the
-//!   answer says until when (`until`, Unix seconds) the revocation is kept.
+//!   answer says until when (`until`, Unix seconds) the revocation is kept; in cluster mode every
+//!   replica applies it.
 //!
 //! The two mutating endpoints answer only clients on the loopback interface (IPv4 `127.0.0.0/8`,
 //! `::1`, and IPv4 loopback mapped into IPv6 on a dual-stack listener).
@@ -86,7 +89,7 @@ impl Admin {
                 );
             }
             return match req.uri().path() {
-                "/cache/purge" => self.purge(&req),
+                "/cache/purge" => self.purge(&req).await,
                 "/sessions/revoke" => self.revoke(req, peer).await,
                 _ => respond::error(StatusCode::NOT_FOUND, "not found"),
             };
@@ -97,9 +100,13 @@ impl Admin {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
             "/readyz" => match self.readiness.check() {
-                Ok(()) if !self.shared.auth.ready() => text(
+                Ok(()) if !self.shared.auth.load().ready() => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: provider keys not loaded\n".to_owned(),
+                ),
+                Ok(()) if self.shared.cluster_missing() => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: cluster store unreachable (cluster.required)\n".to_owned(),
                 ),
                 Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
                 Err(why) => text(
@@ -121,11 +128,11 @@ impl Admin {
 }
 
 impl Admin {
-    fn purge(&self, req: &Request<Incoming>) -> Response<Body> {
+    async fn purge(&self, req: &Request<Incoming>) -> Response<Body> {
         let user = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
             .find(|(k, _)| k == "user")
             .map(|(_, v)| v.into_owned());
-        self.shared.auth.purge(user.as_deref());
+        self.shared.purge_decisions(user.as_deref()).await;
         tracing::info!(user = user.is_some(), "decision cache purged");
         respond::json(
             StatusCode::OK,

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
-use crate::audit::{self, Audit};
+use crate::audit::Audit;
 use crate::auth::AuthCore;
 use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionError, Sessions};
+use crate::cluster::{Cluster, ClusterError, Replica};
 use crate::config::Config;
 use crate::forward::Forwarder;
 use crate::listener::Listener;
@@ -24,6 +24,8 @@ use crate::registry::Registry;
 use crate::shutdown::Readiness;
 use crate::state::Shared;
 use crate::tls::{Tls, TlsError};
+
+mod reload;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,9 @@ pub enum AppError {
     /// The audit or access log file could not be opened.
     #[error(transparent)]
     Log(#[from] crate::config::SinkError),
+    /// Cluster mode could not be set up.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A gateway with its ports bound, ready to [`run`](App::run).
@@ -62,6 +67,7 @@ pub struct App {
     admin_listener: TcpListener,
     readiness: Readiness,
     reload_from: Option<PathBuf>,
+    ticket_ttl: reload::TicketTtl,
 }
 
 impl App {
@@ -90,16 +96,20 @@ impl App {
         crate::doors::aggregator::announce(&config.auth.aggregator);
         log_warnings(&config);
         let provider_client = crate::auth::provider::http_client().map_err(AppError::Client)?;
-        let auth = AuthCore::new(&config.auth, &provider_client, metrics.auth.clone())
+        let cluster = match &config.cluster {
+            Some(settings) => Some(Cluster::new(settings, metrics.registry())?),
+            None => None,
+        };
+        let mut auth = AuthCore::new(&config.auth, &provider_client, metrics.auth.clone())
             .with_audit(audit.clone());
-        let limiter = config.auth.rate_limit.map(|r| {
-            governor::RateLimiter::keyed(
-                governor::Quota::per_second(r.per_second).allow_burst(r.burst),
-            )
-        });
+        if let Some(cluster) = cluster.as_ref().filter(|c| c.shares_decisions()) {
+            auth.share_decisions(cluster.clone());
+        }
+        let limiter = reload::limiter(&config);
+        let ticket_ttl = reload::TicketTtl::new(config.auth.session.ticket_ttl);
         let tickets = moka::sync::Cache::builder()
             .max_capacity(1_000_000)
-            .time_to_live(config.auth.session.ticket_ttl)
+            .expire_after(ticket_ttl.clone())
             .build();
         let revocations = Revocations::new(config.auth.session.max_ttl);
         let tunnels = Arc::new(Registry::new(metrics.tunnel.active.clone()));
@@ -109,27 +119,32 @@ impl App {
         Ok(Self {
             shared: Arc::new(Shared {
                 config: ArcSwap::from_pointee(config),
-                forwarder,
+                forwarder: ArcSwap::from_pointee(forwarder),
                 metrics,
-                auth,
-                sessions,
+                auth: ArcSwap::from_pointee(auth),
+                sessions: ArcSwap::from_pointee(sessions),
                 revocations,
                 tickets,
-                limiter,
+                limiter: arc_swap::ArcSwapOption::new(limiter),
                 tunnels,
                 ditto_tokens: crate::auth::known_tokens::KnownTokens::new(),
                 audit,
                 access_log,
+                config_changed: tokio::sync::watch::Sender::new(0),
+                grants: crate::state::grant_store(),
+                cluster,
             }),
             tls,
             listener,
             admin_listener,
             readiness,
             reload_from: None,
+            ticket_ttl,
         })
     }
 
-    /// Re-reads the config from `path` on SIGHUP; a bad file keeps the running config.
+    /// Re-reads the config from `path` on SIGHUP and when the file (or a `${file:..}` secret it
+    /// reads) changes on disk; a bad file keeps the running config.
     #[must_use]
     pub fn reload_on_sighup(mut self, path: PathBuf) -> Self {
         self.reload_from = Some(path);
@@ -160,31 +175,43 @@ impl App {
             Some(tls) => Some(tls.watch()?),
             None => None,
         };
-        let grace = self.shared.config.load().shutdown.grace;
-        let limits = self.shared.config.load().limits.clone();
         let admin = Arc::new(Admin {
             shared: self.shared.clone(),
             readiness: self.readiness.clone(),
         });
-        if self.shared.limiter.is_some() {
-            tokio::spawn(forget_idle_clients(Arc::downgrade(&self.shared)));
+        tokio::spawn(forget_idle_clients(Arc::downgrade(&self.shared)));
+        let cluster_task = self.shared.cluster.clone().map(|cluster| {
+            let replica: std::sync::Weak<dyn Replica> = Arc::downgrade(&self.shared) as _;
+            tokio::spawn(cluster.run(replica))
+        });
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.first_sync().await;
         }
         let admin_addr = self.admin_addr();
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin.serve(self.admin_listener, admin_stop.clone()));
-        if let Some(path) = self.reload_from.clone() {
-            tokio::spawn(reload_loop(self.shared.clone(), path));
-        }
+        let _config_watcher = match self.reload_from.clone() {
+            Some(path) => {
+                if let Some(hash) = reload::file_hash(&path) {
+                    self.shared.metrics.config.set_live(&hash);
+                }
+                let reloader = Arc::new(reload::Reloader::new(
+                    self.shared.clone(),
+                    self.tls.clone(),
+                    self.ticket_ttl.clone(),
+                    path,
+                ));
+                tokio::spawn(reload_on_hangup(reloader.clone()));
+                watch_config(reloader)
+            }
+            None => None,
+        };
         tokio::spawn(reopen_logs_loop(Arc::downgrade(&self.shared)));
 
         let listener = Listener {
             tcp: self.listener,
-            tls: self
-                .tls
-                .as_ref()
-                .map(|t| TlsAcceptor::from(t.server_config.clone())),
+            tls: self.tls.clone(),
             shared: self.shared.clone(),
-            limits,
         };
         let graceful = GracefulShutdown::new();
         let stop = CancellationToken::new();
@@ -207,6 +234,7 @@ impl App {
             stop.cancel();
             serve.await;
         }
+        let grace = self.shared.config.load().shutdown.grace;
         tracing::info!(
             grace_seconds = grace.as_secs(),
             "listener closed; draining connections and tunnels"
@@ -226,6 +254,9 @@ impl App {
         self.shared.audit.flush(LOG_FLUSH_DEADLINE).await;
         if let Some(access) = &self.shared.access_log {
             access.flush(LOG_FLUSH_DEADLINE).await;
+        }
+        if let Some(task) = cluster_task {
+            task.abort();
         }
         Ok(())
     }
@@ -266,7 +297,7 @@ async fn forget_idle_clients(shared: std::sync::Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if let Some(limiter) = &shared.limiter {
+        if let Some(limiter) = shared.limiter.load().as_ref() {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -279,8 +310,6 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
         .map_err(|source| AppError::Bind { addr, source })
 }
 
-/// On SIGHUP, loads the file again and swaps it in if valid. Listener, TLS and admin
-/// settings are bound at start and need a restart; the log says so.
 /// Logs what `drawbridge check` warns about, at start and after each reload.
 fn log_warnings(config: &Config) {
     for warning in &config.warnings {
@@ -288,7 +317,8 @@ fn log_warnings(config: &Config) {
     }
 }
 
-async fn reload_loop(shared: Arc<Shared>, path: PathBuf) {
+/// Reloads on every SIGHUP.
+async fn reload_on_hangup(reloader: Arc<reload::Reloader>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -296,56 +326,28 @@ async fn reload_loop(shared: Arc<Shared>, path: PathBuf) {
             return;
         };
         while hup.recv().await.is_some() {
-            match Config::load(&path) {
-                Ok(new) => {
-                    let old = shared.config.load();
-                    if new.listen.addr != old.listen.addr
-                        || new.admin.addr != old.admin.addr
-                        || new.tls.is_some() != old.tls.is_some()
-                        || new.limits.max_connections != old.limits.max_connections
-                        || new.limits.header_read_timeout != old.limits.header_read_timeout
-                        || new.limits.tls_handshake_timeout != old.limits.tls_handshake_timeout
-                        || new.limits.idle_timeout != old.limits.idle_timeout
-                        || new.limits.max_request_head_bytes != old.limits.max_request_head_bytes
-                        || new.limits.http2_keep_alive_interval
-                            != old.limits.http2_keep_alive_interval
-                        || new.limits.http2_keep_alive_timeout
-                            != old.limits.http2_keep_alive_timeout
-                        || new.upstream.connect_timeout != old.upstream.connect_timeout
-                        || new.audit != old.audit
-                        || new.log.access != old.log.access
-                        || new.tracing != old.tracing
-                    {
-                        tracing::warn!(
-                            "config reloaded; changes to listen, admin, TLS mode, upstream.connect_timeout_ms, \
-                             [audit], [tracing], log.access* and limits other than max_request_body_bytes take \
-                             effect after a restart"
-                        );
-                    } else {
-                        tracing::info!("config reloaded");
-                    }
-                    log_warnings(&new);
-                    shared.config.store(Arc::new(new));
-                    shared.audit.emit(&audit::Event::ConfigReload {
-                        result: "applied",
-                        problems: None,
-                    });
-                }
-                Err(error) => {
-                    let lines = error.lines();
-                    for line in &lines {
-                        tracing::error!(problem = %line, "config reload rejected; keeping the running config");
-                    }
-                    shared.audit.emit(&audit::Event::ConfigReload {
-                        result: "rejected",
-                        problems: Some(lines.len()),
-                    });
-                }
-            }
+            reloader.reload("sighup");
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (shared, path);
+        let _ = reloader;
+    }
+}
+
+/// Reloads when the config file's directory (or a secret's) changes: a ConfigMap volume swaps a
+/// `..data` symlink. Events are gathered the way the certificate watcher gathers them. Without a
+/// watcher (the platform refused one), SIGHUP still works and the log says so.
+fn watch_config(reloader: Arc<reload::Reloader>) -> Option<notify::RecommendedWatcher> {
+    let files = reloader.watched_files();
+    let watcher = crate::tls::watch_dirs(files.iter().map(PathBuf::as_path), move || {
+        reloader.reload("file");
+    });
+    match watcher {
+        Ok(w) => Some(w),
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch the config file; reload with SIGHUP");
+            None
+        }
     }
 }

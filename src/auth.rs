@@ -37,6 +37,8 @@ pub struct Allow {
     pub client_info: Option<serde_json::Value>,
     /// `identityServiceMetadata`, passed through.
     pub metadata: Option<serde_json::Value>,
+    /// What the provider said of the user (jwt claims, a webhook's `userInfo`), for userinfo.
+    pub profile: Option<session::Profile>,
 }
 
 /// Why a login failed, in the Ditto SDK's failure vocabulary.
@@ -123,6 +125,10 @@ pub enum Door {
     Aggregator,
     /// `/_ditto/auth/login`
     Ditto,
+    /// The periodic re-check of an open tunnel (`session.revalidate_seconds`).
+    Revalidate,
+    /// `/auth/check`, deciding a provider token
+    ForwardAuth,
 }
 
 impl Door {
@@ -131,6 +137,8 @@ impl Door {
             Self::Login => "login",
             Self::Aggregator => "aggregator",
             Self::Ditto => "ditto",
+            Self::Revalidate => "revalidate",
+            Self::ForwardAuth => "forward_auth",
         }
     }
 }
@@ -138,21 +146,40 @@ impl Door {
 /// Providers by name, the app restrictions, and the decision cache.
 pub struct AuthCore {
     providers: HashMap<String, Arc<Provider>>,
+    /// What each provider was built from, so a reload can keep the unchanged ones.
+    fingerprints: HashMap<String, provider::Fingerprint>,
     apps: Option<BTreeMap<String, Vec<String>>>,
-    cache: DecisionCache,
+    /// Shared with the core a reload builds when the cache settings stay the same.
+    cache: Arc<DecisionCache>,
     metrics: AuthMetrics,
     audit: Audit,
+    client: provider::HttpClient,
+}
+
+/// What a reload did to the providers, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ProviderChanges {
+    /// New names.
+    pub(crate) added: Vec<String>,
+    /// Names no longer configured.
+    pub(crate) removed: Vec<String>,
+    /// Names whose settings, secrets, keys or members changed: built again, answers dropped.
+    pub(crate) changed: Vec<String>,
+    /// Whether the decision cache was rebuilt (its settings changed), dropping every answer.
+    pub(crate) cache_rebuilt: bool,
 }
 
 impl AuthCore {
     /// Builds every provider from the validated config over the shared HTTP client.
     pub(crate) fn new(auth: &Auth, client: &provider::HttpClient, metrics: AuthMetrics) -> Self {
-        let providers = provider::build_all(&auth.providers, client, &metrics);
+        let providers = provider::build_all(&auth.providers, client, &metrics, &|_| None);
         Self {
             providers,
+            fingerprints: provider::fingerprints(&auth.providers),
             apps: auth.apps.clone(),
-            cache: DecisionCache::new(&auth.cache, metrics.clone()),
+            cache: Arc::new(DecisionCache::new(&auth.cache, metrics.clone())),
             metrics,
+            client: client.clone(),
             audit: Audit::default(),
         }
     }
@@ -164,6 +191,74 @@ impl AuthCore {
         self
     }
 
+    /// The core for a reloaded config. Providers whose [`provider::Fingerprint`] is unchanged are
+    /// kept as they run (connections, circuit breaker, JWKS), and so are their cached answers; a
+    /// changed or removed provider's answers are dropped. Logins in flight hold the old core and
+    /// finish on the providers they started with.
+    pub(crate) fn reconfigure(&self, auth: &Auth) -> (Self, ProviderChanges) {
+        let fingerprints = provider::fingerprints(&auth.providers);
+        let unchanged = |name: &str| {
+            self.fingerprints
+                .get(name)
+                .is_some_and(|f| fingerprints.get(name) == Some(f))
+        };
+        let reuse = |name: &str| {
+            if unchanged(name) {
+                self.providers.get(name).cloned()
+            } else {
+                None
+            }
+        };
+        let providers = provider::build_all(&auth.providers, &self.client, &self.metrics, &reuse);
+        let mut changes = ProviderChanges::default();
+        for name in self.fingerprints.keys() {
+            if !fingerprints.contains_key(name) {
+                changes.removed.push(name.clone());
+            } else if !unchanged(name) {
+                changes.changed.push(name.clone());
+            }
+        }
+        changes.added = fingerprints
+            .keys()
+            .filter(|n| !self.fingerprints.contains_key(*n))
+            .cloned()
+            .collect();
+        for list in [
+            &mut changes.added,
+            &mut changes.removed,
+            &mut changes.changed,
+        ] {
+            list.sort();
+        }
+        let cache = if self.cache.same_settings(&auth.cache) {
+            let gone: std::collections::BTreeSet<String> = changes
+                .removed
+                .iter()
+                .chain(&changes.changed)
+                .cloned()
+                .collect();
+            self.cache.forget_providers(&gone);
+            self.cache.clone()
+        } else {
+            changes.cache_rebuilt = true;
+            let mut cache = DecisionCache::new(&auth.cache, self.metrics.clone());
+            if let Some(cluster) = self.cache.shared_level() {
+                cache.share(cluster);
+            }
+            Arc::new(cache)
+        };
+        let core = Self {
+            providers,
+            fingerprints,
+            apps: auth.apps.clone(),
+            cache,
+            metrics: self.metrics.clone(),
+            client: self.client.clone(),
+            audit: self.audit.clone(),
+        };
+        (core, changes)
+    }
+
     /// An auth core with its own provider client and an unexported metrics registry, for tools and
     /// benchmarks that use the library directly.
     ///
@@ -172,6 +267,14 @@ impl AuthCore {
     pub fn from_config(auth: &Auth) -> std::io::Result<Self> {
         let metrics = crate::metrics::Metrics::new().map_err(std::io::Error::other)?;
         Ok(Self::new(auth, &provider::http_client()?, metrics.auth))
+    }
+
+    /// Gives the decision cache a second level shared with the other replicas.
+    /// Called on a core just built, so no answer is lost.
+    pub(crate) fn share_decisions(&mut self, cluster: Arc<crate::cluster::Cluster>) {
+        let mut cache = DecisionCache::new(self.cache.settings(), self.metrics.clone());
+        cache.share(cluster);
+        self.cache = Arc::new(cache);
     }
 
     /// Whether every provider is ready (JWT providers: first key fetch done).
@@ -274,7 +377,7 @@ impl AuthCore {
             "cache_lookup",
             drawbridge.cache = tracing::field::Empty,
         );
-        let looked_up = self.cache.get_or_check(key, || async {
+        let looked_up = self.cache.get_or_check(key, provider_name, || async {
             let started = Instant::now();
             let result = provider.check(&check).await;
             self.metrics

@@ -1,6 +1,7 @@
 //! The validated configuration: loaded from one TOML file, checked whole before any port is bound.
 
 pub mod auth;
+pub mod cluster;
 pub mod raw;
 mod secrets;
 
@@ -13,7 +14,7 @@ use http::uri::{Authority, Scheme};
 
 pub use crate::jsonlines::{SinkError, Target as LogTarget};
 pub use raw::RawLogFormat as LogFormat;
-pub use secrets::{SKIPPED_FILE_PLACEHOLDER, SkipFiles, Sources, System};
+pub use secrets::{Recording, SKIPPED_FILE_PLACEHOLDER, SkipFiles, Sources, System};
 
 /// Environment variable naming the config file when `--config` is absent.
 pub const ENV_CONFIG: &str = "DRAWBRIDGE_CONFIG";
@@ -47,6 +48,8 @@ pub struct Config {
     pub tracing: Option<Tracing>,
     /// Settings that load but deserve the operator's attention (deprecated or risky keys).
     pub warnings: Vec<Problem>,
+    /// `[cluster]`: state shared between replicas; `None` keeps everything local.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 /// `[ditto]`
@@ -266,6 +269,37 @@ impl Config {
         Self::load_with(path, &System)
     }
 
+    /// The keys that differ between `self` (running) and `next` and that only a restart applies:
+    /// the bound addresses, TLS on or off, and the log format and level. A reload applies the rest.
+    pub fn restart_changes(&self, next: &Self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.listen.addr != next.listen.addr {
+            keys.push("listen.addr");
+        }
+        if self.admin.addr != next.admin.addr {
+            keys.push("admin.addr");
+        }
+        if self.tls.is_some() != next.tls.is_some() {
+            keys.push("tls");
+        }
+        if self.log.format != next.log.format {
+            keys.push("log.format");
+        }
+        if self.log.level != next.log.level {
+            keys.push("log.level");
+        }
+        if self.log.access != next.log.access {
+            keys.push("log.access");
+        }
+        if self.audit != next.audit {
+            keys.push("audit");
+        }
+        if self.tracing != next.tracing {
+            keys.push("tracing");
+        }
+        keys
+    }
+
     /// Reads and validates the file at `path`, resolving references from `sources`.
     ///
     /// # Errors
@@ -365,6 +399,10 @@ impl TryFrom<raw::RawConfig> for Config {
         }
 
         let upstream = upstream(&raw.upstream, &mut p);
+        let cluster = raw
+            .cluster
+            .as_ref()
+            .and_then(|c| cluster::validate(c, &mut p));
         let auth = auth::validate(&raw, &mut p);
         let prefix = raw.ditto.path_prefix.trim_end_matches('/').to_owned();
         if !(prefix.is_empty() || prefix.starts_with('/')) || prefix.contains(['?', '#']) {
@@ -540,6 +578,7 @@ impl TryFrom<raw::RawConfig> for Config {
                 audit,
                 tracing,
                 warnings,
+                cluster,
             }),
             _ => Err(ConfigError::Invalid(p)),
         }

@@ -2,6 +2,7 @@
 
 pub(crate) mod aggregator;
 pub(crate) mod ditto;
+pub(crate) mod forward_auth;
 pub(crate) mod login;
 
 use bytes::Bytes;

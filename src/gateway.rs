@@ -145,8 +145,17 @@ impl GatewayService {
                 };
                 answer.unwrap_or_else(|e| e.respond(Front::Aggregator))
             }
+            Route::ForwardAuth(rule) => {
+                // Not rate-limited: behind an ingress every check comes from the ingress's address.
+                let answer = match rule {
+                    Ok(rule) => doors::forward_auth::check(&self.shared, &req, rule, config).await,
+                    Err(refusal) => Err(DoorError::Refused(refusal)),
+                };
+                answer.unwrap_or_else(|e| e.respond(Front::ForwardAuth))
+            }
             Route::Jwks => {
-                let mut resp = respond::json(http::StatusCode::OK, &self.shared.sessions.jwks());
+                let mut resp =
+                    respond::json(http::StatusCode::OK, &self.shared.sessions.load().jwks());
                 resp.headers_mut().insert(
                     http::header::CACHE_CONTROL,
                     http::HeaderValue::from_static("public, max-age=300"),
@@ -211,7 +220,13 @@ impl GatewayService {
     }
 
     async fn forward(&self, req: Request<Incoming>, config: &Config) -> Response<Body> {
-        match self.shared.forwarder.forward(req, self.peer, config).await {
+        match self
+            .shared
+            .forwarder
+            .load_full()
+            .forward(req, self.peer, config)
+            .await
+        {
             Ok(resp) => resp,
             Err(error) => {
                 self.shared.count_upstream_error(&error);

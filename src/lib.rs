@@ -13,6 +13,7 @@ pub mod auth;
 mod body;
 mod canonical;
 mod clock;
+mod cluster;
 pub mod config;
 pub mod demo;
 mod doors;

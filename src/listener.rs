@@ -60,13 +60,13 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Limits, MIN_REQUEST_HEAD_BYTES};
 use crate::gateway::GatewayService;
 use crate::metrics::{ConnMetrics, ReapReason, TlsMetrics};
 use crate::state::Shared;
+use crate::tls::Tls;
 use activity::{Activity, Check, Conns, Deadlines};
 use io::{Guarded, Slot};
 use service::Tracked;
@@ -82,18 +82,19 @@ const EVICTION_WAIT: Duration = Duration::from_secs(2);
 /// Everything one accept loop needs.
 pub(crate) struct Listener {
     pub(crate) tcp: TcpListener,
-    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) tls: Option<Arc<Tls>>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) limits: Limits,
 }
 
 impl Listener {
     /// Accepts until `stop` is cancelled, then drops the socket so no new connection is taken.
     /// Each connection is watched by `graceful`, which the caller drains after cancelling `stop`.
     pub(crate) async fn serve(self, stop: CancellationToken, graceful: &GracefulShutdown) {
-        let permits = Arc::new(Semaphore::new(self.limits.max_connections));
+        let mut limits = self.shared.config.load().limits.clone();
+        let mut capacity = limits.max_connections;
+        let permits = Arc::new(Semaphore::new(capacity));
         let conns = Arc::new(Conns::default());
-        let http = Arc::new(http_builder(&self.limits));
+        let mut http = Arc::new(http_builder(&limits));
         let conn_metrics = self.shared.metrics.conn.clone();
         loop {
             let (stream, addr) = tokio::select! {
@@ -108,6 +109,15 @@ impl Listener {
                     }
                 },
             };
+            // The limits follow the live config: each connection takes those current at its accept.
+            let live = self.shared.config.load().limits.clone();
+            if !same_http_settings(&live, &limits) {
+                http = Arc::new(http_builder(&live));
+            }
+            if live.max_connections != capacity {
+                capacity = resize(&permits, capacity, live.max_connections);
+            }
+            limits = live;
             let permit = match permits.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) if conns.evict_idlest() => None,
@@ -121,7 +131,7 @@ impl Listener {
             let conn = Conn {
                 service: GatewayService::new(self.shared.clone(), addr, self.tls.is_some()),
                 tls: self.tls.clone(),
-                limits: self.limits.clone(),
+                limits: limits.clone(),
                 http: http.clone(),
                 metrics: conn_metrics.clone(),
                 tls_metrics: self.shared.metrics.tls.clone(),
@@ -154,6 +164,25 @@ impl Listener {
     }
 }
 
+/// Whether two limits give the same [`http_builder`].
+fn same_http_settings(a: &Limits, b: &Limits) -> bool {
+    a.max_request_head_bytes == b.max_request_head_bytes
+        && a.http2_keep_alive_interval == b.http2_keep_alive_interval
+        && a.http2_keep_alive_timeout == b.http2_keep_alive_timeout
+}
+
+/// Moves the connection cap from `from` to `to` permits and returns the cap now in force. A smaller
+/// cap takes only the permits free now (open connections are never closed for it); the rest of
+/// the cut is tried again at the next accept.
+fn resize(permits: &Semaphore, from: usize, to: usize) -> usize {
+    if to > from {
+        permits.add_permits(to - from);
+        to
+    } else {
+        from - permits.forget_permits(from - to)
+    }
+}
+
 /// The HTTP/1 and HTTP/2 settings every connection shares.
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut http = auto::Builder::new(TokioExecutor::new());
@@ -179,7 +208,7 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// One accepted connection.
 struct Conn {
     service: GatewayService,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<Tls>>,
     limits: Limits,
     http: Arc<auto::Builder<TokioExecutor>>,
     metrics: ConnMetrics,
@@ -201,7 +230,7 @@ impl Conn {
     async fn serve(self, stream: TcpStream, slot: Slot, activity: Arc<Activity>, watcher: Watcher) {
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();
-        let Some(acceptor) = self.tls.clone() else {
+        let Some(acceptor) = self.tls.as_ref().map(|t| t.acceptor()) else {
             return self
                 .serve_http(
                     Guarded::new(stream, activity.clone(), slot),
@@ -325,5 +354,23 @@ impl Conn {
                 timer.as_mut().reset(Instant::now() + REAP_GRACE);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_grows_at_once_and_shrinks_only_by_free_permits() {
+        let permits = Semaphore::new(4);
+        assert_eq!(resize(&permits, 4, 6), 6);
+        assert_eq!(permits.available_permits(), 6);
+        let held = permits.try_acquire_many(5).unwrap();
+        // One permit is free: the cap drops by one now, the rest at a later accept.
+        assert_eq!(resize(&permits, 6, 2), 5);
+        drop(held);
+        assert_eq!(resize(&permits, 5, 2), 2);
+        assert_eq!(permits.available_permits(), 2);
     }
 }

@@ -38,6 +38,10 @@ enum Command {
         /// Check syntax and values only: read no TLS file, and take every `${file:..}` as a placeholder.
         #[arg(long)]
         skip_files: bool,
+        /// The config the gateway runs with now: list the changed keys a reload cannot apply
+        /// (they need a restart).
+        #[arg(long, value_name = "RUNNING_CONFIG")]
+        against: Option<PathBuf>,
     },
     /// Write a new session signing key (PEM; HS256: a random secret) for `session.key_file`.
     Keygen {
@@ -65,7 +69,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, skip_files } => check(&config, skip_files),
+        Command::Check {
+            config,
+            skip_files,
+            against,
+        } => check(&config, skip_files, against.as_deref()),
         Command::Run { config } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
@@ -97,7 +105,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path, skip_files: bool) -> ExitCode {
+fn check(path: &std::path::Path, skip_files: bool, against: Option<&std::path::Path>) -> ExitCode {
     let loaded = if skip_files {
         Config::load_with(path, &config::SkipFiles)
     } else {
@@ -117,6 +125,25 @@ fn check(path: &std::path::Path, skip_files: bool) -> ExitCode {
         eprintln!("{}: warning: {warning}", path.display());
     }
     println!("{}: ok\n\n{}", path.display(), cli::summary(&cfg));
+    if let Some(running_path) = against {
+        let running = match Config::load_with(running_path, &config::SkipFiles) {
+            Ok(c) => c,
+            Err(e) => return usage_error(running_path, &e),
+        };
+        let keys = running.restart_changes(&cfg);
+        if keys.is_empty() {
+            println!(
+                "against {}: a reload applies every change",
+                running_path.display()
+            );
+        } else {
+            println!(
+                "against {}: a reload applies every change but these keys, which need a restart: {}",
+                running_path.display(),
+                keys.join(", ")
+            );
+        }
+    }
     ExitCode::SUCCESS
 }
 

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub(crate) upstream: UpstreamMetrics,
     pub(crate) auth: AuthMetrics,
     pub(crate) tunnel: TunnelMetrics,
+    pub(crate) config: ConfigMetrics,
 }
 
 impl Metrics {
@@ -31,6 +32,7 @@ impl Metrics {
             upstream: UpstreamMetrics::register(&registry)?,
             auth: AuthMetrics::register(&registry)?,
             tunnel: TunnelMetrics::register(&registry)?,
+            config: ConfigMetrics::register(&registry)?,
             registry,
         })
     }
@@ -417,5 +419,62 @@ impl TunnelMetrics {
             bytes,
             duration,
         })
+    }
+}
+
+/// Config reloads, the live config's hash, and the re-checks of open sessions.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigMetrics {
+    /// `drawbridge_config_reloads_total{result}`: `success` or `failure`.
+    pub(crate) reloads: IntCounterVec,
+    /// `drawbridge_config_info{hash}`: 1 for the live config's hash.
+    pub(crate) info: IntGaugeVec,
+    /// `drawbridge_session_revalidations_total{result}`: `allow`, `narrowed`, `deny`, `error`.
+    pub(crate) revalidations: IntCounterVec,
+}
+
+impl ConfigMetrics {
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_config_reloads_total",
+                "Config reloads (SIGHUP or file change), by result",
+            ),
+            &["result"],
+        )?;
+        let info = IntGaugeVec::new(
+            Opts::new(
+                "drawbridge_config_info",
+                "1 for the SHA-256 prefix of the config file that is live",
+            ),
+            &["hash"],
+        )?;
+        let revalidations = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_session_revalidations_total",
+                "Re-checks of the decision behind an open tunnel, by result",
+            ),
+            &["result"],
+        )?;
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
+        for result in ["allow", "narrowed", "deny", "error"] {
+            revalidations.with_label_values(&[result]);
+        }
+        r.register(Box::new(reloads.clone()))?;
+        r.register(Box::new(info.clone()))?;
+        r.register(Box::new(revalidations.clone()))?;
+        Ok(Self {
+            reloads,
+            info,
+            revalidations,
+        })
+    }
+
+    /// Shows `hash` as the live config (and only it).
+    pub(crate) fn set_live(&self, hash: &str) {
+        self.info.reset();
+        self.info.with_label_values(&[hash]).set(1);
     }
 }

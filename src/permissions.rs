@@ -69,6 +69,27 @@ impl Access {
 }
 
 impl Permissions {
+    /// Whether `self` allows at least what `earlier` allowed, rule by rule: `everything` stays, and
+    /// every collection keeps every query it had. Any other change counts as narrower, since
+    /// queries are not compared by meaning.
+    pub fn covers(&self, earlier: &Self) -> bool {
+        let access = |now: &Access, then: &Access| {
+            now.everything
+                || (!then.everything
+                    && then.queries_by_collection.iter().all(|(coll, qs)| {
+                        now.queries_by_collection
+                            .get(coll)
+                            .is_some_and(|mine| qs.iter().all(|q| mine.contains(q)))
+                    }))
+        };
+        let remote = match (earlier.remote_query, self.remote_query) {
+            (Some(true), now) => now == Some(true),
+            (None, now) => now != Some(false),
+            (Some(false), _) => true,
+        };
+        access(&self.read, &earlier.read) && access(&self.write, &earlier.write) && remote
+    }
+
     /// Permissions that allow only what both allow.
     pub fn intersect(&self, other: &Self) -> Self {
         Self {
@@ -81,5 +102,41 @@ impl Permissions {
                 _ => Some(false),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(colls: &[(&str, &[&str])]) -> Permissions {
+        Permissions {
+            read: Access {
+                everything: false,
+                queries_by_collection: colls
+                    .iter()
+                    .map(|(c, qs)| {
+                        (
+                            (*c).to_owned(),
+                            qs.iter().map(|q| (*q).to_owned()).collect(),
+                        )
+                    })
+                    .collect(),
+            },
+            ..Permissions::default()
+        }
+    }
+
+    #[test]
+    fn covers_same_or_wider_but_not_narrower() {
+        let before = reading(&[("cars", &["true"])]);
+        assert!(before.covers(&before));
+        assert!(reading(&[("cars", &["true"]), ("boats", &["true"])]).covers(&before));
+        let mut all = Permissions::default();
+        all.read.everything = true;
+        assert!(all.covers(&before));
+        assert!(!before.covers(&all));
+        assert!(!reading(&[]).covers(&before));
+        assert!(!reading(&[("cars", &["owner == 1"])]).covers(&before));
     }
 }

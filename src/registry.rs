@@ -25,6 +25,9 @@ pub(crate) enum CloseReason {
     Revoked,
     /// drawbridge is shutting down (close code 1001).
     Shutdown,
+    /// A re-check found narrower permissions or another user (close code 4009): the client
+    /// reconnects, and the sync server sees the new identity.
+    PermissionsChanged,
 }
 
 impl CloseReason {
@@ -34,6 +37,7 @@ impl CloseReason {
             Self::Expired => (4001, "session expired"),
             Self::Revoked => (4003, "session revoked"),
             Self::Shutdown => (1001, "going away"),
+            Self::PermissionsChanged => (4009, "permissions changed"),
         }
     }
 
@@ -43,6 +47,7 @@ impl CloseReason {
             Self::Shutdown => (1001, "going away"),
             Self::Expired => (1000, "session expired"),
             Self::Revoked => (1000, "session revoked"),
+            Self::PermissionsChanged => (1000, "permissions changed"),
         }
     }
 
@@ -52,6 +57,7 @@ impl CloseReason {
             Self::Expired => "expired",
             Self::Revoked => "revoked",
             Self::Shutdown => "shutdown",
+            Self::PermissionsChanged => "permissions_changed",
         }
     }
 }

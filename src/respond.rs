@@ -33,6 +33,9 @@ pub(crate) enum Refusal {
     /// The request target has no canonical form.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// A forward-auth check whose forwarded target headers are repeated or disagree.
+    #[error("the forwarded target is repeated or contradictory")]
+    ForwardedTarget,
 }
 
 impl Refusal {
@@ -94,6 +97,9 @@ pub(crate) enum DoorError {
     /// An aggregator call without a valid `ditto-signature`.
     #[error("invalid ditto-signature")]
     BadSignature,
+    /// A forward-auth check without an identity, answered with a redirect to sign in.
+    #[error("sign in first")]
+    SignIn(HeaderValue),
 }
 
 /// The door that answers, for the errors whose failure shape is the door's own.
@@ -107,6 +113,8 @@ pub(crate) enum Front {
     Aggregator,
     /// The websocket gate.
     Tunnel,
+    /// The forward-auth door, `/auth/check`, asked by an ingress.
+    ForwardAuth,
     /// The dispatcher, before or after a door: refusals, rate limits, forwarding.
     Gateway,
 }
@@ -121,6 +129,26 @@ impl DoorError {
     pub(crate) fn respond(&self, front: Front) -> Response<Body> {
         let bad = StatusCode::BAD_REQUEST;
         match (self, front) {
+            // An ingress passes 401 and 403 on to its client and turns anything else into 500.
+            (Self::Refused(refusal), Front::ForwardAuth) => {
+                error(StatusCode::FORBIDDEN, &refusal.to_string())
+            }
+            (Self::SignIn(url), _) => sign_in(url),
+            (Self::InvalidToken(SessionRejected::Required), Front::ForwardAuth) => {
+                let mut resp = invalid_token(&SessionRejected::Missing.to_string());
+                // No credentials were sent: a bare challenge (RFC 6750 §3).
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                resp
+            }
+            (Self::Denied(deny), Front::ForwardAuth) => {
+                let mut resp = denied(deny);
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+                resp
+            }
             (Self::Refused(refusal), _) => refused(refusal),
             (Self::Upstream(error), _) => upstream_error(error),
             (Self::UpstreamReply, _) => error(StatusCode::BAD_GATEWAY, &self.to_string()),
@@ -256,7 +284,18 @@ fn refused(refusal: &Refusal) -> Response<Body> {
         ),
         // A fixed text per kind of target, never the target itself.
         Refusal::Target(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Refusal::ForwardedTarget => error(StatusCode::BAD_REQUEST, &refusal.to_string()),
     }
+}
+
+/// 302 to where a forward-auth client signs in; the body is empty, the ingress relays the head.
+fn sign_in(url: &HeaderValue) -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::FOUND;
+    resp.headers_mut().insert(header::LOCATION, url.clone());
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// `OPTIONS *`: 204 with `Allow`, answered by the gateway.
@@ -460,6 +499,36 @@ mod tests {
             assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
             assert_eq!(body_json(resp).await["status"], 400);
         }
+    }
+
+    #[tokio::test]
+    async fn forward_auth_refusals_map_to_401_403_and_302() {
+        let resp = DoorError::InvalidToken(SessionRejected::Required).respond(Front::ForwardAuth);
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let resp = DoorError::InvalidToken(SessionRejected::Revoked).respond(Front::ForwardAuth);
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            resp.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        let deny = Deny {
+            reason: Reason::InvalidCredentials,
+            description: "no".to_owned(),
+            client_info: None,
+        };
+        let resp = DoorError::Denied(Arc::new(deny)).respond(Front::ForwardAuth);
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(resp.headers().contains_key(header::WWW_AUTHENTICATE));
+        let resp = DoorError::Refused(Refusal::Target(TargetError::EncodedSlash))
+            .respond(Front::ForwardAuth);
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let url = HeaderValue::from_static("https://login.example/");
+        let resp = DoorError::SignIn(url.clone()).respond(Front::ForwardAuth);
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        assert_eq!(resp.headers()[header::LOCATION], url);
     }
 
     #[test]

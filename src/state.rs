@@ -6,15 +6,18 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::audit::{self, Audit};
 use crate::auth::AuthCore;
 use crate::auth::credentials::{self, SessionRejected};
-use crate::auth::known_tokens::KnownTokens;
+use crate::auth::known_tokens::{KnownToken, KnownTokens};
 use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionClaims, Sessions};
+use crate::clock::unix_now;
+use crate::cluster::{Cluster, Kind, Replica, Revocation};
 use crate::config::Config;
 use crate::forward::{Forwarder, UpstreamError};
 use crate::jsonlines::Sink;
@@ -27,14 +30,18 @@ pub(crate) type Limiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 /// State every connection shares; read through `Arc`, never cloned per request.
 pub(crate) struct Shared {
     pub(crate) config: ArcSwap<Config>,
-    pub(crate) forwarder: Forwarder,
+    /// Swapped by a reload that changes `upstream.connect_timeout_ms`.
+    pub(crate) forwarder: ArcSwap<Forwarder>,
     pub(crate) metrics: Metrics,
-    pub(crate) auth: AuthCore,
-    pub(crate) sessions: Sessions,
+    /// Swapped whole by a reload; a login holds the `Arc` it started with.
+    pub(crate) auth: ArcSwap<AuthCore>,
+    /// Swapped by a reload; retired keys keep verifying inside the new value.
+    pub(crate) sessions: ArcSwap<Sessions>,
     pub(crate) revocations: Revocations,
     /// Single-use upgrade tickets.
     pub(crate) tickets: moka::sync::Cache<String, Arc<SessionClaims>>,
-    pub(crate) limiter: Option<Limiter>,
+    /// Swapped by a reload that changes `[rate_limit]`.
+    pub(crate) limiter: ArcSwapOption<Limiter>,
     /// Open tunnels by session.
     pub(crate) tunnels: Arc<Registry>,
     /// Access tokens learned from relayed Ditto logins.
@@ -43,23 +50,149 @@ pub(crate) struct Shared {
     pub(crate) audit: Audit,
     /// The access log's writer when `log.access = true`.
     pub(crate) access_log: Option<Sink>,
+    /// Bumped after each applied reload, so long-lived tasks read the settings again.
+    pub(crate) config_changed: tokio::sync::watch::Sender<u64>,
+    /// The login behind each session, kept in memory while `session.revalidate_seconds` is on so
+    /// its tunnels can ask the provider again.
+    pub(crate) grants: moka::sync::Cache<Arc<str>, Arc<Grant>>,
+    /// The link to the other replicas (`[cluster]`); `None` keeps everything local.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
+
+/// What a session's login asked, so an open tunnel can ask again. Held in memory only.
+pub(crate) struct Grant {
+    /// The app ID.
+    pub(crate) app: String,
+    /// The provider name.
+    pub(crate) provider: String,
+    /// The client's provider token. Never logged.
+    pub(crate) token: String,
+    /// The provider decision's expiry (Unix seconds): the grant is forgotten then.
+    pub(crate) until: u64,
+}
+
+impl std::fmt::Debug for Grant {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("app", &self.app)
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Each grant lives until its decision expires.
+struct GrantExpiry;
+
+impl moka::Expiry<Arc<str>, Arc<Grant>> for GrantExpiry {
+    fn expire_after_create(
+        &self,
+        _: &Arc<str>,
+        grant: &Arc<Grant>,
+        _: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(
+            grant.until.saturating_sub(crate::clock::unix_now()),
+        ))
+    }
+}
+
+/// The grant store [`Shared::grants`] uses.
+pub(crate) fn grant_store() -> moka::sync::Cache<Arc<str>, Arc<Grant>> {
+    moka::sync::Cache::builder()
+        .max_capacity(1_000_000)
+        .expire_after(GrantExpiry)
+        .build()
+}
+
+/// Cluster key kind of single-use tickets.
+const TICKET_KIND: &str = "ticket";
+/// Cluster key kind of learned Ditto access tokens.
+const DITTO_KIND: &str = "ditto";
+/// Most candidate tokens of one handshake looked up in the cluster store.
+const MAX_SHARED_LOOKUPS: usize = 4;
 
 // === impl Shared ===
 
 impl Shared {
-    /// A single-use ticket standing for `claims` for `session.ticket_ttl_seconds`.
-    pub(crate) fn issue_ticket(&self, claims: Arc<SessionClaims>) -> String {
+    /// A single-use ticket standing for `claims` for `session.ticket_ttl_seconds`. In cluster
+    /// mode it is kept in the cluster store only (any replica may redeem it, once); while that is
+    /// away, locally.
+    pub(crate) async fn issue_ticket(&self, claims: Arc<SessionClaims>) -> String {
         let bytes: [u8; 24] = rand::random();
         let ticket =
             base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+        if let Some(cluster) = &self.cluster {
+            let ttl = self.config.load().auth.session.ticket_ttl;
+            if let Ok(json) = serde_json::to_vec(&*claims) {
+                if cluster.put(TICKET_KIND, &ticket, &json, ttl).await {
+                    return ticket;
+                }
+            }
+        }
         self.tickets.insert(ticket.clone(), claims);
         ticket
     }
 
-    /// Redeems a ticket once; a second use finds nothing.
-    pub(crate) fn redeem_ticket(&self, ticket: &str) -> Option<Arc<SessionClaims>> {
-        self.tickets.remove(ticket)
+    /// Redeems a ticket once, here or (atomically, `GETDEL`) in the cluster store; a second use
+    /// anywhere finds nothing.
+    pub(crate) async fn redeem_ticket(&self, ticket: &str) -> Option<Arc<SessionClaims>> {
+        if let Some(claims) = self.tickets.remove(ticket) {
+            return Some(claims);
+        }
+        let json = self.cluster.as_ref()?.take(TICKET_KIND, ticket).await?;
+        serde_json::from_slice(&json).ok().map(Arc::new)
+    }
+
+    /// Remembers a Ditto access token from a relayed login success, here and for the other
+    /// replicas (by its SHA-256, until its `accessExpiry`).
+    pub(crate) fn learn_ditto_token(&self, token: &str, known: KnownToken) {
+        if let Some(cluster) = self.cluster.clone() {
+            let ttl = known.expires_at.saturating_sub(unix_now());
+            let id = hex::encode(KnownTokens::key(token));
+            let value = format!("{} {}", known.expires_at, known.user);
+            tokio::spawn(async move {
+                cluster
+                    .put(DITTO_KIND, &id, value.as_bytes(), Duration::from_secs(ttl))
+                    .await;
+            });
+        }
+        self.ditto_tokens.learn(token, known);
+    }
+
+    /// The known Ditto access token a websocket handshake carries: learned here, or by another
+    /// replica (then remembered here too).
+    pub(crate) async fn find_ditto_token(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Option<Arc<KnownToken>> {
+        if let Some(known) = self.ditto_tokens.find(headers) {
+            return Some(known);
+        }
+        let cluster = self.cluster.as_ref()?;
+        // A handful of lookups at most, however many cookies the handshake carries.
+        for token in KnownTokens::candidates(headers)
+            .into_iter()
+            .take(MAX_SHARED_LOOKUPS)
+        {
+            let id = hex::encode(KnownTokens::key(token));
+            let Some(value) = cluster.get(DITTO_KIND, &id).await else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&value);
+            let Some((Ok(expires_at), user)) = text
+                .split_once(' ')
+                .map(|(e, u)| (e.parse::<u64>(), u.to_owned()))
+            else {
+                continue;
+            };
+            self.ditto_tokens
+                .learn(token, KnownToken { user, expires_at });
+            if let Some(known) = self.ditto_tokens.get(token) {
+                return Some(known);
+            }
+        }
+        None
     }
 
     /// How long a ticket stays redeemable, for the ticket reply.
@@ -71,6 +204,8 @@ impl Shared {
     /// its tunnels; returns until when (Unix seconds) the revocation is kept.
     pub(crate) fn revoke_session(&self, claims: &SessionClaims) -> u64 {
         let until = self.revocations.revoke_session(claims);
+        self.grants.invalidate(claims.sid.as_str());
+        self.share_revocation(Kind::Sid, &claims.sid, until);
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_sid(&claims.sid, CloseReason::Revoked);
         until
@@ -80,6 +215,8 @@ impl Shared {
     /// revocation is kept.
     pub(crate) fn revoke_sid(&self, sid: &str) -> u64 {
         let until = self.revocations.revoke_sid(sid);
+        self.grants.invalidate(sid);
+        self.share_revocation(Kind::Sid, sid, until);
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_sid(sid, CloseReason::Revoked);
         until
@@ -89,10 +226,48 @@ impl Shared {
     /// when the cut-off is kept.
     pub(crate) fn revoke_user(&self, user: &str) -> u64 {
         let until = self.revocations.revoke_user(user);
-        self.auth.purge(Some(user));
+        self.auth.load().purge(Some(user));
+        self.share_revocation(Kind::User, user, until);
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_user(user, CloseReason::Revoked);
         until
+    }
+
+    /// Hands a revocation just made here to the other replicas (written with its real end and
+    /// published; queued while the cluster store is away).
+    fn share_revocation(&self, kind: Kind, id: &str, until: u64) {
+        if let Some(cluster) = self.cluster.clone() {
+            let revocation = Revocation {
+                kind,
+                id: id.to_owned(),
+                at: unix_now(),
+                until,
+            };
+            tokio::spawn(async move {
+                let user = (revocation.kind == Kind::User).then(|| revocation.id.clone());
+                cluster.revoke(revocation).await;
+                if let Some(user) = user {
+                    // The user's shared decisions go too, as the local ones did.
+                    cluster.purge(Some(&user)).await;
+                }
+            });
+        }
+    }
+
+    /// Drops cached decisions (all, or `user`'s) here and, in cluster mode, on every replica and
+    /// in the shared level.
+    pub(crate) async fn purge_decisions(&self, user: Option<&str>) {
+        self.auth.load().purge(user);
+        if let Some(cluster) = &self.cluster {
+            cluster.purge(user).await;
+        }
+    }
+
+    /// Whether `/readyz` must answer 503: cluster mode is required and Redis is unreachable.
+    pub(crate) fn cluster_missing(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.required() && !c.is_up())
     }
 
     /// A session was refreshed: its new expiry applies from now on.
@@ -112,6 +287,22 @@ impl Shared {
         });
     }
 
+    /// Keeps what the login of `claims` asked, when open tunnels are re-checked.
+    pub(crate) fn remember_grant(&self, claims: &SessionClaims, provider_token: &str) {
+        if self.config.load().auth.session.revalidate.is_zero() {
+            return;
+        }
+        self.grants.insert(
+            Arc::from(claims.sid.as_str()),
+            Arc::new(Grant {
+                app: claims.app.clone(),
+                provider: claims.prv.clone(),
+                token: provider_token.to_owned(),
+                until: claims.dex,
+            }),
+        );
+    }
+
     /// Counts a failed upstream call by its kind.
     pub(crate) fn count_upstream_error(&self, error: &UpstreamError) {
         self.metrics
@@ -124,6 +315,7 @@ impl Shared {
     /// Whether this client may call a login route now.
     pub(crate) fn rate_limited(&self, ip: IpAddr) -> bool {
         self.limiter
+            .load()
             .as_ref()
             .is_some_and(|l| l.check_key(&ip).is_err())
     }
@@ -136,7 +328,35 @@ impl Shared {
         &self,
         token: &str,
     ) -> Result<Arc<SessionClaims>, SessionRejected> {
-        credentials::verify_session(&self.sessions, &self.revocations, token)
+        credentials::verify_session(&self.sessions.load(), &self.revocations, token)
             .inspect(|claims| audit::note_user(&claims.sub))
+    }
+}
+
+// === impl Replica for Shared ===
+
+impl Replica for Shared {
+    fn apply_revocation(&self, r: &Revocation) {
+        if !self.revocations.apply(r) {
+            return;
+        }
+        self.metrics.auth.sessions_revoked.inc();
+        match r.kind {
+            Kind::Sid => {
+                self.tunnels.close_sid(&r.id, CloseReason::Revoked);
+            }
+            Kind::User => {
+                self.auth.load().purge(Some(&r.id));
+                self.tunnels.close_user(&r.id, CloseReason::Revoked);
+            }
+        }
+    }
+
+    fn apply_purge(&self, user: Option<&str>) {
+        self.auth.load().purge(user);
+    }
+
+    fn revocations(&self) -> Vec<Revocation> {
+        self.revocations.entries()
     }
 }

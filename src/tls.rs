@@ -150,11 +150,73 @@ fn client_verifier(
         .map_err(TlsError::ClientCa)
 }
 
+/// Builds the server config for TLS 1.2/1.3 with ALPN h2 and http/1.1 over the certificate store.
+fn server_config(
+    store: &Arc<CertStore>,
+    client_ca: Option<&Path>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<ServerConfig, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|source| TlsError::Rustls {
+            context: "protocol versions",
+            source,
+        })?;
+    let builder = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider)?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut server_config = builder.with_cert_resolver(store.clone());
+    server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(server_config)
+}
+
+/// Watches the directories holding `files` and calls `changed` once per burst of events (gathered
+/// for [`RELOAD_SETTLE`]). Directories, not files: cert-manager and the kubelet swap a `..data`
+/// symlink, which replaces the files without writing to them. The returned watcher must be kept
+/// alive for as long as reloads are wanted.
+///
+/// # Errors
+/// When the watcher cannot start or a directory cannot be watched.
+pub(crate) fn watch_dirs<'a>(
+    files: impl IntoIterator<Item = &'a Path>,
+    mut changed: impl FnMut() + Send + 'static,
+) -> Result<RecommendedWatcher, notify::Error> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reading a file is an event too (inotify reports opens): the reload's own reads must not
+        // start another reload.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+            let _ = tx.send(());
+        }
+    })?;
+    let dirs: BTreeSet<PathBuf> = files
+        .into_iter()
+        .map(|f| match f.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        })
+        .collect();
+    for dir in &dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            tokio::time::sleep(RELOAD_SETTLE).await;
+            while rx.try_recv().is_ok() {}
+            changed();
+        }
+    });
+    Ok(watcher)
+}
+
 /// The live TLS state of the main listener.
 pub(crate) struct Tls {
-    pub(crate) server_config: Arc<ServerConfig>,
+    /// Swapped when a reload changes `tls.client_ca_file`; each handshake takes the current one.
+    server_config: ArcSwap<ServerConfig>,
     store: Arc<CertStore>,
-    settings: config::Tls,
+    /// The files in use; a reload may point them elsewhere.
+    settings: ArcSwap<config::Tls>,
     provider: Arc<CryptoProvider>,
     metrics: TlsMetrics,
     audit: Audit,
@@ -169,22 +231,11 @@ impl Tls {
         let store = Arc::new(CertStore {
             current: ArcSwap::from_pointee(loaded.key),
         });
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|source| TlsError::Rustls {
-                context: "protocol versions",
-                source,
-            })?;
-        let builder = match &settings.client_ca_file {
-            Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, &provider)?),
-            None => builder.with_no_client_auth(),
-        };
-        let mut server_config = builder.with_cert_resolver(store.clone());
-        server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let server_config = server_config(&store, settings.client_ca_file.as_deref(), &provider)?;
         let tls = Self {
-            server_config: Arc::new(server_config),
+            server_config: ArcSwap::from_pointee(server_config),
             store,
-            settings: settings.clone(),
+            settings: ArcSwap::from_pointee(settings.clone()),
             provider,
             metrics,
             audit: Audit::default(),
@@ -203,54 +254,65 @@ impl Tls {
     /// A broken pair keeps the old one, logs an error and counts a failed reload.
     /// The returned watcher must be kept alive for as long as reloads are wanted.
     pub(crate) fn watch(self: &Arc<Self>) -> Result<RecommendedWatcher, TlsError> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
-                    let _ = tx.send(());
-                }
-            })
-            .map_err(TlsError::Watch)?;
-        // Watch the directories, not the files: cert-manager and the kubelet swap a `..data` symlink,
-        // which replaces the files without writing to them.
-        let dirs: BTreeSet<PathBuf> = [&self.settings.cert_file, &self.settings.key_file]
-            .into_iter()
-            .map(|f| match f.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-                _ => PathBuf::from("."),
-            })
-            .collect();
-        for dir in &dirs {
-            watcher
-                .watch(dir, RecursiveMode::NonRecursive)
-                .map_err(TlsError::Watch)?;
-        }
+        let settings = self.settings.load_full();
         let this = Arc::clone(self);
-        let mut fingerprint = load_pair(&self.settings, &self.provider)
+        let mut fingerprint = load_pair(&settings, &self.provider)
             .map(|l| l.fingerprint)
             .unwrap_or_default();
-        tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                tokio::time::sleep(RELOAD_SETTLE).await;
-                while rx.try_recv().is_ok() {}
-                this.reload(&mut fingerprint);
-            }
-        });
-        Ok(watcher)
+        watch_dirs(
+            [settings.cert_file.as_path(), settings.key_file.as_path()],
+            move || this.reload(&mut fingerprint),
+        )
+        .map_err(TlsError::Watch)
+    }
+
+    /// A TLS acceptor over the current server config, for one connection.
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.server_config.load_full())
+    }
+
+    /// Applies a reloaded `[tls]`: a new client CA bundle (or none) rebuilds the server config for
+    /// the handshakes to come, and new certificate paths load their pair. Open connections keep the
+    /// config they were accepted with. The watcher keeps watching the directories it started with.
+    ///
+    /// # Errors
+    /// [`TlsError`] when a file is unusable; the running config stays then.
+    pub(crate) fn reconfigure(&self, settings: &config::Tls) -> Result<(), TlsError> {
+        let running = self.settings.load_full();
+        let pair_moved =
+            settings.cert_file != running.cert_file || settings.key_file != running.key_file;
+        let loaded = if pair_moved {
+            Some(load_pair(settings, &self.provider)?)
+        } else {
+            None
+        };
+        let next = server_config(
+            &self.store,
+            settings.client_ca_file.as_deref(),
+            &self.provider,
+        )?;
+        if let Some(loaded) = loaded {
+            self.metrics.not_after.set(loaded.not_after as f64);
+            self.store.current.store(Arc::new(loaded.key));
+        }
+        self.server_config.store(Arc::new(next));
+        self.settings.store(Arc::new(settings.clone()));
+        Ok(())
     }
 
     fn reload(&self, fingerprint: &mut Vec<u8>) {
-        match load_pair(&self.settings, &self.provider) {
+        let settings = self.settings.load_full();
+        match load_pair(&settings, &self.provider) {
             Ok(loaded) if loaded.fingerprint == *fingerprint => {}
             Ok(loaded) => {
                 *fingerprint = loaded.fingerprint;
                 self.metrics.not_after.set(loaded.not_after as f64);
                 self.store.current.store(Arc::new(loaded.key));
                 self.metrics.reloads.with_label_values(&["success"]).inc();
-                tracing::info!(cert = %self.settings.cert_file.display(), not_after = loaded.not_after, "certificate reloaded");
+                tracing::info!(cert = %settings.cert_file.display(), not_after = loaded.not_after, "certificate reloaded");
                 self.audit.emit(&audit::Event::CertificateReload {
                     result: "success",
-                    cert_file: &self.settings.cert_file.to_string_lossy(),
+                    cert_file: &settings.cert_file.to_string_lossy(),
                     not_after: Some(loaded.not_after),
                 });
             }
@@ -259,7 +321,7 @@ impl Tls {
                 tracing::error!(%error, "certificate reload failed; still serving the previous certificate");
                 self.audit.emit(&audit::Event::CertificateReload {
                     result: "failure",
-                    cert_file: &self.settings.cert_file.to_string_lossy(),
+                    cert_file: &settings.cert_file.to_string_lossy(),
                     not_after: None,
                 });
             }

@@ -2,6 +2,7 @@
 
 pub(crate) mod frames;
 pub(crate) mod relay;
+pub(crate) mod revalidate;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,10 +54,14 @@ struct Admitted {
 
 /// Where the session came from. Every carrier is removed before forwarding (`credentials::strip`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Carrier {
+pub(crate) enum Carrier {
+    /// `Authorization: Bearer`.
     Authorization,
+    /// A `drawbridge.bearer.<token>` protocol entry.
     Protocol,
+    /// The session cookie.
     Cookie,
+    /// A single-use `?ticket=`.
     Ticket,
 }
 
@@ -112,14 +117,26 @@ fn without_ticket(uri: &http::Uri) -> String {
     }
 }
 
-/// Finds and checks a session, trying each carrier in turn. A bearer token that is not
-/// drawbridge's (the client's own business with the sync server) is tried last, so it does not
-/// hide a session riding on another carrier.
-fn session(
+/// Finds and checks a session, trying each carrier in turn.
+async fn session(
     shared: &Shared,
     req: &Request<Incoming>,
 ) -> Result<(Arc<SessionClaims>, Carrier), SessionRejected> {
-    let h = req.headers();
+    let ticket = req.uri().query().and_then(credentials::query_ticket);
+    find_session(shared, req.headers(), ticket.as_deref()).await
+}
+
+/// Finds and checks a session in `headers` (and `ticket`, redeemed once, when given), trying each
+/// carrier in turn. A bearer token that is not drawbridge's (the client's own business with the
+/// sync server) is tried last, so it does not hide a session riding on another carrier.
+///
+/// # Errors
+/// [`SessionRejected::Required`] when no carrier holds a session, else why the one found opens nothing.
+pub(crate) async fn find_session(
+    shared: &Shared,
+    h: &HeaderMap,
+    ticket: Option<&str>,
+) -> Result<(Arc<SessionClaims>, Carrier), SessionRejected> {
     let bearer = credentials::authorization_bearer(h);
     let config = shared.config.load();
     let ours = credentials::Ours::new(&config.auth.session);
@@ -139,8 +156,8 @@ fn session(
     if let Some(token) = credentials::cookie(h, SESSION_COOKIE) {
         return shared.verify_session(token).map(|c| (c, Carrier::Cookie));
     }
-    if let Some(ticket) = req.uri().query().and_then(credentials::query_ticket) {
-        return match shared.redeem_ticket(&ticket) {
+    if let Some(ticket) = ticket {
+        return match shared.redeem_ticket(ticket).await {
             Some(claims) if !shared.revocations.is_revoked(&claims) && claims.exp > unix_now() => {
                 Ok((claims, Carrier::Ticket))
             }
@@ -175,6 +192,17 @@ fn present_identity(
     if carrier == Carrier::Authorization {
         headers.remove(header::AUTHORIZATION);
     }
+    identity_headers(shared, headers, claims, config);
+}
+
+/// Sets the identity headers of `claims`: `x-drawbridge-user`, `-app`, `-provider`,
+/// `-permissions` (base64url JSON) and `-assertion` (a short JWT for the upstream's audience).
+pub(crate) fn identity_headers(
+    shared: &Shared,
+    headers: &mut HeaderMap,
+    claims: &SessionClaims,
+    config: &Config,
+) {
     let x = |n: &'static str| HeaderName::from_static(n);
     headers.insert(x("x-drawbridge-user"), header_text(&claims.sub));
     headers.insert(x("x-drawbridge-app"), header_text(&claims.app));
@@ -184,7 +212,11 @@ fn present_identity(
         headers.insert(x("x-drawbridge-permissions"), v);
     }
     let audience = format!("{}://{}", config.upstream.scheme, config.upstream.authority);
-    match shared.sessions.assertion(claims, &audience, ASSERTION_TTL) {
+    match shared
+        .sessions
+        .load()
+        .assertion(claims, &audience, ASSERTION_TTL)
+    {
         Ok(jwt) => {
             if let Ok(v) = HeaderValue::from_str(&jwt) {
                 headers.insert(x("x-drawbridge-assertion"), v);
@@ -210,7 +242,9 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, DoorError> {
     let metrics = &shared.metrics.tunnel;
     let rejected = || metrics.total.with_label_values(&["rejected"]).inc();
-    let admitted = admit(shared, &req, gate).inspect_err(|_| rejected())?;
+    let admitted = admit(shared, &req, gate)
+        .await
+        .inspect_err(|_| rejected())?;
     audit::note_user(&admitted.user);
     // Until the tunnel is registered, shutdown waits for this handshake.
     let _opening = shared.tunnels.opening();
@@ -227,7 +261,12 @@ pub(crate) async fn handle(
     let (parts, _body) = req.into_parts();
     let offered_protocols = protocol_entries(&parts.headers);
     let upstream_req = upstream_request(shared, parts, peer, config, kind, &admitted);
-    let mut upstream_resp = match shared.forwarder.send(upstream_req, config).await {
+    let mut upstream_resp = match shared
+        .forwarder
+        .load_full()
+        .send(upstream_req, config)
+        .await
+    {
         Ok(r) => r,
         Err(error) => {
             rejected();
@@ -262,7 +301,7 @@ pub(crate) async fn handle(
 }
 
 /// Who may open the tunnel under `gate`, and until when.
-fn admit(
+async fn admit(
     shared: &Shared,
     req: &Request<Incoming>,
     gate: Gate,
@@ -274,13 +313,15 @@ fn admit(
             user: String::new(),
             exp: None,
         }),
-        Gate::Session => session(shared, req).map(|(claims, carrier)| Admitted {
-            sid: claims.sid.clone(),
-            user: claims.sub.clone(),
-            exp: Some(claims.exp),
-            session: Some((claims, carrier)),
-        }),
-        Gate::DittoToken => match shared.ditto_tokens.find(req.headers()) {
+        Gate::Session => session(shared, req)
+            .await
+            .map(|(claims, carrier)| Admitted {
+                sid: claims.sid.clone(),
+                user: claims.sub.clone(),
+                exp: Some(claims.exp),
+                session: Some((claims, carrier)),
+            }),
+        Gate::DittoToken => match shared.find_ditto_token(req.headers()).await {
             Some(known) => Ok(Admitted {
                 session: None,
                 sid: String::new(),
@@ -392,6 +433,7 @@ fn spawn_relay(
     log: Option<audit::TunnelLog>,
 ) {
     let deadline = deadline_for(admitted.exp, config.auth.session.close_grace);
+    let claims = admitted.session.as_ref().map(|(c, _)| c.clone());
     let (registration, ctl) = shared
         .tunnels
         .register(&admitted.sid, &admitted.user, deadline);
@@ -428,14 +470,24 @@ fn spawn_relay(
             r.fetch_add(b.len() as u64, Ordering::Relaxed);
         });
         let m = &shared.metrics.tunnel;
-        let ended = relay::run(
+        let relay = relay::run(
             client,
             upstream,
             ctl,
             m.bytes.with_label_values(&["client_to_upstream"]),
             m.bytes.with_label_values(&["upstream_to_client"]),
-        )
-        .await;
+        );
+        // The re-check closes the tunnel through the registry, like a logout; the relay ends it.
+        let recheck = async {
+            if let Some(claims) = claims {
+                revalidate::run(&shared, &claims).await;
+            }
+            std::future::pending::<()>().await;
+        };
+        let ended = tokio::select! {
+            ended = relay => ended,
+            () = recheck => unreachable!("the re-check never completes"),
+        };
         m.closes.with_label_values(&[ended.label()]).inc();
         m.duration.observe(started.elapsed().as_secs_f64());
         tracing::debug!(reason = ended.label(), "tunnel closed");

@@ -26,7 +26,7 @@ const FLOORS: &[&[&str]] = &[
         "permissions",
         "shutdown",
     ],
-    &["audit", "config", "metrics", "telemetry"],
+    &["audit", "cluster", "config", "metrics", "telemetry"],
     &["auth", "registry", "tls"],
     &["forward"],
     &["respond", "state"],

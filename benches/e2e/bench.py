@@ -51,6 +51,14 @@ ROWS = [
     ("ws_tput_mib_s_core1", "websocket echo 64 KiB throughput, proxy on core 1", "MiB/s", "higher"),
 ]
 DIAGNOSTIC = {"ws_rtt_p50_us_core1", "ws_tput_mib_s_core1"}
+# The forward-auth scenario (--only forward_auth), rows added only when it runs so the other runs'
+# tables and plots stay as they are. nginx's own auth_request check (proxy_cache as its decision
+# cache) is the baseline; direct is the webhook itself.
+FORWARD_AUTH_ROWS = [
+    ("fwd_token_rps", "forward-auth check, provider token, cache hit (32 conns)", "req/s", "higher"),
+    ("fwd_session_rps", "forward-auth check, drawbridge session (32 conns)", "req/s", "higher"),
+    ("fwd_session_p50_us", "forward-auth check, drawbridge session p50 (1 conn)", "µs", "lower"),
+]
 TARGETS = ["direct", "nginx", "drawbridge"]
 
 
@@ -146,6 +154,7 @@ class Stack:
         )
         self.sync_port = self._sync_port()
         self.db_port, db_admin = free_port(), free_port()
+        self.db_admin = db_admin
         self.nginx_port = free_port()
         fill = {
             "@WORK@": work,
@@ -284,9 +293,11 @@ def wait_quiet(limit_s=20, budget_s=120):
 UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
 
 
-def wrk(url, conns, seconds, lua_args=None):
+def wrk(url, conns, seconds, lua_args=None, headers=()):
     wait_quiet()
     argv = ["taskset", "-c", CORE_LOAD] + NICE + ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    for h in headers:
+        argv += ["-H", h]
     if lua_args:
         argv += ["-s", os.path.join(HERE, "auth.lua")]
     argv.append(url)
@@ -368,6 +379,44 @@ def auth_rows(args, stack, res):
                 res.notes.setdefault(f"{row}_webhook_calls_per_request", {}).setdefault(t, []).append(
                     round(calls / max(r["requests"], 1), 4)
                 )
+
+
+def forward_auth_rows(args, stack, res):
+    """What an ingress's auth subrequest costs: GET /auth/check with the provider token (drawbridge
+    with [forward_auth] accept_provider_tokens, nginx's auth_request with its proxy_cache), and with
+    a drawbridge session (no provider involved; the same nginx check as its baseline)."""
+    token = {
+        "direct": ("webhook", f"http://127.0.0.1:{stack.hook_port}/auth"),
+        "nginx": ("check", stack.http_base("nginx") + "/auth/check"),
+        "drawbridge": ("check", stack.http_base("drawbridge") + "/auth/check"),
+    }
+    session = [f"Authorization: Bearer {stack.session}"]
+    db_check = stack.http_base("drawbridge") + "/auth/check"
+    log("forward_auth:")
+    for t, (shape, url) in token.items():
+        wrk(url, 8, 1, [shape, "hit", f"warm{t}"])  # fills the caches
+    for rep in range(args.reps):
+        for t, (shape, url) in token.items():
+            before = webhook_calls(stack.hook_port)
+            r = wrk(url, 32, args.seconds, [shape, "hit", f"fwd{t}{rep}"])
+            calls = webhook_calls(stack.hook_port) - before
+            check_wrk(r, "fwd_token_rps", t)
+            res.add("fwd_token_rps", t, r["rps"])
+            res.notes.setdefault("fwd_token_rps_webhook_calls_per_request", {}).setdefault(t, []).append(
+                round(calls / max(r["requests"], 1), 4)
+            )
+        r = wrk(db_check, 32, args.seconds, headers=session)
+        check_wrk(r, "fwd_session_rps", "drawbridge")
+        res.add("fwd_session_rps", "drawbridge", r["rps"])
+        r = wrk(token["nginx"][1], 32, args.seconds, ["check", "hit", f"fwdn{rep}"])
+        check_wrk(r, "fwd_session_rps", "nginx")
+        res.add("fwd_session_rps", "nginx", r["rps"])
+        r = wrk(db_check, 1, args.seconds, headers=session)
+        check_wrk(r, "fwd_session_p50_us", "drawbridge")
+        res.add("fwd_session_p50_us", "drawbridge", r["p50_us"])
+        r = wrk(token["nginx"][1], 1, args.seconds, ["check", "hit", f"fwdn1{rep}"])
+        check_wrk(r, "fwd_session_p50_us", "nginx")
+        res.add("fwd_session_p50_us", "nginx", r["p50_us"])
 
 
 def check_wrk(r, row, t):
@@ -603,7 +652,352 @@ def idle_rows(args, work, hook_port, res):
             stack.stop()
 
 
+# === the reload scenario (drawbridge only; --only reload) ===
+
+# What the reload scenario measured, saved under "reload" in the report.
+RELOAD = {}
+
+
+def proc_cpu_s(pid):
+    """User + system CPU seconds `pid` has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def admin_metric(stack, sample):
+    text = get(f"http://127.0.0.1:{stack.db_admin}/metrics")[1].decode()
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def reload_lines(stack):
+    with open(stack.drawbridge.log_path, errors="replace") as f:
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", l) for l in f]  # the text log is coloured
+    return [l for l in lines if "config reloaded" in l and "took_us" in l]
+
+
+def reload_rows(args, work, hook_port):
+    """Live reconfiguration: how long a reload takes to apply, login p99 while the config is being
+    reloaded ten times a second against the same run without reloads, and the cost of re-checking
+    every open tunnel (session.revalidate_seconds = 60) against the same tunnels without it."""
+    stack = Stack(args, work, hook_port, "reload")
+    conf = os.path.join(work, "drawbridge.toml")
+    with open(conf) as f:
+        base = f.read()
+    # Re-checks reach the provider: allows are cached for less than the interval.
+    base = base.replace("[session]\n", "[session]\nrevalidate_seconds = 60\n") + "\n[cache]\nmax_ttl_seconds = 30\n"
+
+    def variant(i, revalidate=True):
+        text = base if revalidate else base.replace("revalidate_seconds = 60", "revalidate_seconds = 0")
+        if i % 2:
+            # An unrelated provider comes and goes: the bench provider and its cached answers stay.
+            text += f"\n[providers.spare]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/auth\"\n"
+        return text
+
+    def apply(text):
+        tmp = conf + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, conf)
+        os.kill(stack.drawbridge.pid, signal.SIGHUP)
+
+    try:
+        # 1. Time to apply: from the SIGHUP to the reload's log line (which carries the time the
+        #    swap itself took). The file watch also reloads ~200 ms later; that one is left to pass.
+        log("reload: time to apply")
+        e2e_ms, took_us = [], []
+        for i in range(30):
+            before = len(reload_lines(stack))
+            t0 = time.monotonic()
+            apply(variant(i))
+            while len(reload_lines(stack)) == before and time.monotonic() - t0 < 5:
+                time.sleep(0.001)
+            e2e_ms.append((time.monotonic() - t0) * 1e3)
+            time.sleep(0.5)
+        for line in reload_lines(stack):
+            m = re.search(r'took_us["=:]+(\d+)', line)
+            if m:
+                took_us.append(int(m.group(1)))
+        RELOAD["apply_us"] = {"median": statistics.median(took_us), "max": max(took_us), "n": len(took_us)}
+        RELOAD["sighup_to_applied_ms"] = {"median": statistics.median(e2e_ms), "max": max(e2e_ms), "n": len(e2e_ms)}
+        RELOAD["reload_failures"] = admin_metric(stack, 'drawbridge_config_reloads_total{result="failure"}')
+        log(f"  apply {RELOAD['apply_us']} µs; SIGHUP to applied {RELOAD['sighup_to_applied_ms']} ms")
+
+        # 2. Login p99 with and without reloads (8 connections, cache hits), interleaved.
+        log("reload: login p99 during reloads")
+        url = stack.http_base("drawbridge") + "/auth/login"
+        wrk(url, 8, 1, ["login", "hit", "warm"])
+        quiet, busy = [], []
+        for rep in range(args.reps):
+            quiet.append(wrk(url, 8, args.seconds, ["login", "hit", f"q{rep}"]))
+            stop = __import__("threading").Event()
+
+            def churn():
+                i = 0
+                while not stop.is_set():
+                    apply(variant(i))
+                    i += 1
+                    stop.wait(0.1)
+
+            t = __import__("threading").Thread(target=churn)
+            before = admin_metric(stack, 'drawbridge_config_reloads_total{result="success"}')
+            t.start()
+            busy.append(wrk(url, 8, args.seconds, ["login", "hit", f"b{rep}"]))
+            stop.set()
+            t.join()
+            reloads = admin_metric(stack, 'drawbridge_config_reloads_total{result="success"}') - before
+            busy[-1]["reloads"] = reloads
+            for r, name in ((quiet[-1], "quiet"), (busy[-1], "reloading")):
+                check_wrk(r, f"reload login {name}", "drawbridge")
+            log(f"  quiet p99 {quiet[-1]['p99_us']:.0f} µs, reloading p99 {busy[-1]['p99_us']:.0f} µs ({reloads:.0f} reloads)")
+            time.sleep(1)
+        med = lambda rs, k: statistics.median(r[k] for r in rs)
+        RELOAD["login"] = {
+            "quiet": {"p99_us": med(quiet, "p99_us"), "p50_us": med(quiet, "p50_us"), "rps": med(quiet, "rps")},
+            "reloading": {"p99_us": med(busy, "p99_us"), "p50_us": med(busy, "p50_us"), "rps": med(busy, "rps"),
+                          "reloads_per_s": med(busy, "reloads") / args.seconds},
+            "runs": {"quiet": quiet, "reloading": busy},
+        }
+        apply(variant(0))
+
+        # 3. Re-checking open tunnels: the same tunnels with revalidation on, then off.
+        count = min(args.idle, (args.nofile - 200) // 2)
+        log(f"reload: revalidation with {count} open tunnels")
+        session = login(stack.db_port, "reval-token")  # minted with revalidation on: its login is kept
+        p = subprocess.Popen(
+            ["taskset", "-c", CORE_LOAD] + NICE + [args.load, "ws-idle", "--url", stack.ws("drawbridge")[0],
+             "--bearer", session, "--count", str(count), "--parallel", "32", "--open-max", "120",
+             "--hold-max", str(2 * args.reval_window + 120)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        opened = json.loads(p.stderr.readline())
+        RELOAD["revalidation_open"] = opened
+
+        def window(label):
+            pid = stack.drawbridge.pid
+            calls0, cpu0 = webhook_calls(hook_port), proc_cpu_s(pid)
+            checks0 = sum(admin_metric(stack, f'drawbridge_session_revalidations_total{{result="{r}"}}')
+                          for r in ("allow", "narrowed", "deny", "error"))
+            t0 = time.monotonic()
+            time.sleep(args.reval_window)
+            dt = time.monotonic() - t0
+            checks = sum(admin_metric(stack, f'drawbridge_session_revalidations_total{{result="{r}"}}')
+                         for r in ("allow", "narrowed", "deny", "error")) - checks0
+            out = {
+                "seconds": round(dt, 1),
+                "provider_calls_per_s": (webhook_calls(hook_port) - calls0) / dt,
+                "rechecks_per_s": checks / dt,
+                "cpu_percent_of_one_core": 100 * (proc_cpu_s(pid) - cpu0) / dt,
+                "tunnels_open": admin_metric(stack, "drawbridge_tunnels_active"),
+            }
+            log(f"  {label}: {out}")
+            return out
+
+        on = window("revalidate_seconds = 60")
+        apply(variant(0, revalidate=False))
+        time.sleep(1)
+        off = window("revalidate_seconds = 0")
+        p.communicate("done\n", timeout=120)
+        RELOAD["revalidation"] = {"tunnels": opened.get("open"), "on": on, "off": off}
+    finally:
+        stack.stop()
+
+
+def reload_table():
+    a, s, l = RELOAD["apply_us"], RELOAD["sighup_to_applied_ms"], RELOAD["login"]
+    v = RELOAD.get("revalidation", {})
+    lines = [
+        "| row | value |",
+        "|---|---:|",
+        f"| reload applied (swap of every part), median / max of {a['n']} | {a['median']:.0f} / {a['max']:.0f} µs |",
+        f"| SIGHUP to reload logged, median / max | {s['median']:.1f} / {s['max']:.1f} ms |",
+        f"| login p99, no reloads (8 conns, cache hit) | {l['quiet']['p99_us']:.0f} µs |",
+        f"| login p99, {l['reloading']['reloads_per_s']:.1f} reloads/s | {l['reloading']['p99_us']:.0f} µs |",
+        f"| login p99 ratio, reloading / quiet | {ratio(l['reloading']['p99_us'], l['quiet']['p99_us']):.2f} |",
+        f"| login req/s ratio, reloading / quiet | {ratio(l['reloading']['rps'], l['quiet']['rps']):.2f} |",
+    ]
+    if v:
+        on, off = v["on"], v["off"]
+        lines += [
+            f"| open tunnels (one session) | {v['tunnels']} |",
+            f"| re-checks/s at revalidate_seconds = 60 | {on['rechecks_per_s']:.0f} |",
+            f"| provider calls/s, on / off | {on['provider_calls_per_s']:.2f} / {off['provider_calls_per_s']:.2f} |",
+            f"| drawbridge CPU (% of a core), on / off | {on['cpu_percent_of_one_core']:.1f} / {off['cpu_percent_of_one_core']:.1f} |",
+        ]
+    return "\n".join(lines)
+
+
 # === report ===
+
+
+# === cluster mode (--only cluster): its own scenario, its own rows ===
+
+CLUSTER_ROWS = [
+    ("cluster_login_hit_rps", "login, cache hit (32 conns)", "req/s", "higher"),
+    ("cluster_tunnel_open_per_s", "tunnel open: TLS + upgrade + 101, one at a time", "1/s", "higher"),
+    ("cluster_http_rps", "proxied GET /api/items (32 conns)", "req/s", "higher"),
+    ("cluster_ws_rtt_p50_us", "websocket echo 1 KiB p50 on an open tunnel", "µs", "lower"),
+]
+
+
+def cluster_conf(work, name, fill, redis_port):
+    """drawbridge.toml.in with its own ports, plus [cluster] when `redis_port` is given."""
+    path = render(os.path.join(HERE, "drawbridge.toml.in"), os.path.join(work, f"{name}.toml"), fill)
+    if redis_port:
+        with open(path, "a") as f:
+            f.write(f'\n[cluster]\nredis_url = "redis://127.0.0.1:{redis_port}"\n')
+    return path
+
+
+def tunnel_opens(port, bearer, count):
+    """Opens `count` tunnels one after another (new TLS connection, upgrade, 101, close); opens/s."""
+    ctx = insecure()
+    req = (
+        "GET /sync HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Authorization: Bearer {bearer}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port)) as raw, ctx.wrap_socket(raw) as tls:
+            tls.sendall(req)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            if not head.startswith(b"HTTP/1.1 101"):
+                raise RuntimeError(f"tunnel open refused: {head[:80]!r}")
+    return count / (time.monotonic() - started)
+
+
+class Keep:
+    """One keep-alive HTTPS connection to a replica, for polling."""
+
+    def __init__(self, port):
+        import http.client
+        self.c = http.client.HTTPSConnection("127.0.0.1", port, context=insecure(), timeout=5)
+
+    def status(self, method, path, bearer=None, body=None):
+        headers = {"content-type": "application/json"}
+        if bearer:
+            headers["authorization"] = f"Bearer {bearer}"
+        self.c.request(method, path, body=body, headers=headers)
+        r = self.c.getresponse()
+        data = r.read()
+        return r.status, data
+
+
+def propagation(replicas, admin_a, samples):
+    """Revokes a fresh session by sid on replica A's admin port, then polls B and C until both
+    refuse it: the time from sending the revocation to the last refusal, per sample (ms)."""
+    import base64
+    a, b, c = (Keep(p) for p in replicas)
+    times = []
+    for i in range(samples):
+        st, data = a.status("POST", "/auth/login", body=json.dumps(
+            {"appID": "bench-app", "provider": "bench", "token": f"prop-{i}-{time.time_ns()}"}))
+        token = json.loads(data)["sessionToken"]
+        payload = token.split(".")[1]
+        sid = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sid"]
+        for k in (b, c):
+            assert k.status("GET", "/auth/userinfo", token)[0] == 200
+        body = json.dumps({"sid": sid}).encode()
+        t0 = time.monotonic()
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{admin_a}/sessions/revoke", data=body), timeout=5).read()
+        pending = {b, c}
+        deadline = t0 + 10
+        while pending and time.monotonic() < deadline:
+            for k in list(pending):
+                if k.status("GET", "/auth/userinfo", token)[0] == 401:
+                    pending.discard(k)
+        if pending:
+            raise RuntimeError("a revocation did not propagate within 10 s")
+        times.append((time.monotonic() - t0) * 1000)
+    return times
+
+
+def cluster_rows(args, work, hook_port, res):
+    """Cluster mode off against on in the same run (same demo sync server, webhook and Redis), then
+    revocation propagation across three replicas sharing one Redis."""
+    logdir = os.path.join(work, "logs")
+    redis_port = free_port()
+    redis = Proc("redis", CORE_LOAD, ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
+                                       "--save", "", "--appendonly", "no"], logdir)
+    stack = Stack(args, work, hook_port, "cluster")  # its drawbridge is "off"
+    procs = []
+    try:
+        wait_port(redis_port)
+        ports = []
+        for i in range(3):
+            port, admin = free_port(), free_port()
+            fill = {"@WORK@": work, "@SYNC_PORT@": str(stack.sync_port), "@HOOK_PORT@": str(hook_port),
+                    "@DB_PORT@": str(port), "@DB_ADMIN_PORT@": str(admin)}
+            conf = cluster_conf(work, f"drawbridge-cluster-{i}", fill, redis_port)
+            procs.append(Proc(f"drawbridge-cluster-{i}", CORE_PROXY, [args.drawbridge, "run", "--config", conf], logdir))
+            ports.append((port, admin))
+        for port, admin in ports:
+            wait_port(port)
+            end = time.monotonic() + 20
+            while b"drawbridge_cluster_up 1" not in get(f"http://127.0.0.1:{admin}/metrics")[1]:
+                if time.monotonic() > end:
+                    raise RuntimeError("a cluster replica never reached Redis")
+                time.sleep(0.1)
+        on_port = ports[0][0]
+        on_session = login(on_port, "ws-token")
+        sides = {"off": (stack.db_port, stack.session), "on": (on_port, on_session)}
+        runs = {row[0]: {"off": [], "on": []} for row in CLUSTER_ROWS}
+
+        def add(row, side, v):
+            runs[row][side].append(v)
+            log(f"  {row:28} {side:4} {v:12.1f}")
+
+        log("cluster, off vs on:")
+        for side, (port, _) in sides.items():
+            wrk(f"https://127.0.0.1:{port}/auth/login", 8, 1, ["login", "hit", f"warm{side}"])
+        for rep in range(args.reps):
+            for side, (port, session) in sides.items():
+                r = wrk(f"https://127.0.0.1:{port}/auth/login", 32, args.seconds, ["login", "hit", f"c{side}{rep}"])
+                check_wrk(r, "cluster_login_hit_rps", side)
+                add("cluster_login_hit_rps", side, r["rps"])
+                wait_quiet()
+                add("cluster_tunnel_open_per_s", side, tunnel_opens(port, session, 300))
+                r = wrk(f"https://127.0.0.1:{port}/api/items", 32, args.seconds)
+                check_wrk(r, "cluster_http_rps", side)
+                add("cluster_http_rps", side, r["rps"])
+                r = load(args, "ws-rtt", "--url", f"wss://127.0.0.1:{port}/sync", "--bearer", session,
+                         "--size", "1024", "--count", str(args.rtt_count), "--warmup", "1000")
+                add("cluster_ws_rtt_p50_us", side, r["p50_us"])
+        wait_quiet()
+        times = propagation([p for p, _ in ports], ports[0][1], 200)
+        times.sort()
+        q = lambda f: times[min(len(times) - 1, int(f * len(times)))]
+        med = {row: {s: statistics.median(v) for s, v in sides_.items()} for row, sides_ in runs.items()}
+        res.notes["cluster"] = {
+            "rows": [{"id": r, "label": l, "unit": u, "better": b} for r, l, u, b in CLUSTER_ROWS],
+            "runs": runs,
+            "medians": med,
+            "ratios_on_over_off": {row: round(m["on"] / m["off"], 3) for row, m in med.items()},
+            "propagation_ms": {"samples": len(times), "p50": round(q(0.5), 2), "p99": round(q(0.99), 2),
+                               "max": round(times[-1], 2)},
+        }
+        print("\n| cluster mode | off | on | on / off |\n|---|---|---|---|")
+        for row, label, unit, _ in CLUSTER_ROWS:
+            m = med[row]
+            print(f"| {label} ({unit}) | {fmt(m['off'])} | {fmt(m['on'])} | {m['on'] / m['off']:.3f} |")
+        p = res.notes["cluster"]["propagation_ms"]
+        print(f"\nrevocation propagation, 3 replicas, {p['samples']} samples: p50 {p['p50']} ms, "
+              f"p99 {p['p99']} ms, max {p['max']} ms (revoke sent on A -> B and C both refuse)")
+    finally:
+        for proc in procs:
+            proc.stop()
+        stack.stop()
+        redis.stop()
 
 
 def fmt(v):
@@ -673,9 +1067,16 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rtt-count", type=int, default=20000)
     ap.add_argument("--idle", type=int, default=10000, help="idle websockets per target, at most (fewer if they do not fit)")
-    ap.add_argument("--only", default="auth,http,ws,tls,idle")
+    ap.add_argument(
+        "--only",
+        default="auth,http,ws,tls,idle",
+        help="rows: auth, http, ws, tls, idle; reload and cluster run only when named",
+    )
+    ap.add_argument("--reval-window", type=int, default=90, help="seconds each revalidation window is measured")
     args = ap.parse_args()
     only = set(args.only.split(","))
+    if "forward_auth" in only:
+        ROWS.extend(FORWARD_AUTH_ROWS)
 
     work = args.work
     os.makedirs(os.path.join(work, "logs"), exist_ok=True)
@@ -732,13 +1133,15 @@ def main():
             report["targets"] = [{"target": n, "met": m, "value": d} for n, m, d in targets(med)]
         except (TypeError, ZeroDivisionError, KeyError):
             report["targets"] = []  # a partial run (--only)
+        if RELOAD:
+            report["reload"] = RELOAD
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1, ensure_ascii=False)
         return report
 
     try:
         wait_port(hook_port)
-        if only & {"auth", "http", "ws", "tls"}:
+        if only & {"auth", "http", "ws", "tls", "forward_auth"}:
             stack = Stack(args, work, hook_port, "main")
             try:
                 if "auth" in only:
@@ -754,16 +1157,27 @@ def main():
                 if "tls" in only:
                     tls_rows(args, stack, res)
                     save()
+                if "forward_auth" in only:
+                    forward_auth_rows(args, stack, res)
+                    save()
             finally:
                 stack.stop()
         if "idle" in only:
             idle_rows(args, work, hook_port, res)
         if "observability" in only:
             observability_rows(args, work, hook_port, res)
+        if "reload" in only:
+            reload_rows(args, work, hook_port)
+        if "cluster" in only:
+            cluster_rows(args, work, hook_port, res)
+            save()
     finally:
         hook.stop()
 
     report = save()
+    if RELOAD:
+        print(reload_table())
+        print()
     med = report["medians"]
     print(table(med))
     print()

@@ -7,6 +7,7 @@
 #   bash benches/e2e/run.sh                 # everything
 #   bash benches/e2e/run.sh --only ws,tls   # some rows (auth, http, ws, tls, idle); --reps N, --seconds N
 #   bash benches/e2e/run.sh --only observability   # audit, access log and tracing against off
+#   (--only cluster: cluster mode off vs on and revocation propagation, with redis-server; see BENCHMARKS.md)
 #   E2E_NICE=-19 bash benches/e2e/run.sh    # on a machine something else is using: the benchmark first
 #
 # CARGO_TARGET_DIR is honoured (default: target/). Needs root for apt-get, or nginx and wrk installed.

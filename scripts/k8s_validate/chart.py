@@ -24,6 +24,13 @@ FEATURES = (
     "type: LoadBalancer",
     "checksum/secret:",
     "# --- extraConfig ---",
+    'kind = "group"',
+    "[forward_auth]",
+    "[native]",
+    "[apps.",
+    "profile_claims]",
+    "${file:/etc/drawbridge/auth/",
+    "mountPath: /etc/drawbridge/auth/",
 )
 
 # Values the chart must refuse: (check name, the error `helm template` must fail with, its arguments).
@@ -84,6 +91,33 @@ REFUSALS = (
             "--set",
             "autoscaling.enabled=true",
         ],
+    ),
+    (
+        "typo in a provider fails (--set providers.p.urll=...)",
+        r"urll",
+        ["--set", "providers.p.kind=webhook", "--set", "providers.p.url=https://h/", "--set", "providers.p.urll=x"],
+    ),
+    (
+        "a provider secret without its key fails",
+        r"key",
+        [
+            "--set",
+            "providers.p.kind=webhook",
+            "--set",
+            "providers.p.url=https://h/",
+            "--set",
+            "providers.p.signingSecret.secretName=s",
+        ],
+    ),
+    (
+        "string for an integer in the auth values fails (--set-string cache.maxEntries=5)",
+        r"maxEntries.*want integer",
+        ["--set-string", "cache.maxEntries=5"],
+    ),
+    (
+        "a group without members fails",
+        r"members",
+        ["--set", "groups.g.strategy=all"],
     ),
     (
         "a secret file name Kubernetes refuses fails",

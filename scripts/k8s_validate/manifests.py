@@ -167,10 +167,29 @@ def check_files(cfg, vols, mounts, err):
             err("plaintext listener with a [tls] section")
         if "/etc/drawbridge/tls" in mounts:
             err("plaintext, but a TLS secret is still mounted")
+    files += auth_files(cfg)
     for f in filter(None, files):
         vol = vols.get(mounts.get(os.path.dirname(f), ""))
         if not vol or "secret" not in vol:
             err(f"{f}: no secret is mounted as the directory {os.path.dirname(f)}")
+
+
+AUTH_DIR = "/etc/drawbridge/auth/"
+FILE_REF = re.compile(r"\$\{file:(/etc/drawbridge/auth/[^}]+)\}")
+
+
+def auth_files(value):
+    """Every file under /etc/drawbridge/auth/ the config `value` names (as a path, or read through
+    ${file:..}), wherever it is."""
+    if isinstance(value, dict):
+        return [f for v in value.values() for f in auth_files(v)]
+    if isinstance(value, list):
+        return [f for v in value for f in auth_files(v)]
+    if isinstance(value, str):
+        if value.startswith(AUTH_DIR):
+            return [value]
+        return FILE_REF.findall(value)
+    return []
 
 
 def check(docs, helm):

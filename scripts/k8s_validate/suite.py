@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 
-from k8s_validate import chart, configs, dashboard, manifests
+from k8s_validate import chart, configs, dashboard, forward_auth, manifests
 from k8s_validate.runner import Abort, Checks, Outcome, fails_with, log, run
 from k8s_validate.tools import K8S_VERSION, Tools
 
@@ -55,6 +55,7 @@ def main(argv=None):
         lint_files(checks, tools)
         renders = chart_checks(checks, tools, work)
         deploy_yaml, deploy_dirs = deploy_checks(checks, tools)
+        forward_auth_checks(checks, tools)
         dashboard_checks(checks, tools)
         drawbridge_checks(checks, tools, work, renders, deploy_yaml, deploy_dirs)
         return checks.summary()
@@ -102,13 +103,26 @@ def deploy_checks(checks, tools):
     for d in sorted(p for p in os.listdir("deploy") if os.path.isdir(os.path.join("deploy", p))):
         d = f"deploy/{d}"
         files = sorted(f"{d}/{f}" for f in os.listdir(d) if f.endswith(".yaml"))
-        if not files:
+        if not files or d == forward_auth.DIR:
             continue
         deploy_dirs.append(d)
         deploy_yaml += files
         checks.check(f"kubernetes-validate {K8S_VERSION} --strict ({d})", tools.kubevalidate, *files)
         checks.check(f"manifest checks ({d})", manifest_checks, files, False)
     return deploy_yaml, deploy_dirs
+
+
+def forward_auth_checks(checks, tools):
+    """The forward-auth examples: no drawbridge Deployment of their own, mostly CRDs."""
+    builtin = [f"{forward_auth.DIR}/{f}" for f in forward_auth.BUILTIN_FILES]
+    checks.check(f"kubernetes-validate {K8S_VERSION} --strict ({', '.join(builtin)})", tools.kubevalidate, *builtin)
+    crds = ", ".join(f for f in forward_auth.CHECKS if f not in forward_auth.BUILTIN_FILES)
+    checks.check(
+        f"forward-auth examples (CRDs without an offline schema, YAML and fields only: {crds})",
+        lambda: Outcome.of_problems(forward_auth.check_files()),
+    )
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    checks.check(f"nginx -t {forward_auth.DIR}/nginx.conf", forward_auth.nginx_t, nginx)
 
 
 def manifest_checks(paths, helm):

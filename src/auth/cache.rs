@@ -1,5 +1,10 @@
 //! The decision cache (moka): keyed by a SHA-256 of (app, provider, token), so no raw token is kept.
 //! Allows live until their expiry (capped), denials briefly, errors never.
+//!
+//! In cluster mode a second level lives in Redis under the same key (hex), holding only what the
+//! decision needs: a local miss asks it before the provider, and concurrent misses on several
+//! replicas coalesce through a short lock (`SET NX PX`), so N replicas make one provider call.
+//! `stale_if_error` stays local: it serves what this replica saw.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +15,9 @@ use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
 use super::provider::ProviderError;
-use super::{Allow, Decision};
+use super::{Allow, Decision, Deny, Reason};
 use crate::clock::unix_now;
+use crate::cluster::Cluster;
 use crate::config::auth::CacheConfig;
 use crate::metrics::AuthMetrics;
 
@@ -57,6 +63,8 @@ impl CacheOutcome {
 struct Entry {
     decision: Decision,
     ttl: Duration,
+    /// The provider that answered, so a reload can drop the answers of a provider it changed.
+    provider: Arc<str>,
 }
 
 impl Entry {
@@ -87,15 +95,130 @@ impl Expiry<Key, Entry> for PerEntry {
     }
 }
 
+/// Cluster key kind of shared decisions.
+const SHARED_KIND: &str = "dec";
+/// Cluster key kind of the miss lock.
+const LOCK_KIND: &str = "dec-lock";
+/// Cluster key kind of the per-user index of shared decisions (for purges).
+const USER_INDEX_KIND: &str = "dec-user";
+/// How long one replica may hold a key's miss lock: longer than a provider call with its retry.
+const LOCK_TTL: Duration = Duration::from_secs(5);
+/// How often a replica waiting on another's lock looks for the answer.
+const LOCK_POLL: Duration = Duration::from_millis(10);
+
+/// A decision as the shared level stores it: only what the decision needs.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "d")]
+enum Stored {
+    #[serde(rename = "allow")]
+    Allow {
+        user: String,
+        exp: u64,
+        permissions: crate::permissions::Permissions,
+        client_info: Option<serde_json::Value>,
+        metadata: Option<serde_json::Value>,
+        /// The user's profile, for `/auth/userinfo`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<crate::auth::session::Profile>,
+    },
+    #[serde(rename = "deny")]
+    Deny {
+        reason: String,
+        description: String,
+        client_info: Option<serde_json::Value>,
+        /// Unix second the denial stops being cached.
+        until: u64,
+    },
+}
+
+impl Stored {
+    fn from_decision(d: &Decision, negative_ttl: Duration) -> Self {
+        match d {
+            Decision::Allow(a) => Self::Allow {
+                user: a.user_id.clone(),
+                exp: a.expires_at,
+                permissions: a.permissions.clone(),
+                client_info: a.client_info.clone(),
+                metadata: a.metadata.clone(),
+                profile: a.profile.clone(),
+            },
+            Decision::Deny(d) => Self::Deny {
+                reason: d.reason.as_str().to_owned(),
+                description: d.description.clone(),
+                client_info: d.client_info.clone(),
+                until: unix_now() + negative_ttl.as_secs(),
+            },
+        }
+    }
+
+    /// The decision and how long it stays fresh; `None` for an unknown reason or an expired entry.
+    fn into_decision(self, cache: &DecisionCache) -> Option<(Decision, Duration)> {
+        let now = unix_now();
+        match self {
+            Self::Allow {
+                user,
+                exp,
+                permissions,
+                client_info,
+                metadata,
+                profile,
+            } => {
+                let d = Decision::Allow(Arc::new(Allow {
+                    user_id: user,
+                    expires_at: exp,
+                    permissions,
+                    client_info,
+                    metadata,
+                    profile,
+                }));
+                let ttl = cache.ttl(&d);
+                (exp > now).then_some((d, ttl))
+            }
+            Self::Deny {
+                reason,
+                description,
+                client_info,
+                until,
+            } => {
+                let reason = [
+                    Reason::InvalidCredentials,
+                    Reason::MalformedRequest,
+                    Reason::InvalidApp,
+                    Reason::InvalidToken,
+                    Reason::Internal,
+                    Reason::Timeout,
+                    Reason::RateLimited,
+                ]
+                .into_iter()
+                .find(|r| r.as_str() == reason)?;
+                let d = Decision::Deny(Arc::new(Deny {
+                    reason,
+                    description,
+                    client_info,
+                }));
+                let ttl =
+                    Duration::from_secs(until.saturating_sub(now)).min(cache.config.negative_ttl);
+                (until > now).then_some((d, ttl))
+            }
+        }
+    }
+}
+
+/// The decision cache: moka here, and a Redis level shared by the replicas in cluster mode.
 pub(crate) struct DecisionCache {
     fresh: Cache<Key, Entry>,
     /// Allows kept past their TTL for `stale_if_error`; `None` when that is 0.
     stale: Option<Cache<Key, Entry>>,
     config: CacheConfig,
     metrics: AuthMetrics,
+    /// The second level shared with the other replicas.
+    shared: Option<Arc<Cluster>>,
 }
 
+// === impl DecisionCache ===
+
 impl DecisionCache {
+    /// An empty cache shaped by `config`.
     pub(crate) fn new(config: &CacheConfig, metrics: AuthMetrics) -> Self {
         let build = || {
             Cache::builder()
@@ -109,7 +232,88 @@ impl DecisionCache {
             stale: (!config.stale_if_error.is_zero()).then(build),
             config: config.clone(),
             metrics,
+            shared: None,
         }
+    }
+
+    /// Adds the second level shared with the other replicas.
+    pub(crate) fn share(&mut self, cluster: Arc<Cluster>) {
+        self.shared = Some(cluster);
+    }
+
+    /// The second level, if any, so a rebuilt cache keeps it.
+    pub(crate) fn shared_level(&self) -> Option<Arc<Cluster>> {
+        self.shared.clone()
+    }
+
+    /// The settings this cache was built with.
+    pub(crate) fn settings(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// A local miss: the shared level, else the provider, with misses on several replicas
+    /// coalesced by the shared lock. Without a reachable shared level, the provider.
+    async fn through_shared<F, Fut>(&self, key: &Key, check: F) -> Result<Decision, ProviderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Decision, ProviderError>>,
+    {
+        let Some(l2) = self.shared.as_ref().filter(|c| c.is_up()) else {
+            return check().await;
+        };
+        let id = hex::encode(key);
+        let requests = &l2.metrics.cache_requests;
+        if let Some((d, _)) = self.load_shared(l2, &id).await {
+            requests.with_label_values(&["hit"]).inc();
+            return Ok(d);
+        }
+        let mut locked = l2.lock(LOCK_KIND, &id, LOCK_TTL).await;
+        if !locked {
+            // Another replica is asking: wait for its answer, or for its lock to go.
+            let deadline = Instant::now() + LOCK_TTL;
+            while !locked && l2.is_up() && Instant::now() < deadline {
+                tokio::time::sleep(LOCK_POLL).await;
+                if let Some((d, _)) = self.load_shared(l2, &id).await {
+                    requests.with_label_values(&["hit"]).inc();
+                    return Ok(d);
+                }
+                locked = l2.lock(LOCK_KIND, &id, LOCK_TTL).await;
+            }
+        }
+        if locked {
+            // The previous holder may have stored its answer just before this lock was taken.
+            if let Some((d, _)) = self.load_shared(l2, &id).await {
+                l2.remove(LOCK_KIND, &id).await;
+                requests.with_label_values(&["hit"]).inc();
+                return Ok(d);
+            }
+        }
+        requests.with_label_values(&["miss"]).inc();
+        let result = check().await;
+        if let Ok(d) = &result {
+            let ttl = self.ttl(d);
+            if let Ok(bytes) =
+                serde_json::to_vec(&Stored::from_decision(d, self.config.negative_ttl))
+            {
+                if l2.put(SHARED_KIND, &id, &bytes, ttl).await {
+                    if let Decision::Allow(a) = d {
+                        l2.index(USER_INDEX_KIND, &a.user_id, &id, self.config.max_ttl)
+                            .await;
+                    }
+                }
+            }
+        }
+        if locked {
+            l2.remove(LOCK_KIND, &id).await;
+        }
+        result
+    }
+
+    async fn load_shared(&self, l2: &Cluster, id: &str) -> Option<(Decision, Duration)> {
+        let bytes = l2.get(SHARED_KIND, id).await?;
+        serde_json::from_slice::<Stored>(&bytes)
+            .ok()?
+            .into_decision(self)
     }
 
     fn ttl(&self, d: &Decision) -> Duration {
@@ -125,6 +329,7 @@ impl DecisionCache {
     pub(crate) async fn get_or_check<F, Fut>(
         &self,
         key: Key,
+        provider: &str,
         check: F,
     ) -> Result<(Decision, CacheOutcome), ProviderError>
     where
@@ -139,9 +344,13 @@ impl DecisionCache {
             .fresh
             .try_get_with(key, async {
                 ran.store(true, Ordering::Relaxed);
-                let decision = check().await?;
+                let decision = self.through_shared(&key, check).await?;
                 let ttl = self.ttl(&decision);
-                Ok::<_, ProviderError>(Entry { decision, ttl })
+                Ok::<_, ProviderError>(Entry {
+                    decision,
+                    ttl,
+                    provider: Arc::from(provider),
+                })
             })
             .await;
         let ran = ran.load(Ordering::Relaxed);
@@ -157,6 +366,7 @@ impl DecisionCache {
                         let keep = Entry {
                             ttl: entry.ttl + self.config.stale_if_error,
                             decision: Decision::Allow(Arc::new(extended)),
+                            provider: entry.provider.clone(),
                         };
                         stale.insert(key, keep).await;
                     }
@@ -217,11 +427,95 @@ impl DecisionCache {
             .cache_entries
             .set(i64::try_from(self.fresh.entry_count()).unwrap_or(i64::MAX));
     }
+
+    /// Whether a cache built from `config` would behave as this one does (a reload keeps it then).
+    pub(crate) fn same_settings(&self, config: &CacheConfig) -> bool {
+        let (a, b) = (&self.config, config);
+        a.max_entries == b.max_entries
+            && a.max_ttl == b.max_ttl
+            && a.negative_ttl == b.negative_ttl
+            && a.stale_if_error == b.stale_if_error
+    }
+
+    /// Drops every answer of the named providers (removed or changed by a reload); the answers of
+    /// every other provider stay.
+    pub(crate) fn forget_providers(&self, names: &std::collections::BTreeSet<String>) {
+        if names.is_empty() {
+            return;
+        }
+        let caches = std::iter::once(&self.fresh).chain(self.stale.as_ref());
+        for cache in caches {
+            let names = names.clone();
+            // Only fails when closures are not enabled, which `new` does.
+            let _ = cache.invalidate_entries_if(move |_, e| names.contains(&*e.provider));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cache() -> DecisionCache {
+        let config = CacheConfig {
+            max_entries: 10,
+            max_ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(5),
+            stale_if_error: Duration::ZERO,
+        };
+        DecisionCache::new(&config, crate::metrics::Metrics::new().unwrap().auth)
+    }
+
+    fn through_json(d: &Decision, c: &DecisionCache) -> Option<(Decision, Duration)> {
+        let json = serde_json::to_vec(&Stored::from_decision(d, c.config.negative_ttl)).unwrap();
+        serde_json::from_slice::<Stored>(&json)
+            .unwrap()
+            .into_decision(c)
+    }
+
+    #[test]
+    fn shared_decisions_round_trip_with_their_ttl() {
+        let c = cache();
+        let allow = Decision::Allow(Arc::new(Allow {
+            user_id: "u".into(),
+            expires_at: unix_now() + 60,
+            permissions: crate::permissions::Permissions::default(),
+            client_info: Some(serde_json::json!({"a": 1})),
+            metadata: None,
+            profile: Some(crate::auth::session::Profile {
+                email: Some("u@example.com".into()),
+                displayname: None,
+                image: None,
+            }),
+        }));
+        let (back, ttl) = through_json(&allow, &c).unwrap();
+        assert_eq!(back, allow);
+        assert!(ttl <= Duration::from_secs(60) && ttl >= Duration::from_secs(58));
+        let deny = Decision::deny(Reason::InvalidApp, "no", None);
+        let (back, ttl) = through_json(&deny, &c).unwrap();
+        assert_eq!(back, deny);
+        assert!(
+            ttl <= Duration::from_secs(5),
+            "the negative TTL holds: {ttl:?}"
+        );
+        // An allow already past its expiry, or an unknown reason, is not served.
+        let old = Stored::Allow {
+            user: "u".into(),
+            exp: unix_now() - 1,
+            permissions: crate::permissions::Permissions::default(),
+            client_info: None,
+            metadata: None,
+            profile: None,
+        };
+        assert!(old.into_decision(&c).is_none());
+        let odd = Stored::Deny {
+            reason: "Whatever".into(),
+            description: String::new(),
+            client_info: None,
+            until: unix_now() + 5,
+        };
+        assert!(odd.into_decision(&c).is_none());
+    }
 
     #[test]
     fn key_separates_fields() {

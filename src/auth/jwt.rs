@@ -23,8 +23,9 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::provider::{Check, HttpClient, ProviderError};
+use super::session::Profile;
 use super::{Allow, Decision, Permissions, Reason};
-use crate::config::auth::{JwksSource, JwtConfig};
+use crate::config::auth::{JwksSource, JwtConfig, ProfileClaims};
 use keys::{KeySet, Pick};
 
 /// Least time between two key loads caused by tokens naming an unknown `kid`, so a stream of
@@ -49,6 +50,7 @@ struct Inner {
     refresh: Duration,
     issuer: String,
     user_claim: String,
+    profile_claims: ProfileClaims,
     permissions: Permissions,
     /// One validation per accepted algorithm; jsonwebtoken wants a single family per call.
     validations: Vec<(Algorithm, Validation)>,
@@ -87,6 +89,7 @@ impl JwtProvider {
             refresh: config.refresh,
             issuer: config.issuer.clone(),
             user_claim: config.user_claim.clone(),
+            profile_claims: config.profile_claims.clone(),
             permissions: config.permissions.clone(),
             validations,
             keys: ArcSwapOption::empty(),
@@ -232,7 +235,26 @@ impl Inner {
             permissions,
             client_info: None,
             metadata: None,
+            profile: self.profile(claims),
         }))
+    }
+
+    /// The profile the mapped claims give (string claims only; an empty mapping reads nothing).
+    fn profile(&self, claims: &Map<String, Value>) -> Option<Profile> {
+        let read = |claim: &str| {
+            (!claim.is_empty())
+                .then(|| claims.get(claim).and_then(Value::as_str))
+                .flatten()
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let c = &self.profile_claims;
+        Profile {
+            email: read(&c.email),
+            displayname: read(&c.displayname),
+            image: read(&c.image),
+        }
+        .non_empty()
     }
 
     /// Loads the keys at start (retrying with backoff until the first success), then every

@@ -56,7 +56,8 @@ impl KnownTokens {
         }
     }
 
-    fn key(token: &str) -> [u8; 32] {
+    /// The SHA-256 a token is known by.
+    pub(crate) fn key(token: &str) -> [u8; 32] {
         Sha256::digest(token.as_bytes()).into()
     }
 
@@ -78,14 +79,24 @@ impl KnownTokens {
     /// (and then only it), else a bearer token or the session cookie, else any cookie whose value
     /// is a known token.
     pub(crate) fn find(&self, headers: &HeaderMap) -> Option<Arc<KnownToken>> {
+        Self::candidates(headers)
+            .into_iter()
+            .find_map(|t| self.get(t))
+    }
+
+    /// The values a handshake could carry its access token in, in the order [`find`](Self::find)
+    /// tries them: `X-DITTO-AUTH` alone when present, else the bearer or session cookie, then
+    /// every cookie value.
+    pub(crate) fn candidates(headers: &HeaderMap) -> Vec<&str> {
         if let Some(t) = headers.get(DITTO_AUTH_HEADER).and_then(|v| v.to_str().ok()) {
-            return self.get(t.trim());
+            return vec![t.trim()];
         }
-        if let Some(k) = credentials::session_token(headers).and_then(|t| self.get(t)) {
-            return Some(k);
-        }
-        credentials::cookie_pairs(headers)
-            .filter_map(|p| std::str::from_utf8(p.value).ok())
-            .find_map(|v| self.get(v))
+        credentials::session_token(headers)
+            .into_iter()
+            .chain(
+                credentials::cookie_pairs(headers)
+                    .filter_map(|p| std::str::from_utf8(p.value).ok()),
+            )
+            .collect()
     }
 }

@@ -9,12 +9,13 @@ use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use sha2::{Digest, Sha256};
 
 use super::group::GroupProvider;
 use super::jwt::JwtProvider;
 use super::webhook::WebhookProvider;
 use super::{Decision, Reason};
-use crate::config::auth::ProviderConfig;
+use crate::config::auth::{JwksSource, ProviderConfig};
 use crate::metrics::AuthMetrics;
 
 /// The one pooled, kept-alive HTTP(S) client every provider call and JWKS fetch shares.
@@ -152,21 +153,83 @@ impl Provider {
     }
 }
 
+/// A digest of everything a provider is built from: its settings, its secrets, the keys file of
+/// a JWT provider and, for a group, its members' digests. Equal digests mean a reload may keep
+/// the running provider (its connections, circuit breaker and cached answers).
+pub(crate) type Fingerprint = [u8; 32];
+
+/// The [`Fingerprint`] of every provider, by name.
+pub(crate) fn fingerprints(
+    configs: &BTreeMap<String, ProviderConfig>,
+) -> HashMap<String, Fingerprint> {
+    fn one(
+        name: &str,
+        configs: &BTreeMap<String, ProviderConfig>,
+        done: &mut HashMap<String, Fingerprint>,
+    ) -> Option<Fingerprint> {
+        if let Some(f) = done.get(name) {
+            return Some(*f);
+        }
+        let config = configs.get(name)?;
+        let mut h = Sha256::new();
+        // The digest is kept in memory only; nothing here is ever logged.
+        h.update(format!("{config:?}").as_bytes());
+        match config {
+            ProviderConfig::Webhook(c) => {
+                if let Some(secret) = &c.signing_secret {
+                    h.update(secret);
+                }
+                for (name, value) in &c.headers {
+                    h.update(name.as_str().as_bytes());
+                    h.update(value.as_bytes());
+                }
+            }
+            ProviderConfig::Jwt(c) => {
+                if let JwksSource::File(path) = &c.keys {
+                    h.update(std::fs::read(path).unwrap_or_default());
+                }
+            }
+            ProviderConfig::Group(c) => {
+                for member in &c.members {
+                    if let Some(f) = one(member, configs, done) {
+                        h.update(f);
+                    }
+                }
+            }
+        }
+        let f: Fingerprint = h.finalize().into();
+        done.insert(name.to_owned(), f);
+        Some(f)
+    }
+    let mut done = HashMap::new();
+    for name in configs.keys() {
+        one(name, configs, &mut done);
+    }
+    done
+}
+
 /// Builds every provider; groups get `Arc`s of their members (config validation rejected cycles).
+/// A provider `reuse` returns is kept as it runs instead of being built again.
 pub(crate) fn build_all(
     configs: &BTreeMap<String, ProviderConfig>,
     client: &HttpClient,
     metrics: &AuthMetrics,
+    reuse: &dyn Fn(&str) -> Option<Arc<Provider>>,
 ) -> HashMap<String, Arc<Provider>> {
     fn build(
         name: &str,
         configs: &BTreeMap<String, ProviderConfig>,
         client: &HttpClient,
         metrics: &AuthMetrics,
+        reuse: &dyn Fn(&str) -> Option<Arc<Provider>>,
         built: &mut HashMap<String, Arc<Provider>>,
     ) -> Option<Arc<Provider>> {
         if let Some(p) = built.get(name) {
             return Some(p.clone());
+        }
+        if let Some(p) = reuse(name).filter(|_| configs.contains_key(name)) {
+            built.insert(name.to_owned(), p.clone());
+            return Some(p);
         }
         let provider = match configs.get(name)? {
             ProviderConfig::Webhook(c) => Provider::Webhook(Box::new(WebhookProvider::new(
@@ -181,7 +244,7 @@ pub(crate) fn build_all(
                     .members
                     .iter()
                     .filter_map(|m| {
-                        build(m, configs, client, metrics, built).map(|p| (m.clone(), p))
+                        build(m, configs, client, metrics, reuse, built).map(|p| (m.clone(), p))
                     })
                     .collect();
                 Provider::Group(GroupProvider::new(c, members))
@@ -193,7 +256,7 @@ pub(crate) fn build_all(
     }
     let mut built = HashMap::new();
     for name in configs.keys() {
-        build(name, configs, client, metrics, &mut built);
+        build(name, configs, client, metrics, reuse, &mut built);
     }
     built
 }

@@ -10,6 +10,7 @@
 //! The list is not size-bounded on purpose: an entry evicted (or refused admission) by a full
 //! cache would be a revocation forgotten. Entries leave only when they can no longer matter.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -17,6 +18,7 @@ use moka::sync::Cache;
 
 use super::session::SessionClaims;
 use crate::clock::unix_now;
+use crate::cluster::{Kind, Revocation};
 
 /// Seconds every entry outlives the last moment a token of its family could verify: covers a
 /// refresh that raced the revocation, the second-granular `exp`, and clocks that differ a little
@@ -65,8 +67,9 @@ pub(crate) struct Revocations {
     sids: Cache<String, (u64, u64)>,
     /// user -> (cut-off, keep until)
     users: Cache<String, (u64, u64)>,
-    /// The longest a session token can live (`session.max_ttl_seconds`).
-    max_ttl: Duration,
+    /// The longest a session token can live (`session.max_ttl_seconds`, in seconds): the largest
+    /// value any config of this process had, since tokens minted under it may still be out.
+    max_ttl: AtomicU64,
 }
 
 // === impl Revocations ===
@@ -78,8 +81,18 @@ impl Revocations {
         Self {
             sids: build(),
             users: build(),
-            max_ttl,
+            max_ttl: AtomicU64::new(max_ttl.as_secs()),
         }
+    }
+
+    /// A reload set `session.max_ttl_seconds`: revocations from now on are kept for the longer of
+    /// it and every earlier value (a token minted before a reload may outlive the new cap).
+    pub(crate) fn widen_max_ttl(&self, max_ttl: Duration) {
+        self.max_ttl.fetch_max(max_ttl.as_secs(), Ordering::Relaxed);
+    }
+
+    fn max_ttl(&self) -> Duration {
+        Duration::from_secs(self.max_ttl.load(Ordering::Relaxed))
     }
 
     /// Revokes the session `claims` belong to, whichever of its tokens they came from: every
@@ -87,7 +100,7 @@ impl Revocations {
     /// (Unix seconds) the entry is kept.
     pub(crate) fn revoke_session(&self, claims: &SessionClaims) -> u64 {
         let now = unix_now();
-        let until = last_valid(now, self.max_ttl, Some(claims.dex), Some(claims.exp));
+        let until = last_valid(now, self.max_ttl(), Some(claims.dex), Some(claims.exp));
         keep(&self.sids, &claims.sid, now, until)
     }
 
@@ -99,7 +112,7 @@ impl Revocations {
             &self.sids,
             sid,
             now,
-            last_valid(now, self.max_ttl, None, None),
+            last_valid(now, self.max_ttl(), None, None),
         )
     }
 
@@ -111,7 +124,7 @@ impl Revocations {
             &self.users,
             user,
             now,
-            last_valid(now, self.max_ttl, None, None),
+            last_valid(now, self.max_ttl(), None, None),
         )
     }
 
@@ -125,6 +138,48 @@ impl Revocations {
                 .users
                 .get(&claims.sub)
                 .is_some_and(|(cutoff, _)| claims.auth_time <= cutoff)
+    }
+
+    /// Applies a revocation another replica made (its `until` already holds the slack), never
+    /// moving an entry's cut-off or end earlier. Returns whether it changed anything here (a new
+    /// entry or a later cut-off), so the caller closes tunnels only for news.
+    pub(crate) fn apply(&self, r: &Revocation) -> bool {
+        if r.until <= unix_now() {
+            return false;
+        }
+        let cache = match r.kind {
+            Kind::Sid => &self.sids,
+            Kind::User => &self.users,
+        };
+        let before = cache.get(&r.id);
+        let entry = cache.entry(r.id.clone()).and_upsert_with(|old| match old {
+            Some(e) => {
+                let (a, u) = e.into_value();
+                (a.max(r.at), u.max(r.until))
+            }
+            None => (r.at, r.until),
+        });
+        before.is_none_or(|(at, _)| entry.into_value().0 > at)
+    }
+
+    /// Every entry held, to be written to the cluster store after a reconnect.
+    pub(crate) fn entries(&self) -> Vec<Revocation> {
+        let now = unix_now();
+        let all = |cache: &Cache<String, (u64, u64)>, kind| {
+            cache
+                .iter()
+                .filter(|(_, (_, until))| *until > now)
+                .map(|(id, (at, until))| Revocation {
+                    kind,
+                    id: (*id).clone(),
+                    at,
+                    until,
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut v = all(&self.sids, Kind::Sid);
+        v.extend(all(&self.users, Kind::User));
+        v
     }
 
     /// Until when (Unix seconds) `sid` stays revoked, if it is.
@@ -170,6 +225,7 @@ mod tests {
             prv: "demo".into(),
             permissions: Permissions::default(),
             cli: None,
+            pro: None,
             iat: auth_time,
             exp,
             auth_time,
@@ -177,6 +233,44 @@ mod tests {
             sid: sid.into(),
             jti: "j".into(),
         }
+    }
+
+    #[test]
+    fn apply_reports_news_only_and_never_shortens() {
+        let r = Revocations::new(Duration::from_secs(300));
+        let now = unix_now();
+        let user = |at, until| Revocation {
+            kind: Kind::User,
+            id: "u".into(),
+            at,
+            until,
+        };
+        assert!(r.apply(&user(now - 5, now + 100)));
+        assert!(
+            !r.apply(&user(now - 5, now + 100)),
+            "the same entry again is no news"
+        );
+        assert!(
+            !r.apply(&user(now - 9, now + 50)),
+            "an older cut-off is no news"
+        );
+        assert_eq!(r.user_cutoff("u"), Some((now - 5, now + 100)));
+        assert!(r.apply(&user(now, now + 10)), "a later cut-off is news");
+        assert_eq!(r.user_cutoff("u"), Some((now, now + 100)));
+        assert!(
+            !r.apply(&user(now, now - 1)),
+            "an entry past its end is dropped"
+        );
+        let sid = Revocation {
+            kind: Kind::Sid,
+            id: "s".into(),
+            at: now,
+            until: now + 30,
+        };
+        assert!(r.apply(&sid));
+        let mut all = r.entries();
+        all.sort_by_key(|e| e.id.clone());
+        assert_eq!(all, vec![sid, user(now, now + 100)]);
     }
 
     #[test]
@@ -208,6 +302,18 @@ mod tests {
         assert!(r.is_revoked(&refreshed));
         // Another session of the same user is not.
         assert!(!r.is_revoked(&claims("s2", "u", now - 10, now + 290, now + 3600)));
+    }
+
+    #[test]
+    fn widened_max_ttl_keeps_revocations_longer_and_never_shrinks() {
+        let r = Revocations::new(Duration::from_secs(300));
+        let now = unix_now();
+        r.widen_max_ttl(Duration::from_secs(3600));
+        r.revoke_sid("long");
+        assert!(r.sid_kept_until("long").unwrap() >= now + 3600);
+        r.widen_max_ttl(Duration::from_secs(60));
+        r.revoke_sid("still-long");
+        assert!(r.sid_kept_until("still-long").unwrap() >= now + 3600);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct SessionClaims {
     /// Provider clientInfo, handed back by userinfo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cli: Option<serde_json::Value>,
+    /// The user's profile as the provider gave it, handed back by userinfo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pro: Option<Profile>,
     /// Issued at (Unix seconds).
     pub iat: u64,
     /// Expires at (Unix seconds).
@@ -44,6 +47,34 @@ pub struct SessionClaims {
     pub sid: String,
     /// Token ID, new on every mint.
     pub jti: String,
+}
+
+/// What is known of a user beyond the ID: restdb's `email`, `displayname` and `image`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// E-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Name to show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub displayname: Option<String>,
+    /// Picture URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+impl Profile {
+    /// `None` when nothing is known, so empty profiles never ride in a token.
+    pub fn non_empty(self) -> Option<Self> {
+        (self != Self::default()).then_some(self)
+    }
+}
+
+impl SessionClaims {
+    /// The user's e-mail address, when the provider gave one.
+    pub fn email(&self) -> Option<&str> {
+        self.pro.as_ref()?.email.as_deref()
+    }
 }
 
 /// A freshly signed token and its claims.
@@ -90,6 +121,7 @@ pub enum SessionError {
 }
 
 /// A verification key, and its public JWK when it has one (not for HS256).
+#[derive(Clone)]
 struct VerifyKey {
     kid: String,
     alg: Algorithm,
@@ -97,6 +129,14 @@ struct VerifyKey {
     public: Option<Jwk>,
     /// Built once: the checks every token of this key gets.
     validation: Validation,
+    /// A key a reload took out of the config verifies (and is published) until then (Unix seconds).
+    retire_at: Option<u64>,
+}
+
+impl VerifyKey {
+    fn live(&self, now: u64) -> bool {
+        self.retire_at.is_none_or(|t| t > now)
+    }
 }
 
 /// Mints and verifies session tokens with the configured keys.
@@ -160,6 +200,7 @@ fn parse_key(
             decoding: DecodingKey::from_secret(secret),
             public: None,
             validation: Validation::new(Algorithm::HS256),
+            retire_at: None,
         };
         return Ok((EncodingKey::from_secret(secret), key));
     }
@@ -214,6 +255,7 @@ fn verify_key(mut public: Jwk, alg: Algorithm) -> Result<VerifyKey, SessionError
         decoding,
         public: Some(public),
         validation: Validation::new(alg),
+        retire_at: None,
     })
 }
 
@@ -273,6 +315,48 @@ impl Sessions {
                 (enc, key, true)
             }
         };
+        Self::assemble(config, encoding, current, ephemeral)
+    }
+
+    /// The sessions for a reloaded `config`, built from its key files again. Without a
+    /// `session.key_file` the running ephemeral key stays. Every key that verified before and is
+    /// not configured any more keeps verifying, and stays in the JWKS, for the old `max_ttl`: every
+    /// token it signed has expired by then, so no session breaks on a key rotation.
+    ///
+    /// # Errors
+    /// [`SessionError`] when a key file cannot be read or used; the running sessions stay then.
+    pub fn reconfigure(&self, config: &SessionConfig) -> Result<Self, SessionError> {
+        let mut next = if config.key_file.is_none() && self.ephemeral {
+            Self::assemble(config, self.encoding.clone(), self.keys[0].clone(), true)?
+        } else {
+            Self::from_config(config)?
+        };
+        let now = unix_now();
+        let until = now + self.max_ttl.as_secs();
+        for key in self.keys.iter().filter(|k| k.live(now)) {
+            if next.keys.iter().any(|k| k.kid == key.kid) {
+                continue;
+            }
+            // It keeps its own checks (issuer, audience): the tokens it signed carry the old ones.
+            let mut kept = key.clone();
+            kept.retire_at = Some(key.retire_at.unwrap_or(until));
+            next.keys.push(kept);
+        }
+        Ok(next)
+    }
+
+    /// The `kid` new tokens are signed under.
+    pub fn signing_kid(&self) -> &str {
+        &self.kid
+    }
+
+    fn assemble(
+        config: &SessionConfig,
+        encoding: EncodingKey,
+        mut current: VerifyKey,
+        ephemeral: bool,
+    ) -> Result<Self, SessionError> {
+        current.retire_at = None;
         let mut keys = vec![current];
         for path in &config.previous_key_files {
             keys.push(load_key(path, None)?.1);
@@ -326,6 +410,7 @@ impl Sessions {
             prv: provider.to_owned(),
             permissions: allow.permissions.clone(),
             cli: allow.client_info.clone(),
+            pro: allow.profile.clone(),
             iat: now,
             exp: (now + self.max_ttl.as_secs()).min(allow.expires_at),
             auth_time: now,
@@ -370,10 +455,11 @@ impl Sessions {
     pub fn verify(&self, token: &str) -> Result<SessionClaims, SessionError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| SessionError::Invalid)?;
         let kid = header.kid.as_deref().ok_or(SessionError::Invalid)?;
+        let now = unix_now();
         let key = self
             .keys
             .iter()
-            .find(|k| k.kid == kid)
+            .find(|k| k.kid == kid && k.live(now))
             .ok_or(SessionError::Invalid)?;
         if header.alg != key.alg {
             return Err(SessionError::Invalid);
@@ -389,7 +475,13 @@ impl Sessions {
 
     /// The public keys, current first, as served at `/.well-known/jwks.json` (none for HS256).
     pub fn jwks(&self) -> serde_json::Value {
-        let keys: Vec<&Jwk> = self.keys.iter().filter_map(|k| k.public.as_ref()).collect();
+        let now = unix_now();
+        let keys: Vec<&Jwk> = self
+            .keys
+            .iter()
+            .filter(|k| k.live(now))
+            .filter_map(|k| k.public.as_ref())
+            .collect();
         serde_json::json!({ "keys": keys })
     }
 

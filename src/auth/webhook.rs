@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::breaker::Breaker;
 use super::provider::{Check, HttpClient, ProviderError};
+use super::session::Profile;
 use super::{Allow, Decision, Permissions, Reason, signature};
 use crate::clock::unix_now;
 use crate::config::auth::{RequestFormat, WebhookConfig};
@@ -186,6 +187,27 @@ struct Reply {
     client_info: Option<serde_json::Value>,
     #[serde(rename = "identityServiceMetadata")]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// drawbridge's extension: the user's profile, read leniently (it never decides a login).
+    #[serde(rename = "userInfo")]
+    user_info: Option<serde_json::Value>,
+}
+
+/// The profile of a reply's `userInfo`: restdb's `email`, `displayname`, `image` (or OpenID
+/// Connect's `name`, `picture`); anything but a non-empty string is ignored.
+fn profile(user_info: Option<&serde_json::Value>) -> Option<Profile> {
+    let info = user_info?.as_object()?;
+    let read = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| info.get(*k).and_then(serde_json::Value::as_str))
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    Profile {
+        email: read(&["email"]),
+        displayname: read(&["displayname", "name"]),
+        image: read(&["image", "picture"]),
+    }
+    .non_empty()
 }
 
 /// Parses a 200 reply strictly: `authenticated` (or `authenticate`) must be a bool, and an allow
@@ -223,6 +245,7 @@ pub(crate) fn parse_reply(bytes: &[u8], check: &Check<'_>) -> Result<Decision, P
         user_id,
         expires_at: unix_now() + u64::from(seconds),
         permissions: reply.permissions.unwrap_or_default(),
+        profile: profile(reply.user_info.as_ref()),
         client_info: reply.client_info,
         metadata: reply.metadata.map(serde_json::Value::Object),
     })))

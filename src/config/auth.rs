@@ -29,6 +29,10 @@ pub struct Auth {
     pub rate_limit: Option<RateLimitConfig>,
     /// Origins allowed to call the auth routes from a browser.
     pub cors_allowed_origins: Vec<String>,
+    /// The forward-auth door, `/auth/check`.
+    pub forward_auth: ForwardAuthConfig,
+    /// The provider and app `POST /auth/token {"code"}` logs in through; `None`: no code exchange.
+    pub code_exchange: Option<AppProvider>,
 }
 
 impl Auth {
@@ -118,6 +122,8 @@ pub struct JwtConfig {
     pub user_claim: String,
     /// Clock skew allowed.
     pub leeway: Duration,
+    /// Claims read into the user's profile.
+    pub profile_claims: ProfileClaims,
     /// Permissions template; `{claim}` placeholders are filled from the token.
     pub permissions: Permissions,
 }
@@ -165,6 +171,8 @@ pub struct SessionConfig {
     pub close_grace: Duration,
     /// Upgrade ticket lifetime.
     pub ticket_ttl: Duration,
+    /// How often an open tunnel's decision is asked again; zero: never.
+    pub revalidate: Duration,
 }
 
 /// `[aggregator]`
@@ -415,6 +423,11 @@ fn jwt(name: &str, j: &raw::RawJwt, p: &mut Vec<Problem>) -> Option<JwtConfig> {
         algorithms,
         user_claim: j.user_claim.clone(),
         leeway: Duration::from_secs(j.leeway_seconds),
+        profile_claims: ProfileClaims {
+            email: j.profile_claims.email.clone(),
+            displayname: j.profile_claims.displayname.clone(),
+            image: j.profile_claims.image.clone(),
+        },
         permissions: permissions(&j.permissions),
     })
 }
@@ -453,6 +466,8 @@ pub(super) fn validate(r: &raw::RawConfig, p: &mut Vec<Problem>) -> Option<Auth>
         },
         rate_limit: rate_limit(&r.rate_limit, p),
         cors_allowed_origins: cors(&r.cors, p),
+        forward_auth: forward_auth(r, p),
+        code_exchange: code_exchange(r, p),
     })
 }
 
@@ -589,6 +604,15 @@ fn session(s: &raw::RawSession, p: &mut Vec<Problem>) -> SessionConfig {
             p.push(Problem::new(key, "must be greater than 0"));
         }
     }
+    if s.revalidate_seconds > raw::MAX_SESSION_REVALIDATE_SECONDS {
+        p.push(Problem::new(
+            "session.revalidate_seconds",
+            format!(
+                "must be at most {} (one day); 0 turns it off",
+                raw::MAX_SESSION_REVALIDATE_SECONDS
+            ),
+        ));
+    }
     if s.issuer.is_empty() || s.audience.is_empty() {
         p.push(Problem::new(
             "session.issuer",
@@ -604,6 +628,7 @@ fn session(s: &raw::RawSession, p: &mut Vec<Problem>) -> SessionConfig {
         max_ttl: Duration::from_secs(s.max_ttl_seconds),
         close_grace: Duration::from_secs(s.close_grace_seconds),
         ticket_ttl: Duration::from_secs(s.ticket_ttl_seconds),
+        revalidate: Duration::from_secs(s.revalidate_seconds),
     }
 }
 
@@ -634,4 +659,127 @@ fn cors(c: &raw::RawCors, p: &mut Vec<Problem>) -> Vec<String> {
         ));
     }
     c.allowed_origins.clone()
+}
+
+/// `[forward_auth]`
+#[derive(Debug, Clone, Default)]
+pub struct ForwardAuthConfig {
+    /// Where a request without a session is redirected (302); `None` answers 401.
+    pub signin_url: Option<HeaderValue>,
+    /// The app and provider that decide an identity provider's bearer token, when accepted.
+    pub provider_tokens: Option<AppProvider>,
+}
+
+/// Which claim of a verified JWT gives each profile field; empty reads none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileClaims {
+    /// Claim of the e-mail address.
+    pub email: String,
+    /// Claim of the display name.
+    pub displayname: String,
+    /// Claim of the picture URL.
+    pub image: String,
+}
+
+/// An app and the provider that decides its tokens: the forward-auth door's provider tokens, and
+/// the login API's code exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppProvider {
+    /// The app the token is decided for.
+    pub app: String,
+    /// The provider that decides it.
+    pub provider: String,
+}
+
+/// `[forward_auth]`: an absolute http(s) URL or absolute path to sign in at, and, when provider
+/// tokens are accepted, a configured provider (enabled for the app when apps are restricted).
+fn forward_auth(r: &raw::RawConfig, p: &mut Vec<Problem>) -> ForwardAuthConfig {
+    let f = &r.forward_auth;
+    let signin_url = f.signin_url.as_deref().and_then(|url| {
+        let absolute = url.starts_with('/') && !url.starts_with("//")
+            || url
+                .parse::<Uri>()
+                .ok()
+                .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        match HeaderValue::from_str(url) {
+            Ok(v) if absolute => Some(v),
+            _ => {
+                p.push(Problem::new(
+                    "forward_auth.signin_url",
+                    "must be an http(s) URL or a path starting with / (e.g. \"https://login.example.com/\")",
+                ));
+                None
+            }
+        }
+    });
+    let provider_tokens = if f.accept_provider_tokens {
+        provider_ref(
+            r,
+            (f.app.as_deref(), f.provider.as_deref()),
+            ("forward_auth.app", "forward_auth.provider"),
+            "forward_auth.accept_provider_tokens",
+            p,
+        )
+    } else {
+        None
+    };
+    ForwardAuthConfig {
+        signin_url,
+        provider_tokens,
+    }
+}
+
+/// `[native]`: the code exchange names a configured provider and an app that accepts it, both or
+/// neither.
+fn code_exchange(r: &raw::RawConfig, p: &mut Vec<Problem>) -> Option<AppProvider> {
+    let n = &r.native;
+    if n.code_provider.is_none() && n.code_app.is_none() {
+        return None;
+    }
+    provider_ref(
+        r,
+        (n.code_app.as_deref(), n.code_provider.as_deref()),
+        ("native.code_app", "native.code_provider"),
+        "native.code_provider",
+        p,
+    )
+}
+
+/// An app and provider named at `keys`, both required (else a problem at `needs`): the provider
+/// configured, the app accepting it when apps are restricted.
+fn provider_ref(
+    r: &raw::RawConfig,
+    (app, provider): (Option<&str>, Option<&str>),
+    (app_key, provider_key): (&str, &str),
+    needs: &str,
+    p: &mut Vec<Problem>,
+) -> Option<AppProvider> {
+    match (app, provider) {
+        (Some(app), Some(provider)) if !app.is_empty() && !provider.is_empty() => {
+            if !r.providers.contains_key(provider) {
+                p.push(Problem::new(provider_key, "names no configured provider"));
+            } else if !r.apps.is_empty()
+                && !r
+                    .apps
+                    .get(app)
+                    .is_some_and(|a| a.providers.iter().any(|x| x == provider))
+            {
+                p.push(Problem::new(
+                    app_key,
+                    format!("names no configured app that accepts {provider_key}"),
+                ));
+            }
+            Some(AppProvider {
+                app: app.to_owned(),
+                provider: provider.to_owned(),
+            })
+        }
+        _ => {
+            p.push(Problem::new(
+                needs,
+                format!("needs {app_key} and {provider_key}"),
+            ));
+            None
+        }
+    }
 }

@@ -88,6 +88,12 @@ pub struct RawConfig {
     pub audit: RawAudit,
     /// `[tracing]`
     pub tracing: RawTracing,
+    /// `[cluster]`: absent means one replica on local state.
+    pub cluster: Option<RawCluster>,
+    /// `[forward_auth]`
+    pub forward_auth: RawForwardAuth,
+    /// `[native]`
+    pub native: RawNative,
 }
 
 /// `[listen]`: the client-facing listener.
@@ -315,6 +321,10 @@ pub const DEFAULT_SESSION_ISSUER: &str = "drawbridge";
 pub const DEFAULT_SESSION_MAX_TTL_SECONDS: u64 = 3_600;
 /// Default upgrade ticket lifetime.
 pub const DEFAULT_TICKET_TTL_SECONDS: u64 = 30;
+/// `session.revalidate_seconds`: open tunnels are not re-checked.
+pub const DEFAULT_SESSION_REVALIDATE_SECONDS: u64 = 0;
+/// Largest `session.revalidate_seconds` (one day).
+pub const MAX_SESSION_REVALIDATE_SECONDS: u64 = 86_400;
 /// Default sustained login rate per client IP.
 pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
 /// Default login burst per client IP.
@@ -406,6 +416,39 @@ pub struct RawJwt {
     /// Permissions granted, with `{claim}` placeholders in queries.
     #[serde(default)]
     pub permissions: RawPermissions,
+    /// Claims read into the user's profile (restdb's `email`, `displayname`, `image`).
+    #[serde(default)]
+    pub profile_claims: RawProfileClaims,
+}
+
+/// Default claim of the profile's e-mail address (OpenID Connect's).
+pub const DEFAULT_PROFILE_EMAIL_CLAIM: &str = "email";
+/// Default claim of the profile's display name (OpenID Connect's).
+pub const DEFAULT_PROFILE_DISPLAYNAME_CLAIM: &str = "name";
+/// Default claim of the profile's picture URL (OpenID Connect's).
+pub const DEFAULT_PROFILE_IMAGE_CLAIM: &str = "picture";
+
+/// `[providers.<name>.profile_claims]` of a jwt provider: which claim gives each profile field;
+/// `""` reads none.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProfileClaims {
+    /// Claim of the e-mail address.
+    pub email: String,
+    /// Claim of the display name.
+    pub displayname: String,
+    /// Claim of the picture URL.
+    pub image: String,
+}
+
+impl Default for RawProfileClaims {
+    fn default() -> Self {
+        Self {
+            email: DEFAULT_PROFILE_EMAIL_CLAIM.to_owned(),
+            displayname: DEFAULT_PROFILE_DISPLAYNAME_CLAIM.to_owned(),
+            image: DEFAULT_PROFILE_IMAGE_CLAIM.to_owned(),
+        }
+    }
 }
 
 /// A permissions template in the Ditto shape.
@@ -514,6 +557,8 @@ pub struct RawSession {
     pub close_grace_seconds: u64,
     /// Lifetime of an upgrade ticket.
     pub ticket_ttl_seconds: u64,
+    /// Re-check each open tunnel's decision this often (0: never).
+    pub revalidate_seconds: u64,
 }
 
 impl Default for RawSession {
@@ -527,6 +572,7 @@ impl Default for RawSession {
             max_ttl_seconds: DEFAULT_SESSION_MAX_TTL_SECONDS,
             close_grace_seconds: 0,
             ticket_ttl_seconds: DEFAULT_TICKET_TTL_SECONDS,
+            revalidate_seconds: DEFAULT_SESSION_REVALIDATE_SECONDS,
         }
     }
 }
@@ -644,4 +690,99 @@ impl Default for RawTracing {
             export_timeout_ms: DEFAULT_TRACING_EXPORT_TIMEOUT_MS,
         }
     }
+}
+
+/// Default `cluster.key_prefix`.
+pub const DEFAULT_CLUSTER_KEY_PREFIX: &str = "drawbridge:";
+/// Default `cluster.connect_timeout_ms`.
+pub const DEFAULT_CLUSTER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// Default `cluster.command_timeout_ms`.
+pub const DEFAULT_CLUSTER_COMMAND_TIMEOUT_MS: u64 = 500;
+/// Default `cluster.resync_interval_ms`.
+pub const DEFAULT_CLUSTER_RESYNC_INTERVAL_MS: u64 = 5_000;
+/// Default `cluster.required`.
+pub const DEFAULT_CLUSTER_REQUIRED: bool = false;
+/// Default `cluster.shared_decisions`.
+pub const DEFAULT_CLUSTER_SHARED_DECISIONS: bool = true;
+
+/// `[cluster]`: state shared between replicas through Redis.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCluster {
+    /// `redis://host:port/db` or `rediss://` (TLS).
+    pub redis_url: String,
+    /// The Redis password (AUTH); best given as `${file:..}` or `${env:..}`.
+    pub password: Option<String>,
+    /// The Redis username (ACL), with `password`.
+    pub username: Option<String>,
+    /// Prefix of every key and channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Deadline of a connection attempt.
+    pub connect_timeout_ms: u64,
+    /// Deadline of one command.
+    pub command_timeout_ms: u64,
+    /// How often the whole revocation set is reloaded, bounding the life of a dropped message.
+    pub resync_interval_ms: u64,
+    /// `/readyz` answers 503 while Redis is unreachable.
+    pub required: bool,
+    /// Share the decision cache (second level) between replicas.
+    pub shared_decisions: bool,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            password: None,
+            username: None,
+            key_prefix: DEFAULT_CLUSTER_KEY_PREFIX.to_owned(),
+            connect_timeout_ms: DEFAULT_CLUSTER_CONNECT_TIMEOUT_MS,
+            command_timeout_ms: DEFAULT_CLUSTER_COMMAND_TIMEOUT_MS,
+            resync_interval_ms: DEFAULT_CLUSTER_RESYNC_INTERVAL_MS,
+            required: DEFAULT_CLUSTER_REQUIRED,
+            shared_decisions: DEFAULT_CLUSTER_SHARED_DECISIONS,
+        }
+    }
+}
+
+// The password never reaches a log or an error message.
+impl std::fmt::Debug for RawCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawCluster")
+            .field("redis_url", &super::cluster::redacted_url(&self.redis_url))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("username", &self.username)
+            .field("key_prefix", &self.key_prefix)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .field("resync_interval_ms", &self.resync_interval_ms)
+            .field("required", &self.required)
+            .field("shared_decisions", &self.shared_decisions)
+            .finish()
+    }
+}
+
+/// `[forward_auth]`: the `/auth/check` door an ingress asks before it forwards a request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawForwardAuth {
+    /// Where a request without a session is sent (302); absent = 401 with `WWW-Authenticate`.
+    pub signin_url: Option<String>,
+    /// Also admit an identity provider's bearer token, decided through the decision cache for
+    /// `app` and `provider`, without minting a session.
+    pub accept_provider_tokens: bool,
+    /// The app a provider token is decided for (with `accept_provider_tokens`).
+    pub app: Option<String>,
+    /// The provider a provider token is decided by (with `accept_provider_tokens`).
+    pub provider: Option<String>,
+}
+
+/// `[native]`: the native login API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNative {
+    /// The provider `POST /auth/token {"code"}` logs in through (restdb's code exchange).
+    pub code_provider: Option<String>,
+    /// The app that login is for.
+    pub code_app: Option<String>,
 }

@@ -33,6 +33,37 @@ impl Sources for System {
     }
 }
 
+/// The real environment and file system, remembering which files were read, so a watcher can
+/// watch the directories of `${file:..}` secrets too.
+#[derive(Debug, Default)]
+pub struct Recording {
+    files: std::sync::Mutex<Vec<std::path::PathBuf>>,
+}
+
+impl Recording {
+    /// The files read so far.
+    pub fn files(&self) -> Vec<std::path::PathBuf> {
+        self.files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Sources for Recording {
+    fn env(&self, name: &str) -> Option<String> {
+        System.env(name)
+    }
+
+    fn file(&self, path: &Path) -> std::io::Result<String> {
+        self.files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(path.to_owned());
+        System.file(path)
+    }
+}
+
 /// Environment from a map; files from the file system.
 impl Sources for HashMap<String, String> {
     fn env(&self, name: &str) -> Option<String> {

@@ -401,3 +401,206 @@ fn bad_tracing_settings_are_named() {
         assert!(l.iter().any(|l| l.starts_with(key)), "{key} {l:?}");
     }
 }
+
+#[test]
+fn session_revalidate_defaults_off_and_is_bounded() {
+    let c = parse("[upstream]\nurl = \"http://a:1\"\n").unwrap();
+    assert!(c.auth.session.revalidate.is_zero());
+    let c =
+        parse("[upstream]\nurl = \"http://a:1\"\n[session]\nrevalidate_seconds = 60\n").unwrap();
+    assert_eq!(c.auth.session.revalidate, Duration::from_secs(60));
+    let l = lines("[upstream]\nurl = \"http://a:1\"\n[session]\nrevalidate_seconds = 86401\n");
+    assert!(
+        l.iter().any(|l| l.contains("session.revalidate_seconds")),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn restart_changes_name_only_what_a_reload_cannot_apply() {
+    let base = "[upstream]\nurl = \"http://a:1\"\n";
+    let a = parse(base).unwrap();
+    let b = parse(&format!(
+        "{base}[listen]\naddr = \"0.0.0.0:9443\"\nplaintext = true\n[rate_limit]\nenabled = true\n"
+    ));
+    let b = b.unwrap();
+    assert_eq!(a.restart_changes(&b), vec!["listen.addr", "tls"]);
+    assert!(a.restart_changes(&a).is_empty());
+}
+
+const UPSTREAM: &str = "[upstream]\nurl = \"http://127.0.0.1:8080\"\n";
+
+#[test]
+fn cluster_absent_keeps_everything_local() {
+    assert!(parse(UPSTREAM).unwrap().cluster.is_none());
+}
+
+#[test]
+fn cluster_gets_defaults_and_hides_its_password() {
+    let mut env = HashMap::new();
+    env.insert("REDIS_PW".to_owned(), "s3cret-pw".to_owned());
+    let text = format!(
+        "{UPSTREAM}[cluster]\nredis_url = \"rediss://u:inline-pw@redis:6380/1\"\npassword = \"${{env:REDIS_PW}}\"\n"
+    );
+    let c = Config::from_toml(&text, &env).unwrap().cluster.unwrap();
+    assert_eq!(c.password.as_deref(), Some("s3cret-pw"));
+    assert_eq!(c.key_prefix, "drawbridge:");
+    assert_eq!(c.connect_timeout, Duration::from_secs(1));
+    assert_eq!(c.command_timeout, Duration::from_millis(500));
+    assert_eq!(c.resync_interval, Duration::from_secs(5));
+    assert!(!c.required);
+    assert!(c.shared_decisions);
+    let debug = format!("{c:?}");
+    assert!(
+        !debug.contains("s3cret-pw") && !debug.contains("inline-pw"),
+        "{debug}"
+    );
+    assert!(
+        debug.contains("rediss://<redacted>@redis:6380/1"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn cluster_bad_values_name_their_keys() {
+    let l = lines(&format!(
+        "{UPSTREAM}[cluster]\nredis_url = \"http://redis:6379\"\nresync_interval_ms = 0\ncommand_timeout_ms = 0\nusername = \"u\"\n"
+    ));
+    for key in [
+        "cluster.redis_url",
+        "cluster.resync_interval_ms",
+        "cluster.command_timeout_ms",
+        "cluster.username",
+    ] {
+        assert!(l.iter().any(|x| x.contains(key)), "{key} in {l:?}");
+    }
+    let l = lines(&format!("{UPSTREAM}[cluster]\nkey_prefix = \"a\"\n"));
+    assert!(l.iter().any(|x| x.contains("cluster.redis_url")), "{l:?}");
+    let l = lines(&format!(
+        "{UPSTREAM}[cluster]\nredis_url = \"redis://r\"\nbogus = 1\n"
+    ));
+    assert!(l.iter().any(|x| x.contains("bogus")), "{l:?}");
+}
+
+#[test]
+fn forward_auth_is_off_without_its_section() {
+    let c = parse("[upstream]\nurl = \"http://a:1\"\n").unwrap();
+    assert!(c.auth.forward_auth.signin_url.is_none());
+    assert!(c.auth.forward_auth.provider_tokens.is_none());
+}
+
+#[test]
+fn forward_auth_provider_tokens_name_a_configured_provider_and_app() {
+    let base = "[upstream]\nurl = \"http://a:1\"\n[providers.demo]\nkind = \"webhook\"\nurl = \"https://hook.example/\"\n";
+    let c = parse(&format!(
+        "{base}[forward_auth]\naccept_provider_tokens = true\napp = \"app\"\nprovider = \"demo\"\nsignin_url = \"https://login.example/\"\n"
+    ))
+    .unwrap();
+    let tokens = c.auth.forward_auth.provider_tokens.unwrap();
+    assert_eq!(
+        (tokens.app.as_str(), tokens.provider.as_str()),
+        ("app", "demo")
+    );
+    assert_eq!(
+        c.auth.forward_auth.signin_url.unwrap(),
+        "https://login.example/"
+    );
+    assert!(parse(&format!("{base}[forward_auth]\nsignin_url = \"/login\"\n")).is_ok());
+
+    for (section, key) in [
+        (
+            "accept_provider_tokens = true\napp = \"app\"",
+            "forward_auth.accept_provider_tokens",
+        ),
+        (
+            "accept_provider_tokens = true\nprovider = \"demo\"",
+            "forward_auth.accept_provider_tokens",
+        ),
+        (
+            "accept_provider_tokens = true\napp = \"app\"\nprovider = \"nope\"",
+            "forward_auth.provider",
+        ),
+        ("signin_url = \"ftp://x/\"", "forward_auth.signin_url"),
+        (
+            "signin_url = \"//evil.example/\"",
+            "forward_auth.signin_url",
+        ),
+        ("signin_url = \"login\"", "forward_auth.signin_url"),
+        ("signin_url = \"https://a/\\n\"", "forward_auth.signin_url"),
+    ] {
+        let l = lines(&format!("{base}[forward_auth]\n{section}\n"));
+        assert_eq!(l.len(), 1, "{section}: {l:?}");
+        assert!(l[0].starts_with(&format!("{key}: ")), "{section}: {l:?}");
+    }
+    let l = lines(&format!(
+        "{base}[apps.other]\nproviders = [\"demo\"]\n[forward_auth]\naccept_provider_tokens = true\napp = \"app\"\nprovider = \"demo\"\n"
+    ));
+    assert!(l[0].starts_with("forward_auth.app: "), "{l:?}");
+}
+
+#[test]
+fn code_exchange_is_off_without_native_and_names_a_provider_when_on() {
+    let base = "[upstream]\nurl = \"http://a:1\"\n[providers.auth0]\nkind = \"webhook\"\nurl = \"https://hook.example/\"\n";
+    assert!(parse(base).unwrap().auth.code_exchange.is_none());
+    let c = parse(&format!(
+        "{base}[native]\ncode_provider = \"auth0\"\ncode_app = \"todo\"\n"
+    ))
+    .unwrap();
+    let exchange = c.auth.code_exchange.unwrap();
+    assert_eq!(
+        (exchange.app.as_str(), exchange.provider.as_str()),
+        ("todo", "auth0")
+    );
+    for (section, key) in [
+        ("code_provider = \"auth0\"", "native.code_provider"),
+        ("code_app = \"todo\"", "native.code_provider"),
+        (
+            "code_provider = \"nope\"\ncode_app = \"todo\"",
+            "native.code_provider",
+        ),
+        (
+            "code_provider = \"auth0\"\ncode_app = \"todo\"\nbogus = 1",
+            "native.bogus",
+        ),
+    ] {
+        let l = lines(&format!("{base}[native]\n{section}\n"));
+        assert_eq!(l.len(), 1, "{section}: {l:?}");
+        assert!(l[0].starts_with(&format!("{key}: ")), "{section}: {l:?}");
+    }
+    let l = lines(&format!(
+        "{base}[apps.other]\nproviders = [\"auth0\"]\n[native]\ncode_provider = \"auth0\"\ncode_app = \"todo\"\n"
+    ));
+    assert!(l[0].starts_with("native.code_app: "), "{l:?}");
+}
+
+#[test]
+fn jwt_profile_claims_default_to_openid_connect_names() {
+    let jwt = "[upstream]\nurl = \"http://a:1\"\n[providers.oidc]\nkind = \"jwt\"\nissuer = \"https://i/\"\naudiences = [\"a\"]\njwks_url = \"https://i/jwks\"\n";
+    let profile = |c: &Config| match &c.auth.providers["oidc"] {
+        auth::ProviderConfig::Jwt(j) => j.profile_claims.clone(),
+        other => panic!("{other:?}"),
+    };
+    let p = profile(&parse(jwt).unwrap());
+    assert_eq!(
+        (p.email.as_str(), p.displayname.as_str(), p.image.as_str()),
+        ("email", "name", "picture")
+    );
+    let p = profile(
+        &parse(&format!(
+            "{jwt}[providers.oidc.profile_claims]\nemail = \"mail\"\nimage = \"\"\n"
+        ))
+        .unwrap(),
+    );
+    assert_eq!(
+        (p.email.as_str(), p.displayname.as_str(), p.image.as_str()),
+        ("mail", "name", "")
+    );
+    let l = lines(&format!(
+        "{jwt}[providers.oidc.profile_claims]\nphone = \"x\"\n"
+    ));
+    // The provider kind is an internally tagged enum: serde's path stops at the provider.
+    assert!(
+        l[0].starts_with("providers.oidc") && l[0].contains("phone: unknown field"),
+        "{l:?}"
+    );
+}

@@ -89,6 +89,7 @@ pub(crate) async fn handle(
     Ok(
         match shared
             .auth
+            .load_full()
             .decide(Door::Aggregator, &app, &provider, &w.token)
             .await?
         {

@@ -50,6 +50,7 @@ pub(crate) async fn login(
     };
     if let Decision::Deny(deny) = shared
         .auth
+        .load_full()
         .decide(Door::Ditto, &app, &provider, &token)
         .await?
     {
@@ -61,6 +62,7 @@ pub(crate) async fn login(
     let upstream = Request::from_parts(parts, full(body));
     let resp = shared
         .forwarder
+        .load_full()
         .send(upstream, config)
         .await
         .inspect_err(|error| tracing::warn!(%error, "ditto login relay failed"))?;
@@ -98,7 +100,5 @@ fn learn(shared: &Shared, reply: &Bytes) {
     };
     let user = v["userId"].as_str().unwrap_or_default().to_owned();
     let expires_at = u64::try_from(expiry.unix_timestamp()).unwrap_or(0);
-    shared
-        .ditto_tokens
-        .learn(token, KnownToken { user, expires_at });
+    shared.learn_ditto_token(token, KnownToken { user, expires_at });
 }

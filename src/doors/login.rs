@@ -1,4 +1,9 @@
 //! The native login API: `/auth/login`, `/auth/token`, `/auth/ticket`, `/auth/userinfo`, `/auth/logout`.
+//!
+//! It speaks restdb's auth API too: `/auth/token` exchanges an identity provider's access token
+//! (`{"code"}`) through `[native] code_provider`/`code_app` as well as refreshing a session
+//! (`{"refresh"}`), both answering restdb's `token`, `iat` and `exp` beside the native fields, and
+//! `/auth/userinfo` answers the profile (`email`, `displayname`, `image`) the session carries.
 
 use std::sync::Arc;
 
@@ -54,9 +59,12 @@ struct LoginRequest {
     token: String,
 }
 
+/// `POST /auth/token`: exactly one of `refresh` (a session token) and `code` (an identity
+/// provider's access token).
 #[derive(Deserialize)]
-struct RefreshRequest {
-    refresh: String,
+struct TokenRequest {
+    refresh: Option<String>,
+    code: Option<String>,
 }
 
 /// Answers one request on `/auth/<action>`.
@@ -70,8 +78,8 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, DoorError> {
     match (req.method().clone(), action) {
         (Method::POST, Action::Login) => login(shared, req).await,
-        (Method::POST, Action::Token) => refresh(shared, req).await,
-        (Method::POST, Action::Ticket) => ticket(shared, &req),
+        (Method::POST, Action::Token) => token(shared, req).await,
+        (Method::POST, Action::Ticket) => ticket(shared, &req).await,
         (Method::GET, Action::Userinfo) => userinfo(shared, &req),
         (Method::POST, Action::Logout) => logout(shared, &req),
         (_, Action::Unknown) => Err(DoorError::NotFound),
@@ -89,6 +97,10 @@ fn session_body(minted: &Minted) -> serde_json::Value {
         "expirationSeconds": c.exp.saturating_sub(unix_now()),
         "clientInfo": c.cli,
         "permissions": c.permissions,
+        // restdb's names for the same token and its lifetime.
+        "token": minted.token,
+        "iat": c.iat,
+        "exp": c.exp,
     })
 }
 
@@ -110,24 +122,36 @@ fn session_response(shared: &Shared, minted: &Minted) -> Response<Body> {
 async fn login(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, DoorError> {
     let (_, body) = read_body(req, shared.config.load().limits.header_read_timeout).await?;
     let login: LoginRequest = parse_json(&body)?;
+    log_in(shared, &login.app_id, &login.provider, &login.token).await
+}
+
+/// A login through `provider` for `app`: a session when the provider allows.
+async fn log_in(
+    shared: &Shared,
+    app: &str,
+    provider: &str,
+    token: &str,
+) -> Result<Response<Body>, DoorError> {
     match shared
         .auth
-        .decide(Door::Login, &login.app_id, &login.provider, &login.token)
+        .load_full()
+        .decide(Door::Login, app, provider, token)
         .await?
     {
-        Decision::Allow(allow) => {
-            match shared.sessions.mint(&allow, &login.app_id, &login.provider) {
-                Ok(minted) => Ok(session_response(shared, &minted)),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot mint a session");
-                    Err(DoorError::Denied(Arc::new(Deny {
-                        reason: Reason::InvalidCredentials,
-                        description: "the login has already expired".to_owned(),
-                        client_info: allow.client_info.clone(),
-                    })))
-                }
+        Decision::Allow(allow) => match shared.sessions.load().mint(&allow, app, provider) {
+            Ok(minted) => {
+                shared.remember_grant(&minted.claims, token);
+                Ok(session_response(shared, &minted))
             }
-        }
+            Err(error) => {
+                tracing::warn!(%error, "cannot mint a session");
+                Err(DoorError::Denied(Arc::new(Deny {
+                    reason: Reason::InvalidCredentials,
+                    description: "the login has already expired".to_owned(),
+                    client_info: allow.client_info.clone(),
+                })))
+            }
+        },
         Decision::Deny(deny) => Err(DoorError::Denied(deny)),
     }
 }
@@ -141,11 +165,31 @@ fn bearer_session(
     shared.verify_session(token)
 }
 
-async fn refresh(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, DoorError> {
+async fn token(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, DoorError> {
     let (_, body) = read_body(req, shared.config.load().limits.header_read_timeout).await?;
-    let r: RefreshRequest = parse_json(&body)?;
-    let claims = shared.verify_session(&r.refresh)?;
-    match shared.sessions.refresh(&claims) {
+    match parse_json::<TokenRequest>(&body)? {
+        TokenRequest {
+            refresh: Some(refresh),
+            code: None,
+        } => refresh_session(shared, &refresh),
+        TokenRequest {
+            refresh: None,
+            code: Some(code),
+        } => {
+            let Some(exchange) = shared.config.load().auth.code_exchange.clone() else {
+                return Err(DoorError::Malformed(
+                    "code exchange is not configured (native.code_provider)",
+                ));
+            };
+            log_in(shared, &exchange.app, &exchange.provider, &code).await
+        }
+        _ => Err(DoorError::Malformed("send exactly one of refresh or code")),
+    }
+}
+
+fn refresh_session(shared: &Shared, refresh: &str) -> Result<Response<Body>, DoorError> {
+    let claims = shared.verify_session(refresh)?;
+    match shared.sessions.load().refresh(&claims) {
         Ok(minted) => {
             shared.on_refresh(&minted.claims);
             Ok(session_response(shared, &minted))
@@ -158,9 +202,9 @@ async fn refresh(shared: &Shared, req: Request<Incoming>) -> Result<Response<Bod
     }
 }
 
-fn ticket(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
+async fn ticket(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
     let claims = bearer_session(shared, req)?;
-    let ticket = shared.issue_ticket(claims);
+    let ticket = shared.issue_ticket(claims).await;
     Ok(respond::json(
         StatusCode::OK,
         &serde_json::json!({"result": "success", "ticket": ticket, "expiresIn": shared.ticket_ttl_seconds()}),
@@ -169,17 +213,27 @@ fn ticket(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, Do
 
 fn userinfo(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
     let c = bearer_session(shared, req)?;
-    Ok(respond::json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "userID": c.sub,
-            "app": c.app,
-            "provider": c.prv,
-            "permissions": c.permissions,
-            "clientInfo": c.cli,
-            "expiresAt": rfc3339(c.exp),
-        }),
-    ))
+    let mut body = serde_json::json!({
+        "userID": c.sub,
+        "app": c.app,
+        "provider": c.prv,
+        "permissions": c.permissions,
+        "clientInfo": c.cli,
+        "expiresAt": rfc3339(c.exp),
+    });
+    // restdb's profile, from the session (the provider is not asked again); known fields only.
+    if let (Some(profile), Some(fields)) = (&c.pro, body.as_object_mut()) {
+        for (key, value) in [
+            ("email", &profile.email),
+            ("displayname", &profile.displayname),
+            ("image", &profile.image),
+        ] {
+            if let Some(v) = value {
+                fields.insert(key.to_owned(), serde_json::Value::from(v.as_str()));
+            }
+        }
+    }
+    Ok(respond::json(StatusCode::OK, &body))
 }
 
 fn logout(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {

@@ -4,6 +4,7 @@ use http::{Method, Request, Uri};
 
 use crate::canonical::{self, TargetError};
 use crate::config::Config;
+use crate::doors::forward_auth::{self, Rule};
 use crate::doors::login::Action;
 use crate::headers;
 use crate::respond::Refusal;
@@ -17,6 +18,9 @@ pub(crate) enum Route {
     Login(Action),
     /// The webhook aggregator, `/auth/webhook[/<provider>]`, with the provider the path names.
     Aggregator(Option<String>),
+    /// The forward-auth door, `/auth/check[/..]`, with the rule for the forwarded target, or why
+    /// that target is refused.
+    ForwardAuth(Result<Rule, Refusal>),
     /// The session verification keys, `/.well-known/jwks.json`.
     Jwks,
     /// The Ditto SDK's challenge, relayed as is.
@@ -89,6 +93,9 @@ impl Route {
         if let Some(provider) = path.strip_prefix("/auth/webhook/") {
             return Self::Aggregator(Some(provider).filter(|p| !p.is_empty()).map(str::to_owned));
         }
+        if forward_auth::is_door(path) {
+            return Self::ForwardAuth(forward_auth_rule(req, config));
+        }
         if let Some(what) = path.strip_prefix("/auth/") {
             return Self::Login(Action::parse(what));
         }
@@ -119,6 +126,7 @@ impl Route {
         match self {
             Self::Login(_) => "login",
             Self::Aggregator(_) => "aggregator",
+            Self::ForwardAuth(_) => "forward_auth",
             Self::Jwks => "jwks",
             Self::DittoChallenge | Self::DittoLogin => "ditto_auth",
             Self::DittoWs(..) => "ditto_ws",
@@ -143,6 +151,18 @@ pub(crate) fn is_public_upgrade(path: &str, config: &Config) -> bool {
         // Config refuses `/`; should one ever get here, it still opens nothing.
         .filter(|prefix| !prefix.trim_end_matches('/').is_empty())
         .any(|prefix| canonical::has_segment_prefix(path, prefix))
+}
+
+/// The rule for a forward-auth check: the sync-path rule on the forwarded target's canonical
+/// path (public upgrade paths open, everything else needs a session); no forwarded target needs
+/// a session.
+fn forward_auth_rule<B>(req: &Request<B>, config: &Config) -> Result<Rule, Refusal> {
+    Ok(
+        match forward_auth::forwarded_path(req.headers(), req.uri().path())? {
+            Some(path) if is_public_upgrade(&path, config) => Rule::Open,
+            _ => Rule::Session,
+        },
+    )
 }
 
 /// What a websocket on the Ditto sync path needs: a token the sync server issued when so
@@ -368,6 +388,60 @@ mod tests {
         assert_eq!(
             route(&mut req, &c),
             Err(Refusal::Target(TargetError::NotAbsolutePath))
+        );
+    }
+
+    #[test]
+    fn forward_auth_applies_the_sync_path_rule_to_the_forwarded_target() {
+        let c = config("public_upgrade_paths = [\"/public\"]");
+        for (headers, want) in [
+            (vec![], Ok(Rule::Session)),
+            (vec![("x-original-uri", "/sync")], Ok(Rule::Session)),
+            (vec![("x-original-uri", "/public/room?x=1")], Ok(Rule::Open)),
+            (vec![("x-forwarded-uri", "/%70ublic/room")], Ok(Rule::Open)),
+            (
+                vec![("x-forwarded-uri", "/public/../sync")],
+                Ok(Rule::Session),
+            ),
+            (
+                vec![("x-forwarded-uri", "/public%2F..%2Fsync")],
+                Err(Refusal::Target(TargetError::EncodedSlash)),
+            ),
+        ] {
+            for path in ["/auth/check", "/auth/check/"] {
+                for method in ["GET", "POST", "HEAD"] {
+                    let mut req = request(method, path, &headers);
+                    assert_eq!(
+                        route(&mut req, &c),
+                        Ok(Route::ForwardAuth(want)),
+                        "{method} {path} {headers:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forward_auth_without_forwarded_headers_reads_the_path_under_the_door() {
+        let c = config("public_upgrade_paths = [\"/public\"]");
+        for (path, want) in [
+            ("/auth/check/public/room", Rule::Open),
+            ("/auth/check//public/./room", Rule::Open),
+            ("/auth/check/sync", Rule::Session),
+            ("/auth/check/public/../sync", Rule::Session),
+        ] {
+            let mut req = request("GET", path, &[]);
+            assert_eq!(
+                route(&mut req, &c),
+                Ok(Route::ForwardAuth(Ok(want))),
+                "{path}"
+            );
+        }
+        let mut req = request("GET", "/auth/check/public%2F..%2Fsync", &[]);
+        assert_eq!(
+            route(&mut req, &c),
+            Err(Refusal::Target(TargetError::EncodedSlash)),
+            "refused before routing, like every ambiguous target"
         );
     }
 

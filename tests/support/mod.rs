@@ -8,6 +8,7 @@ pub mod client;
 pub mod ditto;
 pub mod nginx;
 pub mod process;
+pub mod redis;
 pub mod server;
 pub mod tokens;
 pub mod upstream;

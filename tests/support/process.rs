@@ -112,6 +112,11 @@ impl Running {
         self._dir.path()
     }
 
+    /// The config file the process was started with (rewrite it to reload).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("drawbridge.toml")
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }

@@ -142,6 +142,7 @@ grace_seconds = {{ int64 $c.shutdown.grace_seconds }}
 [log]
 format = {{ $c.log.format | toJson }}
 level = {{ $c.log.level | toJson }}
+{{- include "drawbridge.authConfig" . }}
 {{- with .Values.extraConfig }}
 
 # --- extraConfig ---

@@ -52,6 +52,21 @@ class ManifestChecks(unittest.TestCase):
         pod(docs)["securityContext"] = {k: csc.pop(k) for k in ("runAsNonRoot", "runAsUser", "seccompProfile")}
         self.assertEqual(problems(docs), [])
 
+    def test_auth_secret_file_without_its_mount_is_reported(self):
+        toml = EDGE_TOML + '[session]\nkey_file = "/etc/drawbridge/auth/sess/session.key"\n'
+        docs = with_toml(edge(), toml)
+        self.assertReported(docs, "/etc/drawbridge/auth/sess/session.key: no secret is mounted")
+        c = container(docs)
+        c["volumeMounts"].append({"name": "auth-sess", "mountPath": "/etc/drawbridge/auth/sess"})
+        pod(docs)["volumes"].append({"name": "auth-sess", "secret": {"secretName": "sess"}})
+        self.assertEqual(problems(docs), [])
+        self.assertEqual(
+            manifests.auth_files(
+                {"p": {"s": "${file:/etc/drawbridge/auth/gh/key}"}, "l": ["/etc/drawbridge/auth/x/y"]}
+            ),
+            ["/etc/drawbridge/auth/gh/key", "/etc/drawbridge/auth/x/y"],
+        )
+
     def test_subpath_mount_is_reported(self):
         for key in ("subPath", "subPathExpr"):
             with self.subTest(key=key):

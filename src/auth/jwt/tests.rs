@@ -263,6 +263,11 @@ fn config(keys: JwksSource) -> JwtConfig {
         algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
         user_claim: "sub".to_owned(),
         leeway: Duration::from_secs(5),
+        profile_claims: crate::config::auth::ProfileClaims {
+            email: "email".to_owned(),
+            displayname: "name".to_owned(),
+            image: String::new(),
+        },
         permissions: permissions_template(),
     }
 }

@@ -15,6 +15,7 @@ fn config(dir: &Path, key: Option<(&str, &str)>, alg: Option<Algorithm>) -> Sess
         max_ttl: Duration::from_secs(600),
         close_grace: Duration::ZERO,
         ticket_ttl: Duration::from_secs(30),
+        revalidate: Duration::ZERO,
     }
 }
 
@@ -25,6 +26,7 @@ fn allow(expires_in: u64) -> Allow {
         permissions: Permissions::default(),
         client_info: Some(serde_json::json!({"name": "Ada"})),
         metadata: None,
+        profile: None,
     }
 }
 
@@ -162,4 +164,38 @@ fn unusable_key_files_are_clear_errors() {
         ))
         .is_err()
     );
+}
+
+#[test]
+fn reconfigure_with_new_key_keeps_old_tokens_verifying() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_pem = keygen(Algorithm::EdDSA).unwrap();
+    let old = Sessions::from_config(&config(dir.path(), Some(("a.pem", &old_pem)), None)).unwrap();
+    let before = old.mint(&allow(300), "app", "p").unwrap();
+    let new_pem = keygen(Algorithm::EdDSA).unwrap();
+    let rotated = old
+        .reconfigure(&config(dir.path(), Some(("b.pem", &new_pem)), None))
+        .unwrap();
+    assert_ne!(rotated.signing_kid(), old.signing_kid());
+    assert_eq!(
+        rotated.verify(&before.token).unwrap().sid,
+        before.claims.sid
+    );
+    let after = rotated.mint(&allow(300), "app", "p").unwrap();
+    let kid = jsonwebtoken::decode_header(&after.token).unwrap().kid;
+    assert_eq!(kid.as_deref(), Some(rotated.signing_kid()));
+    assert_eq!(rotated.jwks()["keys"].as_array().unwrap().len(), 2);
+    // A key that only rides along is not carried into a third generation past its deadline.
+    assert!(old.verify(&after.token).is_err());
+}
+
+#[test]
+fn reconfigure_without_key_file_keeps_the_ephemeral_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sessions::from_config(&config(dir.path(), None, None)).unwrap();
+    let minted = s.mint(&allow(300), "app", "p").unwrap();
+    let again = s.reconfigure(&config(dir.path(), None, None)).unwrap();
+    assert_eq!(again.signing_kid(), s.signing_kid());
+    assert!(again.verify(&minted.token).is_ok());
+    assert_eq!(again.jwks()["keys"].as_array().unwrap().len(), 1);
 }

@@ -1,0 +1,225 @@
+//! Live reconfiguration: the config file read again on SIGHUP or when its directory changes,
+//! validated whole, and every part swapped in at once, or nothing when anything is wrong.
+//!
+//! Each part that can fail is built first (session keys, upstream client, TLS config); the swaps
+//! that follow cannot fail. Open tunnels are never touched, logins in flight hold the auth core
+//! they started with, and a provider whose settings did not change is kept as it runs, with its
+//! cached answers.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::audit;
+use crate::auth::session::SessionError;
+use crate::config::auth::{JwksSource, ProviderConfig};
+use crate::config::{Config, Recording};
+use crate::forward::Forwarder;
+use crate::state::{Limiter, Shared};
+use crate::tls::{Tls, TlsError};
+
+/// Why a valid config file could not be applied. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApplyError {
+    /// A session key file is unusable.
+    #[error("session.key_file: {0}")]
+    Session(#[from] SessionError),
+    /// A TLS file is unusable.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// The upstream client could not be built.
+    #[error("upstream: cannot build the client: {0}")]
+    Upstream(#[source] std::io::Error),
+}
+
+/// The lifetime of upgrade tickets issued from now on: a reload of `session.ticket_ttl_seconds`
+/// applies to the next ticket, and a ticket already out keeps the lifetime it was issued with.
+#[derive(Debug, Clone)]
+pub(crate) struct TicketTtl(Arc<AtomicU64>);
+
+impl TicketTtl {
+    /// Starts at `ttl`.
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self(Arc::new(AtomicU64::new(ttl.as_secs())))
+    }
+
+    fn set(&self, ttl: Duration) {
+        self.0.store(ttl.as_secs(), Ordering::Relaxed);
+    }
+}
+
+impl<K, V> moka::Expiry<K, V> for TicketTtl {
+    fn expire_after_create(&self, _: &K, _: &V, _: std::time::Instant) -> Option<Duration> {
+        Some(Duration::from_secs(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+/// Reloads the config of one running gateway; SIGHUP and the file watch both call it.
+pub(crate) struct Reloader {
+    shared: Arc<Shared>,
+    tls: Option<Arc<Tls>>,
+    ticket_ttl: TicketTtl,
+    path: PathBuf,
+    /// One reload at a time: a SIGHUP and a file event at once apply in turn.
+    busy: Mutex<()>,
+}
+
+/// The first 16 hex digits of the SHA-256 of the file, for `drawbridge_config_info{hash}`.
+pub(crate) fn file_hash(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(hex::encode(&Sha256::digest(bytes)[..8]))
+}
+
+/// The per-IP limiter `[rate_limit]` asks for.
+pub(crate) fn limiter(config: &Config) -> Option<Arc<Limiter>> {
+    config.auth.rate_limit.map(|r| {
+        Arc::new(governor::RateLimiter::keyed(
+            governor::Quota::per_second(r.per_second).allow_burst(r.burst),
+        ))
+    })
+}
+
+// === impl Reloader ===
+
+impl Reloader {
+    /// A reloader for the gateway sharing `shared`, reading `path`.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        tls: Option<Arc<Tls>>,
+        ticket_ttl: TicketTtl,
+        path: PathBuf,
+    ) -> Self {
+        Self {
+            shared,
+            tls,
+            ticket_ttl,
+            path,
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// The config file and every file it names that a reload reads again: `${file:..}` secrets,
+    /// the client CA bundle, the session keys and JWKS files. The watcher watches their directories.
+    pub(crate) fn watched_files(&self) -> Vec<PathBuf> {
+        let sources = Recording::default();
+        let loaded = Config::load_with(&self.path, &sources);
+        let mut files = vec![self.path.clone()];
+        files.extend(sources.files());
+        if let Ok(config) = loaded {
+            let session = &config.auth.session;
+            files.extend(config.tls.and_then(|t| t.client_ca_file));
+            files.extend(session.key_file.iter().cloned());
+            files.extend(session.previous_key_files.iter().cloned());
+            files.extend(config.auth.providers.values().filter_map(|p| match p {
+                ProviderConfig::Jwt(j) => match &j.keys {
+                    JwksSource::File(path) => Some(path.clone()),
+                    JwksSource::Url(_) => None,
+                },
+                ProviderConfig::Webhook(_) | ProviderConfig::Group(_) => None,
+            }));
+        }
+        files
+    }
+
+    /// Reads, validates and applies the file; on any problem logs it by key, counts a failure and
+    /// changes nothing. `trigger` names what asked (`sighup`, `file`), for the log.
+    pub(crate) fn reload(&self, trigger: &'static str) {
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let metrics = &self.shared.metrics.config;
+        let result = match Config::load(&self.path) {
+            Ok(next) => self.apply(next, trigger).map_err(|error| {
+                tracing::error!(trigger, problem = %error, "config reload rejected; nothing changed");
+                1
+            }),
+            Err(error) => {
+                let lines = error.lines();
+                for line in &lines {
+                    tracing::error!(trigger, problem = %line, "config reload rejected; nothing changed");
+                }
+                Err(lines.len())
+            }
+        };
+        match result {
+            Ok(()) => {
+                metrics.reloads.with_label_values(&["success"]).inc();
+                if let Some(hash) = file_hash(&self.path) {
+                    metrics.set_live(&hash);
+                }
+                self.shared.audit.emit(&audit::Event::ConfigReload {
+                    result: "applied",
+                    problems: None,
+                });
+            }
+            Err(problems) => {
+                metrics.reloads.with_label_values(&["failure"]).inc();
+                self.shared.audit.emit(&audit::Event::ConfigReload {
+                    result: "rejected",
+                    problems: Some(problems),
+                });
+            }
+        }
+    }
+
+    /// Builds every fallible part of `next`, then swaps all of them in.
+    fn apply(&self, next: Config, trigger: &'static str) -> Result<(), ApplyError> {
+        let shared = &self.shared;
+        let started = std::time::Instant::now();
+        let running = shared.config.load_full();
+        let sessions = shared.sessions.load().reconfigure(&next.auth.session)?;
+        let forwarder = if next.upstream.connect_timeout == running.upstream.connect_timeout {
+            None
+        } else {
+            Some(Forwarder::new(&next.upstream).map_err(ApplyError::Upstream)?)
+        };
+        if let (Some(tls), Some(settings)) = (&self.tls, &next.tls) {
+            // The last fallible step: once it succeeded, every swap below does too.
+            tls.reconfigure(settings)?;
+        }
+        let (auth, changes) = shared.auth.load().reconfigure(&next.auth);
+        let kid_before = shared.sessions.load().signing_kid().to_owned();
+        let rotated = sessions.signing_kid() != kid_before;
+        shared.sessions.store(Arc::new(sessions));
+        shared.auth.store(Arc::new(auth));
+        if let Some(forwarder) = forwarder {
+            shared.forwarder.store(Arc::new(forwarder));
+        }
+        self.ticket_ttl.set(next.auth.session.ticket_ttl);
+        shared.revocations.widen_max_ttl(next.auth.session.max_ttl);
+        if !same_rate_limit(&running, &next) {
+            shared.limiter.store(limiter(&next));
+        }
+        crate::doors::aggregator::announce(&next.auth.aggregator);
+        super::log_warnings(&next);
+        let restart = running.restart_changes(&next);
+        if !restart.is_empty() {
+            tracing::warn!(
+                keys = %restart.join(", "),
+                "config reloaded; these keys keep their running values until a restart"
+            );
+        }
+        shared.config.store(Arc::new(next));
+        shared.config_changed.send_modify(|n| *n += 1);
+        tracing::info!(
+            trigger,
+            added = %changes.added.join(","),
+            removed = %changes.removed.join(","),
+            changed = %changes.changed.join(","),
+            cache_rebuilt = changes.cache_rebuilt,
+            session_key_rotated = rotated,
+            took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "config reloaded"
+        );
+        Ok(())
+    }
+}
+
+fn same_rate_limit(a: &Config, b: &Config) -> bool {
+    match (a.auth.rate_limit, b.auth.rate_limit) {
+        (None, None) => true,
+        (Some(x), Some(y)) => x.per_second == y.per_second && x.burst == y.burst,
+        _ => false,
+    }
+}

@@ -1,0 +1,198 @@
+//! The cluster's wire formats: revocation set members and published messages, plain
+//! space-separated text with the free-form ID last, so any ID (even with spaces) survives.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What a revocation stands against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// One session, by `sid`.
+    Sid,
+    /// Every session a user began up to the cut-off.
+    User,
+}
+
+impl Kind {
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Sid => "s",
+            Self::User => "u",
+        }
+    }
+
+    fn from_tag(tag: &str) -> Option<Self> {
+        match tag {
+            "s" => Some(Self::Sid),
+            "u" => Some(Self::User),
+            _ => None,
+        }
+    }
+}
+
+/// One revocation as every replica keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Revocation {
+    /// Session or user.
+    pub(crate) kind: Kind,
+    /// The `sid` or the user ID.
+    pub(crate) id: String,
+    /// When it was revoked (the user cut-off), Unix seconds.
+    pub(crate) at: u64,
+    /// Until when it is kept (Unix seconds): past it, no token it stands against verifies.
+    pub(crate) until: u64,
+}
+
+impl Revocation {
+    /// The sorted-set member (`until` is its score).
+    pub(crate) fn member(&self) -> String {
+        format!("{} {} {}", self.kind.tag(), self.at, self.id)
+    }
+
+    /// Reads a member back, with its score.
+    pub(crate) fn from_member(member: &str, until: u64) -> Option<Self> {
+        let mut parts = member.splitn(3, ' ');
+        let kind = Kind::from_tag(parts.next()?)?;
+        let at = parts.next()?.parse().ok()?;
+        let id = parts.next()?.to_owned();
+        Some(Self {
+            kind,
+            id,
+            at,
+            until,
+        })
+    }
+}
+
+/// A message on the events channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Event {
+    /// A revocation, with when it was sent (Unix milliseconds) for the propagation metric.
+    Revoked {
+        revocation: Revocation,
+        sent_ms: u64,
+        origin: String,
+    },
+    /// Drop cached decisions: all, or one user's.
+    Purged {
+        user: Option<String>,
+        origin: String,
+    },
+    /// Reload the revocation set now (a replica wrote what it learned while Redis was away).
+    Resync { origin: String },
+}
+
+impl Event {
+    pub(super) fn encode(&self) -> String {
+        match self {
+            Self::Revoked {
+                revocation: r,
+                sent_ms,
+                origin,
+            } => {
+                format!("r {origin} {sent_ms} {} {} {}", r.until, r.kind.tag(), r.at) + " " + &r.id
+            }
+            Self::Purged { user, origin } => match user {
+                Some(user) => format!("p {origin} {user}"),
+                None => format!("a {origin}"),
+            },
+            Self::Resync { origin } => format!("s {origin}"),
+        }
+    }
+
+    pub(super) fn decode(payload: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(payload).ok()?;
+        let (tag, rest) = text.split_once(' ')?;
+        match tag {
+            "r" => {
+                let mut parts = rest.splitn(6, ' ');
+                let origin = parts.next()?.to_owned();
+                let sent_ms = parts.next()?.parse().ok()?;
+                let until = parts.next()?.parse().ok()?;
+                let kind = Kind::from_tag(parts.next()?)?;
+                let at = parts.next()?.parse().ok()?;
+                let id = parts.next()?.to_owned();
+                Some(Self::Revoked {
+                    revocation: Revocation {
+                        kind,
+                        id,
+                        at,
+                        until,
+                    },
+                    sent_ms,
+                    origin,
+                })
+            }
+            "p" => {
+                let (origin, user) = rest.split_once(' ')?;
+                Some(Self::Purged {
+                    user: Some(user.to_owned()),
+                    origin: origin.to_owned(),
+                })
+            }
+            "a" => Some(Self::Purged {
+                user: None,
+                origin: rest.to_owned(),
+            }),
+            "s" => Some(Self::Resync {
+                origin: rest.to_owned(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Unix milliseconds now.
+pub(super) fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_round_trips_an_id_with_spaces() {
+        let r = Revocation {
+            kind: Kind::User,
+            id: "alice smith 2".into(),
+            at: 17,
+            until: 99,
+        };
+        assert_eq!(Revocation::from_member(&r.member(), 99), Some(r));
+        assert_eq!(Revocation::from_member("x 1 a", 2), None);
+        assert_eq!(Revocation::from_member("s nope a", 2), None);
+    }
+
+    #[test]
+    fn events_round_trip_and_garbage_is_refused() {
+        let events = [
+            Event::Revoked {
+                revocation: Revocation {
+                    kind: Kind::Sid,
+                    id: "sid with space".into(),
+                    at: 1,
+                    until: 2,
+                },
+                sent_ms: 3,
+                origin: "o".into(),
+            },
+            Event::Purged {
+                user: Some("bob b".into()),
+                origin: "o".into(),
+            },
+            Event::Purged {
+                user: None,
+                origin: "o".into(),
+            },
+            Event::Resync { origin: "o".into() },
+        ];
+        for e in events {
+            assert_eq!(Event::decode(e.encode().as_bytes()), Some(e));
+        }
+        for bad in ["", "r", "r o x 2 s 1 id", "z o", "r o 1 2 q 1 id", "\u{0}"] {
+            assert_eq!(Event::decode(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+}

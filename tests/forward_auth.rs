@@ -1,0 +1,496 @@
+//! The forward-auth door, `/auth/check`, behind a real nginx `auth_request` (the snippet shipped in
+//! deploy/forward-auth/nginx.conf, run as is) in front of the sync-server stand-in, and asked
+//! directly for the header variants other ingresses send.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use support::nginx::{LISTEN, Nginx};
+use support::{Gateway, Upstream, Webhook, post_bearer};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const SNIPPET: &str = include_str!("../deploy/forward-auth/nginx.conf");
+
+/// The shipped snippet pointed at this test's gateway, CA and sync server.
+fn snippet(gw: &Gateway, upstream: &Upstream) -> String {
+    SNIPPET
+        .replace("listen 8080;", &format!("listen {LISTEN};"))
+        .replace(
+            "https://drawbridge.internal:8443",
+            &format!("https://127.0.0.1:{}", gw.addr.port()),
+        )
+        .replace(
+            "/etc/nginx/drawbridge-ca.crt",
+            &gw.dir.path().join("ca.crt").display().to_string(),
+        )
+        .replace("http://sync-server:8080", &upstream.url())
+}
+
+struct Bed {
+    gw: Gateway,
+    up: Upstream,
+    hook: Webhook,
+    nginx: Nginx,
+}
+
+impl Bed {
+    async fn start(extra: &str) -> Self {
+        let up = Upstream::start().await;
+        let hook = Webhook::users(600).await;
+        let gw = Gateway::builder(up.url())
+            .demo_provider(&hook)
+            .rate_limit_off()
+            .extra(extra)
+            .spawn()
+            .await;
+        let nginx = Nginx::start(&snippet(&gw, &up)).await;
+        Self {
+            gw,
+            up,
+            hook,
+            nginx,
+        }
+    }
+
+    async fn login(&self, user: &str) -> String {
+        support::login(&self.gw, "app", "demo", &format!("{user}-token"))
+            .await
+            .session()
+    }
+
+    /// A plain HTTP request through nginx; `(status, headers, body)`.
+    async fn via_nginx(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, http::HeaderMap, String) {
+        plain(&format!("{}{path}", self.nginx.url()), headers).await
+    }
+
+    /// `GET /auth/check` on the gateway itself; `(status, headers)`.
+    async fn check(&self, headers: &[(&str, &str)]) -> (u16, http::HeaderMap) {
+        let http = support::client::https(&self.gw.ca.pem(), false);
+        let mut req = support::client::request("GET", &self.gw.url("/auth/check"), "");
+        for (k, v) in headers {
+            req.headers_mut().append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let resp = http.request(req).await.expect("check answered");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        if status == 200 {
+            assert!(body.is_empty(), "a passing check has an empty body");
+        }
+        (status, headers)
+    }
+}
+
+async fn plain(url: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut req = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let resp = client.request(req).await.expect("nginx answered");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A websocket client straight to nginx (plain TCP), with extra handshake headers.
+async fn ws_via(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_tungstenite::client_async(req, tcp)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn nginx_request_with_session_reaches_upstream_with_identity_headers() {
+    let bed = Bed::start("").await;
+    let token = bed.login("alice").await;
+    let auth = bearer(&token);
+    let cookie = format!("drawbridge_session={token}");
+    for carrier in [
+        ("authorization", auth.as_str()),
+        ("cookie", cookie.as_str()),
+    ] {
+        let before = bed.up.hits();
+        let (status, _, body) = bed
+            .via_nginx(
+                "/notes?x=1",
+                &[
+                    carrier,
+                    ("x-drawbridge-user", "mallory"),
+                    ("x-drawbridge-app", "forged"),
+                ],
+            )
+            .await;
+        assert_eq!(
+            status,
+            200,
+            "{carrier:?}: {body}\n{}",
+            bed.nginx.error_log()
+        );
+        assert_eq!(bed.up.hits(), before + 1);
+        let seen = bed.up.seen().pop().unwrap();
+        assert_eq!(seen.uri, "/notes?x=1");
+        assert_eq!(seen.headers["x-drawbridge-user"], "alice", "{carrier:?}");
+        assert_eq!(seen.headers["x-drawbridge-app"], "app");
+        assert_eq!(seen.headers["x-drawbridge-provider"], "demo");
+        assert!(!seen.headers["x-drawbridge-permissions"].is_empty());
+        let assertion = seen.headers["x-drawbridge-assertion"].to_str().unwrap();
+        assert_eq!(assertion.split('.').count(), 3, "a JWT");
+        assert_eq!(seen.headers.get_all("x-drawbridge-user").iter().count(), 1);
+    }
+    assert_eventually!(
+        bed.nginx.access_log().lines().count() >= 2,
+        "nginx logged both requests: {}",
+        bed.nginx.access_log()
+    );
+}
+
+#[tokio::test]
+async fn nginx_request_without_session_gets_401_and_upstream_sees_nothing() {
+    let bed = Bed::start("").await;
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer not-a-session")],
+        vec![("cookie", "drawbridge_session=forged.token.here")],
+        vec![("x-drawbridge-user", "mallory")],
+    ] {
+        let (status, resp_headers, _) = bed.via_nginx("/notes", &headers).await;
+        assert_eq!(status, 401, "{headers:?}");
+        assert!(
+            resp_headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer"),
+            "nginx relays the challenge"
+        );
+    }
+    assert_eq!(bed.up.hits(), 0, "nothing reached the sync server");
+}
+
+#[tokio::test]
+async fn nginx_websocket_opens_with_session_and_is_refused_without() {
+    let bed = Bed::start("").await;
+    let token = bed.login("bob").await;
+    let mut ws = ws_via(
+        bed.nginx.addr,
+        "/sync",
+        &[("authorization", &bearer(&token))],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("handshake through nginx: {e}\n{}", bed.nginx.error_log()));
+    ws.send(Message::text("hello")).await.unwrap();
+    let echoed = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "hello");
+    let seen = bed.up.seen().pop().unwrap();
+    assert_eq!(seen.headers["x-drawbridge-user"], "bob");
+    let hits = bed.up.hits();
+
+    let protocol = format!("drawbridge.bearer.{token}");
+    let mut ws = ws_via(
+        bed.nginx.addr,
+        "/sync",
+        &[("sec-websocket-protocol", protocol.as_str())],
+    )
+    .await;
+    // The stand-in picks no subprotocol, which the client refuses after the 101; it got through.
+    if let Ok(ws) = ws.as_mut() {
+        ws.close(None).await.ok();
+    }
+    assert_eq!(
+        bed.up.seen().pop().unwrap().headers["x-drawbridge-user"],
+        "bob"
+    );
+    assert!(bed.up.hits() > hits);
+
+    let hits = bed.up.hits();
+    for headers in [vec![], vec![("authorization", "Bearer nope")]] {
+        match ws_via(bed.nginx.addr, "/sync", &headers).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 401, "{headers:?}");
+            }
+            other => panic!("{headers:?}: expected a 401 handshake, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        bed.up.hits(),
+        hits,
+        "refused handshakes never reach the sync server"
+    );
+}
+
+#[tokio::test]
+async fn check_with_revoked_session_gets_401() {
+    let bed = Bed::start("").await;
+    let token = bed.login("carol").await;
+    let auth = bearer(&token);
+    assert_eq!(bed.check(&[("authorization", &auth)]).await.0, 200);
+    let http = support::client::https(&bed.gw.ca.pem(), false);
+    let (status, _, _) = post_bearer(&http, &bed.gw.url("/auth/logout"), &token).await;
+    assert_eq!(status, 200);
+    let (status, headers) = bed.check(&[("authorization", &auth)]).await;
+    assert_eq!(status, 401);
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let (status, _, _) = bed.via_nginx("/notes", &[("authorization", &auth)]).await;
+    assert_eq!(status, 401, "through nginx too");
+    assert_eq!(bed.up.hits(), 0);
+}
+
+#[tokio::test]
+async fn check_answers_identity_and_oauth2_proxy_headers_on_any_method_and_subpath() {
+    let bed = Bed::start("").await;
+    let token = bed.login("dave").await;
+    let http = support::client::https(&bed.gw.ca.pem(), false);
+    for (method, path) in [
+        ("GET", "/auth/check"),
+        ("POST", "/auth/check"),
+        ("HEAD", "/auth/check/traefik"),
+        ("DELETE", "/auth/check/any/path"),
+    ] {
+        let mut req = support::client::request(method, &bed.gw.url(path), "");
+        req.headers_mut()
+            .insert("authorization", bearer(&token).parse().unwrap());
+        let resp = http.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{method} {path}");
+        let h = resp.headers();
+        assert_eq!(h["x-drawbridge-user"], "dave");
+        assert_eq!(h["x-auth-request-user"], "dave");
+        assert_eq!(h["x-drawbridge-app"], "app");
+        assert_eq!(h["x-drawbridge-provider"], "demo");
+        assert!(h.contains_key("x-drawbridge-permissions"));
+        assert!(h.contains_key("x-drawbridge-assertion"));
+    }
+}
+
+#[tokio::test]
+async fn check_applies_path_rules_to_the_forwarded_uri_and_refuses_ambiguity() {
+    let bed = Bed::start("").await;
+    let bed_public = {
+        let up = Upstream::start().await;
+        Gateway::builder(up.url())
+            .public_upgrade_paths(&["/public"])
+            .spawn()
+            .await
+    };
+    let http = support::client::https(&bed_public.ca.pem(), false);
+    let check = |headers: Vec<(&'static str, &'static str)>| {
+        let http = http.clone();
+        let url = bed_public.url("/auth/check");
+        async move {
+            let mut req = support::client::request("GET", &url, "");
+            for (k, v) in headers {
+                req.headers_mut().append(k, v.parse().unwrap());
+            }
+            let resp = http.request(req).await.unwrap();
+            (resp.status().as_u16(), resp.headers().clone())
+        }
+    };
+    for headers in [
+        vec![("x-original-uri", "/public/room")],
+        vec![
+            ("x-forwarded-uri", "/%70ublic/room?x=1"),
+            ("x-forwarded-method", "GET"),
+        ],
+        vec![
+            ("x-forwarded-uri", "//public/./room"),
+            ("x-forwarded-host", "sync.example"),
+        ],
+    ] {
+        let (status, h) = check(headers.clone()).await;
+        assert_eq!(status, 200, "{headers:?}");
+        for name in [
+            "x-drawbridge-user",
+            "x-drawbridge-assertion",
+            "x-auth-request-user",
+        ] {
+            assert_eq!(
+                h[name], "",
+                "{headers:?}: no identity on a public path, only blanks"
+            );
+        }
+    }
+    for headers in [
+        vec![("x-original-uri", "/sync")],
+        vec![("x-forwarded-uri", "/public/../sync")],
+        vec![("x-forwarded-uri", "/publicity")],
+        vec![],
+    ] {
+        assert_eq!(check(headers.clone()).await.0, 401, "{headers:?}");
+    }
+    for headers in [
+        vec![("x-forwarded-uri", "/public%2F..%2Fsync")],
+        vec![("x-original-uri", "/public/%2e%2e%5csync")],
+        vec![
+            ("x-original-uri", "/public/room"),
+            ("x-forwarded-uri", "/sync"),
+        ],
+        vec![
+            ("x-original-uri", "/public/a"),
+            ("x-original-uri", "/public/b"),
+        ],
+    ] {
+        assert_eq!(check(headers.clone()).await.0, 403, "{headers:?}");
+    }
+    // Forwarded headers decide the rule only: they never stand for an identity.
+    let (status, _) = bed
+        .check(&[
+            ("x-forwarded-user", "alice"),
+            ("x-drawbridge-user", "alice"),
+        ])
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn check_without_session_redirects_when_signin_url_is_set() {
+    let bed = Bed::start("[forward_auth]\nsignin_url = \"https://login.example/start\"").await;
+    let (status, headers) = bed.check(&[]).await;
+    assert_eq!(status, 302);
+    assert_eq!(headers["location"], "https://login.example/start");
+    let (status, _) = bed.check(&[("authorization", "Bearer junk")]).await;
+    assert_eq!(status, 302);
+    let token = bed.login("erin").await;
+    assert_eq!(
+        bed.check(&[("authorization", &bearer(&token))]).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn check_with_provider_token_asks_the_provider_once_for_many_checks() {
+    let bed = Bed::start(
+        "[forward_auth]\naccept_provider_tokens = true\napp = \"app\"\nprovider = \"demo\"",
+    )
+    .await;
+    for _ in 0..20 {
+        let (status, headers) = bed.check(&[("authorization", "Bearer frank-token")]).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-drawbridge-user"], "frank");
+        assert_eq!(headers["x-auth-request-user"], "frank");
+        assert!(
+            !headers.contains_key("set-cookie"),
+            "no session is minted for a provider token"
+        );
+    }
+    assert_eq!(bed.hook.calls(), 1, "the decision cache answered the rest");
+    let (status, _) = bed.check(&[("authorization", "Bearer nobody")]).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = bed
+        .via_nginx("/notes", &[("authorization", "Bearer frank-token")])
+        .await;
+    assert_eq!(status, 200, "through nginx as well");
+    assert_eq!(
+        bed.up.seen().pop().unwrap().headers["x-drawbridge-user"],
+        "frank"
+    );
+    let metrics = bed.gw.metrics().await;
+    assert!(
+        metrics.contains("door=\"forward_auth\""),
+        "provider decisions are counted for the door"
+    );
+}
+
+#[tokio::test]
+async fn nginx_public_path_passes_without_session_and_drops_forged_identity() {
+    let up = Upstream::start().await;
+    let gw = Gateway::builder(up.url())
+        .public_upgrade_paths(&["/public"])
+        .spawn()
+        .await;
+    let nginx = Nginx::start(&snippet(&gw, &up)).await;
+    let (status, _, body) = plain(
+        &format!("{}/public/room", nginx.url()),
+        &[
+            ("x-drawbridge-user", "mallory"),
+            ("x-auth-request-user", "mallory"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", nginx.error_log());
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen.uri, "/public/room");
+    assert!(
+        !seen.headers.contains_key("x-drawbridge-user"),
+        "a client's own identity header never reaches the sync server: {:?}",
+        seen.headers
+    );
+    let (status, _, _) = plain(&format!("{}/private", nginx.url()), &[]).await;
+    assert_eq!(status, 401);
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test]
+async fn check_answers_the_session_email_as_x_auth_request_email() {
+    let hook = Webhook::start(|_| {
+        support::Reply::json(
+            200,
+            serde_json::json!({
+                "authenticated": true, "expirationSeconds": 600, "userID": "gina",
+                "userInfo": {"email": "gina@example.com"}
+            }),
+        )
+    })
+    .await;
+    let up = Upstream::start().await;
+    let gw = Gateway::builder(up.url())
+        .demo_provider(&hook)
+        .spawn()
+        .await;
+    let token = support::login(&gw, "app", "demo", "any").await.session();
+    let http = support::client::https(&gw.ca.pem(), false);
+    let mut req = support::client::request("GET", &gw.url("/auth/check"), "");
+    req.headers_mut().insert(
+        "cookie",
+        format!("drawbridge_session={token}").parse().unwrap(),
+    );
+    let resp = http.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-auth-request-user"], "gina");
+    assert_eq!(resp.headers()["x-auth-request-email"], "gina@example.com");
+}

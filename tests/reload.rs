@@ -1,0 +1,456 @@
+//! Live reconfiguration through the real binary: with 200 tunnels relaying and logins running,
+//! the config file is replaced (providers renamed, moved and grouped, the session key rotated, the
+//! rate limit changed) and SIGHUP sent, and nothing a client holds breaks. A broken file changes
+//! nothing. The client CA is swapped under a running in-process gateway.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use support::process::Running;
+use support::ws::{Ws, bearer_client};
+use support::{Gateway, Upstream, Webhook, client, get_bearer, login, metric};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const TUNNELS: usize = 200;
+
+/// Replaces `path` the way a ConfigMap update does: the new file appears whole, never half written.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+fn key_file(dir: &Path, name: &str) -> String {
+    let path = dir.join(name);
+    let pem = drawbridge::auth::session::keygen(jsonwebtoken::Algorithm::EdDSA).unwrap();
+    std::fs::write(&path, pem).unwrap();
+    path.display().to_string()
+}
+
+async fn metrics(gw: &Running) -> String {
+    client::get_text(&format!("http://{}/metrics", gw.admin))
+        .await
+        .1
+}
+
+/// Counts the reloads with `result`.
+async fn reloads(gw: &Running, result: &str) -> f64 {
+    metric(
+        &metrics(gw).await,
+        &format!("drawbridge_config_reloads_total{{result=\"{result}\"}}"),
+    )
+}
+
+/// One tunnel echoing a message every 100 ms until `stop`; counts every echo that failed.
+async fn keep_echoing(mut ws: Ws, stop: Arc<AtomicBool>, failures: Arc<AtomicUsize>) -> Ws {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let text = format!("m{n}");
+        let ok = ws.send(Message::text(text.clone())).await.is_ok()
+            && matches!(
+                tokio::time::timeout(Duration::from_secs(5), ws.next()).await,
+                Ok(Some(Ok(m))) if m == Message::text(text)
+            );
+        if !ok {
+            failures.fetch_add(1, Ordering::SeqCst);
+            break;
+        }
+        support::pace(100).await;
+    }
+    ws
+}
+
+/// Logins one after another until `stop`; counts every one that did not succeed.
+async fn keep_logging_in(
+    gw: Arc<Running>,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    failures: Arc<AtomicUsize>,
+) {
+    let http = client::https(&gw.ca.pem(), false);
+    let url = gw.url("/auth/login");
+    while !stop.load(Ordering::Relaxed) {
+        let body = support::login_body("app", "demo", "load-token");
+        let (status, _, _) = support::post_json(&http, &url, &body, None).await;
+        if status != 200 {
+            failures.fetch_add(1, Ordering::SeqCst);
+        }
+        done.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_by_file_and_sighup_closes_no_tunnel_and_fails_no_login() {
+    let up = Upstream::start().await;
+    let hook_a = Webhook::users(3600).await;
+    let hook_b = Webhook::users(3600).await;
+    let keys = tempfile::tempdir().unwrap();
+    let k1 = key_file(keys.path(), "k1.pem");
+    let k2 = key_file(keys.path(), "k2.pem");
+    let gw = Arc::new(Running::start_with(
+        Gateway::builder(up.url())
+            .demo_provider(&hook_a)
+            .webhook_provider("legacy", &hook_a)
+            .extra(&format!(
+                "[session]\nkey_file = {k1:?}\n[rate_limit]\nenabled = true\nper_second = 5000\nburst = 5000"
+            )),
+        &[],
+    ));
+    let path = gw.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+
+    // 200 tunnels of 20 sessions, each echoing, and one client logging in without a pause.
+    let old_token = login(&*gw, "app", "demo", "ann-token").await.session();
+    let mut sessions = vec![old_token.clone()];
+    for i in 1..20 {
+        sessions.push(
+            login(&*gw, "app", "demo", &format!("user{i}-token"))
+                .await
+                .session(),
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo_failures = Arc::new(AtomicUsize::new(0));
+    let mut tunnels = Vec::new();
+    for i in 0..TUNNELS {
+        let ws = bearer_client(gw.addr, &gw.ca.pem(), "/sync", &sessions[i % 20]).await;
+        tunnels.push(tokio::spawn(keep_echoing(
+            ws,
+            stop.clone(),
+            echo_failures.clone(),
+        )));
+    }
+    let (logins, login_failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let loader = tokio::spawn(keep_logging_in(
+        gw.clone(),
+        stop.clone(),
+        logins.clone(),
+        login_failures.clone(),
+    ));
+    let hash_before = metrics(&gw).await;
+    assert!(
+        hash_before.contains("drawbridge_config_info{hash="),
+        "{hash_before}"
+    );
+
+    // The file replaced: `demo` moves to another URL, `legacy` becomes `renamed`, a group joins,
+    // the session key rotates and the rate limit changes.
+    let next = original
+        .replace(
+            &format!(
+                "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"",
+                hook_a.url()
+            ),
+            &format!(
+                "[providers.demo]\nkind = \"webhook\"\nurl = \"{}\"",
+                hook_b.url()
+            ),
+        )
+        .replace("[providers.legacy]", "[providers.renamed]")
+        .replace(&k1, &k2)
+        .replace("per_second = 5000", "per_second = 4000")
+        + "[providers.both]\nkind = \"group\"\nmembers = [\"demo\", \"renamed\"]\nstrategy = \"first_success\"\n";
+    assert_ne!(next, original);
+    let b_calls = hook_b.calls();
+    let written = Instant::now();
+    replace(&path, &next);
+    let mut renamed = 0;
+    while written.elapsed() < Duration::from_secs(1) {
+        renamed = login(&*gw, "app", "renamed", "bob-token").await.status;
+        if renamed == 200 && hook_b.calls() > b_calls {
+            break;
+        }
+        support::pace(20).await;
+    }
+    assert_eq!(
+        renamed, 200,
+        "the renamed provider did not answer within 1 s"
+    );
+    assert!(
+        hook_b.calls() > b_calls,
+        "demo's new URL was not called within 1 s"
+    );
+    assert_eq!(login(&*gw, "app", "legacy", "bob-token").await.status, 401);
+    assert_eq!(login(&*gw, "app", "both", "bob-token").await.status, 200);
+    assert!(reloads(&gw, "success").await >= 1.0);
+
+    // Sessions signed before still verify; new ones carry the new key.
+    let http = client::https(&gw.ca.pem(), false);
+    let (status, _, _) = get_bearer(&http, &gw.url("/auth/userinfo"), &old_token).await;
+    assert_eq!(
+        status, 200,
+        "a session of the rotated key no longer verifies"
+    );
+    let fresh = login(&*gw, "app", "demo", "carol-token").await.session();
+    assert_ne!(kid(&fresh), kid(&old_token));
+    let (_, _, jwks) = get_bearer(&http, &gw.url("/.well-known/jwks.json"), &fresh).await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+
+    // SIGHUP reloads too (the same file: nothing changes, and nothing breaks).
+    let before = reloads(&gw, "success").await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(gw.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    assert_eventually!(
+        gw.logs().contains("\"trigger\":\"sighup\""),
+        "no reload logged after SIGHUP"
+    );
+    assert!(reloads(&gw, "success").await > before);
+    assert_eq!(
+        kid(&login(&*gw, "app", "demo", "dan-token").await.session()),
+        kid(&fresh)
+    );
+
+    // A broken file changes nothing, and the log names the key.
+    let live_hash = metrics(&gw)
+        .await
+        .lines()
+        .find(|l| l.starts_with("drawbridge_config_info{"))
+        .unwrap()
+        .to_owned();
+    let failures = reloads(&gw, "failure").await;
+    replace(
+        &path,
+        &next.replace("[session]\n", "[session]\nbogus_seconds = 1\n"),
+    );
+    assert_eventually!(
+        reloads(&gw, "failure").await > failures,
+        "the broken file was not rejected"
+    );
+    assert!(gw.logs().contains("session.bogus_seconds"), "{}", gw.logs());
+    assert_eq!(login(&*gw, "app", "renamed", "bob-token").await.status, 200);
+    assert_eq!(login(&*gw, "app", "legacy", "bob-token").await.status, 401);
+    assert!(metrics(&gw).await.contains(&live_hash));
+
+    stop.store(true, Ordering::SeqCst);
+    loader.await.unwrap();
+    let mut open = Vec::new();
+    for t in tunnels {
+        open.push(t.await.unwrap());
+    }
+    assert_eq!(echo_failures.load(Ordering::SeqCst), 0, "tunnels broke");
+    assert_eq!(login_failures.load(Ordering::SeqCst), 0, "logins failed");
+    assert!(
+        logins.load(Ordering::SeqCst) > 10,
+        "the login load never ran"
+    );
+    for ws in &mut open[..5] {
+        support::ws::echo_ok(ws, "after").await;
+    }
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric(&text, "drawbridge_tunnels_active"),
+        TUNNELS as f64,
+        "{text}"
+    );
+}
+
+/// Whether a client presenting `cert` gets an answer over TLS.
+async fn answered(addr: std::net::SocketAddr, ca_pem: &str, cert: &support::Issued) -> bool {
+    let attempt = async {
+        let mut tls = client::connect_tls(addr, ca_pem, Some(cert), &[b"http/1.1"]).await?;
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await?;
+        let mut buf = [0u8; 64];
+        tls.read(&mut buf).await
+    };
+    matches!(attempt.await, Ok(n) if n > 0)
+}
+
+/// A real in-process gateway started from a config file it reloads when the file changes.
+struct Live {
+    addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    ca: support::Ca,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), drawbridge::AppError>>>,
+}
+
+impl Live {
+    async fn start(builder: support::GatewayBuilder) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = support::Ca::new();
+        let path = dir.path().join("drawbridge.toml");
+        std::fs::write(&path, builder.config_text(dir.path(), &ca)).unwrap();
+        let config = drawbridge::Config::load(&path).unwrap();
+        let app = drawbridge::App::bind(config)
+            .await
+            .unwrap()
+            .reload_on_sighup(path);
+        let (addr, admin) = (app.local_addr(), app.admin_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        let live = Self {
+            addr,
+            admin,
+            ca,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        };
+        let ready = format!("http://{admin}/readyz");
+        assert_eventually!(
+            client::get_text(&ready).await.0 == 200,
+            "gateway never became ready"
+        );
+        live
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("drawbridge.toml")
+    }
+
+    async fn reloads(&self) -> f64 {
+        let text = client::get_text(&format!("http://{}/metrics", self.admin))
+            .await
+            .1;
+        metric(&text, "drawbridge_config_reloads_total{result=\"success\"}")
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+impl support::Front for Live {
+    fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    fn https_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+}
+
+#[tokio::test]
+async fn reload_keeps_unchanged_providers_answers_and_drops_changed_ones() {
+    let up = Upstream::start().await;
+    let (hook_a, hook_b, hook_c) = (
+        Webhook::users(3600).await,
+        Webhook::users(3600).await,
+        Webhook::users(3600).await,
+    );
+    let gw = Live::start(
+        Gateway::builder(up.url())
+            .webhook_provider("kept", &hook_a)
+            .webhook_provider("moved", &hook_b)
+            .rate_limit_off(),
+    )
+    .await;
+    assert_eq!(login(&gw, "app", "kept", "ann-token").await.status, 200);
+    assert_eq!(login(&gw, "app", "moved", "ann-token").await.status, 200);
+    assert_eq!((hook_a.calls(), hook_b.calls()), (1, 1));
+
+    let text = std::fs::read_to_string(gw.path()).unwrap();
+    replace(&gw.path(), &text.replace(&hook_b.url(), &hook_c.url()));
+    assert_eventually!(
+        gw.reloads().await >= 1.0,
+        "the changed file was not reloaded"
+    );
+    assert_eq!(login(&gw, "app", "kept", "ann-token").await.status, 200);
+    assert_eq!(login(&gw, "app", "moved", "ann-token").await.status, 200);
+    assert_eq!(
+        hook_a.calls(),
+        1,
+        "the unchanged provider's cached answer was dropped"
+    );
+    assert_eq!(hook_b.calls(), 1, "the old URL was called after the reload");
+    assert_eq!(
+        hook_c.calls(),
+        1,
+        "the changed provider answered from its old cache"
+    );
+
+    // The reload's own reads of the files are not changes: no reload follows without one.
+    support::pace(600).await;
+    let settled = gw.reloads().await;
+    support::pace(1000).await;
+    assert_eq!(
+        gw.reloads().await,
+        settled,
+        "reloads keep coming with no change"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn reload_client_ca_replaced_applies_to_new_handshakes_only() {
+    let up = Upstream::start().await;
+    let gw = Live::start(Gateway::builder(up.url()).require_client_certs()).await;
+    let (addr, ca) = (gw.addr, gw.ca.pem());
+    let old_client = gw.ca.issue(&["old-client"], 7);
+    assert!(
+        answered(addr, &ca, &old_client).await,
+        "the first CA's client was refused"
+    );
+    // A connection opened under the old CA stays usable after the swap.
+    let mut held = client::h1_over(
+        client::connect_tls(addr, &ca, Some(&old_client), &[b"http/1.1"])
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    let other = support::Ca::new();
+    let new_client = other.issue(&["new-client"], 8);
+    std::fs::write(gw.dir.path().join("ca.crt"), other.pem()).unwrap();
+    assert_eventually!(
+        answered(addr, &ca, &new_client).await,
+        "the new CA's client was never accepted"
+    );
+    assert!(!answered(addr, &ca, &old_client).await);
+    let resp = held
+        .send_request(client::request("GET", "/held", ""))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(gw.reloads().await >= 1.0);
+    gw.shutdown().await;
+}
+
+#[test]
+fn check_against_running_config_names_the_keys_that_need_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = dir.path().join("running.toml");
+    let next = dir.path().join("next.toml");
+    let base = "[upstream]\nurl = \"http://127.0.0.1:1\"\n[listen]\nplaintext = true\n";
+    std::fs::write(&running, base).unwrap();
+    std::fs::write(
+        &next,
+        format!("{base}addr = \"127.0.0.1:9999\"\n[rate_limit]\nenabled = false\n"),
+    )
+    .unwrap();
+    let run = |config: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+            .args(["check", "--skip-files", "--config"])
+            .arg(config)
+            .arg("--against")
+            .arg(&running)
+            .env_remove("DRAWBRIDGE_CONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let changed = run(&next);
+    assert!(changed.contains("need a restart: listen.addr"), "{changed}");
+    assert!(!changed.contains("rate_limit"), "{changed}");
+    assert!(run(&running).contains("a reload applies every change"));
+}
