@@ -270,7 +270,8 @@ impl Config {
     }
 
     /// The keys that differ between `self` (running) and `next` and that only a restart applies:
-    /// the bound addresses, TLS on or off, and the log format and level. A reload applies the rest.
+    /// the bound addresses, TLS on or off, the log format and level, and the outputs and links set
+    /// up once at start (`log.access`, `[audit]`, `[tracing]`, `[cluster]`). A reload applies the rest.
     pub fn restart_changes(&self, next: &Self) -> Vec<&'static str> {
         let mut keys = Vec::new();
         if self.listen.addr != next.listen.addr {
@@ -296,6 +297,9 @@ impl Config {
         }
         if self.tracing != next.tracing {
             keys.push("tracing");
+        }
+        if self.cluster != next.cluster {
+            keys.push("cluster");
         }
         keys
     }

@@ -11,7 +11,7 @@ use super::raw::RawCluster;
 const MAX_RESYNC_INTERVAL_MS: u64 = 300_000;
 
 /// `[cluster]`, validated.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Cluster {
     /// `redis://` or `rediss://` URL, possibly with credentials (never printed).
     pub redis_url: String,

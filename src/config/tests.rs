@@ -426,6 +426,14 @@ fn restart_changes_name_only_what_a_reload_cannot_apply() {
     let b = b.unwrap();
     assert_eq!(a.restart_changes(&b), vec!["listen.addr", "tls"]);
     assert!(a.restart_changes(&a).is_empty());
+    let c = parse(&format!(
+        "{base}[audit]\npath = \"-\"\n[cluster]\nredis_url = \"redis://r:6379\"\n[log]\naccess = true\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        a.restart_changes(&c),
+        vec!["log.access", "audit", "cluster"]
+    );
 }
 
 const UPSTREAM: &str = "[upstream]\nurl = \"http://127.0.0.1:8080\"\n";
