@@ -22,6 +22,7 @@ FEATURES = (
     "name: sync-server",
     "secretName: sync-auth-secrets",
     "type: LoadBalancer",
+    "checksum/config:",
     "checksum/secret:",
     "# --- extraConfig ---",
     'kind = "group"',

@@ -18,6 +18,7 @@ WANTED = {
     "certificate expiry": "drawbridge_tls_cert_not_after_timestamp_seconds",
     "requests by status class": "drawbridge_http_requests_total",
     "upstream errors": "drawbridge_upstream_errors_total",
+    "request latency": "drawbridge_http_request_duration_seconds_bucket",
 }
 
 

@@ -112,8 +112,6 @@ def check_deployment(docs, dep, helm, errors):
     if cfg is None:
         err(f"no ConfigMap with drawbridge.toml is mounted at {os.path.dirname(cfg_path)}")
         return
-    if helm and "checksum/config" not in (tmpl["metadata"].get("annotations") or {}):
-        err("no checksum/config annotation: a config change would not roll the pods")
     grace = cfg.get("shutdown", {}).get("grace_seconds", 0)
     sleep = (((db.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
     term = pod.get("terminationGracePeriodSeconds", 30)

@@ -16,7 +16,10 @@ def good():
             ]
         else:
             exprs = [f'sum by (result) (rate({metric}{{job="drawbridge"}}[$__rate_interval]))']
-        panels.append({"id": i, "type": "timeseries", "title": metric, "targets": [{"expr": e} for e in exprs]})
+        # Request latency carries exemplars (trace links).
+        exemplar = metric == "drawbridge_http_request_duration_seconds_bucket"
+        targets = [{"expr": e, "exemplar": exemplar} for e in exprs]
+        panels.append({"id": i, "type": "timeseries", "title": metric, "targets": targets})
     return {"uid": "drawbridge", "title": "drawbridge", "panels": panels}
 
 
@@ -28,7 +31,16 @@ class Dashboard(unittest.TestCase):
     def test_dashboard_with_every_panel_passes_and_counts(self):
         errors, counts = dashboard.check(good())
         self.assertEqual(errors, [])
-        self.assertEqual(counts, f"{len(dashboard.WANTED) + 1} panels, {len(dashboard.WANTED) + 1} queries")
+        dash = good()
+        queries = sum(len(p.get("targets", [])) for p in dash["panels"])
+        self.assertEqual(counts, f"{len(dash['panels'])} panels, {queries} queries")
+
+    def test_latency_without_exemplars_is_reported(self):
+        dash = good()
+        for p in dash["panels"]:
+            for t in p.get("targets", []):
+                t["exemplar"] = False
+        self.assertIn("no request latency panel with exemplars on", problems(dash))
 
     def test_missing_identity_is_reported(self):
         for key in ("uid", "title"):
