@@ -68,6 +68,7 @@ pub struct App {
     readiness: Readiness,
     reload_from: Option<PathBuf>,
     ticket_ttl: reload::TicketTtl,
+    log_level: Option<reload::LogLevelHook>,
 }
 
 impl App {
@@ -140,6 +141,7 @@ impl App {
             readiness,
             reload_from: None,
             ticket_ttl,
+            log_level: None,
         })
     }
 
@@ -148,6 +150,17 @@ impl App {
     #[must_use]
     pub fn reload_on_sighup(mut self, path: PathBuf) -> Self {
         self.reload_from = Some(path);
+        self
+    }
+
+    /// Lets a reload change `log.level` live through `apply` (the binary's log filter); without it
+    /// a changed level waits for a restart.
+    #[must_use]
+    pub fn log_level_follows(
+        mut self,
+        apply: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.log_level = Some(Arc::new(apply));
         self
     }
 
@@ -200,6 +213,7 @@ impl App {
                     self.tls.clone(),
                     self.ticket_ttl.clone(),
                     path,
+                    self.log_level.clone(),
                 ));
                 tokio::spawn(reload_on_hangup(reloader.clone()));
                 watch_config(reloader)

@@ -270,7 +270,7 @@ impl Config {
     }
 
     /// The keys that differ between `self` (running) and `next` and that only a restart applies:
-    /// the bound addresses, TLS on or off, the log format and level, and the outputs and links set
+    /// the bound addresses, TLS on or off, the log format, and the outputs and links set
     /// up once at start (`log.access`, `[audit]`, `[tracing]`, `[cluster]`). A reload applies the rest.
     pub fn restart_changes(&self, next: &Self) -> Vec<&'static str> {
         let mut keys = Vec::new();
@@ -285,9 +285,6 @@ impl Config {
         }
         if self.log.format != next.log.format {
             keys.push("log.format");
-        }
-        if self.log.level != next.log.level {
-            keys.push("log.level");
         }
         if self.log.access != next.log.access {
             keys.push("log.access");

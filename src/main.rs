@@ -81,8 +81,12 @@ fn main() -> ExitCode {
             };
             runtime(async move {
                 // Inside the runtime: the trace exporter sends from it.
-                let telemetry = init_logs(cfg.log.format, &cfg.log.level, cfg.tracing.as_ref())?;
-                let app = App::bind(cfg).await?.reload_on_sighup(config);
+                let (telemetry, set_level) =
+                    init_logs(cfg.log.format, &cfg.log.level, cfg.tracing.as_ref())?;
+                let app = App::bind(cfg)
+                    .await?
+                    .reload_on_sighup(config)
+                    .log_level_follows(set_level);
                 let served = app.run(shutdown::signal()).await;
                 if let Some(telemetry) = telemetry {
                     // Sends the last spans; it blocks, so off the runtime's workers.
@@ -98,7 +102,8 @@ fn main() -> ExitCode {
             force,
         } => keygen(&algorithm, out.as_deref(), force),
         Command::Demo { addr, admin_addr } => runtime(async move {
-            init_logs(LogFormat::Text, "info", None)?;
+            // The demo has no config file to reload: the level stays.
+            let (_, _fixed_level) = init_logs(LogFormat::Text, "info", None)?;
             demo::run(demo::DemoOptions { addr, admin_addr }, shutdown::signal()).await?;
             Ok(())
         }),
@@ -234,21 +239,35 @@ fn runtime(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCo
     }
 }
 
-/// The diagnostic log on stderr, and the trace exporter when `[tracing]` is set.
+/// Changes the diagnostic log's level on a reload.
+type SetLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The diagnostic log on stderr, the trace exporter when `[tracing]` is set, and what changes the
+/// log level later (unless [`config::ENV_LOG`] fixes it).
 fn init_logs(
     format: LogFormat,
     level: &str,
     tracing: Option<&config::Tracing>,
-) -> anyhow::Result<Option<Telemetry>> {
+) -> anyhow::Result<(Option<Telemetry>, SetLevel)> {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    let filter = std::env::var(config::ENV_LOG)
+    let from_env = std::env::var(config::ENV_LOG)
         .ok()
-        .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
+        .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok());
+    let fixed = from_env.is_some();
+    let filter = from_env
         .or_else(|| tracing_subscriber::EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let set_level: SetLevel = Box::new(move |level: &str| {
+        if fixed {
+            return Err(format!("{} is set and takes precedence", config::ENV_LOG));
+        }
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    });
     let (telemetry, traces) = match tracing {
         Some(settings) => {
             let (telemetry, layer) = Telemetry::start(settings)?;
@@ -262,5 +281,5 @@ fn init_logs(
         LogFormat::Text => fmt.with_filter(filter).boxed(),
     };
     tracing_subscriber::registry().with(traces).with(fmt).init();
-    Ok(telemetry)
+    Ok((telemetry, set_level))
 }

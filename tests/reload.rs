@@ -454,3 +454,60 @@ fn check_against_running_config_names_the_keys_that_need_a_restart() {
     assert!(!changed.contains("rate_limit"), "{changed}");
     assert!(run(&running).contains("a reload applies every change"));
 }
+
+/// Ends a TLS handshake with garbage, which the gateway logs at debug level only.
+async fn failed_handshake(gw: &Running) {
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(b"not a TLS hello\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+}
+
+/// `log.level` follows the file without a restart: debug lines appear once it asks for them, and
+/// stop again when it no longer does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_log_level_applies_without_a_restart() {
+    let up = Upstream::start().await;
+    let gw = Running::start(&up.url(), "", &[]);
+    let handshake_lines = || gw.logs().matches("TLS handshake failed").count();
+    failed_handshake(&gw).await;
+    assert_eq!(handshake_lines(), 0, "debug lines at the default level");
+
+    let info = std::fs::read_to_string(gw.config_path()).unwrap();
+    let debug = info.replace(
+        "format = \"json\"\n",
+        "format = \"json\"\nlevel = \"debug\"\n",
+    );
+    assert_ne!(
+        debug, info,
+        "the test config has a [log] format line to extend"
+    );
+    replace(&gw.config_path(), &debug);
+    assert_eventually!(
+        gw.logs().contains("log level changed"),
+        "the new level was not applied"
+    );
+    failed_handshake(&gw).await;
+    assert_eventually!(
+        handshake_lines() == 1,
+        "no debug line after the level changed"
+    );
+
+    replace(&gw.config_path(), &info);
+    assert_eventually!(
+        gw.logs().matches("log level changed").count() == 2,
+        "the level was not set back"
+    );
+    failed_handshake(&gw).await;
+    support::pace(300).await;
+    assert_eq!(
+        handshake_lines(),
+        1,
+        "debug lines after the level went back to info"
+    );
+    assert!(
+        !gw.logs()
+            .contains("keep their running values until a restart"),
+        "log.level was named as needing a restart"
+    );
+}

@@ -63,9 +63,14 @@ pub(crate) struct Reloader {
     tls: Option<Arc<Tls>>,
     ticket_ttl: TicketTtl,
     path: PathBuf,
+    /// Applies a new `log.level` to the diagnostic log; without it the level needs a restart.
+    log_level: Option<LogLevelHook>,
     /// One reload at a time: a SIGHUP and a file event at once apply in turn.
     busy: Mutex<()>,
 }
+
+/// Sets the diagnostic log's level from a `log.level` directive (already validated).
+pub(crate) type LogLevelHook = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// The first 16 hex digits of the SHA-256 of the file, for `drawbridge_config_info{hash}`.
 pub(crate) fn file_hash(path: &Path) -> Option<String> {
@@ -91,12 +96,14 @@ impl Reloader {
         tls: Option<Arc<Tls>>,
         ticket_ttl: TicketTtl,
         path: PathBuf,
+        log_level: Option<LogLevelHook>,
     ) -> Self {
         Self {
             shared,
             tls,
             ticket_ttl,
             path,
+            log_level,
             busy: Mutex::new(()),
         }
     }
@@ -193,7 +200,18 @@ impl Reloader {
         }
         crate::doors::aggregator::announce(&next.auth.aggregator);
         super::log_warnings(&next);
-        let restart = running.restart_changes(&next);
+        let mut restart = running.restart_changes(&next);
+        if running.log.level != next.log.level {
+            match &self.log_level {
+                Some(apply) => match apply(&next.log.level) {
+                    Ok(()) => tracing::info!(level = %next.log.level, "log level changed"),
+                    Err(error) => {
+                        tracing::warn!(%error, "log.level not applied; the running level stays");
+                    }
+                },
+                None => restart.push("log.level"),
+            }
+        }
         if !restart.is_empty() {
             tracing::warn!(
                 keys = %restart.join(", "),
