@@ -10,16 +10,10 @@ use support::{Gateway, Reply, Upstream, Webhook, client, get_bearer, login};
 
 const TOKEN: &str = "provider-token-access-41c9";
 
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
 fn line_for(path: &Path, request_path: &str) -> Option<Value> {
-    lines(path).into_iter().find(|l| l["path"] == request_path)
+    support::json_lines(path)
+        .into_iter()
+        .find(|l| l["path"] == request_path)
 }
 
 #[tokio::test]
@@ -61,9 +55,9 @@ async fn access_log_one_line_per_request_with_canonical_path_status_bytes_and_us
     assert_eq!(status, 403);
 
     assert_eventually!(
-        lines(&access).len() >= 4,
+        support::json_lines(&access).len() >= 4,
         "not every request was logged: {:?}",
-        lines(&access)
+        support::json_lines(&access)
     );
     let forward = line_for(&access, "/bytes").expect("the forwarded request");
     assert_eq!(forward["event"], "http_request");

@@ -28,18 +28,9 @@ const GOOD_TOO: &str = "provider-token-other-8c2a";
 const BAD: &str = "provider-token-bad-33f0";
 const BROKEN: &str = "provider-token-broken-9a7b";
 
-/// The audit lines written so far.
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
 /// The lines of `event` whose fields include every pair of `want`.
 fn find(path: &Path, event: &str, want: &[(&str, Value)]) -> Vec<Value> {
-    lines(path)
+    support::json_lines(path)
         .into_iter()
         .filter(|l| l["event"] == event && want.iter().all(|(k, v)| &l[*k] == v))
         .collect()
@@ -105,7 +96,7 @@ async fn audit_log_every_event_is_written_with_its_fields_and_no_secret() {
     assert_eventually!(
         find(&audit, "login", &[("result", "error".into())]).len() == 1,
         "no login error line:\n{:?}",
-        lines(&audit)
+        support::json_lines(&audit)
     );
     let allows = find(&audit, "login", &[("result", "allow".into())]);
     assert_eq!(allows.len(), 2, "{allows:?}");
@@ -140,7 +131,7 @@ async fn audit_log_every_event_is_written_with_its_fields_and_no_secret() {
         .len()
             == 1,
         "no refresh line:\n{:?}",
-        lines(&audit)
+        support::json_lines(&audit)
     );
     let refresh = &find(&audit, "session_refresh", &[])[0];
     assert_eq!(refresh["user"], "quinn");
@@ -153,14 +144,14 @@ async fn audit_log_every_event_is_written_with_its_fields_and_no_secret() {
     assert_eventually!(
         find(&audit, "tunnel_open", &[("sid_hash", hash.clone().into())]).len() == 1,
         "no tunnel_open line:\n{:?}",
-        lines(&audit)
+        support::json_lines(&audit)
     );
     ws.send(Message::Close(None)).await.unwrap();
     let _ = close_of(&mut ws, Duration::from_secs(5)).await;
     assert_eventually!(
         find(&audit, "tunnel_close", &[("sid_hash", hash.clone().into())]).len() == 1,
         "no tunnel_close line:\n{:?}",
-        lines(&audit)
+        support::json_lines(&audit)
     );
     let open = &find(&audit, "tunnel_open", &[])[0];
     assert_eq!(open["user"], "quinn");
@@ -191,7 +182,7 @@ async fn audit_log_every_event_is_written_with_its_fields_and_no_secret() {
     assert_eventually!(
         find(&audit, "tunnel_close", &[("reason", "revoked".into())]).len() == 1,
         "no tunnel_close line for the revoked session:\n{:?}",
-        lines(&audit)
+        support::json_lines(&audit)
     );
     assert_eq!(
         find(&audit, "tunnel_close", &[("reason", "revoked".into())])[0]["close_code"],
@@ -221,7 +212,7 @@ async fn audit_log_every_event_is_written_with_its_fields_and_no_secret() {
     assert_eventually!(
         find(&audit, "admin_revoke", &[]).len() == 2,
         "no admin_revoke lines:\n{:?}",
-        lines(&audit)
+        support::json_lines(&audit)
     );
     let by_sid = &find(
         &audit,
@@ -249,7 +240,7 @@ async fn audit_log_every_event_is_written_with_its_fields_and_no_secret() {
     assert_eventually!(
         find(&audit, "config_reload", &[("result", "applied".into())]).len() == 1,
         "no config_reload line:\n{:?}",
-        lines(&audit)
+        support::json_lines(&audit)
     );
     let config = gw.dir().join("drawbridge.toml");
     let good_config = std::fs::read_to_string(&config).unwrap();
@@ -258,7 +249,7 @@ async fn audit_log_every_event_is_written_with_its_fields_and_no_secret() {
     assert_eventually!(
         find(&audit, "config_reload", &[("result", "rejected".into())]).len() == 1,
         "no rejected config_reload line:\n{:?}",
-        lines(&audit)
+        support::json_lines(&audit)
     );
     assert_eq!(
         find(&audit, "config_reload", &[("result", "rejected".into())])[0]["problems"],
@@ -279,7 +270,7 @@ async fn audit_log_every_event_is_written_with_its_fields_and_no_secret() {
         .len()
             == 1,
         "no certificate_reload line:\n{:?}",
-        lines(&audit)
+        support::json_lines(&audit)
     );
     let cert = &find(&audit, "certificate_reload", &[])[0];
     assert!(cert["cert_file"].as_str().unwrap().ends_with("tls.crt"));

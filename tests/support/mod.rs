@@ -366,6 +366,16 @@ pub async fn get_bearer(
 }
 
 /// A login body.
+/// The JSON lines written to `path` so far (none while it does not exist yet); a line that is not
+/// JSON fails the test.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
 pub fn login_body(app: &str, provider: &str, token: &str) -> serde_json::Value {
     serde_json::json!({"appID": app, "provider": provider, "token": token})
 }
