@@ -17,10 +17,11 @@ root=$PWD
 e2e=$root/benches/e2e
 target=${CARGO_TARGET_DIR:-$root/target}
 
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v taskset >/dev/null; then
-    echo "== installing nginx and wrk (apt)"
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v taskset >/dev/null \
+    || ! command -v redis-server >/dev/null; then
+    echo "== installing nginx, wrk and redis-server (apt; redis-server for --only cluster)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk openssl util-linux >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk openssl util-linux redis-server >/dev/null
 fi
 venv=${E2E_VENV:-$HOME/.cache/drawbridge-e2e/venv}
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
