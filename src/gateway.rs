@@ -49,6 +49,7 @@ impl GatewayService {
     async fn handle(self, mut req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let config = self.shared.config.load_full();
+        telemetry::sample_request(req.headers());
         let span = tracing::trace_span!(
             target: crate::telemetry::TARGET,
             "request",

@@ -7,13 +7,20 @@
 //! are exported (never the diagnostic log's events), and their attributes are fixed fields:
 //! route classes, canonical paths, provider names, outcomes — never a header, token or query.
 //!
+//! Sampling is decided once per trace, when its root span (a request, a TLS handshake) is
+//! created, by the layer's filter: an incoming `traceparent`'s sampled flag, or else
+//! `sample_ratio`. Every other span is created only inside a sampled one. An unsampled request so
+//! creates no span at all, and costs what it costs with traces off plus one random draw; the SDK
+//! itself then samples everything it is handed.
+//!
 //! The exporter's HTTP client is the crate's own hyper client (no second TLS stack), driven on
 //! the tokio runtime from the SDK's batch thread.
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -25,7 +32,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{DynFilterFn, FilterExt, Targets};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config;
@@ -37,7 +44,17 @@ const TRACES_PATH: &str = "/v1/traces";
 /// Largest collector reply read.
 const MAX_REPLY_BYTES: usize = 64 * 1024;
 
+/// The spans that may start a trace; any other span is exported only as a child of a sampled one.
+const ROOT_SPANS: [&str; 2] = ["request", "tls_handshake"];
+
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// `sample_ratio`, as `f64` bits.
+static RATIO: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The decision for the next root span created on this thread, when its request brought one.
+    static NEXT_ROOT: Cell<Option<bool>> = const { Cell::new(None) };
+}
 
 /// Why traces could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -96,17 +113,29 @@ impl Telemetry {
             .build();
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                config.sample_ratio,
-            ))))
+            // The layer's filter has sampled already (see the module docs): a span that reaches the
+            // SDK is one to export, and a remote parent that was not sampled never gets here.
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("drawbridge");
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        RATIO.store(config.sample_ratio.to_bits(), Ordering::Relaxed);
         ENABLED.store(true, Ordering::Relaxed);
+        let sampled = DynFilterFn::new(|meta, cx| {
+            if cx.lookup_current().is_some() {
+                // Inside a sampled span: this layer's context only holds spans it enabled.
+                return true;
+            }
+            meta.is_span() && ROOT_SPANS.contains(&meta.name()) && sample_root()
+        });
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            .with_filter(Targets::new().with_target(TARGET, tracing::Level::TRACE));
+            .with_filter(
+                Targets::new()
+                    .with_target(TARGET, tracing::Level::TRACE)
+                    .and(sampled),
+            );
         Ok((Self { provider }, Box::new(layer)))
     }
 
@@ -133,6 +162,48 @@ fn traces_url(endpoint: &str) -> String {
 /// Whether traces are exported.
 pub(crate) fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
+}
+
+/// Decides the trace of the request whose root span is created next on this thread: the sampled
+/// flag of a valid incoming `traceparent` when there is one (the caller's trace is kept whole or
+/// not at all), otherwise `sample_ratio`.
+pub(crate) fn sample_request(headers: &HeaderMap) {
+    if !enabled() {
+        return;
+    }
+    let decision = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(traceparent_sampled);
+    NEXT_ROOT.set(decision);
+}
+
+/// The sampled flag of a version-00 W3C `traceparent`; `None` when it is malformed.
+fn traceparent_sampled(value: &str) -> Option<bool> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if version != "00"
+        || parts.next().is_some()
+        || !hex(trace, 32)
+        || !hex(parent, 16)
+        || !hex(flags, 2)
+    {
+        return None;
+    }
+    if trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(u8::from_str_radix(flags, 16).ok()? & 1 == 1)
+}
+
+/// Whether the root span being created starts a sampled trace.
+fn sample_root() -> bool {
+    NEXT_ROOT.take().unwrap_or_else(|| {
+        let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
+        ratio >= 1.0 || rand::random::<f64>() < ratio
+    })
 }
 
 /// Makes `span` continue the trace of an incoming W3C `traceparent`, if any.
@@ -244,6 +315,36 @@ mod tests {
             traces_url("https://otlp.example/custom/traces"),
             "https://otlp.example/custom/traces"
         );
+    }
+
+    #[test]
+    fn traceparent_sampled_flag_is_read_only_from_a_valid_header() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let parent = "00f067aa0ba902b7";
+        assert_eq!(
+            traceparent_sampled(&format!("00-{trace}-{parent}-01")),
+            Some(true)
+        );
+        assert_eq!(
+            traceparent_sampled(&format!("00-{trace}-{parent}-00")),
+            Some(false)
+        );
+        assert_eq!(
+            traceparent_sampled(&format!("00-{trace}-{parent}-03")),
+            Some(true)
+        );
+        for bad in [
+            format!("01-{trace}-{parent}-01"),
+            format!("00-{trace}-{parent}-01-extra"),
+            format!("00-{}-{parent}-01", "0".repeat(32)),
+            format!("00-{trace}-{}-01", "0".repeat(16)),
+            format!("00-{trace}-{parent}-1"),
+            format!("00-{trace}-{parent}"),
+            format!("00-{trace}-zz{}-01", &parent[2..]),
+            String::new(),
+        ] {
+            assert_eq!(traceparent_sampled(&bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -314,3 +314,101 @@ async fn tracing_login_through_a_group_exports_the_span_tree_and_propagates_trac
         }
     }
 }
+
+#[tokio::test]
+async fn tracing_sampling_follows_the_incoming_flag_and_otherwise_the_ratio() {
+    const SAMPLED_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const UNSAMPLED_TRACE: &str = "5b8efff798038103d269b633813fc60c";
+    let collector = Collector::start().await;
+    let hook = Webhook::start(|_req: &serde_json::Value| Reply::allow("quinn", 600)).await;
+    let up = Upstream::start().await;
+    let builder = Gateway::builder(up.url())
+        .webhook_provider("p", &hook)
+        .rate_limit_off()
+        .extra(&format!(
+            "[tracing]\notlp_endpoint = \"{}\"\nsample_ratio = 0.0",
+            collector.served.url()
+        ));
+    let gw = Running::start_with(builder, &[("OTEL_BSP_SCHEDULE_DELAY", "50")]);
+    let http = client::https(&gw.ca.pem(), false);
+    let mut req = client::request(
+        "POST",
+        &gw.url("/auth/login"),
+        support::login_body("app", "p", TOKEN).to_string(),
+    );
+    req.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    let (status, _, body) = support::send(&http, req).await;
+    assert_eq!(status, 200, "{body}");
+    let session = body["sessionToken"].as_str().unwrap().to_owned();
+
+    // Three forwarded requests: no traceparent, a sampled one, an unsampled one.
+    for (path, parent) in [
+        ("/api/none", None),
+        (
+            "/api/sampled",
+            Some(format!("00-{SAMPLED_TRACE}-{CLIENT_SPAN}-01")),
+        ),
+        (
+            "/api/unsampled",
+            Some(format!("00-{UNSAMPLED_TRACE}-{CLIENT_SPAN}-00")),
+        ),
+    ] {
+        let mut req = client::request("GET", &gw.url(path), "");
+        let h = req.headers_mut();
+        h.insert(
+            "authorization",
+            format!("Bearer {session}").parse().unwrap(),
+        );
+        if let Some(p) = parent {
+            h.insert("traceparent", p.parse().unwrap());
+        }
+        let (status, _, _) = support::send(&http, req).await;
+        assert_eq!(status, 200, "{path}");
+    }
+
+    kill(Pid::from_raw(gw.child.id() as i32), Signal::SIGTERM).unwrap();
+    let mut gw = gw;
+    assert_eq!(gw.wait_exit(Duration::from_secs(15)), 0, "{}", gw.logs());
+    assert_eventually!(
+        collector
+            .spans()
+            .iter()
+            .any(|s| s.name == "upstream_request"),
+        "the sampled request's spans were not exported: {:?}",
+        collector.spans()
+    );
+    let spans = collector.spans();
+    // Only the trace the client sampled: at ratio 0 nothing else starts one, not even a handshake.
+    assert!(
+        spans.iter().all(|s| s.trace == SAMPLED_TRACE),
+        "spans outside the sampled trace: {spans:#?}"
+    );
+    let request = spans
+        .iter()
+        .find(|s| s.name == "request")
+        .expect("the sampled request's span");
+    assert_eq!(request.parent, CLIENT_SPAN);
+    assert_eq!(request.attrs["url.path"], "/api/sampled");
+    let upstream = spans.iter().find(|s| s.name == "upstream_request").unwrap();
+    assert_eq!(
+        upstream.parent, request.id,
+        "children follow their sampled root"
+    );
+
+    // The sync server continues the sampled trace under drawbridge's span; the others carry no
+    // trace of drawbridge's.
+    let seen = up.seen();
+    let at = |path: &str| seen.iter().find(|s| s.uri == path).unwrap().headers.clone();
+    assert_eq!(
+        traceparent(&at("/api/sampled")),
+        (SAMPLED_TRACE.to_owned(), upstream.id.clone())
+    );
+    assert!(at("/api/none").get("traceparent").is_none());
+    if let Some(v) = at("/api/unsampled").get("traceparent") {
+        assert!(
+            v.to_str().unwrap().ends_with("-00"),
+            "still unsampled: {v:?}"
+        );
+    }
+}
