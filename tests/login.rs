@@ -18,7 +18,7 @@ async fn gateway(hook: &Webhook, extra: &str) -> (Upstream, Gateway) {
 }
 
 #[tokio::test]
-async fn login_mints_a_session_that_userinfo_and_jwks_accept() {
+async fn login_mints_a_session_that_userinfo_accepts() {
     let hook = Webhook::users(3600).await;
     let (up, gw) = gateway(&hook, "").await;
     let http = client::https(&gw.ca.pem(), false);
@@ -55,7 +55,10 @@ async fn login_mints_a_session_that_userinfo_and_jwks_accept() {
     assert_eq!(info["provider"], "demo");
     assert_eq!(info["clientInfo"]["greeting"], "hello alice");
 
-    // The sync server can verify the session with the published keys alone.
+    // The session is drawbridge's own: HS256 under a key derived from the session key, never
+    // published. What the sync server verifies with the JWKS is the assertion (tests/tunnel.rs).
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
     let (status, _, jwks) = support::send(
         &http,
         client::request("GET", &gw.url("/.well-known/jwks.json"), ""),
@@ -63,21 +66,8 @@ async fn login_mints_a_session_that_userinfo_and_jwks_accept() {
     .await;
     assert_eq!(status, 200);
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
-    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
-    let jwk = set.find(&kid).expect("the token's kid is published");
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
-    v.set_audience(&["drawbridge"]);
-    v.set_issuer(&["drawbridge"]);
-    let data = jsonwebtoken::decode::<serde_json::Value>(
-        &token,
-        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
-        &v,
-    )
-    .expect("session verifies against the JWKS");
-    assert_eq!(data.claims["sub"], "alice");
-    assert_eq!(data.claims["app"], "app1");
-    assert_eq!(data.claims["prv"], "demo");
-    assert!(data.claims["sid"].is_string() && data.claims["jti"].is_string());
+    assert_eq!(set.keys.len(), 1, "only the signing key is published");
+    assert!(set.find(&header.kid.unwrap()).is_none());
 
     let m = gw.metrics().await;
     assert_eq!(
@@ -386,4 +376,36 @@ async fn slow_login_body_is_cut_off_with_408() {
     assert!(text.contains("MalformedRequest"), "{text}");
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
     assert_eq!(hook.calls(), 0);
+}
+
+#[tokio::test]
+async fn key_signed_sessions_verify_against_the_jwks_alone() {
+    let hook = Webhook::users(3600).await;
+    let (_up, gw) = gateway(&hook, "[session]\ntoken_signing = \"key\"").await;
+    let http = client::https(&gw.ca.pem(), false);
+    let Login { status, body, .. } = login(&gw, "app1", "demo", "alice-token").await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["sessionToken"].as_str().unwrap().to_owned();
+    let (status, _, jwks) = support::send(
+        &http,
+        client::request("GET", &gw.url("/.well-known/jwks.json"), ""),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    let jwk = set.find(&kid).expect("the token's kid is published");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    v.set_audience(&["drawbridge"]);
+    v.set_issuer(&["drawbridge"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .expect("session verifies against the JWKS");
+    assert_eq!(data.claims["sub"], "alice");
+    assert_eq!(data.claims["app"], "app1");
+    assert_eq!(data.claims["prv"], "demo");
+    assert!(data.claims["sid"].is_string() && data.claims["jti"].is_string());
 }

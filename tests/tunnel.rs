@@ -85,6 +85,13 @@ async fn every_token_carrier_opens_a_tunnel_and_the_token_never_reaches_the_sync
     let http = client::https(&gw.ca.pem(), false);
     let (_, _, t) = post_bearer(&http, &gw.url("/auth/ticket"), &token).await;
     let ticket = t["ticket"].as_str().unwrap().to_owned();
+    // What the sync server needs to verify assertions: the published keys alone.
+    let (_, _, jwks) = support::send(
+        &http,
+        client::request("GET", &gw.url("/.well-known/jwks.json"), ""),
+    )
+    .await;
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
 
     let bearer = format!("Bearer {token}");
     let protocol = format!("chat.v2, drawbridge.bearer.{token}");
@@ -135,14 +142,16 @@ async fn every_token_carrier_opens_a_tunnel_and_the_token_never_reaches_the_sync
         let perms: serde_json::Value = serde_json::from_slice(&perms).unwrap();
         assert_eq!(perms["read"]["everything"], true, "{carrier}");
         let assertion = h["x-drawbridge-assertion"].to_str().unwrap();
-        let claims: serde_json::Value = serde_json::from_slice(
-            &base64::Engine::decode(
-                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                assertion.split('.').nth(1).unwrap(),
-            )
-            .unwrap(),
+        let kid = jsonwebtoken::decode_header(assertion).unwrap().kid.unwrap();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+        v.set_audience(&[format!("http://{}", up.addr)]);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(
+            assertion,
+            &jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).expect("published")).unwrap(),
+            &v,
         )
-        .unwrap();
+        .expect("the assertion verifies with the JWKS")
+        .claims;
         assert_eq!(claims["sub"], "alice");
         assert_eq!(claims["aud"], format!("http://{}", up.addr));
         assert!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap() <= 60);

@@ -1,18 +1,36 @@
 //! Session tokens: minted after an allow, verified on every session route and upgrade.
+//!
+//! Each key is parsed once: a compact JWS is its encoded header, the encoded claims, and one
+//! signature, so minting costs one signing operation and no key parsing. By default
+//! (`session.token_signing = "hmac"`) a session token is an HS256 JWT under a key derived from the
+//! session key (HKDF-SHA256 over its private key): only drawbridge verifies sessions, since they
+//! never leave it for the sync server, and an HMAC costs about a microsecond where an Ed25519
+//! signature costs tens. What the sync server and other parties verify, the identity assertion,
+//! stays signed with the session key itself and verifiable with the JWKS. `"key"` signs session
+//! tokens with the session key too, for deployments that verify sessions elsewhere.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+};
+use aws_lc_rs::{hkdf, hmac, rand::SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Allow, Permissions};
 use crate::clock::unix_now;
-use crate::config::auth::SessionConfig;
+use crate::config::auth::{SessionConfig, TokenSigning};
+
+/// HKDF salt of the session-token MAC key derived from a session key; a new salt would be a new key.
+const MAC_SALT: &[u8] = b"drawbridge session-token mac v1";
+/// Suffix of the `kid` of a derived MAC key: `<kid of the session key>.hmac`.
+const MAC_KID_SUFFIX: &str = ".hmac";
 
 /// The claims of a drawbridge session token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +138,105 @@ pub enum SessionError {
     DecisionExpired,
 }
 
+/// A private key (or HMAC secret), parsed once. Built once per key and kept behind an `Arc`.
+#[allow(clippy::large_enum_variant)]
+enum Signer {
+    Ed25519(Ed25519KeyPair),
+    Ecdsa(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+    Hmac(hmac::Key),
+}
+
+// === impl Signer ===
+
+impl Signer {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SessionError> {
+        Ok(match self {
+            Self::Ed25519(k) => k.sign(message).as_ref().to_vec(),
+            Self::Ecdsa(k) => k
+                .sign(&SystemRandom::new(), message)
+                .map_err(crypto)?
+                .as_ref()
+                .to_vec(),
+            Self::Rsa(k) => {
+                let mut out = vec![0; k.public_modulus_len()];
+                k.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut out)
+                    .map_err(crypto)?;
+                out
+            }
+            Self::Hmac(k) => hmac::sign(k, message).as_ref().to_vec(),
+        })
+    }
+}
+
+/// What signs tokens: the key, and the encoded header (`alg`, `kid`) every token of it starts with.
+#[derive(Clone)]
+struct SigningKey {
+    signer: std::sync::Arc<Signer>,
+    /// `base64url(header) + "."`.
+    header: String,
+}
+
+// === impl SigningKey ===
+
+impl SigningKey {
+    fn new(signer: Signer, alg: Algorithm, kid: &str) -> Result<Self, SessionError> {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        let json = serde_json::to_vec(&header).map_err(crypto)?;
+        Ok(Self {
+            signer: std::sync::Arc::new(signer),
+            header: format!("{}.", URL_SAFE_NO_PAD.encode(json)),
+        })
+    }
+
+    /// A compact JWS of `claims`.
+    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, SessionError> {
+        let json = serde_json::to_vec(claims).map_err(crypto)?;
+        let mut token = String::with_capacity(self.header.len() + json.len() * 4 / 3 + 90);
+        token.push_str(&self.header);
+        URL_SAFE_NO_PAD.encode_string(json, &mut token);
+        let signature = self.signer.sign(token.as_bytes())?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
+    }
+}
+
+/// One configured key, loaded: what it signs with and how its tokens verify, and the MAC key
+/// derived from it for session tokens (none for an HS256 secret, which is one already).
+#[derive(Clone)]
+struct LoadedKey {
+    signing: SigningKey,
+    verify: VerifyKey,
+    mac: Option<(SigningKey, VerifyKey)>,
+}
+
+/// The session-token MAC key of a private key: HKDF-SHA256 over its PKCS#8 bytes, bound to its `kid`.
+fn derive_mac(der: &[u8], kid: &str) -> Result<(SigningKey, VerifyKey), SessionError> {
+    let mut secret = [0u8; 32];
+    hkdf::Salt::new(hkdf::HKDF_SHA256, MAC_SALT)
+        .extract(der)
+        .expand(&[kid.as_bytes()], hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(&mut secret))
+        .map_err(|_| SessionError::Crypto("cannot derive the session MAC key".into()))?;
+    let mac_kid = format!("{kid}{MAC_KID_SUFFIX}");
+    let signing = SigningKey::new(
+        Signer::Hmac(hmac::Key::new(hmac::HMAC_SHA256, &secret)),
+        Algorithm::HS256,
+        &mac_kid,
+    )?;
+    let verify = VerifyKey {
+        kid: mac_kid,
+        alg: Algorithm::HS256,
+        decoding: DecodingKey::from_secret(&secret),
+        public: None,
+        validation: Validation::new(Algorithm::HS256),
+        retire_at: None,
+    };
+    Ok((signing, verify))
+}
+
 /// A verification key, and its public JWK when it has one (not for HS256).
 #[derive(Clone)]
 struct VerifyKey {
@@ -143,7 +260,14 @@ impl VerifyKey {
 pub struct Sessions {
     alg: Algorithm,
     kid: String,
-    encoding: EncodingKey,
+    /// The configured key, as loaded (kept for a reload that keeps an ephemeral key).
+    current: LoadedKey,
+    /// Signs identity assertions: the session key itself.
+    signing: SigningKey,
+    /// Signs session tokens: the derived MAC key, or the session key (`token_signing = "key"`).
+    session_signing: SigningKey,
+    /// The `kid` of new session tokens.
+    session_kid: String,
     keys: Vec<VerifyKey>,
     issuer: String,
     audience: String,
@@ -171,7 +295,7 @@ fn crypto(e: impl std::fmt::Display) -> SessionError {
 }
 
 /// Loads one key; `alg` pins the algorithm, otherwise the PEM's key type decides.
-fn load_key(path: &Path, alg: Option<Algorithm>) -> Result<(EncodingKey, VerifyKey), SessionError> {
+fn load_key(path: &Path, alg: Option<Algorithm>) -> Result<LoadedKey, SessionError> {
     let bytes = std::fs::read(path).map_err(|source| SessionError::Read {
         path: path.to_owned(),
         source,
@@ -180,11 +304,7 @@ fn load_key(path: &Path, alg: Option<Algorithm>) -> Result<(EncodingKey, VerifyK
 }
 
 /// Parses key material; `path` only names it in errors.
-fn parse_key(
-    bytes: &[u8],
-    path: &Path,
-    alg: Option<Algorithm>,
-) -> Result<(EncodingKey, VerifyKey), SessionError> {
+fn parse_key(bytes: &[u8], path: &Path, alg: Option<Algorithm>) -> Result<LoadedKey, SessionError> {
     if alg == Some(Algorithm::HS256) {
         let secret = bytes.trim_ascii();
         if secret.len() < 32 {
@@ -194,22 +314,28 @@ fn parse_key(
             });
         }
         let digest = Sha256::digest(secret);
+        let kid = format!("hs-{}", hex::encode(&digest[..8]));
         let key = VerifyKey {
-            kid: format!("hs-{}", hex::encode(&digest[..8])),
+            kid: kid.clone(),
             alg: Algorithm::HS256,
             decoding: DecodingKey::from_secret(secret),
             public: None,
             validation: Validation::new(Algorithm::HS256),
             retire_at: None,
         };
-        return Ok((EncodingKey::from_secret(secret), key));
+        let signer = Signer::Hmac(hmac::Key::new(hmac::HMAC_SHA256, secret));
+        return Ok(LoadedKey {
+            signing: SigningKey::new(signer, Algorithm::HS256, &kid)?,
+            verify: key,
+            mac: None,
+        });
     }
     let bad = |what| SessionError::Key {
         path: path.to_owned(),
         what,
     };
-    let pem = std::str::from_utf8(bytes).map_err(|_| bad("not PEM text"))?;
-    let pair = rcgen::KeyPair::from_pem(pem)
+    let text = std::str::from_utf8(bytes).map_err(|_| bad("not PEM text"))?;
+    let pair = rcgen::KeyPair::from_pem(text)
         .map_err(|_| bad("no PKCS#8 PRIVATE KEY in PEM (make one with `drawbridge keygen`)"))?;
     let found = if pair.algorithm() == &rcgen::PKCS_ED25519 {
         Algorithm::EdDSA
@@ -223,24 +349,30 @@ fn parse_key(
     if alg.is_some_and(|a| a != found) {
         return Err(bad("the key does not match session.algorithm"));
     }
+    let der = pair.serialize_der();
+    let signer = match found {
+        Algorithm::EdDSA => Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map(Signer::Ed25519),
+        Algorithm::ES256 => {
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).map(Signer::Ecdsa)
+        }
+        _ => RsaKeyPair::from_pkcs8(&der).map(Signer::Rsa),
+    }
+    .map_err(|_| bad("the private key cannot sign"))?;
     let public = pair.public_key_pem();
-    let (encoding, decoding) = match found {
-        Algorithm::EdDSA => (
-            EncodingKey::from_ed_pem(bytes),
-            DecodingKey::from_ed_pem(public.as_bytes()),
-        ),
-        Algorithm::ES256 => (
-            EncodingKey::from_ec_pem(bytes),
-            DecodingKey::from_ec_pem(public.as_bytes()),
-        ),
-        _ => (
-            EncodingKey::from_rsa_pem(bytes),
-            DecodingKey::from_rsa_pem(public.as_bytes()),
-        ),
-    };
-    let (encoding, decoding) = (encoding.map_err(crypto)?, decoding.map_err(crypto)?);
+    let decoding = match found {
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(public.as_bytes()),
+        Algorithm::ES256 => DecodingKey::from_ec_pem(public.as_bytes()),
+        _ => DecodingKey::from_rsa_pem(public.as_bytes()),
+    }
+    .map_err(crypto)?;
     let jwk = Jwk::from_decoding_key(&decoding, Some(found)).map_err(crypto)?;
-    Ok((encoding, verify_key(jwk, found)?))
+    let verify = verify_key(jwk, found)?;
+    let mac = derive_mac(&der, &verify.kid)?;
+    Ok(LoadedKey {
+        signing: SigningKey::new(signer, found, &verify.kid)?,
+        verify,
+        mac: Some(mac),
+    })
 }
 
 /// Names a public JWK by its RFC 7638 thumbprint and makes its verifier.
@@ -300,22 +432,19 @@ impl Sessions {
     /// # Errors
     /// [`SessionError`] when a key file is unreadable or holds no usable key.
     pub fn from_config(config: &SessionConfig) -> Result<Self, SessionError> {
-        let (encoding, current, ephemeral) = match &config.key_file {
-            Some(path) => {
-                let (enc, key) = load_key(path, config.algorithm)?;
-                (enc, key, false)
-            }
+        let (current, ephemeral) = match &config.key_file {
+            Some(path) => (load_key(path, config.algorithm)?, false),
             None => {
                 let pem = keygen(Algorithm::EdDSA)?;
-                let (enc, key) = parse_key(
+                let key = parse_key(
                     pem.as_bytes(),
                     Path::new("<ephemeral key>"),
                     Some(Algorithm::EdDSA),
                 )?;
-                (enc, key, true)
+                (key, true)
             }
         };
-        Self::assemble(config, encoding, current, ephemeral)
+        Self::assemble(config, current, ephemeral)
     }
 
     /// The sessions for a reloaded `config`, built from its key files again. Without a
@@ -327,7 +456,7 @@ impl Sessions {
     /// [`SessionError`] when a key file cannot be read or used; the running sessions stay then.
     pub fn reconfigure(&self, config: &SessionConfig) -> Result<Self, SessionError> {
         let mut next = if config.key_file.is_none() && self.ephemeral {
-            Self::assemble(config, self.encoding.clone(), self.keys[0].clone(), true)?
+            Self::assemble(config, self.current.clone(), true)?
         } else {
             Self::from_config(config)?
         };
@@ -345,21 +474,25 @@ impl Sessions {
         Ok(next)
     }
 
-    /// The `kid` new tokens are signed under.
+    /// The `kid` new session tokens are signed under.
     pub fn signing_kid(&self) -> &str {
-        &self.kid
+        &self.session_kid
     }
 
     fn assemble(
         config: &SessionConfig,
-        encoding: EncodingKey,
-        mut current: VerifyKey,
+        mut current: LoadedKey,
         ephemeral: bool,
     ) -> Result<Self, SessionError> {
-        current.retire_at = None;
-        let mut keys = vec![current];
+        current.verify.retire_at = None;
+        let mut loaded = vec![current.clone()];
         for path in &config.previous_key_files {
-            keys.push(load_key(path, None)?.1);
+            loaded.push(load_key(path, None)?);
+        }
+        let mut keys = Vec::new();
+        for key in &loaded {
+            keys.push(key.verify.clone());
+            keys.extend(key.mac.as_ref().map(|(_, v)| v.clone()));
         }
         for key in &mut keys {
             let v = &mut key.validation;
@@ -368,10 +501,21 @@ impl Sessions {
             v.set_audience(&[&config.audience]);
             v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         }
+        let session_signing = match (&current.mac, config.token_signing) {
+            (Some((mac, _)), TokenSigning::Hmac) => mac.clone(),
+            _ => current.signing.clone(),
+        };
+        let session_kid = match (&current.mac, config.token_signing) {
+            (Some((_, v)), TokenSigning::Hmac) => v.kid.clone(),
+            _ => current.verify.kid.clone(),
+        };
         Ok(Self {
-            alg: keys[0].alg,
-            kid: keys[0].kid.clone(),
-            encoding,
+            alg: current.verify.alg,
+            kid: current.verify.kid.clone(),
+            signing: current.signing.clone(),
+            session_signing,
+            session_kid,
+            current,
             keys,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
@@ -385,15 +529,9 @@ impl Sessions {
         self.ephemeral
     }
 
-    /// The signing algorithm.
+    /// The session key's algorithm (what signs assertions; sessions are HS256 under `"hmac"`).
     pub fn algorithm(&self) -> Algorithm {
         self.alg
-    }
-
-    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, SessionError> {
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(crypto)
     }
 
     /// A session for `allow`: expires at the earlier of `session.max_ttl_seconds` and the decision's expiry.
@@ -422,7 +560,7 @@ impl Sessions {
             return Err(SessionError::DecisionExpired);
         }
         Ok(Minted {
-            token: self.sign(&claims)?,
+            token: self.session_signing.sign(&claims)?,
             claims,
         })
     }
@@ -443,7 +581,7 @@ impl Sessions {
             ..claims.clone()
         };
         Ok(Minted {
-            token: self.sign(&claims)?,
+            token: self.session_signing.sign(&claims)?,
             claims,
         })
     }
@@ -496,7 +634,7 @@ impl Sessions {
         ttl: Duration,
     ) -> Result<String, SessionError> {
         let now = unix_now();
-        self.sign(&serde_json::json!({
+        self.signing.sign(&serde_json::json!({
             "iss": self.issuer,
             "aud": audience,
             "sub": claims.sub,

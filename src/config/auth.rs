@@ -173,6 +173,19 @@ pub struct SessionConfig {
     pub ticket_ttl: Duration,
     /// How often an open tunnel's decision is asked again; zero: never.
     pub revalidate: Duration,
+    /// What signs session tokens (identity assertions are always signed with the session key).
+    pub token_signing: TokenSigning,
+}
+
+/// `session.token_signing`: what signs the session tokens drawbridge hands to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSigning {
+    /// HS256 under a key derived from the session key: only drawbridge (every replica with the
+    /// same key) verifies sessions; an HMAC costs about a microsecond.
+    Hmac,
+    /// The session key itself: sessions verify with the published JWKS too, at the cost of a
+    /// public-key signature per login and refresh.
+    Key,
 }
 
 /// `[aggregator]`
@@ -613,6 +626,17 @@ fn session(s: &raw::RawSession, p: &mut Vec<Problem>) -> SessionConfig {
             ),
         ));
     }
+    let token_signing = match s.token_signing.as_str() {
+        "hmac" => TokenSigning::Hmac,
+        "key" => TokenSigning::Key,
+        _ => {
+            p.push(Problem::new(
+                "session.token_signing",
+                "must be \"hmac\" (sessions verified by drawbridge only) or \"key\" (by the JWKS too)",
+            ));
+            TokenSigning::Hmac
+        }
+    };
     if s.issuer.is_empty() || s.audience.is_empty() {
         p.push(Problem::new(
             "session.issuer",
@@ -629,6 +653,7 @@ fn session(s: &raw::RawSession, p: &mut Vec<Problem>) -> SessionConfig {
         close_grace: Duration::from_secs(s.close_grace_seconds),
         ticket_ttl: Duration::from_secs(s.ticket_ttl_seconds),
         revalidate: Duration::from_secs(s.revalidate_seconds),
+        token_signing,
     }
 }
 

@@ -323,6 +323,8 @@ pub const DEFAULT_SESSION_MAX_TTL_SECONDS: u64 = 3_600;
 pub const DEFAULT_TICKET_TTL_SECONDS: u64 = 30;
 /// `session.revalidate_seconds`: open tunnels are not re-checked.
 pub const DEFAULT_SESSION_REVALIDATE_SECONDS: u64 = 0;
+/// `session.token_signing`: sessions under a MAC key derived from the session key.
+pub const DEFAULT_SESSION_TOKEN_SIGNING: &str = "hmac";
 /// Largest `session.revalidate_seconds` (one day).
 pub const MAX_SESSION_REVALIDATE_SECONDS: u64 = 86_400;
 /// Default sustained login rate per client IP.
@@ -559,6 +561,9 @@ pub struct RawSession {
     pub ticket_ttl_seconds: u64,
     /// Re-check each open tunnel's decision this often (0: never).
     pub revalidate_seconds: u64,
+    /// `hmac` (default): session tokens under a MAC key derived from the session key; `key`: signed
+    /// with the session key, verifiable with the JWKS.
+    pub token_signing: String,
 }
 
 impl Default for RawSession {
@@ -573,6 +578,7 @@ impl Default for RawSession {
             close_grace_seconds: 0,
             ticket_ttl_seconds: DEFAULT_TICKET_TTL_SECONDS,
             revalidate_seconds: DEFAULT_SESSION_REVALIDATE_SECONDS,
+            token_signing: DEFAULT_SESSION_TOKEN_SIGNING.to_owned(),
         }
     }
 }

@@ -417,6 +417,22 @@ fn session_revalidate_defaults_off_and_is_bounded() {
 }
 
 #[test]
+fn session_token_signing_defaults_to_hmac_and_names_its_choices() {
+    use crate::config::auth::TokenSigning;
+    let c = parse("[upstream]\nurl = \"http://a:1\"\n").unwrap();
+    assert_eq!(c.auth.session.token_signing, TokenSigning::Hmac);
+    let c =
+        parse("[upstream]\nurl = \"http://a:1\"\n[session]\ntoken_signing = \"key\"\n").unwrap();
+    assert_eq!(c.auth.session.token_signing, TokenSigning::Key);
+    let l = lines("[upstream]\nurl = \"http://a:1\"\n[session]\ntoken_signing = \"rsa\"\n");
+    assert!(
+        l.iter()
+            .any(|l| l.contains("session.token_signing") && l.contains("\"hmac\"")),
+        "{l:?}"
+    );
+}
+
+#[test]
 fn restart_changes_name_only_what_a_reload_cannot_apply() {
     let base = "[upstream]\nurl = \"http://a:1\"\n";
     let a = parse(base).unwrap();

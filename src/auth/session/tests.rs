@@ -16,6 +16,7 @@ fn config(dir: &Path, key: Option<(&str, &str)>, alg: Option<Algorithm>) -> Sess
         close_grace: Duration::ZERO,
         ticket_ttl: Duration::from_secs(30),
         revalidate: Duration::ZERO,
+        token_signing: TokenSigning::Hmac,
     }
 }
 
@@ -93,12 +94,12 @@ fn tampered_foreign_and_expired_tokens_are_refused() {
     ));
     let mut old = m.claims.clone();
     old.exp = unix_now() - 10;
-    let expired = s.sign(&old).unwrap();
+    let expired = s.session_signing.sign(&old).unwrap();
     assert!(matches!(s.verify(&expired), Err(SessionError::Expired)));
     // alg: none with a valid kid is refused.
     let none = format!(
         "{}.{}.",
-        URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","kid":"{}"}}"#, s.kid)),
+        URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","kid":"{}"}}"#, s.session_kid)),
         parts[1]
     );
     assert!(matches!(s.verify(&none), Err(SessionError::Invalid)));
@@ -198,4 +199,137 @@ fn reconfigure_without_key_file_keeps_the_ephemeral_key() {
     assert_eq!(again.signing_kid(), s.signing_kid());
     assert!(again.verify(&minted.token).is_ok());
     assert_eq!(again.jwks()["keys"].as_array().unwrap().len(), 1);
+}
+
+fn header(token: &str) -> jsonwebtoken::Header {
+    jsonwebtoken::decode_header(token).unwrap()
+}
+
+#[test]
+fn session_tokens_are_hmac_by_default_and_assertions_stay_signed_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = keygen(Algorithm::EdDSA).unwrap();
+    let s = Sessions::from_config(&config(dir.path(), Some(("k.pem", &pem)), None)).unwrap();
+    let m = s.mint(&allow(3600), "app", "prov").unwrap();
+    let h = header(&m.token);
+    assert_eq!(h.alg, Algorithm::HS256);
+    assert_eq!(h.kid.as_deref(), Some(format!("{}.hmac", s.kid).as_str()));
+    assert_eq!(h.kid.as_deref(), Some(s.signing_kid()));
+    assert_eq!(s.verify(&m.token).unwrap(), m.claims);
+    // The JWKS publishes the signing key only: the MAC key is never published.
+    let jwks = s.jwks();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(jwks["keys"][0]["kid"], serde_json::json!(s.kid));
+    // The assertion for the sync server verifies with the published key.
+    let assertion = s
+        .assertion(&m.claims, "sync-server", Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(header(&assertion).alg, Algorithm::EdDSA);
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
+    let jwk = set.find(&s.kid).unwrap();
+    let mut v = Validation::new(Algorithm::EdDSA);
+    v.set_audience(&["sync-server"]);
+    let got = jsonwebtoken::decode::<serde_json::Value>(
+        &assertion,
+        &DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .unwrap();
+    assert_eq!(got.claims["sid"], serde_json::json!(m.claims.sid));
+    // A session is never accepted as an assertion's stand-in and vice versa: different audiences.
+    assert!(s.verify(&assertion).is_err());
+}
+
+#[test]
+fn replicas_with_the_same_key_derive_the_same_mac_key_and_other_keys_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = keygen(Algorithm::EdDSA).unwrap();
+    let a = Sessions::from_config(&config(dir.path(), Some(("k.pem", &pem)), None)).unwrap();
+    let b = Sessions::from_config(&config(dir.path(), Some(("k.pem", &pem)), None)).unwrap();
+    let token = a.mint(&allow(3600), "app", "prov").unwrap().token;
+    assert_eq!(b.verify(&token).unwrap().sub, "u1");
+    let other = keygen(Algorithm::EdDSA).unwrap();
+    let c = Sessions::from_config(&config(dir.path(), Some(("o.pem", &other)), None)).unwrap();
+    assert!(matches!(c.verify(&token), Err(SessionError::Invalid)));
+}
+
+#[test]
+fn public_key_as_hmac_secret_forges_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = keygen(Algorithm::EdDSA).unwrap();
+    let s = Sessions::from_config(&config(dir.path(), Some(("k.pem", &pem)), None)).unwrap();
+    let claims = s.mint(&allow(3600), "app", "prov").unwrap().claims;
+    let public = s.jwks()["keys"][0]["x"].as_str().unwrap().to_owned();
+    for kid in [s.kid.clone(), s.session_kid.clone()] {
+        for secret in [
+            public.as_bytes().to_vec(),
+            URL_SAFE_NO_PAD.decode(&public).unwrap(),
+        ] {
+            let mut h = Header::new(Algorithm::HS256);
+            h.kid = Some(kid.clone());
+            let forged = jsonwebtoken::encode(
+                &h,
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(&secret),
+            )
+            .unwrap();
+            assert!(
+                matches!(s.verify(&forged), Err(SessionError::Invalid)),
+                "kid {kid}"
+            );
+        }
+    }
+}
+
+#[test]
+fn key_signing_makes_sessions_verifiable_with_the_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+        let pem = keygen(alg).unwrap();
+        let mut cfg = config(dir.path(), Some(("k.pem", &pem)), None);
+        cfg.token_signing = TokenSigning::Key;
+        let s = Sessions::from_config(&cfg).unwrap();
+        let m = s.mint(&allow(3600), "app", "prov").unwrap();
+        let h = header(&m.token);
+        assert_eq!((h.alg, h.kid.as_deref()), (alg, Some(s.kid.as_str())));
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(s.jwks()).unwrap();
+        let mut v = Validation::new(alg);
+        v.set_audience(&["sync"]);
+        let got = jsonwebtoken::decode::<SessionClaims>(
+            &m.token,
+            &DecodingKey::from_jwk(set.find(&s.kid).unwrap()).unwrap(),
+            &v,
+        )
+        .unwrap();
+        assert_eq!(got.claims, m.claims, "{alg:?}");
+        // Tokens of the other kind still verify, so switching is no logout.
+        cfg.token_signing = TokenSigning::Hmac;
+        let hmac = Sessions::from_config(&cfg).unwrap();
+        assert_eq!(hmac.verify(&m.token).unwrap(), m.claims);
+        let back = hmac.mint(&allow(3600), "app", "prov").unwrap();
+        assert_eq!(s.verify(&back.token).unwrap(), back.claims);
+    }
+}
+
+#[test]
+fn hs256_sessions_use_the_secret_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = keygen(Algorithm::HS256).unwrap();
+    let s = Sessions::from_config(&config(
+        dir.path(),
+        Some(("s", &secret)),
+        Some(Algorithm::HS256),
+    ))
+    .unwrap();
+    let m = s.mint(&allow(3600), "app", "prov").unwrap();
+    assert_eq!(header(&m.token).kid.as_deref(), Some(s.kid.as_str()));
+    let mut v = Validation::new(Algorithm::HS256);
+    v.set_audience(&["sync"]);
+    let got = jsonwebtoken::decode::<SessionClaims>(
+        &m.token,
+        &DecodingKey::from_secret(secret.trim().as_bytes()),
+        &v,
+    )
+    .unwrap();
+    assert_eq!(got.claims, m.claims);
 }
