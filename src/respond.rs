@@ -228,8 +228,12 @@ impl From<ProviderError> for DoorError {
 }
 
 /// A JSON response with `status`.
-pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(full(value.to_string()));
+pub(crate) fn json(status: StatusCode, value: &(impl serde::Serialize + ?Sized)) -> Response<Body> {
+    // A Serialize that is not a JSON value (a map with non-string keys) is a bug; answer 500.
+    let Ok(bytes) = serde_json::to_vec(value) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+    };
+    let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -87,21 +87,38 @@ pub(crate) async fn handle(
     }
 }
 
-fn session_body(minted: &Minted) -> serde_json::Value {
+/// The answer to a login or refresh: the native fields, and restdb's names for the same token and
+/// its lifetime. Borrowed from the minted session, serialised once.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionBody<'a> {
+    result: &'static str,
+    #[serde(rename = "userID")]
+    user_id: &'a str,
+    session_token: &'a str,
+    expires_at: String,
+    expiration_seconds: u64,
+    client_info: &'a Option<serde_json::Value>,
+    permissions: &'a crate::auth::Permissions,
+    token: &'a str,
+    iat: u64,
+    exp: u64,
+}
+
+fn session_body(minted: &Minted) -> SessionBody<'_> {
     let c = &minted.claims;
-    serde_json::json!({
-        "result": "success",
-        "userID": c.sub,
-        "sessionToken": minted.token,
-        "expiresAt": rfc3339(c.exp),
-        "expirationSeconds": c.exp.saturating_sub(unix_now()),
-        "clientInfo": c.cli,
-        "permissions": c.permissions,
-        // restdb's names for the same token and its lifetime.
-        "token": minted.token,
-        "iat": c.iat,
-        "exp": c.exp,
-    })
+    SessionBody {
+        result: "success",
+        user_id: &c.sub,
+        session_token: &minted.token,
+        expires_at: rfc3339(c.exp),
+        expiration_seconds: c.exp.saturating_sub(unix_now()),
+        client_info: &c.cli,
+        permissions: &c.permissions,
+        token: &minted.token,
+        iat: c.iat,
+        exp: c.exp,
+    }
 }
 
 /// 200 with the session, and the session cookie for browsers.
