@@ -114,8 +114,8 @@ impl App {
             .build();
         let revocations = Revocations::new(config.auth.session.max_ttl);
         let tunnels = Arc::new(Registry::new(metrics.tunnel.active.clone()));
-        let listener = bind(config.listen.addr).await?;
-        let admin_listener = bind(config.admin.addr).await?;
+        let listener = bind(config.listen.addr, config.listen.backlog)?;
+        let admin_listener = bind(config.admin.addr, ADMIN_BACKLOG)?;
         let readiness = Readiness::default();
         Ok(Self {
             shared: Arc::new(Shared {
@@ -318,9 +318,22 @@ async fn forget_idle_clients(shared: std::sync::Weak<Shared>) {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr)
-        .await
+/// The admin port's listen queue: probes and scrapes, never a storm.
+const ADMIN_BACKLOG: u32 = 128;
+
+/// Binds `addr` (with `SO_REUSEADDR`, as `TcpListener::bind` does) and listens with `backlog`.
+fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, AppError> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    };
+    socket
+        .and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(backlog)
+        })
         .map_err(|source| AppError::Bind { addr, source })
 }
 

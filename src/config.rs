@@ -85,6 +85,8 @@ impl Ditto {
 pub struct Listen {
     /// Address to bind.
     pub addr: SocketAddr,
+    /// Listen queue length.
+    pub backlog: u32,
 }
 
 /// `[tls]`
@@ -270,12 +272,15 @@ impl Config {
     }
 
     /// The keys that differ between `self` (running) and `next` and that only a restart applies:
-    /// the bound addresses, TLS on or off, the log format, and the outputs and links set
+    /// the bound addresses and the listen queue, TLS on or off, the log format, and the outputs and links set
     /// up once at start (`log.access`, `[audit]`, `[tracing]`, `[cluster]`). A reload applies the rest.
     pub fn restart_changes(&self, next: &Self) -> Vec<&'static str> {
         let mut keys = Vec::new();
         if self.listen.addr != next.listen.addr {
             keys.push("listen.addr");
+        }
+        if self.listen.backlog != next.listen.backlog {
+            keys.push("listen.backlog");
         }
         if self.admin.addr != next.admin.addr {
             keys.push("admin.addr");
@@ -368,6 +373,12 @@ impl TryFrom<raw::RawConfig> for Config {
         let mut p = Vec::new();
 
         let listen_addr = socket_addr(&raw.listen.addr, "listen.addr", &mut p);
+        if !(1..=65_535).contains(&raw.listen.backlog) {
+            p.push(Problem::new(
+                "listen.backlog",
+                "must be between 1 and 65535",
+            ));
+        }
         let admin_addr = socket_addr(&raw.admin.addr, "admin.addr", &mut p);
         if let (Some(l), Some(a)) = (listen_addr, admin_addr) {
             if l == a && l.port() != 0 {
@@ -546,7 +557,10 @@ impl TryFrom<raw::RawConfig> for Config {
 
         match (listen_addr, admin_addr, upstream, auth) {
             (Some(listen), Some(admin), Some(upstream), Some(auth)) if p.is_empty() => Ok(Self {
-                listen: Listen { addr: listen },
+                listen: Listen {
+                    addr: listen,
+                    backlog: raw.listen.backlog,
+                },
                 tls,
                 admin: Admin { addr: admin },
                 upstream,

@@ -4,6 +4,9 @@ use serde::Deserialize;
 
 /// Default main listener address.
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8443";
+/// `listen.backlog`: connections the kernel queues before drawbridge accepts them (capped by
+/// `net.core.somaxconn`). A reconnect storm after a replica dies arrives faster than any accept loop.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 /// Default admin listener address (health, readiness, metrics).
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9090";
 /// Default certificate chain file.
@@ -104,6 +107,8 @@ pub struct RawListen {
     pub addr: String,
     /// Serve plain HTTP (a mesh terminates TLS in front).
     pub plaintext: bool,
+    /// Listen queue length.
+    pub backlog: u32,
 }
 
 impl Default for RawListen {
@@ -111,6 +116,7 @@ impl Default for RawListen {
         Self {
             addr: DEFAULT_LISTEN_ADDR.to_owned(),
             plaintext: false,
+            backlog: DEFAULT_LISTEN_BACKLOG,
         }
     }
 }

@@ -433,6 +433,23 @@ fn session_token_signing_defaults_to_hmac_and_names_its_choices() {
 }
 
 #[test]
+fn listen_backlog_defaults_to_4096_and_is_bounded() {
+    let c = parse("[upstream]\nurl = \"http://a:1\"\n").unwrap();
+    assert_eq!(c.listen.backlog, 4096);
+    for bad in ["0", "65536"] {
+        let l = lines(&format!(
+            "[upstream]\nurl = \"http://a:1\"\n[listen]\nbacklog = {bad}\n"
+        ));
+        assert!(
+            l.iter().any(|l| l.contains("listen.backlog")),
+            "{bad}: {l:?}"
+        );
+    }
+    let b = parse("[upstream]\nurl = \"http://a:1\"\n[listen]\nbacklog = 512\n").unwrap();
+    assert_eq!(c.restart_changes(&b), vec!["listen.backlog"]);
+}
+
+#[test]
 fn restart_changes_name_only_what_a_reload_cannot_apply() {
     let base = "[upstream]\nurl = \"http://a:1\"\n";
     let a = parse(base).unwrap();
