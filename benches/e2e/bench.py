@@ -1,12 +1,14 @@
-"""End-to-end benchmark: the sync server direct, through nginx, and through drawbridge, on 127.0.0.1.
+"""End-to-end benchmark: the sync server direct, through HAProxy, through nginx, and through drawbridge,
+on 127.0.0.1. HAProxy terminates TLS and relays with no authentication: the floor any TLS proxy pays.
 
 Started by benches/e2e/run.sh, which installs the tools and builds the binaries first. Everything
 listens on 127.0.0.1; every load run is bounded in time or count. Layout on the 2-core machine:
 
-  core 0   the proxy under test (drawbridge or nginx, one worker each); idle in the direct column
+  core 0   the proxy under test (drawbridge, HAProxy or nginx, one worker or thread each); idle in the
+           direct column
   core 1   the load generator (wrk, e2e-load), the demo sync server and the provider webhook
 
-Each point is measured REPS times, the three targets interleaved, and the median is reported.
+Each point is measured REPS times, the targets interleaved, and the median is reported.
 Before each measurement the harness waits (up to 20 s, 2 minutes in all) for the machine to be
 quiet: both cores together under 10 % busy for half a second. On a shared machine, E2E_NICE=-19
 gives the benchmark's processes priority over everything else.
@@ -59,7 +61,7 @@ FORWARD_AUTH_ROWS = [
     ("fwd_session_rps", "forward-auth check, drawbridge session (32 conns)", "req/s", "higher"),
     ("fwd_session_p50_us", "forward-auth check, drawbridge session p50 (1 conn)", "µs", "lower"),
 ]
-TARGETS = ["direct", "nginx", "drawbridge"]
+TARGETS = ["direct", "haproxy", "nginx", "drawbridge"]
 
 
 def log(*a):
@@ -139,7 +141,8 @@ class Proc:
 
 
 class Stack:
-    """The demo sync server, drawbridge and nginx, all pointing at one sync server and one webhook."""
+    """The demo sync server, drawbridge, HAProxy and nginx, all pointing at one sync server and one
+    webhook."""
 
     def __init__(self, args, work, hook_port, tag):
         self.args, self.work, self.hook_port = args, work, hook_port
@@ -156,6 +159,7 @@ class Stack:
         self.db_port, db_admin = free_port(), free_port()
         self.db_admin = db_admin
         self.nginx_port = free_port()
+        self.haproxy_port = free_port()
         fill = {
             "@WORK@": work,
             "@SYNC_PORT@": str(self.sync_port),
@@ -163,9 +167,13 @@ class Stack:
             "@DB_PORT@": str(self.db_port),
             "@DB_ADMIN_PORT@": str(db_admin),
             "@NGINX_PORT@": str(self.nginx_port),
+            "@HAPROXY_PORT@": str(self.haproxy_port),
+            # Two descriptors per proxied connection, within the same limit nginx gets.
+            "@HAPROXY_MAXCONN@": str((args.nofile - 200) // 2),
         }
         db_conf = render(os.path.join(HERE, "drawbridge.toml.in"), os.path.join(work, "drawbridge.toml"), fill)
         ngx_conf = render(os.path.join(HERE, "nginx.conf.in"), os.path.join(work, "nginx", "nginx.conf"), fill)
+        hap_conf = render(os.path.join(HERE, "haproxy.cfg.in"), os.path.join(work, f"haproxy-{tag}.cfg"), fill)
         self.drawbridge = Proc(f"drawbridge-{tag}", CORE_PROXY, [args.drawbridge, "run", "--config", db_conf], logdir)
         self.nginx = Proc(
             f"nginx-{tag}",
@@ -173,8 +181,11 @@ class Stack:
             ["nginx", "-p", os.path.join(work, "nginx"), "-c", ngx_conf, "-g", "daemon off;"],
             logdir,
         )
+        # -db: in the foreground, one process (no master), so its pid is the one that relays.
+        self.haproxy = Proc(f"haproxy-{tag}", CORE_PROXY, ["haproxy", "-db", "-f", hap_conf], logdir)
         wait_port(self.db_port)
         wait_port(self.nginx_port)
+        wait_port(self.haproxy_port)
         wait_port(self.sync_port)
         self.session = login(self.db_port, "ws-token")
 
@@ -191,6 +202,7 @@ class Stack:
         raise RuntimeError(f"the demo did not print its sync server address; see {self.demo.log_path}")
 
     def stop(self):
+        self.haproxy.stop()
         self.nginx.stop()
         self.drawbridge.stop()
         self.demo.stop()
@@ -199,20 +211,32 @@ class Stack:
     def http_base(self, target):
         return {
             "direct": f"http://127.0.0.1:{self.sync_port}",
+            "haproxy": f"https://127.0.0.1:{self.haproxy_port}",
             "nginx": f"https://127.0.0.1:{self.nginx_port}",
             "drawbridge": f"https://127.0.0.1:{self.db_port}",
         }[target]
 
     def ws(self, target):
-        """(url, bearer): nginx checks the provider token; drawbridge wants its session."""
+        """(url, bearer): nginx checks the provider token; drawbridge wants its session; HAProxy
+        checks nothing."""
         return {
             "direct": (f"ws://127.0.0.1:{self.sync_port}/sync", None),
+            "haproxy": (f"wss://127.0.0.1:{self.haproxy_port}/sync", None),
             "nginx": (f"wss://127.0.0.1:{self.nginx_port}/sync", "ws-token"),
             "drawbridge": (f"wss://127.0.0.1:{self.db_port}/sync", self.session),
         }[target]
 
     def pid(self, target):
-        return {"direct": self.demo.pid, "nginx": self.nginx.pid, "drawbridge": self.drawbridge.pid}[target]
+        return {
+            "direct": self.demo.pid,
+            "haproxy": self.haproxy.pid,
+            "nginx": self.nginx.pid,
+            "drawbridge": self.drawbridge.pid,
+        }[target]
+
+    def port(self, target):
+        """The TLS port of a proxy."""
+        return {"haproxy": self.haproxy_port, "nginx": self.nginx_port, "drawbridge": self.db_port}[target]
 
 
 def render(src, dst, fill):
@@ -431,9 +455,14 @@ def http_rows(args, stack, res):
     for rep in range(args.reps):
         for t in TARGETS:
             url = stack.http_base(t) + "/api/items"
+            cpu = proc_cpu_s(stack.pid(t))
             r = wrk(url, 32, args.seconds)
             check_wrk(r, "http_rps", t)
             res.add("http_rps", t, r["rps"])
+            # That the target's own process carried the load (a proxy answering from elsewhere would not).
+            res.notes.setdefault("http_rps_target_cpu_s", {}).setdefault(t, []).append(
+                round(proc_cpu_s(stack.pid(t)) - cpu, 2)
+            )
             r = wrk(url, 1, args.seconds)
             check_wrk(r, "http_latency", t)
             res.add("http_p50_us", t, r["p50_us"])
@@ -457,8 +486,8 @@ def ws_rows(args, stack, res):
 
 
 def repin(stack, core):
-    """Moves both proxies (every thread; nginx's master and worker) onto `core`."""
-    for pid in [stack.drawbridge.pid, stack.nginx.pid] + children(stack.nginx.pid):
+    """Moves the proxies (every thread; nginx's master and worker) onto `core`."""
+    for pid in [stack.drawbridge.pid, stack.haproxy.pid, stack.nginx.pid] + children(stack.nginx.pid):
         subprocess.run(["taskset", "-apc", core, str(pid)], check=True, capture_output=True)
 
 
@@ -486,9 +515,8 @@ def ws_core1_rows(args, stack, res):
 def tls_rows(args, stack, res):
     log("tls handshakes:")
     for rep in range(args.reps):
-        for t in ("nginx", "drawbridge"):
-            port = stack.nginx_port if t == "nginx" else stack.db_port
-            r = load(args, "tls-handshakes", "--addr", f"127.0.0.1:{port}", "--seconds", str(args.seconds), "--parallel", "16")
+        for t in ("haproxy", "nginx", "drawbridge"):
+            r = load(args, "tls-handshakes", "--addr", f"127.0.0.1:{stack.port(t)}", "--seconds", str(args.seconds), "--parallel", "16")
             if r["failed"]:
                 res.notes.setdefault("tls_failed", {}).setdefault(t, []).append(r["failed"])
             res.add("tls_hs_per_s", t, r["handshakes_per_s"])
@@ -616,10 +644,10 @@ def observability_table(obs):
 def idle_rows(args, work, hook_port, res):
     """A fresh stack per repetition, so each target's growth starts from a process that has never
     held a tunnel (an allocator keeps freed memory, and a second round would look cheaper)."""
-    # Descriptors per idle websocket in each process: the sync server holds one; drawbridge two
-    # (client, upstream); nginx three, because the auth subrequest's cache file stays open for as
+    # Descriptors per idle websocket in each process: the sync server holds one; drawbridge and
+    # HAProxy two (client, upstream); nginx three, because the auth subrequest's cache file stays open for as
     # long as the websocket request lives. Each gets as many as fit in the same limit.
-    counts = {t: min(args.idle, (args.nofile - 200) // k) for t, k in (("direct", 1), ("nginx", 3), ("drawbridge", 2))}
+    counts = {t: min(args.idle, (args.nofile - 200) // k) for t, k in (("direct", 1), ("haproxy", 2), ("nginx", 3), ("drawbridge", 2))}
     log(f"idle websockets, per target: {counts}:")
     for rep in range(args.reps):
         stack = Stack(args, work, hook_port, f"idle{rep}")
@@ -1015,20 +1043,22 @@ def ratio(a, b):
 
 
 def table(med):
+    """Every target's median, then drawbridge's over each other column's ("—" where a target does
+    not apply: HAProxy has no auth, direct no TLS)."""
+    others = [t for t in TARGETS if t != "drawbridge"]
     lines = [
-        "| row | unit | direct | nginx | drawbridge | drawbridge / direct | drawbridge / nginx |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| row | unit | " + " | ".join(TARGETS) + " | " + " | ".join(f"drawbridge ÷ {t}" for t in others) + " |",
+        "|---|---|" + "---:|" * (len(TARGETS) + len(others)),
     ]
     for row, label, unit, better in ROWS:
         m = med[row]
         if row in DIAGNOSTIC:
             label = f"*diagnostic:* {label}"
-        rd, rn = ratio(m["drawbridge"], m["direct"]), ratio(m["drawbridge"], m["nginx"])
+        cells = [fmt(m.get(t)) for t in TARGETS]
+        rs = [ratio(m.get("drawbridge"), m.get(t)) for t in others]
+        cells += ["—" if r is None else f"{r:.2f}" for r in rs]
         arrow = "↑" if better == "higher" else "↓"
-        lines.append(
-            f"| {label} {arrow} | {unit} | {fmt(m['direct'])} | {fmt(m['nginx'])} | {fmt(m['drawbridge'])} | "
-            f"{'—' if rd is None else f'{rd:.2f}'} | {'—' if rn is None else f'{rn:.2f}'} |"
-        )
+        lines.append(f"| {label} {arrow} | {unit} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -1099,6 +1129,12 @@ def main():
         check=True, capture_output=True,
     )
     os.chmod(os.path.join(work, "tls.key"), 0o600)
+    # HAProxy reads certificate and key from one PEM.
+    with open(os.path.join(work, "haproxy.pem"), "w") as pem:
+        for part in ("tls.crt", "tls.key"):
+            with open(os.path.join(work, part)) as f:
+                pem.write(f.read())
+    os.chmod(os.path.join(work, "haproxy.pem"), 0o600)
     session_key = os.path.join(work, "session.pem")
     if not os.path.exists(session_key):
         subprocess.run([args.drawbridge, "keygen", "--out", session_key], check=True, capture_output=True)
@@ -1210,6 +1246,7 @@ def machine():
         "kernel": sh("uname", "-r"),
         "debian": debian,
         "nginx": sh("nginx", "-v") or sh("sh", "-c", "nginx -v 2>&1"),
+        "haproxy": sh("sh", "-c", "haproxy -v 2>&1 | head -1"),
         "openssl": sh("openssl", "version"),
         "wrk": sh("sh", "-c", "wrk -v 2>&1 | head -1"),
         "rustc": sh("rustc", "--version"),
