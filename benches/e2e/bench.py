@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import resource
 
 CORE_PROXY = "0"
 CORE_LOAD = "1"
@@ -48,6 +49,8 @@ ROWS = [
     ("ws_tput_mib_s", "websocket echo 64 KiB throughput", "MiB/s", "higher"),
     ("idle_kib_per_ws", "idle websocket, RSS growth per connection", "KiB", "lower"),
     ("tls_hs_per_s", "full TLS handshakes", "1/s", "higher"),
+    ("storm_open_s", "reconnect storm: 5,000 websockets at once, time until all open", "s", "lower"),
+    ("storm_p99_ms", "reconnect storm: connect start to 101, p99", "ms", "lower"),
     # Diagnostics: the websocket rows again with the proxy moved onto the load generator's core.
     ("ws_rtt_p50_us_core1", "websocket echo 1 KiB p50, proxy on core 1", "µs", "lower"),
     ("ws_tput_mib_s_core1", "websocket echo 64 KiB throughput, proxy on core 1", "MiB/s", "higher"),
@@ -520,6 +523,101 @@ def tls_rows(args, stack, res):
             if r["failed"]:
                 res.notes.setdefault("tls_failed", {}).setdefault(t, []).append(r["failed"])
             res.add("tls_hs_per_s", t, r["handshakes_per_s"])
+
+
+# === storms: thousands of clients at once, each on its own fresh connection ===
+
+
+def children_cpu_s():
+    """CPU seconds of every child this harness has waited for (the load generator's runs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def open_fds(pid):
+    """Descriptors a process and its children hold (nginx: master plus worker)."""
+    n = 0
+    for p in [pid] + children(pid):
+        try:
+            n += len(os.listdir(f"/proc/{p}/fd"))
+        except OSError:
+            pass
+    return n
+
+
+def listen_drops():
+    """The kernel's count of connection attempts dropped at a full listen queue (TcpExt
+    ListenDrops): a storm that overflows a backlog waits for SYN retransmits, a second or more."""
+    with open("/proc/net/netstat") as f:
+        lines = [l.split() for l in f if l.startswith("TcpExt:")]
+    return int(dict(zip(lines[0][1:], lines[1][1:])).get("ListenDrops", 0))
+
+
+def wait_fds(pids, baseline, deadline_s=30):
+    """Polls until the processes hold no more descriptors than before a storm (plus slack for
+    pooled connections), so one storm's teardown is not measured as the next one's slowness."""
+    end = time.monotonic() + deadline_s
+    while any(open_fds(p) > baseline[p] + 64 for p in pids):
+        if time.monotonic() > end:
+            log(f"  descriptors still held {deadline_s}s after a storm: "
+                f"{ {p: (open_fds(p), baseline[p]) for p in pids} }")
+            return
+        time.sleep(0.1)
+
+
+def login_many(args, url, shape, prefix, out=None, parallel=64):
+    """`e2e-load login-many`: `args.storm` distinct tokens, each on a fresh connection; fails on
+    any failed login, and on a session given twice."""
+    cmd = ["login-many", "--url", url, "--shape", shape, "--prefix", prefix, "--count", str(args.storm),
+           "--parallel", str(parallel), "--seconds-max", "240"]
+    if out:
+        cmd += ["--out", out]
+    r = load(args, *cmd, timeout=300)
+    if r["failed"]:
+        raise RuntimeError(f"login-many {shape} {url}: {r['failed']} of {args.storm} failed: {r['first_error']}")
+    if shape == "login" and r["distinct_sessions"] != args.storm:
+        raise RuntimeError(f"login-many {url}: {r['distinct_sessions']} distinct sessions for {args.storm} logins")
+    return r
+
+
+def storm_rows(args, stack, res):
+    """A reconnect storm, as after a replica dies: `args.storm` websocket clients holding valid
+    credentials open at once, each with a fresh TCP connection, a full TLS handshake (no
+    resumption) and the upgrade. drawbridge: each client its own session (logged in first);
+    nginx: each client its own provider token, its auth cache warmed first; HAProxy and direct:
+    no credentials. The load generator's CPU time is recorded beside the wall time, to show
+    whether it, rather than the target, set the pace."""
+    n = args.storm
+    creds = {
+        "drawbridge": os.path.join(stack.work, "storm-sessions.txt"),
+        "nginx": os.path.join(stack.work, "storm-nginx-tokens.txt"),
+    }
+    log(f"reconnect storm, {n} websockets:")
+    stamp = time.time_ns()
+    login_many(args, stack.http_base("drawbridge") + "/auth/login", "login", f"storm-db-{stamp}", creds["drawbridge"])
+    nginx_check = stack.http_base("nginx") + "/auth/check"
+    for rep in range(args.reps):
+        for t in TARGETS:
+            if t == "nginx":
+                # Before each repetition, so every token is in the cache (proxy_cache_valid 300 s)
+                # when the storm starts: the first pass asks the webhook, later ones are cache hits.
+                login_many(args, nginx_check, "check", f"storm-ngx-{stamp}", creds["nginx"])
+            url, _ = stack.ws(t)
+            auth = ["--tokens", creds[t]] if t in creds else []
+            pids = [stack.pid(t), stack.demo.pid]
+            baseline = {p: open_fds(p) for p in pids}
+            cpu, drops = children_cpu_s(), listen_drops()
+            r = load(args, "ws-storm", "--url", url, *auth, "--count", str(n), "--parallel", str(n),
+                     "--seconds-max", "60", timeout=120)
+            cpu, drops = children_cpu_s() - cpu, listen_drops() - drops
+            if r["failed"]:
+                raise RuntimeError(f"storm {t}: {r['failed']} of {n} websockets failed: {r['first_error']}")
+            res.add("storm_open_s", t, r["seconds_to_all_open"])
+            res.add("storm_p99_ms", t, r["p99_us"] / 1e3)
+            res.notes.setdefault("storm_p50_ms", {}).setdefault(t, []).append(round(r["p50_us"] / 1e3, 2))
+            res.notes.setdefault("storm_load_cpu_s", {}).setdefault(t, []).append(round(cpu, 2))
+            res.notes.setdefault("storm_listen_drops", {}).setdefault(t, []).append(drops)
+            wait_fds(pids, baseline)
 
 
 # === the observability scenario (--only observability) ===
@@ -1099,12 +1197,16 @@ def main():
     ap.add_argument("--idle", type=int, default=10000, help="idle websockets per target, at most (fewer if they do not fit)")
     ap.add_argument(
         "--only",
-        default="auth,http,ws,tls,idle",
-        help="rows: auth, http, ws, tls, idle; reload and cluster run only when named",
+        default="auth,http,ws,tls,storm,idle",
+        help="rows: auth, http, ws, tls, storm, idle; forward_auth, observability, reload and "
+        "cluster run only when named",
     )
     ap.add_argument("--reval-window", type=int, default=90, help="seconds each revalidation window is measured")
+    ap.add_argument("--storm", type=int, default=5000, help="clients in the reconnect storm")
     args = ap.parse_args()
     only = set(args.only.split(","))
+    for i, (row, label, unit, better) in enumerate(ROWS):
+        ROWS[i] = (row, label.replace("5,000", f"{args.storm:,}"), unit, better)
     if "forward_auth" in only:
         ROWS.extend(FORWARD_AUTH_ROWS)
 
@@ -1155,6 +1257,7 @@ def main():
             "loadavg": {"start": load_start, "end": open("/proc/loadavg").read().split()[:3]},
             "settings": {
                 "reps": args.reps, "seconds": args.seconds, "rtt_count": args.rtt_count, "idle_max": args.idle,
+                "storm_clients": args.storm,
                 "nofile_hard_limit": hard, "nice": os.environ.get("E2E_NICE", "0"),
                 "core_proxy": CORE_PROXY, "core_load": CORE_LOAD,
             },
@@ -1177,7 +1280,7 @@ def main():
 
     try:
         wait_port(hook_port)
-        if only & {"auth", "http", "ws", "tls", "forward_auth"}:
+        if only & {"auth", "http", "ws", "tls", "storm", "forward_auth"}:
             stack = Stack(args, work, hook_port, "main")
             try:
                 if "auth" in only:
@@ -1192,6 +1295,9 @@ def main():
                     save()
                 if "tls" in only:
                     tls_rows(args, stack, res)
+                    save()
+                if "storm" in only:
+                    storm_rows(args, stack, res)
                     save()
                 if "forward_auth" in only:
                     forward_auth_rows(args, stack, res)
