@@ -41,6 +41,8 @@ ROWS = [
     ("login_hit_rps", "auth check / login, cache hit (32 conns)", "req/s", "higher"),
     ("login_miss_rps", "auth check / login, cache miss (32 conns)", "req/s", "higher"),
     ("check_hit_rps", "auth check, no session minted, cache hit (32 conns)", "req/s", "higher"),
+    ("login_storm_rps", "login storm: 5,000 clients, a fresh TLS connection each, 64 in flight, cache warm",
+     "req/s", "higher"),
     ("http_rps", "proxied GET /api/items (32 conns)", "req/s", "higher"),
     ("http_p50_us", "proxied GET p50 (1 conn)", "µs", "lower"),
     ("http_p99_us", "proxied GET p99 (1 conn)", "µs", "lower"),
@@ -620,6 +622,32 @@ def storm_rows(args, stack, res):
             wait_fds(pids, baseline)
 
 
+def login_storm_rows(args, stack, res):
+    """A login storm: `args.storm` distinct clients, each token logged in once before (so
+    drawbridge's decision cache and nginx's proxy_cache hold it), then each logs in again on its
+    own fresh TLS connection, 64 in flight; drawbridge must hand each its own session. direct is
+    the webhook itself over plain HTTP, a fresh connection each."""
+    shapes = {
+        "direct": ("webhook", f"http://127.0.0.1:{stack.hook_port}/auth"),
+        "nginx": ("check", stack.http_base("nginx") + "/auth/check"),
+        "drawbridge": ("login", stack.http_base("drawbridge") + "/auth/login"),
+    }
+    log(f"login storm, {args.storm} clients, {args.login_parallel} in flight:")
+    for rep in range(args.reps):
+        for t, (shape, url) in shapes.items():
+            prefix = f"ls-{t}-{rep}-{time.time_ns()}"
+            if t != "direct":
+                login_many(args, url, shape, prefix)  # fills the decision cache
+            before = webhook_calls(stack.hook_port)
+            r = login_many(args, url, shape, prefix, parallel=args.login_parallel)
+            calls = webhook_calls(stack.hook_port) - before
+            res.add("login_storm_rps", t, r["logins_per_s"])
+            res.notes.setdefault("login_storm_p99_ms", {}).setdefault(t, []).append(round(r["p99_ms"], 2))
+            res.notes.setdefault("login_storm_webhook_calls_per_login", {}).setdefault(t, []).append(
+                round(calls / args.storm, 4)
+            )
+
+
 # === the observability scenario (--only observability) ===
 
 # drawbridge with each observability output, beside one with none, all in the same run: the cost of
@@ -1197,12 +1225,13 @@ def main():
     ap.add_argument("--idle", type=int, default=10000, help="idle websockets per target, at most (fewer if they do not fit)")
     ap.add_argument(
         "--only",
-        default="auth,http,ws,tls,storm,idle",
-        help="rows: auth, http, ws, tls, storm, idle; forward_auth, observability, reload and "
+        default="auth,http,ws,tls,storm,login_storm,idle",
+        help="rows: auth, http, ws, tls, storm, login_storm, idle; forward_auth, observability, reload and "
         "cluster run only when named",
     )
     ap.add_argument("--reval-window", type=int, default=90, help="seconds each revalidation window is measured")
-    ap.add_argument("--storm", type=int, default=5000, help="clients in the reconnect storm")
+    ap.add_argument("--storm", type=int, default=5000, help="clients in the reconnect and login storms")
+    ap.add_argument("--login-parallel", type=int, default=64, help="logins in flight in the login storm")
     args = ap.parse_args()
     only = set(args.only.split(","))
     for i, (row, label, unit, better) in enumerate(ROWS):
@@ -1257,7 +1286,7 @@ def main():
             "loadavg": {"start": load_start, "end": open("/proc/loadavg").read().split()[:3]},
             "settings": {
                 "reps": args.reps, "seconds": args.seconds, "rtt_count": args.rtt_count, "idle_max": args.idle,
-                "storm_clients": args.storm,
+                "storm_clients": args.storm, "login_storm_parallel": args.login_parallel,
                 "nofile_hard_limit": hard, "nice": os.environ.get("E2E_NICE", "0"),
                 "core_proxy": CORE_PROXY, "core_load": CORE_LOAD,
             },
@@ -1280,7 +1309,7 @@ def main():
 
     try:
         wait_port(hook_port)
-        if only & {"auth", "http", "ws", "tls", "storm", "forward_auth"}:
+        if only & {"auth", "http", "ws", "tls", "storm", "login_storm", "forward_auth"}:
             stack = Stack(args, work, hook_port, "main")
             try:
                 if "auth" in only:
@@ -1298,6 +1327,9 @@ def main():
                     save()
                 if "storm" in only:
                     storm_rows(args, stack, res)
+                    save()
+                if "login_storm" in only:
+                    login_storm_rows(args, stack, res)
                     save()
                 if "forward_auth" in only:
                     forward_auth_rows(args, stack, res)
