@@ -460,13 +460,13 @@ def http_rows(args, stack, res):
     for rep in range(args.reps):
         for t in TARGETS:
             url = stack.http_base(t) + "/api/items"
-            cpu = proc_cpu_s(stack.pid(t))
+            cpu = tree_cpu_s(stack.pid(t))
             r = wrk(url, 32, args.seconds)
             check_wrk(r, "http_rps", t)
             res.add("http_rps", t, r["rps"])
             # That the target's own process carried the load (a proxy answering from elsewhere would not).
             res.notes.setdefault("http_rps_target_cpu_s", {}).setdefault(t, []).append(
-                round(proc_cpu_s(stack.pid(t)) - cpu, 2)
+                round(tree_cpu_s(stack.pid(t)) - cpu, 2)
             )
             r = wrk(url, 1, args.seconds)
             check_wrk(r, "http_latency", t)
@@ -817,6 +817,11 @@ def proc_cpu_s(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid):
+    """CPU seconds of a process and its children (nginx: the worker does the work)."""
+    return proc_cpu_s(pid) + sum(proc_cpu_s(c) for c in children(pid))
 
 
 def admin_metric(stack, sample):
