@@ -1230,6 +1230,29 @@ def targets(med):
     return out
 
 
+def estimate_s(args, only):
+    """A rough duration of the measuring, per section, from the settings (fitted to runs on the
+    2-core reference machine; a busy machine adds the quiet gates' waiting, up to 2 minutes)."""
+    q = 0.7  # the quiet gate and a process start per measurement
+    n, reps, sec = args.storm, args.reps, args.seconds
+    idle = {t: min(args.idle, (args.nofile - 200) // k) for t, k in (("direct", 1), ("haproxy", 2), ("nginx", 3),
+                                                                       ("drawbridge", 2))}
+    parts = {
+        "auth": 3 * (3 * (1 + q) + reps * 3 * (sec + q)),
+        "http": 4 * (1 + q) + reps * 4 * 2 * (sec + q),
+        # ws-rtt: the echoes at ~150 µs each; ws-tput: the seconds plus a second of warm-up; twice
+        # (the core-1 diagnostic).
+        "ws": 2 * reps * 4 * (args.rtt_count * 150e-6 + 2 * q + sec + 1),
+        "tls": reps * 3 * (sec + q),
+        # Sessions for every drawbridge client, nginx's cache warmed per repetition, four storms.
+        "storm": n / 1200 + reps * (n / 2000 + 4 * (n / 2000 + q + 2)),
+        # Per repetition: the webhook once, nginx and drawbridge twice (warm, then the storm).
+        "login_storm": reps * (n / 5000 + 2 * 2 * n / 1500 + 5 * q),
+        "idle": reps * (4 + sum(q + 7 + c / 1500 for c in idle.values())),
+    }
+    return sum(v for k, v in parts.items() if k in only) + 5
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--drawbridge", required=True)
@@ -1287,6 +1310,7 @@ def main():
     if not os.path.exists(session_key):
         subprocess.run([args.drawbridge, "keygen", "--out", session_key], check=True, capture_output=True)
 
+    log(f"== about {estimate_s(args, only) / 60:.0f} min of measuring ({args.only}, {args.reps} reps)")
     hook_port = free_port()
     hook = Proc("webhook", CORE_LOAD, [args.load, "webhook", "--addr", f"127.0.0.1:{hook_port}"], os.path.join(work, "logs"))
     res = Results()
