@@ -1310,7 +1310,7 @@ def main():
     if not os.path.exists(session_key):
         subprocess.run([args.drawbridge, "keygen", "--out", session_key], check=True, capture_output=True)
 
-    log(f"== about {estimate_s(args, only) / 60:.0f} min of measuring ({args.only}, {args.reps} reps)")
+    log(f"== about {estimate_s(args, only) / 60:.1f} min of measuring ({args.only}, {args.reps} reps)")
     hook_port = free_port()
     hook = Proc("webhook", CORE_LOAD, [args.load, "webhook", "--addr", f"127.0.0.1:{hook_port}"], os.path.join(work, "logs"))
     res = Results()
