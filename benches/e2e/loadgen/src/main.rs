@@ -193,6 +193,32 @@ fn tls_config() -> Arc<ClientConfig> {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+/// A new TCP connection to `addr`, with a full TLS handshake on top when given a client config.
+/// With `reset_on_drop`, dropping it resets the connection: thousands of clients closed at once
+/// leave no TIME_WAIT behind to crowd the next round's ephemeral ports.
+async fn dial(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+    reset_on_drop: bool,
+) -> Result<Pin<Box<dyn Io>>, String> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    if reset_on_drop {
+        tcp.set_zero_linger().map_err(|e| e.to_string())?;
+    }
+    let Some(tls) = tls else {
+        return Ok(Box::pin(tcp));
+    };
+    let name = ServerName::try_from("localhost").expect("literal name");
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS {addr}: {e}"))?;
+    Ok(Box::pin(stream))
+}
+
 type Ws = WebSocketStream<Pin<Box<dyn Io>>>;
 
 struct Target {
@@ -222,32 +248,15 @@ impl Target {
         self.connect_with(bearer, tls, false).await
     }
 
-    /// With `reset_on_drop`, dropping the websocket resets the connection: thousands of clients
-    /// closed at once leave no TIME_WAIT behind to crowd the next round's ephemeral ports.
+    /// [`Target::connect`], resetting the connection when the websocket is dropped with
+    /// `reset_on_drop` (see [`dial`]).
     async fn connect_with(
         &self,
         bearer: Option<&str>,
         tls: &Arc<ClientConfig>,
         reset_on_drop: bool,
     ) -> Result<Ws, String> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| format!("connect {}: {e}", self.addr))?;
-        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        if reset_on_drop {
-            tcp.set_zero_linger().map_err(|e| e.to_string())?;
-        }
-        let io: Pin<Box<dyn Io>> = if self.tls {
-            let name = ServerName::try_from("localhost").expect("literal name");
-            Box::pin(
-                tokio_rustls::TlsConnector::from(tls.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS {}: {e}", self.addr))?,
-            )
-        } else {
-            Box::pin(tcp)
-        };
+        let io = dial(self.addr, self.tls.then_some(tls), reset_on_drop).await?;
         let mut req = self
             .url
             .as_str()
@@ -563,7 +572,7 @@ impl Shape {
     }
 }
 
-/// An `http[s]://127.0.0.1:P/path` URL, split for a hand-made request on a fresh connection.
+/// An `http[s]://127.0.0.1:P/path` URL, split for a request on a fresh connection.
 struct HttpTarget {
     tls: bool,
     addr: SocketAddr,
@@ -597,21 +606,7 @@ impl HttpTarget {
         token: &str,
         tls: &Arc<ClientConfig>,
     ) -> Result<Option<String>, String> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| format!("connect {}: {e}", self.addr))?;
-        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        let io: Pin<Box<dyn Io>> = if self.tls {
-            let name = ServerName::try_from("localhost").expect("literal name");
-            Box::pin(
-                tokio_rustls::TlsConnector::from(tls.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS {}: {e}", self.addr))?,
-            )
-        } else {
-            Box::pin(tcp)
-        };
+        let io = dial(self.addr, self.tls.then_some(tls), false).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| e.to_string())?;
