@@ -771,9 +771,10 @@ def idle_rows(args, work, hook_port, res):
     """A fresh stack per repetition, so each target's growth starts from a process that has never
     held a tunnel (an allocator keeps freed memory, and a second round would look cheaper)."""
     # Descriptors per idle websocket in each process: the sync server holds one; drawbridge and
-    # HAProxy two (client, upstream); nginx three, because the auth subrequest's cache file stays open for as
-    # long as the websocket request lives. Each gets as many as fit in the same limit.
-    counts = {t: min(args.idle, (args.nofile - 200) // k) for t, k in (("direct", 1), ("haproxy", 2), ("nginx", 3), ("drawbridge", 2))}
+    # HAProxy two (client, upstream); nginx three, because the auth subrequest's cache file stays
+    # open for as long as the websocket request lives. Each gets as many as fit in the same limit.
+    per_ws = (("direct", 1), ("haproxy", 2), ("nginx", 3), ("drawbridge", 2))
+    counts = {t: min(args.idle, (args.nofile - 200) // k) for t, k in per_ws}
     log(f"idle websockets, per target: {counts}:")
     for rep in range(args.reps):
         stack = Stack(args, work, hook_port, f"idle{rep}")
