@@ -1,27 +1,31 @@
 #!/usr/bin/env bash
-# End-to-end benchmark: the demo sync server direct, through nginx and through drawbridge, all on
-# 127.0.0.1 (see BENCHMARKS.md). Installs what it needs (nginx and wrk from Debian, matplotlib in a
-# venv), builds drawbridge and the load client in release mode, measures (~12 min), and writes
-# benches/e2e/results.json and benches/e2e/plots/*.png.
+# End-to-end benchmark: the demo sync server direct, through HAProxy (TLS only, no auth), through
+# nginx and through drawbridge, all on 127.0.0.1 (see BENCHMARKS.md). Installs what it needs (nginx,
+# haproxy and wrk from Debian, matplotlib in a venv), builds drawbridge and the load client in release
+# mode, measures (bench.py prints its estimate first: about 15 min with the defaults, up to 2 more
+# on a busy machine), and writes benches/e2e/results.json and benches/e2e/plots/*.png.
 #
 #   bash benches/e2e/run.sh                 # everything
-#   bash benches/e2e/run.sh --only ws,tls   # some rows (auth, http, ws, tls, idle); --reps N, --seconds N
+#   bash benches/e2e/run.sh --only ws,tls   # some rows (auth, http, ws, tls, storm, login_storm, idle);
+#                                           # --reps N, --seconds N, --storm N (clients per storm)
+#   bash benches/e2e/run.sh --only storm,login_storm   # the reconnect storm and the login storm
 #   bash benches/e2e/run.sh --only observability   # audit, access log and tracing against off
 #   (--only cluster: cluster mode off vs on and revocation propagation, with redis-server; see BENCHMARKS.md)
 #   E2E_NICE=-19 bash benches/e2e/run.sh    # on a machine something else is using: the benchmark first
 #
-# CARGO_TARGET_DIR is honoured (default: target/). Needs root for apt-get, or nginx and wrk installed.
+# CARGO_TARGET_DIR is honoured (default: target/). Needs root for apt-get, or nginx, haproxy and wrk
+# installed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 e2e=$root/benches/e2e
 target=${CARGO_TARGET_DIR:-$root/target}
 
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v taskset >/dev/null \
-    || ! command -v redis-server >/dev/null; then
-    echo "== installing nginx, wrk and redis-server (apt; redis-server for --only cluster)"
+if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null || ! command -v wrk >/dev/null \
+    || ! command -v taskset >/dev/null || ! command -v redis-server >/dev/null; then
+    echo "== installing nginx, haproxy, wrk and redis-server (apt; redis-server for --only cluster)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk openssl util-linux redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk openssl util-linux redis-server >/dev/null
 fi
 venv=${E2E_VENV:-$HOME/.cache/drawbridge-e2e/venv}
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
@@ -36,7 +40,7 @@ cargo build --release --locked --bin drawbridge --target-dir "$target"
 # drawbridge measured would not be the one `cargo build --bin drawbridge` makes.
 cargo build --release --locked -p drawbridge-e2e-load --target-dir "$target"
 
-# Idle tunnels need descriptors: two per proxied websocket in the proxy.
+# Idle tunnels and the storms need descriptors: two per proxied websocket in the proxy.
 ulimit -n "$(ulimit -Hn)"
 work=$(mktemp -d /tmp/drawbridge-e2e.XXXXXX)
 echo "== measuring (logs and configs in $work)"

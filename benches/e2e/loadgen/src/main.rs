@@ -9,6 +9,10 @@
 //! e2e-load ws-tput        --url ... [--bearer T] [--size 65536] [--conns 4] [--window 4] [--seconds 5] [--warmup 1]
 //! e2e-load ws-idle        --url ... [--bearer T] [--count 10000] [--parallel 64] [--open-max 90] [--hold-max 120]
 //! e2e-load tls-handshakes --addr 127.0.0.1:P [--seconds 5] [--parallel 16]
+//! e2e-load login-many     --url http[s]://127.0.0.1:P/PATH --prefix P [--shape login|check|webhook]
+//!                         [--count 5000] [--parallel 64] [--seconds-max 120] [--out FILE]
+//! e2e-load ws-storm       --url ... [--tokens FILE | --bearer T] [--count 5000] [--parallel 5000]
+//!                         [--seconds-max 60]
 //! ```
 //!
 //! Results are one JSON object on stdout. The TLS client offers X25519 only (what OpenSSL 3.0's
@@ -26,6 +30,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use drawbridge::demo::provider::{Directory, serve};
 use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
@@ -51,8 +57,11 @@ fn main() {
             "ws-tput" => ws_tput(&args).await,
             "ws-idle" => ws_idle(&args).await,
             "tls-handshakes" => tls_handshakes(&args).await,
+            "login-many" => login_many(&args).await,
+            "ws-storm" => ws_storm(&args).await,
             other => Err(format!(
-                "unknown command {other:?}: webhook, ws-rtt, ws-tput, ws-idle, tls-handshakes"
+                "unknown command {other:?}: webhook, ws-rtt, ws-tput, ws-idle, tls-handshakes, \
+                 login-many, ws-storm"
             )),
         }
     });
@@ -184,6 +193,32 @@ fn tls_config() -> Arc<ClientConfig> {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+/// A new TCP connection to `addr`, with a full TLS handshake on top when given a client config.
+/// With `reset_on_drop`, dropping it resets the connection: thousands of clients closed at once
+/// leave no TIME_WAIT behind to crowd the next round's ephemeral ports.
+async fn dial(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+    reset_on_drop: bool,
+) -> Result<Pin<Box<dyn Io>>, String> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    if reset_on_drop {
+        tcp.set_zero_linger().map_err(|e| e.to_string())?;
+    }
+    let Some(tls) = tls else {
+        return Ok(Box::pin(tcp));
+    };
+    let name = ServerName::try_from("localhost").expect("literal name");
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS {addr}: {e}"))?;
+    Ok(Box::pin(stream))
+}
+
 type Ws = WebSocketStream<Pin<Box<dyn Io>>>;
 
 struct Target {
@@ -210,21 +245,18 @@ impl Target {
     }
 
     async fn connect(&self, bearer: Option<&str>, tls: &Arc<ClientConfig>) -> Result<Ws, String> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| format!("connect {}: {e}", self.addr))?;
-        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        let io: Pin<Box<dyn Io>> = if self.tls {
-            let name = ServerName::try_from("localhost").expect("literal name");
-            Box::pin(
-                tokio_rustls::TlsConnector::from(tls.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS {}: {e}", self.addr))?,
-            )
-        } else {
-            Box::pin(tcp)
-        };
+        self.connect_with(bearer, tls, false).await
+    }
+
+    /// [`Target::connect`], resetting the connection when the websocket is dropped with
+    /// `reset_on_drop` (see [`dial`]).
+    async fn connect_with(
+        &self,
+        bearer: Option<&str>,
+        tls: &Arc<ClientConfig>,
+        reset_on_drop: bool,
+    ) -> Result<Ws, String> {
+        let io = dial(self.addr, self.tls.then_some(tls), reset_on_drop).await?;
         let mut req = self
             .url
             .as_str()
@@ -516,4 +548,264 @@ async fn handshake_once(addr: SocketAddr, tls: &Arc<ClientConfig>) -> Result<(),
     let (tcp, _) = stream.into_inner();
     let _ = tcp.set_zero_linger();
     Ok(())
+}
+
+// === storms: many clients at once, each on its own fresh connection ===
+
+/// What a login request looks like: drawbridge's `POST /auth/login` (a session comes back), nginx's
+/// `GET /auth/check` with the token as bearer, or the webhook's own `POST /auth`.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    Login,
+    Check,
+    Webhook,
+}
+
+impl Shape {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "login" => Ok(Self::Login),
+            "check" => Ok(Self::Check),
+            "webhook" => Ok(Self::Webhook),
+            other => Err(format!("--shape {other:?}: want login, check or webhook")),
+        }
+    }
+}
+
+/// An `http[s]://127.0.0.1:P/path` URL, split for a request on a fresh connection.
+struct HttpTarget {
+    tls: bool,
+    addr: SocketAddr,
+    authority: String,
+    path: String,
+}
+
+impl HttpTarget {
+    fn parse(url: &str) -> Result<Self, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("{url}: want http:// or https://"));
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        Ok(Self {
+            tls,
+            addr: loopback(authority)?,
+            authority: authority.to_owned(),
+            path: if path.is_empty() { "/" } else { path }.to_owned(),
+        })
+    }
+
+    /// One request on a new connection (a full TLS handshake when https, never resumed), closed
+    /// after the answer. Returns the session token for [`Shape::Login`], else `None`.
+    async fn once(
+        &self,
+        shape: Shape,
+        token: &str,
+        tls: &Arc<ClientConfig>,
+    ) -> Result<Option<String>, String> {
+        let io = dial(self.addr, self.tls.then_some(tls), false).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+        let conn = tokio::spawn(conn);
+        let builder = http::Request::builder()
+            .uri(self.path.as_str())
+            .header(http::header::HOST, self.authority.as_str())
+            .header(http::header::CONNECTION, "close");
+        let req = match shape {
+            Shape::Check => builder
+                .method(http::Method::GET)
+                .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Full::new(Bytes::new())),
+            Shape::Login | Shape::Webhook => builder
+                .method(http::Method::POST)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(
+                    serde_json::json!({"appID": "bench-app", "provider": "bench", "token": token})
+                        .to_string(),
+                ))),
+        }
+        .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        drop(sender);
+        let _ = conn.await;
+        if !status.is_success() {
+            return Err(format!("status {status}"));
+        }
+        if shape != Shape::Login {
+            return Ok(None);
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("login answer: {e}"))?;
+        match v.get("sessionToken").and_then(|t| t.as_str()) {
+            Some(t) => Ok(Some(t.to_owned())),
+            None => Err("login answer without a sessionToken".to_owned()),
+        }
+    }
+}
+
+/// Logs in `count` distinct tokens, `<prefix>-<i>`, each on its own fresh connection, `parallel`
+/// at a time, within `seconds-max`. With `--out`, writes what a websocket client then presents,
+/// one per line in token order: the session for `login`, the provider token otherwise (a line is
+/// empty where that login failed). Reports logins per second over the whole batch, and checks that
+/// every session is distinct (`distinct_sessions`).
+async fn login_many(args: &Args) -> Result<String, String> {
+    let target = Arc::new(HttpTarget::parse(args.str("url")?)?);
+    let shape = Shape::parse(args.opt("shape").unwrap_or("login"))?;
+    let prefix = args.str("prefix")?.to_owned();
+    let count: usize = args.num("count", 5000)?;
+    let parallel: usize = args.num("parallel", 64)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.num("seconds-max", 120)?);
+    let tls = tls_config();
+    let gate = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, gate.clone().acquire_owned()).await
+        else {
+            break;
+        };
+        let (target, tls, token) = (target.clone(), tls.clone(), format!("{prefix}-{i}"));
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = tokio::time::timeout_at(deadline, target.once(shape, &token, &tls))
+                .await
+                .unwrap_or_else(|_| Err("no answer in time".to_owned()));
+            drop(permit);
+            (token, r, t.elapsed().as_nanos() as u64)
+        }));
+    }
+    let mut lines = Vec::with_capacity(count);
+    let mut samples = Vec::with_capacity(count);
+    let mut sessions = std::collections::HashSet::new();
+    let mut failed = count - tasks.len();
+    let mut first_error = None;
+    for t in tasks {
+        let (token, r, ns) = t.await.map_err(|e| e.to_string())?;
+        match r {
+            Ok(session) => {
+                samples.push(ns);
+                if let Some(s) = &session {
+                    sessions.insert(s.clone());
+                }
+                lines.push(session.unwrap_or(token));
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+                lines.push(String::new());
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(path) = args.opt("out") {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))?;
+    }
+    samples.sort_unstable();
+    Ok(serde_json::json!({
+        "ok": samples.len(),
+        "failed": failed,
+        "first_error": first_error,
+        "distinct_sessions": sessions.len(),
+        "seconds": seconds,
+        "logins_per_s": samples.len() as f64 / seconds,
+        "p50_ms": percentile(&samples, 50.0) / 1e6,
+        "p99_ms": percentile(&samples, 99.0) / 1e6,
+    })
+    .to_string())
+}
+
+/// A reconnect storm: `count` websocket clients start at once (`parallel` at a time), each with a
+/// fresh TCP connection, a full TLS handshake (no resumption) and the upgrade, presenting its own
+/// line of `--tokens` (or the one `--bearer`). All are held until the last has opened or failed,
+/// then reset. Reports how long until all were open and each client's connect-start-to-101 time.
+async fn ws_storm(args: &Args) -> Result<String, String> {
+    let target = Arc::new(Target::parse(args.str("url")?)?);
+    let tokens: Vec<Option<String>> = match args.opt("tokens") {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("{path}: {e}"))?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| Some(l.to_owned()))
+            .collect(),
+        None => vec![args.opt("bearer").map(str::to_owned)],
+    };
+    let from_file = args.opt("tokens").is_some();
+    let count: usize = args.num("count", if from_file { tokens.len() } else { 5000 })?;
+    if tokens.is_empty() || (from_file && tokens.len() < count) {
+        return Err(format!(
+            "--count {count}: the tokens file has {} lines",
+            tokens.len()
+        ));
+    }
+    let parallel: usize = args.num("parallel", count)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.num("seconds-max", 60)?);
+    let tls = tls_config();
+    let gate = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, gate.clone().acquire_owned()).await
+        else {
+            break;
+        };
+        let bearer = tokens[i % tokens.len()].clone();
+        let (target, tls) = (target.clone(), tls.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let ws = tokio::time::timeout_at(
+                deadline,
+                target.connect_with(bearer.as_deref(), &tls, true),
+            )
+            .await
+            .unwrap_or_else(|_| Err("no 101 in time".to_owned()));
+            drop(permit);
+            (ws, t.elapsed().as_nanos() as u64, started.elapsed())
+        }));
+    }
+    let mut open = Vec::with_capacity(count);
+    let mut samples = Vec::with_capacity(count);
+    let mut last_open = Duration::ZERO;
+    let mut failed = count - tasks.len();
+    let mut first_error = None;
+    for t in tasks {
+        let (ws, ns, at) = t.await.map_err(|e| e.to_string())?;
+        match ws {
+            Ok(ws) => {
+                open.push(ws);
+                samples.push(ns);
+                last_open = last_open.max(at);
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let opened = open.len();
+    drop(open);
+    samples.sort_unstable();
+    let all_open = (failed == 0).then_some(last_open.as_secs_f64());
+    Ok(serde_json::json!({
+        "opened": opened,
+        "failed": failed,
+        "first_error": first_error,
+        "seconds_to_all_open": all_open,
+        "seconds_to_last_open": last_open.as_secs_f64(),
+        "p50_us": percentile(&samples, 50.0) / 1e3,
+        "p99_us": percentile(&samples, 99.0) / 1e3,
+    })
+    .to_string())
 }
