@@ -230,10 +230,13 @@ impl App {
         let graceful = GracefulShutdown::new();
         let stop = CancellationToken::new();
         self.readiness.set_tls_loaded();
+        let runtime = tokio::runtime::Handle::current();
         tracing::info!(
             addr = %listener.tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             admin = %admin_addr,
             tls = self.tls.is_some(),
+            runtime = ?runtime.runtime_flavor(),
+            workers = runtime.metrics().num_workers(),
             "drawbridge serving"
         );
         {

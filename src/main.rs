@@ -219,10 +219,15 @@ fn usage_error(path: &std::path::Path, e: &config::ConfigError) -> ExitCode {
 }
 
 fn runtime(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // On one CPU (a pinned sidecar, a CPU limit of 1) a single-threaded runtime does the same work
+    // without the work-stealing scheduler's cross-thread wake-ups and atomics.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("drawbridge: cannot start the runtime: {e}");

@@ -81,3 +81,34 @@ async fn sigterm_closes_open_tunnels_with_1001() {
     assert_eq!(code, Some(1001));
     assert_eq!(gw.wait_exit(Duration::from_secs(8)), 0);
 }
+
+#[tokio::test]
+async fn on_one_cpu_a_single_threaded_runtime_serves_logins_and_tunnels_and_drains() {
+    let up = Upstream::start().await;
+    let hook = support::Webhook::users(3600).await;
+    let mut gw = Running::start_on_one_cpu(
+        Gateway::builder(up.url())
+            .demo_provider(&hook)
+            .extra("[shutdown]\ngrace_seconds = 5"),
+    );
+    let serving = gw
+        .logs()
+        .lines()
+        .find(|l| l.contains("drawbridge serving"))
+        .map(str::to_owned)
+        .expect("the serving line");
+    assert!(
+        serving.contains("\"runtime\":\"CurrentThread\""),
+        "{serving}"
+    );
+    assert!(serving.contains("\"workers\":1"), "{serving}");
+
+    let token = login(&gw, "app", "demo", "zed-token").await.session();
+    let mut ws = ws::bearer_client(gw.addr, &gw.ca.pem(), "/sync", &token).await;
+    ws::echo_ok(&mut ws, "one core is enough").await;
+
+    kill(Pid::from_raw(gw.child.id() as i32), Signal::SIGTERM).unwrap();
+    let code = ws::close_of(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(code, Some(1001));
+    assert_eq!(gw.wait_exit(Duration::from_secs(8)), 0);
+}

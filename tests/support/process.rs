@@ -37,6 +37,18 @@ impl Running {
     // The child is owned by `Running`, whose Drop kills and waits for it.
     #[allow(clippy::zombie_processes)]
     pub fn start_with(builder: GatewayBuilder, env: &[(&str, &str)]) -> Self {
+        Self::spawn(builder, env, &[])
+    }
+
+    /// Starts `drawbridge run` allowed onto one CPU only (`taskset -c 0`), as a pinned sidecar is.
+    #[allow(clippy::zombie_processes)]
+    pub fn start_on_one_cpu(builder: GatewayBuilder) -> Self {
+        Self::spawn(builder, &[], &["taskset", "-c", "0"])
+    }
+
+    // The child is owned by `Running`, whose Drop kills and waits for it.
+    #[allow(clippy::zombie_processes)]
+    fn spawn(builder: GatewayBuilder, env: &[(&str, &str)], launcher: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::new();
         let text = builder
@@ -44,7 +56,17 @@ impl Running {
             .config_text(dir.path(), &ca);
         let path = dir.path().join("drawbridge.toml");
         std::fs::write(&path, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        let bin = env!("CARGO_BIN_EXE_drawbridge");
+        let mut command = match launcher.split_first() {
+            // The launcher execs drawbridge, so the child's pid is drawbridge's.
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args(["run", "--config"])
             .arg(&path)
             .envs(env.iter().copied())
