@@ -38,7 +38,8 @@ use crate::registry::{CloseReason, Ctl};
 /// short; and what a TLS side sends is gathered from several records into one write.
 const BUF_BYTES: usize = 64 * 1024;
 /// What an idle direction waits with: a read that fills it means a burst, which borrows a big buffer.
-const IDLE_BUF_BYTES: usize = 512;
+/// Small, because every open tunnel holds two: a ping or a short message still fits.
+const IDLE_BUF_BYTES: usize = 128;
 /// A read at least this long means data is flowing: what the source has ready already is
 /// gathered into the same write. A shorter one (a small message) goes out at once, without
 /// asking the source again.
@@ -271,23 +272,25 @@ where
     let (upstream_r, upstream_w) = tokio::io::split(upstream);
     let stop = watch::Sender::new(None::<Stop>);
     let first_close = AtomicU8::new(NOBODY);
-    let up = pump(
+    // Built where they are pinned, so no moved-from copy needs room in the tunnel's task, which
+    // lives as long as the tunnel.
+    let mut up = std::pin::pin!(pump(
         client_r,
         upstream_w,
         Dir::ToUpstream,
         &stop,
         &to_upstream_bytes,
         &first_close,
-    );
-    let down = pump(
+    ));
+    let mut down = std::pin::pin!(pump(
         upstream_r,
         client_w,
         Dir::ToClient,
         &stop,
         &to_client_bytes,
         &first_close,
-    );
-    let supervisor = async {
+    ));
+    let mut supervisor = std::pin::pin!(async {
         loop {
             let now = *ctl.borrow_and_update();
             match now {
@@ -306,8 +309,7 @@ where
                 }
             }
         }
-    };
-    tokio::pin!(up, down, supervisor);
+    });
     let (mut up_end, mut down_end, mut stopped) = (None, None, None);
     let mut supervised = true;
     // Armed (reset) only once one side is gone; its branch is disabled until then.
@@ -543,6 +545,21 @@ mod tests {
                 "not truncated"
             );
         }
+    }
+
+    #[test]
+    fn relay_future_holds_no_big_buffer() {
+        // What an open tunnel keeps for its whole life, idle or not: this future, in its task.
+        let (client, _client) = tokio::io::duplex(64);
+        let (upstream, _upstream) = tokio::io::duplex(64);
+        let (_ctl, ctl) = watch::channel(Ctl::Close(CloseReason::Shutdown));
+        let bytes = IntCounter::new("bytes", "bytes").unwrap();
+        let relay = run(client, upstream, ctl, bytes.clone(), bytes);
+        let size = std::mem::size_of_val(&relay);
+        assert!(
+            size < BUF_BYTES / 8,
+            "the relay's future takes {size} bytes"
+        );
     }
 
     #[test]
