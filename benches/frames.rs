@@ -28,7 +28,8 @@ use drawbridge::bench::FrameTracker;
 
 const MIB: usize = 1 << 20;
 
-/// The relay's read buffer.
+/// The relay's read size when the figures above were taken; it now reads up to 64 KiB while data
+/// flows, so fewer calls per MiB than here.
 const CHUNK: usize = 8 * 1024;
 
 /// Appends one FIN binary frame with a `len`-byte payload, laid out as RFC 6455 §5.2 says.

@@ -3,6 +3,7 @@
 pub(crate) mod frames;
 pub(crate) mod relay;
 pub(crate) mod revalidate;
+mod upstream_io;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +30,7 @@ use crate::headers;
 use crate::registry::{CloseReason, deadline_for};
 use crate::respond::DoorError;
 use crate::state::Shared;
+use upstream_io::UpstreamIo;
 
 /// Lifetime of the identity assertion sent to the sync server.
 const ASSERTION_TTL: Duration = Duration::from_secs(60);
@@ -466,27 +468,30 @@ fn spawn_relay(
         let client = InspectReader::new(TokioIo::new(client), move |b: &[u8]| {
             s.fetch_add(b.len() as u64, Ordering::Relaxed);
         });
-        let upstream = InspectReader::new(TokioIo::new(upstream), move |b: &[u8]| {
+        let upstream = InspectReader::new(UpstreamIo::new(upstream), move |b: &[u8]| {
             r.fetch_add(b.len() as u64, Ordering::Relaxed);
         });
         let m = &shared.metrics.tunnel;
-        let relay = relay::run(
+        // Boxed, like the re-check below, each at its own size: the compiler does not always
+        // let a future share its room in this task with the locals around it, and an open
+        // tunnel keeps its task for its whole life.
+        let mut relay = Box::pin(relay::run(
             client,
             upstream,
             ctl,
             m.bytes.with_label_values(&["client_to_upstream"]),
             m.bytes.with_label_values(&["upstream_to_client"]),
-        );
+        ));
         // The re-check closes the tunnel through the registry, like a logout; the relay ends it.
-        let recheck = async {
+        let mut recheck = Box::pin(async {
             if let Some(claims) = claims {
                 revalidate::run(&shared, &claims).await;
             }
             std::future::pending::<()>().await;
-        };
+        });
         let ended = tokio::select! {
-            ended = relay => ended,
-            () = recheck => unreachable!("the re-check never completes"),
+            ended = &mut relay => ended,
+            () = &mut recheck => unreachable!("the re-check never completes"),
         };
         m.closes.with_label_values(&[ended.label()]).inc();
         m.duration.observe(started.elapsed().as_secs_f64());

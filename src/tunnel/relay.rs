@@ -31,12 +31,21 @@ use tokio::sync::watch;
 use super::frames::{CloseFrame, FrameTracker};
 use crate::registry::{CloseReason, Ctl};
 
-/// Bytes read at once per direction while data flows; borrowed from a pool for the burst.
-const BUF_BYTES: usize = 8 * 1024;
+/// Bytes relayed at once per direction while data flows; borrowed from a pool for the burst.
+///
+/// Four TLS records' worth (16 KiB of plaintext each, RFC 8446 §5.1): one write toward a TLS side
+/// goes out as full records in one system call, where a smaller buffer would cut every record
+/// short; and what a TLS side sends is gathered from several records into one write.
+const BUF_BYTES: usize = 64 * 1024;
 /// What an idle direction waits with: a read that fills it means a burst, which borrows a big buffer.
-const IDLE_BUF_BYTES: usize = 512;
+/// Small, because every open tunnel holds two: a ping or a short message still fits.
+const IDLE_BUF_BYTES: usize = 128;
+/// A read at least this long means data is flowing: what the source has ready already is
+/// gathered into the same write. A shorter one (a small message) goes out at once, without
+/// asking the source again.
+const GATHER_FROM_BYTES: usize = 8 * 1024;
 /// Big buffers kept for reuse (4 MiB at most); more are freed.
-const POOL_MAX: usize = 512;
+const POOL_MAX: usize = 64;
 
 /// Big read buffers shared by every tunnel, so an idle tunnel holds none.
 static POOL: std::sync::Mutex<Vec<Box<[u8]>>> = std::sync::Mutex::new(Vec::new());
@@ -57,7 +66,7 @@ fn give_buf(buf: Box<[u8]>) {
     }
 }
 
-/// A direction's read buffer: small while idle, a pooled 8 KiB one during a burst.
+/// A direction's read buffer: small while idle, a pooled [`BUF_BYTES`] one during a burst.
 struct ReadBuf {
     idle: [u8; IDLE_BUF_BYTES],
     big: Option<Box<[u8]>>,
@@ -263,23 +272,25 @@ where
     let (upstream_r, upstream_w) = tokio::io::split(upstream);
     let stop = watch::Sender::new(None::<Stop>);
     let first_close = AtomicU8::new(NOBODY);
-    let up = pump(
+    // Built where they are pinned, so no moved-from copy needs room in the tunnel's task, which
+    // lives as long as the tunnel.
+    let mut up = std::pin::pin!(pump(
         client_r,
         upstream_w,
         Dir::ToUpstream,
         &stop,
         &to_upstream_bytes,
         &first_close,
-    );
-    let down = pump(
+    ));
+    let mut down = std::pin::pin!(pump(
         upstream_r,
         client_w,
         Dir::ToClient,
         &stop,
         &to_client_bytes,
         &first_close,
-    );
-    let supervisor = async {
+    ));
+    let mut supervisor = std::pin::pin!(async {
         loop {
             let now = *ctl.borrow_and_update();
             match now {
@@ -298,8 +309,7 @@ where
                 }
             }
         }
-    };
-    tokio::pin!(up, down, supervisor);
+    });
     let (mut up_end, mut down_end, mut stopped) = (None, None, None);
     let mut supervised = true;
     // Armed (reset) only once one side is gone; its branch is disabled until then.
@@ -438,6 +448,15 @@ where
             }
             buf.big = Some(big);
         }
+        if let Some(big) = &mut buf.big {
+            // One TLS record at most comes per read from a TLS side: take the next ones too.
+            while n >= GATHER_FROM_BYTES && n < big.len() {
+                match r.read(&mut big[n..]).now_or_never() {
+                    Some(Ok(more)) if more > 0 => n += more,
+                    _ => break,
+                }
+            }
+        }
         let Ok(adv) = tracker.advance(buf.filled(n), stopping.is_some()) else {
             let _ = w.shutdown().await;
             return PumpEnd::Error;
@@ -526,6 +545,21 @@ mod tests {
                 "not truncated"
             );
         }
+    }
+
+    #[test]
+    fn relay_future_holds_no_big_buffer() {
+        // What an open tunnel keeps for its whole life, idle or not: this future, in its task.
+        let (client, _client) = tokio::io::duplex(64);
+        let (upstream, _upstream) = tokio::io::duplex(64);
+        let (_ctl, ctl) = watch::channel(Ctl::Close(CloseReason::Shutdown));
+        let bytes = IntCounter::new("bytes", "bytes").unwrap();
+        let relay = run(client, upstream, ctl, bytes.clone(), bytes);
+        let size = std::mem::size_of_val(&relay);
+        assert!(
+            size < BUF_BYTES / 8,
+            "the relay's future takes {size} bytes"
+        );
     }
 
     #[test]

@@ -74,7 +74,9 @@ pub(crate) async fn run(shared: &Shared, claims: &SessionClaims) {
             }
         }
         next = (next + every).max(Instant::now());
-        match check(shared, claims).await {
+        // Boxed: a check's futures (the provider call among them) would otherwise stay in every
+        // open tunnel's task for its whole life, most of it idle.
+        match Box::pin(check(shared, claims)).await {
             None => return,
             Some(Outcome::Allow | Outcome::Error) => {}
             Some(Outcome::Narrowed | Outcome::Deny) => return,

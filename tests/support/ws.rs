@@ -227,9 +227,21 @@ pub async fn raw_handshake(
     path: &str,
     extra_headers: &[(&str, &str)],
 ) -> (TlsStream<TcpStream>, u16, String) {
-    let mut tls = super::client::connect_tls(addr, ca_pem, None, &[b"http/1.1"])
+    let tls = super::client::connect_tls(addr, ca_pem, None, &[b"http/1.1"])
         .await
         .unwrap();
+    raw_handshake_over(tls, path, extra_headers).await
+}
+
+/// [`raw_handshake`] over a stream the test opened itself (e.g. TLS over a recording socket).
+pub async fn raw_handshake_over<S>(
+    mut tls: S,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+) -> (S, u16, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut head = format!(
         "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
          sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
