@@ -341,20 +341,45 @@ impl Audit {
     }
 }
 
-/// Now, as RFC 3339 UTC with milliseconds.
+/// Now, as RFC 3339 UTC with milliseconds. Formatted once per millisecond and thread: a busy
+/// gateway writes many lines within one, and formatting a date costs more than the rest of a line.
 pub(crate) fn now_rfc3339() -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(i128, String)> = const { std::cell::RefCell::new((-1, String::new())) };
+    }
     let now = time::OffsetDateTime::now_utc();
-    let ms = now.millisecond();
-    let now = now
-        .replace_nanosecond(u32::from(ms) * 1_000_000)
-        .unwrap_or(now);
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    let ms_since_epoch = now.unix_timestamp_nanos() / 1_000_000;
+    LAST.with_borrow_mut(|(at, text)| {
+        if *at != ms_since_epoch {
+            let ms = now.millisecond();
+            let now = now
+                .replace_nanosecond(u32::from(ms) * 1_000_000)
+                .unwrap_or(now);
+            *text = now
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            *at = ms_since_epoch;
+        }
+        text.clone()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_and_move_on() {
+        use time::format_description::well_known::Rfc3339;
+        let first = now_rfc3339();
+        assert!(first.ends_with('Z'), "{first}");
+        let a = time::OffsetDateTime::parse(&first, &Rfc3339).unwrap();
+        assert_eq!(a.nanosecond() % 1_000_000, 0, "milliseconds: {first}");
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let later = now_rfc3339();
+        let b = time::OffsetDateTime::parse(&later, &Rfc3339).unwrap();
+        assert!(b > a, "{first} then {later}");
+    }
 
     #[test]
     fn sid_hash_is_stable_and_hides_the_sid() {
