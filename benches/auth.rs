@@ -128,6 +128,33 @@ fn sessions(c: &mut Criterion) {
         c.bench_function(&format!("session/mint/{alg}"), |b| {
             b.iter(|| black_box(sessions.mint(black_box(&allow), "app", "bench").unwrap()));
         });
+        let claims = sessions.verify(&token).unwrap();
+        c.bench_function(&format!("session/assertion/{alg}"), |b| {
+            b.iter(|| {
+                black_box(
+                    sessions
+                        .assertion(black_box(&claims), "sync", Duration::from_secs(60))
+                        .unwrap(),
+                )
+            });
+        });
+        if alg == "HS256" {
+            continue;
+        }
+        // Session tokens signed with the key itself (`token_signing = "key"`), against the HMAC default above.
+        let keyed = Config::from_toml(
+            &format!("{text}token_signing = \"key\"\n"),
+            &drawbridge::config::System,
+        )
+        .unwrap();
+        let keyed = Sessions::from_config(&keyed.auth.session).unwrap();
+        let token = keyed.mint(&allow, "app", "bench").unwrap().token;
+        c.bench_function(&format!("session/verify/{alg}-key-signed"), |b| {
+            b.iter(|| black_box(keyed.verify(black_box(&token)).unwrap()));
+        });
+        c.bench_function(&format!("session/mint/{alg}-key-signed"), |b| {
+            b.iter(|| black_box(keyed.mint(black_box(&allow), "app", "bench").unwrap()));
+        });
     }
 }
 
