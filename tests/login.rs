@@ -59,13 +59,7 @@ async fn login_mints_a_session_that_userinfo_accepts() {
     // published. What the sync server verifies with the JWKS is the assertion (tests/tunnel.rs).
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
-    let (status, _, jwks) = support::send(
-        &http,
-        client::request("GET", &gw.url("/.well-known/jwks.json"), ""),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
+    let set = support::jwks(&http, &gw).await;
     assert_eq!(set.keys.len(), 1, "only the signing key is published");
     assert!(set.find(&header.kid.unwrap()).is_none());
 
@@ -386,13 +380,7 @@ async fn key_signed_sessions_verify_against_the_jwks_alone() {
     let Login { status, body, .. } = login(&gw, "app1", "demo", "alice-token").await;
     assert_eq!(status, 200, "{body}");
     let token = body["sessionToken"].as_str().unwrap().to_owned();
-    let (status, _, jwks) = support::send(
-        &http,
-        client::request("GET", &gw.url("/.well-known/jwks.json"), ""),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
+    let set = support::jwks(&http, &gw).await;
     let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
     let jwk = set.find(&kid).expect("the token's kid is published");
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);

@@ -114,6 +114,19 @@ impl Collector {
     fn spans(&self) -> Vec<Got> {
         self.spans.lock().unwrap().clone()
     }
+
+    /// Stops `gw` with SIGTERM, which flushes its last spans, and returns every span received
+    /// once an upstream request's span is among them.
+    async fn after_sigterm(&self, mut gw: Running) -> Vec<Got> {
+        kill(Pid::from_raw(gw.child.id() as i32), Signal::SIGTERM).unwrap();
+        assert_eq!(gw.wait_exit(Duration::from_secs(15)), 0, "{}", gw.logs());
+        assert_eventually!(
+            self.spans().iter().any(|s| s.name == "upstream_request"),
+            "no upstream span exported: {:?}",
+            self.spans()
+        );
+        self.spans()
+    }
 }
 
 /// The `traceparent` a recorded request carried: (trace ID, parent span ID).
@@ -189,19 +202,7 @@ async fn tracing_login_through_a_group_exports_the_span_tree_and_propagates_trac
     let (status, _, _) = support::send(&http, req).await;
     assert_eq!(status, 200);
 
-    // SIGTERM flushes the last spans.
-    kill(Pid::from_raw(gw.child.id() as i32), Signal::SIGTERM).unwrap();
-    let mut gw = gw;
-    assert_eq!(gw.wait_exit(Duration::from_secs(15)), 0, "{}", gw.logs());
-    assert_eventually!(
-        collector
-            .spans()
-            .iter()
-            .any(|s| s.name == "upstream_request"),
-        "no upstream span exported: {:?}",
-        collector.spans()
-    );
-    let spans = collector.spans();
+    let spans = collector.after_sigterm(gw).await;
 
     // The login's tree, in the client's trace.
     let login: Vec<&Got> = spans.iter().filter(|s| s.trace == CLIENT_TRACE).collect();
@@ -367,18 +368,7 @@ async fn tracing_sampling_follows_the_incoming_flag_and_otherwise_the_ratio() {
         assert_eq!(status, 200, "{path}");
     }
 
-    kill(Pid::from_raw(gw.child.id() as i32), Signal::SIGTERM).unwrap();
-    let mut gw = gw;
-    assert_eq!(gw.wait_exit(Duration::from_secs(15)), 0, "{}", gw.logs());
-    assert_eventually!(
-        collector
-            .spans()
-            .iter()
-            .any(|s| s.name == "upstream_request"),
-        "the sampled request's spans were not exported: {:?}",
-        collector.spans()
-    );
-    let spans = collector.spans();
+    let spans = collector.after_sigterm(gw).await;
     // Only the trace the client sampled: at ratio 0 nothing else starts one, not even a handshake.
     assert!(
         spans.iter().all(|s| s.trace == SAMPLED_TRACE),

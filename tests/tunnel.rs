@@ -86,12 +86,7 @@ async fn every_token_carrier_opens_a_tunnel_and_the_token_never_reaches_the_sync
     let (_, _, t) = post_bearer(&http, &gw.url("/auth/ticket"), &token).await;
     let ticket = t["ticket"].as_str().unwrap().to_owned();
     // What the sync server needs to verify assertions: the published keys alone.
-    let (_, _, jwks) = support::send(
-        &http,
-        client::request("GET", &gw.url("/.well-known/jwks.json"), ""),
-    )
-    .await;
-    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
+    let jwks = support::jwks(&http, &gw).await;
 
     let bearer = format!("Bearer {token}");
     let protocol = format!("chat.v2, drawbridge.bearer.{token}");

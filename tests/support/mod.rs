@@ -353,6 +353,14 @@ pub async fn send(
     )
 }
 
+/// The gateway's published keys (`GET /.well-known/jwks.json`, which must answer 200).
+pub async fn jwks(http: &client::HttpsClient, front: &impl Front) -> jsonwebtoken::jwk::JwkSet {
+    let url = front.https_url("/.well-known/jwks.json");
+    let (status, _, body) = send(http, client::request("GET", &url, "")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_value(body).expect("a JWKS document")
+}
+
 /// `GET <url>` with a bearer token.
 pub async fn get_bearer(
     http: &client::HttpsClient,

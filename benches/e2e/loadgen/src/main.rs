@@ -219,6 +219,22 @@ async fn dial(
     Ok(Box::pin(stream))
 }
 
+/// `(tls, authority, path)` of a `<tls_scheme>://` or `<plain_scheme>://` URL.
+fn split_url<'a>(
+    url: &'a str,
+    tls_scheme: &str,
+    plain_scheme: &str,
+) -> Result<(bool, &'a str, &'a str), String> {
+    let rest = |scheme: &str| url.strip_prefix(scheme)?.strip_prefix("://");
+    let (tls, rest) = match (rest(tls_scheme), rest(plain_scheme)) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        (None, None) => return Err(format!("{url}: want {plain_scheme}:// or {tls_scheme}://")),
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    Ok((tls, authority, path))
+}
+
 type Ws = WebSocketStream<Pin<Box<dyn Io>>>;
 
 struct Target {
@@ -229,14 +245,7 @@ struct Target {
 
 impl Target {
     fn parse(url: &str) -> Result<Self, String> {
-        let (tls, rest) = if let Some(r) = url.strip_prefix("wss://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("ws://") {
-            (false, r)
-        } else {
-            return Err(format!("{url}: want ws:// or wss://"));
-        };
-        let authority = rest.split('/').next().unwrap_or_default();
+        let (tls, authority, _) = split_url(url, "wss", "ws")?;
         Ok(Self {
             tls,
             addr: loopback(authority)?,
@@ -582,14 +591,7 @@ struct HttpTarget {
 
 impl HttpTarget {
     fn parse(url: &str) -> Result<Self, String> {
-        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("http://") {
-            (false, r)
-        } else {
-            return Err(format!("{url}: want http:// or https://"));
-        };
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (tls, authority, path) = split_url(url, "https", "http")?;
         Ok(Self {
             tls,
             addr: loopback(authority)?,
@@ -808,4 +810,27 @@ async fn ws_storm(args: &Args) -> Result<String, String> {
         "p99_us": percentile(&samples, 99.0) / 1e3,
     })
     .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_by_scheme_authority_and_path() {
+        assert_eq!(
+            split_url("wss://127.0.0.1:9/sync", "wss", "ws"),
+            Ok((true, "127.0.0.1:9", "/sync"))
+        );
+        assert_eq!(
+            split_url("ws://127.0.0.1:9", "wss", "ws"),
+            Ok((false, "127.0.0.1:9", ""))
+        );
+        assert_eq!(
+            split_url("http://127.0.0.1:9/auth/login", "https", "http"),
+            Ok((false, "127.0.0.1:9", "/auth/login"))
+        );
+        assert!(split_url("https://127.0.0.1:9/", "wss", "ws").is_err());
+        assert!(split_url("httpsx://127.0.0.1:9/", "https", "http").is_err());
+    }
 }
