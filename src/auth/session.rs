@@ -501,13 +501,9 @@ impl Sessions {
             v.set_audience(&[&config.audience]);
             v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         }
-        let session_signing = match (&current.mac, config.token_signing) {
-            (Some((mac, _)), TokenSigning::Hmac) => mac.clone(),
-            _ => current.signing.clone(),
-        };
-        let session_kid = match (&current.mac, config.token_signing) {
-            (Some((_, v)), TokenSigning::Hmac) => v.kid.clone(),
-            _ => current.verify.kid.clone(),
+        let (session_signing, session_kid) = match (&current.mac, config.token_signing) {
+            (Some((mac, v)), TokenSigning::Hmac) => (mac.clone(), v.kid.clone()),
+            _ => (current.signing.clone(), current.verify.kid.clone()),
         };
         Ok(Self {
             alg: current.verify.alg,

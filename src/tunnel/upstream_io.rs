@@ -17,6 +17,7 @@ use hyper_rustls::MaybeHttpsStream;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 /// What the forwarder's connector yields: plain TCP or TLS over it.
 type Conn = MaybeHttpsStream<TokioIo<TcpStream>>;
@@ -29,15 +30,9 @@ pub(crate) struct UpstreamIo {
     io: Inner,
 }
 
-#[derive(Debug)]
-enum Inner {
-    /// Plain TCP: the socket alone.
-    Tcp(TcpStream),
-    /// TLS to the sync server: its session, which needs the room anyway.
-    Tls(Box<TokioIo<Conn>>),
-    /// A connection of another type (none today): hyper's upgraded connection as it is.
-    Other(TokioIo<Upgraded>),
-}
+/// Plain TCP: the socket alone; or TLS to the sync server, whose session needs the room anyway;
+/// or a connection of another type (none today): hyper's upgraded connection as it is.
+type Inner = Either<TcpStream, Either<Box<TokioIo<Conn>>, TokioIo<Upgraded>>>;
 
 // === impl UpstreamIo ===
 
@@ -53,14 +48,16 @@ impl UpstreamIo {
                     Bytes::copy_from_slice(&read_buf)
                 };
                 let io = match io {
-                    MaybeHttpsStream::Http(tcp) => Inner::Tcp(tcp.into_inner()),
-                    tls @ MaybeHttpsStream::Https(_) => Inner::Tls(Box::new(TokioIo::new(tls))),
+                    MaybeHttpsStream::Http(tcp) => Either::Left(tcp.into_inner()),
+                    tls @ MaybeHttpsStream::Https(_) => {
+                        Either::Right(Either::Left(Box::new(TokioIo::new(tls))))
+                    }
                 };
                 Self { pre, io }
             }
             Err(upgraded) => Self {
                 pre: Bytes::new(),
-                io: Inner::Other(TokioIo::new(upgraded)),
+                io: Either::Right(Either::Right(TokioIo::new(upgraded))),
             },
         }
     }
@@ -68,7 +65,7 @@ impl UpstreamIo {
     /// Whether the sync server is reached over the plain TCP socket itself.
     #[cfg(test)]
     fn is_tcp(&self) -> bool {
-        matches!(self.io, Inner::Tcp(_))
+        matches!(self.io, Either::Left(_))
     }
 }
 
@@ -88,11 +85,7 @@ impl AsyncRead for UpstreamIo {
             }
             return Poll::Ready(Ok(()));
         }
-        match &mut this.io {
-            Inner::Tcp(io) => Pin::new(io).poll_read(cx, buf),
-            Inner::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
-            Inner::Other(io) => Pin::new(io).poll_read(cx, buf),
-        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
 
@@ -102,11 +95,7 @@ impl AsyncWrite for UpstreamIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
-            Inner::Tcp(io) => Pin::new(io).poll_write(cx, buf),
-            Inner::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
-            Inner::Other(io) => Pin::new(io).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -114,35 +103,19 @@ impl AsyncWrite for UpstreamIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
-            Inner::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            Inner::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
-            Inner::Other(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-        }
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Inner::Tcp(io) => io.is_write_vectored(),
-            Inner::Tls(io) => io.is_write_vectored(),
-            Inner::Other(io) => io.is_write_vectored(),
-        }
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            Inner::Tcp(io) => Pin::new(io).poll_flush(cx),
-            Inner::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
-            Inner::Other(io) => Pin::new(io).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
-            Inner::Tcp(io) => Pin::new(io).poll_shutdown(cx),
-            Inner::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
-            Inner::Other(io) => Pin::new(io).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
