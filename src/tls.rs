@@ -13,6 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::audit::{self, Audit};
@@ -172,9 +173,11 @@ fn server_config(
 }
 
 /// Watches the directories holding `files` and calls `changed` once per burst of events (gathered
-/// for [`RELOAD_SETTLE`]). Directories, not files: cert-manager and the kubelet swap a `..data`
-/// symlink, which replaces the files without writing to them. The returned watcher must be kept
-/// alive for as long as reloads are wanted.
+/// for [`RELOAD_SETTLE`]) that changed what one of `files` holds. Directories, not files:
+/// cert-manager and the kubelet swap a `..data` symlink, which replaces the files without writing
+/// to them. Contents, not events: a log written beside the config must not reload it every time a
+/// line lands (and a reload's own audit line must not start the next one). The returned watcher
+/// must be kept alive for as long as reloads are wanted.
 ///
 /// # Errors
 /// When the watcher cannot start or a directory cannot be watched.
@@ -190,8 +193,9 @@ pub(crate) fn watch_dirs<'a>(
             let _ = tx.send(());
         }
     })?;
+    let files: Vec<PathBuf> = files.into_iter().map(Path::to_owned).collect();
     let dirs: BTreeSet<PathBuf> = files
-        .into_iter()
+        .iter()
         .map(|f| match f.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
@@ -200,14 +204,27 @@ pub(crate) fn watch_dirs<'a>(
     for dir in &dirs {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
+    let mut held = contents(&files);
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
             tokio::time::sleep(RELOAD_SETTLE).await;
             while rx.try_recv().is_ok() {}
-            changed();
+            let now = contents(&files);
+            if now != held {
+                held = now;
+                changed();
+            }
         }
     });
     Ok(watcher)
+}
+
+/// What each of `files` holds (through symlinks), as a digest; `None` for one that cannot be read.
+fn contents(files: &[PathBuf]) -> Vec<Option<[u8; 32]>> {
+    files
+        .iter()
+        .map(|f| std::fs::read(f).ok().map(|b| Sha256::digest(&b).into()))
+        .collect()
 }
 
 /// The live TLS state of the main listener.

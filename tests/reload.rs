@@ -282,7 +282,11 @@ struct Live {
 
 impl Live {
     async fn start(builder: support::GatewayBuilder) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), builder).await
+    }
+
+    /// Starts with the config file (and its certificates) written into `dir`.
+    async fn start_in(dir: tempfile::TempDir, builder: support::GatewayBuilder) -> Self {
         let ca = support::Ca::new();
         let path = dir.path().join("drawbridge.toml");
         std::fs::write(&path, builder.config_text(dir.path(), &ca)).unwrap();
@@ -387,6 +391,61 @@ async fn reload_keeps_unchanged_providers_answers_and_drops_changed_ones() {
         settled,
         "reloads keep coming with no change"
     );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn logs_written_beside_the_config_start_no_reload() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, access) = (dir.path().join("audit.log"), dir.path().join("access.log"));
+    let gw = Live::start_in(
+        dir,
+        Gateway::builder(up.url())
+            .demo_provider(&hook)
+            .rate_limit_off()
+            .extra(&format!(
+                "[audit]\npath = {audit:?}\n[log]\naccess = true\naccess_path = {access:?}"
+            )),
+    )
+    .await;
+
+    // A second and a half of logins: both logs are written many times, in the config's directory.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_eq!(login(&gw, "app", "demo", "ann-token").await.status, 200);
+        support::pace(20).await;
+    }
+    support::pace(700).await;
+    assert!(
+        support::json_lines(&access).len() > 10,
+        "the access log was not written beside the config"
+    );
+    assert_eq!(
+        gw.reloads().await,
+        0.0,
+        "a log line beside the config reloaded it"
+    );
+    let reload_lines = || {
+        support::json_lines(&audit)
+            .into_iter()
+            .filter(|l| l["event"] == "config_reload")
+            .count()
+    };
+    assert_eq!(reload_lines(), 0);
+
+    // An edit of the config itself still reloads it, once.
+    let text = std::fs::read_to_string(gw.path()).unwrap();
+    replace(&gw.path(), &format!("{text}\n# edited\n"));
+    assert_eventually!(gw.reloads().await >= 1.0, "the edit was not reloaded");
+    support::pace(1000).await;
+    assert_eq!(
+        gw.reloads().await,
+        1.0,
+        "the reload's own audit line started another"
+    );
+    assert_eventually!(reload_lines() == 1, "no config_reload line for the edit");
     gw.shutdown().await;
 }
 
