@@ -13,11 +13,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{IntCounter, Registry};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config;
-use crate::jsonlines::{Sink, SinkError};
+use crate::jsonlines::{Line, Sink, SinkError};
 
 tokio::task_local! {
     static REQUEST: RequestNote;
@@ -27,16 +26,19 @@ tokio::task_local! {
 #[derive(Debug)]
 pub(crate) struct RequestNote {
     client: IpAddr,
+    /// Whether [`note_user`] keeps the user (only the access log wants it).
+    keeps_user: bool,
     user: OnceLock<String>,
 }
 
 // === impl RequestNote ===
 
 impl RequestNote {
-    /// A note for a request from `client`.
-    pub(crate) fn new(client: IpAddr) -> Self {
+    /// A note for a request from `client`; `keeps_user` when the access log wants to name the user.
+    pub(crate) fn new(client: IpAddr, keeps_user: bool) -> Self {
         Self {
             client,
+            keeps_user,
             user: OnceLock::new(),
         }
     }
@@ -64,7 +66,9 @@ pub(crate) fn note_user(user: &str) {
         return;
     }
     let _ = REQUEST.try_with(|n| {
-        n.user.get_or_init(|| user.to_owned());
+        if n.keeps_user {
+            n.user.get_or_init(|| user.to_owned());
+        }
     });
 }
 
@@ -73,16 +77,15 @@ pub(crate) fn sid_hash(sid: &str) -> String {
     hex::encode(&Sha256::digest(sid.as_bytes())[..16])
 }
 
-/// One security event. Borrowed fields: building one costs no copy of the data it names.
-#[derive(Debug, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
+/// One security event. Borrowed fields: building one costs no copy of the data it names. Its line
+/// is `{"ts":…,"event":<snake_case name>,<fields in order; absent ones left out>,"trace_id":…}`.
+#[derive(Debug)]
 pub(crate) enum Event<'a> {
     /// A login decision by a door: `result` is `allow`, `deny` or `error`.
     Login {
         /// `allow`, `deny` or `error`.
         result: &'static str,
         /// The user the provider named (allows only).
-        #[serde(skip_serializing_if = "Option::is_none")]
         user: Option<&'a str>,
         /// The app the client named.
         app: &'a str,
@@ -91,13 +94,10 @@ pub(crate) enum Event<'a> {
         /// `login`, `aggregator` or `ditto`.
         door: &'static str,
         /// The caller (for the aggregator: the sync server).
-        #[serde(skip_serializing_if = "Option::is_none")]
         client_ip: Option<IpAddr>,
         /// Why a login was refused or failed.
-        #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<&'static str>,
         /// How the decision cache answered: `hit`, `miss`, `coalesced`, `stale`.
-        #[serde(skip_serializing_if = "Option::is_none")]
         cache: Option<&'static str>,
     },
     /// A session token was refreshed.
@@ -113,7 +113,6 @@ pub(crate) enum Event<'a> {
         /// The new expiry (Unix seconds).
         expires_at: u64,
         /// Who asked.
-        #[serde(skip_serializing_if = "Option::is_none")]
         client_ip: Option<IpAddr>,
     },
     /// A client logged its session out.
@@ -123,16 +122,13 @@ pub(crate) enum Event<'a> {
         /// The session, hashed.
         sid_hash: String,
         /// Who asked.
-        #[serde(skip_serializing_if = "Option::is_none")]
         client_ip: Option<IpAddr>,
     },
     /// The admin port revoked a session or every session of a user.
     AdminRevoke {
         /// The revoked session, hashed (revocation by session).
-        #[serde(skip_serializing_if = "Option::is_none")]
         sid_hash: Option<String>,
         /// The revoked user (revocation by user).
-        #[serde(skip_serializing_if = "Option::is_none")]
         user: Option<&'a str>,
         /// Until when the revocation holds (Unix seconds).
         until: u64,
@@ -142,10 +138,8 @@ pub(crate) enum Event<'a> {
     /// A websocket tunnel opened.
     TunnelOpen {
         /// The session, hashed (absent on a public path).
-        #[serde(skip_serializing_if = "Option::is_none")]
         sid_hash: Option<&'a str>,
         /// The user (absent on a public path).
-        #[serde(skip_serializing_if = "Option::is_none")]
         user: Option<&'a str>,
         /// The canonical path, without the query.
         path: &'a str,
@@ -155,10 +149,8 @@ pub(crate) enum Event<'a> {
     /// A websocket tunnel closed.
     TunnelClose {
         /// The session, hashed (absent on a public path).
-        #[serde(skip_serializing_if = "Option::is_none")]
         sid_hash: Option<&'a str>,
         /// The user (absent on a public path).
-        #[serde(skip_serializing_if = "Option::is_none")]
         user: Option<&'a str>,
         /// The canonical path, without the query.
         path: &'a str,
@@ -167,7 +159,6 @@ pub(crate) enum Event<'a> {
         /// Why it ended (the `drawbridge_tunnel_closes_total` reason).
         reason: &'static str,
         /// The close code drawbridge sent the client, when drawbridge closed it.
-        #[serde(skip_serializing_if = "Option::is_none")]
         close_code: Option<u16>,
         /// How long it was open.
         duration_ms: u64,
@@ -181,7 +172,6 @@ pub(crate) enum Event<'a> {
         /// `applied` or `rejected`.
         result: &'static str,
         /// How many problems a rejected file had.
-        #[serde(skip_serializing_if = "Option::is_none")]
         problems: Option<usize>,
     },
     /// The serving certificate changed on disk: `result` is `success` or `failure`.
@@ -191,7 +181,6 @@ pub(crate) enum Event<'a> {
         /// The certificate file.
         cert_file: &'a str,
         /// The new certificate's expiry (Unix seconds), on success.
-        #[serde(skip_serializing_if = "Option::is_none")]
         not_after: Option<i64>,
     },
 }
@@ -259,13 +248,127 @@ pub(crate) struct TunnelClosed {
     pub(crate) bytes_upstream_to_client: u64,
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    ts: String,
-    #[serde(flatten)]
-    event: &'a Event<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trace_id: Option<String>,
+// === impl Event ===
+
+impl Event<'_> {
+    /// The `event` field.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Login { .. } => "login",
+            Self::SessionRefresh { .. } => "session_refresh",
+            Self::Logout { .. } => "logout",
+            Self::AdminRevoke { .. } => "admin_revoke",
+            Self::TunnelOpen { .. } => "tunnel_open",
+            Self::TunnelClose { .. } => "tunnel_close",
+            Self::ConfigReload { .. } => "config_reload",
+            Self::CertificateReload { .. } => "certificate_reload",
+        }
+    }
+
+    /// Writes the fields, in the order they are declared.
+    fn fields(&self, l: &mut Line<'_>) {
+        match *self {
+            Self::Login {
+                result,
+                user,
+                app,
+                provider,
+                door,
+                client_ip,
+                reason,
+                cache,
+            } => {
+                l.str("result", result);
+                l.opt_str("user", user);
+                l.str("app", app);
+                l.str("provider", provider);
+                l.str("door", door);
+                l.opt_ip("client_ip", client_ip);
+                l.opt_str("reason", reason);
+                l.opt_str("cache", cache);
+            }
+            Self::SessionRefresh {
+                user,
+                app,
+                provider,
+                ref sid_hash,
+                expires_at,
+                client_ip,
+            } => {
+                l.str("user", user);
+                l.str("app", app);
+                l.str("provider", provider);
+                l.str("sid_hash", sid_hash);
+                l.num("expires_at", expires_at);
+                l.opt_ip("client_ip", client_ip);
+            }
+            Self::Logout {
+                user,
+                ref sid_hash,
+                client_ip,
+            } => {
+                l.str("user", user);
+                l.str("sid_hash", sid_hash);
+                l.opt_ip("client_ip", client_ip);
+            }
+            Self::AdminRevoke {
+                ref sid_hash,
+                user,
+                until,
+                admin_caller,
+            } => {
+                l.opt_str("sid_hash", sid_hash.as_deref());
+                l.opt_str("user", user);
+                l.num("until", until);
+                l.shown("admin_caller", admin_caller);
+            }
+            Self::TunnelOpen {
+                sid_hash,
+                user,
+                path,
+                client_ip,
+            } => {
+                l.opt_str("sid_hash", sid_hash);
+                l.opt_str("user", user);
+                l.str("path", path);
+                l.ip("client_ip", client_ip);
+            }
+            Self::TunnelClose {
+                sid_hash,
+                user,
+                path,
+                client_ip,
+                reason,
+                close_code,
+                duration_ms,
+                bytes_client_to_upstream,
+                bytes_upstream_to_client,
+            } => {
+                l.opt_str("sid_hash", sid_hash);
+                l.opt_str("user", user);
+                l.str("path", path);
+                l.ip("client_ip", client_ip);
+                l.str("reason", reason);
+                l.opt_num("close_code", close_code);
+                l.num("duration_ms", duration_ms);
+                l.num("bytes_client_to_upstream", bytes_client_to_upstream);
+                l.num("bytes_upstream_to_client", bytes_upstream_to_client);
+            }
+            Self::ConfigReload { result, problems } => {
+                l.str("result", result);
+                l.opt_num("problems", problems);
+            }
+            Self::CertificateReload {
+                result,
+                cert_file,
+                not_after,
+            } => {
+                l.str("result", result);
+                l.str("cert_file", cert_file);
+                l.opt_num("not_after", not_after);
+            }
+        }
+    }
 }
 
 /// The audit log handle: off (`[audit]` absent) or a queue to its writer. Cheap to clone.
@@ -315,15 +418,8 @@ impl Audit {
         let Some(sink) = &self.sink else {
             return;
         };
-        let line = Line {
-            ts: now_rfc3339(),
-            event,
-            trace_id: crate::telemetry::current_trace_id(),
-        };
-        match serde_json::to_vec(&line) {
-            Ok(bytes) => sink.send(bytes),
-            Err(error) => tracing::error!(%error, "cannot encode an audit line"),
-        }
+        let trace_id = crate::telemetry::current_trace_id();
+        sink.write(event.name(), trace_id.as_deref(), |l| event.fields(l));
     }
 
     /// Reopens the file (SIGUSR1, after logrotate).
@@ -341,45 +437,9 @@ impl Audit {
     }
 }
 
-/// Now, as RFC 3339 UTC with milliseconds. Formatted once per millisecond and thread: a busy
-/// gateway writes many lines within one, and formatting a date costs more than the rest of a line.
-pub(crate) fn now_rfc3339() -> String {
-    thread_local! {
-        static LAST: std::cell::RefCell<(i128, String)> = const { std::cell::RefCell::new((-1, String::new())) };
-    }
-    let now = time::OffsetDateTime::now_utc();
-    let ms_since_epoch = now.unix_timestamp_nanos() / 1_000_000;
-    LAST.with_borrow_mut(|(at, text)| {
-        if *at != ms_since_epoch {
-            let ms = now.millisecond();
-            let now = now
-                .replace_nanosecond(u32::from(ms) * 1_000_000)
-                .unwrap_or(now);
-            *text = now
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            *at = ms_since_epoch;
-        }
-        text.clone()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc_and_move_on() {
-        use time::format_description::well_known::Rfc3339;
-        let first = now_rfc3339();
-        assert!(first.ends_with('Z'), "{first}");
-        let a = time::OffsetDateTime::parse(&first, &Rfc3339).unwrap();
-        assert_eq!(a.nanosecond() % 1_000_000, 0, "milliseconds: {first}");
-        std::thread::sleep(std::time::Duration::from_millis(3));
-        let later = now_rfc3339();
-        let b = time::OffsetDateTime::parse(&later, &Rfc3339).unwrap();
-        assert!(b > a, "{first} then {later}");
-    }
 
     #[test]
     fn sid_hash_is_stable_and_hides_the_sid() {
@@ -390,29 +450,126 @@ mod tests {
         assert_ne!(h, sid_hash("session-1235"));
     }
 
-    #[test]
-    fn event_line_names_its_event_and_skips_absent_fields() {
-        let event = Event::Login {
-            result: "deny",
-            user: None,
-            app: "app",
-            provider: "demo",
-            door: "login",
-            client_ip: Some(IpAddr::from([10, 0, 0, 1])),
-            reason: Some("InvalidCredentials"),
-            cache: Some("miss"),
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_event_is_one_json_line_with_its_name_and_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let config = config::Audit {
+            target: crate::jsonlines::Target::File(path.clone()),
+            queue_lines: 64,
         };
-        let line = Line {
-            ts: now_rfc3339(),
-            event: &event,
-            trace_id: None,
+        let audit = Audit::start(Some(&config), &Registry::new()).unwrap();
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let events = [
+            Event::Login {
+                result: "deny",
+                user: None,
+                app: "app \"quoted\"",
+                provider: "demo",
+                door: "login",
+                client_ip: Some(ip),
+                reason: Some("InvalidCredentials"),
+                cache: Some("miss"),
+            },
+            Event::SessionRefresh {
+                user: "ann",
+                app: "app",
+                provider: "demo",
+                sid_hash: sid_hash("s"),
+                expires_at: 1_900_000_000,
+                client_ip: None,
+            },
+            Event::Logout {
+                user: "ann",
+                sid_hash: sid_hash("s"),
+                client_ip: Some(ip),
+            },
+            Event::AdminRevoke {
+                sid_hash: None,
+                user: Some("ann"),
+                until: 1_900_000_000,
+                admin_caller: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            },
+            Event::TunnelOpen {
+                sid_hash: None,
+                user: None,
+                path: "/sync",
+                client_ip: ip,
+            },
+            Event::TunnelClose {
+                sid_hash: Some("ab"),
+                user: Some("ann"),
+                path: "/sync",
+                client_ip: ip,
+                reason: "session_expired",
+                close_code: Some(4001),
+                duration_ms: 1500,
+                bytes_client_to_upstream: 10,
+                bytes_upstream_to_client: 20,
+            },
+            Event::ConfigReload {
+                result: "rejected",
+                problems: Some(2),
+            },
+            Event::CertificateReload {
+                result: "success",
+                cert_file: "/etc/tls/tls.crt",
+                not_after: Some(1_900_000_000),
+            },
+        ];
+        for event in &events {
+            audit.emit(event);
+        }
+        audit.flush(Duration::from_secs(5)).await;
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let names: Vec<_> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "login",
+                "session_refresh",
+                "logout",
+                "admin_revoke",
+                "tunnel_open",
+                "tunnel_close",
+                "config_reload",
+                "certificate_reload"
+            ]
+        );
+        let keys = |l: &serde_json::Value| -> Vec<String> {
+            l.as_object().unwrap().keys().cloned().collect()
         };
-        let v: serde_json::Value = serde_json::to_value(&line).unwrap();
-        assert_eq!(v["event"], "login");
-        assert_eq!(v["result"], "deny");
-        assert_eq!(v["client_ip"], "10.0.0.1");
-        assert!(v.get("user").is_none());
-        assert!(v.get("trace_id").is_none());
-        assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+        let (login, refresh, revoke, close) = (&lines[0], &lines[1], &lines[3], &lines[5]);
+        assert_eq!(login["app"], "app \"quoted\"");
+        assert_eq!(login["client_ip"], "10.0.0.1");
+        assert_eq!(login["reason"], "InvalidCredentials");
+        assert!(login.get("user").is_none() && login.get("trace_id").is_none());
+        assert!(login["ts"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(refresh["expires_at"], 1_900_000_000);
+        assert!(refresh.get("client_ip").is_none());
+        assert_eq!(revoke["admin_caller"], "127.0.0.1:9000");
+        assert_eq!(
+            keys(close),
+            [
+                "bytes_client_to_upstream",
+                "bytes_upstream_to_client",
+                "client_ip",
+                "close_code",
+                "duration_ms",
+                "event",
+                "path",
+                "reason",
+                "sid_hash",
+                "ts",
+                "user"
+            ]
+        );
+        assert_eq!(close["close_code"], 4001);
+        assert_eq!(lines[6]["problems"], 2);
+        assert_eq!(lines[7]["not_after"], 1_900_000_000);
     }
 }

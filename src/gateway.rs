@@ -98,7 +98,7 @@ impl GatewayService {
         let answer = answer.instrument(span.clone());
         // The audit and access logs learn the client and the user through a task-local note.
         let ((label, resp), user) = if access.is_some() || self.shared.audit.enabled() {
-            audit::RequestNote::new(self.peer.addr.ip())
+            audit::RequestNote::new(self.peer.addr.ip(), access.is_some())
                 .scope(answer)
                 .await
         } else {

@@ -14,7 +14,6 @@ use http::Response;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use prometheus::IntCounter;
-use serde::Serialize;
 
 use crate::body::{Body, BoxError};
 use crate::config::{Audit, SinkError};
@@ -39,7 +38,6 @@ pub(crate) fn start(config: Option<&Audit>, metrics: &Metrics) -> Result<Option<
 }
 
 /// What the line says about the request, known before the response body is sent.
-#[derive(Serialize)]
 pub(crate) struct Request {
     /// The method.
     pub(crate) method: String,
@@ -50,21 +48,7 @@ pub(crate) struct Request {
     /// The client.
     pub(crate) client_ip: IpAddr,
     /// The user, when a session or a login named one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) user: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Line<'a> {
-    ts: String,
-    event: &'static str,
-    #[serde(flatten)]
-    request: &'a Request,
-    status: u16,
-    duration_ms: f64,
-    bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trace_id: Option<String>,
 }
 
 /// `resp` with a body that writes the access line once hyper drops it.
@@ -139,17 +123,17 @@ impl Drop for Counted {
         let Some(p) = self.pending.take() else {
             return;
         };
-        let line = Line {
-            ts: crate::audit::now_rfc3339(),
-            event: "http_request",
-            request: &p.request,
-            status: p.status,
-            duration_ms: (p.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-            bytes: self.bytes,
-            trace_id: p.trace_id,
-        };
-        if let Ok(bytes) = serde_json::to_vec(&line) {
-            p.sink.send(bytes);
-        }
+        let (request, bytes) = (&p.request, self.bytes);
+        let duration_ms = (p.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        p.sink.write("http_request", p.trace_id.as_deref(), |l| {
+            l.str("method", &request.method);
+            l.str("path", &request.path);
+            l.str("route", request.route);
+            l.ip("client_ip", request.client_ip);
+            l.opt_str("user", request.user.as_deref());
+            l.num("status", p.status);
+            l.num("duration_ms", duration_ms);
+            l.num("bytes", bytes);
+        });
     }
 }
