@@ -95,7 +95,9 @@ impl GatewayService {
                 }
             }
         };
-        let answer = answer.instrument(span.clone());
+        // Boxed once: the answer's state is kilobytes, and every wrapper (the span, the audit
+        // note) would copy it again.
+        let answer = Box::pin(answer).instrument(span.clone());
         // The audit and access logs learn the client and the user through a task-local note.
         let ((label, resp), user) = if access.is_some() || self.shared.audit.enabled() {
             audit::RequestNote::new(self.peer.addr.ip(), access.is_some())
