@@ -278,14 +278,14 @@ impl Event<'_> {
                 reason,
                 cache,
             } => {
-                l.str("result", result);
+                l.word("result", result);
                 l.opt_str("user", user);
                 l.str("app", app);
                 l.str("provider", provider);
-                l.str("door", door);
+                l.word("door", door);
                 l.opt_ip("client_ip", client_ip);
-                l.opt_str("reason", reason);
-                l.opt_str("cache", cache);
+                l.opt_word("reason", reason);
+                l.opt_word("cache", cache);
             }
             Self::SessionRefresh {
                 user,
@@ -348,14 +348,14 @@ impl Event<'_> {
                 l.opt_str("user", user);
                 l.str("path", path);
                 l.ip("client_ip", client_ip);
-                l.str("reason", reason);
+                l.word("reason", reason);
                 l.opt_num("close_code", close_code);
                 l.num("duration_ms", duration_ms);
                 l.num("bytes_client_to_upstream", bytes_client_to_upstream);
                 l.num("bytes_upstream_to_client", bytes_upstream_to_client);
             }
             Self::ConfigReload { result, problems } => {
-                l.str("result", result);
+                l.word("result", result);
                 l.opt_num("problems", problems);
             }
             Self::CertificateReload {
@@ -363,7 +363,7 @@ impl Event<'_> {
                 cert_file,
                 not_after,
             } => {
-                l.str("result", result);
+                l.word("result", result);
                 l.str("cert_file", cert_file);
                 l.opt_num("not_after", not_after);
             }

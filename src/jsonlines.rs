@@ -172,7 +172,7 @@ impl Sink {
         let first = pending.lines == 0;
         pending.lines += 1;
         let out = &mut pending.bytes;
-        timestamp::line_start(|start| out.extend_from_slice(start.as_bytes()));
+        timestamp::line_start(|start| out.extend_from_slice(start));
         out.extend_from_slice(event.as_bytes());
         out.push(b'"');
         let mut line = Line { out };
@@ -219,16 +219,32 @@ impl Shared {
 
 impl Line<'_> {
     /// `"key":"value"`. Keys are the code's own names and are written as they are.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn str(&mut self, key: &'static str, value: &str) {
-        self.key(key);
         // Most values need no escaping: copy them in one go, else let serde_json escape them.
         if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-            self.out.push(b'"');
-            self.out.extend_from_slice(value.as_bytes());
-            self.out.push(b'"');
+            self.word(key, value);
         } else {
+            self.key(key);
             let _ = serde_json::to_writer(&mut *self.out, value);
+        }
+    }
+
+    /// [`Line::str`] for a value that needs no escaping: one of the code's own words.
+    #[inline(always)]
+    pub(crate) fn word(&mut self, key: &'static str, value: &str) {
+        debug_assert!(value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
+        self.key(key);
+        self.out.push(b'"');
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.push(b'"');
+    }
+
+    /// [`Line::word`] when `value` is there; nothing when it is not.
+    #[inline(always)]
+    pub(crate) fn opt_word(&mut self, key: &'static str, value: Option<&'static str>) {
+        if let Some(value) = value {
+            self.word(key, value);
         }
     }
 
@@ -298,7 +314,7 @@ impl Line<'_> {
         let _ = write!(self.out, "\"{value}\"");
     }
 
-    #[inline]
+    #[inline(always)]
     fn key(&mut self, key: &'static str) {
         debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         self.out.extend_from_slice(b",\"");
@@ -319,9 +335,9 @@ pub(crate) mod timestamp {
     const TAIL: &str = "Z\",\"event\":\"";
 
     /// Lends `f` the start of a line written now: `{"ts":"<now>","event":"`.
-    pub(crate) fn line_start<R>(f: impl FnOnce(&str) -> R) -> R {
+    pub(crate) fn line_start<R>(f: impl FnOnce(&[u8]) -> R) -> R {
         thread_local! {
-            static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+            static LAST: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
         }
         let since_epoch = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -338,16 +354,15 @@ pub(crate) mod timestamp {
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default();
                 let date = date.strip_suffix('Z').unwrap_or(&date);
-                *text = format!("{HEAD}{date}.000{TAIL}");
+                *text = format!("{HEAD}{date}.000{TAIL}").into_bytes();
                 *at = secs;
             }
-            let digits = [
+            let end = text.len() - TAIL.len();
+            text[end - 3..end].copy_from_slice(&[
                 b'0' + (ms / 100 % 10) as u8,
                 b'0' + (ms / 10 % 10) as u8,
                 b'0' + (ms % 10) as u8,
-            ];
-            let end = text.len() - TAIL.len();
-            text.replace_range(end - 3..end, std::str::from_utf8(&digits).unwrap_or("000"));
+            ]);
             f(text)
         })
     }
@@ -355,7 +370,9 @@ pub(crate) mod timestamp {
     /// Now, as [`line_start`] would write it.
     #[cfg(test)]
     pub(crate) fn now() -> String {
-        line_start(|s| s[HEAD.len()..s.len() - TAIL.len() + 1].to_owned())
+        line_start(|s| {
+            String::from_utf8_lossy(&s[HEAD.len()..s.len() - TAIL.len() + 1]).into_owned()
+        })
     }
 }
 

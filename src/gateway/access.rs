@@ -128,7 +128,7 @@ impl Drop for Counted {
         p.sink.write("http_request", p.trace_id.as_deref(), |l| {
             l.str("method", &request.method);
             l.str("path", &request.path);
-            l.str("route", request.route);
+            l.word("route", request.route);
             l.ip("client_ip", request.client_ip);
             l.opt_str("user", request.user.as_deref());
             l.num("status", p.status);
