@@ -372,11 +372,13 @@ impl AuthCore {
             token,
         };
         let key = cache::key(app, provider_name, token);
-        let lookup = tracing::trace_span!(
-            target: crate::telemetry::TARGET,
-            "cache_lookup",
-            drawbridge.cache = tracing::field::Empty,
-        );
+        let lookup = crate::telemetry::child_span(|| {
+            tracing::trace_span!(
+                target: crate::telemetry::TARGET,
+                "cache_lookup",
+                drawbridge.cache = tracing::field::Empty,
+            )
+        });
         let looked_up = self.cache.get_or_check(key, provider_name, || async {
             let started = Instant::now();
             let result = provider.check(&check).await;

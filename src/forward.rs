@@ -127,14 +127,16 @@ impl Forwarder {
         mut request: Request<Body>,
         config: &Config,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let span = tracing::trace_span!(
-            target: crate::telemetry::TARGET,
-            "upstream_request",
-            otel.kind = "client",
-            http.request.method = %request.method(),
-            http.response.status_code = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-        );
+        let span = crate::telemetry::child_span(|| {
+            tracing::trace_span!(
+                target: crate::telemetry::TARGET,
+                "upstream_request",
+                otel.kind = "client",
+                http.request.method = %request.method(),
+                http.response.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            )
+        });
         // The sync server continues this span's trace, whatever `traceparent` the client sent.
         span.in_scope(|| crate::telemetry::inject(request.headers_mut()));
         let sent = tokio::time::timeout(

@@ -49,17 +49,18 @@ impl GatewayService {
     async fn handle(self, mut req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let config = self.shared.config.load_full();
-        telemetry::sample_request(req.headers());
-        let span = tracing::trace_span!(
-            target: crate::telemetry::TARGET,
-            "request",
-            otel.name = tracing::field::Empty,
-            otel.kind = "server",
-            http.request.method = %req.method(),
-            url.path = tracing::field::Empty,
-            drawbridge.route = tracing::field::Empty,
-            http.response.status_code = tracing::field::Empty,
-        );
+        let span = crate::telemetry::root_span(Some(req.headers()), || {
+            tracing::trace_span!(
+                target: crate::telemetry::TARGET,
+                "request",
+                otel.name = tracing::field::Empty,
+                otel.kind = "server",
+                http.request.method = %req.method(),
+                url.path = tracing::field::Empty,
+                drawbridge.route = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            )
+        });
         telemetry::continue_from(&span, req.headers());
         // Canonical target first: every routing decision, door and the sync server see the same path.
         let screened = route::screen(&mut req);

@@ -240,7 +240,10 @@ impl Conn {
                 .await;
         };
         let started = Instant::now();
-        let span = tracing::trace_span!(target: crate::telemetry::TARGET, "tls_handshake", otel.kind = "server", tls.outcome = tracing::field::Empty, tls.protocol.version = tracing::field::Empty, tls.alpn = tracing::field::Empty);
+        let span = crate::telemetry::root_span(
+            None,
+            || tracing::trace_span!(target: crate::telemetry::TARGET, "tls_handshake", otel.kind = "server", tls.outcome = tracing::field::Empty, tls.protocol.version = tracing::field::Empty, tls.alpn = tracing::field::Empty),
+        );
         let accept = tracing::Instrument::instrument(acceptor.accept(stream), span.clone());
         let handshake = tokio::select! {
             result = tokio::time::timeout(self.limits.tls_handshake_timeout, accept) => result,

@@ -7,16 +7,16 @@
 //! are exported (never the diagnostic log's events), and their attributes are fixed fields:
 //! route classes, canonical paths, provider names, outcomes — never a header, token or query.
 //!
-//! Sampling is decided once per trace, when its root span (a request, a TLS handshake) is
-//! created, by the layer's filter: an incoming `traceparent`'s sampled flag, or else
-//! `sample_ratio`. Every other span is created only inside a sampled one. An unsampled request so
-//! creates no span at all, and costs what it costs with traces off plus one random draw; the SDK
-//! itself then samples everything it is handed.
+//! Sampling is decided once per trace, before its root span (a request, a TLS handshake) is
+//! created ([`root_span`]): an incoming `traceparent`'s sampled flag, or else `sample_ratio`.
+//! Every other span is created only inside a sampled one ([`child_span`]). An unsampled request
+//! so creates no span at all, not even one `tracing` would create and no layer would keep, and
+//! costs what it costs with traces off plus one random draw; the SDK itself then samples
+//! everything it is handed.
 //!
 //! The exporter's HTTP client is the crate's own hyper client (no second TLS stack), driven on
 //! the tokio runtime from the SDK's batch thread.
 
-use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -32,7 +32,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{DynFilterFn, FilterExt, Targets};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config;
@@ -44,17 +44,9 @@ const TRACES_PATH: &str = "/v1/traces";
 /// Largest collector reply read.
 const MAX_REPLY_BYTES: usize = 64 * 1024;
 
-/// The spans that may start a trace; any other span is exported only as a child of a sampled one.
-const ROOT_SPANS: [&str; 2] = ["request", "tls_handshake"];
-
 static ENABLED: AtomicBool = AtomicBool::new(false);
 /// `sample_ratio`, as `f64` bits.
 static RATIO: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// The decision for the next root span created on this thread, when its request brought one.
-    static NEXT_ROOT: Cell<Option<bool>> = const { Cell::new(None) };
-}
 
 /// Why traces could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -122,20 +114,11 @@ impl Telemetry {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         RATIO.store(config.sample_ratio.to_bits(), Ordering::Relaxed);
         ENABLED.store(true, Ordering::Relaxed);
-        let sampled = DynFilterFn::new(|meta, cx| {
-            if cx.lookup_current().is_some() {
-                // Inside a sampled span: this layer's context only holds spans it enabled.
-                return true;
-            }
-            meta.is_span() && ROOT_SPANS.contains(&meta.name()) && sample_root()
-        });
+        // Only sampled traces create spans of this target (see the module docs): the filter
+        // needs no context, and callsites can cache it.
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            .with_filter(
-                Targets::new()
-                    .with_target(TARGET, tracing::Level::TRACE)
-                    .and(sampled),
-            );
+            .with_filter(Targets::new().with_target(TARGET, tracing::Level::TRACE));
         Ok((Self { provider }, Box::new(layer)))
     }
 
@@ -164,18 +147,45 @@ pub(crate) fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// Decides the trace of the request whose root span is created next on this thread: the sampled
-/// flag of a valid incoming `traceparent` when there is one (the caller's trace is kept whole or
-/// not at all), otherwise `sample_ratio`.
-pub(crate) fn sample_request(headers: &HeaderMap) {
+/// The root span of a trace `make` creates, when the trace is sampled: by the sampled flag of a
+/// valid `traceparent` in `headers` when there is one (the caller's trace is kept whole or not at
+/// all), otherwise by `sample_ratio`. A disabled span, which costs nothing, when it is not or
+/// traces are off.
+pub(crate) fn root_span(
+    headers: Option<&HeaderMap>,
+    make: impl FnOnce() -> tracing::Span,
+) -> tracing::Span {
     if !enabled() {
-        return;
+        return tracing::Span::none();
     }
-    let decision = headers
-        .get("traceparent")
+    let sampled = headers
+        .and_then(|h| h.get("traceparent"))
         .and_then(|v| v.to_str().ok())
-        .and_then(traceparent_sampled);
-    NEXT_ROOT.set(decision);
+        .and_then(traceparent_sampled)
+        .unwrap_or_else(|| {
+            let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
+            ratio >= 1.0 || rand::random::<f64>() < ratio
+        });
+    if sampled {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// The span `make` creates when the current span belongs to a sampled trace; otherwise a
+/// disabled span, which costs nothing.
+pub(crate) fn child_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if in_sampled_trace() {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// Whether the current span belongs to a sampled trace (only those create spans).
+fn in_sampled_trace() -> bool {
+    enabled() && !tracing::Span::current().is_disabled()
 }
 
 /// The sampled flag of a version-00 W3C `traceparent`; `None` when it is malformed.
@@ -198,17 +208,9 @@ fn traceparent_sampled(value: &str) -> Option<bool> {
     Some(u8::from_str_radix(flags, 16).ok()? & 1 == 1)
 }
 
-/// Whether the root span being created starts a sampled trace.
-fn sample_root() -> bool {
-    NEXT_ROOT.take().unwrap_or_else(|| {
-        let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
-        ratio >= 1.0 || rand::random::<f64>() < ratio
-    })
-}
-
 /// Makes `span` continue the trace of an incoming W3C `traceparent`, if any.
 pub(crate) fn continue_from(span: &tracing::Span, headers: &HeaderMap) {
-    if !enabled() || !headers.contains_key("traceparent") {
+    if span.is_disabled() || !headers.contains_key("traceparent") {
         return;
     }
     let parent =
@@ -218,7 +220,7 @@ pub(crate) fn continue_from(span: &tracing::Span, headers: &HeaderMap) {
 
 /// Sets `traceparent` (and `tracestate`) to the current span, for a request leaving drawbridge.
 pub(crate) fn inject(headers: &mut HeaderMap) {
-    if !enabled() {
+    if !in_sampled_trace() {
         return;
     }
     let context = tracing::Span::current().context();
@@ -229,7 +231,7 @@ pub(crate) fn inject(headers: &mut HeaderMap) {
 
 /// The W3C trace ID (32 hex digits) of the current span, when traces are exported.
 pub(crate) fn current_trace_id() -> Option<String> {
-    if !enabled() {
+    if !in_sampled_trace() {
         return None;
     }
     let context = tracing::Span::current().context();

@@ -441,13 +441,15 @@ fn spawn_relay(
         .register(&admitted.sid, &admitted.user, deadline);
     let shared = shared.clone();
     // A child of the request's span that lives as long as the tunnel.
-    let span = tracing::trace_span!(
-        target: crate::telemetry::TARGET,
-        "tunnel",
-        drawbridge.close_reason = tracing::field::Empty,
-        drawbridge.bytes_client_to_upstream = tracing::field::Empty,
-        drawbridge.bytes_upstream_to_client = tracing::field::Empty,
-    );
+    let span = crate::telemetry::child_span(|| {
+        tracing::trace_span!(
+            target: crate::telemetry::TARGET,
+            "tunnel",
+            drawbridge.close_reason = tracing::field::Empty,
+            drawbridge.bytes_client_to_upstream = tracing::field::Empty,
+            drawbridge.bytes_upstream_to_client = tracing::field::Empty,
+        )
+    });
     let relay_span = span.clone();
     let relay = async move {
         let started = StdInstant::now();

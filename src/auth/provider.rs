@@ -120,13 +120,15 @@ impl Provider {
             Self::Jwt(j) => ("jwt", Box::pin(j.check(check))),
             Self::Group(g) => ("group", Box::pin(g.check(check))),
         };
-        let span = tracing::trace_span!(
-            target: crate::telemetry::TARGET,
-            "provider",
-            drawbridge.provider = check.provider,
-            drawbridge.provider.kind = kind,
-            drawbridge.outcome = tracing::field::Empty,
-        );
+        let span = crate::telemetry::child_span(|| {
+            tracing::trace_span!(
+                target: crate::telemetry::TARGET,
+                "provider",
+                drawbridge.provider = check.provider,
+                drawbridge.provider.kind = kind,
+                drawbridge.outcome = tracing::field::Empty,
+            )
+        });
         if span.is_disabled() {
             return asked;
         }

@@ -121,14 +121,16 @@ impl WebhookProvider {
         let body = self.body(check);
         let mut attempt = 0;
         let resp = loop {
-            let span = tracing::trace_span!(
-                target: crate::telemetry::TARGET,
-                "webhook_request",
-                otel.kind = "client",
-                drawbridge.provider = %self.name,
-                drawbridge.attempt = attempt + 1,
-                http.response.status_code = tracing::field::Empty,
-            );
+            let span = crate::telemetry::child_span(|| {
+                tracing::trace_span!(
+                    target: crate::telemetry::TARGET,
+                    "webhook_request",
+                    otel.kind = "client",
+                    drawbridge.provider = %self.name,
+                    drawbridge.attempt = attempt + 1,
+                    http.response.status_code = tracing::field::Empty,
+                )
+            });
             let mut req = self.request(&body);
             span.in_scope(|| crate::telemetry::inject(req.headers_mut()));
             let sent =
