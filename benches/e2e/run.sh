@@ -22,10 +22,11 @@ e2e=$root/benches/e2e
 target=${CARGO_TARGET_DIR:-$root/target}
 
 if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null || ! command -v wrk >/dev/null \
-    || ! command -v taskset >/dev/null || ! command -v redis-server >/dev/null; then
-    echo "== installing nginx, haproxy, wrk and redis-server (apt; redis-server for --only cluster)"
+    || ! command -v taskset >/dev/null || ! command -v redis-server >/dev/null \
+    || ! command -v valgrind >/dev/null; then
+    echo "== installing nginx, haproxy, wrk, redis-server and valgrind (apt; redis-server for --only cluster, valgrind for --only observability)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk openssl util-linux redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk openssl util-linux redis-server valgrind >/dev/null
 fi
 venv=${E2E_VENV:-$HOME/.cache/drawbridge-e2e/venv}
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
