@@ -119,7 +119,9 @@ impl Collector {
     /// once an upstream request's span is among them.
     async fn after_sigterm(&self, mut gw: Running) -> Vec<Got> {
         kill(Pid::from_raw(gw.child.id() as i32), Signal::SIGTERM).unwrap();
-        assert_eq!(gw.wait_exit(Duration::from_secs(15)), 0, "{}", gw.logs());
+        // Awaited, not blocked on: the collector runs on this test's runtime and must answer the
+        // exports drawbridge sends while it drains.
+        assert_eq!(gw.exited(Duration::from_secs(15)).await, 0, "{}", gw.logs());
         assert_eventually!(
             self.spans().iter().any(|s| s.name == "upstream_request"),
             "no upstream span exported: {:?}",
@@ -202,6 +204,8 @@ async fn tracing_login_through_a_group_exports_the_span_tree_and_propagates_trac
     let (status, _, _) = support::send(&http, req).await;
     assert_eq!(status, 200);
 
+    // No idle connection of the test's own left for the drain to wait on.
+    drop(http);
     let spans = collector.after_sigterm(gw).await;
 
     // The login's tree, in the client's trace.
@@ -368,6 +372,8 @@ async fn tracing_sampling_follows_the_incoming_flag_and_otherwise_the_ratio() {
         assert_eq!(status, 200, "{path}");
     }
 
+    // No idle connection of the test's own left for the drain to wait on.
+    drop(http);
     let spans = collector.after_sigterm(gw).await;
     // Only the trace the client sampled: at ratio 0 nothing else starts one, not even a handshake.
     assert!(

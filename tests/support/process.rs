@@ -114,14 +114,34 @@ impl Running {
     pub fn wait_exit(&mut self, within: Duration) -> i32 {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
+            if let Some(code) = self.exit_code(deadline, within) {
+                return code;
             }
-            assert!(
-                Instant::now() < deadline,
-                "drawbridge did not exit within {within:?}"
-            );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The exit code once the process has exited; fails the test past `deadline`.
+    fn exit_code(&mut self, deadline: Instant, within: Duration) -> Option<i32> {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            return Some(status.code().unwrap_or(-1));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drawbridge did not exit within {within:?}"
+        );
+        None
+    }
+
+    /// [`Running::wait_exit`] without blocking the runtime: servers the test runs on it (a trace
+    /// collector) keep answering the process while it shuts down.
+    pub async fn exited(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(code) = self.exit_code(deadline, within) {
+                return code;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
