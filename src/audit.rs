@@ -185,6 +185,20 @@ pub(crate) enum Event<'a> {
     },
 }
 
+/// The fields `tunnel_open` and `tunnel_close` share.
+fn tunnel_fields(
+    l: &mut Line<'_>,
+    sid_hash: Option<&str>,
+    user: Option<&str>,
+    path: &str,
+    client_ip: IpAddr,
+) {
+    l.opt_str("sid_hash", sid_hash);
+    l.opt_str("user", user);
+    l.str("path", path);
+    l.ip("client_ip", client_ip);
+}
+
 /// A tunnel as the audit log names it, kept from its opening to its close.
 #[derive(Debug)]
 pub(crate) struct TunnelLog {
@@ -327,12 +341,7 @@ impl Event<'_> {
                 user,
                 path,
                 client_ip,
-            } => {
-                l.opt_str("sid_hash", sid_hash);
-                l.opt_str("user", user);
-                l.str("path", path);
-                l.ip("client_ip", client_ip);
-            }
+            } => tunnel_fields(l, sid_hash, user, path, client_ip),
             Self::TunnelClose {
                 sid_hash,
                 user,
@@ -344,10 +353,7 @@ impl Event<'_> {
                 bytes_client_to_upstream,
                 bytes_upstream_to_client,
             } => {
-                l.opt_str("sid_hash", sid_hash);
-                l.opt_str("user", user);
-                l.str("path", path);
-                l.ip("client_ip", client_ip);
+                tunnel_fields(l, sid_hash, user, path, client_ip);
                 l.word("reason", reason);
                 l.opt_num("close_code", close_code);
                 l.num("duration_ms", duration_ms);
