@@ -73,10 +73,19 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
+GIVEN_PORTS = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now and that this run has not handed out before: the kernel may
+    offer a closed port again before the process it was picked for has bound it."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in GIVEN_PORTS:
+            GIVEN_PORTS.add(port)
+            return port
 
 
 def wait_port(port, deadline_s=20):
@@ -655,8 +664,9 @@ def login_storm_rows(args, stack, res):
 # proxy core (the others idle meanwhile), measured in turn, the order rotated per repetition.
 OBS_VARIANTS = [
     ("off", ""),
-    ("audit", '[audit]\npath = "@WORK@/obs-audit.log"\n'),
-    ("access", '[log]\naccess = true\naccess_path = "@WORK@/obs-access.log"\n'),
+    # The logs go to their own directory, as they would in production (not beside the config).
+    ("audit", '[audit]\npath = "@WORK@/logs/obs-audit.log"\n'),
+    ("access", '[log]\naccess = true\naccess_path = "@WORK@/logs/obs-access.log"\n'),
     ("trace_1", '[tracing]\notlp_endpoint = "http://127.0.0.1:@OTLP_PORT@"\nsample_ratio = 1.0\n'),
     ("trace_0.01", '[tracing]\notlp_endpoint = "http://127.0.0.1:@OTLP_PORT@"\nsample_ratio = 0.01\n'),
 ]
