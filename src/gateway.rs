@@ -69,13 +69,11 @@ impl GatewayService {
             span.record("url.path", req.uri().path());
         }
         let method = req.method().clone();
-        let access = self.shared.access_log.as_ref().map(|sink| {
-            let head = (
-                req.method().as_str().to_owned(),
-                req.uri().path().to_owned(),
-            );
-            (sink, head)
-        });
+        let access = self
+            .shared
+            .access_log
+            .as_ref()
+            .map(|sink| (sink, req.uri().path().to_owned()));
         let answer = async {
             match screened {
                 Err(refusal) => {
@@ -117,7 +115,7 @@ impl GatewayService {
             .http
             .observe(label, resp.status(), started.elapsed().as_secs_f64());
         match access {
-            Some((sink, (method, path))) => {
+            Some((sink, path)) => {
                 let request = access::Request {
                     method,
                     path,

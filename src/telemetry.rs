@@ -185,7 +185,15 @@ pub(crate) fn child_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span 
 
 /// Whether the current span belongs to a sampled trace (only those create spans).
 fn in_sampled_trace() -> bool {
-    enabled() && !tracing::Span::current().is_disabled()
+    sampled_current().is_some()
+}
+
+/// The current span, when it belongs to a sampled trace.
+fn sampled_current() -> Option<tracing::Span> {
+    if !enabled() {
+        return None;
+    }
+    Some(tracing::Span::current()).filter(|span| !span.is_disabled())
 }
 
 /// The sampled flag of a version-00 W3C `traceparent`; `None` when it is malformed.
@@ -220,10 +228,10 @@ pub(crate) fn continue_from(span: &tracing::Span, headers: &HeaderMap) {
 
 /// Sets `traceparent` (and `tracestate`) to the current span, for a request leaving drawbridge.
 pub(crate) fn inject(headers: &mut HeaderMap) {
-    if !in_sampled_trace() {
+    let Some(span) = sampled_current() else {
         return;
-    }
-    let context = tracing::Span::current().context();
+    };
+    let context = span.context();
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&context, &mut HeaderInjector(headers));
     });
@@ -231,10 +239,7 @@ pub(crate) fn inject(headers: &mut HeaderMap) {
 
 /// The W3C trace ID (32 hex digits) of the current span, when traces are exported.
 pub(crate) fn current_trace_id() -> Option<String> {
-    if !in_sampled_trace() {
-        return None;
-    }
-    let context = tracing::Span::current().context();
+    let context = sampled_current()?.context();
     let span = context.span();
     let span_context = span.span_context();
     span_context

@@ -40,7 +40,7 @@ pub(crate) fn start(config: Option<&Audit>, metrics: &Metrics) -> Result<Option<
 /// What the line says about the request, known before the response body is sent.
 pub(crate) struct Request {
     /// The method.
-    pub(crate) method: String,
+    pub(crate) method: http::Method,
     /// The canonical path, without the query.
     pub(crate) path: String,
     /// The route class (the metrics' `route` label).
@@ -126,7 +126,7 @@ impl Drop for Counted {
         let (request, bytes) = (&p.request, self.bytes);
         let duration_ms = (p.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
         p.sink.write("http_request", p.trace_id.as_deref(), |l| {
-            l.str("method", &request.method);
+            l.str("method", request.method.as_str());
             l.str("path", &request.path);
             l.word("route", request.route);
             l.ip("client_ip", request.client_ip);
