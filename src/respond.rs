@@ -36,6 +36,10 @@ pub(crate) enum Refusal {
     /// A forward-auth check whose forwarded target headers are repeated or disagree.
     #[error("the forwarded target is repeated or contradictory")]
     ForwardedTarget,
+    /// A forward-auth check without the source of the forwarded path that
+    /// `forward_auth.uri_from` names.
+    #[error("the forwarded path is missing from the source forward_auth.uri_from names")]
+    ForwardedTargetMissing,
 }
 
 impl Refusal {
@@ -288,7 +292,9 @@ fn refused(refusal: &Refusal) -> Response<Body> {
         ),
         // A fixed text per kind of target, never the target itself.
         Refusal::Target(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
-        Refusal::ForwardedTarget => error(StatusCode::BAD_REQUEST, &refusal.to_string()),
+        Refusal::ForwardedTarget | Refusal::ForwardedTargetMissing => {
+            error(StatusCode::BAD_REQUEST, &refusal.to_string())
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The forward-auth door, `/auth/check`, behind a real nginx `auth_request` (the snippet shipped in
 //! deploy/forward-auth/nginx.conf, run as is) in front of the sync-server stand-in, and asked
-//! directly for the header variants other ingresses send.
+//! directly with the header sets the other shipped examples' ingresses send (Envoy Gateway,
+//! Traefik and ingress-nginx cannot run here), each under the `forward_auth.uri_from` its example
+//! file names.
 
 mod support;
 
@@ -15,13 +17,25 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SNIPPET: &str = include_str!("../deploy/forward-auth/nginx.conf");
+const ENVOY: &str = include_str!("../deploy/forward-auth/envoy-gateway.yaml");
+const TRAEFIK: &str = include_str!("../deploy/forward-auth/traefik.yaml");
+const INGRESS_NGINX: &str = include_str!("../deploy/forward-auth/ingress-nginx.yaml");
+
+/// The `[forward_auth]` section an example file says drawbridge needs: its `uri_from = "…"` line.
+fn section_of(example: &str) -> String {
+    let line = example
+        .lines()
+        .find_map(|l| l.trim_start_matches(['#', ' ']).strip_prefix("uri_from = "))
+        .expect("the example names its uri_from");
+    format!("[forward_auth]\nuri_from = {line}\n")
+}
 
 /// The shipped snippet pointed at this test's gateway, CA and sync server.
 fn snippet(gw: &Gateway, upstream: &Upstream) -> String {
     SNIPPET
         .replace("listen 8080;", &format!("listen {LISTEN};"))
         .replace(
-            "https://drawbridge.internal:8443",
+            "https://drawbridge.drawbridge.svc.cluster.local",
             &format!("https://127.0.0.1:{}", gw.addr.port()),
         )
         .replace(
@@ -45,7 +59,7 @@ impl Bed {
         let gw = Gateway::builder(up.url())
             .demo_provider(&hook)
             .rate_limit_off()
-            .extra(extra)
+            .extra(&format!("{}{extra}", section_of(SNIPPET)))
             .spawn()
             .await;
         let nginx = Nginx::start(&snippet(&gw, &up)).await;
@@ -72,10 +86,13 @@ impl Bed {
         plain(&format!("{}{path}", self.nginx.url()), headers).await
     }
 
-    /// `GET /auth/check` on the gateway itself; `(status, headers)`.
+    /// `GET /auth/check` on the gateway itself, for `X-Original-URI: /notes` as the snippet sends
+    /// it; `(status, headers)`.
     async fn check(&self, headers: &[(&str, &str)]) -> (u16, http::HeaderMap) {
         let http = support::client::https(&self.gw.ca.pem(), false);
         let mut req = support::client::request("GET", &self.gw.url("/auth/check"), "");
+        req.headers_mut()
+            .insert("x-original-uri", http::HeaderValue::from_static("/notes"));
         for (k, v) in headers {
             req.headers_mut().append(
                 http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
@@ -287,15 +304,17 @@ async fn check_answers_identity_and_oauth2_proxy_headers_on_any_method_and_subpa
     let bed = Bed::start("").await;
     let token = bed.login("dave").await;
     let http = support::client::https(&bed.gw.ca.pem(), false);
-    for (method, path) in [
-        ("GET", "/auth/check"),
-        ("POST", "/auth/check"),
-        ("HEAD", "/auth/check/traefik"),
-        ("DELETE", "/auth/check/any/path"),
+    for (method, path, forwarded) in [
+        ("GET", "/auth/check", "/notes"),
+        ("POST", "/auth/check", "/notes"),
+        ("HEAD", "/auth/check/traefik", "/traefik"),
+        ("DELETE", "/auth/check/any/path", "/any/path"),
     ] {
         let mut req = support::client::request(method, &bed.gw.url(path), "");
         req.headers_mut()
             .insert("authorization", bearer(&token).parse().unwrap());
+        req.headers_mut()
+            .insert("x-original-uri", forwarded.parse().unwrap());
         let resp = http.request(req).await.unwrap();
         assert_eq!(resp.status(), 200, "{method} {path}");
         let h = resp.headers();
@@ -315,6 +334,7 @@ async fn check_applies_path_rules_to_the_forwarded_uri_and_refuses_ambiguity() {
         let up = Upstream::start().await;
         Gateway::builder(up.url())
             .public_upgrade_paths(&["/public"])
+            .extra("[forward_auth]\nuri_from = \"header:x-forwarded-uri\"")
             .spawn()
             .await
     };
@@ -332,7 +352,7 @@ async fn check_applies_path_rules_to_the_forwarded_uri_and_refuses_ambiguity() {
         }
     };
     for headers in [
-        vec![("x-original-uri", "/public/room")],
+        vec![("x-forwarded-uri", "/public/room")],
         vec![
             ("x-forwarded-uri", "/%70ublic/room?x=1"),
             ("x-forwarded-method", "GET"),
@@ -340,6 +360,10 @@ async fn check_applies_path_rules_to_the_forwarded_uri_and_refuses_ambiguity() {
         vec![
             ("x-forwarded-uri", "//public/./room"),
             ("x-forwarded-host", "sync.example"),
+        ],
+        vec![
+            ("x-forwarded-uri", "/public/room"),
+            ("x-original-uri", "/public/./room?agrees"),
         ],
     ] {
         let (status, h) = check(headers.clone()).await;
@@ -356,23 +380,24 @@ async fn check_applies_path_rules_to_the_forwarded_uri_and_refuses_ambiguity() {
         }
     }
     for headers in [
-        vec![("x-original-uri", "/sync")],
+        vec![("x-forwarded-uri", "/sync")],
         vec![("x-forwarded-uri", "/public/../sync")],
         vec![("x-forwarded-uri", "/publicity")],
-        vec![],
     ] {
         assert_eq!(check(headers.clone()).await.0, 401, "{headers:?}");
     }
     for headers in [
+        vec![],
+        vec![("x-original-uri", "/public/room")],
         vec![("x-forwarded-uri", "/public%2F..%2Fsync")],
-        vec![("x-original-uri", "/public/%2e%2e%5csync")],
+        vec![("x-forwarded-uri", "/public/%2e%2e%5csync")],
         vec![
-            ("x-original-uri", "/public/room"),
             ("x-forwarded-uri", "/sync"),
+            ("x-original-uri", "/public/room"),
         ],
         vec![
-            ("x-original-uri", "/public/a"),
-            ("x-original-uri", "/public/b"),
+            ("x-forwarded-uri", "/public/a"),
+            ("x-forwarded-uri", "/public/a"),
         ],
     ] {
         assert_eq!(check(headers.clone()).await.0, 403, "{headers:?}");
@@ -389,7 +414,7 @@ async fn check_applies_path_rules_to_the_forwarded_uri_and_refuses_ambiguity() {
 
 #[tokio::test]
 async fn check_without_session_redirects_when_signin_url_is_set() {
-    let bed = Bed::start("[forward_auth]\nsignin_url = \"https://login.example/start\"").await;
+    let bed = Bed::start("signin_url = \"https://login.example/start\"").await;
     let (status, headers) = bed.check(&[]).await;
     assert_eq!(status, 302);
     assert_eq!(headers["location"], "https://login.example/start");
@@ -405,7 +430,7 @@ async fn check_without_session_redirects_when_signin_url_is_set() {
 #[tokio::test]
 async fn check_with_provider_token_asks_the_provider_once_for_many_checks() {
     let bed = Bed::start(
-        "[forward_auth]\naccept_provider_tokens = true\napp = \"app\"\nprovider = \"demo\"",
+        "accept_provider_tokens = true\napp = \"app\"\nprovider = \"demo\"",
     )
     .await;
     for _ in 0..20 {
@@ -441,6 +466,7 @@ async fn nginx_public_path_passes_without_session_and_drops_forged_identity() {
     let up = Upstream::start().await;
     let gw = Gateway::builder(up.url())
         .public_upgrade_paths(&["/public"])
+        .extra(&section_of(SNIPPET))
         .spawn()
         .await;
     let nginx = Nginx::start(&snippet(&gw, &up)).await;
@@ -484,7 +510,7 @@ async fn check_answers_the_session_email_as_x_auth_request_email() {
         .await;
     let token = support::login(&gw, "app", "demo", "any").await.session();
     let http = support::client::https(&gw.ca.pem(), false);
-    let mut req = support::client::request("GET", &gw.url("/auth/check"), "");
+    let mut req = support::client::request("GET", &gw.url("/auth/check/notes"), "");
     req.headers_mut().insert(
         "cookie",
         format!("drawbridge_session={token}").parse().unwrap(),
@@ -493,4 +519,326 @@ async fn check_answers_the_session_email_as_x_auth_request_email() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-auth-request-user"], "gina");
     assert_eq!(resp.headers()["x-auth-request-email"], "gina@example.com");
+}
+
+/// One shipped example's ingress, replayed: the door path and the headers it sends drawbridge for
+/// a client request to `path`, and the headers a client can add that it passes on untouched.
+struct Shape {
+    name: &'static str,
+    example: &'static str,
+    door: fn(&str) -> String,
+    sends: fn(&str) -> Vec<(&'static str, String)>,
+    spoofable: &'static [&'static str],
+}
+
+/// What a client adds to name another path: every source drawbridge knows, each for `/public/x`.
+fn spoof(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "x-original-uri" => ("x-original-uri", "/public/x"),
+        "x-forwarded-uri" => ("x-forwarded-uri", "/public/x"),
+        "x-original-url" => ("x-original-url", "https://sync.example.com/public/x"),
+        other => panic!("no spoof for {other}"),
+    }
+}
+
+const SHAPES: [Shape; 3] = [
+    // Envoy Gateway's extAuth: the original path appended to the door's, every client header
+    // passed on, its own x-forwarded-proto and x-request-id added.
+    Shape {
+        name: "envoy-gateway",
+        example: ENVOY,
+        door: |path| format!("/auth/check{path}"),
+        sends: |_| {
+            vec![
+                ("x-forwarded-proto", "https".to_owned()),
+                ("x-request-id", "7f1c".to_owned()),
+            ]
+        },
+        spoofable: &["x-original-uri", "x-forwarded-uri", "x-original-url"],
+    },
+    // Traefik's ForwardAuth with trustForwardHeader: false: its own X-Forwarded-* (a client's
+    // copies replaced), the address's path, every other client header passed on.
+    Shape {
+        name: "traefik",
+        example: TRAEFIK,
+        door: |_| "/auth/check".to_owned(),
+        sends: |path| {
+            vec![
+                ("x-forwarded-method", "GET".to_owned()),
+                ("x-forwarded-proto", "https".to_owned()),
+                ("x-forwarded-host", "sync.example.com".to_owned()),
+                ("x-forwarded-uri", path.to_owned()),
+                ("x-forwarded-for", "203.0.113.7".to_owned()),
+            ]
+        },
+        spoofable: &["x-original-uri", "x-original-url"],
+    },
+    // ingress-nginx's auth-url: the controller's X-Original-URL and friends, every other client
+    // header passed on.
+    Shape {
+        name: "ingress-nginx",
+        example: INGRESS_NGINX,
+        door: |_| "/auth/check".to_owned(),
+        sends: |path| {
+            vec![
+                ("x-original-url", format!("https://sync.example.com{path}")),
+                ("x-original-method", "GET".to_owned()),
+                ("x-sent-from", "nginx-ingress-controller".to_owned()),
+                ("x-auth-request-redirect", path.to_owned()),
+                ("x-forwarded-for", "203.0.113.7".to_owned()),
+            ]
+        },
+        spoofable: &["x-original-uri", "x-forwarded-uri"],
+    },
+];
+
+#[tokio::test]
+async fn client_naming_another_path_gets_403_in_every_shipped_shape() {
+    let hook = Webhook::users(600).await;
+    for shape in SHAPES {
+        let up = Upstream::start().await;
+        let gw = Gateway::builder(up.url())
+            .demo_provider(&hook)
+            .public_upgrade_paths(&["/public"])
+            .extra(&section_of(shape.example))
+            .spawn()
+            .await;
+        let http = support::client::https(&gw.ca.pem(), false);
+        let token = support::login(&gw, "app", "demo", "alice-token")
+            .await
+            .session();
+        let ask = |path: &str, extra: Vec<(&'static str, String)>| {
+            let mut req = support::client::request("GET", &gw.url(&(shape.door)(path)), "");
+            for (k, v) in (shape.sends)(path).into_iter().chain(extra) {
+                req.headers_mut().append(k, v.parse().unwrap());
+            }
+            let http = http.clone();
+            async move { http.request(req).await.unwrap().status().as_u16() }
+        };
+        let name = shape.name;
+        assert_eq!(ask("/sync", vec![]).await, 401, "{name}: no session");
+        assert_eq!(ask("/public/x", vec![]).await, 200, "{name}: public path");
+        let session = ("authorization", bearer(&token));
+        assert_eq!(ask("/sync", vec![session.clone()]).await, 200, "{name}");
+        for spoofed in shape.spoofable {
+            let (k, v) = spoof(spoofed);
+            let status = ask("/sync", vec![(k, v.to_owned())]).await;
+            assert_eq!(status, 403, "{name}: a client's {k} names the path");
+            let status = ask("/sync", vec![(k, v.to_owned()), session.clone()]).await;
+            assert_eq!(status, 403, "{name}: {k} with a session too");
+            // A copy that agrees is harmless.
+            let agrees = v.replace("/public/x", "/sync");
+            assert_eq!(ask("/sync", vec![(k, agrees)]).await, 401, "{name}: {k}");
+        }
+        // The named source missing is refused, whatever else is there.
+        let mut req = support::client::request("GET", &gw.url("/auth/check"), "");
+        if name == "envoy-gateway" {
+            req.headers_mut()
+                .insert("x-original-uri", "/public/x".parse().unwrap());
+        }
+        req.headers_mut()
+            .insert("authorization", bearer(&token).parse().unwrap());
+        let status = http.request(req).await.unwrap().status().as_u16();
+        assert_eq!(status, 403, "{name}: the named source is missing");
+        assert_eq!(up.hits(), 0, "the door never forwards");
+    }
+}
+
+#[tokio::test]
+async fn nginx_client_cannot_name_the_checked_path() {
+    let up = Upstream::start().await;
+    let gw = Gateway::builder(up.url())
+        .public_upgrade_paths(&["/public"])
+        .extra(&section_of(SNIPPET))
+        .spawn()
+        .await;
+    let nginx = Nginx::start(&snippet(&gw, &up)).await;
+    for (k, v) in [
+        spoof("x-original-uri"),
+        spoof("x-forwarded-uri"),
+        spoof("x-original-url"),
+    ] {
+        let (status, _, body) = plain(&format!("{}/sync", nginx.url()), &[(k, v)]).await;
+        // nginx sets X-Original-URI itself, so a client's copy is replaced (401, no session);
+        // the other two reach the door and disagree with it (403).
+        let want = if k == "x-original-uri" { 401 } else { 403 };
+        assert_eq!(status, want, "{k}: {body}");
+    }
+    assert_eq!(up.hits(), 0, "nothing reached the sync server");
+    let (status, _, _) = plain(&format!("{}/public/x", nginx.url()), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(up.hits(), 1);
+}
+
+/// Every header value the sync server saw, as text.
+fn header_text(headers: &http::HeaderMap) -> String {
+    headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+        .collect()
+}
+
+#[tokio::test]
+async fn nginx_forwards_the_apps_credentials_but_never_the_session() {
+    let bed = Bed::start("").await;
+    let token = bed.login("alice").await;
+    let auth = bearer(&token);
+    let session_cookie = format!("theme=dark; drawbridge_session={token}; lang=en");
+    for (headers, cookie, authorization) in [
+        (
+            vec![("cookie", session_cookie.as_str())],
+            Some("theme=dark; lang=en"),
+            None,
+        ),
+        (
+            vec![("authorization", auth.as_str()), ("cookie", "theme=dark")],
+            Some("theme=dark"),
+            None,
+        ),
+        (
+            vec![
+                ("cookie", session_cookie.as_str()),
+                ("authorization", "Basic dXNlcjpwdw=="),
+            ],
+            Some("theme=dark; lang=en"),
+            Some("Basic dXNlcjpwdw=="),
+        ),
+    ] {
+        let (status, _, body) = bed.via_nginx("/notes", &headers).await;
+        assert_eq!(status, 200, "{headers:?}: {body}");
+        let seen = bed.up.seen().pop().unwrap();
+        let text = header_text(&seen.headers);
+        assert!(
+            !text.contains(&token),
+            "the session reached the sync server:\n{text}"
+        );
+        assert_eq!(
+            seen.headers.get("cookie").map(|v| v.to_str().unwrap()),
+            cookie,
+            "{headers:?}"
+        );
+        assert_eq!(
+            seen.headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap()),
+            authorization,
+            "{headers:?}"
+        );
+        assert_eq!(seen.headers["x-drawbridge-user"], "alice");
+    }
+    // The protocol entry carrier on a websocket handshake.
+    let protocol = format!("drawbridge.bearer.{token}, chat");
+    let ws = ws_via(
+        bed.nginx.addr,
+        "/sync",
+        &[("sec-websocket-protocol", protocol.as_str())],
+    )
+    .await;
+    drop(ws);
+    let seen = bed.up.seen().pop().unwrap();
+    assert_eq!(seen.headers["x-drawbridge-user"], "alice");
+    let text = header_text(&seen.headers);
+    assert!(
+        !text.contains(&token),
+        "the session reached the sync server:\n{text}"
+    );
+    assert_eq!(seen.headers["sec-websocket-protocol"], "chat");
+}
+
+/// `POST` a JSON body through nginx; `(status, headers, body)`.
+async fn post_plain(
+    url: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let resp = client.request(req).await.expect("nginx answered");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn browser_behind_nginx_logs_in_on_the_apps_host_and_opens_a_websocket_with_the_cookie() {
+    let bed = Bed::start("").await;
+    let (status, headers, body) = post_plain(
+        &format!("{}/auth/login", bed.nginx.url()),
+        &support::login_body("app", "demo", "alice-token"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", bed.nginx.error_log());
+    let set_cookie = headers["set-cookie"].to_str().unwrap();
+    assert!(
+        set_cookie.starts_with("drawbridge_session="),
+        "{set_cookie}"
+    );
+    assert!(
+        set_cookie.contains("Path=/;") && !set_cookie.to_ascii_lowercase().contains("domain="),
+        "a host-only cookie for the whole app host: {set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let token = cookie.trim_start_matches("drawbridge_session=").to_owned();
+    assert_eq!(
+        bed.up.hits(),
+        0,
+        "the login was drawbridge's, not the sync server's"
+    );
+
+    let mut ws = ws_via(bed.nginx.addr, "/sync", &[("cookie", cookie.as_str())])
+        .await
+        .unwrap_or_else(|e| panic!("handshake through nginx: {e}\n{}", bed.nginx.error_log()));
+    ws.send(Message::text("hello")).await.unwrap();
+    let echoed = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "hello");
+    let seen = bed.up.seen().pop().unwrap();
+    assert_eq!(seen.headers["x-drawbridge-user"], "alice");
+    assert!(!header_text(&seen.headers).contains(&token));
+
+    // userinfo through the same host, with the cookie alone.
+    let (status, _, body) = bed
+        .via_nginx("/auth/userinfo", &[("cookie", &cookie)])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"alice\""), "{body}");
+    // The door and the aggregator are not routed to drawbridge: they are the sync server's
+    // paths, behind the check like any other.
+    let hits = bed.up.hits();
+    for path in ["/auth/check", "/auth/webhook"] {
+        let (status, _, _) = bed.via_nginx(path, &[]).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    assert_eq!(bed.up.hits(), hits);
+    let (status, _, _) = bed.via_nginx("/auth/webhook", &[("cookie", &cookie)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(bed.up.seen().pop().unwrap().uri, "/auth/webhook");
+
+    // Logout through the app's host; the cookie then opens nothing.
+    let (status, _, body) = post_plain(
+        &format!("{}/auth/logout", bed.nginx.url()),
+        &serde_json::json!({}),
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    match ws_via(bed.nginx.addr, "/sync", &[("cookie", cookie.as_str())]).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected a 401 handshake after logout, got {other:?}"),
+    }
 }

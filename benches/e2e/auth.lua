@@ -1,6 +1,7 @@
 -- wrk script for the auth rows. Arguments (after --): <shape> <mode> <prefix>
 --   shape  login    POST /auth/login {"appID","provider","token"}   (drawbridge)
---          check    GET /auth/check, Authorization: Bearer <token>  (nginx auth_request)
+--          check    GET <the URL's path>, Authorization: Bearer <token>  (/auth/check: nginx
+--                   auth_request; /auth/check/sync: drawbridge's door, the path under it checked)
 --          aggregator POST /auth/webhook {"appID","provider","token"} (drawbridge, no session)
 --          webhook  POST /auth {"appID","provider","token"}         (the webhook itself)
 --   mode   hit      one token for every request (answered from the cache after the first)
@@ -30,7 +31,7 @@ end
 function request()
   local t = token()
   if shape == "check" then
-    return wrk.format("GET", "/auth/check", { ["Authorization"] = "Bearer " .. t }, nil)
+    return wrk.format("GET", wrk.path, { ["Authorization"] = "Bearer " .. t }, nil)
   elseif shape == "webhook" then
     return wrk.format("POST", "/auth", json, body(t))
   elseif shape == "aggregator" then

@@ -426,10 +426,11 @@ def forward_auth_rows(args, stack, res):
     token = {
         "direct": ("webhook", f"http://127.0.0.1:{stack.hook_port}/auth"),
         "nginx": ("check", stack.http_base("nginx") + "/auth/check"),
-        "drawbridge": ("check", stack.http_base("drawbridge") + "/auth/check"),
+        # The path under the door is the checked path (forward_auth.uri_from = "path").
+        "drawbridge": ("check", stack.http_base("drawbridge") + "/auth/check/sync"),
     }
     session = [f"Authorization: Bearer {stack.session}"]
-    db_check = stack.http_base("drawbridge") + "/auth/check"
+    db_check = stack.http_base("drawbridge") + "/auth/check/sync"
     log("forward_auth:")
     for t, (shape, url) in token.items():
         wrk(url, 8, 1, [shape, "hit", f"warm{t}"])  # fills the caches

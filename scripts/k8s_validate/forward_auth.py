@@ -18,14 +18,35 @@ from k8s_validate.runner import Outcome
 DIR = "deploy/forward-auth"
 CHECK_PATH = "/auth/check"
 
-# What a passing check answers, and every example must hand on to the sync server.
+# What a passing check answers, and every example must copy over the client's own on the
+# forwarded request: who the client is, and its credentials without drawbridge's session.
 IDENTITY_HEADERS = (
     "x-drawbridge-user",
     "x-drawbridge-app",
     "x-drawbridge-provider",
     "x-drawbridge-permissions",
     "x-drawbridge-assertion",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "authorization",
+    "cookie",
+    "sec-websocket-protocol",
 )
+
+# drawbridge as the Helm chart installs it (helm install drawbridge ... --namespace drawbridge).
+SERVICE, NAMESPACE, PORT = "drawbridge", "drawbridge", 443
+SERVICE_HOST = f"{SERVICE}.{NAMESPACE}.svc"
+
+# The login API routes a browser reaches on the app's host; never the door or the aggregator.
+LOGIN_PATHS = {"/auth/login", "/auth/token", "/auth/userinfo", "/auth/logout", "/auth/ticket"}
+
+# The forward_auth.uri_from each example says drawbridge needs: the source its ingress really sends.
+URI_FROM = {
+    "envoy-gateway.yaml": "path",
+    "traefik.yaml": "header:x-forwarded-uri",
+    "ingress-nginx.yaml": "header:x-original-url",
+    "nginx.conf": "header:x-original-uri",
+}
 
 # Files whose kinds kubernetes-validate has a schema for.
 BUILTIN_FILES = ("ingress-nginx.yaml",)
@@ -61,6 +82,9 @@ def check_envoy(docs):
             errors.append(f"SecurityPolicy {name}: extAuth.http.path is not {CHECK_PATH}")
         if not http.get("backendRefs"):
             errors.append(f"SecurityPolicy {name}: extAuth.http has no backendRefs")
+        for ref in http.get("backendRefs", []):
+            if (ref.get("name"), ref.get("namespace"), ref.get("port")) != (SERVICE, NAMESPACE, PORT):
+                errors.append(f"SecurityPolicy {name}: backendRef is not the chart's Service {SERVICE_HOST}:{PORT}")
         if "headersToExtAuth" in ext:
             errors.append(f"SecurityPolicy {name}: headersToExtAuth would keep session carriers from drawbridge")
         if miss := missing_headers(http.get("headersToBackend", [])):
@@ -68,7 +92,20 @@ def check_envoy(docs):
         for ref in spec.get("targetRefs", []):
             if ref.get("kind") == "HTTPRoute" and ref.get("name") not in routes:
                 errors.append(f"SecurityPolicy {name}: targets HTTPRoute {ref.get('name')}, not in the file")
+    login = set()
+    for route in find(docs, "HTTPRoute"):
+        for rule in route["spec"].get("rules", []):
+            if any(b.get("name") == SERVICE for b in rule.get("backendRefs", [])):
+                login |= {m.get("path", {}).get("value") for m in rule.get("matches", [])}
+    errors += login_route_problems("envoy-gateway.yaml", login)
     return errors
+
+
+def login_route_problems(file, paths):
+    """The browser routing: exactly the login API's paths go to drawbridge."""
+    if paths != LOGIN_PATHS:
+        return [f"{file}: routes {sorted(p for p in paths if p)} to drawbridge, not {sorted(LOGIN_PATHS)}"]
+    return []
 
 
 def check_traefik(docs):
@@ -83,15 +120,29 @@ def check_traefik(docs):
         fa = (mw.get("spec") or {}).get("forwardAuth") or {}
         if not str(fa.get("address", "")).endswith(CHECK_PATH):
             errors.append(f"Middleware {name}: forwardAuth.address does not end in {CHECK_PATH}")
+        if f"//{SERVICE_HOST}:{PORT}/" not in str(fa.get("address", "")):
+            errors.append(f"Middleware {name}: forwardAuth.address is not the chart's Service {SERVICE_HOST}:{PORT}")
         if fa.get("trustForwardHeader", False) is not False:
             errors.append(f"Middleware {name}: trustForwardHeader would let clients choose the checked path")
         if miss := missing_headers(fa.get("authResponseHeaders", [])):
             errors.append(f"Middleware {name}: authResponseHeaders lacks {', '.join(miss)}")
+    login = set()
     for ir in find(docs, "IngressRoute"):
         for route in ir["spec"]["routes"]:
+            services = route.get("services", [])
+            if services and all(svc.get("name") == SERVICE for svc in services):
+                # The login routes: to the chart's Service, the paths named in the rule's regexp.
+                ir_name = ir["metadata"]["name"]
+                if any(svc.get("port") != PORT or ir["metadata"].get("namespace") != NAMESPACE for svc in services):
+                    errors.append(f"IngressRoute {ir_name}: not the chart's Service {SERVICE_HOST}:{PORT}")
+                match = route.get("match", "")
+                if "(login|token|userinfo|logout|ticket)" in match:
+                    login |= LOGIN_PATHS
+                continue
             used = {m["name"] for m in route.get("middlewares", [])}
             if not used & names:
                 errors.append(f"IngressRoute {ir['metadata']['name']}: a route without the forward-auth Middleware")
+    errors += login_route_problems("traefik.yaml", login)
     return errors
 
 
@@ -100,15 +151,29 @@ def check_ingress_nginx(docs):
     ingresses = find(docs, "Ingress")
     if not ingresses:
         return ["ingress-nginx.yaml: no Ingress"]
+    login = set()
     for ing in ingresses:
         name = ing["metadata"]["name"]
         ann = ing["metadata"].get("annotations") or {}
+        paths = [p for rule in ing["spec"].get("rules", []) for p in rule.get("http", {}).get("paths", [])]
+        backends = {(p["backend"]["service"]["name"], p["backend"]["service"]["port"].get("number")) for p in paths}
+        if paths and {b[0] for b in backends} == {SERVICE}:
+            # The login routes, beside drawbridge's Service (an Ingress reaches its own namespace only).
+            if backends != {(SERVICE, PORT)} or ing["metadata"].get("namespace") != NAMESPACE:
+                errors.append(f"Ingress {name}: not the chart's Service {SERVICE_HOST}:{PORT}")
+            if ann.get("nginx.ingress.kubernetes.io/backend-protocol") != "HTTPS":
+                errors.append(f"Ingress {name}: drawbridge serves TLS: backend-protocol must be HTTPS")
+            login |= {p["path"] for p in paths}
+            continue
         url = ann.get("nginx.ingress.kubernetes.io/auth-url", "")
         if not url.endswith(CHECK_PATH):
             errors.append(f"Ingress {name}: auth-url does not end in {CHECK_PATH}")
+        if not url.startswith((f"https://{SERVICE_HOST}:{PORT}/", f"https://{SERVICE_HOST}.cluster.local:{PORT}/")):
+            errors.append(f"Ingress {name}: auth-url is not the chart's Service {SERVICE_HOST}:{PORT}")
         headers = ann.get("nginx.ingress.kubernetes.io/auth-response-headers", "").split(",")
         if miss := missing_headers(headers):
             errors.append(f"Ingress {name}: auth-response-headers lacks {', '.join(miss)}")
+    errors += login_route_problems("ingress-nginx.yaml", login)
     return errors
 
 
@@ -119,22 +184,33 @@ CHECKS = {
 }
 
 
+def uri_from_problems(file, text):
+    """The example names the forward_auth.uri_from its ingress needs, in a comment line."""
+    want = f'uri_from = "{URI_FROM[file]}"'
+    if not any(line.lstrip("# ").startswith(want) for line in text.splitlines()):
+        return [f"{file}: does not say drawbridge needs {want}"]
+    return []
+
+
 def check_files(directory=DIR):
-    """Every problem of the YAML examples in `directory`, one line each."""
+    """Every problem of the examples in `directory`, one line each."""
     errors = []
-    for file, fn in CHECKS.items():
+    for file in URI_FROM:
         path = os.path.join(directory, file)
         if not os.path.exists(path):
             errors.append(f"{path}: missing")
             continue
-        errors += fn(load([path]))
+        with open(path) as f:
+            errors += uri_from_problems(file, f.read())
+        if file in CHECKS:
+            errors += CHECKS[file](load([path]))
     return errors
 
 
 def nginx_test_config(snippet, work, ca_bundle):
     """A whole nginx.conf around the snippet, every path under `work`, resolvable names."""
     text = (
-        snippet.replace("https://drawbridge.internal:8443", "https://127.0.0.1:8443")
+        snippet.replace(f"https://{SERVICE_HOST}.cluster.local", "https://127.0.0.1:8443")
         .replace("http://sync-server:8080", "http://127.0.0.1:8080")
         .replace("/etc/nginx/drawbridge-ca.crt", ca_bundle)
     )

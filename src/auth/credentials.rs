@@ -49,6 +49,55 @@ pub(crate) fn strip(parts: &mut http::request::Parts, session: &SessionConfig) {
     strip_ticket(&mut parts.uri);
 }
 
+/// The headers an ingress in front of the sync server should forward in place of the client's own
+/// `Authorization`, `Cookie` and `Sec-WebSocket-Protocol`: those headers with drawbridge's
+/// credentials taken out by the same rules as [`strip`]. A header with nothing left is answered
+/// empty, so an ingress that copies it over the client's removes the client's (nginx's
+/// `proxy_set_header` drops an empty value; Envoy and Traefik overwrite).
+pub(crate) fn forwardable(headers: &HeaderMap, session: &SessionConfig) -> HeaderMap {
+    forwardable_for(headers, &Ours::new(session))
+}
+
+/// [`forwardable`] for the tokens `ours` recognises.
+fn forwardable_for(headers: &HeaderMap, ours: &Ours<'_>) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(3);
+    for name in [
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::SEC_WEBSOCKET_PROTOCOL,
+    ] {
+        for v in headers.get_all(&name) {
+            out.append(name.clone(), v.clone());
+        }
+    }
+    strip_authorization(&mut out, ours);
+    strip_protocols(&mut out, ours);
+    strip_cookies(&mut out, ours);
+    // One field each, as an ingress copies one value per name.
+    for (name, sep) in [
+        (header::COOKIE, &b"; "[..]),
+        (header::SEC_WEBSOCKET_PROTOCOL, &b", "[..]),
+    ] {
+        let joined = out
+            .get_all(&name)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect::<Vec<_>>()
+            .join(sep);
+        replace(&mut out, name, &joined);
+    }
+    for name in [
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::SEC_WEBSOCKET_PROTOCOL,
+    ] {
+        if !out.contains_key(&name) {
+            out.insert(name, HeaderValue::from_static(""));
+        }
+    }
+    out
+}
+
 /// Why a presented session credential opens nothing; the text is what the client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum SessionRejected {

@@ -693,6 +693,28 @@ pub struct ForwardAuthConfig {
     pub signin_url: Option<HeaderValue>,
     /// The app and provider that decide an identity provider's bearer token, when accepted.
     pub provider_tokens: Option<AppProvider>,
+    /// The one source of the forwarded request's path the door decides on.
+    pub uri_from: UriSource,
+}
+
+/// `forward_auth.uri_from`: where the forward-auth door reads the path it is asked about. Exactly
+/// one source counts; any other that is present must agree with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UriSource {
+    /// The path under `/auth/check/` (Envoy Gateway's `extAuth` appends the original path).
+    #[default]
+    Path,
+    /// One request header, set by the ingress: a path, or an absolute URL.
+    Header(HeaderName),
+}
+
+impl std::fmt::Display for UriSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Path => f.write_str("path"),
+            Self::Header(name) => write!(f, "header:{name}"),
+        }
+    }
 }
 
 /// Which claim of a verified JWT gives each profile field; empty reads none.
@@ -751,6 +773,39 @@ fn forward_auth(r: &raw::RawConfig, p: &mut Vec<Problem>) -> ForwardAuthConfig {
     ForwardAuthConfig {
         signin_url,
         provider_tokens,
+        uri_from: uri_source(&f.uri_from, p),
+    }
+}
+
+/// `forward_auth.uri_from`: `"path"` or `"header:<name>"` with a valid header name that is not
+/// one the client alone controls the meaning of (`Host`, `Authorization`, `Cookie`).
+fn uri_source(value: &str, p: &mut Vec<Problem>) -> UriSource {
+    const KEY: &str = "forward_auth.uri_from";
+    if value == "path" {
+        return UriSource::Path;
+    }
+    let name = value
+        .strip_prefix("header:")
+        .map(str::trim)
+        .and_then(|n| HeaderName::from_bytes(n.as_bytes()).ok());
+    match name {
+        Some(name)
+            if ![
+                http::header::HOST,
+                http::header::AUTHORIZATION,
+                http::header::COOKIE,
+            ]
+            .contains(&name) =>
+        {
+            UriSource::Header(name)
+        }
+        _ => {
+            p.push(Problem::new(
+                KEY,
+                "must be \"path\" or \"header:<name>\" (e.g. \"header:x-forwarded-uri\" for Traefik, \"header:x-original-url\" for ingress-nginx, \"header:x-original-uri\" for nginx auth_request)",
+            ));
+            UriSource::Path
+        }
     }
 }
 

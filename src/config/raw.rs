@@ -775,7 +775,7 @@ impl std::fmt::Debug for RawCluster {
 }
 
 /// `[forward_auth]`: the `/auth/check` door an ingress asks before it forwards a request.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawForwardAuth {
     /// Where a request without a session is sent (302); absent = 401 with `WWW-Authenticate`.
@@ -787,6 +787,25 @@ pub struct RawForwardAuth {
     pub app: Option<String>,
     /// The provider a provider token is decided by (with `accept_provider_tokens`).
     pub provider: Option<String>,
+    /// The one source of the forwarded request's path: `"path"` (the path under `/auth/check/`,
+    /// as Envoy's `extAuth` sends it) or `"header:<name>"` (`X-Forwarded-Uri` for Traefik,
+    /// `X-Original-URL` for ingress-nginx, `X-Original-URI` for an nginx `auth_request` snippet).
+    pub uri_from: String,
+}
+
+/// `forward_auth.uri_from`: the path under the door.
+pub const DEFAULT_FORWARD_AUTH_URI_FROM: &str = "path";
+
+impl Default for RawForwardAuth {
+    fn default() -> Self {
+        Self {
+            signin_url: None,
+            accept_provider_tokens: false,
+            app: None,
+            provider: None,
+            uri_from: DEFAULT_FORWARD_AUTH_URI_FROM.to_owned(),
+        }
+    }
 }
 
 /// `[native]`: the native login API.

@@ -645,3 +645,35 @@ fn jwt_profile_claims_default_to_openid_connect_names() {
         "{l:?}"
     );
 }
+
+#[test]
+fn forward_auth_uri_from_names_the_path_or_one_header() {
+    use crate::config::auth::UriSource;
+    let base = "[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+    let c = parse(base).unwrap();
+    assert_eq!(c.auth.forward_auth.uri_from, UriSource::Path, "default");
+    for (value, want) in [
+        ("path", "path"),
+        ("header:x-forwarded-uri", "header:x-forwarded-uri"),
+        ("header:X-Original-URL", "header:x-original-url"),
+    ] {
+        let c = parse(&format!("{base}[forward_auth]\nuri_from = \"{value}\"\n")).unwrap();
+        assert_eq!(c.auth.forward_auth.uri_from.to_string(), want);
+    }
+    for bad in [
+        "",
+        "Path",
+        "header:",
+        "header:bad name",
+        "x-original-uri",
+        "header:host",
+        "header:cookie",
+        "header:authorization",
+    ] {
+        let l = lines(&format!("{base}[forward_auth]\nuri_from = \"{bad}\"\n"));
+        assert!(
+            l.len() == 1 && l[0].starts_with("forward_auth.uri_from: "),
+            "{bad:?}: {l:?}"
+        );
+    }
+}

@@ -9,13 +9,21 @@
 //! is decided through the decision cache instead, and no session is minted. Anything else is 401
 //! with `WWW-Authenticate: Bearer`, or a 302 to `forward_auth.signin_url` when one is set.
 //!
-//! The ingress says what the client asked for in `X-Forwarded-Method`, `-Uri`, `-Host` (Traefik),
-//! `X-Original-URI` (nginx snippets), `X-Original-URL` (ingress-nginx) or the path under the door
-//! (Envoy's `extAuth` appends it). Those headers are read for the rule decision only
-//! (which path the request is for), never as identity: the forwarded path is made canonical by the
-//! same rules as a direct request's (an ambiguous one is refused, 403), and the sync-path rule
-//! applies to it as to a direct upgrade (under `upstream.public_upgrade_paths` it needs no session,
-//! and the identity headers come back empty so that the ingress overwrites any a client sent).
+//! The door decides on exactly one source of the forwarded request's path, `forward_auth.uri_from`:
+//! the path under the door (`"path"`, the default: Envoy's `extAuth` appends the original path to
+//! `/auth/check`) or one header (`"header:x-forwarded-uri"` for Traefik, `"header:x-original-url"`
+//! for ingress-nginx, `"header:x-original-uri"` for an nginx `auth_request` snippet). The named
+//! source missing is a 403; so is any other of those sources present and naming another path,
+//! because an ingress that passes the client's own headers on to the door would otherwise let the
+//! client name the path the rules apply to. The path is made canonical by the same rules as a
+//! direct request's (an ambiguous one is refused, 403), and the sync-path rule applies to it as
+//! to a direct upgrade (under `upstream.public_upgrade_paths` it needs no session). It decides
+//! the rule only, never an identity.
+//!
+//! Every 200 carries every identity header (empty where there is nothing to say, so an ingress
+//! that copies them overwrites a client's own copies of these names) and the client's
+//! `Authorization`, `Cookie` and `Sec-WebSocket-Protocol` with drawbridge's credentials taken out,
+//! for the ingress to forward in their place: the session stays at the gate.
 
 use std::sync::Arc;
 
@@ -29,6 +37,7 @@ use crate::body::{self, Body};
 use crate::canonical::{self, TargetError};
 use crate::clock::unix_now;
 use crate::config::Config;
+use crate::config::auth::UriSource;
 use crate::respond::{DoorError, Refusal};
 use crate::state::Shared;
 use crate::tunnel;
@@ -42,6 +51,9 @@ const FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 /// `X-Original-URL` (ingress-nginx: the whole URL the client asked for).
 const ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+/// Every header an ingress names the forwarded path in; whichever `forward_auth.uri_from` does not
+/// name must agree with the one it names, when present.
+static KNOWN_HEADERS: [HeaderName; 3] = [FORWARDED_URI, ORIGINAL_URI, ORIGINAL_URL];
 /// `X-Forwarded-Method`.
 const FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 /// oauth2-proxy's user header name, which many ingress snippets expect.
@@ -75,40 +87,66 @@ pub(crate) enum Rule {
     Open,
 }
 
-/// The forwarded request's canonical path: from `X-Forwarded-Uri` (Traefik), `X-Original-URI`
-/// (nginx snippets) or `X-Original-URL` (ingress-nginx, an absolute URL), else the path under
-/// the door (`/auth/check/<path>`, as Envoy's `extAuth` prefixes it); `None` when there is none.
+/// The forwarded request's canonical path, read from the one source `forward_auth.uri_from` names:
+/// the path under the door (`/auth/check/<path>`, as Envoy's `extAuth` sends it) or one header.
+///
+/// Every other source drawbridge knows (`X-Forwarded-Uri`, `X-Original-URI`, `X-Original-URL`,
+/// the path under the door) is read too: one that is present must name the same path. An ingress
+/// that passes a client's headers on to the door (Envoy sends them all) would otherwise let the
+/// client name the path the rules are applied to.
 ///
 /// # Errors
-/// [`Refusal::ForwardedTarget`] when a header is repeated or two name different paths, and
-/// [`Refusal::Target`] when a path has no canonical form: a path the gate could read one way and
-/// the sync server another is never decided on.
+/// [`Refusal::ForwardedTargetMissing`] when the named source is absent,
+/// [`Refusal::ForwardedTarget`] when a header is repeated or another source names a different
+/// path, and [`Refusal::Target`] when a path has no canonical form: a path the gate could read one
+/// way and the sync server another is never decided on.
 pub(crate) fn forwarded_path(
     headers: &HeaderMap,
     door_path: &str,
-) -> Result<Option<String>, Refusal> {
-    let mut found: Option<String> = None;
-    for name in [FORWARDED_URI, ORIGINAL_URI, ORIGINAL_URL] {
-        let mut values = headers.get_all(&name).iter();
-        let value = match (values.next(), values.next()) {
-            (None, _) => continue,
-            (Some(_), Some(_)) => return Err(Refusal::ForwardedTarget),
-            (Some(v), None) => v,
-        };
-        let path = target_path(value, name == ORIGINAL_URL)?;
-        match &found {
-            Some(earlier) if *earlier != path => return Err(Refusal::ForwardedTarget),
-            _ => found = Some(path),
+    source: &UriSource,
+) -> Result<String, Refusal> {
+    let under_door = door_path
+        .strip_prefix(PATH)
+        .filter(|rest| !rest.is_empty())
+        .map(str::to_owned);
+    let named = match source {
+        UriSource::Path => under_door.clone(),
+        UriSource::Header(name) => header_path(headers, name)?,
+    };
+    let path = named.ok_or(Refusal::ForwardedTargetMissing)?;
+    for name in &KNOWN_HEADERS {
+        if matches!(source, UriSource::Header(n) if n == name) {
+            continue;
+        }
+        if header_path(headers, name)?.is_some_and(|other| other != path) {
+            return Err(Refusal::ForwardedTarget);
         }
     }
-    if found.is_none() {
-        // The request's own path is canonical already (the router saw to it).
-        found = door_path
-            .strip_prefix(PATH)
-            .filter(|rest| rest.len() > 1)
-            .map(str::to_owned);
+    // The request's own path is canonical already (the router saw to it).
+    if matches!(source, UriSource::Header(_)) && under_door.is_some_and(|other| other != path) {
+        return Err(Refusal::ForwardedTarget);
     }
-    Ok(found)
+    Ok(path)
+}
+
+/// The canonical path one header names; `None` when it is absent.
+fn header_path(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, Refusal> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(Refusal::ForwardedTarget),
+        (Some(v), None) => {
+            // The known headers have one form each; a header of the operator's choosing, either.
+            let absolute = if *name == ORIGINAL_URL {
+                true
+            } else if *name == FORWARDED_URI || *name == ORIGINAL_URI {
+                false
+            } else {
+                !v.as_bytes().starts_with(b"/")
+            };
+            target_path(v, absolute).map(Some)
+        }
+    }
 }
 
 /// The canonical path of one forwarded target: a path and query, or (`absolute`) a whole URL.
@@ -149,13 +187,7 @@ pub(crate) async fn check<B>(
         tracing::debug!(forwarded_method = ?method, ?rule, "forward-auth check");
     }
     if rule == Rule::Open {
-        let mut resp = allowed();
-        // Empty, so an ingress that copies them overwrites a client's own copies of these names.
-        for name in IDENTITY {
-            resp.headers_mut()
-                .insert(HeaderName::from_static(name), HeaderValue::from_static(""));
-        }
-        return Ok(resp);
+        return Ok(allowed(req.headers(), config));
     }
     let fa = &config.auth.forward_auth;
     let outcome = match tunnel::find_session(shared, req.headers(), None).await {
@@ -166,7 +198,7 @@ pub(crate) async fn check<B>(
     };
     match outcome {
         Ok(claims) => {
-            let mut resp = allowed();
+            let mut resp = allowed(req.headers(), config);
             identity(shared, resp.headers_mut(), &claims, config);
             Ok(resp)
         }
@@ -219,14 +251,23 @@ async fn provider_token(
     })
 }
 
-/// 200 with an empty body, never cached by the ingress.
-fn allowed() -> Response<Body> {
+/// 200 with an empty body, never cached by the ingress, with every identity header empty (a
+/// passing session fills them in) and the client's `Authorization`, `Cookie` and
+/// `Sec-WebSocket-Protocol` without drawbridge's credentials, for the ingress to forward in place
+/// of the client's: an ingress that copies these names overwrites whatever the client sent under
+/// them, and the session stays at the gate.
+fn allowed(request: &HeaderMap, config: &Config) -> Response<Body> {
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::OK;
-    resp.headers_mut().insert(
+    let headers = resp.headers_mut();
+    headers.insert(
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
+    for name in IDENTITY {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_static(""));
+    }
+    headers.extend(credentials::forwardable(request, &config.auth.session));
     resp
 }
 
@@ -258,14 +299,21 @@ mod tests {
         h
     }
 
+    fn header(name: &str) -> UriSource {
+        UriSource::Header(HeaderName::from_bytes(name.as_bytes()).unwrap())
+    }
+
     #[test]
-    fn forwarded_path_is_canonical_and_ambiguity_is_refused() {
-        assert_eq!(forwarded_path(&headers(&[]), PATH), Ok(None));
-        assert_eq!(forwarded_path(&headers(&[]), "/auth/check/"), Ok(None));
+    fn forwarded_path_reads_the_named_source_canonically() {
+        let path = UriSource::Path;
         assert_eq!(
-            forwarded_path(&headers(&[]), "/auth/check/sync/x"),
-            Ok(Some("/sync/x".to_owned())),
+            forwarded_path(&headers(&[]), "/auth/check/sync/x", &path),
+            Ok("/sync/x".to_owned()),
             "the path under the door, as Envoy sends it"
+        );
+        assert_eq!(
+            forwarded_path(&headers(&[]), "/auth/check/", &path),
+            Ok("/".to_owned())
         );
         for (name, value, want) in [
             ("x-original-uri", "/sync?room=1", "/sync"),
@@ -276,35 +324,130 @@ mod tests {
                 "https://sync.example/a/../sync?x",
                 "/sync",
             ),
+            ("x-my-path", "/a/../sync", "/sync"),
+            ("x-my-path", "https://sync.example/sync", "/sync"),
         ] {
             assert_eq!(
-                forwarded_path(&headers(&[(name, value)]), "/auth/check/ignored"),
-                Ok(Some(want.to_owned())),
+                forwarded_path(&headers(&[(name, value)]), PATH, &header(name)),
+                Ok(want.to_owned()),
                 "{value}"
             );
         }
-        for bad in [
-            vec![("x-original-uri", "/a%2Fb")],
-            vec![("x-original-uri", "sync")],
-            vec![("x-original-uri", "/a"), ("x-original-uri", "/b")],
-            vec![("x-original-uri", "/a"), ("x-forwarded-uri", "/b")],
-            vec![("x-original-uri", "/a"), ("x-original-url", "http://h/b")],
-            vec![("x-original-url", "/a")],
-            vec![("x-original-url", "http://h/a%5Cb")],
-        ] {
-            assert!(forwarded_path(&headers(&bad), PATH).is_err(), "{bad:?}");
+    }
+
+    #[test]
+    fn forwarded_path_missing_from_the_named_source_is_refused() {
+        assert_eq!(
+            forwarded_path(&headers(&[]), PATH, &UriSource::Path),
+            Err(Refusal::ForwardedTargetMissing)
+        );
+        // A header the source does not name never stands in for the one it names.
+        for source in ["x-original-uri", "x-forwarded-uri", "x-original-url"] {
+            assert_eq!(
+                forwarded_path(&headers(&[]), PATH, &header(source)),
+                Err(Refusal::ForwardedTargetMissing)
+            );
+            assert_eq!(
+                forwarded_path(&headers(&[]), "/auth/check/sync", &header(source)),
+                Err(Refusal::ForwardedTargetMissing),
+                "{source}: the path under the door is not the named header"
+            );
         }
         assert_eq!(
             forwarded_path(
-                &headers(&[
-                    ("x-original-uri", "/a?q"),
-                    ("x-forwarded-uri", "/./a"),
-                    ("x-original-url", "https://h/a")
-                ]),
-                PATH
+                &headers(&[("x-original-uri", "/public/x")]),
+                PATH,
+                &UriSource::Path
             ),
-            Ok(Some("/a".to_owned()))
+            Err(Refusal::ForwardedTargetMissing)
         );
+    }
+
+    #[test]
+    fn forwarded_path_from_another_source_must_agree() {
+        // Every spoofable source, against each source an ingress is configured with.
+        let spoofs = [
+            ("x-original-uri", "/public/x"),
+            ("x-forwarded-uri", "/public/x"),
+            ("x-original-url", "https://sync.example/public/x"),
+        ];
+        for (source, door, real) in [
+            ("path", "/auth/check/sync", None),
+            ("x-original-uri", PATH, Some(("x-original-uri", "/sync"))),
+            ("x-forwarded-uri", PATH, Some(("x-forwarded-uri", "/sync"))),
+            (
+                "x-original-url",
+                PATH,
+                Some(("x-original-url", "https://sync.example/sync")),
+            ),
+        ] {
+            let src = if source == "path" {
+                UriSource::Path
+            } else {
+                header(source)
+            };
+            let real: Vec<_> = real.into_iter().collect();
+            assert_eq!(
+                forwarded_path(&headers(&real), door, &src),
+                Ok("/sync".to_owned())
+            );
+            for spoof in spoofs.iter().filter(|(n, _)| *n != source) {
+                let mut pairs = real.clone();
+                pairs.push(*spoof);
+                assert_eq!(
+                    forwarded_path(&headers(&pairs), door, &src),
+                    Err(Refusal::ForwardedTarget),
+                    "{source}: {spoof:?}"
+                );
+            }
+            // Agreeing copies are fine, whatever their spelling.
+            let agreeing = [
+                ("x-original-uri", "/./sync"),
+                ("x-forwarded-uri", "//sync?q"),
+                ("x-original-url", "https://h/%73ync"),
+            ];
+            let mut pairs = real.clone();
+            pairs.extend(agreeing.iter().filter(|(n, _)| *n != source));
+            assert_eq!(
+                forwarded_path(&headers(&pairs), door, &src),
+                Ok("/sync".to_owned()),
+                "{source}"
+            );
+        }
+        // Under the door too, when a header is the source.
+        assert_eq!(
+            forwarded_path(
+                &headers(&[("x-forwarded-uri", "/sync")]),
+                "/auth/check/public/x",
+                &header("x-forwarded-uri")
+            ),
+            Err(Refusal::ForwardedTarget)
+        );
+    }
+
+    #[test]
+    fn forwarded_path_ambiguity_is_refused() {
+        for (bad, source) in [
+            (vec![("x-original-uri", "/a%2Fb")], "x-original-uri"),
+            (vec![("x-original-uri", "sync")], "x-original-uri"),
+            (vec![("x-original-uri", "http://h/a")], "x-original-uri"),
+            (
+                vec![("x-original-uri", "/a"), ("x-original-uri", "/a")],
+                "x-original-uri",
+            ),
+            (
+                vec![("x-forwarded-uri", "/a"), ("x-original-uri", "/a%5Cb")],
+                "x-forwarded-uri",
+            ),
+            (vec![("x-original-url", "/a")], "x-original-url"),
+            (vec![("x-original-url", "http://h/a%5Cb")], "x-original-url"),
+            (vec![("x-my-path", "a/b")], "x-my-path"),
+        ] {
+            assert!(
+                forwarded_path(&headers(&bad), PATH, &header(source)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

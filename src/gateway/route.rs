@@ -154,15 +154,19 @@ pub(crate) fn is_public_upgrade(path: &str, config: &Config) -> bool {
 }
 
 /// The rule for a forward-auth check: the sync-path rule on the forwarded target's canonical
-/// path (public upgrade paths open, everything else needs a session); no forwarded target needs
-/// a session.
+/// path (public upgrade paths open, everything else needs a session), read from the one source
+/// `forward_auth.uri_from` names.
 fn forward_auth_rule<B>(req: &Request<B>, config: &Config) -> Result<Rule, Refusal> {
-    Ok(
-        match forward_auth::forwarded_path(req.headers(), req.uri().path())? {
-            Some(path) if is_public_upgrade(&path, config) => Rule::Open,
-            _ => Rule::Session,
-        },
-    )
+    let path = forward_auth::forwarded_path(
+        req.headers(),
+        req.uri().path(),
+        &config.auth.forward_auth.uri_from,
+    )?;
+    Ok(if is_public_upgrade(&path, config) {
+        Rule::Open
+    } else {
+        Rule::Session
+    })
 }
 
 /// What a websocket on the Ditto sync path needs: a token the sync server issued when so
@@ -393,48 +397,81 @@ mod tests {
 
     #[test]
     fn forward_auth_applies_the_sync_path_rule_to_the_forwarded_target() {
-        let c = config("public_upgrade_paths = [\"/public\"]");
+        let c = config(
+            "public_upgrade_paths = [\"/public\"]\n[forward_auth]\nuri_from = \"header:x-original-uri\"",
+        );
         for (headers, want) in [
-            (vec![], Ok(Rule::Session)),
+            (vec![], Err(Refusal::ForwardedTargetMissing)),
             (vec![("x-original-uri", "/sync")], Ok(Rule::Session)),
             (vec![("x-original-uri", "/public/room?x=1")], Ok(Rule::Open)),
-            (vec![("x-forwarded-uri", "/%70ublic/room")], Ok(Rule::Open)),
+            (vec![("x-original-uri", "/%70ublic/room")], Ok(Rule::Open)),
             (
-                vec![("x-forwarded-uri", "/public/../sync")],
+                vec![("x-original-uri", "/public/../sync")],
                 Ok(Rule::Session),
             ),
             (
-                vec![("x-forwarded-uri", "/public%2F..%2Fsync")],
+                vec![("x-original-uri", "/public%2F..%2Fsync")],
                 Err(Refusal::Target(TargetError::EncodedSlash)),
             ),
+            (
+                vec![
+                    ("x-original-uri", "/sync"),
+                    ("x-forwarded-uri", "/public/x"),
+                ],
+                Err(Refusal::ForwardedTarget),
+            ),
+            (
+                vec![("x-forwarded-uri", "/public/x")],
+                Err(Refusal::ForwardedTargetMissing),
+            ),
         ] {
-            for path in ["/auth/check", "/auth/check/"] {
-                for method in ["GET", "POST", "HEAD"] {
-                    let mut req = request(method, path, &headers);
-                    assert_eq!(
-                        route(&mut req, &c),
-                        Ok(Route::ForwardAuth(want)),
-                        "{method} {path} {headers:?}"
-                    );
-                }
+            for method in ["GET", "POST", "HEAD"] {
+                let mut req = request(method, "/auth/check", &headers);
+                assert_eq!(
+                    route(&mut req, &c),
+                    Ok(Route::ForwardAuth(want)),
+                    "{method} {headers:?}"
+                );
             }
         }
     }
 
     #[test]
-    fn forward_auth_without_forwarded_headers_reads_the_path_under_the_door() {
+    fn forward_auth_by_default_reads_the_path_under_the_door_only() {
         let c = config("public_upgrade_paths = [\"/public\"]");
-        for (path, want) in [
-            ("/auth/check/public/room", Rule::Open),
-            ("/auth/check//public/./room", Rule::Open),
-            ("/auth/check/sync", Rule::Session),
-            ("/auth/check/public/../sync", Rule::Session),
+        for (path, headers, want) in [
+            ("/auth/check/public/room", vec![], Ok(Rule::Open)),
+            ("/auth/check//public/./room", vec![], Ok(Rule::Open)),
+            ("/auth/check/sync", vec![], Ok(Rule::Session)),
+            ("/auth/check/", vec![], Ok(Rule::Session)),
+            ("/auth/check/public/../sync", vec![], Ok(Rule::Session)),
+            ("/auth/check", vec![], Err(Refusal::ForwardedTargetMissing)),
+            (
+                "/auth/check",
+                vec![("x-original-uri", "/public/x")],
+                Err(Refusal::ForwardedTargetMissing),
+            ),
+            (
+                "/auth/check/sync",
+                vec![("x-original-uri", "/public/x")],
+                Err(Refusal::ForwardedTarget),
+            ),
+            (
+                "/auth/check/sync",
+                vec![("x-original-url", "https://h/public/x")],
+                Err(Refusal::ForwardedTarget),
+            ),
+            (
+                "/auth/check/sync",
+                vec![("x-forwarded-uri", "/sync?agrees")],
+                Ok(Rule::Session),
+            ),
         ] {
-            let mut req = request("GET", path, &[]);
+            let mut req = request("GET", path, &headers);
             assert_eq!(
                 route(&mut req, &c),
-                Ok(Route::ForwardAuth(Ok(want))),
-                "{path}"
+                Ok(Route::ForwardAuth(want)),
+                "{path} {headers:?}"
             );
         }
         let mut req = request("GET", "/auth/check/public%2F..%2Fsync", &[]);

@@ -57,6 +57,33 @@ class ForwardAuthChecks(unittest.TestCase):
         broken[0]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-response-headers"] = "x-drawbridge-user"
         self.assertTrue(any("lacks x-drawbridge-app" in p for p in forward_auth.check_ingress_nginx(broken)))
 
+    def test_examples_off_the_charts_service_or_login_routes_are_reported(self):
+        docs = shipped("envoy-gateway.yaml")
+        broken = copy.deepcopy(docs)
+        broken[0]["spec"]["extAuth"]["http"]["backendRefs"][0]["port"] = 8443
+        self.assertTrue(any("chart's Service" in p for p in forward_auth.check_envoy(broken)))
+        broken = copy.deepcopy(docs)
+        login = next(d for d in broken if d["metadata"]["name"] == "drawbridge-login")
+        login["spec"]["rules"][0]["matches"].append({"path": {"type": "PathPrefix", "value": "/auth/check"}})
+        self.assertTrue(any("routes" in p for p in forward_auth.check_envoy(broken)))
+        docs = shipped("traefik.yaml")
+        broken = copy.deepcopy(docs)
+        broken[0]["spec"]["forwardAuth"]["address"] = "https://drawbridge.sync.svc:8443/auth/check"
+        self.assertTrue(any("chart's Service" in p for p in forward_auth.check_traefik(broken)))
+        docs = shipped("ingress-nginx.yaml")
+        broken = copy.deepcopy(docs)
+        broken[1]["spec"]["rules"][0]["http"]["paths"].pop()
+        self.assertTrue(any("routes" in p for p in forward_auth.check_ingress_nginx(broken)))
+        broken = copy.deepcopy(docs)
+        del broken[1]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"]
+        self.assertTrue(any("backend-protocol" in p for p in forward_auth.check_ingress_nginx(broken)))
+
+    def test_example_without_its_uri_from_is_reported(self):
+        good = '#   uri_from = "header:x-forwarded-uri"\n'
+        self.assertEqual(forward_auth.uri_from_problems("traefik.yaml", good), [])
+        for text in ("", '#   uri_from = "path"\n'):
+            self.assertTrue(forward_auth.uri_from_problems("traefik.yaml", text))
+
     @unittest.skipUnless(shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"), "nginx not installed")
     def test_nginx_snippet_passes_nginx_t_and_a_broken_one_fails(self):
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"

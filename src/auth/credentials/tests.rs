@@ -342,3 +342,45 @@ fn strip_ticket_rewrites_only_the_query() {
         assert_eq!(u.to_string(), want, "{uri}");
     }
 }
+
+#[test]
+fn forwardable_headers_keep_the_apps_credentials_and_drop_ours() {
+    let token = ours();
+    let other = third_party();
+    let cookie = format!("a=1; drawbridge_session={token}; b=2");
+    let bearer = format!("Bearer {token}");
+    let protocol = format!("chat, drawbridge.bearer.{token}");
+    let h = forwardable_for(
+        &map(&[
+            ("cookie", &cookie),
+            ("cookie", "c=3"),
+            ("authorization", &bearer),
+            ("sec-websocket-protocol", &protocol),
+            ("sec-websocket-protocol", "v2"),
+            ("x-other", "kept out"),
+        ]),
+        &OURS,
+    );
+    assert_eq!(values(&h, "cookie"), ["a=1; b=2; c=3"]);
+    assert_eq!(values(&h, "authorization"), [""], "ours: answered empty");
+    assert_eq!(values(&h, "sec-websocket-protocol"), ["chat, v2"]);
+    assert_eq!(h.len(), 3, "only the three credential headers: {h:?}");
+
+    let basic = "Basic YTpi";
+    let third = format!("Bearer {other}");
+    for (auth, want) in [(basic, basic), (third.as_str(), third.as_str())] {
+        let h = forwardable_for(&map(&[("authorization", auth)]), &OURS);
+        assert_eq!(values(&h, "authorization"), [want], "not ours: kept");
+        assert_eq!(values(&h, "cookie"), [""]);
+        assert_eq!(values(&h, "sec-websocket-protocol"), [""]);
+    }
+    // Nothing but ours: every header answered empty, so the ingress removes the client's.
+    let only = format!("drawbridge_session={token}");
+    let h = forwardable_for(&map(&[("cookie", &only)]), &OURS);
+    assert_eq!(values(&h, "cookie"), [""]);
+    let h = forwardable_for(&map(&[]), &OURS);
+    assert!(h.values().all(|v| v.is_empty()) && h.len() == 3, "{h:?}");
+    // A token of ours under any cookie name goes too.
+    let h = forwardable_for(&map(&[("cookie", &format!("x={token}; y=2"))]), &OURS);
+    assert_eq!(values(&h, "cookie"), ["y=2"]);
+}
