@@ -111,11 +111,33 @@ impl Bed {
 }
 
 async fn plain(url: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, String) {
+    send_plain(http::Method::GET, url, None, headers).await
+}
+
+/// `POST` a JSON body over plain HTTP; `(status, headers, body)`.
+async fn post_plain(
+    url: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, String) {
+    send_plain(http::Method::POST, url, Some(body), headers).await
+}
+
+/// One request over plain HTTP (to nginx), with a JSON body when given.
+async fn send_plain(
+    method: http::Method,
+    url: &str,
+    json: Option<&serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, String) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
-    let mut req = http::Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let mut req = http::Request::builder().method(method).uri(url);
+    if json.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let body = json.map(|j| Bytes::from(j.to_string())).unwrap_or_default();
+    let mut req = req.body(Full::new(body)).unwrap();
     for (k, v) in headers {
         req.headers_mut().append(
             http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
@@ -429,10 +451,7 @@ async fn check_without_session_redirects_when_signin_url_is_set() {
 
 #[tokio::test]
 async fn check_with_provider_token_asks_the_provider_once_for_many_checks() {
-    let bed = Bed::start(
-        "accept_provider_tokens = true\napp = \"app\"\nprovider = \"demo\"",
-    )
-    .await;
+    let bed = Bed::start("accept_provider_tokens = true\napp = \"app\"\nprovider = \"demo\"").await;
     for _ in 0..20 {
         let (status, headers) = bed.check(&[("authorization", "Bearer frank-token")]).await;
         assert_eq!(status, 200);
@@ -743,31 +762,6 @@ async fn nginx_forwards_the_apps_credentials_but_never_the_session() {
         "the session reached the sync server:\n{text}"
     );
     assert_eq!(seen.headers["sec-websocket-protocol"], "chat");
-}
-
-/// `POST` a JSON body through nginx; `(status, headers, body)`.
-async fn post_plain(
-    url: &str,
-    body: &serde_json::Value,
-    headers: &[(&str, &str)],
-) -> (u16, http::HeaderMap, String) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let mut req = http::Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    for (k, v) in headers {
-        req.headers_mut().append(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    let resp = client.request(req).await.expect("nginx answered");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]
