@@ -3,6 +3,7 @@
 pub(crate) mod breaker;
 pub(crate) mod cache;
 pub(crate) mod credentials;
+pub(crate) mod grant;
 pub(crate) mod group;
 pub(crate) mod jwt;
 pub(crate) mod known_tokens;
@@ -20,7 +21,8 @@ use crate::audit::{self, Audit};
 use crate::config::auth::Auth;
 use crate::metrics::AuthMetrics;
 pub use crate::permissions::{Access, Permissions};
-use cache::{CacheOutcome, DecisionCache};
+pub(crate) use cache::CacheOutcome;
+use cache::DecisionCache;
 pub use provider::ProviderError;
 pub(crate) use provider::{Check, Provider};
 
@@ -294,13 +296,46 @@ impl AuthCore {
         provider: &str,
         token: &str,
     ) -> Result<Decision, ProviderError> {
+        self.decide_within(door, app, provider, token, None)
+            .await
+            .map(|(d, _)| d)
+    }
+
+    /// Decides the login behind an open tunnel again: a cached answer serves only if the provider
+    /// was asked for it less than `max_age` ago, so the answer is never older than that. Also
+    /// says how the cache answered: [`CacheOutcome::Stale`] is a `stale_if_error` allow served
+    /// because the provider failed, which is no fresh answer.
+    ///
+    /// # Errors
+    /// [`ProviderError`] when the provider could not give an answer.
+    pub(crate) async fn recheck(
+        &self,
+        app: &str,
+        provider: &str,
+        token: &str,
+        max_age: std::time::Duration,
+    ) -> Result<(Decision, Option<CacheOutcome>), ProviderError> {
+        self.decide_within(Door::Revalidate, app, provider, token, Some(max_age))
+            .await
+    }
+
+    async fn decide_within(
+        &self,
+        door: Door,
+        app: &str,
+        provider: &str,
+        token: &str,
+        max_age: Option<std::time::Duration>,
+    ) -> Result<(Decision, Option<CacheOutcome>), ProviderError> {
         let label = if self.providers.contains_key(provider) {
             provider
         } else {
             "unknown"
         };
         let mut cache = None;
-        let result = self.decide_inner(app, provider, token, &mut cache).await;
+        let result = self
+            .decide_inner(app, provider, token, max_age, &mut cache)
+            .await;
         let result_label = match &result {
             Ok(d) => d.label(),
             Err(e) => e.label(),
@@ -329,7 +364,7 @@ impl AuthCore {
         if let Ok(Decision::Allow(a)) = &result {
             audit::note_user(&a.user_id);
         }
-        result
+        result.map(|d| (d, cache))
     }
 
     async fn decide_inner(
@@ -337,6 +372,7 @@ impl AuthCore {
         app: &str,
         provider_name: &str,
         token: &str,
+        max_age: Option<std::time::Duration>,
         cache_outcome: &mut Option<CacheOutcome>,
     ) -> Result<Decision, ProviderError> {
         if let Some(apps) = &self.apps {
@@ -379,15 +415,17 @@ impl AuthCore {
                 drawbridge.cache = tracing::field::Empty,
             )
         });
-        let looked_up = self.cache.get_or_check(key, provider_name, || async {
-            let started = Instant::now();
-            let result = provider.check(&check).await;
-            self.metrics
-                .provider_duration
-                .with_label_values(&[provider_name])
-                .observe(started.elapsed().as_secs_f64());
-            result
-        });
+        let looked_up = self
+            .cache
+            .get_or_check(key, provider_name, max_age, || async {
+                let started = Instant::now();
+                let result = provider.check(&check).await;
+                self.metrics
+                    .provider_duration
+                    .with_label_values(&[provider_name])
+                    .observe(started.elapsed().as_secs_f64());
+                result
+            });
         let (decision, outcome) = tracing::Instrument::instrument(looked_up, lookup.clone())
             .await
             .inspect_err(|_| {

@@ -541,3 +541,38 @@ fn lost() -> redis::RedisError {
         "cluster subscription closed",
     ))
 }
+
+// === impl Cluster: re-check material of sessions ===
+
+/// Cluster key kind of the sealed re-check material of sessions, by session ID.
+const GRANT_KIND: &str = "grant";
+
+impl Cluster {
+    /// Stores the sealed re-check material of session `sid` for `ttl` (the session's last
+    /// possible expiry); false when Redis is away or refused it.
+    pub(crate) async fn put_grant(&self, sid: &str, sealed: &[u8], ttl: Duration) -> bool {
+        self.put(GRANT_KIND, sid, sealed, ttl).await
+    }
+
+    /// The sealed re-check material of session `sid`: `Ok(None)` when Redis holds none, an error
+    /// when Redis could not be asked (then the caller tries again later).
+    ///
+    /// # Errors
+    /// The Redis error, or a "not connected" one while the link is down.
+    pub(crate) async fn get_grant(&self, sid: &str) -> Result<Option<Vec<u8>>, redis::RedisError> {
+        if !self.is_up() {
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "cluster link down",
+            )));
+        }
+        let mut conn = self.conn.clone();
+        conn.get::<_, Option<Vec<u8>>>(self.key(GRANT_KIND, sid))
+            .await
+    }
+
+    /// Drops the re-check material of session `sid` (the session is revoked or its token forgotten).
+    pub(crate) async fn forget_grant(&self, sid: &str) {
+        self.remove(GRANT_KIND, sid).await;
+    }
+}

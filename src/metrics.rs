@@ -429,7 +429,7 @@ pub(crate) struct ConfigMetrics {
     pub(crate) reloads: IntCounterVec,
     /// `drawbridge_config_info{hash}`: 1 for the live config's hash.
     pub(crate) info: IntGaugeVec,
-    /// `drawbridge_session_revalidations_total{result}`: `allow`, `narrowed`, `deny`, `error`.
+    /// `drawbridge_session_revalidations_total{result}`: `allow`, `narrowed`, `deny`, `unreachable`.
     pub(crate) revalidations: IntCounterVec,
 }
 
@@ -459,7 +459,7 @@ impl ConfigMetrics {
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
-        for result in ["allow", "narrowed", "deny", "error"] {
+        for result in ["allow", "narrowed", "deny", "unreachable"] {
             revalidations.with_label_values(&[result]);
         }
         r.register(Box::new(reloads.clone()))?;

@@ -13,6 +13,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use crate::audit::{self, Audit};
 use crate::auth::AuthCore;
 use crate::auth::credentials::{self, SessionRejected};
+pub(crate) use crate::auth::grant::{Grant, grant_store};
 use crate::auth::known_tokens::{KnownToken, KnownTokens};
 use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionClaims, Sessions};
@@ -52,57 +53,22 @@ pub(crate) struct Shared {
     pub(crate) access_log: Option<Sink>,
     /// Bumped after each applied reload, so long-lived tasks read the settings again.
     pub(crate) config_changed: tokio::sync::watch::Sender<u64>,
-    /// The login behind each session, kept in memory while `session.revalidate_seconds` is on so
-    /// its tunnels can ask the provider again.
+    /// The login behind each session (and learned Ditto token), kept in memory while
+    /// `session.revalidate_seconds` is on so its tunnels can ask the provider again; sealed in
+    /// the cluster store for the other replicas.
     pub(crate) grants: moka::sync::Cache<Arc<str>, Arc<Grant>>,
     /// The link to the other replicas (`[cluster]`); `None` keeps everything local.
     pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
-/// What a session's login asked, so an open tunnel can ask again. Held in memory only.
-pub(crate) struct Grant {
-    /// The app ID.
-    pub(crate) app: String,
-    /// The provider name.
-    pub(crate) provider: String,
-    /// The client's provider token. Never logged.
-    pub(crate) token: String,
-    /// The provider decision's expiry (Unix seconds): the grant is forgotten then.
-    pub(crate) until: u64,
-}
-
-impl std::fmt::Debug for Grant {
-    /// Never prints the token.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Grant")
-            .field("app", &self.app)
-            .field("provider", &self.provider)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Each grant lives until its decision expires.
-struct GrantExpiry;
-
-impl moka::Expiry<Arc<str>, Arc<Grant>> for GrantExpiry {
-    fn expire_after_create(
-        &self,
-        _: &Arc<str>,
-        grant: &Arc<Grant>,
-        _: std::time::Instant,
-    ) -> Option<std::time::Duration> {
-        Some(std::time::Duration::from_secs(
-            grant.until.saturating_sub(crate::clock::unix_now()),
-        ))
-    }
-}
-
-/// The grant store [`Shared::grants`] uses.
-pub(crate) fn grant_store() -> moka::sync::Cache<Arc<str>, Arc<Grant>> {
-    moka::sync::Cache::builder()
-        .max_capacity(1_000_000)
-        .expire_after(GrantExpiry)
-        .build()
+/// Where the login behind a session was found.
+pub(crate) enum GrantLookup {
+    /// Here, or opened from the cluster store.
+    Found(Arc<Grant>),
+    /// Nowhere: revalidation was off when the session began, or it is gone.
+    Absent,
+    /// The cluster store could not be asked now.
+    Unavailable,
 }
 
 /// Cluster key kind of single-use tickets.
@@ -145,19 +111,21 @@ impl Shared {
     }
 
     /// Remembers a Ditto access token from a relayed login success, here and for the other
-    /// replicas (by its SHA-256, until its `accessExpiry`).
-    pub(crate) fn learn_ditto_token(&self, token: &str, known: KnownToken) {
-        if let Some(cluster) = self.cluster.clone() {
+    /// replicas (by its SHA-256, until its `accessExpiry`), with the login it came from (`grant`)
+    /// while tunnels are re-checked. Both are written before this returns, so another replica
+    /// finds them as soon as the client has the token.
+    pub(crate) async fn learn_ditto_token(&self, token: &str, known: KnownToken, grant: Grant) {
+        let sid = known.sid.clone();
+        if let Some(cluster) = &self.cluster {
             let ttl = known.expires_at.saturating_sub(unix_now());
             let id = hex::encode(KnownTokens::key(token));
             let value = format!("{} {}", known.expires_at, known.user);
-            tokio::spawn(async move {
-                cluster
-                    .put(DITTO_KIND, &id, value.as_bytes(), Duration::from_secs(ttl))
-                    .await;
-            });
+            cluster
+                .put(DITTO_KIND, &id, value.as_bytes(), Duration::from_secs(ttl))
+                .await;
         }
         self.ditto_tokens.learn(token, known);
+        self.remember_grant(&sid, grant).await;
     }
 
     /// The known Ditto access token a websocket handshake carries: learned here, or by another
@@ -186,8 +154,15 @@ impl Shared {
             else {
                 continue;
             };
-            self.ditto_tokens
-                .learn(token, KnownToken { user, expires_at });
+            let sid = KnownTokens::session_id(token);
+            self.ditto_tokens.learn(
+                token,
+                KnownToken {
+                    user,
+                    expires_at,
+                    sid,
+                },
+            );
             if let Some(known) = self.ditto_tokens.get(token) {
                 return Some(known);
             }
@@ -204,7 +179,7 @@ impl Shared {
     /// its tunnels; returns until when (Unix seconds) the revocation is kept.
     pub(crate) fn revoke_session(&self, claims: &SessionClaims) -> u64 {
         let until = self.revocations.revoke_session(claims);
-        self.grants.invalidate(claims.sid.as_str());
+        self.forget_grant(&claims.sid);
         self.share_revocation(Kind::Sid, &claims.sid, until);
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_sid(&claims.sid, CloseReason::Revoked);
@@ -215,7 +190,7 @@ impl Shared {
     /// revocation is kept.
     pub(crate) fn revoke_sid(&self, sid: &str) -> u64 {
         let until = self.revocations.revoke_sid(sid);
-        self.grants.invalidate(sid);
+        self.forget_grant(sid);
         self.share_revocation(Kind::Sid, sid, until);
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_sid(sid, CloseReason::Revoked);
@@ -287,20 +262,84 @@ impl Shared {
         });
     }
 
-    /// Keeps what the login of `claims` asked, when open tunnels are re-checked.
-    pub(crate) fn remember_grant(&self, claims: &SessionClaims, provider_token: &str) {
+    /// Keeps what the login of session `sid` asked, when open tunnels are re-checked: here, and
+    /// sealed in the cluster store until the session's last possible expiry, written before
+    /// this returns so any replica can re-check a tunnel of the session as soon as it opens.
+    pub(crate) async fn remember_grant(&self, sid: &str, grant: Grant) {
         if self.config.load().auth.session.revalidate.is_zero() {
             return;
         }
-        self.grants.insert(
-            Arc::from(claims.sid.as_str()),
-            Arc::new(Grant {
-                app: claims.app.clone(),
-                provider: claims.prv.clone(),
-                token: provider_token.to_owned(),
-                until: claims.dex,
-            }),
-        );
+        if let Some(cluster) = &self.cluster {
+            match grant.seal(&self.sessions.load(), sid) {
+                Ok(sealed) => {
+                    if !cluster.put_grant(sid, &sealed, grant.ttl()).await {
+                        tracing::warn!(
+                            "cannot share a session's re-check material; only this replica re-checks its tunnels"
+                        );
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot seal a session's re-check material"),
+            }
+        }
+        self.grants.insert(Arc::from(sid), Arc::new(grant));
+    }
+
+    /// The login behind session `sid`, to re-check one of its tunnels: remembered here, or
+    /// sealed in the cluster store by the replica that minted the session (then kept here too).
+    pub(crate) async fn grant(&self, sid: &str) -> GrantLookup {
+        if let Some(grant) = self.grants.get(sid) {
+            return GrantLookup::Found(grant);
+        }
+        let Some(cluster) = &self.cluster else {
+            return GrantLookup::Absent;
+        };
+        let sealed = match cluster.get_grant(sid).await {
+            Ok(Some(sealed)) => sealed,
+            Ok(None) => return GrantLookup::Absent,
+            Err(error) => {
+                tracing::debug!(%error, "re-check material unavailable");
+                return GrantLookup::Unavailable;
+            }
+        };
+        match Grant::open(&self.sessions.load(), sid, &sealed) {
+            Some(grant) if grant.until > unix_now() => {
+                let grant = Arc::new(grant);
+                self.grants.insert(Arc::from(sid), grant.clone());
+                GrantLookup::Found(grant)
+            }
+            Some(_) => GrantLookup::Absent,
+            None => {
+                tracing::warn!(
+                    "a session's shared re-check material does not open with this replica's session keys; \
+                     its tunnels here are not re-checked (do the replicas share session.key_file?)"
+                );
+                GrantLookup::Absent
+            }
+        }
+    }
+
+    /// Forgets what session `sid`'s login asked, here and in the cluster store.
+    fn forget_grant(&self, sid: &str) {
+        self.grants.invalidate(sid);
+        if let Some(cluster) = self.cluster.clone() {
+            let sid = sid.to_owned();
+            tokio::spawn(async move { cluster.forget_grant(&sid).await });
+        }
+    }
+
+    /// The provider denies the login behind a learned Ditto token: its session ID is revoked
+    /// (its tunnels close with 4003 on every replica) and the token is forgotten here and in the
+    /// cluster store, so it opens no tunnel anywhere again.
+    pub(crate) fn revoke_ditto_token(&self, sid: &str) {
+        self.revoke_sid(sid);
+        self.ditto_tokens.forget_session(sid);
+        if let (Some(cluster), Some(id)) = (
+            self.cluster.clone(),
+            sid.strip_prefix(crate::auth::known_tokens::SESSION_ID_PREFIX),
+        ) {
+            let id = id.to_owned();
+            tokio::spawn(async move { cluster.remove(DITTO_KIND, &id).await });
+        }
     }
 
     /// Counts a failed upstream call by its kind.
@@ -343,6 +382,8 @@ impl Replica for Shared {
         self.metrics.auth.sessions_revoked.inc();
         match r.kind {
             Kind::Sid => {
+                self.grants.invalidate(r.id.as_str());
+                self.ditto_tokens.forget_session(&r.id);
                 self.tunnels.close_sid(&r.id, CloseReason::Revoked);
             }
             Kind::User => {

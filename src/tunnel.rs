@@ -52,6 +52,8 @@ struct Admitted {
     sid: String,
     user: String,
     exp: Option<u64>,
+    /// Whose login `session.revalidate_seconds` re-checks; `None` for an open path.
+    holder: Option<revalidate::Holder>,
 }
 
 /// Where the session came from. Every carrier is removed before forwarding (`credentials::strip`).
@@ -314,6 +316,7 @@ async fn admit(
             sid: String::new(),
             user: String::new(),
             exp: None,
+            holder: None,
         }),
         Gate::Session => session(shared, req)
             .await
@@ -321,16 +324,19 @@ async fn admit(
                 sid: claims.sid.clone(),
                 user: claims.sub.clone(),
                 exp: Some(claims.exp),
+                holder: Some(revalidate::Holder::Session(claims.clone())),
                 session: Some((claims, carrier)),
             }),
         Gate::DittoToken => match shared.find_ditto_token(req.headers()).await {
-            Some(known) => Ok(Admitted {
+            // A token whose login a re-check found denied opens nothing, here or on any replica.
+            Some(known) if !shared.revocations.is_sid_revoked(&known.sid) => Ok(Admitted {
                 session: None,
-                sid: String::new(),
+                sid: known.sid.clone(),
                 user: known.user.clone(),
                 exp: Some(known.expires_at),
+                holder: Some(revalidate::Holder::Ditto(known.sid.clone())),
             }),
-            None => Err(SessionRejected::UnknownAccessToken),
+            _ => Err(SessionRejected::UnknownAccessToken),
         },
     }
 }
@@ -435,7 +441,7 @@ fn spawn_relay(
     log: Option<audit::TunnelLog>,
 ) {
     let deadline = deadline_for(admitted.exp, config.auth.session.close_grace);
-    let claims = admitted.session.as_ref().map(|(c, _)| c.clone());
+    let holder = admitted.holder.clone();
     let (registration, ctl) = shared
         .tunnels
         .register(&admitted.sid, &admitted.user, deadline);
@@ -486,8 +492,8 @@ fn spawn_relay(
         ));
         // The re-check closes the tunnel through the registry, like a logout; the relay ends it.
         let mut recheck = Box::pin(async {
-            if let Some(claims) = claims {
-                revalidate::run(&shared, &claims).await;
+            if let Some(holder) = holder {
+                revalidate::run(&shared, &holder).await;
             }
             std::future::pending::<()>().await;
         });

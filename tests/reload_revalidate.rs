@@ -114,7 +114,7 @@ async fn revalidation_provider_down_closes_nothing() {
     assert_eventually!(
         metric(
             &gw.metrics().await,
-            "drawbridge_session_revalidations_total{result=\"error\"}"
+            "drawbridge_session_revalidations_total{result=\"unreachable\"}"
         ) >= 2.0,
         "the re-check never met the failing provider"
     );

@@ -5,6 +5,10 @@
 //! decision needs: a local miss asks it before the provider, and concurrent misses on several
 //! replicas coalesce through a short lock (`SET NX PX`), so N replicas make one provider call.
 //! `stale_if_error` stays local: it serves what this replica saw.
+//!
+//! Every entry, here and shared, records when its answer was asked for, so a caller that must not
+//! act on an old answer (the re-check of an open tunnel) can ask for one no older than it says:
+//! an older entry is asked again, and concurrent callers still share that one call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::provider::ProviderError;
 use super::{Allow, Decision, Deny, Reason};
-use crate::clock::unix_now;
+use crate::clock::{unix_now, unix_now_ms};
 use crate::cluster::Cluster;
 use crate::config::auth::CacheConfig;
 use crate::metrics::AuthMetrics;
@@ -65,9 +69,17 @@ struct Entry {
     ttl: Duration,
     /// The provider that answered, so a reload can drop the answers of a provider it changed.
     provider: Arc<str>,
+    /// When the answer was asked for; `None` when not known here (a shared entry older than this
+    /// process), which no age limit accepts.
+    asked: Option<Instant>,
 }
 
 impl Entry {
+    /// Whether the answer was asked for less than `max_age` ago (any answer without a limit).
+    fn young(&self, max_age: Option<Duration>) -> bool {
+        max_age.is_none_or(|max| self.asked.is_some_and(|at| at.elapsed() < max))
+    }
+
     fn user(&self) -> Option<&str> {
         match &self.decision {
             Decision::Allow(a) => Some(&a.user_id),
@@ -103,6 +115,9 @@ const LOCK_KIND: &str = "dec-lock";
 const USER_INDEX_KIND: &str = "dec-user";
 /// How long one replica may hold a key's miss lock: longer than a provider call with its retry.
 const LOCK_TTL: Duration = Duration::from_secs(5);
+/// How long an answer asked again stays where concurrent callers share it (it lives on in the
+/// cache proper): shorter than any re-check interval.
+const REFRESHING_TTL: Duration = Duration::from_millis(100);
 /// How often a replica waiting on another's lock looks for the answer.
 const LOCK_POLL: Duration = Duration::from_millis(10);
 
@@ -120,6 +135,9 @@ enum Stored {
         /// The user's profile, for `/auth/userinfo`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         profile: Option<crate::auth::session::Profile>,
+        /// Unix milliseconds the provider was asked; 0 (unknown) is older than any age limit.
+        #[serde(default)]
+        asked_ms: u64,
     },
     #[serde(rename = "deny")]
     Deny {
@@ -128,11 +146,14 @@ enum Stored {
         client_info: Option<serde_json::Value>,
         /// Unix second the denial stops being cached.
         until: u64,
+        /// Unix milliseconds the provider was asked; 0 (unknown) is older than any age limit.
+        #[serde(default)]
+        asked_ms: u64,
     },
 }
 
 impl Stored {
-    fn from_decision(d: &Decision, negative_ttl: Duration) -> Self {
+    fn from_decision(d: &Decision, negative_ttl: Duration, asked_ms: u64) -> Self {
         match d {
             Decision::Allow(a) => Self::Allow {
                 user: a.user_id.clone(),
@@ -141,13 +162,22 @@ impl Stored {
                 client_info: a.client_info.clone(),
                 metadata: a.metadata.clone(),
                 profile: a.profile.clone(),
+                asked_ms,
             },
             Decision::Deny(d) => Self::Deny {
                 reason: d.reason.as_str().to_owned(),
                 description: d.description.clone(),
                 client_info: d.client_info.clone(),
                 until: unix_now() + negative_ttl.as_secs(),
+                asked_ms,
             },
+        }
+    }
+
+    /// When the provider was asked (Unix milliseconds; 0 when not recorded).
+    fn asked_ms(&self) -> u64 {
+        match self {
+            Self::Allow { asked_ms, .. } | Self::Deny { asked_ms, .. } => *asked_ms,
         }
     }
 
@@ -162,6 +192,7 @@ impl Stored {
                 client_info,
                 metadata,
                 profile,
+                asked_ms: _,
             } => {
                 let d = Decision::Allow(Arc::new(Allow {
                     user_id: user,
@@ -179,6 +210,7 @@ impl Stored {
                 description,
                 client_info,
                 until,
+                asked_ms: _,
             } => {
                 let reason = [
                     Reason::InvalidCredentials,
@@ -209,6 +241,9 @@ pub(crate) struct DecisionCache {
     fresh: Cache<Key, Entry>,
     /// Allows kept past their TTL for `stale_if_error`; `None` when that is 0.
     stale: Option<Cache<Key, Entry>>,
+    /// Answers being asked again for callers with an age limit, so concurrent ones share one
+    /// call; each stays only briefly, since the answer itself goes to `fresh`.
+    refreshing: Cache<Key, Entry>,
     config: CacheConfig,
     metrics: AuthMetrics,
     /// The second level shared with the other replicas.
@@ -230,6 +265,10 @@ impl DecisionCache {
         Self {
             fresh: build(),
             stale: (!config.stale_if_error.is_zero()).then(build),
+            refreshing: Cache::builder()
+                .max_capacity(config.max_entries)
+                .time_to_live(REFRESHING_TTL)
+                .build(),
             config: config.clone(),
             metrics,
             shared: None,
@@ -252,20 +291,28 @@ impl DecisionCache {
     }
 
     /// A local miss: the shared level, else the provider, with misses on several replicas
-    /// coalesced by the shared lock. Without a reachable shared level, the provider.
-    async fn through_shared<F, Fut>(&self, key: &Key, check: F) -> Result<Decision, ProviderError>
+    /// coalesced by the shared lock. Without a reachable shared level, the provider. A shared
+    /// answer asked for `max_age` or longer ago counts as absent. Returns the decision and when
+    /// its provider call began (`None` when that is not known).
+    async fn through_shared<F, Fut>(
+        &self,
+        key: &Key,
+        max_age: Option<Duration>,
+        check: F,
+    ) -> Result<(Decision, Option<Instant>), ProviderError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Decision, ProviderError>>,
     {
         let Some(l2) = self.shared.as_ref().filter(|c| c.is_up()) else {
-            return check().await;
+            let asked = Instant::now();
+            return check().await.map(|d| (d, Some(asked)));
         };
         let id = hex::encode(key);
         let requests = &l2.metrics.cache_requests;
-        if let Some((d, _)) = self.load_shared(l2, &id).await {
+        if let Some(found) = self.load_shared(l2, &id, max_age).await {
             requests.with_label_values(&["hit"]).inc();
-            return Ok(d);
+            return Ok(found);
         }
         let mut locked = l2.lock(LOCK_KIND, &id, LOCK_TTL).await;
         if !locked {
@@ -273,28 +320,31 @@ impl DecisionCache {
             let deadline = Instant::now() + LOCK_TTL;
             while !locked && l2.is_up() && Instant::now() < deadline {
                 tokio::time::sleep(LOCK_POLL).await;
-                if let Some((d, _)) = self.load_shared(l2, &id).await {
+                if let Some(found) = self.load_shared(l2, &id, max_age).await {
                     requests.with_label_values(&["hit"]).inc();
-                    return Ok(d);
+                    return Ok(found);
                 }
                 locked = l2.lock(LOCK_KIND, &id, LOCK_TTL).await;
             }
         }
         if locked {
             // The previous holder may have stored its answer just before this lock was taken.
-            if let Some((d, _)) = self.load_shared(l2, &id).await {
+            if let Some(found) = self.load_shared(l2, &id, max_age).await {
                 l2.remove(LOCK_KIND, &id).await;
                 requests.with_label_values(&["hit"]).inc();
-                return Ok(d);
+                return Ok(found);
             }
         }
         requests.with_label_values(&["miss"]).inc();
+        let (asked, asked_ms) = (Instant::now(), unix_now_ms());
         let result = check().await;
         if let Ok(d) = &result {
             let ttl = self.ttl(d);
-            if let Ok(bytes) =
-                serde_json::to_vec(&Stored::from_decision(d, self.config.negative_ttl))
-            {
+            if let Ok(bytes) = serde_json::to_vec(&Stored::from_decision(
+                d,
+                self.config.negative_ttl,
+                asked_ms,
+            )) {
                 if l2.put(SHARED_KIND, &id, &bytes, ttl).await {
                     if let Decision::Allow(a) = d {
                         l2.index(USER_INDEX_KIND, &a.user_id, &id, self.config.max_ttl)
@@ -306,14 +356,26 @@ impl DecisionCache {
         if locked {
             l2.remove(LOCK_KIND, &id).await;
         }
-        result
+        result.map(|d| (d, Some(asked)))
     }
 
-    async fn load_shared(&self, l2: &Cluster, id: &str) -> Option<(Decision, Duration)> {
+    /// The shared answer under `id`, when it was asked for less than `max_age` ago, with the
+    /// local instant of that asking.
+    async fn load_shared(
+        &self,
+        l2: &Cluster,
+        id: &str,
+        max_age: Option<Duration>,
+    ) -> Option<(Decision, Option<Instant>)> {
         let bytes = l2.get(SHARED_KIND, id).await?;
-        serde_json::from_slice::<Stored>(&bytes)
-            .ok()?
-            .into_decision(self)
+        let stored = serde_json::from_slice::<Stored>(&bytes).ok()?;
+        let asked = asked_instant(stored.asked_ms());
+        if let Some(max) = max_age {
+            // Unknown, or too old for this caller: as if absent, so it is asked again.
+            asked.filter(|at| at.elapsed() < max)?;
+        }
+        let (decision, _) = stored.into_decision(self)?;
+        Some((decision, asked))
     }
 
     fn ttl(&self, d: &Decision) -> Duration {
@@ -325,11 +387,14 @@ impl DecisionCache {
     }
 
     /// The cached decision, or `check`'s. Concurrent misses on one key run `check` once and share
-    /// its result, error included; errors are not stored.
+    /// its result, error included; errors are not stored. With `max_age`, a cached answer serves
+    /// only if it was asked for less than that ago; an older one is asked again (once, however
+    /// many callers want it at the same time) and replaced.
     pub(crate) async fn get_or_check<F, Fut>(
         &self,
         key: Key,
         provider: &str,
+        max_age: Option<Duration>,
         check: F,
     ) -> Result<(Decision, CacheOutcome), ProviderError>
     where
@@ -337,19 +402,23 @@ impl DecisionCache {
         Fut: Future<Output = Result<Decision, ProviderError>>,
     {
         if let Some(e) = self.fresh.get(&key).await {
-            return Ok(self.record(e.decision, CacheOutcome::Hit));
+            if e.young(max_age) {
+                return Ok(self.record(e.decision, CacheOutcome::Hit));
+            }
+            return self.refresh(key, provider, max_age, check).await;
         }
         let ran = AtomicBool::new(false);
         let loaded = self
             .fresh
             .try_get_with(key, async {
                 ran.store(true, Ordering::Relaxed);
-                let decision = self.through_shared(&key, check).await?;
+                let (decision, asked) = self.through_shared(&key, max_age, check).await?;
                 let ttl = self.ttl(&decision);
                 Ok::<_, ProviderError>(Entry {
                     decision,
                     ttl,
                     provider: Arc::from(provider),
+                    asked,
                 })
             })
             .await;
@@ -367,6 +436,7 @@ impl DecisionCache {
                             ttl: entry.ttl + self.config.stale_if_error,
                             decision: Decision::Allow(Arc::new(extended)),
                             provider: entry.provider.clone(),
+                            asked: entry.asked,
                         };
                         stale.insert(key, keep).await;
                     }
@@ -392,6 +462,58 @@ impl DecisionCache {
                 } else {
                     CacheOutcome::Coalesced
                 };
+                self.metrics
+                    .cache_requests
+                    .with_label_values(&[outcome.label()])
+                    .inc();
+                Err(Arc::unwrap_or_clone(error))
+            }
+        }
+    }
+
+    /// Asks again for an answer cached here but too old for `max_age`. Concurrent callers share
+    /// one call; its answer replaces the cached one. A failure leaves the cached answer in place
+    /// for callers without an age limit (a login is still served while the provider is down), and
+    /// is this caller's error.
+    async fn refresh<F, Fut>(
+        &self,
+        key: Key,
+        provider: &str,
+        max_age: Option<Duration>,
+        check: F,
+    ) -> Result<(Decision, CacheOutcome), ProviderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Decision, ProviderError>>,
+    {
+        let ran = AtomicBool::new(false);
+        let loaded = self
+            .refreshing
+            .try_get_with(key, async {
+                ran.store(true, Ordering::Relaxed);
+                let (decision, asked) = self.through_shared(&key, max_age, check).await?;
+                let ttl = self.ttl(&decision);
+                Ok::<_, ProviderError>(Entry {
+                    decision,
+                    ttl,
+                    provider: Arc::from(provider),
+                    asked,
+                })
+            })
+            .await;
+        let outcome = if ran.load(Ordering::Relaxed) {
+            CacheOutcome::Miss
+        } else {
+            CacheOutcome::Coalesced
+        };
+        match loaded {
+            Ok(entry) => {
+                if outcome == CacheOutcome::Miss {
+                    self.fresh.insert(key, entry.clone()).await;
+                }
+                Ok(self.record(entry.decision, outcome))
+            }
+            Err(error) => {
                 self.metrics
                     .cache_requests
                     .with_label_values(&[outcome.label()])
@@ -452,6 +574,16 @@ impl DecisionCache {
     }
 }
 
+/// The local instant `asked_ms` (Unix milliseconds) stands for; `None` when unknown (0) or before
+/// this machine's monotonic clock began.
+fn asked_instant(asked_ms: u64) -> Option<Instant> {
+    if asked_ms == 0 {
+        return None;
+    }
+    let age = Duration::from_millis(unix_now_ms().saturating_sub(asked_ms));
+    Instant::now().checked_sub(age)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,7 +599,12 @@ mod tests {
     }
 
     fn through_json(d: &Decision, c: &DecisionCache) -> Option<(Decision, Duration)> {
-        let json = serde_json::to_vec(&Stored::from_decision(d, c.config.negative_ttl)).unwrap();
+        let json = serde_json::to_vec(&Stored::from_decision(
+            d,
+            c.config.negative_ttl,
+            unix_now_ms(),
+        ))
+        .unwrap();
         serde_json::from_slice::<Stored>(&json)
             .unwrap()
             .into_decision(c)
@@ -506,6 +643,7 @@ mod tests {
             client_info: None,
             metadata: None,
             profile: None,
+            asked_ms: 0,
         };
         assert!(old.into_decision(&c).is_none());
         let odd = Stored::Deny {
@@ -513,8 +651,70 @@ mod tests {
             description: String::new(),
             client_info: None,
             until: unix_now() + 5,
+            asked_ms: 0,
         };
         assert!(odd.into_decision(&c).is_none());
+    }
+
+    #[tokio::test]
+    async fn answer_older_than_the_age_limit_is_asked_again_once_for_all_callers() {
+        use std::sync::atomic::AtomicUsize;
+        let c = cache();
+        let k = key("app", "p", "t");
+        let calls = AtomicUsize::new(0);
+        let allow = Decision::Allow(Arc::new(Allow {
+            user_id: "u".into(),
+            expires_at: unix_now() + 3600,
+            permissions: crate::permissions::Permissions::default(),
+            client_info: None,
+            metadata: None,
+            profile: None,
+        }));
+        let ask = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(allow.clone())
+        };
+        let (young, old) = (Some(Duration::from_secs(60)), Some(Duration::ZERO));
+        assert_eq!(
+            c.get_or_check(k, "p", None, ask).await.unwrap().1,
+            CacheOutcome::Miss
+        );
+        // No limit, or one the answer is younger than: served from the cache.
+        assert_eq!(
+            c.get_or_check(k, "p", None, ask).await.unwrap().1,
+            CacheOutcome::Hit
+        );
+        assert_eq!(
+            c.get_or_check(k, "p", young, ask).await.unwrap().1,
+            CacheOutcome::Hit
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Older than the limit: eight callers at once make one call, and share its answer.
+        let all = futures_util::future::join_all((0..8).map(|_| c.get_or_check(k, "p", old, ask)));
+        let outcomes: Vec<_> = all.await.into_iter().map(|r| r.unwrap().1).collect();
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "{outcomes:?}");
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o == CacheOutcome::Miss)
+                .count(),
+            1
+        );
+        // The new answer is what the cache holds now.
+        assert_eq!(
+            c.get_or_check(k, "p", young, ask).await.unwrap().1,
+            CacheOutcome::Hit
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // A provider failing on a re-ask is that caller's error; the cached allow stays for
+        // callers without a limit.
+        let k2 = key("app", "p", "t2");
+        c.get_or_check(k2, "p", None, ask).await.unwrap();
+        let failing = || async { Err(ProviderError::Timeout) };
+        assert!(c.get_or_check(k2, "p", old, failing).await.is_err());
+        let (d, o) = c.get_or_check(k2, "p", None, failing).await.unwrap();
+        assert_eq!((d, o), (allow.clone(), CacheOutcome::Hit));
     }
 
     #[test]

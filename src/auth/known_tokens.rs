@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 use super::credentials;
 use crate::clock::unix_now;
 
+/// What starts the session ID of a learned token's tunnels.
+pub(crate) const SESSION_ID_PREFIX: &str = "ditto.";
+
 /// The header a Ditto SDK may send its access token in on the websocket handshake.
 const DITTO_AUTH_HEADER: &str = "x-ditto-auth";
 
@@ -22,6 +25,8 @@ pub(crate) struct KnownToken {
     pub(crate) user: String,
     /// `accessExpiry` in Unix seconds.
     pub(crate) expires_at: u64,
+    /// What its tunnels are registered, re-checked and revoked under ([`KnownTokens::session_id`]).
+    pub(crate) sid: String,
 }
 
 /// Each token lives until its own expiry.
@@ -59,6 +64,26 @@ impl KnownTokens {
     /// The SHA-256 a token is known by.
     pub(crate) fn key(token: &str) -> [u8; 32] {
         Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// The session ID of the tunnels a learned `token` opens: `ditto.` and the hex SHA-256 the
+    /// token is known by (never the token), the same on every replica.
+    pub(crate) fn session_id(token: &str) -> String {
+        format!("{SESSION_ID_PREFIX}{}", hex::encode(Self::key(token)))
+    }
+
+    /// Forgets the token whose session ID is `sid`; false when `sid` is not such an ID.
+    pub(crate) fn forget_session(&self, sid: &str) -> bool {
+        let key = sid
+            .strip_prefix(SESSION_ID_PREFIX)
+            .and_then(|h| <[u8; 32]>::try_from(hex::decode(h).ok()?).ok());
+        match key {
+            Some(key) => {
+                self.cache.invalidate(&key);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Remembers `token` until `known.expires_at`; an expired one is not kept.

@@ -140,6 +140,12 @@ impl Revocations {
                 .is_some_and(|(cutoff, _)| claims.auth_time <= cutoff)
     }
 
+    /// Whether the session `sid` was revoked (by ID; for tunnels without claims, such as those of
+    /// a learned Ditto token).
+    pub(crate) fn is_sid_revoked(&self, sid: &str) -> bool {
+        self.sids.contains_key(sid)
+    }
+
     /// Applies a revocation another replica made (its `until` already holds the slack), never
     /// moving an entry's cut-off or end earlier. Returns whether it changed anything here (a new
     /// entry or a later cut-off), so the caller closes tunnels only for news.

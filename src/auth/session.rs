@@ -8,14 +8,19 @@
 //! signature costs tens. What the sync server and other parties verify, the identity assertion,
 //! stays signed with the session key itself and verifiable with the JWKS. `"key"` signs session
 //! tokens with the session key too, for deployments that verify sessions elsewhere.
+//!
+//! What replicas share about a session that must stay secret (the provider token its re-checks
+//! send) is sealed with AES-256-GCM under another key derived from the session key, so only
+//! replicas holding the session key can read it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aws_lc_rs::rand::SecureRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
 };
-use aws_lc_rs::{hkdf, hmac, rand::SystemRandom};
+use aws_lc_rs::{aead, hkdf, hmac, rand::SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
@@ -31,6 +36,10 @@ use crate::config::auth::{SessionConfig, TokenSigning};
 const MAC_SALT: &[u8] = b"drawbridge session-token mac v1";
 /// Suffix of the `kid` of a derived MAC key: `<kid of the session key>.hmac`.
 const MAC_KID_SUFFIX: &str = ".hmac";
+/// HKDF salt of the sealing key derived from a session key; a new salt would be a new key.
+const SEAL_SALT: &[u8] = b"drawbridge session seal v1";
+/// First byte of a sealed value: its layout (`version, kid length, kid, nonce, ciphertext+tag`).
+const SEAL_VERSION: u8 = 1;
 
 /// The claims of a drawbridge session token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,6 +219,41 @@ struct LoadedKey {
     signing: SigningKey,
     verify: VerifyKey,
     mac: Option<(SigningKey, VerifyKey)>,
+    seal: SealKey,
+}
+
+/// The AES-256-GCM key that seals what replicas share about a session, derived from one session
+/// key and named by that key's `kid`.
+#[derive(Clone)]
+struct SealKey {
+    kid: String,
+    key: std::sync::Arc<aead::LessSafeKey>,
+    /// A key a reload took out of the config still opens until then (Unix seconds).
+    retire_at: Option<u64>,
+}
+
+impl SealKey {
+    fn live(&self, now: u64) -> bool {
+        self.retire_at.is_none_or(|t| t > now)
+    }
+}
+
+/// The sealing key of a session key: HKDF-SHA256 over its private bytes (PKCS#8, or the HS256
+/// secret), bound to its `kid`.
+fn derive_seal(material: &[u8], kid: &str) -> Result<SealKey, SessionError> {
+    let mut secret = [0u8; 32];
+    hkdf::Salt::new(hkdf::HKDF_SHA256, SEAL_SALT)
+        .extract(material)
+        .expand(&[kid.as_bytes()], hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(&mut secret))
+        .map_err(|_| SessionError::Crypto("cannot derive the session sealing key".into()))?;
+    let key = aead::UnboundKey::new(&aead::AES_256_GCM, &secret)
+        .map_err(|_| SessionError::Crypto("cannot use the session sealing key".into()))?;
+    Ok(SealKey {
+        kid: kid.to_owned(),
+        key: std::sync::Arc::new(aead::LessSafeKey::new(key)),
+        retire_at: None,
+    })
 }
 
 /// The session-token MAC key of a private key: HKDF-SHA256 over its PKCS#8 bytes, bound to its `kid`.
@@ -269,6 +313,8 @@ pub struct Sessions {
     /// The `kid` of new session tokens.
     session_kid: String,
     keys: Vec<VerifyKey>,
+    /// Sealing keys: the current one first, then those of the keys that still verify.
+    seal_keys: Vec<SealKey>,
     issuer: String,
     audience: String,
     max_ttl: Duration,
@@ -328,6 +374,7 @@ fn parse_key(bytes: &[u8], path: &Path, alg: Option<Algorithm>) -> Result<Loaded
             signing: SigningKey::new(signer, Algorithm::HS256, &kid)?,
             verify: key,
             mac: None,
+            seal: derive_seal(secret, &kid)?,
         });
     }
     let bad = |what| SessionError::Key {
@@ -368,10 +415,12 @@ fn parse_key(bytes: &[u8], path: &Path, alg: Option<Algorithm>) -> Result<Loaded
     let jwk = Jwk::from_decoding_key(&decoding, Some(found)).map_err(crypto)?;
     let verify = verify_key(jwk, found)?;
     let mac = derive_mac(&der, &verify.kid)?;
+    let seal = derive_seal(&der, &verify.kid)?;
     Ok(LoadedKey {
         signing: SigningKey::new(signer, found, &verify.kid)?,
         verify,
         mac: Some(mac),
+        seal,
     })
 }
 
@@ -471,6 +520,15 @@ impl Sessions {
             kept.retire_at = Some(key.retire_at.unwrap_or(until));
             next.keys.push(kept);
         }
+        // What a retired key sealed stays readable as long as what it signed stays valid.
+        for key in self.seal_keys.iter().filter(|k| k.live(now)) {
+            if next.seal_keys.iter().any(|k| k.kid == key.kid) {
+                continue;
+            }
+            let mut kept = key.clone();
+            kept.retire_at = Some(key.retire_at.unwrap_or(until));
+            next.seal_keys.push(kept);
+        }
         Ok(next)
     }
 
@@ -494,6 +552,7 @@ impl Sessions {
             keys.push(key.verify.clone());
             keys.extend(key.mac.as_ref().map(|(_, v)| v.clone()));
         }
+        let seal_keys = loaded.iter().map(|k| k.seal.clone()).collect();
         for key in &mut keys {
             let v = &mut key.validation;
             v.leeway = 0;
@@ -513,6 +572,7 @@ impl Sessions {
             session_kid,
             current,
             keys,
+            seal_keys,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             max_ttl: config.max_ttl,
@@ -617,6 +677,61 @@ impl Sessions {
             .filter_map(|k| k.public.as_ref())
             .collect();
         serde_json::json!({ "keys": keys })
+    }
+
+    /// Seals `plaintext` for the other replicas (AES-256-GCM under the current session key's
+    /// sealing key, a random nonce), bound to `context`: it opens only with the same context.
+    ///
+    /// # Errors
+    /// [`SessionError::Crypto`] if no nonce can be drawn or sealing fails.
+    pub(crate) fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SessionError> {
+        let key = self
+            .seal_keys
+            .first()
+            .ok_or_else(|| SessionError::Crypto("no sealing key".into()))?;
+        let kid_len = u8::try_from(key.kid.len())
+            .map_err(|_| SessionError::Crypto("key ID too long to seal under".into()))?;
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        SystemRandom::new().fill(&mut nonce).map_err(crypto)?;
+        let mut sealed = plaintext.to_vec();
+        key.key
+            .seal_in_place_append_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(context),
+                &mut sealed,
+            )
+            .map_err(crypto)?;
+        let mut out = Vec::with_capacity(2 + key.kid.len() + nonce.len() + sealed.len());
+        out.push(SEAL_VERSION);
+        out.push(kid_len);
+        out.extend_from_slice(key.kid.as_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens what [`seal`](Self::seal) made under any live key, with the same `context`; `None`
+    /// for anything else (another key, another context, a changed byte, another layout).
+    pub(crate) fn open(&self, context: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        let (&version, rest) = sealed.split_first()?;
+        let (&kid_len, rest) = rest.split_first()?;
+        if version != SEAL_VERSION {
+            return None;
+        }
+        let (kid, rest) = rest.split_at_checked(usize::from(kid_len))?;
+        let (nonce, ciphertext) = rest.split_at_checked(aead::NONCE_LEN)?;
+        let now = unix_now();
+        let key = self
+            .seal_keys
+            .iter()
+            .find(|k| k.kid.as_bytes() == kid && k.live(now))?;
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = ciphertext.to_vec();
+        let plain = key
+            .key
+            .open_in_place(nonce, aead::Aad::from(context), &mut buf)
+            .ok()?;
+        Some(plain.to_vec())
     }
 
     /// A short-lived assertion of `claims` for the sync server, signed with the session key.

@@ -8,7 +8,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::read_body;
-use crate::auth::known_tokens::KnownToken;
+use crate::auth::grant::Grant;
+use crate::auth::known_tokens::{KnownToken, KnownTokens};
 use crate::auth::{Decision, Door};
 use crate::body::{Body, full};
 use crate::config::Config;
@@ -74,20 +75,22 @@ pub(crate) async fn login(
         .map_err(|_| DoorError::UpstreamReply)?
         .to_bytes();
     if parts.status == StatusCode::OK {
-        learn(shared, &bytes);
+        // Written (here and for the other replicas) before the client has the token.
+        learn(shared, &bytes, (&app, &provider, &token)).await;
     }
     Ok(Response::from_parts(parts, full(bytes)))
 }
 
-/// Remembers `accessToken` from a `"result":"success"` reply until its `accessExpiry`.
-fn learn(shared: &Shared, reply: &Bytes) {
+/// Remembers `accessToken` from a `"result":"success"` reply until its `accessExpiry`, with the
+/// login (`app`, `provider`, provider token) its tunnels are re-checked with.
+async fn learn(shared: &Shared, reply: &Bytes, (app, provider, token): (&str, &str, &str)) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(reply) else {
         return;
     };
     if v["result"] != "success" {
         return;
     }
-    let (Some(token), Some(expiry)) = (v["accessToken"].as_str(), v["accessExpiry"].as_str())
+    let (Some(access), Some(expiry)) = (v["accessToken"].as_str(), v["accessExpiry"].as_str())
     else {
         tracing::warn!("ditto login success without accessToken/accessExpiry; nothing learned");
         return;
@@ -100,5 +103,22 @@ fn learn(shared: &Shared, reply: &Bytes) {
     };
     let user = v["userId"].as_str().unwrap_or_default().to_owned();
     let expires_at = u64::try_from(expiry.unix_timestamp()).unwrap_or(0);
-    shared.learn_ditto_token(token, KnownToken { user, expires_at });
+    let sid = KnownTokens::session_id(access);
+    let grant = Grant {
+        app: app.to_owned(),
+        provider: provider.to_owned(),
+        token: token.to_owned(),
+        until: expires_at,
+    };
+    shared
+        .learn_ditto_token(
+            access,
+            KnownToken {
+                user,
+                expires_at,
+                sid,
+            },
+            grant,
+        )
+        .await;
 }

@@ -157,7 +157,14 @@ async fn log_in(
     {
         Decision::Allow(allow) => match shared.sessions.load().mint(&allow, app, provider) {
             Ok(minted) => {
-                shared.remember_grant(&minted.claims, token);
+                let grant = crate::auth::grant::Grant {
+                    app: app.to_owned(),
+                    provider: provider.to_owned(),
+                    token: token.to_owned(),
+                    // The last moment any token of the session (refreshed or not) can be valid.
+                    until: minted.claims.dex,
+                };
+                shared.remember_grant(&minted.claims.sid, grant).await;
                 Ok(session_response(shared, &minted))
             }
             Err(error) => {

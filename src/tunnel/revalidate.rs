@@ -1,22 +1,46 @@
 //! Re-authorization of open tunnels: every `session.revalidate_seconds`, the login behind a
-//! tunnel's session is asked again, through the decision cache, so one provider call serves every
-//! tunnel of one token.
+//! tunnel is asked again. A cached answer serves only if the provider was asked for it less than
+//! one interval ago, whatever `cache.max_ttl_seconds` allows, so no tunnel acts on an answer
+//! older than that; concurrent re-checks of one token (on one replica through the decision
+//! cache, on several through its shared level) still make one provider call.
 //!
-//! A denial revokes the session (close 4003, and the revocation reaches every tunnel of it).
-//! Narrower permissions or another user close the session's tunnels with 4009, so the client
-//! reconnects and the sync server sees the new identity. A provider that cannot answer closes
-//! nothing: the cache's `stale_if_error` rules, and the failure is logged and counted. The first
-//! check of each tunnel falls at a random point of the first interval, so tunnels opened together
-//! (after a restart, say) do not ask together.
+//! Tunnels of a drawbridge session and tunnels of an access token learned from a relayed Ditto
+//! login are both re-checked, on whichever replica holds them: the login behind them is found
+//! here or, sealed, in the cluster store. A denial revokes the session or forgets the token
+//! (close 4003, on every replica). For a session, narrower permissions or another user close its
+//! tunnels with 4009, so the client reconnects and the sync server sees the new identity; a Ditto
+//! token's permissions live in the sync server, so only a denial counts for it. A provider that
+//! cannot answer (or only through a `stale_if_error` allow) closes nothing: it is logged and
+//! counted as `unreachable`. The first check of each tunnel falls at a random point of the first
+//! interval, so tunnels opened together (after a restart, say) do not ask together.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::auth::session::SessionClaims;
-use crate::auth::{Decision, Door};
+use crate::auth::{CacheOutcome, Decision};
 use crate::registry::CloseReason;
-use crate::state::Shared;
+use crate::state::{GrantLookup, Shared};
+
+/// Whose login an open tunnel is re-checked for.
+#[derive(Debug, Clone)]
+pub(crate) enum Holder {
+    /// A drawbridge session.
+    Session(Arc<SessionClaims>),
+    /// An access token learned from a relayed Ditto login, by its session ID.
+    Ditto(String),
+}
+
+impl Holder {
+    fn sid(&self) -> &str {
+        match self {
+            Self::Session(claims) => &claims.sid,
+            Self::Ditto(sid) => sid,
+        }
+    }
+}
 
 /// How a re-check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +51,8 @@ pub(crate) enum Outcome {
     Narrowed,
     /// Denied: the session is revoked.
     Deny,
-    /// The provider could not answer: nothing closes.
-    Error,
+    /// No fresh answer could be had (the provider or the cluster store failed): nothing closes.
+    Unreachable,
 }
 
 impl Outcome {
@@ -37,15 +61,15 @@ impl Outcome {
             Self::Allow => "allow",
             Self::Narrowed => "narrowed",
             Self::Deny => "deny",
-            Self::Error => "error",
+            Self::Unreachable => "unreachable",
         }
     }
 }
 
-/// Re-checks the session behind one tunnel until it is closed for a reason found here (then it
+/// Re-checks the login behind one tunnel until it is closed for a reason found here (then it
 /// returns), or forever while it stays good. Without a remembered login (revalidation was off at
-/// login, or another replica minted the session) there is nothing to ask and it returns.
-pub(crate) async fn run(shared: &Shared, claims: &SessionClaims) {
+/// login) there is nothing to ask and it returns.
+pub(crate) async fn run(shared: &Shared, holder: &Holder) {
     let mut changed = shared.config_changed.subscribe();
     let mut every = Duration::ZERO;
     let mut next = Instant::now();
@@ -76,45 +100,32 @@ pub(crate) async fn run(shared: &Shared, claims: &SessionClaims) {
         next = (next + every).max(Instant::now());
         // Boxed: a check's futures (the provider call among them) would otherwise stay in every
         // open tunnel's task for its whole life, most of it idle.
-        match Box::pin(check(shared, claims)).await {
+        match Box::pin(check(shared, holder, every)).await {
             None => return,
-            Some(Outcome::Allow | Outcome::Error) => {}
+            Some(Outcome::Allow | Outcome::Unreachable) => {}
             Some(Outcome::Narrowed | Outcome::Deny) => return,
         }
     }
 }
 
-/// One re-check, and what it did. `None` when there is nothing to ask.
-pub(crate) async fn check(shared: &Shared, claims: &SessionClaims) -> Option<Outcome> {
-    let grant = shared.grants.get(claims.sid.as_str())?;
-    let auth = shared.auth.load_full();
-    let outcome = match auth
-        .decide(Door::Revalidate, &grant.app, &grant.provider, &grant.token)
-        .await
-    {
-        Ok(Decision::Allow(allow)) => {
-            if allow.user_id == claims.sub && allow.permissions.covers(&claims.permissions) {
-                Outcome::Allow
-            } else {
-                let n = shared
-                    .tunnels
-                    .close_sid(&claims.sid, CloseReason::PermissionsChanged);
-                tracing::info!(
-                    provider = %grant.provider,
-                    tunnels = n,
-                    "re-check: permissions changed; closing the session's tunnels"
-                );
-                Outcome::Narrowed
-            }
+/// One re-check, on an answer younger than `max_age`, and what it did. `None` when there is
+/// nothing to ask.
+pub(crate) async fn check(shared: &Shared, holder: &Holder, max_age: Duration) -> Option<Outcome> {
+    let outcome = match shared.grant(holder.sid()).await {
+        GrantLookup::Found(grant) => {
+            let auth = shared.auth.load_full();
+            let answer = auth
+                .recheck(&grant.app, &grant.provider, &grant.token, max_age)
+                .await;
+            judge(shared, holder, &grant.provider, answer)
         }
-        Ok(Decision::Deny(_)) => {
-            tracing::info!(provider = %grant.provider, "re-check: the provider denies; revoking the session");
-            shared.revoke_session(claims);
-            Outcome::Deny
+        GrantLookup::Absent => {
+            tracing::debug!("re-check: no login remembered for this tunnel; not re-checked");
+            return None;
         }
-        Err(error) => {
-            tracing::warn!(provider = %grant.provider, %error, "re-check: provider failing; tunnel kept");
-            Outcome::Error
+        GrantLookup::Unavailable => {
+            tracing::warn!("re-check: the cluster store is unreachable; tunnel kept");
+            Outcome::Unreachable
         }
     };
     shared
@@ -124,4 +135,58 @@ pub(crate) async fn check(shared: &Shared, claims: &SessionClaims) -> Option<Out
         .with_label_values(&[outcome.label()])
         .inc();
     Some(outcome)
+}
+
+/// What the provider's answer means for the tunnel's holder, and the closing it calls for.
+fn judge(
+    shared: &Shared,
+    holder: &Holder,
+    provider: &str,
+    answer: Result<(Decision, Option<CacheOutcome>), crate::auth::ProviderError>,
+) -> Outcome {
+    match (answer, holder) {
+        (Ok((Decision::Allow(_), Some(CacheOutcome::Stale))), _) => {
+            tracing::warn!(
+                provider,
+                "re-check: provider failing; a stale allow is no fresh answer; tunnel kept"
+            );
+            Outcome::Unreachable
+        }
+        (Ok((Decision::Allow(allow), _)), Holder::Session(claims)) => {
+            if allow.user_id == claims.sub && allow.permissions.covers(&claims.permissions) {
+                Outcome::Allow
+            } else {
+                let n = shared
+                    .tunnels
+                    .close_sid(&claims.sid, CloseReason::PermissionsChanged);
+                tracing::info!(
+                    provider,
+                    tunnels = n,
+                    "re-check: permissions changed; closing the session's tunnels"
+                );
+                Outcome::Narrowed
+            }
+        }
+        (Ok((Decision::Allow(_), _)), Holder::Ditto(_)) => Outcome::Allow,
+        (Ok((Decision::Deny(_), _)), Holder::Session(claims)) => {
+            tracing::info!(
+                provider,
+                "re-check: the provider denies; revoking the session"
+            );
+            shared.revoke_session(claims);
+            Outcome::Deny
+        }
+        (Ok((Decision::Deny(_), _)), Holder::Ditto(sid)) => {
+            tracing::info!(
+                provider,
+                "re-check: the provider denies; forgetting the Ditto access token"
+            );
+            shared.revoke_ditto_token(sid);
+            Outcome::Deny
+        }
+        (Err(error), _) => {
+            tracing::warn!(provider, %error, "re-check: provider failing; tunnel kept");
+            Outcome::Unreachable
+        }
+    }
 }

@@ -333,3 +333,40 @@ fn hs256_sessions_use_the_secret_itself() {
     .unwrap();
     assert_eq!(got.claims, m.claims);
 }
+
+#[test]
+fn sealed_value_opens_only_with_its_context_and_a_shared_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = keygen(Algorithm::EdDSA).unwrap();
+    let a = Sessions::from_config(&config(dir.path(), Some(("k.pem", &pem)), None)).unwrap();
+    // A replica that loads the same key file opens it.
+    let b = Sessions::from_config(&config(dir.path(), Some(("k.pem", &pem)), None)).unwrap();
+    let secret = b"provider-token-3f9a7c";
+    let sealed = a.seal(b"sid-1", secret).unwrap();
+    assert!(
+        !sealed.windows(secret.len()).any(|w| w == secret),
+        "the plaintext shows in the sealed bytes"
+    );
+    assert_eq!(b.open(b"sid-1", &sealed).as_deref(), Some(&secret[..]));
+    // Another session's ID, a changed byte, or a cut value opens nothing.
+    assert!(b.open(b"sid-2", &sealed).is_none());
+    let mut flipped = sealed.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    assert!(b.open(b"sid-1", &flipped).is_none());
+    assert!(b.open(b"sid-1", &sealed[..sealed.len() - 1]).is_none());
+    assert!(b.open(b"sid-1", &sealed[..3]).is_none());
+    // Two seals of one value differ (a fresh nonce each time).
+    assert_ne!(a.seal(b"sid-1", secret).unwrap(), sealed);
+    // A replica with another key opens nothing.
+    let other = keygen(Algorithm::EdDSA).unwrap();
+    let c = Sessions::from_config(&config(dir.path(), Some(("o.pem", &other)), None)).unwrap();
+    assert!(c.open(b"sid-1", &sealed).is_none());
+    // After a key rotation, what the old key sealed still opens.
+    let rotated = a
+        .reconfigure(&config(dir.path(), Some(("o2.pem", &other)), None))
+        .unwrap();
+    assert_eq!(
+        rotated.open(b"sid-1", &sealed).as_deref(),
+        Some(&secret[..])
+    );
+}
