@@ -11,7 +11,8 @@
 //!
 //! Events are screened by name before anything else happens: a log written beside a watched file
 //! (the audit or access log, a diagnostic log redirected there) must not wake the watcher, let
-//! alone log something that is written beside the file again.
+//! alone log something that is written beside the file again. notify's own log lines are kept out
+//! of the diagnostic log below `info` for the same reason ([`feeds_back`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -70,6 +71,16 @@ impl Settled {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// Whether a diagnostic log event comes from the file watcher's own machinery below `info`
+/// (notify reports every inotify event at trace, its own reads and the log's writes included).
+/// A log file in a watched directory would turn each such line into the next event, without end;
+/// the binary's log filter drops these whatever `log.level` says.
+pub fn feeds_back(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    let notify = target == "notify" || target.starts_with("notify::");
+    notify && *meta.level() > tracing::Level::INFO
 }
 
 /// The names in each watched directory that can change a watched file: the file's own name and,

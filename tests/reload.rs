@@ -816,3 +816,85 @@ async fn certificate_and_key_written_in_pieces_apply_whole_without_a_failed_relo
     );
     gw.shutdown().await;
 }
+
+/// The byte size of `path` (0 while it does not exist).
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// At `log.level = "trace"`, with the diagnostic, audit and access logs all in the config's
+/// directory, the gateway's own writing starts neither more logging nor a reload: the logs stop
+/// growing once it is idle, and an edit of the config still reloads it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_logs_beside_the_config_stay_bounded_while_idle_and_start_no_reload() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, access) = (dir.path().join("audit.log"), dir.path().join("access.log"));
+    let gw = Running::start_logging_beside_config(
+        dir,
+        Gateway::builder(up.url())
+            .demo_provider(&hook)
+            .rate_limit_off()
+            .extra(&format!("[audit]\npath = {audit:?}")),
+        &format!("level = \"trace\"\naccess = true\naccess_path = {access:?}\n"),
+        "drawbridge.log",
+    );
+    let log = gw.log_file().unwrap().to_owned();
+    let logs = [log.as_path(), audit.as_path(), access.as_path()];
+    let total = || logs.iter().map(|p| size(p)).sum::<u64>();
+
+    // Some traffic first, so that every log has been written beside the config.
+    for _ in 0..5 {
+        assert_eq!(login(&gw, "app", "demo", "ann-token").await.status, 200);
+    }
+    assert_eventually!(
+        size(&audit) > 0 && size(&access) > 0,
+        "the audit and access logs were not written beside the config"
+    );
+    // Idle: the logs come to rest (the last lines of the traffic land), and then stay there.
+    let mut last = total();
+    assert_eventually!(
+        {
+            support::pace(300).await;
+            let now = total();
+            std::mem::replace(&mut last, now) == now
+        },
+        "the logs kept growing while idle: {} bytes",
+        total()
+    );
+    let rest = total();
+    support::pace(2000).await;
+    let grown = total() - rest;
+    assert!(
+        grown < 1024,
+        "the idle gateway wrote {grown} bytes of log in 2 s"
+    );
+    assert_eq!(reloads(&gw, "success").await, 0.0);
+    assert_eq!(reloads(&gw, "failure").await, 0.0);
+    assert!(log_lines(&gw, "config reloaded").is_empty());
+
+    // An edit of the config still reloads it, once, and the logs come to rest again.
+    let text = std::fs::read_to_string(gw.config_path()).unwrap();
+    replace(&gw.config_path(), &format!("{text}\n# edited\n"));
+    assert_eventually!(
+        reloads(&gw, "success").await == 1.0,
+        "the edit was not reloaded"
+    );
+    let mut last = total();
+    assert_eventually!(
+        {
+            support::pace(300).await;
+            let now = total();
+            std::mem::replace(&mut last, now) == now
+        },
+        "the logs kept growing after the reload: {} bytes",
+        total()
+    );
+    assert_eq!(
+        reloads(&gw, "success").await,
+        1.0,
+        "a reload followed the reload"
+    );
+    assert_eq!(log_lines(&gw, "config reloaded").len(), 1);
+}
