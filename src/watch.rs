@@ -220,7 +220,7 @@ mod tests {
         std::os::unix::fs::symlink("..2026_01_01", dir.path().join("..data")).unwrap();
         let config = dir.path().join("drawbridge.toml");
         std::os::unix::fs::symlink("..data/drawbridge.toml", &config).unwrap();
-        let names = Names::of(&[config.clone()]);
+        let names = Names::of(std::slice::from_ref(&config));
         assert!(names.covers(&config));
         assert!(names.covers(&dir.path().join("..data")));
         assert!(!names.covers(&dir.path().join("audit.log")));
