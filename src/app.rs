@@ -185,7 +185,7 @@ impl App {
     /// [`AppError::Tls`] when the certificate watcher cannot start.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
         let _watcher = match &self.tls {
-            Some(tls) => Some(tls.watch()?),
+            Some(tls) => Some(tls.watch(settle_time(&self.shared))?),
             None => None,
         };
         let admin = Arc::new(Admin {
@@ -216,7 +216,7 @@ impl App {
                     self.log_level.clone(),
                 ));
                 tokio::spawn(reload_on_hangup(reloader.clone()));
-                watch_config(reloader)
+                watch_config(reloader, settle_time(&self.shared))
             }
             None => None,
         };
@@ -365,13 +365,27 @@ async fn reload_on_hangup(reloader: Arc<reload::Reloader>) {
     }
 }
 
-/// Reloads when the config file's directory (or a secret's) changes: a ConfigMap volume swaps a
-/// `..data` symlink. Events are gathered the way the certificate watcher gathers them. Without a
+/// The live `reload.settle_ms`, read at each change so a reload may change it.
+fn settle_time(shared: &Arc<Shared>) -> impl Fn() -> std::time::Duration + Send + 'static {
+    let shared = Arc::downgrade(shared);
+    move || {
+        shared.upgrade().map_or(
+            std::time::Duration::from_millis(crate::config::raw::DEFAULT_RELOAD_SETTLE_MS),
+            |s| s.config.load().reload.settle,
+        )
+    }
+}
+
+/// Reloads once a change to the config file (or a secret, key, CA or JWKS file it names) has
+/// settled: a ConfigMap volume swaps a `..data` symlink, an editor may write in place. Without a
 /// watcher (the platform refused one), SIGHUP still works and the log says so.
-fn watch_config(reloader: Arc<reload::Reloader>) -> Option<notify::RecommendedWatcher> {
+fn watch_config(
+    reloader: Arc<reload::Reloader>,
+    settle: impl Fn() -> std::time::Duration + Send + 'static,
+) -> Option<notify::RecommendedWatcher> {
     let files = reloader.watched_files();
-    let watcher = crate::tls::watch_dirs(files.iter().map(PathBuf::as_path), move || {
-        reloader.reload("file");
+    let watcher = crate::watch::watch(files, settle, move |settled| {
+        reloader.reload_settled(settled);
     });
     match watcher {
         Ok(w) => Some(w),

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod raw;
+mod reload;
 mod secrets;
 
 use std::fmt;
@@ -14,6 +15,7 @@ use http::uri::{Authority, Scheme};
 
 pub use crate::jsonlines::{SinkError, Target as LogTarget};
 pub use raw::RawLogFormat as LogFormat;
+pub use reload::Reload;
 pub use secrets::{Recording, SKIPPED_FILE_PLACEHOLDER, SkipFiles, Sources, System};
 
 /// Environment variable naming the config file when `--config` is absent.
@@ -50,6 +52,8 @@ pub struct Config {
     pub warnings: Vec<Problem>,
     /// `[cluster]`: state shared between replicas; `None` keeps everything local.
     pub cluster: Option<cluster::Cluster>,
+    /// `[reload]`: how a changed file is picked up.
+    pub reload: Reload,
 }
 
 /// `[ditto]`
@@ -554,6 +558,7 @@ impl TryFrom<raw::RawConfig> for Config {
         };
 
         let tracing = tracing_settings(&raw.tracing, &mut p);
+        let reload = reload::settings(&raw.reload, &mut p);
 
         match (listen_addr, admin_addr, upstream, auth) {
             (Some(listen), Some(admin), Some(upstream), Some(auth)) if p.is_empty() => Ok(Self {
@@ -594,6 +599,7 @@ impl TryFrom<raw::RawConfig> for Config {
                 tracing,
                 warnings,
                 cluster,
+                reload,
             }),
             _ => Err(ConfigError::Invalid(p)),
         }

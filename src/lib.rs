@@ -31,6 +31,7 @@ mod state;
 pub mod telemetry;
 pub mod tls;
 mod tunnel;
+pub mod watch;
 
 pub use app::{App, AppError};
 pub use config::{Config, ConfigError};

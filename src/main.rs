@@ -255,6 +255,7 @@ fn init_logs(
     tracing: Option<&config::Tracing>,
 ) -> anyhow::Result<(Option<Telemetry>, SetLevel)> {
     use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
@@ -280,6 +281,11 @@ fn init_logs(
         }
         None => (None, None),
     };
+    // The watcher's own machinery never reaches the log, whatever the level: a log file in a
+    // watched directory would make each of its lines the next file event, without end.
+    let filter = filter.and(tracing_subscriber::filter::filter_fn(|meta| {
+        !drawbridge::watch::feeds_back(meta)
+    }));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Json => fmt.json().with_filter(filter).boxed(),

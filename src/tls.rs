@@ -1,27 +1,21 @@
 //! The rustls server config: PEM loading, ALPN, optional client certificates, and hot reload.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::RecommendedWatcher;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
-use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 use crate::audit::{self, Audit};
 use crate::config;
 use crate::metrics::TlsMetrics;
-
-/// How long file events are gathered before one reload (a cert-manager swap touches several files).
-const RELOAD_SETTLE: Duration = Duration::from_millis(200);
 
 /// Why TLS material could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +81,15 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 fn load_pair(settings: &config::Tls, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
+    load_pair_from(settings, provider, read)
+}
+
+/// [`load_pair`] over the bytes `read` gives for each file.
+fn load_pair_from(
+    settings: &config::Tls,
+    provider: &CryptoProvider,
+    read: impl Fn(&Path) -> Result<Vec<u8>, TlsError>,
+) -> Result<Loaded, TlsError> {
     let cert_pem = read(&settings.cert_file)?;
     let key_pem = read(&settings.key_file)?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
@@ -172,61 +175,6 @@ fn server_config(
     Ok(server_config)
 }
 
-/// Watches the directories holding `files` and calls `changed` once per burst of events (gathered
-/// for [`RELOAD_SETTLE`]) that changed what one of `files` holds. Directories, not files:
-/// cert-manager and the kubelet swap a `..data` symlink, which replaces the files without writing
-/// to them. Contents, not events: a log written beside the config must not reload it every time a
-/// line lands (and a reload's own audit line must not start the next one). The returned watcher
-/// must be kept alive for as long as reloads are wanted.
-///
-/// # Errors
-/// When the watcher cannot start or a directory cannot be watched.
-pub(crate) fn watch_dirs<'a>(
-    files: impl IntoIterator<Item = &'a Path>,
-    mut changed: impl FnMut() + Send + 'static,
-) -> Result<RecommendedWatcher, notify::Error> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Reading a file is an event too (inotify reports opens): the reload's own reads must not
-        // start another reload.
-        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
-            let _ = tx.send(());
-        }
-    })?;
-    let files: Vec<PathBuf> = files.into_iter().map(Path::to_owned).collect();
-    let dirs: BTreeSet<PathBuf> = files
-        .iter()
-        .map(|f| match f.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        })
-        .collect();
-    for dir in &dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    }
-    let mut held = contents(&files);
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            tokio::time::sleep(RELOAD_SETTLE).await;
-            while rx.try_recv().is_ok() {}
-            let now = contents(&files);
-            if now != held {
-                held = now;
-                changed();
-            }
-        }
-    });
-    Ok(watcher)
-}
-
-/// What each of `files` holds (through symlinks), as a digest; `None` for one that cannot be read.
-fn contents(files: &[PathBuf]) -> Vec<Option<[u8; 32]>> {
-    files
-        .iter()
-        .map(|f| std::fs::read(f).ok().map(|b| Sha256::digest(&b).into()))
-        .collect()
-}
-
 /// The live TLS state of the main listener.
 pub(crate) struct Tls {
     /// Swapped when a reload changes `tls.client_ca_file`; each handshake takes the current one.
@@ -267,18 +215,23 @@ impl Tls {
         self
     }
 
-    /// Watches the directories holding the cert and key; on a change, loads the new pair and swaps it in.
-    /// A broken pair keeps the old one, logs an error and counts a failed reload.
-    /// The returned watcher must be kept alive for as long as reloads are wanted.
-    pub(crate) fn watch(self: &Arc<Self>) -> Result<RecommendedWatcher, TlsError> {
+    /// Watches the directories holding the cert and key; once a change has settled (unchanged for
+    /// `settle()`), loads the pair as it settled and swaps it in. A broken pair keeps the old one,
+    /// logs an error and counts a failed reload. The returned watcher must be kept alive for as
+    /// long as reloads are wanted.
+    pub(crate) fn watch(
+        self: &Arc<Self>,
+        settle: impl Fn() -> Duration + Send + 'static,
+    ) -> Result<RecommendedWatcher, TlsError> {
         let settings = self.settings.load_full();
         let this = Arc::clone(self);
         let mut fingerprint = load_pair(&settings, &self.provider)
             .map(|l| l.fingerprint)
             .unwrap_or_default();
-        watch_dirs(
-            [settings.cert_file.as_path(), settings.key_file.as_path()],
-            move || this.reload(&mut fingerprint),
+        crate::watch::watch(
+            vec![settings.cert_file.clone(), settings.key_file.clone()],
+            settle,
+            move |settled| this.reload(settled, &mut fingerprint),
         )
         .map_err(TlsError::Watch)
     }
@@ -317,9 +270,14 @@ impl Tls {
         Ok(())
     }
 
-    fn reload(&self, fingerprint: &mut Vec<u8>) {
+    /// Loads the pair from what settled (a file a reload moved the pair to is read from disk).
+    fn reload(&self, settled: &crate::watch::Settled, fingerprint: &mut Vec<u8>) {
         let settings = self.settings.load_full();
-        match load_pair(&settings, &self.provider) {
+        let from_settled = |path: &Path| match settled.get(path) {
+            Some(bytes) => Ok(bytes.to_vec()),
+            None => read(path),
+        };
+        match load_pair_from(&settings, &self.provider, from_settled) {
             Ok(loaded) if loaded.fingerprint == *fingerprint => {}
             Ok(loaded) => {
                 *fingerprint = loaded.fingerprint;

@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,6 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 const TUNNELS: usize = 200;
+
+/// The default `reload.settle_ms`: how long a changed file must stay unchanged before it applies.
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// Replaces `path` the way a ConfigMap update does: the new file appears whole, never half written.
 fn replace(path: &Path, text: &str) {
@@ -166,7 +170,7 @@ async fn reload_under_load_by_file_and_sighup_closes_no_tunnel_and_fails_no_logi
     let written = Instant::now();
     replace(&path, &next);
     let mut renamed = 0;
-    while written.elapsed() < Duration::from_secs(1) {
+    while written.elapsed() < SETTLE + Duration::from_secs(1) {
         renamed = login(&*gw, "app", "renamed", "bob-token").await.status;
         if renamed == 200 && hook_b.calls() > b_calls {
             break;
@@ -175,11 +179,11 @@ async fn reload_under_load_by_file_and_sighup_closes_no_tunnel_and_fails_no_logi
     }
     assert_eq!(
         renamed, 200,
-        "the renamed provider did not answer within 1 s"
+        "the renamed provider did not answer within 1 s of the settle time"
     );
     assert!(
         hook_b.calls() > b_calls,
-        "demo's new URL was not called within 1 s"
+        "demo's new URL was not called within 1 s of the settle time"
     );
     assert_eq!(login(&*gw, "app", "legacy", "bob-token").await.status, 401);
     assert_eq!(login(&*gw, "app", "both", "bob-token").await.status, 200);
@@ -569,4 +573,328 @@ async fn reload_log_level_applies_without_a_restart() {
             .contains("keep their running values until a restart"),
         "log.level was named as needing a restart"
     );
+}
+
+/// Sends SIGHUP to the binary.
+fn hangup(gw: &Running) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(gw.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+}
+
+/// The JSON log lines of `gw` whose message is `message`.
+fn log_lines(gw: &Running, message: &str) -> Vec<serde_json::Value> {
+    gw.logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == message)
+        .collect()
+}
+
+/// Logins for the app `other`, which no `[apps]` table lists, until `stop`; counts each 200.
+async fn keep_trying_an_unlisted_app(
+    gw: Arc<Running>,
+    stop: Arc<AtomicBool>,
+    tries: Arc<AtomicUsize>,
+    admitted: Arc<AtomicUsize>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        if login(&*gw, "other", "demo", "ann-token").await.status == 200 {
+            admitted.fetch_add(1, Ordering::SeqCst);
+        }
+        tries.fetch_add(1, Ordering::SeqCst);
+        support::pace(10).await;
+    }
+}
+
+const APPS: &str = "[apps.app]\nproviders = [\"demo\"]\n";
+
+/// A config written in place in two pieces, the first a valid file without `[apps]` and the
+/// second after a pause shorter than the settle time: the half file never applies (a login for an
+/// unlisted app is refused throughout), and the whole one applies once it has settled, in one
+/// reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_written_in_place_in_two_pieces_applies_only_whole_once_settled() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = Arc::new(Running::start_with(
+        Gateway::builder(up.url())
+            .demo_provider(&hook)
+            .rate_limit_off()
+            .extra(APPS),
+        &[],
+    ));
+    assert_eq!(login(&*gw, "app", "demo", "ann-token").await.status, 200);
+    assert_ne!(login(&*gw, "other", "demo", "ann-token").await.status, 200);
+    let path = gw.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let first = original.replace(APPS, "");
+    assert_ne!(first, original, "the config has an [apps] table to move");
+    let second = format!("{APPS}[apps.late]\nproviders = [\"demo\"]\n");
+    assert_ne!(login(&*gw, "late", "demo", "ann-token").await.status, 200);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tries, admitted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let prober = tokio::spawn(keep_trying_an_unlisted_app(
+        gw.clone(),
+        stop.clone(),
+        tries.clone(),
+        admitted.clone(),
+    ));
+    // In place: truncate, the first piece, a pause of 60 % of the settle time, the second piece.
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(first.as_bytes()).unwrap();
+    support::pace(SETTLE.as_millis() as u64 * 6 / 10).await;
+    file.write_all(second.as_bytes()).unwrap();
+    drop(file);
+    let whole = Instant::now();
+    assert_eventually!(
+        login(&*gw, "late", "demo", "ann-token").await.status == 200,
+        "the whole file was never applied"
+    );
+    let applied_after = whole.elapsed();
+    // A little longer: a late second reload of the half file would show here.
+    support::pace(300).await;
+    stop.store(true, Ordering::SeqCst);
+    prober.await.unwrap();
+
+    assert!(tries.load(Ordering::SeqCst) > 10, "the prober barely ran");
+    assert_eq!(
+        admitted.load(Ordering::SeqCst),
+        0,
+        "a login for an unlisted app got 200: the half-written file was applied"
+    );
+    assert!(
+        applied_after + Duration::from_millis(50) >= SETTLE,
+        "applied {applied_after:?} after the last write, before the file had settled"
+    );
+    assert_ne!(login(&*gw, "other", "demo", "ann-token").await.status, 200);
+    assert_eq!(reloads(&gw, "success").await, 1.0, "{}", gw.logs());
+    assert_eq!(reloads(&gw, "failure").await, 0.0, "{}", gw.logs());
+}
+
+/// SIGHUP applies the file as it is, without the settle time: with `reload.settle_ms = 5000` a
+/// file written in place waits, and SIGHUP applies it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_written_file_at_once_without_the_settle_time() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let settle = Duration::from_secs(5);
+    let gw = Running::start_with(
+        Gateway::builder(up.url())
+            .demo_provider(&hook)
+            .rate_limit_off()
+            .extra(&format!(
+                "[reload]\nsettle_ms = {}\n{APPS}",
+                settle.as_millis()
+            )),
+        &[],
+    );
+    let path = gw.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{original}[apps.late]\nproviders = [\"demo\"]\n"),
+    )
+    .unwrap();
+    let written = Instant::now();
+    // Well within the settle time, the file waits.
+    while written.elapsed() < settle / 5 {
+        assert_ne!(
+            login(&gw, "late", "demo", "ann-token").await.status,
+            200,
+            "the file applied before the settle time"
+        );
+        support::pace(50).await;
+    }
+    hangup(&gw);
+    assert_eventually!(
+        login(&gw, "late", "demo", "ann-token").await.status == 200,
+        "SIGHUP did not apply the file"
+    );
+    assert!(
+        written.elapsed() < settle,
+        "SIGHUP waited for the settle time ({:?})",
+        written.elapsed()
+    );
+    let applied = log_lines(&gw, "config reloaded");
+    assert_eq!(applied.len(), 1, "{}", gw.logs());
+    assert_eq!(applied[0]["fields"]["trigger"], "sighup");
+}
+
+/// A reload that lifts restrictions says so at warn level, naming each key; one that puts them
+/// back does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_lifting_restrictions_warns_naming_each_key() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let gw = Running::start_with(
+        Gateway::builder(up.url())
+            .require_client_certs()
+            .demo_provider(&hook)
+            .extra(&format!("signing_secret = \"c2VjcmV0\"\n{APPS}")),
+        &[],
+    );
+    let path = gw.config_path();
+    let strict = std::fs::read_to_string(&path).unwrap();
+    let ca_line = strict
+        .lines()
+        .find(|l| l.starts_with("client_ca_file = "))
+        .unwrap()
+        .to_owned();
+    let loose = strict
+        .replace(&format!("{ca_line}\n"), "")
+        .replace("signing_secret = \"c2VjcmV0\"\n", "")
+        .replace(APPS, "")
+        .replace(
+            "[upstream]\n",
+            "[upstream]\npublic_upgrade_paths = [\"/public\"]\n",
+        )
+        .replace("[log]\n", "[rate_limit]\nenabled = false\n[log]\n");
+    replace(&path, &loose);
+    assert_eventually!(
+        log_lines(&gw, "config reloaded").len() == 1,
+        "the loosened file was not reloaded"
+    );
+    let warned = log_lines(
+        &gw,
+        "config reloaded without restrictions the running config had",
+    );
+    assert_eq!(warned.len(), 1, "{}", gw.logs());
+    assert_eq!(warned[0]["level"], "WARN");
+    assert_eq!(
+        warned[0]["fields"]["keys"],
+        "apps, tls.client_ca_file, providers.demo.signing_secret, \
+         upstream.public_upgrade_paths, rate_limit.enabled"
+    );
+
+    replace(&path, &strict);
+    assert_eventually!(
+        log_lines(&gw, "config reloaded").len() == 2,
+        "the strict file was not reloaded"
+    );
+    assert_eq!(
+        log_lines(
+            &gw,
+            "config reloaded without restrictions the running config had"
+        )
+        .len(),
+        1,
+        "putting restrictions back warned of lifting them"
+    );
+}
+
+/// A new certificate and key written in place one after the other, the certificate in two pieces
+/// a pause apart: the watcher applies the pair once it settled, and never tries a half pair.
+#[tokio::test]
+async fn certificate_and_key_written_in_pieces_apply_whole_without_a_failed_reload() {
+    let up = Upstream::start().await;
+    let gw = Gateway::builder(up.url()).spawn().await;
+    let next = gw.ca.issue(&["localhost", "127.0.0.1"], 2002);
+    let (head, tail) = next.cert_pem.split_at(next.cert_pem.len() / 2);
+    std::fs::write(gw.key_file(), &next.key_pem).unwrap();
+    let mut cert = std::fs::File::create(gw.cert_file()).unwrap();
+    cert.write_all(head.as_bytes()).unwrap();
+    support::pace(SETTLE.as_millis() as u64 * 6 / 10).await;
+    cert.write_all(tail.as_bytes()).unwrap();
+    drop(cert);
+    assert_eventually!(
+        client::peer_serial(&gw.tls(b"http/1.1").await) == 2002,
+        "the new certificate was never served"
+    );
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "drawbridge_tls_cert_reloads_total{result=\"failure\"}"),
+        0.0,
+        "a half-written pair was tried"
+    );
+    assert_eq!(
+        metric(&m, "drawbridge_tls_cert_reloads_total{result=\"success\"}"),
+        1.0
+    );
+    gw.shutdown().await;
+}
+
+/// The byte size of `path` (0 while it does not exist).
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// At `log.level = "trace"`, with the diagnostic, audit and access logs all in the config's
+/// directory, the gateway's own writing starts neither more logging nor a reload: the logs stop
+/// growing once it is idle, and an edit of the config still reloads it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_logs_beside_the_config_stay_bounded_while_idle_and_start_no_reload() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, access) = (dir.path().join("audit.log"), dir.path().join("access.log"));
+    let gw = Running::start_logging_beside_config(
+        dir,
+        Gateway::builder(up.url())
+            .demo_provider(&hook)
+            .rate_limit_off()
+            .extra(&format!("[audit]\npath = {audit:?}")),
+        &format!("level = \"trace\"\naccess = true\naccess_path = {access:?}\n"),
+        "drawbridge.log",
+    );
+    let log = gw.log_file().unwrap().to_owned();
+    let logs = [log.as_path(), audit.as_path(), access.as_path()];
+    let total = || logs.iter().map(|p| size(p)).sum::<u64>();
+
+    // Some traffic first, so that every log has been written beside the config.
+    for _ in 0..5 {
+        assert_eq!(login(&gw, "app", "demo", "ann-token").await.status, 200);
+    }
+    assert_eventually!(
+        size(&audit) > 0 && size(&access) > 0,
+        "the audit and access logs were not written beside the config"
+    );
+    // Idle: the logs come to rest (the last lines of the traffic land), and then stay there.
+    let mut last = total();
+    assert_eventually!(
+        {
+            support::pace(300).await;
+            let now = total();
+            std::mem::replace(&mut last, now) == now
+        },
+        "the logs kept growing while idle: {} bytes",
+        total()
+    );
+    let rest = total();
+    support::pace(2000).await;
+    let grown = total() - rest;
+    assert!(
+        grown < 1024,
+        "the idle gateway wrote {grown} bytes of log in 2 s"
+    );
+    assert_eq!(reloads(&gw, "success").await, 0.0);
+    assert_eq!(reloads(&gw, "failure").await, 0.0);
+    assert!(log_lines(&gw, "config reloaded").is_empty());
+
+    // An edit of the config still reloads it, once, and the logs come to rest again.
+    let text = std::fs::read_to_string(gw.config_path()).unwrap();
+    replace(&gw.config_path(), &format!("{text}\n# edited\n"));
+    assert_eventually!(
+        reloads(&gw, "success").await == 1.0,
+        "the edit was not reloaded"
+    );
+    let mut last = total();
+    assert_eventually!(
+        {
+            support::pace(300).await;
+            let now = total();
+            std::mem::replace(&mut last, now) == now
+        },
+        "the logs kept growing after the reload: {} bytes",
+        total()
+    );
+    assert_eq!(
+        reloads(&gw, "success").await,
+        1.0,
+        "a reload followed the reload"
+    );
+    assert_eq!(log_lines(&gw, "config reloaded").len(), 1);
 }

@@ -1,4 +1,4 @@
-//! Live reconfiguration: the config file read again on SIGHUP or when its directory changes,
+//! Live reconfiguration: the config file read again on SIGHUP or once a change to it has settled,
 //! validated whole, and every part swapped in at once, or nothing when anything is wrong.
 //!
 //! Each part that can fail is built first (session keys, upstream client, TLS config); the swaps
@@ -16,10 +16,11 @@ use sha2::{Digest, Sha256};
 use crate::audit;
 use crate::auth::session::SessionError;
 use crate::config::auth::{JwksSource, ProviderConfig};
-use crate::config::{Config, Recording};
+use crate::config::{Config, ConfigError, Recording, Sources, System};
 use crate::forward::Forwarder;
 use crate::state::{Limiter, Shared};
 use crate::tls::{Tls, TlsError};
+use crate::watch::Settled;
 
 /// Why a valid config file could not be applied. Nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +76,32 @@ pub(crate) type LogLevelHook = Arc<dyn Fn(&str) -> Result<(), String> + Send + S
 /// The first 16 hex digits of the SHA-256 of the file, for `drawbridge_config_info{hash}`.
 pub(crate) fn file_hash(path: &Path) -> Option<String> {
     let bytes = std::fs::read(path).ok()?;
-    Some(hex::encode(&Sha256::digest(bytes)[..8]))
+    Some(bytes_hash(&bytes))
+}
+
+fn bytes_hash(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+/// `${file:..}` secrets as they settled, with the real environment; a secret the watcher does
+/// not hold (one the new file names for the first time) is read from disk.
+struct SettledSources<'a>(&'a Settled);
+
+impl Sources for SettledSources<'_> {
+    fn env(&self, name: &str) -> Option<String> {
+        System.env(name)
+    }
+
+    fn file(&self, path: &Path) -> std::io::Result<String> {
+        let Some(bytes) = self.0.get(path) else {
+            return System.file(path);
+        };
+        let mut s = String::from_utf8(bytes.to_vec())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let trimmed = s.trim_end_matches(['\n', '\r']).len();
+        s.truncate(trimmed);
+        Ok(s)
+    }
 }
 
 /// The per-IP limiter `[rate_limit]` asks for.
@@ -131,12 +157,47 @@ impl Reloader {
         files
     }
 
-    /// Reads, validates and applies the file; on any problem logs it by key, counts a failure and
-    /// changes nothing. `trigger` names what asked (`sighup`, `file`), for the log.
+    /// Reads, validates and applies the file as it is on disk now (SIGHUP: the operator says it
+    /// is complete); on any problem logs it by key, counts a failure and changes nothing.
     pub(crate) fn reload(&self, trigger: &'static str) {
+        let read = std::fs::read(&self.path);
+        self.reload_text(trigger, read, &System);
+    }
+
+    /// Validates and applies the config file and its `${file:..}` secrets exactly as they settled,
+    /// so a write that starts after they settled cannot slip a half file in. The key, CA and JWKS
+    /// files the new config names are read by the parts that use them, right after they settled;
+    /// a write that starts in between is seen by the watcher, and applied once it settles too.
+    pub(crate) fn reload_settled(&self, settled: &Settled) {
+        let read = settled
+            .get(&self.path)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "the file is gone"));
+        self.reload_text("file", read, &SettledSources(settled));
+    }
+
+    /// Validates and applies `read` (the config file's bytes, or why they could not be read).
+    /// `trigger` names what asked (`sighup`, `file`), for the log.
+    fn reload_text(
+        &self,
+        trigger: &'static str,
+        read: std::io::Result<Vec<u8>>,
+        sources: &dyn Sources,
+    ) {
         let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
         let metrics = &self.shared.metrics.config;
-        let result = match Config::load(&self.path) {
+        let hash = read.as_deref().ok().map(bytes_hash);
+        let loaded = read
+            .and_then(|bytes| {
+                String::from_utf8(bytes)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            })
+            .map_err(|source| ConfigError::Read {
+                path: self.path.clone(),
+                source,
+            })
+            .and_then(|text| Config::from_toml(&text, sources));
+        let result = match loaded {
             Ok(next) => self.apply(next, trigger).map_err(|error| {
                 tracing::error!(trigger, problem = %error, "config reload rejected; nothing changed");
                 1
@@ -152,8 +213,8 @@ impl Reloader {
         match result {
             Ok(()) => {
                 metrics.reloads.with_label_values(&["success"]).inc();
-                if let Some(hash) = file_hash(&self.path) {
-                    metrics.set_live(&hash);
+                if let Some(hash) = &hash {
+                    metrics.set_live(hash);
                 }
                 self.shared.audit.emit(&audit::Event::ConfigReload {
                     result: "applied",
@@ -200,6 +261,14 @@ impl Reloader {
         }
         crate::doors::aggregator::announce(&next.auth.aggregator);
         super::log_warnings(&next);
+        let removed = running.removed_restrictions(&next);
+        if !removed.is_empty() {
+            tracing::warn!(
+                trigger,
+                keys = %removed.join(", "),
+                "config reloaded without restrictions the running config had"
+            );
+        }
         let mut restart = running.restart_changes(&next);
         if running.log.level != next.log.level {
             match &self.log_level {

@@ -52,6 +52,8 @@ pub const DEFAULT_TRACING_SAMPLE_RATIO: f64 = 1.0;
 pub const DEFAULT_TRACING_EXPORT_TIMEOUT_MS: u64 = 10_000;
 /// Default number of audit or access lines queued for the writer before new ones are dropped.
 pub const DEFAULT_LOG_QUEUE_LINES: usize = 16_384;
+/// Default time a changed watched file must stay unchanged before a reload applies it.
+pub const DEFAULT_RELOAD_SETTLE_MS: u64 = 500;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +99,24 @@ pub struct RawConfig {
     pub forward_auth: RawForwardAuth,
     /// `[native]`
     pub native: RawNative,
+    /// `[reload]`
+    pub reload: RawReload,
+}
+
+/// `[reload]`: how a changed file is picked up.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReload {
+    /// Time a changed watched file must stay unchanged before it is applied.
+    pub settle_ms: u64,
+}
+
+impl Default for RawReload {
+    fn default() -> Self {
+        Self {
+            settle_ms: DEFAULT_RELOAD_SETTLE_MS,
+        }
+    }
 }
 
 /// `[listen]`: the client-facing listener.

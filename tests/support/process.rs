@@ -15,6 +15,8 @@ pub struct Running {
     pub admin: SocketAddr,
     pub ca: Ca,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The file the diagnostic log goes to, when not to the pipe `logs` reads.
+    log_file: Option<std::path::PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -37,22 +39,48 @@ impl Running {
     // The child is owned by `Running`, whose Drop kills and waits for it.
     #[allow(clippy::zombie_processes)]
     pub fn start_with(builder: GatewayBuilder, env: &[(&str, &str)]) -> Self {
-        Self::spawn(builder, env, &[])
+        Self::spawn(tempfile::tempdir().unwrap(), builder, env, &[], "", None)
+    }
+
+    /// Starts `drawbridge run` with its config in `dir`, `log` lines added to its `[log]` table
+    /// (after `format = "json"`), and its diagnostic log written to `file` in `dir`, beside the
+    /// config, as `drawbridge run 2>dir/file` would.
+    #[allow(clippy::zombie_processes)]
+    pub fn start_logging_beside_config(
+        dir: tempfile::TempDir,
+        builder: GatewayBuilder,
+        log: &str,
+        file: &str,
+    ) -> Self {
+        Self::spawn(dir, builder, &[], &[], log, Some(file))
     }
 
     /// Starts `drawbridge run` allowed onto one CPU only (`taskset -c 0`), as a pinned sidecar is.
     #[allow(clippy::zombie_processes)]
     pub fn start_on_one_cpu(builder: GatewayBuilder) -> Self {
-        Self::spawn(builder, &[], &["taskset", "-c", "0"])
+        Self::spawn(
+            tempfile::tempdir().unwrap(),
+            builder,
+            &[],
+            &["taskset", "-c", "0"],
+            "",
+            None,
+        )
     }
 
     // The child is owned by `Running`, whose Drop kills and waits for it.
     #[allow(clippy::zombie_processes)]
-    fn spawn(builder: GatewayBuilder, env: &[(&str, &str)], launcher: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+    fn spawn(
+        dir: tempfile::TempDir,
+        builder: GatewayBuilder,
+        env: &[(&str, &str)],
+        launcher: &[&str],
+        log: &str,
+        log_file: Option<&str>,
+    ) -> Self {
         let ca = Ca::new();
         let text = builder
-            .extra("[log]\nformat = \"json\"\n")
+            .extra(&format!("[log]\nformat = \"json\"\n{log}"))
             .config_text(dir.path(), &ca);
         let path = dir.path().join("drawbridge.toml");
         std::fs::write(&path, text).unwrap();
@@ -66,14 +94,22 @@ impl Running {
             }
             None => Command::new(bin),
         };
+        let log_file = log_file.map(|name| dir.path().join(name));
+        let stderr = match &log_file {
+            Some(file) => Stdio::from(std::fs::File::create(file).unwrap()),
+            None => Stdio::piped(),
+        };
         let mut child = command
             .args(["run", "--config"])
             .arg(&path)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap();
+        if let Some(file) = log_file {
+            return Self::serving_from_file(child, file, ca, dir);
+        }
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -104,9 +140,43 @@ impl Running {
                     admin,
                     ca,
                     logs,
+                    log_file: None,
                     _dir: dir,
                 };
             }
+        }
+    }
+
+    /// Polls the log `file` until the process logs that it is serving.
+    fn serving_from_file(
+        child: Child,
+        file: std::path::PathBuf,
+        ca: Ca,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let serving = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["fields"]["message"] == "drawbridge serving");
+            if let Some(v) = serving {
+                return Self {
+                    child,
+                    addr: v["fields"]["addr"].as_str().unwrap().parse().unwrap(),
+                    admin: v["fields"]["admin"].as_str().unwrap().parse().unwrap(),
+                    ca,
+                    logs: Arc::default(),
+                    log_file: Some(file),
+                    _dir: dir,
+                };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "drawbridge never logged that it was serving"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -159,7 +229,16 @@ impl Running {
         self._dir.path().join("drawbridge.toml")
     }
 
+    /// Every diagnostic log line so far.
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
+        match &self.log_file {
+            Some(file) => std::fs::read_to_string(file).unwrap_or_default(),
+            None => self.logs.lock().unwrap().join("\n"),
+        }
+    }
+
+    /// The file the diagnostic log goes to, when it goes to one.
+    pub fn log_file(&self) -> Option<&std::path::Path> {
+        self.log_file.as_deref()
     }
 }
