@@ -379,7 +379,12 @@ impl AuthCore {
                 drawbridge.cache = tracing::field::Empty,
             )
         });
-        let looked_up = self.cache.get_or_check(key, provider_name, || async {
+        let scope = self
+            .fingerprints
+            .get(provider_name)
+            .copied()
+            .unwrap_or_default();
+        let looked_up = self.cache.get_or_check(key, provider_name, &scope, || async {
             let started = Instant::now();
             let result = provider.check(&check).await;
             self.metrics

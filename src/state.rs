@@ -17,7 +17,7 @@ use crate::auth::known_tokens::{KnownToken, KnownTokens};
 use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionClaims, Sessions};
 use crate::clock::unix_now;
-use crate::cluster::{Cluster, Kind, Replica, Revocation};
+use crate::cluster::{Cluster, Entry, Kind, Replica, Revocation, strict_u64};
 use crate::config::Config;
 use crate::forward::{Forwarder, UpstreamError};
 use crate::jsonlines::Sink;
@@ -112,6 +112,14 @@ const DITTO_KIND: &str = "ditto";
 /// Most candidate tokens of one handshake looked up in the cluster store.
 const MAX_SHARED_LOOKUPS: usize = 4;
 
+/// A learned token's shared value, `<accessExpiry, Unix seconds> <user>`, read strictly.
+fn parse_learned_token(value: &[u8]) -> Option<(u64, String)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (expires_at, user) = text.split_once(' ')?;
+    let expires_at = strict_u64(expires_at.as_bytes())?;
+    (!user.is_empty()).then(|| (expires_at, user.to_owned()))
+}
+
 // === impl Shared ===
 
 impl Shared {
@@ -140,8 +148,18 @@ impl Shared {
         if let Some(claims) = self.tickets.remove(ticket) {
             return Some(claims);
         }
-        let json = self.cluster.as_ref()?.take(TICKET_KIND, ticket).await?;
-        serde_json::from_slice(&json).ok().map(Arc::new)
+        let cluster = self.cluster.as_ref()?;
+        let json = cluster.take(TICKET_KIND, ticket).await?;
+        match serde_json::from_slice::<SessionClaims>(&json) {
+            Ok(claims) if !claims.sid.is_empty() && !claims.sub.is_empty() => Some(Arc::new(claims)),
+            _ => {
+                // The ticket is a credential: the log names it by a digest only.
+                let digest = hex::encode(KnownTokens::key(ticket));
+                let key = cluster.key(TICKET_KIND, &format!("sha256:{}", &digest[..16]));
+                cluster.bad_entry(Entry::Ticket, &key, b"", "not a session's claims");
+                None
+            }
+        }
     }
 
     /// Remembers a Ditto access token from a relayed login success, here and for the other
@@ -179,11 +197,14 @@ impl Shared {
             let Some(value) = cluster.get(DITTO_KIND, &id).await else {
                 continue;
             };
-            let text = String::from_utf8_lossy(&value);
-            let Some((Ok(expires_at), user)) = text
-                .split_once(' ')
-                .map(|(e, u)| (e.parse::<u64>(), u.to_owned()))
-            else {
+            let Some((expires_at, user)) = parse_learned_token(&value) else {
+                let key = cluster.key(DITTO_KIND, &id);
+                cluster.bad_entry(
+                    Entry::LearnedToken,
+                    &key,
+                    &value,
+                    "not `<unix seconds> <user>`",
+                );
                 continue;
             };
             self.ditto_tokens

@@ -1,10 +1,13 @@
 //! The decision cache (moka): keyed by a SHA-256 of (app, provider, token), so no raw token is kept.
 //! Allows live until their expiry (capped), denials briefly, errors never.
 //!
-//! In cluster mode a second level lives in Redis under the same key (hex), holding only what the
-//! decision needs: a local miss asks it before the provider, and concurrent misses on several
-//! replicas coalesce through a short lock (`SET NX PX`), so N replicas make one provider call.
-//! `stale_if_error` stays local: it serves what this replica saw.
+//! In cluster mode a second level lives in Redis, holding only what the decision needs: a local
+//! miss asks it before the provider, and concurrent misses on several replicas coalesce through a
+//! short lock (`SET NX PX`), so N replicas make one provider call. Its key is a SHA-256 over the
+//! provider's settings fingerprint and the local key, so a replica whose provider settings changed
+//! (a new URL, secret or key) never reads what the old settings answered, while replicas not yet
+//! reloaded keep theirs. What it reads back is parsed strictly; a malformed entry is a miss,
+//! counted and logged. `stale_if_error` stays local: it serves what this replica saw.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,10 +17,12 @@ use moka::Expiry;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
-use super::provider::ProviderError;
+use super::provider::{Fingerprint, ProviderError};
 use super::{Allow, Decision, Deny, Reason};
 use crate::clock::unix_now;
-use crate::cluster::Cluster;
+use crate::cluster::{
+    Cluster, DECISION_INDEX_KIND, DECISION_KIND, DECISION_LOCK_KIND, Entry as StoreEntry,
+};
 use crate::config::auth::CacheConfig;
 use crate::metrics::AuthMetrics;
 
@@ -96,11 +101,19 @@ impl Expiry<Key, Entry> for PerEntry {
 }
 
 /// Cluster key kind of shared decisions.
-const SHARED_KIND: &str = "dec";
+const SHARED_KIND: &str = DECISION_KIND;
 /// Cluster key kind of the miss lock.
-const LOCK_KIND: &str = "dec-lock";
+const LOCK_KIND: &str = DECISION_LOCK_KIND;
 /// Cluster key kind of the per-user index of shared decisions (for purges).
-const USER_INDEX_KIND: &str = "dec-user";
+const USER_INDEX_KIND: &str = DECISION_INDEX_KIND;
+
+/// The shared level's key: SHA-256 over the provider's settings fingerprint and the local key.
+fn shared_id(scope: &Fingerprint, key: &Key) -> String {
+    let mut h = Sha256::new();
+    h.update(scope);
+    h.update(key);
+    hex::encode(h.finalize())
+}
 /// How long one replica may hold a key's miss lock: longer than a provider call with its retry.
 const LOCK_TTL: Duration = Duration::from_secs(5);
 /// How often a replica waiting on another's lock looks for the answer.
@@ -108,7 +121,7 @@ const LOCK_POLL: Duration = Duration::from_millis(10);
 
 /// A decision as the shared level stores it: only what the decision needs.
 #[derive(serde::Serialize, serde::Deserialize)]
-#[serde(tag = "d")]
+#[serde(tag = "d", deny_unknown_fields)]
 enum Stored {
     #[serde(rename = "allow")]
     Allow {
@@ -151,8 +164,12 @@ impl Stored {
         }
     }
 
-    /// The decision and how long it stays fresh; `None` for an unknown reason or an expired entry.
-    fn into_decision(self, cache: &DecisionCache) -> Option<(Decision, Duration)> {
+    /// The decision and how long it stays fresh; `Ok(None)` for an entry past its end, `Err`
+    /// saying why for a malformed one (an empty user, an unknown reason).
+    fn into_decision(
+        self,
+        cache: &DecisionCache,
+    ) -> Result<Option<(Decision, Duration)>, &'static str> {
         let now = unix_now();
         match self {
             Self::Allow {
@@ -163,6 +180,9 @@ impl Stored {
                 metadata,
                 profile,
             } => {
+                if user.is_empty() {
+                    return Err("an allow without a user");
+                }
                 let d = Decision::Allow(Arc::new(Allow {
                     user_id: user,
                     expires_at: exp,
@@ -172,7 +192,7 @@ impl Stored {
                     profile,
                 }));
                 let ttl = cache.ttl(&d);
-                (exp > now).then_some((d, ttl))
+                Ok((exp > now).then_some((d, ttl)))
             }
             Self::Deny {
                 reason,
@@ -190,7 +210,8 @@ impl Stored {
                     Reason::RateLimited,
                 ]
                 .into_iter()
-                .find(|r| r.as_str() == reason)?;
+                .find(|r| r.as_str() == reason)
+                .ok_or("a denial with an unknown reason")?;
                 let d = Decision::Deny(Arc::new(Deny {
                     reason,
                     description,
@@ -198,7 +219,7 @@ impl Stored {
                 }));
                 let ttl =
                     Duration::from_secs(until.saturating_sub(now)).min(cache.config.negative_ttl);
-                (until > now).then_some((d, ttl))
+                Ok((until > now).then_some((d, ttl)))
             }
         }
     }
@@ -253,7 +274,12 @@ impl DecisionCache {
 
     /// A local miss: the shared level, else the provider, with misses on several replicas
     /// coalesced by the shared lock. Without a reachable shared level, the provider.
-    async fn through_shared<F, Fut>(&self, key: &Key, check: F) -> Result<Decision, ProviderError>
+    async fn through_shared<F, Fut>(
+        &self,
+        key: &Key,
+        scope: &Fingerprint,
+        check: F,
+    ) -> Result<Decision, ProviderError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Decision, ProviderError>>,
@@ -261,7 +287,7 @@ impl DecisionCache {
         let Some(l2) = self.shared.as_ref().filter(|c| c.is_up()) else {
             return check().await;
         };
-        let id = hex::encode(key);
+        let id = shared_id(scope, key);
         let requests = &l2.metrics.cache_requests;
         if let Some((d, _)) = self.load_shared(l2, &id).await {
             requests.with_label_values(&["hit"]).inc();
@@ -297,8 +323,14 @@ impl DecisionCache {
             {
                 if l2.put(SHARED_KIND, &id, &bytes, ttl).await {
                     if let Decision::Allow(a) = d {
-                        l2.index(USER_INDEX_KIND, &a.user_id, &id, self.config.max_ttl)
-                            .await;
+                        l2.index(
+                            USER_INDEX_KIND,
+                            &a.user_id,
+                            SHARED_KIND,
+                            &id,
+                            self.config.max_ttl,
+                        )
+                        .await;
                     }
                 }
             }
@@ -309,11 +341,25 @@ impl DecisionCache {
         result
     }
 
+    /// The shared decision under `id`; a malformed one is counted, logged and read as a miss
+    /// (the answer the provider gives next overwrites it).
     async fn load_shared(&self, l2: &Cluster, id: &str) -> Option<(Decision, Duration)> {
         let bytes = l2.get(SHARED_KIND, id).await?;
-        serde_json::from_slice::<Stored>(&bytes)
-            .ok()?
-            .into_decision(self)
+        let read = serde_json::from_slice::<Stored>(&bytes)
+            .map_err(|_| "not a stored decision")
+            .and_then(|stored| stored.into_decision(self));
+        match read {
+            Ok(found) => found,
+            Err(why) => {
+                l2.bad_entry(
+                    StoreEntry::Decision,
+                    &l2.key(SHARED_KIND, id),
+                    &bytes,
+                    why,
+                );
+                None
+            }
+        }
     }
 
     fn ttl(&self, d: &Decision) -> Duration {
@@ -325,11 +371,13 @@ impl DecisionCache {
     }
 
     /// The cached decision, or `check`'s. Concurrent misses on one key run `check` once and share
-    /// its result, error included; errors are not stored.
+    /// its result, error included; errors are not stored. `scope` is the provider's settings
+    /// fingerprint: the shared level keeps the answers of different settings apart.
     pub(crate) async fn get_or_check<F, Fut>(
         &self,
         key: Key,
         provider: &str,
+        scope: &Fingerprint,
         check: F,
     ) -> Result<(Decision, CacheOutcome), ProviderError>
     where
@@ -344,7 +392,7 @@ impl DecisionCache {
             .fresh
             .try_get_with(key, async {
                 ran.store(true, Ordering::Relaxed);
-                let decision = self.through_shared(&key, check).await?;
+                let decision = self.through_shared(&key, scope, check).await?;
                 let ttl = self.ttl(&decision);
                 Ok::<_, ProviderError>(Entry {
                     decision,
@@ -471,6 +519,7 @@ mod tests {
         serde_json::from_slice::<Stored>(&json)
             .unwrap()
             .into_decision(c)
+            .unwrap()
     }
 
     #[test]
@@ -507,14 +556,50 @@ mod tests {
             metadata: None,
             profile: None,
         };
-        assert!(old.into_decision(&c).is_none());
+        assert_eq!(old.into_decision(&c).map(|d| d.is_none()), Ok(true));
         let odd = Stored::Deny {
             reason: "Whatever".into(),
             description: String::new(),
             client_info: None,
             until: unix_now() + 5,
         };
-        assert!(odd.into_decision(&c).is_none());
+        assert!(odd.into_decision(&c).is_err());
+    }
+
+    #[test]
+    fn malformed_shared_decisions_are_refused() {
+        let c = cache();
+        let exp = unix_now() + 60;
+        let perms = r#"{"read":{"everything":true,"queriesByCollection":{}},"write":{"everything":false,"queriesByCollection":{}}}"#;
+        let good = format!(
+            r#"{{"d":"allow","user":"u","exp":{exp},"permissions":{perms},"client_info":null,"metadata":null}}"#
+        );
+        let parse = |text: &str| {
+            serde_json::from_str::<Stored>(text)
+                .map_err(|_| "json")
+                .and_then(|s| s.into_decision(&c))
+        };
+        assert!(matches!(parse(&good), Ok(Some(_))), "{good}");
+        for bad in [
+            good.replace(r#""user":"u""#, r#""user":"""#),
+            good.replace(&format!("{exp}"), &format!("{exp}.5")),
+            good.replace(&format!("{exp}"), "-1"),
+            good.replace(r#""d":"allow""#, r#""d":"maybe""#),
+            good.replace(r#""metadata":null"#, r#""metadata":null,"admin":true"#),
+            good.replace(r#""user":"u""#, r#""user":7"#),
+            "not json".to_owned(),
+            String::new(),
+        ] {
+            assert!(parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shared_ids_differ_by_provider_settings() {
+        let k = key("app", "p", "t");
+        assert_ne!(shared_id(&[1; 32], &k), shared_id(&[2; 32], &k));
+        assert_eq!(shared_id(&[1; 32], &k), shared_id(&[1; 32], &k));
+        assert_eq!(shared_id(&[1; 32], &k).len(), 64);
     }
 
     #[test]
