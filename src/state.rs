@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) grants: moka::sync::Cache<Arc<str>, Arc<Grant>>,
     /// The link to the other replicas (`[cluster]`); `None` keeps everything local.
     pub(crate) cluster: Option<Arc<Cluster>>,
+    /// Signed aggregator calls already answered, so none is answered twice.
+    pub(crate) signed_calls: crate::auth::signature::SeenCalls,
 }
 
 /// What a session's login asked, so an open tunnel can ask again. Held in memory only.
