@@ -384,15 +384,17 @@ impl AuthCore {
             .get(provider_name)
             .copied()
             .unwrap_or_default();
-        let looked_up = self.cache.get_or_check(key, provider_name, &scope, || async {
-            let started = Instant::now();
-            let result = provider.check(&check).await;
-            self.metrics
-                .provider_duration
-                .with_label_values(&[provider_name])
-                .observe(started.elapsed().as_secs_f64());
-            result
-        });
+        let looked_up = self
+            .cache
+            .get_or_check(key, provider_name, &scope, || async {
+                let started = Instant::now();
+                let result = provider.check(&check).await;
+                self.metrics
+                    .provider_duration
+                    .with_label_values(&[provider_name])
+                    .observe(started.elapsed().as_secs_f64());
+                result
+            });
         let (decision, outcome) = tracing::Instrument::instrument(looked_up, lookup.clone())
             .await
             .inspect_err(|_| {

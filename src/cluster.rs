@@ -36,8 +36,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::clock::unix_now;
 use crate::config::cluster::{Cluster as Settings, redacted_url};
-use wire::{Event, unix_millis};
 pub(crate) use wire::strict_u64;
+use wire::{Event, unix_millis};
 pub(crate) use wire::{Kind, Revocation};
 
 /// Most entries written in one `ZADD` while pushing the local set.
@@ -129,7 +129,9 @@ impl Down {
     fn says(self) -> &'static str {
         match self {
             Self::Refused => "connection refused",
-            Self::Auth => "authentication failed: wrong or missing cluster.username/cluster.password",
+            Self::Auth => {
+                "authentication failed: wrong or missing cluster.username/cluster.password"
+            }
             Self::Stalled => "no answer within the timeout: Redis stalled or a silent peer",
             Self::Closed => "connection closed",
             Self::Other => "error",
@@ -271,6 +273,8 @@ pub(crate) struct Cluster {
     relink_error: Mutex<Option<redis::RedisError>>,
     /// Whether a request asked for the link to be rebuilt since the current one was made.
     relink_wanted: AtomicBool,
+    /// Connected periods so far, so a reconnection after one starts with a short wait.
+    periods: AtomicU64,
     /// Unix second of the last warning about a malformed entry, by kind.
     bad_logged: [AtomicU64; 6],
     /// Revocations not yet written (Redis was away); written on reconnect, never dropped.
@@ -316,6 +320,7 @@ impl Cluster {
             relink: tokio::sync::Notify::new(),
             relink_error: Mutex::new(None),
             relink_wanted: AtomicBool::new(false),
+            periods: AtomicU64::new(0),
             bad_logged: Default::default(),
             pending: Mutex::new(Vec::new()),
             origin: hex::encode(origin),
@@ -686,10 +691,11 @@ impl Cluster {
             if replica.strong_count() == 0 {
                 return;
             }
+            let periods = self.periods.load(Ordering::Relaxed);
             match self.link(&replica).await {
                 Ok(()) => return,
                 Err(error) => {
-                    if self.is_up() {
+                    if self.periods.load(Ordering::Relaxed) != periods {
                         backoff = Duration::from_millis(100);
                     }
                     self.mark_down(&error);
@@ -716,6 +722,7 @@ impl Cluster {
         let pushed = self.resync(&*r, true).await?;
         drop(r);
         self.mark_up();
+        self.periods.fetch_add(1, Ordering::Relaxed);
         if pushed {
             // Others learn what was revoked here while Redis was away without waiting a period.
             let mut conn = self.conn.clone();
@@ -831,7 +838,7 @@ impl Cluster {
         }
         let now = unix_now();
         // Members and scores as bytes: one odd entry must not fail the whole reply.
-        let read: redis::RedisResult<((), Vec<(Vec<u8>, Vec<u8>)>)> = redis::pipe()
+        let read: redis::RedisResult<((), Vec<RawMember>)> = redis::pipe()
             .cmd("ZREMRANGEBYSCORE")
             .arg(&key)
             .arg("-inf")
@@ -871,6 +878,9 @@ impl Cluster {
         Ok(!push.is_empty())
     }
 }
+
+/// A revocation set member and its score, as Redis sends them.
+type RawMember = (Vec<u8>, Vec<u8>);
 
 /// Whether `key` is `<own>` followed by a SHA-256 in lowercase hex.
 fn is_decision_key(key: &str, own: &str) -> bool {

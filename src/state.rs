@@ -153,7 +153,9 @@ impl Shared {
         let cluster = self.cluster.as_ref()?;
         let json = cluster.take(TICKET_KIND, ticket).await?;
         match serde_json::from_slice::<SessionClaims>(&json) {
-            Ok(claims) if !claims.sid.is_empty() && !claims.sub.is_empty() => Some(Arc::new(claims)),
+            Ok(claims) if !claims.sid.is_empty() && !claims.sub.is_empty() => {
+                Some(Arc::new(claims))
+            }
             _ => {
                 // The ticket is a credential: the log names it by a digest only.
                 let digest = hex::encode(KnownTokens::key(ticket));

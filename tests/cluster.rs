@@ -490,7 +490,11 @@ async fn bad_entries_of_every_kind_are_skipped_counted_and_the_link_stays_up() {
         .is_err(),
         "a malformed learned token opened the Ditto websocket"
     );
-    assert_eq!(up.hits(), hits, "a refused handshake reached the sync server");
+    assert_eq!(
+        up.hits(),
+        hits,
+        "a refused handshake reached the sync server"
+    );
     // A user's decision index naming a key that is not a decision of this cluster.
     let _: () = redis::cmd("SET")
         .arg("other:keep")
@@ -535,9 +539,14 @@ async fn bad_entries_of_every_kind_are_skipped_counted_and_the_link_stays_up() {
         "a purge deleted a key it does not own"
     );
 
-    // The link stayed up through a few resyncs, and revocations still travel both ways.
-    tokio::time::sleep(Duration::from_millis(3 * RESYNC_MS)).await;
+    // Two more resyncs read the three bad revocations again, and the link is still up after them;
+    // revocations still travel both ways.
     for gw in [a, b] {
+        let seen = bad_entries(gw, "revocation").await;
+        assert_eventually!(
+            bad_entries(gw, "revocation").await >= seen + 6.0,
+            "no resync read the set again"
+        );
         assert!(cluster_up(gw).await, "a bad entry took the link down");
     }
     let http = client::https(&b.ca.pem(), false);
@@ -572,7 +581,14 @@ async fn purge_with_a_glob_prefix_leaves_another_prefixes_keys() {
         "key_prefix = \"t[12]:\"",
     )
     .await;
-    let other = replica(&up, &hook, key_dir.path(), &redis.url(), "key_prefix = \"t2:\"").await;
+    let other = replica(
+        &up,
+        &hook,
+        key_dir.path(),
+        &redis.url(),
+        "key_prefix = \"t2:\"",
+    )
+    .await;
     for gw in [&globby, &other] {
         assert_eventually!(cluster_up(gw).await, "a replica never reached Redis");
     }
@@ -619,7 +635,10 @@ fn cluster_warnings(gw: &Running) -> Vec<(String, String)> {
             let message = v["fields"]["message"].as_str()?;
             (v["level"] == "WARN" && message.starts_with("cluster store unreachable")).then(|| {
                 (
-                    v["fields"]["reason"].as_str().unwrap_or_default().to_owned(),
+                    v["fields"]["reason"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
                     l.to_owned(),
                 )
             })
@@ -730,7 +749,11 @@ async fn refused_and_wrong_password_redis_are_warned_about_at_start_with_their_r
     let hook = Webhook::users(3600).await;
     let up = Upstream::start().await;
     let refused = Running::start_with(
-        clustered(&up, &hook, &format!("redis_url = \"{}\"", Redis::dead_url())),
+        clustered(
+            &up,
+            &hook,
+            &format!("redis_url = \"{}\"", Redis::dead_url()),
+        ),
         &[],
     );
     assert_eventually!(
@@ -828,7 +851,10 @@ fn check_refuses_every_incomplete_redis_url_without_printing_it() {
         let (code, out) = run(url);
         assert_eq!(code, 64, "{url} was accepted: {out}");
         assert!(out.contains("cluster.redis_url"), "{url}: {out}");
-        assert!(!out.contains("pw-d41d"), "{url}: the password was printed: {out}");
+        assert!(
+            !out.contains("pw-d41d"),
+            "{url}: the password was printed: {out}"
+        );
     }
     for url in [
         "redis://redis",
@@ -850,7 +876,8 @@ async fn changed_provider_url_stops_its_old_shared_allows_on_the_reloaded_replic
     use nix::sys::signal::{Signal, kill};
     let redis = Redis::start().await;
     let old_hook = Webhook::users(3600).await;
-    let new_hook = Webhook::start(|_| support::Reply::deny(serde_json::json!({"hint": "new"}))).await;
+    let new_hook =
+        Webhook::start(|_| support::Reply::deny(serde_json::json!({"hint": "new"}))).await;
     let up = Upstream::start().await;
     let key_dir = tempfile::tempdir().unwrap();
     let a = replica(&up, &old_hook, key_dir.path(), &redis.url(), "").await;

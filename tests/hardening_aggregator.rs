@@ -376,7 +376,11 @@ async fn signed_call_replayed_on_the_same_gateway_is_refused() {
     let body = legacy("ray-token");
     let sig = sign(now(), &body);
     let (status, resp) = signed_call(&gw, &body, &sig).await;
-    assert_eq!((status, resp["userID"].as_str()), (200, Some("ray")), "{resp}");
+    assert_eq!(
+        (status, resp["userID"].as_str()),
+        (200, Some("ray")),
+        "{resp}"
+    );
     for (what, replay) in [
         ("the same call", sig.clone()),
         (
@@ -402,7 +406,10 @@ async fn signed_call_replayed_on_the_same_gateway_is_refused() {
     let (status, _) = signed_call(&gw, &other, &sign(now(), &other)).await;
     assert_eq!(status, 200);
     let (status, _) = signed_call(&gw, &body, &sign(now() - 2, &body)).await;
-    assert_eq!(status, 200, "the same body signed at another second is a new call");
+    assert_eq!(
+        status, 200,
+        "the same body signed at another second is a new call"
+    );
 }
 
 #[tokio::test]

@@ -351,12 +351,7 @@ impl DecisionCache {
         match read {
             Ok(found) => found,
             Err(why) => {
-                l2.bad_entry(
-                    StoreEntry::Decision,
-                    &l2.key(SHARED_KIND, id),
-                    &bytes,
-                    why,
-                );
+                l2.bad_entry(StoreEntry::Decision, &l2.key(SHARED_KIND, id), &bytes, why);
                 None
             }
         }

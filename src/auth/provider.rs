@@ -386,9 +386,7 @@ mod tests {
     use super::*;
 
     fn fingerprint_of(providers: &str) -> Fingerprint {
-        let text = format!(
-            "[upstream]\nurl = \"http://127.0.0.1:1\"\n{providers}"
-        );
+        let text = format!("[upstream]\nurl = \"http://127.0.0.1:1\"\n{providers}");
         let config = crate::config::Config::from_toml(
             &text,
             &std::collections::HashMap::<String, String>::new(),

@@ -159,9 +159,7 @@ impl Event {
                 user: None,
                 origin: id(rest)?,
             }),
-            "s" if !rest.contains(' ') => Some(Self::Resync {
-                origin: id(rest)?,
-            }),
+            "s" if !rest.contains(' ') => Some(Self::Resync { origin: id(rest)? }),
             _ => None,
         }
     }

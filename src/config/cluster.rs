@@ -73,7 +73,9 @@ fn check_url(url: &str) -> Result<(), String> {
         return Err("must start with redis:// or rediss://".to_owned());
     }
     let parsed = url::Url::parse(url).map_err(|e| match e {
-        url::ParseError::InvalidPort => "has a port that is not a number from 1 to 65535".to_owned(),
+        url::ParseError::InvalidPort => {
+            "has a port that is not a number from 1 to 65535".to_owned()
+        }
         url::ParseError::EmptyHost => "has no host".to_owned(),
         other => format!("is not a valid URL: {other}"),
     })?;
@@ -88,9 +90,9 @@ fn check_url(url: &str) -> Result<(), String> {
         return Err("has a port that is not a number from 1 to 65535".to_owned());
     }
     let db = parsed.path().strip_prefix('/').unwrap_or(parsed.path());
-    if !db.is_empty()
-        && !(db.len() <= 5 && db.bytes().all(|b| b.is_ascii_digit()) && db.parse::<u16>().is_ok())
-    {
+    let db_number =
+        db.len() <= 5 && db.bytes().all(|b| b.is_ascii_digit()) && db.parse::<u16>().is_ok();
+    if !db.is_empty() && !db_number {
         return Err(
             "has a path that is not a database number (e.g. redis://redis:6379/0)".to_owned(),
         );
