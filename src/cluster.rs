@@ -8,7 +8,9 @@
 //! - `ticket:<ticket>`: single-use tickets (`SET EX`, redeemed with `GETDEL`);
 //! - `ditto:<sha256>`: learned Ditto access tokens, until their `accessExpiry`;
 //! - `dec:<sha256>`, `dec-lock:<sha256>`, `dec-user:<user>`: the decision cache's second level,
-//!   the short lock that coalesces misses across replicas, and a per-user index for purges.
+//!   the short lock that coalesces misses across replicas, and a per-user index for purges;
+//!   `dec:` is keyed by the provider's settings fingerprint as well as the request;
+//! - `agg-seen:<sha256>`: signed aggregator calls already answered, until their age window closes.
 //!
 //! Redis is a helper, never a gate: while it is unreachable every operation answers "not shared"
 //! at once (no per-request wait), callers keep local state, revocations wait in a local queue, and
