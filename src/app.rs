@@ -134,6 +134,9 @@ impl App {
                 config_changed: tokio::sync::watch::Sender::new(0),
                 grants: crate::state::grant_store(),
                 cluster,
+                signed_calls: crate::auth::signature::SeenCalls::new(
+                    crate::auth::signature::MAX_REMEMBERED_CALLS,
+                ),
             }),
             tls,
             listener,

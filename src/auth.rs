@@ -415,9 +415,14 @@ impl AuthCore {
                 drawbridge.cache = tracing::field::Empty,
             )
         });
+        let scope = self
+            .fingerprints
+            .get(provider_name)
+            .copied()
+            .unwrap_or_default();
         let looked_up = self
             .cache
-            .get_or_check(key, provider_name, max_age, || async {
+            .get_or_check(key, provider_name, &scope, max_age, || async {
                 let started = Instant::now();
                 let result = provider.check(&check).await;
                 self.metrics

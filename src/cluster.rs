@@ -8,16 +8,26 @@
 //! - `ticket:<ticket>`: single-use tickets (`SET EX`, redeemed with `GETDEL`);
 //! - `ditto:<sha256>`: learned Ditto access tokens, until their `accessExpiry`;
 //! - `dec:<sha256>`, `dec-lock:<sha256>`, `dec-user:<user>`: the decision cache's second level,
-//!   the short lock that coalesces misses across replicas, and a per-user index for purges.
+//!   the short lock that coalesces misses across replicas, and a per-user index for purges;
+//!   `dec:` is keyed by the provider's settings fingerprint as well as the request;
+//! - `agg-seen:<sha256>`: signed aggregator calls already answered, until their age window closes.
 //!
 //! Redis is a helper, never a gate: while it is unreachable every operation answers "not shared"
 //! at once (no per-request wait), callers keep local state, revocations wait in a local queue, and
 //! the link task reconnects, pushes every revocation this replica knows, then reloads the set.
-//! `drawbridge_cluster_up` says which state the link is in; the log says so once per change.
+//! A request never waits on Redis longer than `command_timeout_ms` (connection setup included):
+//! a command that runs past it, or finds the connection gone, marks the link down at once and
+//! hands it to the link task to rebuild. `drawbridge_cluster_up` says which state the link is in;
+//! the log says so, with the reason, at start and at every change.
+//!
+//! What Redis holds is input, not truth: every entry read back (revocations, tickets, decisions,
+//! learned tokens, messages) is parsed strictly, and a malformed one is skipped, counted in
+//! `drawbridge_cluster_bad_entries_total{kind}` and logged with its key; it never takes the link
+//! down. `key_prefix` is a literal: it is glob-escaped in every `SCAN` pattern.
 
 mod wire;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -28,6 +38,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::clock::unix_now;
 use crate::config::cluster::{Cluster as Settings, redacted_url};
+pub(crate) use wire::strict_u64;
 use wire::{Event, unix_millis};
 pub(crate) use wire::{Kind, Revocation};
 
@@ -35,6 +46,141 @@ pub(crate) use wire::{Kind, Revocation};
 const PUSH_CHUNK: usize = 500;
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Key kind of shared decisions (the decision cache's second level).
+pub(crate) const DECISION_KIND: &str = "dec";
+/// Key kind of the short lock that coalesces decision misses across replicas.
+pub(crate) const DECISION_LOCK_KIND: &str = "dec-lock";
+/// Key kind of the per-user index of shared decisions, for purges.
+pub(crate) const DECISION_INDEX_KIND: &str = "dec-user";
+/// Shortest time between two warnings about malformed entries of one kind (each is counted).
+const BAD_ENTRY_LOG_EVERY_SECS: u64 = 10;
+/// Most characters of a malformed entry shown in the log.
+const BAD_ENTRY_SHOWN: usize = 120;
+
+/// What was read from Redis, the `kind` label of `drawbridge_cluster_bad_entries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// A member or score of the revocation set.
+    Revocation,
+    /// A single-use ticket's session claims.
+    Ticket,
+    /// A shared decision.
+    Decision,
+    /// A member of a user's index of shared decisions.
+    DecisionIndex,
+    /// A learned Ditto access token.
+    LearnedToken,
+    /// A message on the events channel.
+    Message,
+    /// A session's sealed re-check material.
+    Grant,
+}
+
+impl Entry {
+    const ALL: [Self; 7] = [
+        Self::Revocation,
+        Self::Ticket,
+        Self::Decision,
+        Self::DecisionIndex,
+        Self::LearnedToken,
+        Self::Message,
+        Self::Grant,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Revocation => "revocation",
+            Self::Ticket => "ticket",
+            Self::Decision => "decision",
+            Self::DecisionIndex => "decision_index",
+            Self::LearnedToken => "learned_token",
+            Self::Message => "message",
+            Self::Grant => "grant",
+        }
+    }
+}
+
+/// Why the link is down, as the log says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Down {
+    /// Nothing listens there.
+    Refused,
+    /// Redis refused the username or password (or asked for one).
+    Auth,
+    /// Connected, but no answer within the deadline: a stalled Redis or a black hole.
+    Stalled,
+    /// The connection was closed or reset.
+    Closed,
+    /// Anything else (DNS, TLS, protocol).
+    Other,
+}
+
+impl Down {
+    fn of(error: &redis::RedisError) -> Self {
+        if error.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))
+        {
+            Self::Auth
+        } else if error.is_connection_refusal() {
+            Self::Refused
+        } else if error.is_timeout() {
+            Self::Stalled
+        } else if error.is_connection_dropped() {
+            Self::Closed
+        } else {
+            Self::Other
+        }
+    }
+
+    fn says(self) -> &'static str {
+        match self {
+            Self::Refused => "connection refused",
+            Self::Auth => {
+                "authentication failed: wrong or missing cluster.username/cluster.password"
+            }
+            Self::Stalled => "no answer within the timeout: Redis stalled or a silent peer",
+            Self::Closed => "connection closed",
+            Self::Other => "error",
+        }
+    }
+}
+
+/// Whether `error` says the connection cannot be used (rather than one command being refused).
+fn is_link_error(error: &redis::RedisError) -> bool {
+    error.is_timeout()
+        || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || Down::of(error) == Down::Auth
+}
+
+/// The link's state as last logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    /// Not tried yet.
+    Starting,
+    Up,
+    Down(Down),
+}
+
+/// `s` with Redis' glob characters escaped, so it matches only itself in a `SCAN MATCH` pattern.
+pub(crate) fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A malformed entry as the log shows it: escaped and cut short.
+fn shown(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let cut: String = text.chars().take(BAD_ENTRY_SHOWN).collect();
+    format!("{cut:?}")
+}
 
 /// Why cluster mode could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +213,8 @@ pub(crate) struct ClusterMetrics {
     pub(crate) propagation: Histogram,
     /// Second-level decision cache lookups, by result (`hit`, `miss`).
     pub(crate) cache_requests: IntCounterVec,
+    /// Entries read from Redis that were malformed and skipped, by kind.
+    pub(crate) bad_entries: IntCounterVec,
 }
 
 impl ClusterMetrics {
@@ -94,13 +242,25 @@ impl ClusterMetrics {
         for result in ["hit", "miss"] {
             cache_requests.with_label_values(&[result]);
         }
+        let bad_entries = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_cluster_bad_entries_total",
+                "Entries read from the cluster store that were malformed and skipped, by kind (each time one is read)",
+            ),
+            &["kind"],
+        )?;
+        for kind in Entry::ALL {
+            bad_entries.with_label_values(&[kind.label()]);
+        }
         r.register(Box::new(up.clone()))?;
         r.register(Box::new(propagation.clone()))?;
         r.register(Box::new(cache_requests.clone()))?;
+        r.register(Box::new(bad_entries.clone()))?;
         Ok(Self {
             up,
             propagation,
             cache_requests,
+            bad_entries,
         })
     }
 }
@@ -111,6 +271,18 @@ pub(crate) struct Cluster {
     client: redis::Client,
     conn: ConnectionManager,
     up: AtomicBool,
+    /// What the log last said about the link.
+    state: Mutex<LinkState>,
+    /// Set by a request whose command failed on the connection: the link task rebuilds the link.
+    relink: tokio::sync::Notify,
+    /// The error that made a request give up on the link, for the link task's log.
+    relink_error: Mutex<Option<redis::RedisError>>,
+    /// Whether a request asked for the link to be rebuilt since the current one was made.
+    relink_wanted: AtomicBool,
+    /// Connected periods so far, so a reconnection after one starts with a short wait.
+    periods: AtomicU64,
+    /// Unix second of the last warning about a malformed entry, by kind.
+    bad_logged: [AtomicU64; Entry::ALL.len()],
     /// Revocations not yet written (Redis was away); written on reconnect, never dropped.
     pending: Mutex<Vec<Revocation>>,
     /// This process, so that it skips its own messages.
@@ -150,6 +322,12 @@ impl Cluster {
             client,
             conn,
             up: AtomicBool::new(false),
+            state: Mutex::new(LinkState::Starting),
+            relink: tokio::sync::Notify::new(),
+            relink_error: Mutex::new(None),
+            relink_wanted: AtomicBool::new(false),
+            periods: AtomicU64::new(0),
+            bad_logged: Default::default(),
             pending: Mutex::new(Vec::new()),
             origin: hex::encode(origin),
             metrics,
@@ -182,7 +360,8 @@ impl Cluster {
         self.settings.shared_decisions
     }
 
-    fn key(&self, kind: &str, id: &str) -> String {
+    /// The key `kind:id` under the prefix; for the log, with an ID that is a secret redacted first.
+    pub(crate) fn key(&self, kind: &str, id: &str) -> String {
         format!("{}{kind}:{id}", self.settings.key_prefix)
     }
 
@@ -194,20 +373,119 @@ impl Cluster {
         format!("{}events", self.settings.key_prefix)
     }
 
-    fn set_up(&self, up: bool) {
-        if self.up.swap(up, Ordering::Relaxed) != up {
-            self.metrics.up.set(i64::from(up));
-            if up {
-                tracing::info!(
-                    redis = %redacted_url(&self.settings.redis_url),
-                    "cluster store reachable; sharing state with the other replicas"
-                );
-            } else {
-                tracing::warn!(
-                    redis = %redacted_url(&self.settings.redis_url),
-                    "cluster store unreachable; serving on local state (revocations are queued)"
-                );
+    /// The link works: logged when that is news.
+    fn mark_up(&self) {
+        self.up.store(true, Ordering::Relaxed);
+        self.metrics.up.set(1);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if *state != LinkState::Up {
+            *state = LinkState::Up;
+            tracing::info!(
+                redis = %redacted_url(&self.settings.redis_url),
+                "cluster store reachable; sharing state with the other replicas"
+            );
+        }
+    }
+
+    /// The link does not work because of `error`: logged at start, when it was up, and when the
+    /// reason changes.
+    fn mark_down(&self, error: &redis::RedisError) {
+        self.up.store(false, Ordering::Relaxed);
+        self.metrics.up.set(0);
+        let why = Down::of(error);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if *state != LinkState::Down(why) {
+            let was_up = *state == LinkState::Up;
+            *state = LinkState::Down(why);
+            tracing::warn!(
+                redis = %redacted_url(&self.settings.redis_url),
+                reason = why.says(),
+                %error,
+                was_up,
+                "cluster store unreachable; serving on local state (revocations are queued)"
+            );
+        }
+    }
+
+    /// A request's command failed with `error`: when the connection is at fault, serve on local
+    /// state from now on and let the link task rebuild the link.
+    fn suspect(&self, error: &redis::RedisError) {
+        if !is_link_error(error) {
+            tracing::debug!(%error, "cluster command refused");
+            return;
+        }
+        if self.is_up() {
+            self.mark_down(error);
+            *self
+                .relink_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(error.clone());
+            self.relink_wanted.store(true, Ordering::Relaxed);
+            self.relink.notify_one();
+        }
+    }
+
+    /// Runs one request's command for at most `command_timeout_ms`, connection setup included;
+    /// `None` when Redis is away, slow or refused it.
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        self.bounded_result(what, op).await.ok()
+    }
+
+    /// [`Self::bounded`], with why Redis could not answer: the link is down, the command timed
+    /// out, or Redis refused it.
+    async fn bounded_result<T>(
+        &self,
+        what: &'static str,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        if !self.is_up() {
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "cluster link down",
+            )));
+        }
+        match tokio::time::timeout(self.settings.command_timeout, op).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, what, "cluster command failed");
+                self.suspect(&error);
+                Err(error)
             }
+            Err(_) => {
+                tracing::debug!(what, "cluster command timed out");
+                let error = timed_out();
+                self.suspect(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Counts and logs (at most once per kind every few seconds) an entry read from Redis that
+    /// is malformed and was skipped. `key` names where it was; `entry` is what was there.
+    pub(crate) fn bad_entry(&self, kind: Entry, key: &str, entry: &[u8], why: &str) {
+        self.metrics
+            .bad_entries
+            .with_label_values(&[kind.label()])
+            .inc();
+        let now = unix_now();
+        let last = &self.bad_logged[kind as usize];
+        let before = last.load(Ordering::Relaxed);
+        if now.saturating_sub(before) >= BAD_ENTRY_LOG_EVERY_SECS
+            && last
+                .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                kind = kind.label(),
+                key,
+                entry = %shown(entry),
+                why,
+                "malformed entry in the cluster store skipped (counted in drawbridge_cluster_bad_entries_total)"
+            );
         }
     }
 
@@ -242,44 +520,80 @@ impl Cluster {
             .publish(self.channel(), event.encode())
             .ignore();
         let mut conn = self.conn.clone();
-        if let Err(error) = pipe.query_async::<()>(&mut conn).await {
-            tracing::debug!(%error, "revocation not written yet; queued for the reconnect");
+        if self
+            .bounded("revoke", pipe.query_async::<()>(&mut conn))
+            .await
+            .is_none()
+        {
+            tracing::debug!("revocation not written yet; queued for the reconnect");
             self.queue(revocation);
         }
     }
 
     /// Asks every other replica to drop cached decisions (all, or `user`'s), and drops them from
-    /// the shared level.
-    pub(crate) async fn purge(&self, user: Option<&str>) {
+    /// the shared level. The caller waits at most `command_timeout_ms`; a long purge goes on.
+    pub(crate) async fn purge(self: &Arc<Self>, user: Option<&str>) {
         if !self.is_up() {
             return;
         }
+        let this = self.clone();
+        let user = user.map(str::to_owned);
+        let task = tokio::spawn(async move { this.purge_now(user.as_deref()).await });
+        if tokio::time::timeout(self.settings.command_timeout, task)
+            .await
+            .is_err()
+        {
+            tracing::info!("cluster-wide purge still running; it finishes in the background");
+        }
+    }
+
+    async fn purge_now(&self, user: Option<&str>) {
         let mut conn = self.conn.clone();
+        let prefix = &self.settings.key_prefix;
         let result: redis::RedisResult<()> = async {
             match user {
                 Some(user) => {
-                    let index = self.key("dec-user", user);
-                    let keys: Vec<String> = conn.smembers(&index).await?;
+                    let index = self.key(DECISION_INDEX_KIND, user);
+                    let members: Vec<Vec<u8>> = conn.smembers(&index).await?;
+                    let own = format!("{prefix}{DECISION_KIND}:");
                     let mut pipe = redis::pipe();
-                    for k in keys {
-                        pipe.del(k).ignore();
+                    for member in members {
+                        // Only this cluster's decision keys: a planted member names nothing else.
+                        match std::str::from_utf8(&member)
+                            .ok()
+                            .filter(|k| is_decision_key(k, &own))
+                        {
+                            Some(k) => {
+                                pipe.del(k).ignore();
+                            }
+                            None => self.bad_entry(
+                                Entry::DecisionIndex,
+                                &index,
+                                &member,
+                                "not a shared decision key of this cluster",
+                            ),
+                        }
                     }
                     pipe.del(index).ignore();
                     pipe.query_async::<()>(&mut conn).await?;
                 }
                 None => {
-                    let pattern = format!("{}dec*", self.settings.key_prefix);
-                    let keys: Vec<String> = {
-                        let mut iter = conn.scan_match::<_, String>(pattern).await?;
-                        let mut keys = Vec::new();
-                        while let Some(k) = iter.next_item().await {
-                            keys.push(k?);
+                    // The prefix is a literal: escaped, `t[12]:` matches only `t[12]:`.
+                    let escaped = glob_escape(prefix);
+                    for kind in [DECISION_KIND, DECISION_LOCK_KIND, DECISION_INDEX_KIND] {
+                        let pattern = format!("{escaped}{kind}:*");
+                        let keys: Vec<Vec<u8>> = {
+                            let mut iter = conn.scan_match::<_, Vec<u8>>(pattern).await?;
+                            let mut keys = Vec::new();
+                            while let Some(k) = iter.next_item().await {
+                                keys.push(k?);
+                            }
+                            keys
+                        };
+                        let mut conn = self.conn.clone();
+                        for chunk in keys.chunks(PUSH_CHUNK) {
+                            conn.del::<_, ()>(chunk).await?;
                         }
-                        keys
-                    };
-                    let mut conn = self.conn.clone();
-                    for chunk in keys.chunks(PUSH_CHUNK) {
-                        conn.del::<_, ()>(chunk).await?;
                     }
                 }
             }
@@ -292,6 +606,7 @@ impl Cluster {
         }
         .await;
         if let Err(error) = result {
+            self.suspect(&error);
             tracing::warn!(%error, "cluster-wide purge incomplete; other replicas keep their caches");
         }
     }
@@ -301,106 +616,109 @@ impl Cluster {
     /// Stores `value` under `kind:id` for `ttl`; false when Redis is away or refused it (the
     /// caller keeps it locally).
     pub(crate) async fn put(&self, kind: &str, id: &str, value: &[u8], ttl: Duration) -> bool {
-        if !self.is_up() || ttl.is_zero() {
+        if ttl.is_zero() {
             return false;
         }
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let mut conn = self.conn.clone();
-        conn.pset_ex::<_, _, ()>(self.key(kind, id), value, millis)
-            .await
-            .inspect_err(|error| tracing::debug!(%error, kind, "cluster write failed"))
-            .is_ok()
+        self.bounded(
+            "put",
+            conn.pset_ex::<_, _, ()>(self.key(kind, id), value, millis),
+        )
+        .await
+        .is_some()
     }
 
     /// The value under `kind:id`; `None` when absent or Redis is away.
     pub(crate) async fn get(&self, kind: &str, id: &str) -> Option<Vec<u8>> {
-        if !self.is_up() {
-            return None;
-        }
         let mut conn = self.conn.clone();
-        conn.get::<_, Option<Vec<u8>>>(self.key(kind, id))
+        self.bounded("get", conn.get::<_, Option<Vec<u8>>>(self.key(kind, id)))
             .await
-            .inspect_err(|error| tracing::debug!(%error, kind, "cluster read failed"))
-            .ok()
             .flatten()
     }
 
     /// Takes the value under `kind:id` atomically (`GETDEL`): one caller anywhere gets it.
     pub(crate) async fn take(&self, kind: &str, id: &str) -> Option<Vec<u8>> {
-        if !self.is_up() {
-            return None;
-        }
         let mut conn = self.conn.clone();
-        conn.get_del::<_, Option<Vec<u8>>>(self.key(kind, id))
+        self.bounded(
+            "take",
+            conn.get_del::<_, Option<Vec<u8>>>(self.key(kind, id)),
+        )
+        .await
+        .flatten()
+    }
+
+    /// Claims `kind:id` for `ttl` unless someone already has (`SET NX PX`): `Some(true)` when
+    /// this call claimed it, `Some(false)` when it was taken, `None` when Redis is away.
+    pub(crate) async fn claim(&self, kind: &str, id: &str, ttl: Duration) -> Option<bool> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(kind, id))
+            .arg(&self.origin)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis);
+        self.bounded("claim", cmd.query_async::<Option<String>>(&mut conn))
             .await
-            .inspect_err(|error| tracing::debug!(%error, kind, "cluster take failed"))
-            .ok()
-            .flatten()
+            .map(|set| set.is_some())
     }
 
     /// Takes the short lock `kind:id` for `ttl` (`SET NX PX`); false when another holds it or
     /// Redis is away.
     pub(crate) async fn lock(&self, kind: &str, id: &str, ttl: Duration) -> bool {
-        if !self.is_up() {
-            return false;
-        }
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(self.key(kind, id))
-            .arg(&self.origin)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis)
-            .query_async::<Option<String>>(&mut conn)
-            .await
-            .ok()
-            .flatten()
-            .is_some()
+        self.claim(kind, id, ttl).await == Some(true)
     }
 
     /// Drops `kind:id`.
     pub(crate) async fn remove(&self, kind: &str, id: &str) {
-        if self.is_up() {
-            let mut conn = self.conn.clone();
-            let _ = conn.del::<_, ()>(self.key(kind, id)).await;
-        }
+        let mut conn = self.conn.clone();
+        let _ = self
+            .bounded("remove", conn.del::<_, ()>(self.key(kind, id)))
+            .await;
     }
 
-    /// Adds `member` to the set `kind:id`, kept at least `ttl`.
-    pub(crate) async fn index(&self, kind: &str, id: &str, member: &str, ttl: Duration) {
-        if self.is_up() {
-            let key = self.key(kind, id);
-            let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-            let mut conn = self.conn.clone();
-            let _ = redis::pipe()
-                .sadd(&key, self.key("dec", member))
-                .ignore()
-                .expire(&key, secs)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await;
-        }
+    /// Adds the key `member_kind:member` to the set `kind:id`, kept at least `ttl`.
+    pub(crate) async fn index(
+        &self,
+        kind: &str,
+        id: &str,
+        member_kind: &str,
+        member: &str,
+        ttl: Duration,
+    ) {
+        let key = self.key(kind, id);
+        let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.sadd(&key, self.key(member_kind, member))
+            .ignore()
+            .expire(&key, secs)
+            .ignore();
+        let _ = self
+            .bounded("index", pipe.query_async::<()>(&mut conn))
+            .await;
     }
 
     // --- the link ---
 
     /// Keeps the link up until `replica` is gone: connects, subscribes, pushes what this replica
     /// knows, reloads the shared set, applies messages as they come and reloads every
-    /// `resync_interval_ms`; after a failure, marks the link down and tries again.
+    /// `resync_interval_ms`; after a failure, marks the link down (saying why) and tries again.
     pub(crate) async fn run(self: Arc<Self>, replica: Weak<dyn Replica>) {
         let mut backoff = Duration::from_millis(100);
         loop {
             if replica.strong_count() == 0 {
                 return;
             }
+            let periods = self.periods.load(Ordering::Relaxed);
             match self.link(&replica).await {
                 Ok(()) => return,
                 Err(error) => {
-                    if self.is_up() {
-                        tracing::debug!(%error, "cluster link lost");
+                    if self.periods.load(Ordering::Relaxed) != periods {
+                        backoff = Duration::from_millis(100);
                     }
-                    self.set_up(false);
+                    self.mark_down(&error);
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -410,6 +728,7 @@ impl Cluster {
 
     /// One connected period; `Ok` only when the replica is gone.
     async fn link(&self, replica: &Weak<dyn Replica>) -> redis::RedisResult<()> {
+        self.relink_wanted.store(false, Ordering::Relaxed);
         let timeout = self.settings.connect_timeout;
         let mut pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
             .await
@@ -422,7 +741,8 @@ impl Cluster {
         };
         let pushed = self.resync(&*r, true).await?;
         drop(r);
-        self.set_up(true);
+        self.mark_up();
+        self.periods.fetch_add(1, Ordering::Relaxed);
         if pushed {
             // Others learn what was revoked here while Redis was away without waiting a period.
             let mut conn = self.conn.clone();
@@ -453,6 +773,17 @@ impl Cluster {
                     };
                     self.resync(&*r, false).await?;
                 }
+                () = self.relink.notified() => {
+                    // A permit left from an earlier period is no reason to rebuild this one.
+                    if self.relink_wanted.swap(false, Ordering::Relaxed) {
+                        let error = self
+                            .relink_error
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .take();
+                        return Err(error.unwrap_or_else(timed_out));
+                    }
+                }
             }
         }
     }
@@ -476,14 +807,20 @@ impl Cluster {
                 self.resync(replica, false).await?;
             }
             Some(_) => {}
-            None => tracing::debug!("unreadable cluster message ignored"),
+            None => self.bad_entry(
+                Entry::Message,
+                &self.channel(),
+                payload,
+                "not a drawbridge event",
+            ),
         }
         Ok(())
     }
 
     /// Writes the queued revocations (and, after a reconnect, every one this replica holds),
     /// trims what can no longer matter and applies the whole shared set locally. Returns whether
-    /// anything was written.
+    /// anything was written. Only a failing connection is an error: a set Redis will not take or
+    /// give back (a key of another type) is a bad entry, and malformed members are skipped.
     async fn resync(&self, replica: &dyn Replica, push_all: bool) -> redis::RedisResult<bool> {
         let mut push: Vec<Revocation> =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
@@ -508,24 +845,68 @@ impl Cluster {
             // Nothing is forgotten: back in the queue for the next attempt.
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             pending.extend(push);
-            return Err(error);
+            if is_link_error(&error) {
+                return Err(error);
+            }
+            self.bad_entry(
+                Entry::Revocation,
+                &key,
+                error.to_string().as_bytes(),
+                "the revocation set refused a write",
+            );
+            return Ok(false);
         }
         let now = unix_now();
-        let (_, entries): ((), Vec<(String, u64)>) = redis::pipe()
+        // Members and scores as bytes: one odd entry must not fail the whole reply.
+        let read: redis::RedisResult<((), Vec<RawMember>)> = redis::pipe()
             .cmd("ZREMRANGEBYSCORE")
             .arg(&key)
             .arg("-inf")
             .arg(format!("({now}"))
             .zrangebyscore_withscores(&key, now, "+inf")
             .query_async(&mut conn)
-            .await?;
-        for (member, until) in entries {
-            if let Some(r) = Revocation::from_member(&member, until) {
-                replica.apply_revocation(&r);
+            .await;
+        let entries = match read {
+            Ok((_, entries)) => entries,
+            Err(error) if is_link_error(&error) => return Err(error),
+            Err(error) => {
+                self.bad_entry(
+                    Entry::Revocation,
+                    &key,
+                    error.to_string().as_bytes(),
+                    "the revocation set cannot be read",
+                );
+                return Ok(!push.is_empty());
+            }
+        };
+        for (member, score) in entries {
+            match Revocation::parse(&member, &score) {
+                Some(r) => replica.apply_revocation(&r),
+                None => {
+                    let mut shown = member;
+                    shown.extend_from_slice(b" score=");
+                    shown.extend_from_slice(&score);
+                    self.bad_entry(
+                        Entry::Revocation,
+                        &key,
+                        &shown,
+                        "not `<s|u> <unix seconds> <id>` with a whole-second score",
+                    );
+                }
             }
         }
         Ok(!push.is_empty())
     }
+}
+
+/// A revocation set member and its score, as Redis sends them.
+type RawMember = (Vec<u8>, Vec<u8>);
+
+/// Whether `key` is `<own>` followed by a SHA-256 in lowercase hex.
+fn is_decision_key(key: &str, own: &str) -> bool {
+    key.strip_prefix(own).is_some_and(|id| {
+        id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }
 
 fn timed_out() -> redis::RedisError {
@@ -560,19 +941,48 @@ impl Cluster {
     /// # Errors
     /// The Redis error, or a "not connected" one while the link is down.
     pub(crate) async fn get_grant(&self, sid: &str) -> Result<Option<Vec<u8>>, redis::RedisError> {
-        if !self.is_up() {
-            return Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::NotConnected,
-                "cluster link down",
-            )));
-        }
         let mut conn = self.conn.clone();
-        conn.get::<_, Option<Vec<u8>>>(self.key(GRANT_KIND, sid))
-            .await
+        self.bounded_result(
+            "get_grant",
+            conn.get::<_, Option<Vec<u8>>>(self.key(GRANT_KIND, sid)),
+        )
+        .await
+    }
+
+    /// The cluster key of session `sid`'s re-check material, for the log.
+    pub(crate) fn grant_key(&self, sid: &str) -> String {
+        self.key(GRANT_KIND, sid)
     }
 
     /// Drops the re-check material of session `sid` (the session is revoked or its token forgotten).
     pub(crate) async fn forget_grant(&self, sid: &str) {
         self.remove(GRANT_KIND, sid).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_escape_makes_a_prefix_match_only_itself() {
+        assert_eq!(glob_escape("drawbridge:"), "drawbridge:");
+        assert_eq!(glob_escape("t[12]:"), "t\\[12\\]:");
+        assert_eq!(glob_escape("a*b?c\\"), "a\\*b\\?c\\\\");
+    }
+
+    #[test]
+    fn only_this_clusters_decision_keys_are_purged_by_index() {
+        let own = "p:dec:";
+        assert!(is_decision_key(&format!("p:dec:{}", "ab".repeat(32)), own));
+        for other in [
+            "p:rev".to_owned(),
+            "q:dec:".to_owned() + &"ab".repeat(32),
+            format!("p:dec:{}", "AB".repeat(32)),
+            format!("p:dec:{}", "ab".repeat(31)),
+            format!("p:dec:{}x", "ab".repeat(32)),
+        ] {
+            assert!(!is_decision_key(&other, own), "{other}");
+        }
     }
 }

@@ -18,7 +18,7 @@ use crate::auth::known_tokens::{KnownToken, KnownTokens};
 use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionClaims, Sessions};
 use crate::clock::unix_now;
-use crate::cluster::{Cluster, Kind, Replica, Revocation};
+use crate::cluster::{Cluster, Entry, Kind, Replica, Revocation, strict_u64};
 use crate::config::Config;
 use crate::forward::{Forwarder, UpstreamError};
 use crate::jsonlines::Sink;
@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) grants: moka::sync::Cache<Arc<str>, Arc<Grant>>,
     /// The link to the other replicas (`[cluster]`); `None` keeps everything local.
     pub(crate) cluster: Option<Arc<Cluster>>,
+    /// Signed aggregator calls already answered, so none is answered twice.
+    pub(crate) signed_calls: crate::auth::signature::SeenCalls,
 }
 
 /// Where the login behind a session was found.
@@ -77,6 +79,14 @@ const TICKET_KIND: &str = "ticket";
 const DITTO_KIND: &str = "ditto";
 /// Most candidate tokens of one handshake looked up in the cluster store.
 const MAX_SHARED_LOOKUPS: usize = 4;
+
+/// A learned token's shared value, `<accessExpiry, Unix seconds> <user>`, read strictly.
+fn parse_learned_token(value: &[u8]) -> Option<(u64, String)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (expires_at, user) = text.split_once(' ')?;
+    let expires_at = strict_u64(expires_at.as_bytes())?;
+    (!user.is_empty()).then(|| (expires_at, user.to_owned()))
+}
 
 // === impl Shared ===
 
@@ -106,8 +116,20 @@ impl Shared {
         if let Some(claims) = self.tickets.remove(ticket) {
             return Some(claims);
         }
-        let json = self.cluster.as_ref()?.take(TICKET_KIND, ticket).await?;
-        serde_json::from_slice(&json).ok().map(Arc::new)
+        let cluster = self.cluster.as_ref()?;
+        let json = cluster.take(TICKET_KIND, ticket).await?;
+        match serde_json::from_slice::<SessionClaims>(&json) {
+            Ok(claims) if !claims.sid.is_empty() && !claims.sub.is_empty() => {
+                Some(Arc::new(claims))
+            }
+            _ => {
+                // The ticket is a credential: the log names it by a digest only.
+                let digest = hex::encode(KnownTokens::key(ticket));
+                let key = cluster.key(TICKET_KIND, &format!("sha256:{}", &digest[..16]));
+                cluster.bad_entry(Entry::Ticket, &key, b"", "not a session's claims");
+                None
+            }
+        }
     }
 
     /// Remembers a Ditto access token from a relayed login success, here and for the other
@@ -147,11 +169,14 @@ impl Shared {
             let Some(value) = cluster.get(DITTO_KIND, &id).await else {
                 continue;
             };
-            let text = String::from_utf8_lossy(&value);
-            let Some((Ok(expires_at), user)) = text
-                .split_once(' ')
-                .map(|(e, u)| (e.parse::<u64>(), u.to_owned()))
-            else {
+            let Some((expires_at, user)) = parse_learned_token(&value) else {
+                let key = cluster.key(DITTO_KIND, &id);
+                cluster.bad_entry(
+                    Entry::LearnedToken,
+                    &key,
+                    &value,
+                    "not `<unix seconds> <user>`",
+                );
                 continue;
             };
             let sid = KnownTokens::session_id(token);
@@ -309,9 +334,13 @@ impl Shared {
             }
             Some(_) => GrantLookup::Absent,
             None => {
-                tracing::warn!(
-                    "a session's shared re-check material does not open with this replica's session keys; \
-                     its tunnels here are not re-checked (do the replicas share session.key_file?)"
+                // Counted and logged as a bad entry: sealed under another key, or not a seal.
+                cluster.bad_entry(
+                    crate::cluster::Entry::Grant,
+                    &cluster.grant_key(sid),
+                    &sealed,
+                    "does not open with this replica's session keys (do the replicas share session.key_file?); \
+                     its tunnels here are not re-checked",
                 );
                 GrantLookup::Absent
             }

@@ -1,6 +1,7 @@
 //! The webhook aggregator is not an open token oracle: without a signing secret it refuses every
 //! call, with one it answers only good signatures, unsigned use is an explicit and loudly warned
-//! opt-in, and every call counts against the per-client-IP rate limit.
+//! opt-in, every call counts against the per-client-IP rate limit, and a signed call is answered
+//! once: its replay is refused on the same gateway and on another sharing a real `redis-server`.
 
 mod support;
 
@@ -359,4 +360,78 @@ async fn unsigned_aggregator_is_warned_about_at_startup() {
 
     let quiet = Running::start(&up.url(), &Door::Signed.toml(), &[]);
     assert!(!quiet.logs().contains(WARNING), "{}", quiet.logs());
+}
+
+/// `(status, body)` of the same signed call sent to `gw`.
+async fn signed_call(gw: &Gateway, body: &str, signature: &str) -> (u16, serde_json::Value) {
+    let http = client::https(&gw.ca.pem(), false);
+    let (status, _, resp) = call(&http, gw, "POST", "/auth/webhook", body, Some(signature)).await;
+    (status, resp)
+}
+
+#[tokio::test]
+async fn signed_call_replayed_on_the_same_gateway_is_refused() {
+    let hook = Webhook::users(120).await;
+    let (_up, gw) = gateway(&hook, &Door::Signed, "").await;
+    let body = legacy("ray-token");
+    let sig = sign(now(), &body);
+    let (status, resp) = signed_call(&gw, &body, &sig).await;
+    assert_eq!(
+        (status, resp["userID"].as_str()),
+        (200, Some("ray")),
+        "{resp}"
+    );
+    for (what, replay) in [
+        ("the same call", sig.clone()),
+        (
+            "the same call with an extra v1",
+            format!("{sig},v1={}", "00".repeat(32)),
+        ),
+        (
+            "the same call with its v1 entries reordered",
+            format!(
+                "t={},v1={},{}",
+                sig.split_once(',').unwrap().0.trim_start_matches("t="),
+                "11".repeat(32),
+                sig.split_once(',').unwrap().1
+            ),
+        ),
+    ] {
+        let (status, resp) = signed_call(&gw, &body, &replay).await;
+        assert_refused_blind(what, status, &resp);
+    }
+    assert_eq!(hook.calls(), 1, "a replay reached the provider");
+    // A new call (another body, or the same body signed at another second) is answered.
+    let other = legacy("sue-token");
+    let (status, _) = signed_call(&gw, &other, &sign(now(), &other)).await;
+    assert_eq!(status, 200);
+    let (status, _) = signed_call(&gw, &body, &sign(now() - 2, &body)).await;
+    assert_eq!(
+        status, 200,
+        "the same body signed at another second is a new call"
+    );
+}
+
+#[tokio::test]
+async fn signed_call_replayed_on_another_replica_sharing_redis_is_refused() {
+    let redis = support::redis::Redis::start().await;
+    let hook = Webhook::users(120).await;
+    let cluster = format!("[cluster]\nredis_url = \"{}\"\n", redis.url());
+    let (_up_a, a) = gateway(&hook, &Door::Signed, &cluster).await;
+    let (_up_b, b) = gateway(&hook, &Door::Signed, &cluster).await;
+    for gw in [&a, &b] {
+        assert_eventually!(
+            support::metric(&gw.metrics().await, "drawbridge_cluster_up") == 1.0,
+            "a replica never reached Redis"
+        );
+    }
+    let body = legacy("tom-token");
+    let sig = sign(now(), &body);
+    let (status, resp) = signed_call(&a, &body, &sig).await;
+    assert_eq!(status, 200, "{resp}");
+    let (status, resp) = signed_call(&b, &body, &sig).await;
+    assert_refused_blind("replayed on the other replica", status, &resp);
+    let (status, resp) = signed_call(&a, &body, &sig).await;
+    assert_refused_blind("replayed on the first replica", status, &resp);
+    assert_eq!(hook.calls(), 1, "a replay reached the provider");
 }

@@ -1,10 +1,13 @@
 //! The decision cache (moka): keyed by a SHA-256 of (app, provider, token), so no raw token is kept.
 //! Allows live until their expiry (capped), denials briefly, errors never.
 //!
-//! In cluster mode a second level lives in Redis under the same key (hex), holding only what the
-//! decision needs: a local miss asks it before the provider, and concurrent misses on several
-//! replicas coalesce through a short lock (`SET NX PX`), so N replicas make one provider call.
-//! `stale_if_error` stays local: it serves what this replica saw.
+//! In cluster mode a second level lives in Redis, holding only what the decision needs: a local
+//! miss asks it before the provider, and concurrent misses on several replicas coalesce through a
+//! short lock (`SET NX PX`), so N replicas make one provider call. Its key is a SHA-256 over the
+//! provider's settings fingerprint and the local key, so a replica whose provider settings changed
+//! (a new URL, secret or key) never reads what the old settings answered, while replicas not yet
+//! reloaded keep theirs. What it reads back is parsed strictly; a malformed entry is a miss,
+//! counted and logged. `stale_if_error` stays local: it serves what this replica saw.
 //!
 //! Every entry, here and shared, records when its answer was asked for, so a caller that must not
 //! act on an old answer (the re-check of an open tunnel) can ask for one no older than it says:
@@ -18,10 +21,12 @@ use moka::Expiry;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
-use super::provider::ProviderError;
+use super::provider::{Fingerprint, ProviderError};
 use super::{Allow, Decision, Deny, Reason};
 use crate::clock::{unix_now, unix_now_ms};
-use crate::cluster::Cluster;
+use crate::cluster::{
+    Cluster, DECISION_INDEX_KIND, DECISION_KIND, DECISION_LOCK_KIND, Entry as StoreEntry,
+};
 use crate::config::auth::CacheConfig;
 use crate::metrics::AuthMetrics;
 
@@ -108,11 +113,19 @@ impl Expiry<Key, Entry> for PerEntry {
 }
 
 /// Cluster key kind of shared decisions.
-const SHARED_KIND: &str = "dec";
+const SHARED_KIND: &str = DECISION_KIND;
 /// Cluster key kind of the miss lock.
-const LOCK_KIND: &str = "dec-lock";
+const LOCK_KIND: &str = DECISION_LOCK_KIND;
 /// Cluster key kind of the per-user index of shared decisions (for purges).
-const USER_INDEX_KIND: &str = "dec-user";
+const USER_INDEX_KIND: &str = DECISION_INDEX_KIND;
+
+/// The shared level's key: SHA-256 over the provider's settings fingerprint and the local key.
+fn shared_id(scope: &Fingerprint, key: &Key) -> String {
+    let mut h = Sha256::new();
+    h.update(scope);
+    h.update(key);
+    hex::encode(h.finalize())
+}
 /// How long one replica may hold a key's miss lock: longer than a provider call with its retry.
 const LOCK_TTL: Duration = Duration::from_secs(5);
 /// How long an answer asked again stays where concurrent callers share it (it lives on in the
@@ -123,7 +136,7 @@ const LOCK_POLL: Duration = Duration::from_millis(10);
 
 /// A decision as the shared level stores it: only what the decision needs.
 #[derive(serde::Serialize, serde::Deserialize)]
-#[serde(tag = "d")]
+#[serde(tag = "d", deny_unknown_fields)]
 enum Stored {
     #[serde(rename = "allow")]
     Allow {
@@ -181,8 +194,12 @@ impl Stored {
         }
     }
 
-    /// The decision and how long it stays fresh; `None` for an unknown reason or an expired entry.
-    fn into_decision(self, cache: &DecisionCache) -> Option<(Decision, Duration)> {
+    /// The decision and how long it stays fresh; `Ok(None)` for an entry past its end, `Err`
+    /// saying why for a malformed one (an empty user, an unknown reason).
+    fn into_decision(
+        self,
+        cache: &DecisionCache,
+    ) -> Result<Option<(Decision, Duration)>, &'static str> {
         let now = unix_now();
         match self {
             Self::Allow {
@@ -194,6 +211,9 @@ impl Stored {
                 profile,
                 asked_ms: _,
             } => {
+                if user.is_empty() {
+                    return Err("an allow without a user");
+                }
                 let d = Decision::Allow(Arc::new(Allow {
                     user_id: user,
                     expires_at: exp,
@@ -203,7 +223,7 @@ impl Stored {
                     profile,
                 }));
                 let ttl = cache.ttl(&d);
-                (exp > now).then_some((d, ttl))
+                Ok((exp > now).then_some((d, ttl)))
             }
             Self::Deny {
                 reason,
@@ -222,7 +242,8 @@ impl Stored {
                     Reason::RateLimited,
                 ]
                 .into_iter()
-                .find(|r| r.as_str() == reason)?;
+                .find(|r| r.as_str() == reason)
+                .ok_or("a denial with an unknown reason")?;
                 let d = Decision::Deny(Arc::new(Deny {
                     reason,
                     description,
@@ -230,7 +251,7 @@ impl Stored {
                 }));
                 let ttl =
                     Duration::from_secs(until.saturating_sub(now)).min(cache.config.negative_ttl);
-                (until > now).then_some((d, ttl))
+                Ok((until > now).then_some((d, ttl)))
             }
         }
     }
@@ -297,6 +318,7 @@ impl DecisionCache {
     async fn through_shared<F, Fut>(
         &self,
         key: &Key,
+        scope: &Fingerprint,
         max_age: Option<Duration>,
         check: F,
     ) -> Result<(Decision, Option<Instant>), ProviderError>
@@ -308,7 +330,7 @@ impl DecisionCache {
             let asked = Instant::now();
             return check().await.map(|d| (d, Some(asked)));
         };
-        let id = hex::encode(key);
+        let id = shared_id(scope, key);
         let requests = &l2.metrics.cache_requests;
         if let Some(found) = self.load_shared(l2, &id, max_age).await {
             requests.with_label_values(&["hit"]).inc();
@@ -347,8 +369,14 @@ impl DecisionCache {
             )) {
                 if l2.put(SHARED_KIND, &id, &bytes, ttl).await {
                     if let Decision::Allow(a) = d {
-                        l2.index(USER_INDEX_KIND, &a.user_id, &id, self.config.max_ttl)
-                            .await;
+                        l2.index(
+                            USER_INDEX_KIND,
+                            &a.user_id,
+                            SHARED_KIND,
+                            &id,
+                            self.config.max_ttl,
+                        )
+                        .await;
                     }
                 }
             }
@@ -360,7 +388,8 @@ impl DecisionCache {
     }
 
     /// The shared answer under `id`, when it was asked for less than `max_age` ago, with the
-    /// local instant of that asking.
+    /// local instant of that asking. A malformed one is counted, logged and read as a miss (the
+    /// answer the provider gives next overwrites it).
     async fn load_shared(
         &self,
         l2: &Cluster,
@@ -368,13 +397,23 @@ impl DecisionCache {
         max_age: Option<Duration>,
     ) -> Option<(Decision, Option<Instant>)> {
         let bytes = l2.get(SHARED_KIND, id).await?;
-        let stored = serde_json::from_slice::<Stored>(&bytes).ok()?;
-        let asked = asked_instant(stored.asked_ms());
+        let read = serde_json::from_slice::<Stored>(&bytes)
+            .map_err(|_| "not a stored decision")
+            .and_then(|stored| {
+                let asked = asked_instant(stored.asked_ms());
+                Ok(stored.into_decision(self)?.map(|(d, _)| (d, asked)))
+            });
+        let (decision, asked) = match read {
+            Ok(found) => found?,
+            Err(why) => {
+                l2.bad_entry(StoreEntry::Decision, &l2.key(SHARED_KIND, id), &bytes, why);
+                return None;
+            }
+        };
         if let Some(max) = max_age {
             // Unknown, or too old for this caller: as if absent, so it is asked again.
             asked.filter(|at| at.elapsed() < max)?;
         }
-        let (decision, _) = stored.into_decision(self)?;
         Some((decision, asked))
     }
 
@@ -387,13 +426,15 @@ impl DecisionCache {
     }
 
     /// The cached decision, or `check`'s. Concurrent misses on one key run `check` once and share
-    /// its result, error included; errors are not stored. With `max_age`, a cached answer serves
-    /// only if it was asked for less than that ago; an older one is asked again (once, however
-    /// many callers want it at the same time) and replaced.
+    /// its result, error included; errors are not stored. `scope` is the provider's settings
+    /// fingerprint: the shared level keeps the answers of different settings apart. With
+    /// `max_age`, a cached answer serves only if it was asked for less than that ago; an older one
+    /// is asked again (once, however many callers want it at the same time) and replaced.
     pub(crate) async fn get_or_check<F, Fut>(
         &self,
         key: Key,
         provider: &str,
+        scope: &Fingerprint,
         max_age: Option<Duration>,
         check: F,
     ) -> Result<(Decision, CacheOutcome), ProviderError>
@@ -405,14 +446,14 @@ impl DecisionCache {
             if e.young(max_age) {
                 return Ok(self.record(e.decision, CacheOutcome::Hit));
             }
-            return self.refresh(key, provider, max_age, check).await;
+            return self.refresh(key, provider, scope, max_age, check).await;
         }
         let ran = AtomicBool::new(false);
         let loaded = self
             .fresh
             .try_get_with(key, async {
                 ran.store(true, Ordering::Relaxed);
-                let (decision, asked) = self.through_shared(&key, max_age, check).await?;
+                let (decision, asked) = self.through_shared(&key, scope, max_age, check).await?;
                 let ttl = self.ttl(&decision);
                 Ok::<_, ProviderError>(Entry {
                     decision,
@@ -479,6 +520,7 @@ impl DecisionCache {
         &self,
         key: Key,
         provider: &str,
+        scope: &Fingerprint,
         max_age: Option<Duration>,
         check: F,
     ) -> Result<(Decision, CacheOutcome), ProviderError>
@@ -491,7 +533,7 @@ impl DecisionCache {
             .refreshing
             .try_get_with(key, async {
                 ran.store(true, Ordering::Relaxed);
-                let (decision, asked) = self.through_shared(&key, max_age, check).await?;
+                let (decision, asked) = self.through_shared(&key, scope, max_age, check).await?;
                 let ttl = self.ttl(&decision);
                 Ok::<_, ProviderError>(Entry {
                     decision,
@@ -598,6 +640,9 @@ mod tests {
         DecisionCache::new(&config, crate::metrics::Metrics::new().unwrap().auth)
     }
 
+    /// A provider settings fingerprint for the tests.
+    const SCOPE: Fingerprint = [7; 32];
+
     fn through_json(d: &Decision, c: &DecisionCache) -> Option<(Decision, Duration)> {
         let json = serde_json::to_vec(&Stored::from_decision(
             d,
@@ -608,6 +653,7 @@ mod tests {
         serde_json::from_slice::<Stored>(&json)
             .unwrap()
             .into_decision(c)
+            .unwrap()
     }
 
     #[test]
@@ -645,7 +691,7 @@ mod tests {
             profile: None,
             asked_ms: 0,
         };
-        assert!(old.into_decision(&c).is_none());
+        assert_eq!(old.into_decision(&c).map(|d| d.is_none()), Ok(true));
         let odd = Stored::Deny {
             reason: "Whatever".into(),
             description: String::new(),
@@ -653,7 +699,7 @@ mod tests {
             until: unix_now() + 5,
             asked_ms: 0,
         };
-        assert!(odd.into_decision(&c).is_none());
+        assert!(odd.into_decision(&c).is_err());
     }
 
     #[tokio::test]
@@ -677,21 +723,21 @@ mod tests {
         };
         let (young, old) = (Some(Duration::from_secs(60)), Some(Duration::ZERO));
         assert_eq!(
-            c.get_or_check(k, "p", None, ask).await.unwrap().1,
+            c.get_or_check(k, "p", &SCOPE, None, ask).await.unwrap().1,
             CacheOutcome::Miss
         );
         // No limit, or one the answer is younger than: served from the cache.
         assert_eq!(
-            c.get_or_check(k, "p", None, ask).await.unwrap().1,
+            c.get_or_check(k, "p", &SCOPE, None, ask).await.unwrap().1,
             CacheOutcome::Hit
         );
         assert_eq!(
-            c.get_or_check(k, "p", young, ask).await.unwrap().1,
+            c.get_or_check(k, "p", &SCOPE, young, ask).await.unwrap().1,
             CacheOutcome::Hit
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // Older than the limit: eight callers at once make one call, and share its answer.
-        let all = futures_util::future::join_all((0..8).map(|_| c.get_or_check(k, "p", old, ask)));
+        let all = futures_util::future::join_all((0..8).map(|_| c.get_or_check(k, "p", &SCOPE, old, ask)));
         let outcomes: Vec<_> = all.await.into_iter().map(|r| r.unwrap().1).collect();
         assert_eq!(calls.load(Ordering::SeqCst), 2, "{outcomes:?}");
         assert_eq!(
@@ -703,17 +749,17 @@ mod tests {
         );
         // The new answer is what the cache holds now.
         assert_eq!(
-            c.get_or_check(k, "p", young, ask).await.unwrap().1,
+            c.get_or_check(k, "p", &SCOPE, young, ask).await.unwrap().1,
             CacheOutcome::Hit
         );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         // A provider failing on a re-ask is that caller's error; the cached allow stays for
         // callers without a limit.
         let k2 = key("app", "p", "t2");
-        c.get_or_check(k2, "p", None, ask).await.unwrap();
+        c.get_or_check(k2, "p", &SCOPE, None, ask).await.unwrap();
         let failing = || async { Err(ProviderError::Timeout) };
-        assert!(c.get_or_check(k2, "p", old, failing).await.is_err());
-        let (d, o) = c.get_or_check(k2, "p", None, failing).await.unwrap();
+        assert!(c.get_or_check(k2, "p", &SCOPE, old, failing).await.is_err());
+        let (d, o) = c.get_or_check(k2, "p", &SCOPE, None, failing).await.unwrap();
         assert_eq!((d, o), (allow.clone(), CacheOutcome::Hit));
     }
 
@@ -721,5 +767,41 @@ mod tests {
     fn key_separates_fields() {
         assert_ne!(key("a", "bc", "t"), key("ab", "c", "t"));
         assert_eq!(key("a", "b", "t"), key("a", "b", "t"));
+    }
+
+    #[test]
+    fn malformed_shared_decisions_are_refused() {
+        let c = cache();
+        let exp = unix_now() + 60;
+        let perms = r#"{"read":{"everything":true,"queriesByCollection":{}},"write":{"everything":false,"queriesByCollection":{}}}"#;
+        let good = format!(
+            r#"{{"d":"allow","user":"u","exp":{exp},"permissions":{perms},"client_info":null,"metadata":null}}"#
+        );
+        let parse = |text: &str| {
+            serde_json::from_str::<Stored>(text)
+                .map_err(|_| "json")
+                .and_then(|s| s.into_decision(&c))
+        };
+        assert!(matches!(parse(&good), Ok(Some(_))), "{good}");
+        for bad in [
+            good.replace(r#""user":"u""#, r#""user":"""#),
+            good.replace(&format!("{exp}"), &format!("{exp}.5")),
+            good.replace(&format!("{exp}"), "-1"),
+            good.replace(r#""d":"allow""#, r#""d":"maybe""#),
+            good.replace(r#""metadata":null"#, r#""metadata":null,"admin":true"#),
+            good.replace(r#""user":"u""#, r#""user":7"#),
+            "not json".to_owned(),
+            String::new(),
+        ] {
+            assert!(parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shared_ids_differ_by_provider_settings() {
+        let k = key("app", "p", "t");
+        assert_ne!(shared_id(&[1; 32], &k), shared_id(&[2; 32], &k));
+        assert_eq!(shared_id(&[1; 32], &k), shared_id(&[1; 32], &k));
+        assert_eq!(shared_id(&[1; 32], &k).len(), 64);
     }
 }

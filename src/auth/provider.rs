@@ -15,7 +15,9 @@ use super::group::GroupProvider;
 use super::jwt::JwtProvider;
 use super::webhook::WebhookProvider;
 use super::{Decision, Reason};
-use crate::config::auth::{JwksSource, ProviderConfig};
+use crate::config::auth::{
+    GroupConfig, JwksSource, JwtConfig, ProviderConfig, RequestFormat, Strategy, WebhookConfig,
+};
 use crate::metrics::AuthMetrics;
 
 /// The one pooled, kept-alive HTTP(S) client every provider call and JWKS fetch shares.
@@ -155,10 +157,124 @@ impl Provider {
     }
 }
 
-/// A digest of everything a provider is built from: its settings, its secrets, the keys file of
-/// a JWT provider and, for a group, its members' digests. Equal digests mean a reload may keep
-/// the running provider (its connections, circuit breaker and cached answers).
+/// A digest of everything a provider is built from, by value: its kind, every validated setting,
+/// its secrets, the keys file of a JWT provider and, for a group, its members' digests. Equal
+/// digests mean a reload may keep the running provider (its connections, circuit breaker and
+/// cached answers); the shared decision level keys its entries by it, so answers given under
+/// other settings are never served. Kept in memory only, never logged.
 pub(crate) type Fingerprint = [u8; 32];
+
+/// Feeds named, length-prefixed fields to a SHA-256, so no two settings run together.
+struct Fields(Sha256);
+
+impl Fields {
+    fn bytes(&mut self, name: &str, value: &[u8]) {
+        for part in [name.as_bytes(), value] {
+            self.0.update((part.len() as u64).to_be_bytes());
+            self.0.update(part);
+        }
+    }
+
+    fn text(&mut self, name: &str, value: &str) {
+        self.bytes(name, value.as_bytes());
+    }
+
+    fn number(&mut self, name: &str, value: u128) {
+        self.bytes(name, &value.to_be_bytes());
+    }
+
+    fn duration(&mut self, name: &str, value: std::time::Duration) {
+        self.number(name, value.as_nanos());
+    }
+
+    fn flag(&mut self, name: &str, value: bool) {
+        self.bytes(name, &[u8::from(value)]);
+    }
+
+    /// A value with a serde form (permissions, algorithms): its JSON, by value.
+    fn json(&mut self, name: &str, value: &impl serde::Serialize) {
+        self.bytes(name, &serde_json::to_vec(value).unwrap_or_default());
+    }
+}
+
+/// Every setting of one webhook provider. Destructured whole, so a new field cannot be left out.
+fn webhook_fields(f: &mut Fields, c: &WebhookConfig) {
+    let WebhookConfig {
+        url,
+        timeout,
+        request_format,
+        signing_secret,
+        headers,
+        max_concurrency,
+        retries,
+        circuit_failures,
+        circuit_cooldown,
+    } = c;
+    f.text("kind", "webhook");
+    f.text("url", &url.to_string());
+    f.duration("timeout", *timeout);
+    f.text(
+        "request_format",
+        match request_format {
+            RequestFormat::Legacy => "legacy",
+            RequestFormat::V1 => "v1",
+        },
+    );
+    match signing_secret {
+        Some(secret) => f.bytes("signing_secret", secret),
+        None => f.flag("unsigned", true),
+    }
+    let mut sorted: Vec<(&[u8], &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+        .collect();
+    sorted.sort_unstable();
+    f.number("headers", sorted.len() as u128);
+    for (name, value) in sorted {
+        f.bytes("header", name);
+        f.bytes("value", value);
+    }
+    f.number("max_concurrency", *max_concurrency as u128);
+    f.number("retries", u128::from(*retries));
+    f.number("circuit_failures", u128::from(*circuit_failures));
+    f.duration("circuit_cooldown", *circuit_cooldown);
+}
+
+/// Every setting of one JWT provider, and the contents of its keys file.
+fn jwt_fields(f: &mut Fields, c: &JwtConfig) {
+    let JwtConfig {
+        issuer,
+        audiences,
+        keys,
+        refresh,
+        algorithms,
+        user_claim,
+        leeway,
+        profile_claims,
+        permissions,
+    } = c;
+    f.text("kind", "jwt");
+    f.text("issuer", issuer);
+    f.number("audiences", audiences.len() as u128);
+    for aud in audiences {
+        f.text("audience", aud);
+    }
+    match keys {
+        JwksSource::Url(url) => f.text("jwks_url", &url.to_string()),
+        JwksSource::File(path) => {
+            f.bytes("jwks_file", path.as_os_str().as_encoded_bytes());
+            f.bytes("jwks", &std::fs::read(path).unwrap_or_default());
+        }
+    }
+    f.duration("refresh", *refresh);
+    f.json("algorithms", algorithms);
+    f.text("user_claim", user_claim);
+    f.duration("leeway", *leeway);
+    f.text("profile_email", &profile_claims.email);
+    f.text("profile_displayname", &profile_claims.displayname);
+    f.text("profile_image", &profile_claims.image);
+    f.json("permissions", permissions);
+}
 
 /// The [`Fingerprint`] of every provider, by name.
 pub(crate) fn fingerprints(
@@ -173,35 +289,37 @@ pub(crate) fn fingerprints(
             return Some(*f);
         }
         let config = configs.get(name)?;
-        let mut h = Sha256::new();
-        // The digest is kept in memory only; nothing here is ever logged.
-        h.update(format!("{config:?}").as_bytes());
+        let mut f = Fields(Sha256::new());
         match config {
-            ProviderConfig::Webhook(c) => {
-                if let Some(secret) = &c.signing_secret {
-                    h.update(secret);
-                }
-                for (name, value) in &c.headers {
-                    h.update(name.as_str().as_bytes());
-                    h.update(value.as_bytes());
-                }
-            }
-            ProviderConfig::Jwt(c) => {
-                if let JwksSource::File(path) = &c.keys {
-                    h.update(std::fs::read(path).unwrap_or_default());
-                }
-            }
-            ProviderConfig::Group(c) => {
-                for member in &c.members {
-                    if let Some(f) = one(member, configs, done) {
-                        h.update(f);
+            ProviderConfig::Webhook(c) => webhook_fields(&mut f, c),
+            ProviderConfig::Jwt(c) => jwt_fields(&mut f, c),
+            ProviderConfig::Group(GroupConfig {
+                members,
+                strategy,
+                fallthrough_on_error,
+            }) => {
+                f.text("kind", "group");
+                f.text(
+                    "strategy",
+                    match strategy {
+                        Strategy::FirstSuccess => "first_success",
+                        Strategy::All => "all",
+                        Strategy::Ordered => "ordered",
+                    },
+                );
+                f.flag("fallthrough_on_error", *fallthrough_on_error);
+                f.number("members", members.len() as u128);
+                for member in members {
+                    f.text("member", member);
+                    if let Some(digest) = one(member, configs, done) {
+                        f.bytes("member_fingerprint", &digest);
                     }
                 }
             }
         }
-        let f: Fingerprint = h.finalize().into();
-        done.insert(name.to_owned(), f);
-        Some(f)
+        let digest: Fingerprint = f.0.finalize().into();
+        done.insert(name.to_owned(), digest);
+        Some(digest)
     }
     let mut done = HashMap::new();
     for name in configs.keys() {
@@ -261,4 +379,42 @@ pub(crate) fn build_all(
         build(name, configs, client, metrics, reuse, &mut built);
     }
     built
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fingerprint_of(providers: &str) -> Fingerprint {
+        let text = format!("[upstream]\nurl = \"http://127.0.0.1:1\"\n{providers}");
+        let config = crate::config::Config::from_toml(
+            &text,
+            &std::collections::HashMap::<String, String>::new(),
+        )
+        .unwrap();
+        fingerprints(&config.auth.providers)["p"]
+    }
+
+    #[test]
+    fn fingerprint_follows_every_setting_by_value() {
+        let base = "[providers.p]\nkind = \"webhook\"\nurl = \"https://a.example/hook\"\nsigning_secret = \"c2VjcmV0\"\n[providers.p.headers]\nx-a = \"1\"\n";
+        let same = fingerprint_of(base);
+        assert_eq!(same, fingerprint_of(base), "a digest is stable");
+        for changed in [
+            base.replace("a.example", "b.example"),
+            base.replace("c2VjcmV0", "b3RoZXI="),
+            base.replace("x-a = \"1\"", "x-a = \"2\""),
+            base.replace("\"webhook\"\n", "\"webhook\"\ntimeout_ms = 1234\n"),
+            base.replace("\"webhook\"\n", "\"webhook\"\nrequest_format = \"v1\"\n"),
+        ] {
+            assert_ne!(same, fingerprint_of(&changed), "{changed}");
+        }
+        let group = "[providers.m]\nkind = \"webhook\"\nurl = \"https://a.example/hook\"\n\
+                     [providers.p]\nkind = \"group\"\nmembers = [\"m\"]\nstrategy = \"ordered\"\n";
+        assert_ne!(
+            fingerprint_of(group),
+            fingerprint_of(&group.replace("a.example", "b.example")),
+            "a group follows its members"
+        );
+    }
 }

@@ -1,7 +1,9 @@
 //! `ditto-signature: t=<unix seconds>,v1=<hex>`: HMAC-SHA256 over `"<t>.<raw body>"`, keyed with the shared secret.
+//! A verified call is remembered (by a digest of its timestamp and body) until its age window
+//! closes, so the same signed call is answered once.
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 /// The header name.
 pub const HEADER: &str = "ditto-signature";
@@ -42,7 +44,8 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// Checks a header value against `body`, accepting timestamps within `max_age_secs` of `now`.
+/// Checks a header value against `body`, accepting timestamps within `max_age_secs` of `now`;
+/// returns the verified timestamp.
 ///
 /// # Errors
 /// [`SignatureError`] saying what was wrong.
@@ -52,7 +55,7 @@ pub fn verify(
     body: &[u8],
     now: u64,
     max_age_secs: u64,
-) -> Result<(), SignatureError> {
+) -> Result<u64, SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let mut t = None;
     let mut candidates = Vec::new();
@@ -78,9 +81,61 @@ pub fn verify(
         .iter()
         .any(|c| expected.clone().verify_slice(c).is_ok())
     {
-        Ok(())
+        Ok(t)
     } else {
         Err(SignatureError::Mismatch)
+    }
+}
+
+/// What identifies one signed call: SHA-256 over its timestamp and raw body. The MAC is a
+/// function of exactly these, so extra or reordered `v1` entries make no new call.
+pub(crate) fn call_id(t: u64, body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(t.to_be_bytes());
+    h.update(body);
+    h.finalize().into()
+}
+
+/// Most signed calls one replica remembers at once (about 40 bytes each): more than a signer can
+/// send within the age window at any rate the aggregator is meant for.
+pub(crate) const MAX_REMEMBERED_CALLS: u64 = 1_000_000;
+
+/// Signed calls already answered by this replica, each until its age window closes.
+pub(crate) struct SeenCalls {
+    /// Call ID → the Unix second its window closes.
+    calls: moka::sync::Cache<[u8; 32], u64>,
+}
+
+/// Each call is kept until its window closes.
+struct UntilWindowEnd;
+
+impl moka::Expiry<[u8; 32], u64> for UntilWindowEnd {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        until: &u64,
+        _: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(
+            until.saturating_sub(crate::clock::unix_now()),
+        ))
+    }
+}
+
+impl SeenCalls {
+    /// Remembers at most `capacity` calls.
+    pub(crate) fn new(capacity: u64) -> Self {
+        Self {
+            calls: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilWindowEnd)
+                .build(),
+        }
+    }
+
+    /// Records call `id` until `until` (Unix seconds); false when it was recorded already.
+    pub(crate) fn first_sighting(&self, id: [u8; 32], until: u64) -> bool {
+        self.calls.entry(id).or_insert(until).is_fresh()
     }
 }
 
@@ -100,7 +155,7 @@ mod tests {
                 1_700_000_010,
                 300
             ),
-            Ok(())
+            Ok(1_700_000_000)
         );
         assert_eq!(
             verify(
@@ -141,6 +196,17 @@ mod tests {
             verify(b"k", Some("t=1,v1=zz"), b"b", 1, 300),
             Err(SignatureError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_call_is_seen_once_and_ids_follow_time_and_body() {
+        let seen = SeenCalls::new(100);
+        let until = crate::clock::unix_now() + 60;
+        let id = call_id(12, b"hello");
+        assert!(seen.first_sighting(id, until));
+        assert!(!seen.first_sighting(id, until), "a replay is seen");
+        assert!(seen.first_sighting(call_id(13, b"hello"), until));
+        assert!(seen.first_sighting(call_id(12, b"hello!"), until));
     }
 
     #[test]

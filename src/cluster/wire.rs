@@ -1,7 +1,27 @@
 //! The cluster's wire formats: revocation set members and published messages, plain
 //! space-separated text with the free-form ID last, so any ID (even with spaces) survives.
+//! Reading is strict: a number is ASCII digits only (no sign, no fraction, no exponent), every
+//! field is present, and an ID is never empty; anything else is refused as a whole.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A whole number written as ASCII digits only, as drawbridge writes them; `None` for anything
+/// else (`1.5`, `+1`, `1e9`, `inf`, an empty string, or more than fits).
+pub(crate) fn strict_u64(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 20 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+fn number(text: &str) -> Option<u64> {
+    strict_u64(text.as_bytes())
+}
+
+/// A non-empty free-form field.
+fn id(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
+}
 
 /// What a revocation stands against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,13 +68,16 @@ impl Revocation {
         format!("{} {} {}", self.kind.tag(), self.at, self.id)
     }
 
-    /// Reads a member back, with its score.
-    pub(crate) fn from_member(member: &str, until: u64) -> Option<Self> {
+    /// Reads a member back, with its score; `None` unless both are exactly what
+    /// [`member`](Self::member) and a whole-second score make, with `at` no later than `until`.
+    pub(crate) fn parse(member: &[u8], score: &[u8]) -> Option<Self> {
+        let until = strict_u64(score)?;
+        let member = std::str::from_utf8(member).ok()?;
         let mut parts = member.splitn(3, ' ');
         let kind = Kind::from_tag(parts.next()?)?;
-        let at = parts.next()?.parse().ok()?;
-        let id = parts.next()?.to_owned();
-        Some(Self {
+        let at = number(parts.next()?)?;
+        let id = id(parts.next()?)?;
+        (at <= until).then_some(Self {
             kind,
             id,
             at,
@@ -105,12 +128,15 @@ impl Event {
         match tag {
             "r" => {
                 let mut parts = rest.splitn(6, ' ');
-                let origin = parts.next()?.to_owned();
-                let sent_ms = parts.next()?.parse().ok()?;
-                let until = parts.next()?.parse().ok()?;
+                let origin = id(parts.next()?)?;
+                let sent_ms = number(parts.next()?)?;
+                let until = number(parts.next()?)?;
                 let kind = Kind::from_tag(parts.next()?)?;
-                let at = parts.next()?.parse().ok()?;
-                let id = parts.next()?.to_owned();
+                let at = number(parts.next()?)?;
+                let id = id(parts.next()?)?;
+                if at > until {
+                    return None;
+                }
                 Some(Self::Revoked {
                     revocation: Revocation {
                         kind,
@@ -125,17 +151,15 @@ impl Event {
             "p" => {
                 let (origin, user) = rest.split_once(' ')?;
                 Some(Self::Purged {
-                    user: Some(user.to_owned()),
-                    origin: origin.to_owned(),
+                    user: Some(id(user)?),
+                    origin: id(origin)?,
                 })
             }
-            "a" => Some(Self::Purged {
+            "a" if !rest.contains(' ') => Some(Self::Purged {
                 user: None,
-                origin: rest.to_owned(),
+                origin: id(rest)?,
             }),
-            "s" => Some(Self::Resync {
-                origin: rest.to_owned(),
-            }),
+            "s" if !rest.contains(' ') => Some(Self::Resync { origin: id(rest)? }),
             _ => None,
         }
     }
@@ -160,9 +184,32 @@ mod tests {
             at: 17,
             until: 99,
         };
-        assert_eq!(Revocation::from_member(&r.member(), 99), Some(r));
-        assert_eq!(Revocation::from_member("x 1 a", 2), None);
-        assert_eq!(Revocation::from_member("s nope a", 2), None);
+        assert_eq!(Revocation::parse(r.member().as_bytes(), b"99"), Some(r));
+        for (member, score) in [
+            ("x 1 a", "2"),
+            ("s nope a", "2"),
+            ("s 1 a", "1.5"),
+            ("s 1 a", "2.0"),
+            ("s 1 a", "+2"),
+            ("s 1 a", "-2"),
+            ("s 1 a", "inf"),
+            ("s 1 a", "1e9"),
+            ("s 1 a", ""),
+            ("s 1 a", "99999999999999999999999"),
+            ("s 1.5 a", "2"),
+            ("s +1 a", "2"),
+            ("s 1 ", "2"),
+            ("s 1", "2"),
+            ("s 3 a", "2"),
+            ("", "2"),
+        ] {
+            assert_eq!(
+                Revocation::parse(member.as_bytes(), score.as_bytes()),
+                None,
+                "{member:?} {score:?}"
+            );
+        }
+        assert_eq!(Revocation::parse(b"s 1 \xff\xfe", b"2"), None);
     }
 
     #[test]
@@ -191,7 +238,25 @@ mod tests {
         for e in events {
             assert_eq!(Event::decode(e.encode().as_bytes()), Some(e));
         }
-        for bad in ["", "r", "r o x 2 s 1 id", "z o", "r o 1 2 q 1 id", "\u{0}"] {
+        for bad in [
+            "",
+            "r",
+            "r o x 2 s 1 id",
+            "z o",
+            "r o 1 2 q 1 id",
+            "\u{0}",
+            "r o 1.5 2 s 1 id",
+            "r o 1 2.5 s 1 id",
+            "r o 1 2 s +1 id",
+            "r o 1 2 s 1 ",
+            "r o 1 2 s 3 id",
+            "r  1 2 s 1 id",
+            "p o ",
+            "p  u",
+            "a ",
+            "a o x",
+            "s ",
+        ] {
             assert_eq!(Event::decode(bad.as_bytes()), None, "{bad:?}");
         }
     }

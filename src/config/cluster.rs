@@ -59,26 +59,62 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
+/// Checks a `redis_url` whole: `redis://` or `rediss://`, a host, a numeric port (1-65535) when
+/// one is given, and a database number as the only path segment; no query, no fragment (the
+/// client would read `#insecure` as "skip certificate checks"). The reason never repeats the URL,
+/// which may hold a password.
+fn check_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Err(
+            "must be set (e.g. \"redis://redis:6379\" or \"rediss://redis:6380\")".to_owned(),
+        );
+    }
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err("must start with redis:// or rediss://".to_owned());
+    }
+    let parsed = url::Url::parse(url).map_err(|e| match e {
+        url::ParseError::InvalidPort => {
+            "has a port that is not a number from 1 to 65535".to_owned()
+        }
+        url::ParseError::EmptyHost => "has no host".to_owned(),
+        other => format!("is not a valid URL: {other}"),
+    })?;
+    match parsed.host_str() {
+        None | Some("") => return Err("has no host".to_owned()),
+        Some("0.0.0.0" | "[::]") => {
+            return Err("names a wildcard address, not a host to connect to".to_owned());
+        }
+        Some(_) => {}
+    }
+    if parsed.port() == Some(0) {
+        return Err("has a port that is not a number from 1 to 65535".to_owned());
+    }
+    let db = parsed.path().strip_prefix('/').unwrap_or(parsed.path());
+    let db_number =
+        db.len() <= 5 && db.bytes().all(|b| b.is_ascii_digit()) && db.parse::<u16>().is_ok();
+    if !db.is_empty() && !db_number {
+        return Err(
+            "has a path that is not a database number (e.g. redis://redis:6379/0)".to_owned(),
+        );
+    }
+    if parsed.query().is_some() {
+        return Err("must not have a query (?...)".to_owned());
+    }
+    if parsed.fragment().is_some() {
+        return Err(
+            "must not have a fragment (#...): #insecure would turn off certificate checks"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
 /// Checks `[cluster]`, pushing one [`Problem`] per bad key.
 pub(super) fn validate(raw: &RawCluster, p: &mut Vec<Problem>) -> Option<Cluster> {
     let before = p.len();
     let url = raw.redis_url.trim();
-    if url.is_empty() {
-        p.push(Problem::new(
-            "cluster.redis_url",
-            "must be set (e.g. \"redis://redis:6379\" or \"rediss://redis:6380\")",
-        ));
-    } else if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        p.push(Problem::new(
-            "cluster.redis_url",
-            "must start with redis:// or rediss://",
-        ));
-    } else if url
-        .split_once("://")
-        .map(|(_, rest)| rest.rsplit('@').next().unwrap_or(""))
-        .is_none_or(|host| host.is_empty() || host.starts_with('/'))
-    {
-        p.push(Problem::new("cluster.redis_url", "has no host"));
+    if let Err(why) = check_url(url) {
+        p.push(Problem::new("cluster.redis_url", why));
     }
     if raw.password.as_deref().is_some_and(str::is_empty) {
         p.push(Problem::new(

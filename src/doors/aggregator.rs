@@ -4,6 +4,8 @@
 //! Its answer names the user and permissions behind any token, so it is closed by default: only
 //! callers signing with `aggregator.signing_secret` are answered, or anyone when the operator has
 //! opted into `aggregator.allow_unsigned`. The gateway rate-limits it per client IP before it runs.
+//! A signed call is answered once: a replay within its age window is refused, on this replica
+//! (memory) and, in cluster mode, on every other (`SET NX` in Redis until the window closes).
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -27,6 +29,24 @@ struct WebhookRequest {
     database_id: Option<String>,
     provider: Option<String>,
     token: String,
+}
+
+/// Cluster key kind of the signed calls already answered.
+const SEEN_KIND: &str = "agg-seen";
+
+/// Whether the call signed at `t` over `body` is new: remembered here and, in cluster mode, in
+/// Redis until its window closes. With Redis away, this replica's memory is all there is.
+async fn first_sighting(shared: &Shared, t: u64, body: &[u8], max_age: u64) -> bool {
+    let id = signature::call_id(t, body);
+    let until = t.saturating_add(max_age).saturating_add(1);
+    if !shared.signed_calls.first_sighting(id, until) {
+        return false;
+    }
+    let Some(cluster) = &shared.cluster else {
+        return true;
+    };
+    let ttl = std::time::Duration::from_secs(until.saturating_sub(unix_now()).max(1));
+    cluster.claim(SEEN_KIND, &hex::encode(id), ttl).await != Some(false)
 }
 
 fn reply(status: StatusCode, v: serde_json::Value) -> Response<Body> {
@@ -70,9 +90,19 @@ pub(crate) async fn handle(
             .get(signature::HEADER)
             .and_then(|v| v.to_str().ok());
         let max_age = config.auth.aggregator.max_signature_age.as_secs();
-        if let Err(error) = signature::verify(key, header, &body, unix_now(), max_age) {
-            tracing::warn!(%error, "aggregator call refused");
-            return Err(DoorError::BadSignature);
+        match signature::verify(key, header, &body, unix_now(), max_age) {
+            Err(error) => {
+                tracing::warn!(%error, "aggregator call refused");
+                return Err(DoorError::BadSignature);
+            }
+            Ok(t) => {
+                if !first_sighting(shared, t, &body, max_age).await {
+                    tracing::warn!(
+                        "aggregator call refused: this signed call was answered before (replay)"
+                    );
+                    return Err(DoorError::BadSignature);
+                }
+            }
         }
     }
     let w: WebhookRequest = parse_json(&body)?;

@@ -24,6 +24,14 @@ impl Redis {
     /// # Panics
     /// When redis-server is not installed or does not start.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Redis::start`] with extra redis-server arguments (e.g. `["--requirepass", "pw"]`).
+    ///
+    /// # Panics
+    /// When redis-server is not installed or does not start.
+    pub async fn start_with(args: &[&str]) -> Self {
         assert!(
             Path::new(REDIS_BIN).exists(),
             "{REDIS_BIN} is missing: install it: apt-get install redis-server"
@@ -31,7 +39,7 @@ impl Redis {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..START_ATTEMPTS {
             let addr = free_port();
-            if let Ok(child) = spawn(addr, dir.path()).await {
+            if let Ok(child) = spawn(addr, dir.path(), args).await {
                 return Self {
                     addr,
                     child: Some(child),
@@ -60,6 +68,23 @@ impl Redis {
         }
     }
 
+    /// Freezes the server (SIGSTOP): it keeps accepting connections in the kernel but answers
+    /// nothing, as a stalled Redis does.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Lets a [paused](Self::pause) server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
     /// Starts the server again on the same port, empty (nothing was persisted).
     ///
     /// # Panics
@@ -68,7 +93,7 @@ impl Redis {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match spawn(self.addr, self.dir.path()).await {
+            match spawn(self.addr, self.dir.path(), &[]).await {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -89,7 +114,7 @@ impl Drop for Redis {
 /// Runs redis-server on `addr` in the foreground and waits until it accepts connections.
 // The child is returned to `Redis`, whose Drop kills and waits for it; on failure it is killed here.
 #[allow(clippy::zombie_processes)]
-async fn spawn(addr: SocketAddr, dir: &Path) -> Result<Child, String> {
+async fn spawn(addr: SocketAddr, dir: &Path, args: &[&str]) -> Result<Child, String> {
     let mut child = Command::new(REDIS_BIN)
         .args(["--bind", "127.0.0.1", "--port"])
         .arg(addr.port().to_string())
@@ -97,6 +122,7 @@ async fn spawn(addr: SocketAddr, dir: &Path) -> Result<Child, String> {
         .args(["--protected-mode", "no", "--loglevel", "warning"])
         .arg("--dir")
         .arg(dir)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
