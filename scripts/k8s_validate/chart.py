@@ -5,7 +5,13 @@ import os
 import re
 import subprocess
 
+from k8s_validate import manifests
 from k8s_validate.runner import Abort, Outcome, run
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib
 
 CHART = "helm/drawbridge"
 
@@ -32,6 +38,15 @@ FEATURES = (
     "profile_claims]",
     "${file:/etc/drawbridge/auth/",
     "mountPath: /etc/drawbridge/auth/",
+    "kind: PrometheusRule",
+    "startupProbe:",
+    "matchLabelKeys:",
+    "[cluster]",
+    "command_timeout_ms =",
+    "revalidate_seconds =",
+    "[tracing]",
+    "backlog =",
+    "idle_timeout_ms =",
 )
 
 # Values the chart must refuse: (check name, the error `helm template` must fail with, its arguments).
@@ -121,6 +136,36 @@ REFUSALS = (
         ["--set", "groups.g.strategy=all"],
     ),
     (
+        "several replicas without cluster mode fail, naming what to set",
+        r"replicaCount 3 without cluster mode.*cluster.enabled=true",
+        ["--set", "replicaCount=3"],
+    ),
+    (
+        "autoscaling without cluster mode fails",
+        r"autoscaling.enabled without cluster mode",
+        ["--set", "autoscaling.enabled=true"],
+    ),
+    (
+        "extraConfig repeating a table the chart renders fails, naming it",
+        r"extraConfig repeats \[session\].*session\.\*",
+        ["--set-string", 'extraConfig=[session]\nkey_file = "/k"\n'],
+    ),
+    (
+        "extraConfig repeating a config section fails",
+        r"extraConfig repeats \[limits\].*config\.limits",
+        ["--set-string", "extraConfig=[limits]\nidle_timeout_ms = 5\n"],
+    ),
+    (
+        "extraConfig starting without a table header fails",
+        r"must start with a \[table\] header",
+        ["--set-string", "extraConfig=backlog = 5\n"],
+    ),
+    (
+        "an ES256 session without a keySecret fails (the chart makes only EdDSA and HS256 keys)",
+        r"session.algorithm ES256: the chart generates only",
+        ["--set", "session.algorithm=ES256"],
+    ),
+    (
         "a secret file name Kubernetes refuses fails",
         r"'bad/name' does not match pattern",
         ["--set", "secrets.files.bad/name=v"],
@@ -191,3 +236,38 @@ def big_ints(tools, renders):
 def read(path):
     with open(path) as f:
         return f.read()
+
+
+def shared_session_key(renders):
+    """Every render's config names a session key file on a mounted Secret: no pod of any shape signs
+    with an ephemeral key of its own."""
+    problems = []
+    for r in renders:
+        docs = manifests.load([r])
+        for cm in manifests.find(docs, "ConfigMap"):
+            text = (cm.get("data") or {}).get("drawbridge.toml")
+            if text is None:
+                continue
+            key_file = tomllib.loads(text).get("session", {}).get("key_file")
+            if not key_file:
+                problems.append(f"{os.path.basename(r)}: no session.key_file (an ephemeral key per pod)")
+                continue
+            for dep in manifests.find(docs, "Deployment"):
+                pod = dep["spec"]["template"]["spec"]
+                (gw,) = [c for c in pod["containers"] if c["name"] == "drawbridge"]
+                mounts = {m["mountPath"]: m["name"] for m in gw.get("volumeMounts", [])}
+                vol = {v["name"]: v for v in pod.get("volumes", [])}.get(mounts.get(os.path.dirname(key_file)))
+                if not vol or "secret" not in vol:
+                    problems.append(f"{os.path.basename(r)}: {key_file} is on no mounted Secret")
+    return Outcome.of_problems(problems)
+
+
+def no_key_without_cluster(renders):
+    """`helm template` cannot look the session key Secret up, so it must not render one: a key made
+    here would replace the live one at every render (Argo CD), logging everyone out."""
+    problems = []
+    for r in renders:
+        for s in manifests.find(manifests.load([r]), "Secret"):
+            if s["metadata"]["name"].endswith("-session"):
+                problems.append(f"{os.path.basename(r)}: renders Secret {s['metadata']['name']} without a cluster")
+    return Outcome.of_problems(problems)

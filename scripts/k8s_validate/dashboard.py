@@ -19,6 +19,7 @@ WANTED = {
     "requests by status class": "drawbridge_http_requests_total",
     "upstream errors": "drawbridge_upstream_errors_total",
     "request latency": "drawbridge_http_request_duration_seconds_bucket",
+    "session revalidations": "drawbridge_session_revalidations_total",
 }
 
 
@@ -45,6 +46,8 @@ def check(dash):
     for what, metric in WANTED.items():
         if metric not in text:
             errors.append(f"no {what} panel ({metric})")
+    if not any("drawbridge_config_reloads_total" in e and 'result="failure"' in e for e in exprs):
+        errors.append('no failed config reloads panel (drawbridge_config_reloads_total, result="failure")')
     if "histogram_quantile(0.5," not in text or "histogram_quantile(0.99," not in text:
         errors.append("no p50/p99 quantiles")
     if not any(

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 
-from k8s_validate import chart, configs, dashboard, forward_auth, manifests
+from k8s_validate import chart, configs, dashboard, forward_auth, keys, manifests, rules, sessions
 from k8s_validate.runner import Abort, Checks, Outcome, fails_with, log, run
 from k8s_validate.tools import K8S_VERSION, Tools
 
@@ -56,7 +56,7 @@ def main(argv=None):
         renders = chart_checks(checks, tools, work)
         deploy_yaml, deploy_dirs = deploy_checks(checks, tools)
         forward_auth_checks(checks, tools)
-        dashboard_checks(checks, tools)
+        dashboard_checks(checks, tools, work)
         drawbridge_checks(checks, tools, work, renders, deploy_yaml, deploy_dirs)
         return checks.summary()
     except Abort as e:
@@ -93,6 +93,8 @@ def chart_checks(checks, tools, work):
     for name, pattern, args in chart.REFUSALS:
         checks.must_fail(name, pattern, chart.template_argv(tools, *args))
     checks.check("integers render as TOML integers", chart.big_ints, tools, renders)
+    checks.check("every render signs with one shared session key", chart.shared_session_key, renders)
+    checks.check("a render without a cluster holds no session key", chart.no_key_without_cluster, renders)
     return renders
 
 
@@ -129,7 +131,7 @@ def manifest_checks(paths, helm):
     return Outcome.of_problems(manifests.check(manifests.load(paths), helm))
 
 
-def dashboard_checks(checks, tools):
+def dashboard_checks(checks, tools, work):
     def panels():
         errors, counts = dashboard.check_file(DASHBOARD)
         return Outcome.of_problems(errors, counts)
@@ -137,6 +139,14 @@ def dashboard_checks(checks, tools):
     checks.check("grafana dashboard", panels)
     # Every query parses as PromQL (after the Grafana variables are filled in).
     checks.check("grafana dashboard queries parse as PromQL", tools.promql_check, DASHBOARD)
+
+    def rule_file():
+        path = os.path.join(work, "prometheusrule.json")
+        outcome = rules.as_dashboard(tools, path)
+        return outcome if not outcome.ok else tools.promql_check(path)
+
+    checks.check("PrometheusRule alerts on drawbridge's own metrics", rules.check, tools)
+    checks.check("PrometheusRule expressions parse as PromQL", rule_file)
 
 
 def drawbridge_checks(checks, tools, work, renders, deploy_yaml, deploy_dirs):
@@ -191,3 +201,33 @@ def drawbridge_checks(checks, tools, work, renders, deploy_yaml, deploy_dirs):
         return fails_with("upstream_typo", [bin_, "check", "--skip-files", "--config", extracted[0]])
 
     checks.check("drawbridge check rejects an unknown section in extraConfig", typo_rejected)
+
+    # Every config key drawbridge has can be set through a chart value, and lands in the file.
+    key_list = keys.config_keys(bin_)
+    key_work = os.path.join(work, "keys")
+    os.makedirs(key_work, exist_ok=True)
+    for key, default in key_list:
+        checks.check(
+            f"config key {key} set through the chart, accepted by drawbridge check",
+            keys.check_key,
+            tools,
+            bin_,
+            chart.template_argv,
+            key,
+            default,
+            key_work,
+        )
+    checks.check(
+        "every sample in keys.py names a key drawbridge has",
+        lambda: Outcome.of_problems([f"{k}: no such key" for k in keys.stale_samples(key_list)]),
+    )
+
+    # One shared session key: sessions and logouts cross the pods of a render.
+    for name, vargs in sessions.SHAPES:
+        checks.check(
+            f"sessions cross the pods of a render ({name}), real drawbridge processes",
+            sessions.check_shape,
+            tools,
+            bin_,
+            vargs,
+        )

@@ -1,6 +1,6 @@
 //! The config file as serde reads it: every table rejects unknown keys, every key has a default.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Default main listener address.
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8443";
@@ -56,7 +56,7 @@ pub const DEFAULT_LOG_QUEUE_LINES: usize = 16_384;
 pub const DEFAULT_RELOAD_SETTLE_MS: u64 = 500;
 
 /// The whole file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     /// `[listen]`
@@ -104,7 +104,7 @@ pub struct RawConfig {
 }
 
 /// `[reload]`: how a changed file is picked up.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawReload {
     /// Time a changed watched file must stay unchanged before it is applied.
@@ -120,7 +120,7 @@ impl Default for RawReload {
 }
 
 /// `[listen]`: the client-facing listener.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawListen {
     /// Socket address to bind.
@@ -142,7 +142,7 @@ impl Default for RawListen {
 }
 
 /// `[tls]`: the serving certificate and optional client CA.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTls {
     /// PEM certificate chain, leaf first.
@@ -164,7 +164,7 @@ impl Default for RawTls {
 }
 
 /// `[admin]`: health, readiness and metrics.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     /// Socket address to bind.
@@ -180,7 +180,7 @@ impl Default for RawAdmin {
 }
 
 /// `[upstream]`: the sync server.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawUpstream {
     /// Base URL; the only key without a default.
@@ -212,7 +212,7 @@ impl Default for RawUpstream {
 }
 
 /// `[limits]`: what one client may cost.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     /// Open connections on the main listener; more are closed at once.
@@ -250,7 +250,7 @@ impl Default for RawLimits {
 }
 
 /// `[shutdown]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawShutdown {
     /// Drain deadline after SIGTERM.
@@ -266,7 +266,7 @@ impl Default for RawShutdown {
 }
 
 /// `[log]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
     /// `text` or `json`.
@@ -294,7 +294,7 @@ impl Default for RawLog {
 }
 
 /// `[audit]`: the audit log; absent `path` means off.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAudit {
     /// A file (appended to, reopened on SIGUSR1), or `-` for standard output.
@@ -313,7 +313,7 @@ impl Default for RawAudit {
 }
 
 /// Log line format.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RawLogFormat {
     /// Human-readable lines.
@@ -363,7 +363,7 @@ pub const DEFAULT_SIGNATURE_MAX_AGE_SECONDS: u64 = 300;
 pub const DEFAULT_AGGREGATOR_ALLOW_UNSIGNED: bool = false;
 
 /// `[providers.<name>]`, tagged by `kind`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RawProvider {
     /// A Ditto-contract webhook.
@@ -375,7 +375,7 @@ pub enum RawProvider {
 }
 
 /// `kind = "webhook"`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWebhook {
     /// http or https URL.
@@ -387,6 +387,7 @@ pub struct RawWebhook {
     #[serde(default)]
     pub request_format: RawRequestFormat,
     /// Base64 HMAC key; when set every call carries `ditto-signature`.
+    #[serde(serialize_with = "redacted")]
     pub signing_secret: Option<String>,
     /// Extra static request headers.
     #[serde(default)]
@@ -406,7 +407,7 @@ pub struct RawWebhook {
 }
 
 /// Webhook request body shape.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RawRequestFormat {
     /// `{"appID","provider","token"}`
@@ -417,7 +418,7 @@ pub enum RawRequestFormat {
 }
 
 /// `kind = "jwt"`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwt {
     /// Required `iss`.
@@ -458,7 +459,7 @@ pub const DEFAULT_PROFILE_IMAGE_CLAIM: &str = "picture";
 
 /// `[providers.<name>.profile_claims]` of a jwt provider: which claim gives each profile field;
 /// `""` reads none.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawProfileClaims {
     /// Claim of the e-mail address.
@@ -480,7 +481,7 @@ impl Default for RawProfileClaims {
 }
 
 /// A permissions template in the Ditto shape.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPermissions {
     /// Read rules.
@@ -495,7 +496,7 @@ pub struct RawPermissions {
 }
 
 /// Read or write rules.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccess {
     /// Everything in every collection.
@@ -507,7 +508,7 @@ pub struct RawAccess {
 }
 
 /// `kind = "group"`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawGroup {
     /// Member provider names.
@@ -521,7 +522,7 @@ pub struct RawGroup {
 }
 
 /// Group strategy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RawStrategy {
     /// Ask all at once; the first allow wins.
@@ -533,7 +534,7 @@ pub enum RawStrategy {
 }
 
 /// `[apps.<appID>]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawApp {
     /// Providers this app accepts.
@@ -541,7 +542,7 @@ pub struct RawApp {
 }
 
 /// `[cache]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCache {
     /// Entries kept at most.
@@ -566,7 +567,7 @@ impl Default for RawCache {
 }
 
 /// `[session]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSession {
     /// `EdDSA` (default), `ES256`, `RS256` or `HS256`.
@@ -610,11 +611,12 @@ impl Default for RawSession {
 }
 
 /// `[aggregator]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAggregator {
     /// Base64 key the caller's `ditto-signature` must verify with; absent = the door refuses
     /// every call unless `allow_unsigned` is set.
+    #[serde(serialize_with = "redacted")]
     pub signing_secret: Option<String>,
     /// Oldest accepted signature.
     pub max_signature_age_seconds: u64,
@@ -633,7 +635,7 @@ impl Default for RawAggregator {
 }
 
 /// `[rate_limit]` on the auth routes, per client IP.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRateLimit {
     /// Off switch.
@@ -655,7 +657,7 @@ impl Default for RawRateLimit {
 }
 
 /// `[cors]` for the auth routes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCors {
     /// Origins allowed to call the auth routes from a browser (`"*"` for any).
@@ -688,7 +690,7 @@ fn default_user_claim() -> String {
 }
 
 /// `[ditto]`: the Ditto SDK door.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDitto {
     /// Answer `/_ditto/auth/*` and gate `/_ditto/ws` by the Ditto rules.
@@ -700,7 +702,7 @@ pub struct RawDitto {
 }
 
 /// `[tracing]`: OpenTelemetry traces; absent `otlp_endpoint` means off.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTracing {
     /// OTLP/HTTP (protobuf) collector URL, e.g. `http://otel-collector:4318`.
@@ -738,12 +740,13 @@ pub const DEFAULT_CLUSTER_REQUIRED: bool = false;
 pub const DEFAULT_CLUSTER_SHARED_DECISIONS: bool = true;
 
 /// `[cluster]`: state shared between replicas through Redis.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCluster {
     /// `redis://host:port/db` or `rediss://` (TLS).
     pub redis_url: String,
     /// The Redis password (AUTH); best given as `${file:..}` or `${env:..}`.
+    #[serde(serialize_with = "redacted")]
     pub password: Option<String>,
     /// The Redis username (ACL), with `password`.
     pub username: Option<String>,
@@ -795,7 +798,7 @@ impl std::fmt::Debug for RawCluster {
 }
 
 /// `[forward_auth]`: the `/auth/check` door an ingress asks before it forwards a request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawForwardAuth {
     /// Where a request without a session is sent (302); absent = 401 with `WWW-Authenticate`.
@@ -829,11 +832,19 @@ impl Default for RawForwardAuth {
 }
 
 /// `[native]`: the native login API.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawNative {
     /// The provider `POST /auth/token {"code"}` logs in through (restdb's code exchange).
     pub code_provider: Option<String>,
     /// The app that login is for.
     pub code_app: Option<String>,
+}
+
+/// Serializes a secret as `"<redacted>"` (or none), so that no serialized config carries one.
+fn redacted<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some("<redacted>"),
+        None => s.serialize_none(),
+    }
 }

@@ -460,7 +460,7 @@ fn restart_changes_name_only_what_a_reload_cannot_apply() {
     assert_eq!(a.restart_changes(&b), vec!["listen.addr", "tls"]);
     assert!(a.restart_changes(&a).is_empty());
     let c = parse(&format!(
-        "{base}[audit]\npath = \"-\"\n[cluster]\nredis_url = \"redis://r:6379\"\n[log]\naccess = true\n"
+        "{base}[audit]\npath = \"-\"\n[cluster]\nredis_url = \"redis://r:6379\"\n[log]\naccess = true\n{SESSION_KEY}"
     ))
     .unwrap();
     assert_eq!(
@@ -470,6 +470,25 @@ fn restart_changes_name_only_what_a_reload_cannot_apply() {
 }
 
 const UPSTREAM: &str = "[upstream]\nurl = \"http://127.0.0.1:8080\"\n";
+/// A shared session key, which `[cluster]` needs (the file is read at start, not by the config).
+const SESSION_KEY: &str = "[session]\nkey_file = \"/etc/drawbridge/session.key\"\n";
+
+#[test]
+fn cluster_with_an_ephemeral_session_key_is_refused_naming_key_file() {
+    let l = lines(&format!(
+        "{UPSTREAM}[cluster]\nredis_url = \"redis://r:6379\"\n"
+    ));
+    assert!(
+        l.iter()
+            .any(|x| x.starts_with("session.key_file: required with [cluster]")),
+        "{l:?}"
+    );
+    let c = parse(&format!(
+        "{UPSTREAM}{SESSION_KEY}[cluster]\nredis_url = \"redis://r:6379\"\n"
+    ))
+    .unwrap();
+    assert!(c.cluster.is_some());
+}
 
 #[test]
 fn cluster_absent_keeps_everything_local() {
@@ -481,7 +500,7 @@ fn cluster_gets_defaults_and_hides_its_password() {
     let mut env = HashMap::new();
     env.insert("REDIS_PW".to_owned(), "s3cret-pw".to_owned());
     let text = format!(
-        "{UPSTREAM}[cluster]\nredis_url = \"rediss://u:inline-pw@redis:6380/1\"\npassword = \"${{env:REDIS_PW}}\"\n"
+        "{UPSTREAM}{SESSION_KEY}[cluster]\nredis_url = \"rediss://u:inline-pw@redis:6380/1\"\npassword = \"${{env:REDIS_PW}}\"\n"
     );
     let c = Config::from_toml(&text, &env).unwrap().cluster.unwrap();
     assert_eq!(c.password.as_deref(), Some("s3cret-pw"));
@@ -675,5 +694,54 @@ fn forward_auth_uri_from_names_the_path_or_one_header() {
             l.len() == 1 && l[0].starts_with("forward_auth.uri_from: "),
             "{bad:?}: {l:?}"
         );
+    }
+}
+
+#[test]
+fn config_keys_list_every_table_with_its_defaults() {
+    let keys = keys::config_keys();
+    let default = |k: &str| {
+        keys.iter()
+            .find(|c| c.key == k)
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .default
+            .clone()
+    };
+    assert_eq!(default("limits.idle_timeout_ms"), 60_000);
+    assert_eq!(default("listen.backlog"), 4096);
+    assert_eq!(default("session.token_signing"), "hmac");
+    assert_eq!(default("session.key_file"), serde_json::Value::Null);
+    assert_eq!(default("cluster.command_timeout_ms"), 500);
+    assert_eq!(default("providers.<name>.kind"), serde_json::Value::Null);
+    assert!(!keys.iter().any(|k| k.key == "providers.<jwt>.kind"));
+    assert_eq!(default("providers.<webhook>.timeout_ms"), 2_000);
+    assert_eq!(default("providers.<jwt>.profile_claims.email"), "email");
+    assert_eq!(default("providers.<group>.fallthrough_on_error"), false);
+    assert_eq!(default("apps.<appID>.providers"), serde_json::json!([]));
+    assert_eq!(default("log.format"), "text");
+    // A table that is empty by default is one key, not none.
+    assert_eq!(
+        default("providers.<webhook>.headers"),
+        serde_json::json!({})
+    );
+    // Every plain key (not of a named table) reads back under its own name.
+    for k in keys.iter().filter(|k| !k.key.contains('<')) {
+        let (section, key) = k.key.split_once('.').unwrap();
+        if k.default.is_null() || matches!(section, "upstream" | "session") {
+            // No value to write; or the table the minimal file already opens.
+            continue;
+        }
+        let mut table = toml::Table::new();
+        table.insert(key.to_owned(), toml::Value::try_from(&k.default).unwrap());
+        let mut doc = toml::Table::new();
+        doc.insert(section.to_owned(), toml::Value::Table(table));
+        if let Err(e) = Config::from_toml(&format!("{UPSTREAM}{SESSION_KEY}{doc}"), &SkipFiles) {
+            let l = e.lines();
+            assert!(
+                !l.iter().any(|l| l.contains("unknown field")),
+                "{}: {l:?}",
+                k.key
+            );
+        }
     }
 }

@@ -11,9 +11,11 @@ Secrets are referenced by the name of an existing Secret and a key in it:
 ${file:/etc/drawbridge/auth/<secretName>/<key>}.
 */}}
 
-{{/* One TOML value: integers stay integers, strings and lists as JSON. */}}
+{{/* One TOML value: whole numbers as integers, other numbers as floats, strings and lists as JSON. */}}
 {{- define "drawbridge.tomlValue" -}}
-{{- if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) -}}
+{{- if and (kindIs "float64" .) (ne (float64 (int64 .)) .) -}}
+{{ . }}
+{{- else if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) -}}
 {{ int64 . }}
 {{- else if kindIs "bool" . -}}
 {{ . }}
@@ -39,6 +41,11 @@ ${file:/etc/drawbridge/auth/<secretName>/<key>}.
 {{/* A permissions template ([<path>.read] / [<path>.write] in the Ditto shape). */}}
 {{- define "drawbridge.permissions" -}}
 {{- $path := .path }}
+{{- if hasKey .permissions "remoteQuery" }}
+
+[{{ $path }}]
+remoteQuery = {{ .permissions.remoteQuery }}
+{{- end }}
 {{- range $access := list "read" "write" }}
 {{- with (get $.permissions $access) }}
 
@@ -62,7 +69,12 @@ everything = {{ .everything | default false }}
 {{- with $p.signingSecret }}{{ $names = append $names .secretName }}{{ end }}
 {{- end }}
 {{- $session := .Values.session | default dict }}
-{{- with $session.keySecret }}{{ $names = append $names .secretName }}{{ end }}
+{{- $names = append $names (include "drawbridge.sessionKeyRef" . | fromJson).secretName }}
+{{- range $section, $values := .Values.config }}
+{{- range $k, $v := $values }}
+{{- if kindIs "map" $v }}{{ $names = append $names $v.secretName }}{{ end }}
+{{- end }}
+{{- end }}
 {{- range $session.previousKeySecrets }}{{ $names = append $names .secretName }}{{ end }}
 {{- $names | uniq | sortAlpha | toJson }}
 {{- end }}
@@ -107,18 +119,16 @@ kind = "group"
 [apps.{{ toJson $name }}]
 providers = {{ $a.providers | default list | toJson }}
 {{- end }}
-{{- with .Values.session }}
-{{- if . }}
+{{- /* Always: every pod signs with the one shared key, never an ephemeral one. */}}
+{{- $s := .Values.session | default dict }}
 
 [session]
-{{- include "drawbridge.tomlKeys" (dict "values" . "skip" (list "keySecret" "previousKeySecrets")) }}
-{{- with .keySecret }}
+{{- include "drawbridge.tomlKeys" (dict "values" $s "skip" (list "keySecret" "previousKeySecrets")) }}
+{{- with include "drawbridge.sessionKeyRef" $ | fromJson }}
 key_file = {{ printf "/etc/drawbridge/auth/%s/%s" .secretName .key | toJson }}
 {{- end }}
-{{- with .previousKeySecrets }}
-previous_key_files = [{{ range $i, $s := . }}{{ if $i }}, {{ end }}{{ printf "/etc/drawbridge/auth/%s/%s" $s.secretName $s.key | toJson }}{{ end }}]
-{{- end }}
-{{- end }}
+{{- with $s.previousKeySecrets }}
+previous_key_files = [{{ range $i, $p := . }}{{ if $i }}, {{ end }}{{ printf "/etc/drawbridge/auth/%s/%s" $p.secretName $p.key | toJson }}{{ end }}]
 {{- end }}
 {{- range $section, $values := dict "cache" .Values.cache "ditto" .Values.ditto "forward_auth" .Values.forwardAuth "native" .Values.native }}
 {{- if $values }}

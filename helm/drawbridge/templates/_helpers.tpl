@@ -94,13 +94,49 @@ app.kubernetes.io/component: {{ ternary "gateway" "sidecar" (eq .Values.mode "ed
 {{- end }}
 {{- end }}
 
+{{/* Name of the Secret holding the session signing key, and the key in it. */}}
+{{- define "drawbridge.sessionKeyRef" -}}
+{{- $session := .Values.session | default dict }}
+{{- if $session.keySecret }}
+{{- $session.keySecret | toJson }}
+{{- else }}
+{{- dict "secretName" (printf "%s-session" (include "drawbridge.fullname" .)) "key" "session.key" | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+A new session signing key for session.algorithm `.`: an Ed25519 PKCS#8 PEM
+(what `drawbridge keygen` writes), or a 64-character secret for HS256.
+*/}}
+{{- define "drawbridge.newSessionKey" -}}
+{{- if eq . "HS256" }}
+{{- randAlphaNum 64 }}
+{{- else if or (eq . "") (eq . "EdDSA") }}
+{{- genPrivateKey "ed25519" }}
+{{- else }}
+{{- fail (printf "session.algorithm %s: the chart generates only EdDSA and HS256 keys; make one with `drawbridge keygen --algorithm %s` and name it in session.keySecret" . .) }}
+{{- end }}
+{{- end }}
+
 {{/*
 drawbridge.toml.
 Helm reads numbers from YAML as float64 (10485760 would print as
-1.048576e+07), so every integer goes through `int64`; every string goes
+1.048576e+07), so every whole number goes through `int64`; every string goes
 through `toJson`, whose escapes are all valid in a TOML basic string.
 */}}
 {{- define "drawbridge.config" -}}
+{{- $body := include "drawbridge.configBody" . }}
+{{- $body }}
+{{- with .Values.extraConfig }}
+{{- include "drawbridge.checkExtraConfig" (dict "body" $body "extra" .) }}
+
+# --- extraConfig ---
+{{ . }}
+{{- end }}
+{{- end }}
+
+{{/* drawbridge.toml without extraConfig. */}}
+{{- define "drawbridge.configBody" -}}
 {{- $c := .Values.config -}}
 # drawbridge.toml rendered by the drawbridge Helm chart ({{ include "drawbridge.chart" . }}).
 # Change it through the chart values, not here.
@@ -108,6 +144,7 @@ through `toJson`, whose escapes are all valid in a TOML basic string.
 [listen]
 addr = {{ printf "%s:%d" .Values.bindAddress (int64 .Values.ports.gateway) | toJson }}
 plaintext = {{ .Values.plaintext }}
+{{- include "drawbridge.plainKeys" (dict "values" ($c.listen | default dict)) }}
 {{- if not .Values.plaintext }}
 
 [tls]
@@ -123,32 +160,85 @@ addr = {{ printf "%s:%d" .Values.bindAddress (int64 .Values.ports.admin) | toJso
 
 [upstream]
 url = {{ include "drawbridge.upstreamURL" . | toJson }}
-public_upgrade_paths = {{ $c.upstream.public_upgrade_paths | default list | toJson }}
-{{- with $c.upstream.sync_paths }}
-sync_paths = {{ . | toJson }}
+{{- include "drawbridge.plainKeys" (dict "values" (omit $c.upstream "url")) }}
+{{- range $section, $values := omit $c "listen" "tls" "admin" "upstream" }}
+{{- if $values }}
+
+[{{ $section }}]
+{{- include "drawbridge.plainKeys" (dict "values" $values) }}
 {{- end }}
-connect_timeout_ms = {{ int64 $c.upstream.connect_timeout_ms }}
-request_timeout_ms = {{ int64 $c.upstream.request_timeout_ms }}
-
-[limits]
-max_connections = {{ int64 $c.limits.max_connections }}
-header_read_timeout_ms = {{ int64 $c.limits.header_read_timeout_ms }}
-tls_handshake_timeout_ms = {{ int64 $c.limits.tls_handshake_timeout_ms }}
-max_request_body_bytes = {{ int64 $c.limits.max_request_body_bytes }}
-
-[shutdown]
-grace_seconds = {{ int64 $c.shutdown.grace_seconds }}
-
-[log]
-format = {{ $c.log.format | toJson }}
-level = {{ $c.log.level | toJson }}
+{{- end }}
 {{- include "drawbridge.authConfig" . }}
-{{- with .Values.extraConfig }}
+{{- include "drawbridge.clusterConfig" . }}
+{{- end }}
 
-# --- extraConfig ---
-{{ . }}
+{{/*
+`key = value` lines of a `config` section: the keys as they are in
+drawbridge.toml, unset (null) keys left out, and a {secretName, key} value
+read from that Secret's file.
+*/}}
+{{- define "drawbridge.plainKeys" -}}
+{{- range $k, $v := .values }}
+{{- if kindIs "map" $v }}
+{{ $k }} = {{ include "drawbridge.secretFile" $v | toJson }}
+{{- else if not (kindIs "invalid" $v) }}
+{{ $k }} = {{ include "drawbridge.tomlValue" $v }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{- define "drawbridge.clusterConfig" -}}
+{{- with .Values.cluster }}
+{{- if .enabled }}
+
+[cluster]
+redis_url = {{ required "cluster.redis.url is required with cluster.enabled" .redis.url | toJson }}
+{{- if .redis.existingSecret }}
+password = "${file:/etc/drawbridge/cluster/password}"
+{{- end }}
+{{- with .redis.username }}
+username = {{ toJson . }}
+{{- end }}
+key_prefix = {{ toJson .keyPrefix }}
+connect_timeout_ms = {{ int64 .connectTimeoutMs }}
+command_timeout_ms = {{ int64 .commandTimeoutMs }}
+resync_interval_ms = {{ int64 .resyncIntervalMs }}
+required = {{ .required }}
+shared_decisions = {{ .sharedDecisions }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+extraConfig is appended as it is, so it may only open tables the chart does
+not render: a repeated table is invalid TOML, which `helm template` would not
+notice and drawbridge would refuse (new pods exit 64, running pods refuse the
+reload). Fail the render instead, naming the table and the values to use.
+*/}}
+{{- define "drawbridge.checkExtraConfig" -}}
+{{- $rendered := list }}
+{{- range regexFindAll "(?m)^\\[[^\\]]+\\]" .body -1 }}
+{{- $rendered = append $rendered (. | trimPrefix "[" | trimSuffix "]" | replace "\"" "" | replace " " "") }}
+{{- end }}
+{{- $first := true }}
+{{- range regexSplit "\n" .extra -1 }}
+{{- $line := trim . }}
+{{- if and $line (not (hasPrefix "#" $line)) }}
+{{- if hasPrefix "[" $line }}
+{{- $first = false }}
+{{- $table := regexReplaceAll "^\\[\\[?([^\\]]*)\\]\\]?.*$" $line "${1}" | replace "\"" "" | replace "'" "" | replace " " "" }}
+{{- if has $table $rendered }}
+{{- $root := first (splitList "." $table) }}
+{{- $hint := get (dict "session" "session.*" "cluster" "cluster.*" "cache" "cache.*" "ditto" "ditto.*" "forward_auth" "forwardAuth.*" "native" "native.*" "providers" "providers.<name>.*" "apps" "apps.<appID>.*" "tls" "tls.*" "admin" "ports.admin") $root | default (printf "config.%s.<key>" $root) }}
+{{- fail (printf "extraConfig repeats [%s], a table the chart already renders (drawbridge would refuse the file): set it through the values %s instead and remove it from extraConfig" $table $hint) }}
+{{- end }}
+{{- else if $first }}
+{{- fail (printf "extraConfig must start with a [table] header: its first line %q would land in the last table the chart renders" $line) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 
 {{/*
 Cross-field checks the schema cannot express. Included once, from the
@@ -193,6 +283,9 @@ Deployment, so every render runs them.
 {{- if and (gt (int64 .Values.autoscaling.targetMemoryUtilizationPercentage) 0) (not (hasKey $req "memory")) }}
 {{- fail "autoscaling on memory in sidecar mode needs sidecar.syncServer.resources.requests.memory" }}
 {{- end }}
+{{- end }}
+{{- if and (not .Values.cluster.enabled) (or .Values.autoscaling.enabled (gt (int64 .Values.replicaCount) 1)) }}
+{{- fail (printf "%s without cluster mode: each pod would keep its own revocations and tickets, so a logout on one pod would leave the session alive on the others. Set cluster.enabled=true and cluster.redis.url (a Redis every pod reaches), or replicaCount=1 without autoscaling" (ternary "autoscaling.enabled" (printf "replicaCount %d" (int64 .Values.replicaCount)) .Values.autoscaling.enabled)) }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int64 .Values.autoscaling.minReplicas) (int64 .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}

@@ -20,6 +20,8 @@ def good():
         exemplar = metric == "drawbridge_http_request_duration_seconds_bucket"
         targets = [{"expr": e, "exemplar": exemplar} for e in exprs]
         panels.append({"id": i, "type": "timeseries", "title": metric, "targets": targets})
+    failed = 'sum(increase(drawbridge_config_reloads_total{result="failure"}[$__rate_interval]))'
+    panels.append({"id": len(panels) + 1, "type": "timeseries", "title": "failed", "targets": [{"expr": failed}]})
     return {"uid": "drawbridge", "title": "drawbridge", "panels": panels}
 
 
@@ -41,6 +43,13 @@ class Dashboard(unittest.TestCase):
             for t in p.get("targets", []):
                 t["exemplar"] = False
         self.assertIn("no request latency panel with exemplars on", problems(dash))
+
+    def test_missing_failed_reloads_panel_is_reported(self):
+        dash = good()
+        dash["panels"] = [p for p in dash["panels"] if p["title"] != "failed"]
+        self.assertIn(
+            'no failed config reloads panel (drawbridge_config_reloads_total, result="failure")', problems(dash)
+        )
 
     def test_missing_identity_is_reported(self):
         for key in ("uid", "title"):
