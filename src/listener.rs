@@ -373,7 +373,7 @@ impl Conn {
     ) {
         // A connection with a place is in the eviction table from its accept, so one that never
         // sends its PROXY header counts as idle like any silent connection.
-        let (mut placed, deferred) = match seat {
+        let (placed, deferred) = match seat {
             Seat::Free(permit) => (Some(self.place(permit, &tables)), None),
             Seat::Evicted => (None, None),
             Seat::Deferred(d) => (None, Some(d)),
@@ -410,34 +410,49 @@ impl Conn {
                 Err(()) => return refuse_per_client(&self.metrics, addr, &self.limits),
             }
         }
-        if placed.is_none() {
-            if deferred.is_some() && !tables.conns.evict_idlest() {
-                self.metrics.refused.inc();
-                tracing::debug!(peer = %addr, "connection refused: limits.max_connections busy");
-                return;
-            }
-            drop(deferred);
-            // The evicted connection frees its place within REAP_GRACE.
-            match tokio::time::timeout(EVICTION_WAIT, tables.permits.clone().acquire_owned()).await
-            {
-                Ok(Ok(permit)) => placed = Some(self.place(permit, &tables)),
-                _ => {
-                    self.metrics.refused.inc();
-                    tracing::debug!(peer = %addr, "connection refused: no slot freed");
-                    return;
-                }
-            }
-        }
-        let Some(Placed {
+        let placed = match placed {
+            Some(placed) => placed,
+            None => match self.seat_later(deferred, &tables, addr).await {
+                Some(placed) => placed,
+                None => return,
+            },
+        };
+        let Placed {
             mut slot,
             activity,
             _registration,
-        }) = placed
-        else {
-            return;
-        };
+        } = placed;
         slot.hold(client);
         self.serve(stream, addr, slot, activity, watcher).await;
+    }
+
+    /// A place for a connection that had none at its accept: one come free meanwhile, else (when
+    /// `deferred`, its client now known and within its share) one made by evicting the connection
+    /// idle longest, else the one already evicted for it. `None` (counted) when none comes.
+    async fn seat_later(
+        &self,
+        deferred: Option<Deferred>,
+        tables: &Tables,
+        addr: SocketAddr,
+    ) -> Option<Placed> {
+        if let Ok(permit) = tables.permits.clone().try_acquire_owned() {
+            return Some(self.place(permit, tables));
+        }
+        if deferred.is_some() && !tables.conns.evict_idlest() {
+            self.metrics.refused.inc();
+            tracing::debug!(peer = %addr, "connection refused: limits.max_connections busy");
+            return None;
+        }
+        drop(deferred);
+        // The evicted connection frees its place within REAP_GRACE.
+        match tokio::time::timeout(EVICTION_WAIT, tables.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Some(self.place(permit, tables)),
+            _ => {
+                self.metrics.refused.inc();
+                tracing::debug!(peer = %addr, "connection refused: no slot freed");
+                None
+            }
+        }
     }
 
     /// Takes the place `permit` grants and enters the eviction table.
