@@ -100,6 +100,18 @@ pub struct TrustedProxies(Vec<ipnet::IpNet>);
 
 // === impl TrustedProxies ===
 
+impl fmt::Display for TrustedProxies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, net) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{net}")?;
+        }
+        Ok(())
+    }
+}
+
 impl TrustedProxies {
     /// Whether `ip` lies in one of the networks (an IPv4-mapped IPv6 address as its IPv4 one).
     pub fn contains(&self, ip: IpAddr) -> bool {

@@ -513,6 +513,38 @@ async fn nginx_forwarded_for_names_each_client_and_spoofs_are_ignored() {
 }
 
 #[test]
+fn check_summary_names_where_client_addresses_come_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(
+        &path,
+        "[listen]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n\
+         [limits]\nmax_connections_per_client = 64\n[upstream]\nurl = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .args(["check", "--skip-files", "--config"])
+        .arg(&path)
+        .env_remove("DRAWBRIDGE_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "clients     addressed by the PROXY protocol header, X-Forwarded-For believed from \
+             10.0.0.0/8, 192.0.2.7/32 (exempt from the cap); at most 64 connections each"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn trusted_proxy_typo_exits_64_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("drawbridge.toml");
