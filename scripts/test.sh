@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test suite: installs the real servers the tests start (Debian's nginx and redis-server) when missing, then runs
+# The test suite: installs the real servers the tests start (Debian's nginx, haproxy and redis-server) when missing, then runs
 # `cargo test`. Extra arguments go to cargo test, e.g. `bash scripts/test.sh --test hardening_paths`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing ${need[*]} (the tests start real servers)"
@@ -19,6 +20,8 @@ if [ "${#need[@]}" -gt 0 ]; then
     $sudo nginx -s stop >/dev/null 2>&1 || true
     # Likewise a system redis on 6379: the tests start theirs on free ports.
     if command -v systemctl >/dev/null 2>&1; then $sudo systemctl stop redis-server >/dev/null 2>&1 || true; fi
+    # And a system haproxy: the tests start theirs with their own configs.
+    if command -v systemctl >/dev/null 2>&1; then $sudo systemctl stop haproxy >/dev/null 2>&1 || true; fi
 fi
 
 exec cargo test --locked "$@"

@@ -45,6 +45,23 @@ pub(crate) fn summary(config: &Config) -> String {
             config.limits.max_connections, config.limits.max_request_body_bytes
         ),
         format!(
+            "clients     addressed by {}{}; at most {} connections each",
+            if config.listen.proxy_protocol {
+                "the PROXY protocol header"
+            } else {
+                "the TCP peer"
+            },
+            if config.listen.trusted_proxies.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", X-Forwarded-For believed from {} (exempt from the cap)",
+                    config.listen.trusted_proxies
+                )
+            },
+            config.limits.max_connections_per_client
+        ),
+        format!(
             "connections {} byte request heads, idle {:?}, HTTP/2 ping every {:?} (timeout {:?})",
             config.limits.max_request_head_bytes,
             config.limits.idle_timeout,

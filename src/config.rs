@@ -8,7 +8,7 @@ mod reload;
 mod secrets;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -92,6 +92,71 @@ pub struct Listen {
     pub addr: SocketAddr,
     /// Listen queue length.
     pub backlog: u32,
+    /// Every connection opens with a PROXY protocol header (v1 or v2), read before TLS; the
+    /// address it names is the connection's client.
+    pub proxy_protocol: bool,
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` name the client.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// `listen.trusted_proxies`: the networks whose forwarding headers are believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+// === impl TrustedProxies ===
+
+impl fmt::Display for TrustedProxies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, net) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{net}")?;
+        }
+        Ok(())
+    }
+}
+
+impl TrustedProxies {
+    /// Whether `ip` lies in one of the networks (an IPv4-mapped IPv6 address as its IPv4 one).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Parses CIDRs or single addresses; each entry that is neither, or a CIDR with host bits
+    /// set (a typo more often than not), is a problem at `key.i`.
+    fn parse(entries: &[String], key: &str, p: &mut Vec<Problem>) -> Self {
+        let mut nets = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let text = entry.trim();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) if net.trunc() != net => p.push(Problem::new(
+                    format!("{key}.{i}"),
+                    format!(
+                        "{text:?} has host bits set; write the network, e.g. \"{}\"",
+                        net.trunc()
+                    ),
+                )),
+                Ok(net) => nets.push(net),
+                Err(_) => p.push(Problem::new(
+                    format!("{key}.{i}"),
+                    format!(
+                        "{text:?} is not a CIDR or an IP address (e.g. \"10.0.0.0/8\" or \"fd00::/8\")"
+                    ),
+                )),
+            }
+        }
+        Self(nets)
+    }
 }
 
 /// `[tls]`
@@ -133,6 +198,9 @@ pub struct Upstream {
 pub struct Limits {
     /// Open connections on the main listener.
     pub max_connections: usize,
+    /// Open connections from one client address (direct or PROXY protocol); trusted proxies are
+    /// exempt.
+    pub max_connections_per_client: usize,
     /// Time to receive a complete request head: the first on a connection from the end of the
     /// handshake, a later HTTP/1 one from its first byte.
     pub header_read_timeout: Duration,
@@ -534,6 +602,17 @@ impl TryFrom<raw::RawConfig> for Config {
                 "must be greater than 0",
             ));
         }
+        if raw.limits.max_connections_per_client == 0 {
+            p.push(Problem::new(
+                "limits.max_connections_per_client",
+                "must be greater than 0",
+            ));
+        }
+        let trusted_proxies = TrustedProxies::parse(
+            &raw.listen.trusted_proxies,
+            "listen.trusted_proxies",
+            &mut p,
+        );
         if raw.shutdown.grace_seconds > 3600 {
             p.push(Problem::new(
                 "shutdown.grace_seconds",
@@ -575,12 +654,15 @@ impl TryFrom<raw::RawConfig> for Config {
                 listen: Listen {
                     addr: listen,
                     backlog: raw.listen.backlog,
+                    proxy_protocol: raw.listen.proxy_protocol,
+                    trusted_proxies,
                 },
                 tls,
                 admin: Admin { addr: admin },
                 upstream,
                 limits: Limits {
                     max_connections: raw.limits.max_connections,
+                    max_connections_per_client: raw.limits.max_connections_per_client,
                     header_read_timeout: Duration::from_millis(raw.limits.header_read_timeout_ms),
                     tls_handshake_timeout: Duration::from_millis(
                         raw.limits.tls_handshake_timeout_ms,

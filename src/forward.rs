@@ -1,7 +1,7 @@
 //! Plain HTTP forwarding to the sync server over one pooled, kept-alive client.
 
 use std::error::Error as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
@@ -51,8 +51,14 @@ impl UpstreamError {
 /// Per-request facts the forwarder needs from the connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer {
-    /// The client's address.
+    /// The connection's address: the TCP peer, or the source a PROXY protocol header named.
     pub(crate) addr: SocketAddr,
+    /// The client: `addr`'s address, or the one a trusted proxy at `addr` named in its forwarding
+    /// headers. Rate limits, logs and traces use this.
+    pub(crate) client: IpAddr,
+    /// `addr` is a trusted proxy whose forwarding headers parsed: the sync server receives its
+    /// `X-Forwarded-For` list with `addr` appended, instead of `addr` alone.
+    pub(crate) keep_chain: bool,
     /// `https` or `http`, as the client reached us.
     pub(crate) proto: &'static str,
 }
@@ -180,6 +186,7 @@ pub(crate) fn rewrite_head(
     headers::set_forwarded(
         &mut parts.headers,
         peer.addr.ip(),
+        peer.keep_chain,
         peer.proto,
         host.as_deref(),
     );

@@ -14,15 +14,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::audit;
 use crate::body::Body;
+use crate::clock::Throttle;
 use crate::config::Config;
 use crate::doors;
 use crate::forward::Peer;
+use crate::headers::forwarded;
 use crate::respond::{self, DoorError, Front, Refusal};
 use crate::state::Shared;
 use crate::telemetry;
@@ -36,19 +38,67 @@ pub(crate) struct GatewayService {
     peer: Peer,
 }
 
+/// Spaces out the warning about a trusted proxy's unreadable forwarding header.
+static FORWARDED_WARNING: Throttle = Throttle::new();
+/// Seconds between two such warnings; the ones in between go to debug.
+const FORWARDED_WARNING_EVERY_SECS: u64 = 60;
+
 impl GatewayService {
-    /// The service for one connection from `addr`, over TLS or not.
+    /// The service for one connection from `addr` (the TCP peer, or the PROXY protocol source),
+    /// over TLS or not.
     pub(crate) fn new(shared: Arc<Shared>, addr: SocketAddr, tls: bool) -> Self {
         let proto = if tls { "https" } else { "http" };
+        // A dual-stack socket shows IPv4 peers as `::ffff:a.b.c.d`; logs and limits use `a.b.c.d`.
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         Self {
             shared,
-            peer: Peer { addr, proto },
+            peer: Peer {
+                addr,
+                client: addr.ip(),
+                keep_chain: false,
+                proto,
+            },
         }
     }
 
-    async fn handle(self, mut req: Request<Incoming>) -> Response<Body> {
+    /// Who sent a request with `headers` over this connection: the connection's address, or, when
+    /// that is one of `listen.trusted_proxies`, the client its forwarding headers name. A trusted
+    /// proxy's header that does not parse is counted and logged, and the proxy's own address
+    /// stands (garbage is never believed in part).
+    fn peer_for(&self, headers: &HeaderMap, config: &Config) -> Peer {
+        let trusted = &config.listen.trusted_proxies;
+        let mut peer = self.peer;
+        if trusted.is_empty() || !trusted.contains(peer.addr.ip()) {
+            return peer;
+        }
+        match forwarded::client(headers, |ip| trusted.contains(ip)) {
+            Ok(named) => {
+                peer.keep_chain = true;
+                if let Some(ip) = named {
+                    peer.client = ip;
+                }
+            }
+            Err(malformed) => {
+                self.shared
+                    .metrics
+                    .conn
+                    .forwarded_invalid
+                    .with_label_values(&[malformed.label()])
+                    .inc();
+                if FORWARDED_WARNING.ready(FORWARDED_WARNING_EVERY_SECS) {
+                    tracing::warn!(proxy = %peer.addr, header = malformed.label(), %malformed, "a trusted proxy sent a forwarding header that does not parse: the proxy's address stands for the client (more of these at debug for a minute; see drawbridge_forwarded_headers_invalid_total)");
+                } else {
+                    tracing::debug!(proxy = %peer.addr, header = malformed.label(), %malformed, "forwarding header from a trusted proxy does not parse");
+                }
+            }
+        }
+        peer
+    }
+
+    async fn handle(mut self, mut req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let config = self.shared.config.load_full();
+        self.peer = self.peer_for(req.headers(), &config);
         let span = crate::telemetry::root_span(Some(req.headers()), || {
             tracing::trace_span!(
                 target: crate::telemetry::TARGET,
@@ -56,6 +106,7 @@ impl GatewayService {
                 otel.name = tracing::field::Empty,
                 otel.kind = "server",
                 http.request.method = %req.method(),
+                client.address = %self.peer.client,
                 url.path = tracing::field::Empty,
                 drawbridge.route = tracing::field::Empty,
                 http.response.status_code = tracing::field::Empty,
@@ -77,7 +128,7 @@ impl GatewayService {
         let answer = async {
             match screened {
                 Err(refusal) => {
-                    tracing::debug!(peer = %self.peer.addr, %refusal, "request refused before routing");
+                    tracing::debug!(client = %self.peer.client, %refusal, "request refused before routing");
                     let mut resp = DoorError::Refused(refusal).respond(Front::Gateway);
                     if refusal == Refusal::Connect && req.version() <= http::Version::HTTP_11 {
                         // Whatever a CONNECT client sends next is tunnel bytes, never a request.
@@ -99,7 +150,7 @@ impl GatewayService {
         let answer = Box::pin(answer).instrument(span.clone());
         // The audit and access logs learn the client and the user through a task-local note.
         let ((label, resp), user) = if access.is_some() || self.shared.audit.enabled() {
-            audit::RequestNote::new(self.peer.addr.ip(), access.is_some())
+            audit::RequestNote::new(self.peer.client, access.is_some())
                 .scope(answer)
                 .await
         } else {
@@ -120,7 +171,7 @@ impl GatewayService {
                     method,
                     path,
                     route: label,
-                    client_ip: self.peer.addr.ip(),
+                    client_ip: self.peer.client,
                     user,
                 };
                 span.in_scope(|| access::wrap(sink, resp, request, started))
@@ -202,7 +253,7 @@ impl GatewayService {
 
     /// The login rate limit every auth door shares, checked before any work is done.
     fn admit(&self) -> Result<(), DoorError> {
-        if self.shared.rate_limited(self.peer.addr.ip()) {
+        if self.shared.rate_limited(self.peer.client) {
             Err(DoorError::RateLimited)
         } else {
             Ok(())
@@ -232,7 +283,7 @@ impl GatewayService {
             Ok(resp) => resp,
             Err(error) => {
                 self.shared.count_upstream_error(&error);
-                tracing::warn!(peer = %self.peer.addr, error = %error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "forward failed");
+                tracing::warn!(client = %self.peer.client, error = %error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "forward failed");
                 DoorError::Upstream(error).respond(Front::Gateway)
             }
         }

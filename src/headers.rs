@@ -1,5 +1,7 @@
 //! Header rewriting for forwarded requests: hop-by-hop removal, X-Forwarded-*, identity headers.
 
+pub(crate) mod forwarded;
+
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -89,17 +91,30 @@ pub(crate) fn strip_identity(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` and `X-Forwarded-Host`.
+/// Sets `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host`.
+///
+/// `peer` is the address the request came from (the TCP peer, or the PROXY protocol source). With
+/// `keep_chain` (the peer is a trusted proxy whose forwarding headers parsed) the incoming
+/// `X-Forwarded-For` list is kept and `peer` appended to it. Without it every forwarding header
+/// the client sent is dropped, `Forwarded` included, and `X-Forwarded-For` is `peer` alone: a
+/// client cannot name itself to the sync server.
 pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
+    keep_chain: bool,
     proto: &'static str,
     host: Option<&str>,
 ) {
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    let prior = keep_chain
+        .then(|| headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
+        .flatten();
+    let xff = match prior {
         Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
         _ => peer.to_string(),
     };
+    if !keep_chain {
+        headers.remove(header::FORWARDED);
+    }
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
@@ -213,19 +228,36 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_appends_the_peer() {
+    fn forwarded_for_from_a_trusted_proxy_appends_the_peer() {
         let mut h = map(&[
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-host", "spoofed"),
+            ("forwarded", "for=203.0.113.9"),
         ]);
         set_forwarded(
             &mut h,
             "10.1.2.3".parse().unwrap(),
+            true,
             "https",
             Some("gw.example"),
         );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 10.1.2.3");
+        assert_eq!(h.get("forwarded").unwrap(), "for=203.0.113.9");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "gw.example");
+    }
+
+    #[test]
+    fn forwarded_for_from_anyone_else_is_replaced_by_the_peer() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("forwarded", "for=203.0.113.9"),
+        ]);
+        set_forwarded(&mut h, "192.0.2.44".parse().unwrap(), false, "https", None);
+        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["192.0.2.44"]);
+        assert!(!h.contains_key("forwarded"));
+        assert!(!h.contains_key("x-forwarded-host"));
     }
 }

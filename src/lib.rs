@@ -62,7 +62,7 @@ pub mod bench {
         crate::headers::strip_identity(headers);
     }
 
-    /// The gateway's `X-Forwarded-*` headers.
+    /// The gateway's `X-Forwarded-*` headers, for a request from a trusted proxy (the chain kept).
     #[inline]
     pub fn set_forwarded(
         headers: &mut HeaderMap,
@@ -70,6 +70,6 @@ pub mod bench {
         proto: &'static str,
         host: Option<&str>,
     ) {
-        crate::headers::set_forwarded(headers, peer, proto, host);
+        crate::headers::set_forwarded(headers, peer, true, proto, host);
     }
 }

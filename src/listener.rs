@@ -1,5 +1,15 @@
-//! The main listener: accept, enforce the connection cap, TLS handshake under a deadline, serve
-//! HTTP/1 and HTTP/2, and close connections that say nothing.
+//! The main listener: accept, read the PROXY header, enforce the connection caps, TLS handshake
+//! under a deadline, serve HTTP/1 and HTTP/2, and close connections that say nothing.
+//!
+//! # The client's address
+//!
+//! A connection's address is its TCP peer, or, with `listen.proxy_protocol` on, the source its
+//! PROXY protocol header (v1 or v2, [`proxy_header`]) names. That header must open every
+//! connection and be whole within `limits.header_read_timeout_ms`; a connection without a valid
+//! one is closed, counted in `drawbridge_connections_proxy_header_refused_total{reason}` and
+//! logged (at warn once a minute, at debug otherwise, so a scan cannot flood the log). Per request
+//! the gateway may then believe a trusted proxy's forwarding headers (`listen.trusted_proxies`);
+//! the connection caps never do, since one proxied connection carries many clients.
 //!
 //! # Quiet connections
 //!
@@ -41,6 +51,17 @@
 //! beats a separate, smaller budget for not-yet-requested connections: it needs no extra knob,
 //! and a flood filling that budget would still lock out every new client.
 //!
+//! # One client's share
+//!
+//! `limits.max_connections_per_client` caps the connections open from one address (trusted
+//! proxies exempt), so one host cannot take every place, nor, by arriving at the cap, evict every
+//! other client's idle connection. Without PROXY protocol the share is checked at accept, before
+//! the newcomer takes a place or evicts anyone. With it the client is known only from its header:
+//! a newcomer takes a free place at once (and, silent, is as evictable as any idle connection),
+//! but when none is free it reads its header first and evicts only once that header names a
+//! client within its share; at most [`MAX_DEFERRED`] such newcomers wait at once. A client over
+//! its share is closed at once and counted in `drawbridge_connections_refused_per_client_total`.
+//!
 //! # Request heads
 //!
 //! `limits.max_request_head_bytes` caps an HTTP/1 request line plus headers (hyper answers 431
@@ -48,26 +69,32 @@
 //! its buffer) and the HTTP/2 header list (the h2 crate answers 431 on that stream).
 
 mod activity;
+mod clients;
 mod io;
+mod proxy_header;
 mod service;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Limits, MIN_REQUEST_HEAD_BYTES};
+use crate::clock::Throttle;
+use crate::config::{Limits, MIN_REQUEST_HEAD_BYTES, TrustedProxies};
 use crate::gateway::GatewayService;
 use crate::metrics::{ConnMetrics, ReapReason, TlsMetrics};
 use crate::state::Shared;
 use crate::tls::Tls;
-use activity::{Activity, Check, Conns, Deadlines};
+use activity::{Activity, Check, Conns, Deadlines, Registration};
+use clients::{ClientSlot, Clients};
 use io::{Guarded, Slot};
 use service::Tracked;
 
@@ -78,6 +105,16 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 const REAP_GRACE: Duration = Duration::from_secs(1);
 /// How long a newcomer waits for the slot of the connection evicted for it.
 const EVICTION_WAIT: Duration = Duration::from_secs(2);
+/// Connections that may read their PROXY header without a place under `limits.max_connections`
+/// (all were taken), to evict for once their client is known; more are closed at once.
+const MAX_DEFERRED: usize = 1024;
+/// Seconds between two warnings about refused connections of one kind; the rest go to debug.
+const REFUSAL_WARNING_EVERY_SECS: u64 = 60;
+
+/// Spaces out the warning about connections without a valid PROXY header.
+static PROXY_HEADER_WARNING: Throttle = Throttle::new();
+/// Spaces out the warning about clients over `limits.max_connections_per_client`.
+static PER_CLIENT_WARNING: Throttle = Throttle::new();
 
 /// Everything one accept loop needs.
 pub(crate) struct Listener {
@@ -86,14 +123,57 @@ pub(crate) struct Listener {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// How a new connection gets its place under `limits.max_connections`.
+enum Seat {
+    /// A free place, taken at accept.
+    Free(OwnedSemaphorePermit),
+    /// The connection idle longest was told to close; its place is awaited.
+    Evicted,
+    /// None was free, and the client is known only from its PROXY header: a connection is
+    /// evicted for it only once that header names a client within its share.
+    Deferred(Deferred),
+}
+
+/// One of the [`MAX_DEFERRED`] connections reading their PROXY header without a place.
+struct Deferred(Arc<AtomicUsize>);
+
+impl Deferred {
+    fn try_new(count: &Arc<AtomicUsize>) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_DEFERRED).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The listener's tables every connection task shares.
+#[derive(Clone)]
+struct Tables {
+    permits: Arc<Semaphore>,
+    conns: Arc<Conns>,
+    clients: Arc<Clients>,
+}
+
 impl Listener {
     /// Accepts until `stop` is cancelled, then drops the socket so no new connection is taken.
     /// Each connection is watched by `graceful`, which the caller drains after cancelling `stop`.
     pub(crate) async fn serve(self, stop: CancellationToken, graceful: &GracefulShutdown) {
         let mut limits = self.shared.config.load().limits.clone();
         let mut capacity = limits.max_connections;
-        let permits = Arc::new(Semaphore::new(capacity));
-        let conns = Arc::new(Conns::default());
+        let tables = Tables {
+            permits: Arc::new(Semaphore::new(capacity)),
+            conns: Arc::new(Conns::default()),
+            clients: Arc::new(Clients::default()),
+        };
+        let deferred = Arc::new(AtomicUsize::new(0));
         let mut http = Arc::new(http_builder(&limits));
         let conn_metrics = self.shared.metrics.conn.clone();
         loop {
@@ -110,17 +190,46 @@ impl Listener {
                 },
             };
             // The limits follow the live config: each connection takes those current at its accept.
-            let live = self.shared.config.load().limits.clone();
+            let config = self.shared.config.load_full();
+            let live = config.limits.clone();
             if !same_http_settings(&live, &limits) {
                 http = Arc::new(http_builder(&live));
             }
             if live.max_connections != capacity {
-                capacity = resize(&permits, capacity, live.max_connections);
+                capacity = resize(&tables.permits, capacity, live.max_connections);
             }
             limits = live;
-            let permit = match permits.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) if conns.evict_idlest() => None,
+            let proxy_protocol = config.listen.proxy_protocol;
+            let addr = canonical(addr);
+            // Without a PROXY header the client is known now: its share is checked before it
+            // can take a place or evict anyone.
+            let client = if proxy_protocol {
+                None
+            } else {
+                match take_client_slot(
+                    &tables.clients,
+                    addr,
+                    &limits,
+                    &config.listen.trusted_proxies,
+                ) {
+                    Ok(slot) => slot,
+                    Err(()) => {
+                        refuse_per_client(&conn_metrics, addr, &limits);
+                        continue;
+                    }
+                }
+            };
+            let seat = match tables.permits.clone().try_acquire_owned() {
+                Ok(permit) => Seat::Free(permit),
+                Err(_) if proxy_protocol => match Deferred::try_new(&deferred) {
+                    Some(d) => Seat::Deferred(d),
+                    None => {
+                        conn_metrics.refused.inc();
+                        tracing::debug!(peer = %addr, "connection refused: limits.max_connections busy and too many PROXY headers pending");
+                        continue;
+                    }
+                },
+                Err(_) if tables.conns.evict_idlest() => Seat::Evicted,
                 Err(_) => {
                     conn_metrics.refused.inc();
                     tracing::debug!(peer = %addr, "connection refused: limits.max_connections busy");
@@ -129,8 +238,10 @@ impl Listener {
                 }
             };
             let conn = Conn {
-                service: GatewayService::new(self.shared.clone(), addr, self.tls.is_some()),
+                shared: self.shared.clone(),
                 tls: self.tls.clone(),
+                proxy_protocol,
+                trusted_proxies: config.listen.trusted_proxies.clone(),
                 limits: limits.clone(),
                 http: http.clone(),
                 metrics: conn_metrics.clone(),
@@ -138,29 +249,41 @@ impl Listener {
                 stop: stop.clone(),
             };
             let watcher = graceful.watcher();
-            let (permits, conns) = (permits.clone(), conns.clone());
-            tokio::spawn(async move {
-                let permit = match permit {
-                    Some(permit) => permit,
-                    // The evicted connection frees its slot within REAP_GRACE.
-                    None => {
-                        match tokio::time::timeout(EVICTION_WAIT, permits.acquire_owned()).await {
-                            Ok(Ok(permit)) => permit,
-                            _ => {
-                                conn.metrics.refused.inc();
-                                tracing::debug!(peer = %addr, "connection refused: no slot freed");
-                                return;
-                            }
-                        }
-                    }
-                };
-                conn.metrics.accepted.inc();
-                let slot = Slot::new(permit, conn.metrics.open.clone());
-                let activity = Arc::new(Activity::new());
-                let _registration = conns.register(activity.clone());
-                conn.serve(stream, slot, activity, watcher).await;
-            });
+            let tables = tables.clone();
+            tokio::spawn(conn.start(stream, addr, seat, client, tables, watcher));
         }
+    }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) as IPv4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// One of `addr`'s places under `limits.max_connections_per_client`: `Ok(None)` for a trusted
+/// proxy (exempt), `Err` when the client has its share open already.
+fn take_client_slot(
+    clients: &Arc<Clients>,
+    addr: SocketAddr,
+    limits: &Limits,
+    trusted: &TrustedProxies,
+) -> Result<Option<ClientSlot>, ()> {
+    if trusted.contains(addr.ip()) {
+        return Ok(None);
+    }
+    clients
+        .try_take(addr.ip(), limits.max_connections_per_client)
+        .map(Some)
+        .ok_or(())
+}
+
+/// Counts and logs a connection refused for its client's share.
+fn refuse_per_client(metrics: &ConnMetrics, addr: SocketAddr, limits: &Limits) {
+    metrics.refused_per_client.inc();
+    if PER_CLIENT_WARNING.ready(REFUSAL_WARNING_EVERY_SECS) {
+        tracing::warn!(client = %addr.ip(), max = limits.max_connections_per_client, "connection refused: the client has limits.max_connections_per_client open (more at debug for a minute; see drawbridge_connections_refused_per_client_total)");
+    } else {
+        tracing::debug!(client = %addr.ip(), "connection refused: limits.max_connections_per_client");
     }
 }
 
@@ -207,8 +330,10 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 
 /// One accepted connection.
 struct Conn {
-    service: GatewayService,
+    shared: Arc<Shared>,
     tls: Option<Arc<Tls>>,
+    proxy_protocol: bool,
+    trusted_proxies: TrustedProxies,
     limits: Limits,
     http: Arc<auto::Builder<TokioExecutor>>,
     metrics: ConnMetrics,
@@ -226,14 +351,154 @@ enum Closing {
     Draining,
 }
 
+/// A connection's place under `limits.max_connections`, its activity, and its entry in the
+/// table eviction picks from.
+struct Placed {
+    slot: Slot,
+    activity: Arc<Activity>,
+    _registration: Registration,
+}
+
 impl Conn {
-    async fn serve(self, stream: TcpStream, slot: Slot, activity: Arc<Activity>, watcher: Watcher) {
+    /// Runs a connection from its accept to its end: its PROXY header when one is due, its
+    /// client's share, its place under the cap, then TLS and HTTP.
+    async fn start(
+        self,
+        mut stream: TcpStream,
+        mut addr: SocketAddr,
+        seat: Seat,
+        mut client: Option<ClientSlot>,
+        tables: Tables,
+        watcher: Watcher,
+    ) {
+        // A connection with a place is in the eviction table from its accept, so one that never
+        // sends its PROXY header counts as idle like any silent connection.
+        let (placed, deferred) = match seat {
+            Seat::Free(permit) => (Some(self.place(permit, &tables)), None),
+            Seat::Evicted => (None, None),
+            Seat::Deferred(d) => (None, Some(d)),
+        };
+        if self.proxy_protocol {
+            let evicted = async {
+                match &placed {
+                    Some(p) => p.activity.evicted().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let header = tokio::select! {
+                read = tokio::time::timeout(self.limits.header_read_timeout, proxy_header::read(&mut stream)) => read,
+                () = evicted => {
+                    self.metrics.reap(ReapReason::Capacity);
+                    tracing::debug!(peer = %addr, "connection evicted before its PROXY header");
+                    return;
+                }
+                () = self.stop.cancelled() => return,
+            };
+            match header {
+                Ok(Ok(source)) => addr = source.map_or(addr, canonical),
+                Ok(Err(error)) => return self.refuse_proxy_header(addr, error.label(), &error),
+                Err(_) => {
+                    return self.refuse_proxy_header(
+                        addr,
+                        "timeout",
+                        &"no PROXY protocol header within limits.header_read_timeout_ms",
+                    );
+                }
+            }
+            match take_client_slot(&tables.clients, addr, &self.limits, &self.trusted_proxies) {
+                Ok(slot) => client = slot,
+                Err(()) => return refuse_per_client(&self.metrics, addr, &self.limits),
+            }
+        }
+        let placed = match placed {
+            Some(placed) => placed,
+            None => match self.seat_later(deferred, &tables, addr).await {
+                Some(placed) => placed,
+                None => return,
+            },
+        };
+        let Placed {
+            mut slot,
+            activity,
+            _registration,
+        } = placed;
+        slot.hold(client);
+        self.serve(stream, addr, slot, activity, watcher).await;
+    }
+
+    /// A place for a connection that had none at its accept: one come free meanwhile, else (when
+    /// `deferred`, its client now known and within its share) one made by evicting the connection
+    /// idle longest, else the one already evicted for it. `None` (counted) when none comes.
+    async fn seat_later(
+        &self,
+        deferred: Option<Deferred>,
+        tables: &Tables,
+        addr: SocketAddr,
+    ) -> Option<Placed> {
+        if let Ok(permit) = tables.permits.clone().try_acquire_owned() {
+            return Some(self.place(permit, tables));
+        }
+        if deferred.is_some() && !tables.conns.evict_idlest() {
+            self.metrics.refused.inc();
+            tracing::debug!(peer = %addr, "connection refused: limits.max_connections busy");
+            return None;
+        }
+        drop(deferred);
+        // The evicted connection frees its place within REAP_GRACE.
+        match tokio::time::timeout(EVICTION_WAIT, tables.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Some(self.place(permit, tables)),
+            _ => {
+                self.metrics.refused.inc();
+                tracing::debug!(peer = %addr, "connection refused: no slot freed");
+                None
+            }
+        }
+    }
+
+    /// Takes the place `permit` grants and enters the eviction table.
+    fn place(&self, permit: OwnedSemaphorePermit, tables: &Tables) -> Placed {
+        self.metrics.accepted.inc();
+        let activity = Arc::new(Activity::new());
+        Placed {
+            slot: Slot::new(permit, self.metrics.open.clone()),
+            _registration: tables.conns.register(activity.clone()),
+            activity,
+        }
+    }
+
+    /// Counts and logs a connection closed for its PROXY header.
+    fn refuse_proxy_header(
+        &self,
+        peer: SocketAddr,
+        reason: &'static str,
+        why: &dyn std::fmt::Display,
+    ) {
+        self.metrics
+            .proxy_header_refused
+            .with_label_values(&[reason])
+            .inc();
+        if PROXY_HEADER_WARNING.ready(REFUSAL_WARNING_EVERY_SECS) {
+            tracing::warn!(%peer, reason, "connection refused: {why}; listen.proxy_protocol is on, so every connection must open with a PROXY header (more at debug for a minute; see drawbridge_connections_proxy_header_refused_total)");
+        } else {
+            tracing::debug!(%peer, reason, "connection refused: {why}");
+        }
+    }
+
+    async fn serve(
+        self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        slot: Slot,
+        activity: Arc<Activity>,
+        watcher: Watcher,
+    ) {
         let _ = stream.set_nodelay(true);
-        let peer = stream.peer_addr().ok();
+        let service = GatewayService::new(self.shared.clone(), addr, self.tls.is_some());
         let Some(acceptor) = self.tls.as_ref().map(|t| t.acceptor()) else {
             return self
                 .serve_http(
                     Guarded::new(stream, activity.clone(), slot),
+                    service,
                     activity,
                     watcher,
                 )
@@ -242,14 +507,14 @@ impl Conn {
         let started = Instant::now();
         let span = crate::telemetry::root_span(
             None,
-            || tracing::trace_span!(target: crate::telemetry::TARGET, "tls_handshake", otel.kind = "server", tls.outcome = tracing::field::Empty, tls.protocol.version = tracing::field::Empty, tls.alpn = tracing::field::Empty),
+            || tracing::trace_span!(target: crate::telemetry::TARGET, "tls_handshake", otel.kind = "server", client.address = %addr.ip(), tls.outcome = tracing::field::Empty, tls.protocol.version = tracing::field::Empty, tls.alpn = tracing::field::Empty),
         );
         let accept = tracing::Instrument::instrument(acceptor.accept(stream), span.clone());
         let handshake = tokio::select! {
             result = tokio::time::timeout(self.limits.tls_handshake_timeout, accept) => result,
             () = activity.evicted() => {
                 self.metrics.reap(ReapReason::Capacity);
-                tracing::debug!(?peer, "connection evicted during its TLS handshake");
+                tracing::debug!(peer = %addr, "connection evicted during its TLS handshake");
                 return;
             }
         };
@@ -260,7 +525,7 @@ impl Conn {
                     .with_label_values(&["timeout"])
                     .inc();
                 span.record("tls.outcome", "timeout");
-                tracing::debug!(?peer, "TLS handshake timed out");
+                tracing::debug!(peer = %addr, "TLS handshake timed out");
             }
             Ok(Err(error)) => {
                 self.tls_metrics
@@ -268,7 +533,7 @@ impl Conn {
                     .with_label_values(&["error"])
                     .inc();
                 span.record("tls.outcome", "error");
-                tracing::debug!(?peer, %error, "TLS handshake failed");
+                tracing::debug!(peer = %addr, %error, "TLS handshake failed");
             }
             Ok(Ok(stream)) => {
                 self.tls_metrics
@@ -286,18 +551,23 @@ impl Conn {
                 }
                 drop(span);
                 let io = Guarded::new(stream, activity.clone(), slot);
-                self.serve_http(io, activity, watcher).await;
+                self.serve_http(io, service, activity, watcher).await;
             }
         }
     }
 
     /// Serves HTTP until the peer leaves, the connection is reaped, or shutdown drains it.
     /// `watcher` is held to the end so the app's drain waits for this connection.
-    async fn serve_http<I>(self, io: Guarded<I>, activity: Arc<Activity>, _watcher: Watcher)
-    where
+    async fn serve_http<I>(
+        self,
+        io: Guarded<I>,
+        service: GatewayService,
+        activity: Arc<Activity>,
+        _watcher: Watcher,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let service = Tracked::new(self.service, activity.clone());
+        let service = Tracked::new(service, activity.clone());
         let conn = self
             .http
             .serve_connection_with_upgrades(TokioIo::new(io), service);

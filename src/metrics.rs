@@ -108,6 +108,12 @@ pub(crate) struct ConnMetrics {
     pub(crate) open: IntGauge,
     pub(crate) accepted: IntCounter,
     pub(crate) refused: IntCounter,
+    /// Connections closed because their client already had `limits.max_connections_per_client`.
+    pub(crate) refused_per_client: IntCounter,
+    /// Connections closed for a missing or bad PROXY protocol header, by reason.
+    pub(crate) proxy_header_refused: IntCounterVec,
+    /// Requests from a trusted proxy whose forwarding header did not parse, by header.
+    pub(crate) forwarded_invalid: IntCounterVec,
     /// Connections closed by the gateway for saying nothing, by reason.
     pub(crate) reaped: IntCounterVec,
 }
@@ -148,6 +154,30 @@ impl ConnMetrics {
             "drawbridge_connections_refused_total",
             "Client connections closed at once because limits.max_connections were open and busy",
         )?;
+        let refused_per_client = IntCounter::new(
+            "drawbridge_connections_refused_per_client_total",
+            "Client connections closed at once because their address had limits.max_connections_per_client open",
+        )?;
+        let proxy_header_refused = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_connections_proxy_header_refused_total",
+                "Client connections closed for a missing or bad PROXY protocol header, by reason (invalid, timeout, closed)",
+            ),
+            &["reason"],
+        )?;
+        for reason in ["invalid", "timeout", "closed"] {
+            proxy_header_refused.with_label_values(&[reason]);
+        }
+        let forwarded_invalid = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_forwarded_headers_invalid_total",
+                "Requests from a trusted proxy whose forwarding header did not parse (the proxy's address was used), by header",
+            ),
+            &["header"],
+        )?;
+        for header in ["x-forwarded-for", "forwarded"] {
+            forwarded_invalid.with_label_values(&[header]);
+        }
         let reaped = IntCounterVec::new(
             Opts::new(
                 "drawbridge_connections_reaped_total",
@@ -161,11 +191,17 @@ impl ConnMetrics {
         r.register(Box::new(open.clone()))?;
         r.register(Box::new(accepted.clone()))?;
         r.register(Box::new(refused.clone()))?;
+        r.register(Box::new(refused_per_client.clone()))?;
+        r.register(Box::new(proxy_header_refused.clone()))?;
+        r.register(Box::new(forwarded_invalid.clone()))?;
         r.register(Box::new(reaped.clone()))?;
         Ok(Self {
             open,
             accepted,
             refused,
+            refused_per_client,
+            proxy_header_refused,
+            forwarded_invalid,
             reaped,
         })
     }

@@ -254,12 +254,7 @@ pub(crate) async fn handle(
     let _opening = shared.tunnels.opening();
 
     let log = shared.audit.enabled().then(|| {
-        audit::TunnelLog::new(
-            &admitted.sid,
-            &admitted.user,
-            req.uri().path(),
-            peer.addr.ip(),
-        )
+        audit::TunnelLog::new(&admitted.sid, &admitted.user, req.uri().path(), peer.client)
     });
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
@@ -275,7 +270,7 @@ pub(crate) async fn handle(
         Err(error) => {
             rejected();
             shared.count_upstream_error(&error);
-            tracing::warn!(peer = %peer.addr, %error, "websocket upstream failed");
+            tracing::warn!(client = %peer.client, peer = %peer.addr, %error, "websocket upstream failed");
             return Err(error.into());
         }
     };

@@ -33,7 +33,8 @@ async fn http1_request_is_forwarded_with_forwarded_headers() {
     assert_eq!(seen.len(), 1);
     let h = &seen[0].headers;
     assert_eq!(seen[0].uri, "/items?x=1");
-    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    // The client is no trusted proxy: its own X-Forwarded-For is replaced, not appended to.
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(
         h["x-forwarded-host"],

@@ -222,6 +222,7 @@ async fn tracing_login_through_a_group_exports_the_span_tree_and_propagates_trac
     );
     assert_eq!(request.attrs["drawbridge.route"], "login");
     assert_eq!(request.attrs["url.path"], "/auth/login");
+    assert_eq!(request.attrs["client.address"], "127.0.0.1");
     assert_eq!(request.attrs["http.request.method"], "POST");
     assert_eq!(request.attrs["http.response.status_code"], "200");
     let lookup = one("cache_lookup", &|_| true);

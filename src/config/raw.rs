@@ -21,6 +21,9 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Default cap on open client connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// `limits.max_connections_per_client`: enough for a browser's tabs and an SDK's reconnects, a
+/// small share of `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 /// Default time a client has to send a full request head.
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// Default time a client has to finish the TLS handshake.
@@ -129,6 +132,10 @@ pub struct RawListen {
     pub plaintext: bool,
     /// Listen queue length.
     pub backlog: u32,
+    /// Read a PROXY protocol header (v1 or v2) before TLS; connections without one are refused.
+    pub proxy_protocol: bool,
+    /// CIDRs (or single addresses) of proxies whose `X-Forwarded-For`/`Forwarded` is believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for RawListen {
@@ -137,6 +144,8 @@ impl Default for RawListen {
             addr: DEFAULT_LISTEN_ADDR.to_owned(),
             plaintext: false,
             backlog: DEFAULT_LISTEN_BACKLOG,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -217,6 +226,8 @@ impl Default for RawUpstream {
 pub struct RawLimits {
     /// Open connections on the main listener; more are closed at once.
     pub max_connections: usize,
+    /// Open connections from one client address (trusted proxies exempt); more are closed at once.
+    pub max_connections_per_client: usize,
     /// Time to receive a complete request head: the first on a connection from the end of the
     /// handshake, a later HTTP/1 one from its first byte.
     pub header_read_timeout_ms: u64,
@@ -238,6 +249,7 @@ impl Default for RawLimits {
     fn default() -> Self {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             tls_handshake_timeout_ms: DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,

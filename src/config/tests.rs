@@ -745,3 +745,45 @@ fn config_keys_list_every_table_with_its_defaults() {
         }
     }
 }
+
+#[test]
+fn client_address_keys_default_off_and_parse_cidrs_and_addresses() {
+    let c = parse("[upstream]\nurl = \"http://a:1\"\n").unwrap();
+    assert!(!c.listen.proxy_protocol);
+    assert!(c.listen.trusted_proxies.is_empty());
+    assert_eq!(c.limits.max_connections_per_client, 256);
+    let c = parse(
+        "[listen]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"fd00::/8\"]\n\
+         [limits]\nmax_connections_per_client = 4\n[upstream]\nurl = \"http://a:1\"\n",
+    )
+    .unwrap();
+    assert!(c.listen.proxy_protocol);
+    assert_eq!(c.limits.max_connections_per_client, 4);
+    let t = &c.listen.trusted_proxies;
+    for ip in ["10.200.1.1", "192.0.2.7", "fd00::1", "::ffff:10.0.0.1"] {
+        assert!(t.contains(ip.parse().unwrap()), "{ip}");
+    }
+    for ip in ["192.0.2.8", "11.0.0.1", "fe80::1"] {
+        assert!(!t.contains(ip.parse().unwrap()), "{ip}");
+    }
+}
+
+#[test]
+fn trusted_proxy_typo_names_the_entry() {
+    let l = lines(
+        "[listen]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0/8\", \"10.1.2.3/8\", \"10.0.0.0/33\"]\n\
+         [upstream]\nurl = \"http://a:1\"\n",
+    );
+    assert_eq!(l.len(), 3, "{l:?}");
+    assert!(l[0].starts_with("listen.trusted_proxies.1: "), "{l:?}");
+    assert!(
+        l[1].starts_with("listen.trusted_proxies.2: ") && l[1].contains("10.0.0.0/8"),
+        "{l:?}"
+    );
+    assert!(l[2].starts_with("listen.trusted_proxies.3: "), "{l:?}");
+    let l = lines("[limits]\nmax_connections_per_client = 0\n[upstream]\nurl = \"http://a:1\"\n");
+    assert_eq!(
+        l,
+        ["limits.max_connections_per_client: must be greater than 0"]
+    );
+}

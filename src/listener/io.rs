@@ -15,14 +15,17 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::activity::Activity;
+use super::clients::ClientSlot;
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// One place under `limits.max_connections`, counted in `drawbridge_connections_open`.
+/// One place under `limits.max_connections`, counted in `drawbridge_connections_open`, and
+/// the client's place under `limits.max_connections_per_client` when it has one.
 #[derive(Debug)]
 pub(super) struct Slot {
     _permit: OwnedSemaphorePermit,
+    _client: Option<ClientSlot>,
     open: IntGauge,
 }
 
@@ -34,8 +37,14 @@ impl Slot {
         open.inc();
         Self {
             _permit: permit,
+            _client: None,
             open,
         }
+    }
+
+    /// Keeps `client` (the client's own place) for as long as this slot.
+    pub(super) fn hold(&mut self, client: Option<ClientSlot>) {
+        self._client = client;
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod client;
 pub mod ditto;
+pub mod haproxy;
 pub mod nginx;
 pub mod process;
 pub mod redis;
@@ -53,6 +54,7 @@ pub struct Gateway {
 
 /// Builder for a gateway config: the listener and admin ports are always `127.0.0.1:0`.
 pub struct GatewayBuilder {
+    listen_settings: String,
     upstream: String,
     upstream_settings: String,
     extra: String,
@@ -64,6 +66,7 @@ impl Gateway {
     /// A TLS gateway in front of `upstream` (e.g. `http://127.0.0.1:1234`).
     pub fn builder(upstream: impl Into<String>) -> GatewayBuilder {
         GatewayBuilder {
+            listen_settings: String::new(),
             upstream: upstream.into(),
             upstream_settings: String::new(),
             extra: String::new(),
@@ -135,6 +138,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// A `key = value` line for the `[listen]` table.
+    pub fn listen_setting(mut self, line: &str) -> Self {
+        self.listen_settings.push_str(line);
+        self.listen_settings.push('\n');
+        self
+    }
+
     /// A `key = value` line for the `[upstream]` table.
     pub fn upstream_setting(mut self, line: &str) -> Self {
         self.upstream_settings.push_str(line);
@@ -188,9 +198,10 @@ impl GatewayBuilder {
             String::new()
         };
         format!(
-            "[listen]\naddr = \"127.0.0.1:0\"\nplaintext = {}\n[tls]\ncert_file = {:?}\nkey_file = {:?}\n{client_ca}\
+            "[listen]\naddr = \"127.0.0.1:0\"\nplaintext = {}\n{}[tls]\ncert_file = {:?}\nkey_file = {:?}\n{client_ca}\
              [admin]\naddr = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\n{}{}",
             self.plaintext,
+            self.listen_settings,
             dir.join("tls.crt"),
             dir.join("tls.key"),
             self.upstream,
