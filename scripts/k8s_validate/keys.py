@@ -23,7 +23,19 @@ except ImportError:  # Python < 3.11
     import tomli as tomllib
 
 # Sections the chart renders from `config.<section>.<key>`, keys as in the file.
-PLAIN = ("listen", "upstream", "limits", "shutdown", "log", "rate_limit", "cors", "aggregator", "audit", "tracing")
+PLAIN = (
+    "listen",
+    "upstream",
+    "limits",
+    "shutdown",
+    "log",
+    "rate_limit",
+    "cors",
+    "aggregator",
+    "audit",
+    "tracing",
+    "reload",
+)
 # Sections with camelCase values of their own: TOML section -> value.
 CAMEL = {"session": "session", "cache": "cache", "ditto": "ditto", "forward_auth": "forwardAuth", "native": "native"}
 
@@ -68,17 +80,21 @@ SAMPLES = {
     "forward_auth.app": "a",
     "forward_auth.provider": "w",
     "forward_auth.signin_url": "https://login.example.com/",
+    "forward_auth.uri_from": "header:x-forwarded-uri",
     "limits.header_read_timeout_ms": 5000,
     "limits.http2_keep_alive_interval_ms": 15000,
     "limits.http2_keep_alive_timeout_ms": 10000,
     "limits.idle_timeout_ms": 120000,
     "limits.max_connections": 123456789,
+    "limits.max_connections_per_client": 64,
     "limits.max_request_body_bytes": 104857600,
     "limits.max_request_head_bytes": 65536,
     "limits.tls_handshake_timeout_ms": 5000,
     "listen.addr": None,  # chart-owned
     "listen.backlog": 1024,
     "listen.plaintext": None,  # chart-owned
+    "listen.proxy_protocol": True,
+    "listen.trusted_proxies": ["10.0.0.0/8"],
     "log.access": True,
     "log.access_path": "/var/log/drawbridge/access.log",
     "log.access_queue_lines": 2048,
@@ -118,6 +134,7 @@ SAMPLES = {
     "rate_limit.burst": 50,
     "rate_limit.enabled": False,
     "rate_limit.per_second": 5,
+    "reload.settle_ms": 1500,
     "session.algorithm": "HS256",
     "session.audience": "sync-clients",
     "session.close_grace_seconds": 5,
