@@ -25,6 +25,7 @@ const FLOORS: &[&[&str]] = &[
         "jsonlines",
         "permissions",
         "shutdown",
+        "terminal",
     ],
     &["audit", "cluster", "config", "metrics", "telemetry"],
     &["auth", "registry", "tls"],
