@@ -174,11 +174,28 @@ pub(crate) async fn find_session(
     Err(SessionRejected::Required)
 }
 
-fn header_text(s: &str) -> HeaderValue {
-    HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| {
-        HeaderValue::from_str(&form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>())
-            .unwrap_or(HeaderValue::from_static(""))
-    })
+/// What [`header_text`] percent-encodes once a value needs encoding at all: control bytes and DEL
+/// (which no header may carry), `%` (so that every `%` in an encoded value starts an escape),
+/// space (a parser trims it at either end) and every non-ASCII byte.
+const HEADER_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b' ');
+
+/// An identity value (user ID, app, provider) as a header value, injectively: two different values
+/// never give the same header. A value that a header carries as it is and that holds no `%` (and
+/// no space at either end, which parsers trim) goes as it is; any other is percent-encoded
+/// (RFC 3986 §2.1) with `%` itself as `%25`. So the sync server gets the original back by
+/// percent-decoding every header value: one without a `%` decodes to itself.
+pub(crate) fn header_text(s: &str) -> HeaderValue {
+    let plain = !s.bytes().any(|b| b == b'%' || b.is_ascii_control())
+        && !s.starts_with([' ', '\t'])
+        && !s.ends_with([' ', '\t']);
+    if plain {
+        if let Ok(v) = HeaderValue::from_str(s) {
+            return v;
+        }
+    }
+    let encoded = percent_encoding::utf8_percent_encode(s, HEADER_ESCAPED).to_string();
+    // Only printable ASCII is left, so this cannot fail.
+    HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// Adds the identity headers the sync server reads. `forward::rewrite_head` has already removed
