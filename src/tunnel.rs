@@ -49,8 +49,10 @@ pub(crate) enum Gate {
 /// Who a tunnel belongs to and until when.
 struct Admitted {
     session: Option<(Arc<SessionClaims>, Carrier)>,
-    sid: String,
-    user: String,
+    /// `None` without a session (public and Ditto-token tunnels).
+    sid: Option<String>,
+    /// `None` for a public tunnel, which belongs to no user.
+    user: Option<String>,
     exp: Option<u64>,
 }
 
@@ -264,14 +266,14 @@ pub(crate) async fn handle(
     let admitted = admit(shared, &req, gate)
         .await
         .inspect_err(|_| rejected())?;
-    audit::note_user(&admitted.user);
+    audit::note_user(admitted.user.as_deref().unwrap_or_default());
     // Until the tunnel is registered, shutdown waits for this handshake.
     let _opening = shared.tunnels.opening();
 
     let log = shared.audit.enabled().then(|| {
         audit::TunnelLog::new(
-            &admitted.sid,
-            &admitted.user,
+            admitted.sid.as_deref().unwrap_or_default(),
+            admitted.user.as_deref().unwrap_or_default(),
             req.uri().path(),
             peer.addr.ip(),
         )
@@ -328,23 +330,23 @@ async fn admit(
     match gate {
         Gate::Open => Ok(Admitted {
             session: None,
-            sid: String::new(),
-            user: String::new(),
+            sid: None,
+            user: None,
             exp: None,
         }),
         Gate::Session => session(shared, req)
             .await
             .map(|(claims, carrier)| Admitted {
-                sid: claims.sid.clone(),
-                user: claims.sub.clone(),
+                sid: Some(claims.sid.clone()),
+                user: Some(claims.sub.clone()),
                 exp: Some(claims.exp),
                 session: Some((claims, carrier)),
             }),
         Gate::DittoToken => match shared.find_ditto_token(req.headers()).await {
             Some(known) => Ok(Admitted {
                 session: None,
-                sid: String::new(),
-                user: known.user.clone(),
+                sid: None,
+                user: Some(known.user.clone()),
                 exp: Some(known.expires_at),
             }),
             None => Err(SessionRejected::UnknownAccessToken),
@@ -453,9 +455,10 @@ fn spawn_relay(
 ) {
     let deadline = deadline_for(admitted.exp, config.auth.session.close_grace);
     let claims = admitted.session.as_ref().map(|(c, _)| c.clone());
-    let (registration, ctl) = shared
-        .tunnels
-        .register(&admitted.sid, &admitted.user, deadline);
+    let (registration, ctl) =
+        shared
+            .tunnels
+            .register(admitted.sid.as_deref(), admitted.user.as_deref(), deadline);
     let shared = shared.clone();
     // A child of the request's span that lives as long as the tunnel.
     let span = crate::telemetry::child_span(|| {
