@@ -178,7 +178,7 @@ pub struct Admin {
 }
 
 /// `[upstream]`
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Upstream {
     /// `http` or `https`.
     pub scheme: Scheme,
@@ -246,7 +246,7 @@ pub struct Log {
 }
 
 /// `[tracing]`
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Tracing {
     /// The OTLP/HTTP collector URL (`/v1/traces` is added when it has no path).
     pub otlp_endpoint: String,
@@ -265,6 +265,31 @@ pub struct Audit {
     pub target: LogTarget,
     /// Lines queued before new ones are dropped.
     pub queue_lines: usize,
+}
+
+impl fmt::Debug for Upstream {
+    /// Never prints user info in the authority.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("scheme", &self.scheme)
+            .field("authority", &raw::shown_url(self.authority.as_str()))
+            .field("public_upgrade_paths", &self.public_upgrade_paths)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Tracing {
+    /// Never prints the endpoint's user info or query.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracing")
+            .field("otlp_endpoint", &raw::shown_url(&self.otlp_endpoint))
+            .field("sample_ratio", &self.sample_ratio)
+            .field("service_name", &self.service_name)
+            .field("export_timeout", &self.export_timeout)
+            .finish()
+    }
 }
 
 /// One thing wrong with a config, at a key path such as `listen.addr`.
@@ -307,12 +332,104 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML.
+    /// The file is not valid TOML. The message names the line, the column and the key, never
+    /// the line's text: it may hold a secret.
     #[error("not valid TOML: {0}")]
-    Syntax(#[source] toml::de::Error),
+    Syntax(SyntaxError),
     /// The file is TOML but some values are wrong; one problem per line.
     #[error("{}", display_problems(.0))]
     Invalid(Vec<Problem>),
+}
+
+/// Where a config file stops being TOML, and why, without any of its values.
+///
+/// toml's own error quotes the offending line, which may be `redis_url = "redis://:password@..`
+/// or a webhook's `Authorization` header: this keeps only its position, the key the line assigns
+/// and the parser's message with anything quoted in it removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub column: usize,
+    /// The key the line assigns (`a.b = ..`) or the table it opens (`[a.b]`), when it reads as one.
+    pub key: Option<String>,
+    /// The parser's message, with quoted text removed.
+    pub message: String,
+}
+
+impl SyntaxError {
+    fn new(error: &toml::de::Error, text: &str) -> Self {
+        let at = error.span().map_or(0, |s| s.start).min(text.len());
+        let at = (0..=at)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+        let line = text[..at].matches('\n').count() + 1;
+        let column = text[line_start..at].chars().count() + 1;
+        Self {
+            line,
+            column,
+            key: key_of_line(&text[line_start..line_end]),
+            message: unquoted(error.message()),
+        }
+    }
+}
+
+impl fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)?;
+        if let Some(key) = &self.key {
+            write!(f, " (at {key})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The key a TOML line assigns, or the table it opens: bare or quoted key characters only, so no
+/// part of a value is ever taken for a key.
+fn key_of_line(line: &str) -> Option<String> {
+    let line = line.trim();
+    let key = if let Some(table) = line.strip_prefix('[') {
+        table.trim_start_matches('[').split(']').next()?
+    } else {
+        line.split_once('=')?.0
+    };
+    let key = key.trim();
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ');
+    (!key.is_empty() && key.len() <= 128 && key.chars().all(plain)).then(|| key.to_owned())
+}
+
+/// A one-line parser message with every quoted part (`".."`, `'..'`, `` `..` ``) replaced by
+/// `..`, except a token of one or two punctuation characters (``expected `"` ``), which names
+/// syntax rather than a value.
+fn unquoted(message: &str) -> String {
+    let first = message.lines().next().unwrap_or_default();
+    let mut out = String::with_capacity(first.len());
+    let mut quoted: Option<(char, String)> = None;
+    for c in first.chars() {
+        match &mut quoted {
+            Some((q, inside)) if c == *q => {
+                if inside.chars().count() <= 2 && inside.chars().all(|c| c.is_ascii_punctuation()) {
+                    out.push(*q);
+                    out.push_str(inside);
+                    out.push(*q);
+                } else {
+                    out.push_str("..");
+                }
+                quoted = None;
+            }
+            Some((_, inside)) => inside.push(c),
+            None if matches!(c, '"' | '\'' | '`') => quoted = Some((c, String::new())),
+            None => out.push(c),
+        }
+    }
+    if quoted.is_some() {
+        out.push_str("..");
+    }
+    out.trim().to_owned()
 }
 
 fn display_problems(problems: &[Problem]) -> String {
@@ -398,7 +515,7 @@ impl Config {
     pub fn from_toml(text: &str, sources: &dyn Sources) -> Result<Self, ConfigError> {
         let mut value: toml::Value = toml::from_str::<toml::Table>(text)
             .map(toml::Value::Table)
-            .map_err(ConfigError::Syntax)?;
+            .map_err(|e| ConfigError::Syntax(SyntaxError::new(&e, text)))?;
         let mut problems = Vec::new();
         secrets::resolve(&mut value, &mut Vec::new(), sources, &mut problems);
         if !problems.is_empty() {
@@ -426,7 +543,30 @@ fn structural_problem(e: &serde_path_to_error::Error<toml::de::Error>) -> Proble
         };
         return Problem::new(path, format!("unknown field{hint}"));
     }
-    Problem::new(path, message.replace('`', ""))
+    Problem::new(path, without_value(&message))
+}
+
+/// A serde message without the value it quotes (it may be a secret): `invalid type: string
+/// "..", expected u64` becomes `invalid type: string, expected u64`. An unknown variant is still
+/// named: only enum keys (`kind`, `format`, ..) have variants, and none of them is a secret.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let (unexpected, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
+            let kind = unexpected
+                .split(['"', '`', '\''])
+                .next()
+                .unwrap_or_default()
+                .trim();
+            let expected = if expected.is_empty() {
+                String::new()
+            } else {
+                format!(", expected{}", expected.replace('`', ""))
+            };
+            return format!("{prefix}{kind}{expected}");
+        }
+    }
+    message.replace('`', "")
 }
 
 fn join_path(parent: &str, field: &str) -> String {
@@ -726,7 +866,7 @@ fn tracing_settings(raw: &raw::RawTracing, p: &mut Vec<Problem>) -> Option<Traci
         return None;
     }
     Some(Tracing {
-        otlp_endpoint: endpoint.clone(),
+        otlp_endpoint: endpoint.0.clone(),
         sample_ratio: raw.sample_ratio,
         service_name: raw.service_name.clone(),
         export_timeout: Duration::from_millis(raw.export_timeout_ms),

@@ -68,19 +68,33 @@ pub(crate) fn rfc3339(unix: u64) -> String {
 }
 
 /// Adds CORS headers for an allowed `Origin`; a disallowed origin gets none (the browser refuses).
+///
+/// Only an origin listed by name is echoed, with `Access-Control-Allow-Credentials: true` (the
+/// session cookie rides along). `"*"` admits any other origin without credentials, as the literal
+/// `Access-Control-Allow-Origin: *`: echoing an arbitrary origin together with credentials would
+/// let any web page act with a visitor's session.
 pub(crate) fn cors(allowed: &[String], origin: Option<&HeaderValue>, response: &mut HeaderMap) {
     let Some(origin) = origin else { return };
-    let ok = allowed
-        .iter()
-        .any(|a| a == "*" || origin.to_str().is_ok_and(|o| o.eq_ignore_ascii_case(a)));
-    if ok {
+    let listed = origin.to_str().is_ok_and(|o| {
+        allowed
+            .iter()
+            .any(|a| a != "*" && o.eq_ignore_ascii_case(a))
+    });
+    if listed {
         response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         response.insert(
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
             HeaderValue::from_static("true"),
         );
-        response.append(header::VARY, HeaderValue::from_static("Origin"));
+    } else if allowed.iter().any(|a| a == "*") {
+        response.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    } else {
+        return;
     }
+    response.append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
 /// A CORS preflight answer.

@@ -221,19 +221,19 @@ impl Line<'_> {
     /// `"key":"value"`. Keys are the code's own names and are written as they are.
     #[inline(always)]
     pub(crate) fn str(&mut self, key: &'static str, value: &str) {
-        // Most values need no escaping: copy them in one go, else let serde_json escape them.
-        if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        // Most values need no escaping: copy them in one go.
+        if value.bytes().all(needs_no_escape) {
             self.word(key, value);
         } else {
             self.key(key);
-            let _ = serde_json::to_writer(&mut *self.out, value);
+            crate::terminal::json_string(self.out, value);
         }
     }
 
     /// [`Line::str`] for a value that needs no escaping: one of the code's own words.
     #[inline(always)]
     pub(crate) fn word(&mut self, key: &'static str, value: &str) {
-        debug_assert!(value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
+        debug_assert!(value.bytes().all(needs_no_escape));
         self.key(key);
         self.out.push(b'"');
         self.out.extend_from_slice(value.as_bytes());
@@ -321,6 +321,14 @@ impl Line<'_> {
         self.out.extend_from_slice(key.as_bytes());
         self.out.extend_from_slice(b"\":");
     }
+}
+
+/// Whether a byte goes into a JSON string as it is: printable ASCII other than `"` and `\`. Any
+/// other byte sends its string through [`crate::terminal::json_string`] (most of them are letters of UTF-8 text that go
+/// as they are there too).
+#[inline(always)]
+fn needs_no_escape(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
 }
 
 /// Now, as RFC 3339 UTC with milliseconds. The date is formatted once per second and thread, and
@@ -540,7 +548,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.log");
         let sink = Sink::start("test", Target::File(path.clone()), 16, counter()).unwrap();
-        let nasty = "quote \" backslash \\ newline \n tab \t nul \u{0} é ✓ \u{7f}";
+        let nasty = "quote \" backslash \\ newline \n tab \t nul \u{0} é ✓ \u{7f} csi \u{9b}31m \u{80}\u{85}\u{9f}\u{a0}";
         sink.write("e", Some("4bf92f3577b34da6a3ce929d0e0e4736"), |l| {
             l.str("plain", "ann@example.com");
             l.str("nasty", nasty);
@@ -561,6 +569,17 @@ mod tests {
         assert_eq!(l["event"], "e");
         assert_eq!(l["plain"], "ann@example.com");
         assert_eq!(l["nasty"], nasty);
+        // Nothing a terminal acts on is left raw: C0, DEL and C1 are all escaped.
+        let raw = std::fs::read_to_string(&path).unwrap();
+        let raw = raw.trim_end_matches('\n');
+        assert!(
+            !raw.chars().any(|c| c.is_control()),
+            "a control character left raw: {raw:?}"
+        );
+        assert!(
+            raw.contains(r"\u007f") && raw.contains(r"\u009b31m"),
+            "{raw}"
+        );
         assert_eq!(l["count"], 7);
         assert_eq!(l["ms"], 1.25);
         assert_eq!(l["ip"], "10.0.0.1");

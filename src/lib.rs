@@ -29,6 +29,7 @@ mod respond;
 pub mod shutdown;
 mod state;
 pub mod telemetry;
+pub mod terminal;
 pub mod tls;
 mod tunnel;
 pub mod watch;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use drawbridge::config::{self, Config, LogFormat};
 use drawbridge::telemetry::Telemetry;
+use drawbridge::terminal::{SafeWriter, Spelling};
 use drawbridge::{App, demo, shutdown};
 
 /// EX_USAGE: the config (or the command line) is wrong.
@@ -304,7 +305,15 @@ fn init_logs(
     let filter = filter.and(tracing_subscriber::filter::filter_fn(|meta| {
         !drawbridge::watch::feeds_back(meta)
     }));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Every line goes through a writer that escapes C0, DEL and C1 in all fields (the formatter
+    // escapes only the message); colours are off, since their escape codes would be escaped too.
+    let spelling = match format {
+        LogFormat::Json => Spelling::Json,
+        LogFormat::Text => Spelling::Text,
+    };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(move || SafeWriter::new(std::io::stderr(), spelling));
     let fmt = match format {
         LogFormat::Json => fmt.json().with_filter(filter).boxed(),
         LogFormat::Text => fmt.with_filter(filter).boxed(),

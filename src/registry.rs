@@ -1,7 +1,10 @@
 //! Open tunnels by session: so a refresh can move their deadline and a logout, a revocation or
 //! shutdown can close them.
 //!
-//! Every tunnel is registered, whatever its gate: a public tunnel under an empty session ID.
+//! Every tunnel is registered, whatever its gate. A public tunnel has no session and no user,
+//! and a tunnel admitted by a learned Ditto token has a user but no session: they are kept
+//! under `None`, so no session ID or user ID (not even `""`) ever names them, and only shutdown
+//! closes them.
 //! Shutdown seals the registry, so a tunnel whose handshake was still in flight is told to close
 //! as it opens, and [`Registry::drained`] waits for those handshakes too.
 
@@ -73,13 +76,14 @@ pub(crate) enum Ctl {
 
 struct Entry {
     id: u64,
-    user: Arc<str>,
+    /// `None` for a public tunnel.
+    user: Option<Arc<str>>,
     ctl: watch::Sender<Ctl>,
 }
 
-/// Every open tunnel, keyed by session ID.
+/// Every open tunnel, keyed by session ID (`None`: tunnels without a session).
 pub(crate) struct Registry {
-    by_sid: Mutex<HashMap<Arc<str>, Vec<Entry>>>,
+    by_sid: Mutex<HashMap<Option<Arc<str>>, Vec<Entry>>>,
     /// Set by [`Registry::close_all`] while `by_sid` is locked: tunnels registered later are told
     /// to close at once.
     sealed: OnceLock<CloseReason>,
@@ -93,7 +97,7 @@ pub(crate) struct Registry {
 /// Removes its tunnel from the registry when dropped.
 pub(crate) struct Registration {
     registry: Arc<Registry>,
-    sid: Arc<str>,
+    sid: Option<Arc<str>>,
     id: u64,
 }
 
@@ -156,16 +160,16 @@ impl Registry {
         }
     }
 
-    /// Registers a tunnel of `sid`/`user` that must close at `deadline` (at once if the registry
-    /// is sealed).
+    /// Registers a tunnel of session `sid` and `user` (`None` when it has none) that must close
+    /// at `deadline` (at once if the registry is sealed).
     pub(crate) fn register(
         self: &Arc<Self>,
-        sid: &str,
-        user: &str,
+        sid: Option<&str>,
+        user: Option<&str>,
         deadline: Instant,
     ) -> (Registration, watch::Receiver<Ctl>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let sid: Arc<str> = Arc::from(sid);
+        let sid: Option<Arc<str>> = sid.map(Arc::from);
         let mut map = self.by_sid.lock().unwrap_or_else(PoisonError::into_inner);
         let first = match self.sealed.get() {
             Some(&reason) => Ctl::Close(reason),
@@ -174,7 +178,7 @@ impl Registry {
         let (tx, rx) = watch::channel(first);
         map.entry(sid.clone()).or_default().push(Entry {
             id,
-            user: Arc::from(user),
+            user: user.map(Arc::from),
             ctl: tx,
         });
         drop(map);
@@ -189,7 +193,7 @@ impl Registry {
         )
     }
 
-    fn send(&self, mut pick: impl FnMut(&str, &Entry) -> bool, ctl: Ctl) -> usize {
+    fn send(&self, mut pick: impl FnMut(Option<&str>, &Entry) -> bool, ctl: Ctl) -> usize {
         let map = self.by_sid.lock().unwrap_or_else(PoisonError::into_inner);
         if matches!(ctl, Ctl::Until(_)) && self.sealed.get().is_some() {
             // A refresh must not call back a close already sent.
@@ -197,7 +201,7 @@ impl Registry {
         }
         let mut n = 0;
         for (sid, list) in map.iter() {
-            for e in list.iter().filter(|e| pick(sid, e)) {
+            for e in list.iter().filter(|e| pick(sid.as_deref(), e)) {
                 e.ctl.send_replace(ctl);
                 n += 1;
             }
@@ -207,17 +211,17 @@ impl Registry {
 
     /// A refresh: the session's tunnels now close at `deadline`.
     pub(crate) fn extend(&self, sid: &str, deadline: Instant) -> usize {
-        self.send(|s, _| s == sid, Ctl::Until(deadline))
+        self.send(|s, _| s == Some(sid), Ctl::Until(deadline))
     }
 
     /// Closes the tunnels of one session.
     pub(crate) fn close_sid(&self, sid: &str, reason: CloseReason) -> usize {
-        self.send(|s, _| s == sid, Ctl::Close(reason))
+        self.send(|s, _| s == Some(sid), Ctl::Close(reason))
     }
 
-    /// Closes every tunnel of a user.
+    /// Closes every tunnel of a user (never a public one, whatever `user` is).
     pub(crate) fn close_user(&self, user: &str, reason: CloseReason) -> usize {
-        self.send(|_, e| &*e.user == user, Ctl::Close(reason))
+        self.send(|_, e| e.user.as_deref() == Some(user), Ctl::Close(reason))
     }
 
     /// Closes every tunnel, and seals the registry so that every tunnel registered from now on
@@ -261,5 +265,57 @@ pub(crate) fn deadline_for(exp: Option<u64>, grace: Duration) -> Instant {
         Some(exp) => now + Duration::from_secs(exp.saturating_sub(unix_now())) + grace,
         // Ungated tunnels live until a side closes; a year stands in for never.
         None => now + Duration::from_secs(365 * 24 * 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Arc<Registry> {
+        Arc::new(Registry::new(
+            IntGauge::new("tunnels_test", "open tunnels").unwrap(),
+        ))
+    }
+
+    fn closed(rx: &watch::Receiver<Ctl>) -> bool {
+        matches!(*rx.borrow(), Ctl::Close(_))
+    }
+
+    #[test]
+    fn public_and_ditto_tunnels_answer_to_no_empty_sid_or_user() {
+        let r = registry();
+        let later = Instant::now() + Duration::from_secs(60);
+        let (_public, public) = r.register(None, None, later);
+        let (_ditto, ditto) = r.register(None, Some("dora"), later);
+        let (_empty, empty) = r.register(Some("s-empty"), Some(""), later);
+        let (_alice, alice) = r.register(Some("s-alice"), Some("alice"), later);
+        assert_eq!(r.len(), 4);
+        // The empty user and session ID name only what really carries them.
+        assert_eq!(r.close_sid("", CloseReason::Revoked), 0);
+        assert_eq!(r.extend("", later), 0);
+        assert_eq!(r.close_user("", CloseReason::Revoked), 1);
+        assert!(closed(&empty));
+        assert!(!closed(&public) && !closed(&ditto) && !closed(&alice));
+        assert_eq!(r.close_user("dora", CloseReason::Revoked), 1);
+        assert!(closed(&ditto) && !closed(&public));
+        assert_eq!(r.close_sid("s-alice", CloseReason::Revoked), 1);
+        assert!(closed(&alice) && !closed(&public));
+        // Shutdown closes every tunnel, the public one too.
+        assert_eq!(r.close_all(CloseReason::Shutdown), 4);
+        assert!(closed(&public));
+    }
+
+    #[test]
+    fn registration_dropped_leaves_the_registry() {
+        let r = registry();
+        let later = Instant::now() + Duration::from_secs(60);
+        let (a, _rx_a) = r.register(None, None, later);
+        let (b, _rx_b) = r.register(None, None, later);
+        assert_eq!(r.len(), 2);
+        drop(a);
+        assert_eq!(r.len(), 1);
+        drop(b);
+        assert_eq!(r.len(), 0);
     }
 }

@@ -159,8 +159,7 @@ pub(crate) fn root_span(
         return tracing::Span::none();
     }
     let sampled = headers
-        .and_then(|h| h.get("traceparent"))
-        .and_then(|v| v.to_str().ok())
+        .and_then(valid_traceparent)
         .and_then(traceparent_sampled)
         .unwrap_or_else(|| {
             let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
@@ -196,12 +195,26 @@ fn sampled_current() -> Option<tracing::Span> {
     Some(tracing::Span::current()).filter(|span| !span.is_disabled())
 }
 
-/// The sampled flag of a version-00 W3C `traceparent`; `None` when it is malformed.
+/// The one `traceparent` of `headers`; `None` when there is none, or several (a caller that
+/// sends two has no single parent to continue).
+fn valid_traceparent(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all("traceparent").iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().ok().filter(|v| traceparent_sampled(v).is_some()),
+        _ => None,
+    }
+}
+
+/// The sampled flag of a version-00 W3C `traceparent`; `None` when it is malformed: not exactly
+/// four fields, not lowercase hex of the right lengths (W3C Trace Context §3.2.2: uppercase is
+/// invalid), an all-zero trace or parent ID, or another version than `00` (`ff` is forbidden, and
+/// later versions are not known here).
 fn traceparent_sampled(value: &str) -> Option<bool> {
-    let mut parts = value.trim().split('-');
+    let mut parts = value.trim_matches([' ', '\t']).split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let hex =
+        |s: &str, len| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if version != "00"
         || parts.next().is_some()
         || !hex(trace, 32)
@@ -218,7 +231,9 @@ fn traceparent_sampled(value: &str) -> Option<bool> {
 
 /// Makes `span` continue the trace of an incoming W3C `traceparent`, if any.
 pub(crate) fn continue_from(span: &tracing::Span, headers: &HeaderMap) {
-    if span.is_disabled() || !headers.contains_key("traceparent") {
+    // An invalid `traceparent` is ignored as a whole, `tracestate` with it (W3C Trace Context
+    // §3.3.1): the propagator is asked only about one this module accepts.
+    if span.is_disabled() || valid_traceparent(headers).is_none() {
         return;
     }
     let parent =
@@ -349,9 +364,37 @@ mod tests {
             format!("00-{trace}-{parent}"),
             format!("00-{trace}-zz{}-01", &parent[2..]),
             String::new(),
+            format!("00-{}-{parent}-01", trace.to_ascii_uppercase()),
+            format!("00-{trace}-{}-01", parent.to_ascii_uppercase()),
+            format!("00-{trace}-{parent}-0A"),
+            format!("00-{}-{parent}-01", &trace.replace('f', "F")),
+            format!("ff-{trace}-{parent}-01"),
+            format!("FF-{trace}-{parent}-01"),
+            format!("0a-{trace}-{parent}-01"),
+            format!("00-{trace}-{parent}-01-"),
+            format!("00-+{}-{parent}-01", &trace[1..]),
+            format!("00-{trace}--{parent}-01"),
         ] {
             assert_eq!(traceparent_sampled(&bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn traceparent_repeated_or_invalid_is_ignored_as_a_whole() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", http::HeaderValue::from_static(good));
+        assert_eq!(valid_traceparent(&h), Some(good));
+        h.append("traceparent", http::HeaderValue::from_static(good));
+        assert_eq!(valid_traceparent(&h), None, "two headers");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            http::HeaderValue::from_static(
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            ),
+        );
+        assert_eq!(valid_traceparent(&h), None, "uppercase");
     }
 
     #[test]

@@ -49,8 +49,11 @@ pub(crate) enum Gate {
 /// Who a tunnel belongs to and until when.
 struct Admitted {
     session: Option<(Arc<SessionClaims>, Carrier)>,
-    sid: String,
-    user: String,
+    /// `None` for a public tunnel; a Ditto-token tunnel's is its token's `ditto.<hash>` ID, which
+    /// a failed re-check revokes.
+    sid: Option<String>,
+    /// `None` for a public tunnel, which belongs to no user.
+    user: Option<String>,
     exp: Option<u64>,
     /// Whose login `session.revalidate_seconds` re-checks; `None` for an open path.
     holder: Option<revalidate::Holder>,
@@ -176,11 +179,28 @@ pub(crate) async fn find_session(
     Err(SessionRejected::Required)
 }
 
-fn header_text(s: &str) -> HeaderValue {
-    HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| {
-        HeaderValue::from_str(&form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>())
-            .unwrap_or(HeaderValue::from_static(""))
-    })
+/// What [`header_text`] percent-encodes once a value needs encoding at all: control bytes and DEL
+/// (which no header may carry), `%` (so that every `%` in an encoded value starts an escape),
+/// space (a parser trims it at either end) and every non-ASCII byte.
+const HEADER_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b' ');
+
+/// An identity value (user ID, app, provider) as a header value, injectively: two different values
+/// never give the same header. A value that a header carries as it is and that holds no `%` (and
+/// no space at either end, which parsers trim) goes as it is; any other is percent-encoded
+/// (RFC 3986 §2.1) with `%` itself as `%25`. So the sync server gets the original back by
+/// percent-decoding every header value: one without a `%` decodes to itself.
+pub(crate) fn header_text(s: &str) -> HeaderValue {
+    let plain = !s.bytes().any(|b| b == b'%' || b.is_ascii_control())
+        && !s.starts_with([' ', '\t'])
+        && !s.ends_with([' ', '\t']);
+    if plain {
+        if let Ok(v) = HeaderValue::from_str(s) {
+            return v;
+        }
+    }
+    let encoded = percent_encoding::utf8_percent_encode(s, HEADER_ESCAPED).to_string();
+    // Only printable ASCII is left, so this cannot fail.
+    HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// Adds the identity headers the sync server reads. `forward::rewrite_head` has already removed
@@ -249,12 +269,17 @@ pub(crate) async fn handle(
     let admitted = admit(shared, &req, gate)
         .await
         .inspect_err(|_| rejected())?;
-    audit::note_user(&admitted.user);
+    audit::note_user(admitted.user.as_deref().unwrap_or_default());
     // Until the tunnel is registered, shutdown waits for this handshake.
     let _opening = shared.tunnels.opening();
 
     let log = shared.audit.enabled().then(|| {
-        audit::TunnelLog::new(&admitted.sid, &admitted.user, req.uri().path(), peer.client)
+        audit::TunnelLog::new(
+            admitted.sid.as_deref().unwrap_or_default(),
+            admitted.user.as_deref().unwrap_or_default(),
+            req.uri().path(),
+            peer.client,
+        )
     });
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
@@ -308,16 +333,16 @@ async fn admit(
     match gate {
         Gate::Open => Ok(Admitted {
             session: None,
-            sid: String::new(),
-            user: String::new(),
+            sid: None,
+            user: None,
             exp: None,
             holder: None,
         }),
         Gate::Session => session(shared, req)
             .await
             .map(|(claims, carrier)| Admitted {
-                sid: claims.sid.clone(),
-                user: claims.sub.clone(),
+                sid: Some(claims.sid.clone()),
+                user: Some(claims.sub.clone()),
                 exp: Some(claims.exp),
                 holder: Some(revalidate::Holder::Session(claims.clone())),
                 session: Some((claims, carrier)),
@@ -326,8 +351,8 @@ async fn admit(
             // A token whose login a re-check found denied opens nothing, here or on any replica.
             Some(known) if !shared.revocations.is_sid_revoked(&known.sid) => Ok(Admitted {
                 session: None,
-                sid: known.sid.clone(),
-                user: known.user.clone(),
+                sid: Some(known.sid.clone()),
+                user: Some(known.user.clone()),
                 exp: Some(known.expires_at),
                 holder: Some(revalidate::Holder::Ditto(known.sid.clone())),
             }),
@@ -437,9 +462,10 @@ fn spawn_relay(
 ) {
     let deadline = deadline_for(admitted.exp, config.auth.session.close_grace);
     let holder = admitted.holder.clone();
-    let (registration, ctl) = shared
-        .tunnels
-        .register(&admitted.sid, &admitted.user, deadline);
+    let (registration, ctl) =
+        shared
+            .tunnels
+            .register(admitted.sid.as_deref(), admitted.user.as_deref(), deadline);
     let shared = shared.clone();
     // A child of the request's span that lives as long as the tunnel.
     let span = crate::telemetry::child_span(|| {

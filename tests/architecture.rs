@@ -25,6 +25,7 @@ const FLOORS: &[&[&str]] = &[
         "jsonlines",
         "permissions",
         "shutdown",
+        "terminal",
         "watch",
     ],
     &["audit", "cluster", "config", "metrics", "telemetry"],

@@ -342,3 +342,64 @@ async fn audit_path_that_cannot_be_opened_fails_at_startup() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn audit_and_access_logs_with_terminal_controls_in_a_user_id_escape_them() {
+    // A user ID as a provider may send it: an 8-bit CSI (clear screen), DEL, other C1 controls,
+    // a 7-bit ESC sequence and a newline that would forge a line.
+    const USER: &str = "mallory\u{9b}2J\u{7f}\u{85}\u{1b}[31m\n{\"event\":\"forged\"}";
+    let hook = Webhook::start(|req: &Value| match req["token"].as_str() {
+        Some(GOOD) => Reply::allow(USER, 600),
+        _ => Reply::deny(serde_json::json!({})),
+    })
+    .await;
+    let up = Upstream::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let audit = logs.path().join("audit.log");
+    let access = logs.path().join("access.log");
+    let builder = Gateway::builder(up.url())
+        .demo_provider(&hook)
+        .rate_limit_off()
+        .extra(&format!(
+            "[log]\naccess = true\naccess_path = {:?}\n[audit]\npath = {:?}",
+            access.to_str().unwrap(),
+            audit.to_str().unwrap()
+        ));
+    // In-process (the same writers as the binary's): `Running` sets a `[log]` table of its own.
+    let gw = builder.spawn().await;
+    let http = client::https(&gw.ca.pem(), false);
+    let session = login(&gw, "app", "demo", GOOD).await.session();
+    // Also under the revoking admin's user key.
+    support::get_bearer(&http, &gw.url("/auth/userinfo"), &session).await;
+    let revoke = serde_json::json!({"userID": USER}).to_string();
+    assert_eq!(
+        admin_post(gw.admin_addr, "/sessions/revoke", &revoke).await,
+        200
+    );
+    assert_eventually!(
+        find(&audit, "login", &[("user", USER.into())]).len() == 1
+            && support::json_lines(&access)
+                .iter()
+                .any(|l| l["user"] == USER),
+        "the user's lines never came: {:?} {:?}",
+        support::json_lines(&audit),
+        support::json_lines(&access)
+    );
+    for path in [&audit, &access] {
+        let text = std::fs::read_to_string(path).unwrap();
+        for line in text.lines() {
+            let raw: Vec<char> = line.chars().filter(|c| c.is_control()).collect();
+            assert!(raw.is_empty(), "{}: raw {raw:?} in {line}", path.display());
+        }
+        assert!(
+            text.contains(r"mallory\u009b2J\u007f\u0085\u001b[31m\n"),
+            "{text}"
+        );
+        assert!(
+            support::json_lines(path)
+                .iter()
+                .all(|l| l["event"] != "forged"),
+            "a forged line"
+        );
+    }
+}

@@ -453,3 +453,69 @@ async fn http2_websocket_reaches_the_sync_server_without_credentials() {
         [format!("Bearer {}", bed.third_party)]
     );
 }
+
+#[tokio::test]
+async fn tokens_in_other_headers_and_query_keys_never_reach_the_sync_server() {
+    let bed = bed().await;
+    let third = bed.third_party.clone();
+    // Plain requests, HTTP/1.1 and HTTP/2, with each of our tokens (live, revoked, forged) in
+    // headers drawbridge does not read as carriers and in query pairs of any name.
+    for h2 in [false, true] {
+        let http = client::https(&bed.gw.ca.pem(), h2);
+        for token in bed.secrets() {
+            let dotted = token.replace('.', "%2E");
+            let path = format!(
+                "/api/x?access_token={token}&room=1&token=Bearer+{dotted};id_token={third}"
+            );
+            let mut req = client::request("GET", &bed.gw.url(&path), Bytes::new());
+            let h = req.headers_mut();
+            for (k, v) in [
+                ("x-ditto-auth", token.to_owned()),
+                ("X-DITTO-AUTH", format!("Bearer {token}")),
+                ("x-access-token", format!("\"{token}\"")),
+                ("x-ditto-auth", "ditto-own-token".to_owned()),
+                ("x-id-token", third.clone()),
+            ] {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            let before = bed.up.hits();
+            let resp = http.request(req).await.unwrap();
+            assert_eq!(resp.status(), 200, "h2={h2}");
+            let seen = bed.up.seen();
+            assert_eq!(seen.len(), before + 1);
+            let seen = seen.last().unwrap();
+            bed.assert_clean(seen, &[], false, &format!("plain h2={h2}"));
+            assert_eq!(seen.uri, format!("/api/x?room=1;id_token={third}"));
+            assert_eq!(values(&seen.headers, "x-ditto-auth"), ["ditto-own-token"]);
+            assert!(!seen.headers.contains_key("x-access-token"));
+            assert_eq!(values(&seen.headers, "x-id-token"), [third.as_str()]);
+        }
+    }
+    // Upgrades, gated and open.
+    let t = bed.token.clone();
+    let bearer = format!("Bearer {t}");
+    let revoked = bed.revoked.clone();
+    for (path, gated) in [("/sync/a", true), ("/public/ws", false)] {
+        let path = format!("{path}?access_token={t}&room=1&session={revoked}");
+        let (_tls, status, head) = raw_handshake(
+            bed.gw.addr,
+            &bed.gw.ca.pem(),
+            &path,
+            &[
+                ("authorization", bearer.as_str()),
+                ("x-ditto-auth", t.as_str()),
+                ("x-ditto-auth", "ditto-own-token"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 101, "{path}: {head}");
+        let seen = bed.up.seen();
+        let seen = seen.last().unwrap();
+        bed.assert_clean(seen, &[], gated, &path);
+        assert!(seen.uri.ends_with("?room=1"), "{}", seen.uri);
+        assert_eq!(values(&seen.headers, "x-ditto-auth"), ["ditto-own-token"]);
+    }
+}

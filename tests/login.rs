@@ -349,6 +349,51 @@ async fn cors_preflight_is_answered_for_allowed_origins_only() {
 }
 
 #[tokio::test]
+async fn cors_wildcard_never_echoes_an_origin_with_credentials() {
+    let hook = Webhook::users(3600).await;
+    let (_up, gw) = gateway(
+        &hook,
+        "[cors]\nallowed_origins = [\"*\", \"https://app.example\"]\n",
+    )
+    .await;
+    let http = client::https(&gw.ca.pem(), false);
+    // Any origin (also `null`, which sandboxed pages and files send) is answered with the literal
+    // `*` and no credentials; only a listed origin is echoed with them.
+    for (origin, echoed) in [
+        ("https://evil.example", false),
+        ("null", false),
+        ("https://app.example.evil.example", false),
+        ("https://app.example", true),
+        ("HTTPS://APP.EXAMPLE", true),
+    ] {
+        for method in ["OPTIONS", "POST"] {
+            let body = if method == "POST" {
+                login_body("a", "demo", "alice-token").to_string()
+            } else {
+                String::new()
+            };
+            let mut req = client::request(method, &gw.url("/auth/login"), body);
+            let h = req.headers_mut();
+            h.insert("origin", origin.parse().unwrap());
+            h.insert("access-control-request-method", "POST".parse().unwrap());
+            h.insert("content-type", "application/json".parse().unwrap());
+            let (_, headers, _) = support::send(&http, req).await;
+            let allow_origin = headers
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let credentials = headers.get("access-control-allow-credentials");
+            if echoed {
+                assert_eq!(allow_origin.as_deref(), Some(origin), "{method} {origin}");
+                assert_eq!(credentials.unwrap(), "true", "{method} {origin}");
+            } else {
+                assert_eq!(allow_origin.as_deref(), Some("*"), "{method} {origin}");
+                assert!(credentials.is_none(), "{method} {origin}: credentials");
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn slow_login_body_is_cut_off_with_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let hook = Webhook::users(3600).await;

@@ -348,26 +348,60 @@ async fn tracing_sampling_follows_the_incoming_flag_and_otherwise_the_ratio() {
     assert_eq!(status, 200, "{body}");
     let session = body["sessionToken"].as_str().unwrap().to_owned();
 
-    // Three forwarded requests: no traceparent, a sampled one, an unsampled one.
-    for (path, parent) in [
-        ("/api/none", None),
+    // Forwarded requests: no traceparent, a sampled one, an unsampled one, and sampled ones that
+    // W3C Trace Context calls invalid, each of which must be ignored as a whole (so at ratio 0
+    // nothing is sampled): uppercase hex, version ff, all-zero IDs, two headers.
+    let upper = SAMPLED_TRACE.to_ascii_uppercase();
+    let zeros = "0".repeat(32);
+    let invalid = [
+        ("/api/upper", vec![format!("00-{upper}-{CLIENT_SPAN}-01")]),
+        (
+            "/api/upper-parent",
+            vec![format!("00-{UNSAMPLED_TRACE}-{}-01", "B7AD6B7169203331")],
+        ),
+        (
+            "/api/ff",
+            vec![format!("ff-{UNSAMPLED_TRACE}-{CLIENT_SPAN}-01")],
+        ),
+        (
+            "/api/zero-trace",
+            vec![format!("00-{zeros}-{CLIENT_SPAN}-01")],
+        ),
+        (
+            "/api/zero-parent",
+            vec![format!("00-{UNSAMPLED_TRACE}-{}-01", &zeros[..16])],
+        ),
+        (
+            "/api/twice",
+            vec![
+                format!("00-{UNSAMPLED_TRACE}-{CLIENT_SPAN}-01"),
+                format!("00-{UNSAMPLED_TRACE}-{CLIENT_SPAN}-01"),
+            ],
+        ),
+    ];
+    for (path, parents) in [
+        ("/api/none", vec![]),
         (
             "/api/sampled",
-            Some(format!("00-{SAMPLED_TRACE}-{CLIENT_SPAN}-01")),
+            vec![format!("00-{SAMPLED_TRACE}-{CLIENT_SPAN}-01")],
         ),
         (
             "/api/unsampled",
-            Some(format!("00-{UNSAMPLED_TRACE}-{CLIENT_SPAN}-00")),
+            vec![format!("00-{UNSAMPLED_TRACE}-{CLIENT_SPAN}-00")],
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(invalid.clone())
+    {
         let mut req = client::request("GET", &gw.url(path), "");
         let h = req.headers_mut();
         h.insert(
             "authorization",
             format!("Bearer {session}").parse().unwrap(),
         );
-        if let Some(p) = parent {
-            h.insert("traceparent", p.parse().unwrap());
+        for p in parents {
+            h.append("traceparent", p.parse().unwrap());
+            h.append("tracestate", "vendor=1".parse().unwrap());
         }
         let (status, _, _) = support::send(&http, req).await;
         assert_eq!(status, 200, "{path}");
@@ -402,6 +436,15 @@ async fn tracing_sampling_follows_the_incoming_flag_and_otherwise_the_ratio() {
         (SAMPLED_TRACE.to_owned(), upstream.id.clone())
     );
     assert!(at("/api/none").get("traceparent").is_none());
+    // What the client sent may pass on untouched; drawbridge adds no trace of its own.
+    for (path, sent) in &invalid {
+        for v in at(path).get_all("traceparent") {
+            assert!(
+                sent.iter().any(|s| v == s.as_str()),
+                "{path}: an invalid traceparent started or continued a trace: {v:?}"
+            );
+        }
+    }
     if let Some(v) = at("/api/unsampled").get("traceparent") {
         assert!(
             v.to_str().unwrap().ends_with("-00"),

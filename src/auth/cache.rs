@@ -737,7 +737,9 @@ mod tests {
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // Older than the limit: eight callers at once make one call, and share its answer.
-        let all = futures_util::future::join_all((0..8).map(|_| c.get_or_check(k, "p", &SCOPE, old, ask)));
+        let all = futures_util::future::join_all(
+            (0..8).map(|_| c.get_or_check(k, "p", &SCOPE, old, ask)),
+        );
         let outcomes: Vec<_> = all.await.into_iter().map(|r| r.unwrap().1).collect();
         assert_eq!(calls.load(Ordering::SeqCst), 2, "{outcomes:?}");
         assert_eq!(
@@ -759,7 +761,10 @@ mod tests {
         c.get_or_check(k2, "p", &SCOPE, None, ask).await.unwrap();
         let failing = || async { Err(ProviderError::Timeout) };
         assert!(c.get_or_check(k2, "p", &SCOPE, old, failing).await.is_err());
-        let (d, o) = c.get_or_check(k2, "p", &SCOPE, None, failing).await.unwrap();
+        let (d, o) = c
+            .get_or_check(k2, "p", &SCOPE, None, failing)
+            .await
+            .unwrap();
         assert_eq!((d, o), (allow.clone(), CacheOutcome::Hit));
     }
 

@@ -39,14 +39,16 @@ pub(crate) const TICKET_PARAM: &str = "ticket";
 
 /// Removes every drawbridge credential from a request head about to be forwarded: an
 /// `Authorization` header holding a drawbridge token, `drawbridge.bearer.*` protocol entries, the
-/// session cookie (and any cookie holding a drawbridge token), and `ticket` pairs in the query.
-/// Everything else is kept as sent.
+/// session cookie (and any cookie holding a drawbridge token), any other header holding a
+/// drawbridge token (`X-DITTO-AUTH`, `X-Access-Token`, ..), `ticket` pairs in the query, and any
+/// query pair holding a drawbridge token (`access_token=`, ..). Everything else is kept as sent.
 pub(crate) fn strip(parts: &mut http::request::Parts, session: &SessionConfig) {
     let ours = Ours::new(session);
     strip_authorization(&mut parts.headers, &ours);
     strip_protocols(&mut parts.headers, &ours);
     strip_cookies(&mut parts.headers, &ours);
-    strip_ticket(&mut parts.uri);
+    strip_other_headers(&mut parts.headers, &ours);
+    strip_query(&mut parts.uri, &ours);
 }
 
 /// The headers an ingress in front of the sync server should forward in place of the client's own
@@ -244,6 +246,37 @@ fn strip_authorization(headers: &mut HeaderMap, ours: &Ours<'_>) {
     }
 }
 
+// === Any other header ===
+
+/// Whether a value may hold a compact JWT at all (two dots): most header values do not, and
+/// are passed without decoding anything.
+fn may_hold_jwt(value: &[u8]) -> bool {
+    value.iter().filter(|b| **b == b'.').nth(1).is_some()
+}
+
+/// Removes every value of any header that holds a drawbridge token, whatever the header's name:
+/// the sync server (or a framework in front of it) may read a token from a header drawbridge does
+/// not know as a carrier, such as the Ditto SDK's `X-DITTO-AUTH`.
+fn strip_other_headers(headers: &mut HeaderMap, ours: &Ours<'_>) {
+    let holding: Vec<header::HeaderName> = headers
+        .iter()
+        .filter(|(_, v)| may_hold_jwt(v.as_bytes()) && ours.within(v.as_bytes()))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in holding {
+        let kept: Vec<HeaderValue> = headers
+            .get_all(&name)
+            .iter()
+            .filter(|v| !(may_hold_jwt(v.as_bytes()) && ours.within(v.as_bytes())))
+            .cloned()
+            .collect();
+        headers.remove(&name);
+        for v in kept {
+            headers.append(&name, v);
+        }
+    }
+}
+
 // === Sec-WebSocket-Protocol ===
 
 /// The entries of every `Sec-WebSocket-Protocol` header, trimmed, in order.
@@ -412,17 +445,34 @@ fn is_ticket_pair(pair: &str) -> bool {
     key == TICKET_PARAM || key.starts_with("ticket[")
 }
 
+/// Whether a query pair holds a drawbridge token, as sent or percent- and `+`-decoded, in its
+/// key or its value (`access_token=<token>`, `token=<token>`, `<token>` alone).
+fn holds_ours(pair: &str, ours: &Ours<'_>) -> bool {
+    if !pair.contains('.') && !pair.contains('%') {
+        return false;
+    }
+    ours.within(pair.as_bytes())
+        || form_urlencoded::parse(pair.as_bytes())
+            .any(|(k, v)| ours.within(k.as_bytes()) || ours.within(v.as_bytes()))
+}
+
 /// `query` without its `ticket` pairs, split at `&` and at `;` (which some frameworks also split
 /// at); the other pairs and the separators between them stay byte for byte. `None` when there was
 /// no ticket pair.
 pub(crate) fn without_ticket(query: &str) -> Option<String> {
+    without_pairs(query, is_ticket_pair)
+}
+
+/// `query` without the pairs `drop` picks, split and rejoined as [`without_ticket`] does; `None`
+/// when none was dropped.
+fn without_pairs(query: &str, drop: impl Fn(&str) -> bool) -> Option<String> {
     let mut out = String::with_capacity(query.len());
     let (mut removed, mut kept_any) = (false, false);
     let (mut rest, mut sep) = (query, "");
     loop {
         let end = rest.find(['&', ';']).unwrap_or(rest.len());
         let pair = &rest[..end];
-        if is_ticket_pair(pair) {
+        if drop(pair) {
             removed = true;
         } else {
             if kept_any {
@@ -440,9 +490,13 @@ pub(crate) fn without_ticket(query: &str) -> Option<String> {
     removed.then_some(out)
 }
 
-/// Removes `ticket` pairs from a request URI's query (and the `?` when nothing is left).
-fn strip_ticket(uri: &mut Uri) {
-    let Some(kept) = uri.query().and_then(without_ticket) else {
+/// Removes `ticket` pairs and pairs holding a drawbridge token from a request URI's query (and
+/// the `?` when nothing is left).
+fn strip_query(uri: &mut Uri, ours: &Ours<'_>) {
+    let Some(kept) = uri
+        .query()
+        .and_then(|q| without_pairs(q, |pair| is_ticket_pair(pair) || holds_ours(pair, ours)))
+    else {
         return;
     };
     let path = uri.path();

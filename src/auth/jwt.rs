@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use super::provider::{Check, HttpClient, ProviderError};
 use super::session::Profile;
 use super::{Allow, Decision, Permissions, Reason};
+use crate::clock::unix_now;
 use crate::config::auth::{JwksSource, JwtConfig, ProfileClaims};
 use keys::{KeySet, Pick};
 
@@ -215,7 +216,10 @@ impl Inner {
                 .unwrap_or(0),
             _ => 0,
         };
-        if expires_at == 0 {
+        // jsonwebtoken still accepts a token in the second its `exp` (plus leeway) names; RFC 7519
+        // §4.1.4 says it must not be accepted on or after that time.
+        let leeway = self.validations.first().map_or(0, |(_, v)| v.leeway);
+        if expires_at == 0 || expires_at.saturating_add(leeway) <= unix_now() {
             return Decision::deny(Reason::InvalidCredentials, INVALID, None);
         }
         let permissions = match template::fill_permissions(&self.permissions, claims) {

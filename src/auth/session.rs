@@ -659,6 +659,9 @@ impl Sessions {
             return Err(SessionError::Invalid);
         }
         match jsonwebtoken::decode::<SessionClaims>(token, &key.decoding, &key.validation) {
+            // jsonwebtoken accepts a token through the second its `exp` names; RFC 7519 §4.1.4
+            // says it must not be accepted on or after that time.
+            Ok(data) if data.claims.exp <= unix_now() => Err(SessionError::Expired),
             Ok(data) => Ok(data.claims),
             Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 Err(SessionError::Expired)

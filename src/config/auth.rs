@@ -74,7 +74,7 @@ pub use raw::RawRequestFormat as RequestFormat;
 pub use raw::RawStrategy as Strategy;
 
 /// `kind = "webhook"`
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookConfig {
     /// Where to POST.
     pub url: Uri,
@@ -97,7 +97,7 @@ pub struct WebhookConfig {
 }
 
 /// Where a JWT provider's keys come from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum JwksSource {
     /// Fetched over HTTP(S) and refreshed.
     Url(Uri),
@@ -206,6 +206,44 @@ pub enum AggregatorAccess {
     Signed(Vec<u8>),
     /// `allow_unsigned = true`: anyone who reaches the door may ask.
     Unsigned,
+}
+
+// === impl WebhookConfig ===
+
+impl std::fmt::Debug for WebhookConfig {
+    /// Never prints the signing secret, the extra headers' values (marked sensitive), or the
+    /// URL's user info and query.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &raw::shown_url(&self.url.to_string()))
+            .field("timeout", &self.timeout)
+            .field("request_format", &self.request_format)
+            .field(
+                "signing_secret",
+                &self.signing_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("headers", &self.headers)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("retries", &self.retries)
+            .field("circuit_failures", &self.circuit_failures)
+            .field("circuit_cooldown", &self.circuit_cooldown)
+            .finish()
+    }
+}
+
+// === impl JwksSource ===
+
+impl std::fmt::Debug for JwksSource {
+    /// Never prints the URL's user info or query.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Url(u) => f
+                .debug_tuple("Url")
+                .field(&raw::shown_url(&u.to_string()))
+                .finish(),
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+        }
+    }
 }
 
 // === impl AggregatorAccess ===

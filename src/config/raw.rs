@@ -58,6 +58,80 @@ pub const DEFAULT_LOG_QUEUE_LINES: usize = 16_384;
 /// Default time a changed watched file must stay unchanged before a reload applies it.
 pub const DEFAULT_RELOAD_SETTLE_MS: u64 = 500;
 
+/// A config string that may be a secret (a signing secret, an extra header's value): read as a
+/// plain string, shown by `Debug` as `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Written as `<redacted>` whatever it holds (`drawbridge config-keys` lists defaults only, but a
+/// secret never leaves in any form).
+impl Serialize for SecretText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl std::ops::Deref for SecretText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A URL from the config: read as a plain string; `Debug` shows it without user info (a
+/// password) or query (an API key), see [`shown_url`].
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct UrlText(pub String);
+
+impl std::fmt::Debug for UrlText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&shown_url(&self.0), f)
+    }
+}
+
+/// Written as [`shown_url`] shows it.
+impl Serialize for UrlText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&shown_url(&self.0))
+    }
+}
+
+impl std::ops::Deref for UrlText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `url` safe to show: `user:password@` becomes `<redacted>@` and a query `?<redacted>`.
+pub fn shown_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((before, _)) => (before, "?<redacted>"),
+        None => (url, ""),
+    };
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let authority_end = rest.find(['/', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("<redacted>@{}", &authority[at + 1..]),
+        None => authority.to_owned(),
+    };
+    format!("{scheme}{authority}{path}{query}")
+}
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -193,7 +267,7 @@ impl Default for RawAdmin {
 #[serde(deny_unknown_fields, default)]
 pub struct RawUpstream {
     /// Base URL; the only key without a default.
-    pub url: Option<String>,
+    pub url: Option<UrlText>,
     /// No longer used (every websocket upgrade needs a session); still read so older files load,
     /// and `drawbridge check` warns about it.
     pub sync_paths: Option<Vec<String>>,
@@ -391,7 +465,7 @@ pub enum RawProvider {
 #[serde(deny_unknown_fields)]
 pub struct RawWebhook {
     /// http or https URL.
-    pub url: Option<String>,
+    pub url: Option<UrlText>,
     /// Deadline for the whole call, retries included.
     #[serde(default = "default_provider_timeout")]
     pub timeout_ms: u64,
@@ -399,11 +473,10 @@ pub struct RawWebhook {
     #[serde(default)]
     pub request_format: RawRequestFormat,
     /// Base64 HMAC key; when set every call carries `ditto-signature`.
-    #[serde(serialize_with = "redacted")]
-    pub signing_secret: Option<String>,
-    /// Extra static request headers.
+    pub signing_secret: Option<SecretText>,
+    /// Extra static request headers (an `Authorization` among them, often).
     #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
+    pub headers: std::collections::BTreeMap<String, SecretText>,
     /// Calls in flight at once.
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
@@ -439,7 +512,7 @@ pub struct RawJwt {
     #[serde(default)]
     pub audiences: Vec<String>,
     /// JWKS endpoint, fetched at start and refreshed in the background.
-    pub jwks_url: Option<String>,
+    pub jwks_url: Option<UrlText>,
     /// A local JWKS JSON file instead of a URL.
     pub keys_file: Option<String>,
     /// JWKS refresh interval.
@@ -628,8 +701,7 @@ impl Default for RawSession {
 pub struct RawAggregator {
     /// Base64 key the caller's `ditto-signature` must verify with; absent = the door refuses
     /// every call unless `allow_unsigned` is set.
-    #[serde(serialize_with = "redacted")]
-    pub signing_secret: Option<String>,
+    pub signing_secret: Option<SecretText>,
     /// Oldest accepted signature.
     pub max_signature_age_seconds: u64,
     /// Answer unsigned calls (no `signing_secret`): an explicit opt-in, warned about.
@@ -718,7 +790,7 @@ pub struct RawDitto {
 #[serde(deny_unknown_fields, default)]
 pub struct RawTracing {
     /// OTLP/HTTP (protobuf) collector URL, e.g. `http://otel-collector:4318`.
-    pub otlp_endpoint: Option<String>,
+    pub otlp_endpoint: Option<UrlText>,
     /// Share of new traces exported, 0.0 to 1.0; a sampled incoming `traceparent` is always followed.
     pub sample_ratio: f64,
     /// The `service.name` resource attribute.

@@ -787,3 +787,117 @@ fn trusted_proxy_typo_names_the_entry() {
         ["limits.max_connections_per_client: must be greater than 0"]
     );
 }
+
+/// A config with a secret in every place that can hold one, some of them from `${file:..}` and
+/// `${env:..}`; each secret holds `MARK`.
+fn config_full_of_secrets(dir: &Path) -> (String, HashMap<String, String>) {
+    const SECRET_B64: &str = "c2VjcmV0LU1BUkstZmlsZQ=="; // "secret-MARK-file"
+    let file = dir.join("hook-secret");
+    std::fs::write(&file, "MARK-from-file-secret\n").unwrap();
+    let text = format!(
+        "[upstream]\nurl = \"http://up:MARK-up-pw@127.0.0.1:8080\"\n\
+         [aggregator]\nsigning_secret = \"{SECRET_B64}\"\n\
+         [cluster]\nredis_url = \"redis://:MARK-redis-pw@redis:6379/0\"\npassword = \"${{env:REDIS_PW}}\"\n\
+         [tracing]\notlp_endpoint = \"https://otel:MARK-otel@otel.example:4318/v1/traces?api_key=MARK-otel-key\"\n\
+         [providers.hook]\nkind = \"webhook\"\nurl = \"https://hook:MARK-hook-pw@auth.example/check?key=MARK-hook-key\"\n\
+         signing_secret = \"{SECRET_B64}\"\n\
+         headers = {{ Authorization = \"Bearer MARK-header\", X-Api-Key = \"${{file:{}}}\" }}\n\
+         [providers.jwt]\nkind = \"jwt\"\nissuer = \"https://issuer.example/\"\naudiences = [\"a\"]\n\
+         jwks_url = \"https://j:MARK-jwks-pw@issuer.example/jwks?token=MARK-jwks-key\"\n",
+        file.display()
+    );
+    let env = HashMap::from([("REDIS_PW".to_owned(), "MARK-env-password".to_owned())]);
+    (text, env)
+}
+
+#[test]
+fn config_debug_never_prints_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (text, env) = config_full_of_secrets(dir.path());
+    let config = Config::from_toml(&text, &env).unwrap();
+    let shown = format!("{config:?} {config:#?}");
+    assert!(!shown.contains("MARK"), "{shown}");
+    // The base64 secret in any spelling: the decoded key bytes as Debug prints a Vec<u8>.
+    let key = format!("{:?}", b"secret-MARK-file".to_vec());
+    assert!(!shown.contains(&key[1..key.len() - 1]), "{shown}");
+    assert!(!shown.contains("c2VjcmV0LU1BUkstZmlsZQ"), "{shown}");
+    // What is not secret still shows.
+    assert!(shown.contains("auth.example/check"), "{shown}");
+    assert!(
+        shown.contains("Sensitive") || shown.contains("<redacted>"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn raw_config_debug_never_prints_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (text, env) = config_full_of_secrets(dir.path());
+    let mut value: toml::Value = toml::from_str::<toml::Table>(&text)
+        .map(toml::Value::Table)
+        .unwrap();
+    let mut problems = Vec::new();
+    secrets::resolve(&mut value, &mut Vec::new(), &env, &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    let raw: raw::RawConfig = value.try_into().unwrap();
+    let shown = format!("{raw:?} {raw:#?}");
+    assert!(!shown.contains("MARK"), "{shown}");
+    assert!(!shown.contains("c2VjcmV0LU1BUkstZmlsZQ"), "{shown}");
+    assert!(shown.contains("auth.example/check"), "{shown}");
+}
+
+#[test]
+fn shown_url_hides_user_info_and_query_only() {
+    for (url, shown) in [
+        ("https://a.example/x", "https://a.example/x"),
+        (
+            "https://u:p@a.example/x?k=v",
+            "https://<redacted>@a.example/x?<redacted>",
+        ),
+        ("redis://:pw@r:6379/0", "redis://<redacted>@r:6379/0"),
+        ("https://a.example/p@th", "https://a.example/p@th"),
+        ("u:p@host:1", "<redacted>@host:1"),
+    ] {
+        assert_eq!(raw::shown_url(url), shown, "{url}");
+    }
+}
+
+#[test]
+fn syntax_error_names_line_and_key_but_never_the_value() {
+    for (text, line, key) in [
+        (
+            "[cluster]\nredis_url = \"redis://:MARK@r:6379\n",
+            2,
+            "redis_url",
+        ),
+        ("a = 1\n[cluster]\npassword = MARK-bare\n", 3, "password"),
+        (
+            "[providers.p]\nheaders = { Authorization = \"Bearer MARK\" \n",
+            2,
+            "headers",
+        ),
+        ("x = \"MARK\" \"MARK\"\n", 1, "x"),
+        ("[upstream]\nurl = 'MARK\n", 2, "url"),
+    ] {
+        let e = parse(text).unwrap_err();
+        let ConfigError::Syntax(syntax) = &e else {
+            panic!("{text:?}: {e}");
+        };
+        let shown = format!("{e} {e:?} {:?}", e.lines());
+        assert!(!shown.contains("MARK"), "{text:?}: {shown}");
+        assert_eq!(syntax.line, line, "{text:?}: {shown}");
+        assert_eq!(syntax.key.as_deref(), Some(key), "{text:?}: {shown}");
+    }
+}
+
+#[test]
+fn mistyped_value_is_named_by_key_without_the_value() {
+    for text in [
+        "[upstream]\nurl = \"http://a:1\"\n[aggregator]\nsigning_secret = 12345678\n",
+        "[upstream]\nurl = \"http://a:1\"\n[cluster]\nredis_url = \"redis://r:1\"\npassword = 12345678\n",
+        "[upstream]\nurl = \"http://a:1\"\n[session]\nmax_ttl_seconds = \"12345678\"\n",
+    ] {
+        let shown = lines(text).join("\n");
+        assert!(!shown.contains("12345678"), "{text:?}: {shown}");
+    }
+}

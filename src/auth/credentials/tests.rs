@@ -338,8 +338,70 @@ fn strip_ticket_rewrites_only_the_query() {
         ),
     ] {
         let mut u: Uri = uri.parse().unwrap();
-        strip_ticket(&mut u);
+        strip_query(&mut u, &OURS);
         assert_eq!(u.to_string(), want, "{uri}");
+    }
+}
+
+#[test]
+fn any_header_holding_our_token_is_stripped_and_the_rest_kept() {
+    let (token, theirs) = (ours(), third_party());
+    let mut h = map(&[
+        ("x-ditto-auth", &token),
+        ("X-DITTO-AUTH", &format!("Bearer {token}")),
+        ("x-access-token", &format!("\"{token}\"")),
+        ("x-forwarded-access-token", &token),
+        ("x-ditto-auth", "ditto-own-token"),
+        ("x-id-token", &theirs),
+        ("x-version", "1.2.3"),
+        ("x-note", "a.b.c"),
+    ]);
+    strip_other_headers(&mut h, &OURS);
+    assert_eq!(values(&h, "x-ditto-auth"), ["ditto-own-token"]);
+    assert!(h.get("x-access-token").is_none());
+    assert!(h.get("x-forwarded-access-token").is_none());
+    assert_eq!(values(&h, "x-id-token"), [theirs.as_str()]);
+    assert_eq!(values(&h, "x-version"), ["1.2.3"]);
+    assert_eq!(values(&h, "x-note"), ["a.b.c"]);
+}
+
+#[test]
+fn query_pair_holding_our_token_is_stripped_in_any_spelling() {
+    let token = ours();
+    let theirs = third_party();
+    let encoded: String = token
+        .bytes()
+        .map(|b| {
+            if b == b'.' {
+                "%2E".to_owned()
+            } else {
+                (b as char).to_string()
+            }
+        })
+        .collect();
+    for (query, want) in [
+        (format!("access_token={token}&room=1"), "room=1".to_owned()),
+        (format!("room=1&token={token}"), "room=1".to_owned()),
+        (
+            format!("room=1;access_token={token};x=2"),
+            "room=1;x=2".to_owned(),
+        ),
+        (
+            format!("access_token={encoded}&room=1"),
+            "room=1".to_owned(),
+        ),
+        (format!("{token}&room=1"), "room=1".to_owned()),
+        (format!("auth=Bearer+{token}&room=1"), "room=1".to_owned()),
+        (
+            format!("id_token={theirs}&room=1"),
+            format!("id_token={theirs}&room=1"),
+        ),
+        ("v=1.2.3&room=1".to_owned(), "v=1.2.3&room=1".to_owned()),
+    ] {
+        let mut u: Uri = format!("/sync/d?{query}").parse().unwrap();
+        strip_query(&mut u, &OURS);
+        let got = u.query().unwrap_or_default();
+        assert_eq!(got, want, "{query}");
     }
 }
 

@@ -502,6 +502,27 @@ async fn expired_or_not_yet_valid_token_is_denied() {
 }
 
 #[tokio::test]
+async fn token_at_the_end_of_its_leeway_is_denied() {
+    let es = Signer::es256("es-1");
+    let server = JwksServer::start(jwks(&[&es])).await;
+    let p = ready_provider(&url_config(&server)).await;
+    // At the start of a second, so both checks below run within it.
+    let first = unix_now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while unix_now() == first {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stands still"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let now = unix_now();
+    // exp + leeway (5 s) = now: no longer acceptable; one second more still is.
+    denied(check(&p, &es.mint(&with(claims(), json!({"exp": now - 5})))).await);
+    allowed(check(&p, &es.mint(&with(claims(), json!({"exp": now - 4})))).await);
+}
+
+#[tokio::test]
 async fn alg_none_token_is_denied() {
     let es = Signer::es256("es-1");
     let server = JwksServer::start(jwks(&[&es])).await;

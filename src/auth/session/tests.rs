@@ -370,3 +370,46 @@ fn sealed_value_opens_only_with_its_context_and_a_shared_key() {
         Some(&secret[..])
     );
 }
+
+/// Waits for the start of the next second, so the lines after it run within one second.
+fn at_a_second_start() -> u64 {
+    let first = unix_now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let now = unix_now();
+        if now != first {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stands still"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn session_in_the_second_of_its_exp_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sessions::from_config(&config(dir.path(), None, None)).unwrap();
+    let m = s.mint(&allow(3600), "app", "prov").unwrap();
+    let now = at_a_second_start();
+    // exp = now: the token's last valid instant has passed (RFC 7519 §4.1.4).
+    let mut edge = m.claims.clone();
+    edge.exp = now;
+    let token = s.session_signing.sign(&edge).unwrap();
+    assert!(matches!(s.verify(&token), Err(SessionError::Expired)));
+    // One second later is still good, with the key that signs assertions as well.
+    edge.exp = now + 1;
+    let token = s.session_signing.sign(&edge).unwrap();
+    assert_eq!(s.verify(&token).unwrap(), edge);
+    let keyed = Sessions::from_config(&SessionConfig {
+        token_signing: TokenSigning::Key,
+        ..config(dir.path(), None, None)
+    })
+    .unwrap();
+    let now = at_a_second_start();
+    edge.exp = now;
+    let token = keyed.session_signing.sign(&edge).unwrap();
+    assert!(matches!(keyed.verify(&token), Err(SessionError::Expired)));
+}
