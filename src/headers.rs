@@ -27,6 +27,8 @@ pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwa
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Real-IP` (nginx's single-address form of `X-Forwarded-For`).
+pub(crate) static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Whether the `Connection` header lists `token` (case-insensitive, comma-separated).
 pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -113,7 +115,9 @@ pub(crate) fn set_forwarded(
         _ => peer.to_string(),
     };
     if !keep_chain {
+        // A client's own claims about where it is from never reach the sync server.
         headers.remove(header::FORWARDED);
+        headers.remove(&X_REAL_IP);
     }
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(&X_FORWARDED_FOR, v);
@@ -253,11 +257,13 @@ mod tests {
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-for", "198.51.100.1"),
             ("forwarded", "for=203.0.113.9"),
+            ("x-real-ip", "203.0.113.9"),
         ]);
         set_forwarded(&mut h, "192.0.2.44".parse().unwrap(), false, "https", None);
         let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
         assert_eq!(xff, ["192.0.2.44"]);
         assert!(!h.contains_key("forwarded"));
+        assert!(!h.contains_key("x-real-ip"));
         assert!(!h.contains_key("x-forwarded-host"));
     }
 }

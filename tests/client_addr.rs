@@ -199,7 +199,10 @@ async fn haproxy_proxy_protocol_clients_get_their_own_login_buckets_and_log_line
             &mut first,
             "GET",
             "/bytes?n=2",
-            &[("x-forwarded-for", "203.0.113.9")],
+            &[
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-real-ip", "203.0.113.9"),
+            ],
             "",
         )
         .await;
@@ -208,6 +211,12 @@ async fn haproxy_proxy_protocol_clients_get_their_own_login_buckets_and_log_line
             forwarded_for_at(&up, "/bytes?n=2"),
             [a],
             "a client's own X-Forwarded-For passed"
+        );
+        let seen = up.seen();
+        let last = seen.iter().rev().find(|s| s.uri.starts_with("/bytes?n=2"));
+        assert!(
+            !last.unwrap().headers.contains_key("x-real-ip"),
+            "a client's own X-Real-IP passed"
         );
     }
     let (audit, access) = (

@@ -650,7 +650,10 @@ fn clustered(up: &Upstream, hook: &Webhook, cluster: &str) -> support::GatewayBu
     Gateway::builder(up.url())
         .demo_provider(hook)
         .rate_limit_off()
-        .extra(&format!("[cluster]\n{cluster}"))
+        .extra(&format!(
+            "{}[cluster]\n{cluster}",
+            support::shared_session_table()
+        ))
 }
 
 #[tokio::test]
@@ -816,7 +819,10 @@ fn check_refuses_every_incomplete_redis_url_without_printing_it() {
         let path = dir.path().join("drawbridge.toml");
         std::fs::write(
             &path,
-            format!("[upstream]\nurl = \"http://127.0.0.1:1\"\n[cluster]\nredis_url = \"{url}\"\n"),
+            format!(
+                "[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\nkey_file = \"/etc/drawbridge/session.pem\"\n\
+                 [cluster]\nredis_url = \"{url}\"\n"
+            ),
         )
         .unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_drawbridge"))

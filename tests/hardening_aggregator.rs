@@ -416,7 +416,11 @@ async fn signed_call_replayed_on_the_same_gateway_is_refused() {
 async fn signed_call_replayed_on_another_replica_sharing_redis_is_refused() {
     let redis = support::redis::Redis::start().await;
     let hook = Webhook::users(120).await;
-    let cluster = format!("[cluster]\nredis_url = \"{}\"\n", redis.url());
+    let cluster = format!(
+        "{}[cluster]\nredis_url = \"{}\"\n",
+        support::shared_session_table(),
+        redis.url()
+    );
     let (_up_a, a) = gateway(&hook, &Door::Signed, &cluster).await;
     let (_up_b, b) = gateway(&hook, &Door::Signed, &cluster).await;
     for gw in [&a, &b] {

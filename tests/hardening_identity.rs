@@ -105,7 +105,7 @@ async fn identity_headers_with_lookalike_user_ids_stay_distinct_on_tunnels_and_c
         let tunnel = up.next().await;
         tunnels.insert(*id, tunnel.headers["x-drawbridge-user"].clone());
 
-        let mut req = client::request("GET", &gw.url("/auth/check"), "");
+        let mut req = client::request("GET", &gw.url("/auth/check/sync/room"), "");
         req.headers_mut()
             .insert("authorization", bearer.parse().unwrap());
         let resp = http.request(req).await.unwrap();

@@ -795,7 +795,7 @@ fn config_full_of_secrets(dir: &Path) -> (String, HashMap<String, String>) {
     let file = dir.join("hook-secret");
     std::fs::write(&file, "MARK-from-file-secret\n").unwrap();
     let text = format!(
-        "[upstream]\nurl = \"http://up:MARK-up-pw@127.0.0.1:8080\"\n\
+        "[upstream]\nurl = \"http://up:MARK-up-pw@127.0.0.1:8080\"\n{SESSION_KEY}\
          [aggregator]\nsigning_secret = \"{SECRET_B64}\"\n\
          [cluster]\nredis_url = \"redis://:MARK-redis-pw@redis:6379/0\"\npassword = \"${{env:REDIS_PW}}\"\n\
          [tracing]\notlp_endpoint = \"https://otel:MARK-otel@otel.example:4318/v1/traces?api_key=MARK-otel-key\"\n\

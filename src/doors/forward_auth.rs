@@ -278,9 +278,8 @@ fn identity(shared: &Shared, headers: &mut HeaderMap, claims: &SessionClaims, co
         headers.insert(AUTH_REQUEST_USER, user);
     }
     if let Some(email) = claims.email() {
-        if let Ok(v) = HeaderValue::from_str(email) {
-            headers.insert(AUTH_REQUEST_EMAIL, v);
-        }
+        // Encoded like the other identity headers, so two addresses never read the same.
+        headers.insert(AUTH_REQUEST_EMAIL, tunnel::header_text(email));
     }
 }
 

@@ -403,3 +403,19 @@ pub fn login_body(app: &str, provider: &str, token: &str) -> serde_json::Value {
 pub async fn pace(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
+
+/// A `[session]` table naming one EdDSA key file, the same for every gateway of this test
+/// process: what `[cluster]` needs, since replicas must share the key that signs sessions.
+pub fn shared_session_table() -> String {
+    static KEY_DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = KEY_DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = drawbridge::auth::session::keygen(jsonwebtoken::Algorithm::EdDSA).unwrap();
+        std::fs::write(dir.path().join("session.pem"), pem).unwrap();
+        dir
+    });
+    format!(
+        "[session]\nalgorithm = \"EdDSA\"\nkey_file = {:?}\n",
+        dir.path().join("session.pem")
+    )
+}
