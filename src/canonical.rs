@@ -175,10 +175,10 @@ fn canonical_segment(raw: &str) -> Result<String, TargetError> {
     {
         return Err(TargetError::DoubleEncoded);
     }
-    if let Some((name, _)) = out.split_once(';') {
-        if name == "." || name == ".." {
-            return Err(TargetError::DotSegmentParameters);
-        }
+    if let Some((name, _)) = out.split_once(';')
+        && (name == "." || name == "..")
+    {
+        return Err(TargetError::DotSegmentParameters);
     }
     Ok(out)
 }

@@ -593,10 +593,11 @@ impl TryFrom<raw::RawConfig> for Config {
             ));
         }
         let admin_addr = socket_addr(&raw.admin.addr, "admin.addr", &mut p);
-        if let (Some(l), Some(a)) = (listen_addr, admin_addr) {
-            if l == a && l.port() != 0 {
-                p.push(Problem::new("admin.addr", "must differ from listen.addr"));
-            }
+        if let (Some(l), Some(a)) = (listen_addr, admin_addr)
+            && l == a
+            && l.port() != 0
+        {
+            p.push(Problem::new("admin.addr", "must differ from listen.addr"));
         }
 
         let tls = if raw.listen.plaintext {

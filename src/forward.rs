@@ -102,10 +102,10 @@ impl Forwarder {
         config: &Config,
     ) -> Result<Response<Body>, UpstreamError> {
         let max_body = config.limits.max_request_body_bytes;
-        if let Some(len) = content_length(req.headers()) {
-            if len > max_body {
-                return Err(UpstreamError::BodyTooLarge);
-            }
+        if let Some(len) = content_length(req.headers())
+            && len > max_body
+        {
+            return Err(UpstreamError::BodyTooLarge);
         }
         let (mut parts, body) = req.into_parts();
         rewrite_head(&mut parts, peer, config, false);
@@ -218,10 +218,10 @@ fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
         if s.is::<http_body_util::LengthLimitError>() {
             return UpstreamError::BodyTooLarge;
         }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return UpstreamError::Timeout;
-            }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return UpstreamError::Timeout;
         }
         source = s.source();
     }

@@ -125,11 +125,11 @@ fn check(path: &std::path::Path, skip_files: bool, against: Option<&std::path::P
         Ok(c) => c,
         Err(e) => return usage_error(path, &e),
     };
-    if let (Some(tls), false) = (&cfg.tls, skip_files) {
-        if let Err(e) = drawbridge::tls::check_files(tls) {
-            eprintln!("{}: tls: {e}", path.display());
-            return ExitCode::from(EXIT_USAGE);
-        }
+    if let (Some(tls), false) = (&cfg.tls, skip_files)
+        && let Err(e) = drawbridge::tls::check_files(tls)
+    {
+        eprintln!("{}: tls: {e}", path.display());
+        return ExitCode::from(EXIT_USAGE);
     }
     for warning in &cfg.warnings {
         eprintln!("{}: warning: {warning}", path.display());

@@ -100,10 +100,10 @@ impl Shared {
             base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
         if let Some(cluster) = &self.cluster {
             let ttl = self.config.load().auth.session.ticket_ttl;
-            if let Ok(json) = serde_json::to_vec(&*claims) {
-                if cluster.put(TICKET_KIND, &ticket, &json, ttl).await {
-                    return ticket;
-                }
+            if let Ok(json) = serde_json::to_vec(&*claims)
+                && cluster.put(TICKET_KIND, &ticket, &json, ttl).await
+            {
+                return ticket;
             }
         }
         self.tickets.insert(ticket.clone(), claims);

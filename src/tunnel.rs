@@ -193,10 +193,8 @@ pub(crate) fn header_text(s: &str) -> HeaderValue {
     let plain = !s.bytes().any(|b| b == b'%' || b.is_ascii_control())
         && !s.starts_with([' ', '\t'])
         && !s.ends_with([' ', '\t']);
-    if plain {
-        if let Ok(v) = HeaderValue::from_str(s) {
-            return v;
-        }
+    if plain && let Ok(v) = HeaderValue::from_str(s) {
+        return v;
     }
     let encoded = percent_encoding::utf8_percent_encode(s, HEADER_ESCAPED).to_string();
     // Only printable ASCII is left, so this cannot fail.
@@ -417,8 +415,8 @@ fn client_response(
         }
     }
     // A browser that offered only drawbridge's carrier entry needs one echoed back, or it fails the handshake.
-    if !h.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
-        if let Some(ours) = offered_protocols
+    if !h.contains_key(header::SEC_WEBSOCKET_PROTOCOL)
+        && let Some(ours) = offered_protocols
             .iter()
             .find(|p| *p == "drawbridge" || p.starts_with(PROTOCOL_BEARER_PREFIX))
             .filter(|_| {
@@ -426,15 +424,14 @@ fn client_response(
                     .iter()
                     .all(|p| p == "drawbridge" || p.starts_with(PROTOCOL_BEARER_PREFIX))
             })
-        {
-            let ours = if offered_protocols.iter().any(|p| p == "drawbridge") {
-                "drawbridge"
-            } else {
-                ours.as_str()
-            };
-            if let Ok(v) = HeaderValue::from_str(ours) {
-                h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
-            }
+    {
+        let ours = if offered_protocols.iter().any(|p| p == "drawbridge") {
+            "drawbridge"
+        } else {
+            ours.as_str()
+        };
+        if let Ok(v) = HeaderValue::from_str(ours) {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
         }
     }
     match kind {

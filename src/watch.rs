@@ -100,12 +100,11 @@ impl Names {
             };
             let set = names.entry(dir_of(file)).or_default();
             set.insert(name.to_owned());
-            if let Ok(target) = std::fs::read_link(file) {
-                if let Some(Component::Normal(first)) = target.components().next() {
-                    if target.is_relative() {
-                        set.insert(first.to_owned());
-                    }
-                }
+            if let Ok(target) = std::fs::read_link(file)
+                && let Some(Component::Normal(first)) = target.components().next()
+                && target.is_relative()
+            {
+                set.insert(first.to_owned());
             }
         }
         Self(names)

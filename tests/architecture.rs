@@ -67,14 +67,14 @@ fn module_imports_run_down_the_floors_only() {
     }
     for (from, edges) in &graph {
         for (to, site) in edges {
-            if let (Some(f), Some(t)) = (floor.get(from.as_str()), floor.get(to.as_str())) {
-                if t > f {
-                    let _ = writeln!(
-                        problems,
-                        "{}:{}: `{from}` (floor {f}) imports `{to}` (floor {t}), which is above it",
-                        site.file, site.line
-                    );
-                }
+            if let (Some(f), Some(t)) = (floor.get(from.as_str()), floor.get(to.as_str()))
+                && t > f
+            {
+                let _ = writeln!(
+                    problems,
+                    "{}:{}: `{from}` (floor {f}) imports `{to}` (floor {t}), which is above it",
+                    site.file, site.line
+                );
             }
         }
     }
@@ -506,10 +506,10 @@ fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
     }
     let mut marks = BTreeMap::new();
     for node in graph.keys() {
-        if !marks.contains_key(node) {
-            if let Some(cycle) = visit(node, graph, &mut marks, &mut Vec::new()) {
-                return Some(cycle);
-            }
+        if !marks.contains_key(node)
+            && let Some(cycle) = visit(node, graph, &mut marks, &mut Vec::new())
+        {
+            return Some(cycle);
         }
     }
     None

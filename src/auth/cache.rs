@@ -366,19 +366,17 @@ impl DecisionCache {
                 d,
                 self.config.negative_ttl,
                 asked_ms,
-            )) {
-                if l2.put(SHARED_KIND, &id, &bytes, ttl).await {
-                    if let Decision::Allow(a) = d {
-                        l2.index(
-                            USER_INDEX_KIND,
-                            &a.user_id,
-                            SHARED_KIND,
-                            &id,
-                            self.config.max_ttl,
-                        )
-                        .await;
-                    }
-                }
+            )) && l2.put(SHARED_KIND, &id, &bytes, ttl).await
+                && let Decision::Allow(a) = d
+            {
+                l2.index(
+                    USER_INDEX_KIND,
+                    &a.user_id,
+                    SHARED_KIND,
+                    &id,
+                    self.config.max_ttl,
+                )
+                .await;
             }
         }
         if locked {
@@ -453,14 +451,7 @@ impl DecisionCache {
             .fresh
             .try_get_with(key, async {
                 ran.store(true, Ordering::Relaxed);
-                let (decision, asked) = self.through_shared(&key, scope, max_age, check).await?;
-                let ttl = self.ttl(&decision);
-                Ok::<_, ProviderError>(Entry {
-                    decision,
-                    ttl,
-                    provider: Arc::from(provider),
-                    asked,
-                })
+                self.ask(&key, provider, scope, max_age, check).await
             })
             .await;
         let ran = ran.load(Ordering::Relaxed);
@@ -493,10 +484,10 @@ impl DecisionCache {
                 Ok(self.record(entry.decision, outcome))
             }
             Err(error) => {
-                if let Some(stale) = &self.stale {
-                    if let Some(e) = stale.get(&key).await {
-                        return Ok(self.record(e.decision, CacheOutcome::Stale));
-                    }
+                if let Some(stale) = &self.stale
+                    && let Some(e) = stale.get(&key).await
+                {
+                    return Ok(self.record(e.decision, CacheOutcome::Stale));
                 }
                 let outcome = if ran {
                     CacheOutcome::Miss
@@ -510,6 +501,29 @@ impl DecisionCache {
                 Err(Arc::unwrap_or_clone(error))
             }
         }
+    }
+
+    /// The entry to cache for `key`: the shared level's answer, or the provider's (`check`).
+    async fn ask<F, Fut>(
+        &self,
+        key: &Key,
+        provider: &str,
+        scope: &Fingerprint,
+        max_age: Option<Duration>,
+        check: F,
+    ) -> Result<Entry, ProviderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Decision, ProviderError>>,
+    {
+        let (decision, asked) = self.through_shared(key, scope, max_age, check).await?;
+        let ttl = self.ttl(&decision);
+        Ok(Entry {
+            decision,
+            ttl,
+            provider: Arc::from(provider),
+            asked,
+        })
     }
 
     /// Asks again for an answer cached here but too old for `max_age`. Concurrent callers share
@@ -533,14 +547,7 @@ impl DecisionCache {
             .refreshing
             .try_get_with(key, async {
                 ran.store(true, Ordering::Relaxed);
-                let (decision, asked) = self.through_shared(&key, scope, max_age, check).await?;
-                let ttl = self.ttl(&decision);
-                Ok::<_, ProviderError>(Entry {
-                    decision,
-                    ttl,
-                    provider: Arc::from(provider),
-                    asked,
-                })
+                self.ask(&key, provider, scope, max_age, check).await
             })
             .await;
         let outcome = if ran.load(Ordering::Relaxed) {

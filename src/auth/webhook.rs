@@ -104,10 +104,10 @@ impl WebhookProvider {
             HeaderValue::from_static("application/json"),
         );
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        if let Some(key) = &self.config.signing_secret {
-            if let Ok(v) = HeaderValue::from_str(&signature::sign(key, unix_now(), body)) {
-                h.insert(signature::HEADER, v);
-            }
+        if let Some(key) = &self.config.signing_secret
+            && let Ok(v) = HeaderValue::from_str(&signature::sign(key, unix_now(), body))
+        {
+            h.insert(signature::HEADER, v);
         }
         req
     }

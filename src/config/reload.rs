@@ -56,10 +56,11 @@ impl Config {
             }
             (None, _) => {}
         }
-        if let (Some(before), Some(after)) = (&self.tls, &next.tls) {
-            if before.client_ca_file.is_some() && after.client_ca_file.is_none() {
-                keys.push("tls.client_ca_file".to_owned());
-            }
+        if let (Some(before), Some(after)) = (&self.tls, &next.tls)
+            && before.client_ca_file.is_some()
+            && after.client_ca_file.is_none()
+        {
+            keys.push("tls.client_ca_file".to_owned());
         }
         for (name, before) in &a.providers {
             match (before, b.providers.get(name)) {

@@ -68,33 +68,30 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<DemoBody> {
 
 async fn handle(mut req: Request<Incoming>) -> Result<Response<DemoBody>, Infallible> {
     let path = req.uri().path().to_owned();
-    if let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() {
-        if path.starts_with("/sync") || path.starts_with("/_ditto/ws") {
-            let upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
-                if let Ok(upgraded) = upgrade.await {
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        None,
-                    )
-                    .await;
-                    echo(ws).await;
-                }
-            });
-            let mut resp = Response::new(Full::new(Bytes::new()));
-            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            let h = resp.headers_mut();
-            h.insert(
-                header::CONNECTION,
-                http::HeaderValue::from_static("upgrade"),
-            );
-            h.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
-            if let Ok(accept) = http::HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-                h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned()
+        && (path.starts_with("/sync") || path.starts_with("/_ditto/ws"))
+    {
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                echo(ws).await;
             }
-            return Ok(resp);
+        });
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        h.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
+        if let Ok(accept) = http::HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         }
+        return Ok(resp);
     }
     let seen = |h: &str| {
         req.headers()

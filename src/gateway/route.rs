@@ -82,10 +82,10 @@ impl Route {
             return Self::ServerOptions;
         }
         let handshake = Handshake::of(req);
-        if config.ditto.enabled {
-            if let Some(route) = Self::ditto(path, handshake, config) {
-                return route;
-            }
+        if config.ditto.enabled
+            && let Some(route) = Self::ditto(path, handshake, config)
+        {
+            return route;
         }
         if path == "/auth/webhook" {
             return Self::Aggregator(None);
