@@ -7,14 +7,11 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Body, BoxError};
 use crate::config::{self, Config};
-use crate::headers;
+use crate::{headers, https};
 
 /// Why a forwarded request got no upstream response.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +62,7 @@ pub(crate) struct Peer {
 
 /// The shared upstream client and where it points.
 pub(crate) struct Forwarder {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<https::Connector, Body>,
 }
 
 impl Forwarder {
@@ -75,20 +72,11 @@ impl Forwarder {
     /// When the platform's root certificates cannot be loaded for an https upstream.
     /// Only the connect timeout is fixed here; everything else is read from the live config per request.
     pub(crate) fn new(upstream: &config::Upstream) -> std::io::Result<Self> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(upstream.connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build(https);
+        let client = https::client(https::Options {
+            http2: false,
+            connect_timeout: Some(upstream.connect_timeout),
+            pool_idle_timeout: std::time::Duration::from_secs(60),
+        })?;
         Ok(Self { client })
     }
 

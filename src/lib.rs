@@ -20,6 +20,7 @@ mod doors;
 mod forward;
 mod gateway;
 mod headers;
+mod https;
 mod jsonlines;
 mod listener;
 pub mod metrics;

@@ -262,24 +262,16 @@ pub(crate) fn current_trace_id() -> Option<String> {
         .then(|| span_context.trace_id().to_string())
 }
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
+type Client = hyper_util::client::legacy::Client<crate::https::Connector, Full<Bytes>>;
 
 /// A pooled hyper client for `http://` and `https://` collectors (rustls, the platform's roots).
 fn otlp_client() -> std::io::Result<Client> {
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(https),
-    )
+    crate::https::client(crate::https::Options {
+        http2: false,
+        connect_timeout: None,
+        // hyper's own default.
+        pool_idle_timeout: std::time::Duration::from_secs(90),
+    })
 }
 
 /// The exporter's client: a hyper client like the providers', each request run on the tokio runtime (the

@@ -22,6 +22,7 @@ const FLOORS: &[&[&str]] = &[
         "canonical",
         "clock",
         "headers",
+        "https",
         "jsonlines",
         "permissions",
         "shutdown",

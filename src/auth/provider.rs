@@ -6,9 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use sha2::{Digest, Sha256};
 
 use super::group::GroupProvider;
@@ -21,27 +19,18 @@ use crate::config::auth::{
 use crate::metrics::AuthMetrics;
 
 /// The one pooled, kept-alive HTTP(S) client every provider call and JWKS fetch shares.
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<crate::https::Connector, Full<Bytes>>;
 
 /// Builds the shared provider client.
 ///
 /// # Errors
 /// When the platform's root certificates cannot be loaded.
 pub(crate) fn http_client() -> std::io::Result<HttpClient> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
-        .timer(hyper_util::rt::TokioTimer::new())
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build(https))
+    crate::https::client(crate::https::Options {
+        http2: true,
+        connect_timeout: None,
+        pool_idle_timeout: std::time::Duration::from_secs(90),
+    })
 }
 
 /// One login question.
