@@ -52,7 +52,7 @@ impl Refusal {
 pub(crate) enum DoorError {
     /// Refused before routing.
     #[error(transparent)]
-    Refused(Refusal),
+    Refused(#[from] Refusal),
     /// The request body did not arrive within `limits.header_read_timeout_ms`.
     #[error("request body not received in time")]
     BodyTimeout,
@@ -76,13 +76,13 @@ pub(crate) enum DoorError {
     NotFound,
     /// A session credential that opens nothing.
     #[error(transparent)]
-    InvalidToken(SessionRejected),
+    InvalidToken(#[from] SessionRejected),
     /// The provider (or the session minted from its answer) refused the login.
     #[error("{}", .0.description)]
     Denied(Arc<Deny>),
     /// The provider gave no answer.
     #[error(transparent)]
-    Provider(ProviderError),
+    Provider(#[from] ProviderError),
     /// The client called a login route too often.
     #[error("too many requests; slow down")]
     RateLimited,
@@ -91,7 +91,7 @@ pub(crate) enum DoorError {
     Internal(&'static str),
     /// The sync server could not be asked.
     #[error(transparent)]
-    Upstream(UpstreamError),
+    Upstream(#[from] UpstreamError),
     /// The sync server's reply to a relayed login could not be read.
     #[error("upstream login reply unreadable")]
     UpstreamReply,
@@ -204,30 +204,6 @@ impl DoorError {
             (Self::Denied(deny), _) => denied(deny),
             (Self::Provider(e), _) => provider_error(e),
         }
-    }
-}
-
-impl From<Refusal> for DoorError {
-    fn from(refusal: Refusal) -> Self {
-        Self::Refused(refusal)
-    }
-}
-
-impl From<SessionRejected> for DoorError {
-    fn from(why: SessionRejected) -> Self {
-        Self::InvalidToken(why)
-    }
-}
-
-impl From<UpstreamError> for DoorError {
-    fn from(error: UpstreamError) -> Self {
-        Self::Upstream(error)
-    }
-}
-
-impl From<ProviderError> for DoorError {
-    fn from(error: ProviderError) -> Self {
-        Self::Provider(error)
     }
 }
 
