@@ -107,25 +107,20 @@ impl Revocations {
     /// Revokes a session known only by its ID (no claims at hand): until `now + max_ttl`.
     /// Returns until when the entry is kept.
     pub(crate) fn revoke_sid(&self, sid: &str) -> u64 {
-        let now = unix_now();
-        keep(
-            &self.sids,
-            sid,
-            now,
-            last_valid(now, self.max_ttl(), None, None),
-        )
+        self.keep_for_max_ttl(&self.sids, sid)
     }
 
     /// Revokes every session `user` began up to now, including tokens refreshed from them later.
     /// Returns until when the cut-off is kept.
     pub(crate) fn revoke_user(&self, user: &str) -> u64 {
+        self.keep_for_max_ttl(&self.users, user)
+    }
+
+    /// Enters `id` in `map` from now until the longest a token issued now could live; returns
+    /// until when (Unix seconds) the entry is kept.
+    fn keep_for_max_ttl(&self, map: &Cache<String, (u64, u64)>, id: &str) -> u64 {
         let now = unix_now();
-        keep(
-            &self.users,
-            user,
-            now,
-            last_valid(now, self.max_ttl(), None, None),
-        )
+        keep(map, id, now, last_valid(now, self.max_ttl(), None, None))
     }
 
     /// Whether `claims` were revoked: their session by ID, or their user at or after the login
