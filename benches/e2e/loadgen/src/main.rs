@@ -219,38 +219,52 @@ async fn dial(
     Ok(Box::pin(stream))
 }
 
-/// `(tls, authority, path)` of a `<tls_scheme>://` or `<plain_scheme>://` URL.
-fn split_url<'a>(
-    url: &'a str,
-    tls_scheme: &str,
-    plain_scheme: &str,
-) -> Result<(bool, &'a str, &'a str), String> {
-    let rest = |scheme: &str| url.strip_prefix(scheme)?.strip_prefix("://");
-    let (tls, rest) = match (rest(tls_scheme), rest(plain_scheme)) {
-        (Some(r), _) => (true, r),
-        (None, Some(r)) => (false, r),
-        (None, None) => return Err(format!("{url}: want {plain_scheme}:// or {tls_scheme}://")),
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    Ok((tls, authority, path))
-}
-
 type Ws = WebSocketStream<Pin<Box<dyn Io>>>;
 
+/// A `<tls_scheme>://` or `<plain_scheme>://` URL to this machine's loopback, parsed once: every
+/// connection dials `addr` and names `uri`.
 struct Target {
     tls: bool,
     addr: SocketAddr,
-    url: String,
+    uri: http::Uri,
 }
 
 impl Target {
-    fn parse(url: &str) -> Result<Self, String> {
-        let (tls, authority, _) = split_url(url, "wss", "ws")?;
+    /// A `ws://` or `wss://` URL.
+    fn ws(url: &str) -> Result<Self, String> {
+        Self::parse(url, "wss", "ws")
+    }
+
+    /// An `http://` or `https://` URL.
+    fn http(url: &str) -> Result<Self, String> {
+        Self::parse(url, "https", "http")
+    }
+
+    fn parse(url: &str, tls_scheme: &str, plain_scheme: &str) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some(s) if s == tls_scheme => true,
+            Some(s) if s == plain_scheme => false,
+            _ => return Err(format!("{url}: want {plain_scheme}:// or {tls_scheme}://")),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("{url}: want {plain_scheme}://ip:port"))?;
         Ok(Self {
             tls,
-            addr: loopback(authority)?,
-            url: url.to_owned(),
+            addr: loopback(authority.as_str())?,
+            uri,
         })
+    }
+
+    /// `ip:port`, for `Host`.
+    fn authority(&self) -> &str {
+        self.uri.authority().map_or("", |a| a.as_str())
+    }
+
+    /// The path and query, `/` when the URL has none.
+    fn path(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |pq| pq.as_str())
     }
 
     async fn connect(&self, bearer: Option<&str>, tls: &Arc<ClientConfig>) -> Result<Ws, String> {
@@ -267,8 +281,8 @@ impl Target {
     ) -> Result<Ws, String> {
         let io = dial(self.addr, self.tls.then_some(tls), reset_on_drop).await?;
         let mut req = self
-            .url
-            .as_str()
+            .uri
+            .clone()
             .into_client_request()
             .map_err(|e| e.to_string())?;
         if let Some(t) = bearer {
@@ -279,7 +293,7 @@ impl Target {
         }
         let (ws, _) = tokio_tungstenite::client_async(req, io)
             .await
-            .map_err(|e| format!("websocket handshake with {}: {e}", self.url))?;
+            .map_err(|e| format!("websocket handshake with {}: {e}", self.uri))?;
         Ok(ws)
     }
 }
@@ -308,7 +322,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 /// One websocket, one message in flight: the round trip of each echo.
 async fn ws_rtt(args: &Args) -> Result<String, String> {
-    let target = Target::parse(args.str("url")?)?;
+    let target = Target::ws(args.str("url")?)?;
     let size: usize = args.num("size", 1024)?;
     let count: usize = args.num("count", 5000)?;
     let warmup: usize = args.num("warmup", 500)?;
@@ -354,7 +368,7 @@ async fn ws_rtt(args: &Args) -> Result<String, String> {
 /// `conns` websockets, each keeping `window` messages in flight; echoed payload bytes per second
 /// after `warmup` seconds.
 async fn ws_tput(args: &Args) -> Result<String, String> {
-    let target = Arc::new(Target::parse(args.str("url")?)?);
+    let target = Arc::new(Target::ws(args.str("url")?)?);
     let size: usize = args.num("size", 64 * 1024)?;
     let conns: usize = args.num("conns", 4)?;
     let window: usize = args.num("window", 4)?;
@@ -438,7 +452,7 @@ async fn ws_tput(args: &Args) -> Result<String, String> {
 /// Opens `count` websockets and holds them, idle, until a line (or EOF) on stdin or `hold-max`.
 /// Prints `{"open": n, "failed": f}` to stderr as soon as they are open, for the harness to read RSS.
 async fn ws_idle(args: &Args) -> Result<String, String> {
-    let target = Arc::new(Target::parse(args.str("url")?)?);
+    let target = Arc::new(Target::ws(args.str("url")?)?);
     let count: usize = args.num("count", 10_000)?;
     let parallel: usize = args.num("parallel", 64)?;
     let hold_max = Duration::from_secs(args.num("hold-max", 120)?);
@@ -581,25 +595,7 @@ impl Shape {
     }
 }
 
-/// An `http[s]://127.0.0.1:P/path` URL, split for a request on a fresh connection.
-struct HttpTarget {
-    tls: bool,
-    addr: SocketAddr,
-    authority: String,
-    path: String,
-}
-
-impl HttpTarget {
-    fn parse(url: &str) -> Result<Self, String> {
-        let (tls, authority, path) = split_url(url, "https", "http")?;
-        Ok(Self {
-            tls,
-            addr: loopback(authority)?,
-            authority: authority.to_owned(),
-            path: if path.is_empty() { "/" } else { path }.to_owned(),
-        })
-    }
-
+impl Target {
     /// One request on a new connection (a full TLS handshake when https, never resumed), closed
     /// after the answer. Returns the session token for [`Shape::Login`], else `None`.
     async fn once(
@@ -614,8 +610,8 @@ impl HttpTarget {
             .map_err(|e| e.to_string())?;
         let conn = tokio::spawn(conn);
         let builder = http::Request::builder()
-            .uri(self.path.as_str())
-            .header(http::header::HOST, self.authority.as_str())
+            .uri(self.path())
+            .header(http::header::HOST, self.authority())
             .header(http::header::CONNECTION, "close");
         let req = match shape {
             Shape::Check => builder
@@ -662,7 +658,7 @@ impl HttpTarget {
 /// empty where that login failed). Reports logins per second over the whole batch, and checks that
 /// every session is distinct (`distinct_sessions`).
 async fn login_many(args: &Args) -> Result<String, String> {
-    let target = Arc::new(HttpTarget::parse(args.str("url")?)?);
+    let target = Arc::new(Target::http(args.str("url")?)?);
     let shape = Shape::parse(args.opt("shape").unwrap_or("login"))?;
     let prefix = args.str("prefix")?.to_owned();
     let count: usize = args.num("count", 5000)?;
@@ -734,7 +730,7 @@ async fn login_many(args: &Args) -> Result<String, String> {
 /// line of `--tokens` (or the one `--bearer`). All are held until the last has opened or failed,
 /// then reset. Reports how long until all were open and each client's connect-start-to-101 time.
 async fn ws_storm(args: &Args) -> Result<String, String> {
-    let target = Arc::new(Target::parse(args.str("url")?)?);
+    let target = Arc::new(Target::ws(args.str("url")?)?);
     let tokens: Vec<Option<String>> = match args.opt("tokens") {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("{path}: {e}"))?
@@ -818,19 +814,17 @@ mod tests {
 
     #[test]
     fn urls_split_by_scheme_authority_and_path() {
-        assert_eq!(
-            split_url("wss://127.0.0.1:9/sync", "wss", "ws"),
-            Ok((true, "127.0.0.1:9", "/sync"))
-        );
-        assert_eq!(
-            split_url("ws://127.0.0.1:9", "wss", "ws"),
-            Ok((false, "127.0.0.1:9", ""))
-        );
-        assert_eq!(
-            split_url("http://127.0.0.1:9/auth/login", "https", "http"),
-            Ok((false, "127.0.0.1:9", "/auth/login"))
-        );
-        assert!(split_url("https://127.0.0.1:9/", "wss", "ws").is_err());
-        assert!(split_url("httpsx://127.0.0.1:9/", "https", "http").is_err());
+        let wss = Target::ws("wss://127.0.0.1:9/sync").expect("wss");
+        assert!(wss.tls);
+        assert_eq!((wss.authority(), wss.path()), ("127.0.0.1:9", "/sync"));
+        let ws = Target::ws("ws://127.0.0.1:9").expect("ws");
+        assert!(!ws.tls);
+        assert_eq!((ws.authority(), ws.path()), ("127.0.0.1:9", "/"));
+        let http = Target::http("http://127.0.0.1:9/auth/login?x=1").expect("http");
+        assert!(!http.tls);
+        assert_eq!(http.path(), "/auth/login?x=1");
+        assert!(Target::ws("https://127.0.0.1:9/").is_err());
+        assert!(Target::http("httpsx://127.0.0.1:9/").is_err());
+        assert!(Target::http("http://192.0.2.1:9/").is_err());
     }
 }
