@@ -42,8 +42,8 @@ pub use config::{Config, ConfigError};
 /// its source files in a second time. Not part of the API: no stability promise.
 ///
 /// The frame tracker is re-exported (which needs it `pub` where it is declared); the header
-/// functions are wrapped instead, one inlined call each, so `headers.rs` keeps its items
-/// crate-private.
+/// functions and the forwarder's head rewrite are wrapped instead, one inlined call each, so
+/// `headers.rs` and `forward.rs` keep their items crate-private.
 #[doc(hidden)]
 pub mod bench {
     use std::net::IpAddr;
@@ -73,5 +73,26 @@ pub mod bench {
         host: Option<&str>,
     ) {
         crate::headers::set_forwarded(headers, peer, true, proto, host);
+    }
+
+    /// The gateway's whole rewrite of a forwarded request head under `config`: URI, HTTP/1.1,
+    /// hop-by-hop headers, identity headers and session credentials stripped, `X-Forwarded-*`
+    /// and `Host`. `keep_chain` is whether `peer` is a trusted proxy whose chain is kept.
+    #[inline]
+    pub fn rewrite_head(
+        parts: &mut http::request::Parts,
+        peer: std::net::SocketAddr,
+        keep_chain: bool,
+        proto: &'static str,
+        config: &crate::Config,
+        upgrade: bool,
+    ) {
+        let peer = crate::forward::Peer {
+            addr: peer,
+            client: peer.ip(),
+            keep_chain,
+            proto,
+        };
+        crate::forward::rewrite_head(parts, peer, config, upgrade);
     }
 }
