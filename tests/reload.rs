@@ -275,76 +275,12 @@ async fn answered(addr: std::net::SocketAddr, ca_pem: &str, cert: &support::Issu
 }
 
 /// A real in-process gateway started from a config file it reloads when the file changes.
-struct Live {
-    addr: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-    ca: support::Ca,
-    dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), drawbridge::AppError>>>,
-}
-
-impl Live {
-    async fn start(builder: support::GatewayBuilder) -> Self {
-        Self::start_in(tempfile::tempdir().unwrap(), builder).await
-    }
-
-    /// Starts with the config file (and its certificates) written into `dir`.
-    async fn start_in(dir: tempfile::TempDir, builder: support::GatewayBuilder) -> Self {
-        let ca = support::Ca::new();
-        let path = dir.path().join("drawbridge.toml");
-        std::fs::write(&path, builder.config_text(dir.path(), &ca)).unwrap();
-        let config = drawbridge::Config::load(&path).unwrap();
-        let app = drawbridge::App::bind(config)
-            .await
-            .unwrap()
-            .reload_on_sighup(path);
-        let (addr, admin) = (app.local_addr(), app.admin_addr());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app.run(async move {
-            let _ = rx.await;
-        }));
-        let live = Self {
-            addr,
-            admin,
-            ca,
-            dir,
-            stop: Some(tx),
-            task: Some(task),
-        };
-        let ready = format!("http://{admin}/readyz");
-        assert_eventually!(
-            client::get_text(&ready).await.0 == 200,
-            "gateway never became ready"
-        );
-        live
-    }
-
-    fn path(&self) -> std::path::PathBuf {
-        self.dir.path().join("drawbridge.toml")
-    }
-
-    async fn reloads(&self) -> f64 {
-        let text = client::get_text(&format!("http://{}/metrics", self.admin))
-            .await
-            .1;
-        metric(&text, "drawbridge_config_reloads_total{result=\"success\"}")
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-}
-
-impl support::Front for Live {
-    fn ca_pem(&self) -> String {
-        self.ca.pem()
-    }
-
-    fn https_url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.addr.port())
-    }
+/// Counts the successful reloads of an in-process gateway.
+async fn successful_reloads(gw: &Gateway) -> f64 {
+    metric(
+        &gw.metrics().await,
+        "drawbridge_config_reloads_total{result=\"success\"}",
+    )
 }
 
 #[tokio::test]
@@ -355,21 +291,23 @@ async fn reload_keeps_unchanged_providers_answers_and_drops_changed_ones() {
         Webhook::users(3600).await,
         Webhook::users(3600).await,
     );
-    let gw = Live::start(
-        Gateway::builder(up.url())
-            .webhook_provider("kept", &hook_a)
-            .webhook_provider("moved", &hook_b)
-            .rate_limit_off(),
-    )
-    .await;
+    let gw = Gateway::builder(up.url())
+        .webhook_provider("kept", &hook_a)
+        .webhook_provider("moved", &hook_b)
+        .rate_limit_off()
+        .spawn_reloading_in(tempfile::tempdir().unwrap())
+        .await;
     assert_eq!(login(&gw, "app", "kept", "ann-token").await.status, 200);
     assert_eq!(login(&gw, "app", "moved", "ann-token").await.status, 200);
     assert_eq!((hook_a.calls(), hook_b.calls()), (1, 1));
 
-    let text = std::fs::read_to_string(gw.path()).unwrap();
-    replace(&gw.path(), &text.replace(&hook_b.url(), &hook_c.url()));
+    let text = std::fs::read_to_string(gw.config_path()).unwrap();
+    replace(
+        &gw.config_path(),
+        &text.replace(&hook_b.url(), &hook_c.url()),
+    );
     assert_eventually!(
-        gw.reloads().await >= 1.0,
+        successful_reloads(&gw).await >= 1.0,
         "the changed file was not reloaded"
     );
     assert_eq!(login(&gw, "app", "kept", "ann-token").await.status, 200);
@@ -388,10 +326,10 @@ async fn reload_keeps_unchanged_providers_answers_and_drops_changed_ones() {
 
     // The reload's own reads of the files are not changes: no reload follows without one.
     support::pace(600).await;
-    let settled = gw.reloads().await;
+    let settled = successful_reloads(&gw).await;
     support::pace(1000).await;
     assert_eq!(
-        gw.reloads().await,
+        successful_reloads(&gw).await,
         settled,
         "reloads keep coming with no change"
     );
@@ -404,16 +342,14 @@ async fn logs_written_beside_the_config_start_no_reload() {
     let hook = Webhook::users(3600).await;
     let dir = tempfile::tempdir().unwrap();
     let (audit, access) = (dir.path().join("audit.log"), dir.path().join("access.log"));
-    let gw = Live::start_in(
-        dir,
-        Gateway::builder(up.url())
-            .demo_provider(&hook)
-            .rate_limit_off()
-            .extra(&format!(
-                "[audit]\npath = {audit:?}\n[log]\naccess = true\naccess_path = {access:?}"
-            )),
-    )
-    .await;
+    let gw = Gateway::builder(up.url())
+        .demo_provider(&hook)
+        .rate_limit_off()
+        .extra(&format!(
+            "[audit]\npath = {audit:?}\n[log]\naccess = true\naccess_path = {access:?}"
+        ))
+        .spawn_reloading_in(dir)
+        .await;
 
     // A second and a half of logins: both logs are written many times, in the config's directory.
     let until = Instant::now() + Duration::from_millis(1500);
@@ -427,7 +363,7 @@ async fn logs_written_beside_the_config_start_no_reload() {
         "the access log was not written beside the config"
     );
     assert_eq!(
-        gw.reloads().await,
+        successful_reloads(&gw).await,
         0.0,
         "a log line beside the config reloaded it"
     );
@@ -440,12 +376,15 @@ async fn logs_written_beside_the_config_start_no_reload() {
     assert_eq!(reload_lines(), 0);
 
     // An edit of the config itself still reloads it, once.
-    let text = std::fs::read_to_string(gw.path()).unwrap();
-    replace(&gw.path(), &format!("{text}\n# edited\n"));
-    assert_eventually!(gw.reloads().await >= 1.0, "the edit was not reloaded");
+    let text = std::fs::read_to_string(gw.config_path()).unwrap();
+    replace(&gw.config_path(), &format!("{text}\n# edited\n"));
+    assert_eventually!(
+        successful_reloads(&gw).await >= 1.0,
+        "the edit was not reloaded"
+    );
     support::pace(1000).await;
     assert_eq!(
-        gw.reloads().await,
+        successful_reloads(&gw).await,
         1.0,
         "the reload's own audit line started another"
     );
@@ -456,7 +395,10 @@ async fn logs_written_beside_the_config_start_no_reload() {
 #[tokio::test]
 async fn reload_client_ca_replaced_applies_to_new_handshakes_only() {
     let up = Upstream::start().await;
-    let gw = Live::start(Gateway::builder(up.url()).require_client_certs()).await;
+    let gw = Gateway::builder(up.url())
+        .require_client_certs()
+        .spawn_reloading_in(tempfile::tempdir().unwrap())
+        .await;
     let (addr, ca) = (gw.addr, gw.ca.pem());
     let old_client = gw.ca.issue(&["old-client"], 7);
     assert!(
@@ -484,7 +426,7 @@ async fn reload_client_ca_replaced_applies_to_new_handshakes_only() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(gw.reloads().await >= 1.0);
+    assert!(successful_reloads(&gw).await >= 1.0);
     gw.shutdown().await;
 }
 

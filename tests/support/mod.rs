@@ -217,6 +217,30 @@ impl GatewayBuilder {
         let config =
             Config::from_toml(&text, &drawbridge::config::System).expect("test config is valid");
         let app = App::bind(config).await.expect("gateway binds");
+        Gateway::run(app, ca, dir).await
+    }
+
+    /// A gateway whose config is the file [`Gateway::config_path`] in `dir` (written with its
+    /// certificates there), reloaded when the file changes or on SIGHUP.
+    pub async fn spawn_reloading_in(self, dir: tempfile::TempDir) -> Gateway {
+        let ca = Ca::new();
+        let path = dir.path().join(CONFIG_FILE);
+        std::fs::write(&path, self.config_text(dir.path(), &ca)).unwrap();
+        let config = Config::load(&path).expect("test config is valid");
+        let app = App::bind(config)
+            .await
+            .expect("gateway binds")
+            .reload_on_sighup(path);
+        Gateway::run(app, ca, dir).await
+    }
+}
+
+/// The config file's name in a reloading gateway's directory.
+const CONFIG_FILE: &str = "drawbridge.toml";
+
+impl Gateway {
+    /// Runs `app` until shutdown and waits until it is ready.
+    async fn run(app: App, ca: Ca, dir: tempfile::TempDir) -> Self {
         let (addr, admin_addr) = (app.local_addr(), app.admin_addr());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run(async move {
@@ -236,6 +260,11 @@ impl GatewayBuilder {
             "gateway never became ready"
         );
         gw
+    }
+
+    /// The config file of a gateway started by [`GatewayBuilder::spawn_reloading_in`].
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join(CONFIG_FILE)
     }
 }
 
