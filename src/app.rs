@@ -96,7 +96,7 @@ impl App {
         }
         crate::doors::aggregator::announce(&config.auth.aggregator);
         log_warnings(&config);
-        let provider_client = crate::auth::provider::http_client().map_err(AppError::Client)?;
+        let provider_client = crate::auth::check::http_client().map_err(AppError::Client)?;
         let cluster = match &config.cluster {
             Some(settings) => Some(Cluster::new(settings, metrics.registry())?),
             None => None,

@@ -2,7 +2,9 @@
 
 pub(crate) mod breaker;
 pub(crate) mod cache;
+pub(crate) mod check;
 pub(crate) mod credentials;
+pub(crate) mod decision;
 pub(crate) mod grant;
 pub(crate) mod group;
 pub(crate) mod jwt;
@@ -23,100 +25,10 @@ use crate::metrics::AuthMetrics;
 pub use crate::permissions::{Access, Permissions};
 pub(crate) use cache::CacheOutcome;
 use cache::DecisionCache;
-pub use provider::ProviderError;
-pub(crate) use provider::{Check, Provider};
-
-/// An authenticated login.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Allow {
-    /// The user the provider named.
-    pub user_id: String,
-    /// When the provider's answer stops being valid (Unix seconds).
-    pub expires_at: u64,
-    /// What the user may do.
-    pub permissions: Permissions,
-    /// Provider data handed back to the client untouched.
-    pub client_info: Option<serde_json::Value>,
-    /// `identityServiceMetadata`, passed through.
-    pub metadata: Option<serde_json::Value>,
-    /// What the provider said of the user (jwt claims, a webhook's `userInfo`), for userinfo.
-    pub profile: Option<session::Profile>,
-}
-
-/// Why a login failed, in the Ditto SDK's failure vocabulary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// The provider said no.
-    InvalidCredentials,
-    /// The request could not be read.
-    MalformedRequest,
-    /// Unknown app, or the provider is not enabled for it.
-    InvalidApp,
-    /// A session token is missing, invalid, expired or revoked.
-    InvalidToken,
-    /// The provider is broken (garbage reply, 5xx, circuit open).
-    Internal,
-    /// The provider did not answer in time.
-    Timeout,
-    /// Too many requests from this client.
-    RateLimited,
-}
-
-impl Reason {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidCredentials => "InvalidCredentials",
-            Self::MalformedRequest => "MalformedRequest",
-            Self::InvalidApp => "InvalidApp",
-            Self::InvalidToken => "InvalidToken",
-            Self::Internal => "Internal",
-            Self::Timeout => "Timeout",
-            Self::RateLimited => "RateLimited",
-        }
-    }
-}
-
-/// A refused login.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Deny {
-    /// Failure reason.
-    pub reason: Reason,
-    /// A short description safe to show the client.
-    pub description: String,
-    /// Provider data handed back to the client untouched.
-    pub client_info: Option<serde_json::Value>,
-}
-
-/// The answer of every door: allow or deny. Provider errors are not decisions and are never cached.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
-    /// Logged in.
-    Allow(Arc<Allow>),
-    /// Refused.
-    Deny(Arc<Deny>),
-}
-
-impl Decision {
-    pub(crate) fn deny(
-        reason: Reason,
-        description: impl Into<String>,
-        client_info: Option<serde_json::Value>,
-    ) -> Self {
-        Self::Deny(Arc::new(Deny {
-            reason,
-            description: description.into(),
-            client_info,
-        }))
-    }
-
-    fn label(&self) -> &'static str {
-        match self {
-            Self::Allow(_) => "allow",
-            Self::Deny(_) => "deny",
-        }
-    }
-}
+pub(crate) use check::Check;
+pub use check::ProviderError;
+pub use decision::{Allow, Decision, Deny, Reason};
+pub(crate) use provider::Provider;
 
 /// Which door asked, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,13 +61,13 @@ impl Door {
 pub struct AuthCore {
     providers: HashMap<String, Arc<Provider>>,
     /// What each provider was built from, so a reload can keep the unchanged ones.
-    fingerprints: HashMap<String, provider::Fingerprint>,
+    fingerprints: HashMap<String, check::Fingerprint>,
     apps: Option<BTreeMap<String, Vec<String>>>,
     /// Shared with the core a reload builds when the cache settings stay the same.
     cache: Arc<DecisionCache>,
     metrics: AuthMetrics,
     audit: Audit,
-    client: provider::HttpClient,
+    client: check::HttpClient,
 }
 
 /// What a reload did to the providers, for the log.
@@ -173,7 +85,7 @@ pub(crate) struct ProviderChanges {
 
 impl AuthCore {
     /// Builds every provider from the validated config over the shared HTTP client.
-    pub(crate) fn new(auth: &Auth, client: &provider::HttpClient, metrics: AuthMetrics) -> Self {
+    pub(crate) fn new(auth: &Auth, client: &check::HttpClient, metrics: AuthMetrics) -> Self {
         let providers = provider::build_all(&auth.providers, client, &metrics, &|_| None);
         Self {
             providers,
@@ -193,7 +105,7 @@ impl AuthCore {
         self
     }
 
-    /// The core for a reloaded config. Providers whose [`provider::Fingerprint`] is unchanged are
+    /// The core for a reloaded config. Providers whose [`check::Fingerprint`] is unchanged are
     /// kept as they run (connections, circuit breaker, JWKS), and so are their cached answers; a
     /// changed or removed provider's answers are dropped. Logins in flight hold the old core and
     /// finish on the providers they started with.
@@ -268,7 +180,7 @@ impl AuthCore {
     /// When the provider client cannot load the platform's root certificates.
     pub fn from_config(auth: &Auth) -> std::io::Result<Self> {
         let metrics = crate::metrics::Metrics::new().map_err(std::io::Error::other)?;
-        Ok(Self::new(auth, &provider::http_client()?, metrics.auth))
+        Ok(Self::new(auth, &check::http_client()?, metrics.auth))
     }
 
     /// Gives the decision cache a second level shared with the other replicas.

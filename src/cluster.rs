@@ -37,7 +37,8 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::clock::unix_now;
-use crate::config::cluster::{Cluster as Settings, redacted_url};
+use crate::config::cluster::Cluster as Settings;
+use crate::config::raw::redacted_url;
 pub(crate) use wire::strict_u64;
 use wire::{Event, unix_millis};
 pub(crate) use wire::{Kind, Revocation};

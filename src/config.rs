@@ -3,9 +3,11 @@
 pub mod auth;
 pub mod cluster;
 pub mod keys;
+mod problem;
 pub mod raw;
 mod reload;
 mod secrets;
+mod settle;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -15,9 +17,10 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 
 pub use crate::jsonlines::{SinkError, Target as LogTarget};
+pub use problem::Problem;
 pub use raw::RawLogFormat as LogFormat;
-pub use reload::Reload;
 pub use secrets::{Recording, SKIPPED_FILE_PLACEHOLDER, SkipFiles, Sources, System};
+pub use settle::Reload;
 
 /// Environment variable naming the config file when `--config` is absent.
 pub const ENV_CONFIG: &str = "DRAWBRIDGE_CONFIG";
@@ -289,34 +292,6 @@ impl fmt::Debug for Tracing {
             .field("service_name", &self.service_name)
             .field("export_timeout", &self.export_timeout)
             .finish()
-    }
-}
-
-/// One thing wrong with a config, at a key path such as `listen.addr`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key path.
-    pub path: String,
-    /// What is wrong, without the value (it may be a secret).
-    pub message: String,
-}
-
-impl Problem {
-    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
     }
 }
 
@@ -788,7 +763,7 @@ impl TryFrom<raw::RawConfig> for Config {
         };
 
         let tracing = tracing_settings(&raw.tracing, &mut p);
-        let reload = reload::settings(&raw.reload, &mut p);
+        let reload = settle::settings(&raw.reload, &mut p);
 
         match (listen_addr, admin_addr, upstream, auth) {
             (Some(listen), Some(admin), Some(upstream), Some(auth)) if p.is_empty() => Ok(Self {

@@ -8,6 +8,11 @@
 //! runs up a floor, on a module that has no floor (a new module is placed deliberately, below), and
 //! on a cycle, naming the file and line of each offending edge.
 //!
+//! Inside the modules named in `FILE_LEVEL`, each file is a node of its own (`src/auth.rs`,
+//! `src/auth/provider.rs`, `src/auth/jwt/keys.rs`): a path one file names that lies in another
+//! file of the same module is an edge, whether written `crate::auth::..`, `super::..`, `self::..` or
+//! as a child module's name, and the test fails on a cycle between files, naming each file and line.
+//!
 //! The binary (`src/main.rs` and the `src/cli` module it owns) is another crate and is not read.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,6 +101,96 @@ fn module_imports_have_no_cycle() {
             );
         }
         panic!("{text}");
+    }
+}
+
+/// The top-level modules whose files must not import each other in a circle either.
+const FILE_LEVEL: &[&str] = &["auth", "config"];
+
+#[test]
+fn file_imports_inside_a_module_have_no_cycle() {
+    let mut text = String::new();
+    for top in FILE_LEVEL {
+        let graph = file_graph_of(&src_dir(), top);
+        if let Some(cycle) = find_cycle(&graph) {
+            let _ = writeln!(text, "import cycle between the files of `{top}`:");
+            for pair in cycle.windows(2) {
+                let site = &graph[&pair[0]][&pair[1]];
+                let _ = writeln!(text, "  {}:{}: imports `{}`", site.file, site.line, pair[1]);
+            }
+        }
+    }
+    assert!(text.is_empty(), "\n{text}");
+}
+
+#[test]
+fn file_graph_sees_the_known_imports() {
+    // Guards the file-level reader: a `super::` path, a path into a sub-folder, and a parent file
+    // using its child by a relative path.
+    let auth = file_graph_of(&src_dir(), "auth");
+    let config = file_graph_of(&src_dir(), "config");
+    for (graph, from, to) in [
+        (&auth, "src/auth/provider.rs", "src/auth/webhook.rs"),
+        (&auth, "src/auth/jwt/keys.rs", "src/auth/webhook.rs"),
+        (&auth, "src/auth/jwt.rs", "src/auth/jwt/keys.rs"),
+        (&auth, "src/auth.rs", "src/auth/cache.rs"),
+        (&config, "src/config/cluster.rs", "src/config/raw.rs"),
+        (&config, "src/config.rs", "src/config/settle.rs"),
+        (&config, "src/config/reload.rs", "src/config.rs"),
+    ] {
+        assert!(
+            graph.get(from).is_some_and(|e| e.contains_key(to)),
+            "expected `{from}` to import `{to}`; graph: {graph:#?}"
+        );
+    }
+}
+
+#[test]
+fn paths_resolve_from_the_file_and_its_inline_modules() {
+    let text = r#"
+use keys::{KeySet, Pick};
+use super::{decision::{self, Allow}, Permissions};
+use self::inner::Thing;
+
+fn f() {
+    let x = super::provider::http_client();
+    let y = crate::auth::session::Profile::default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn g() {
+        super::super::session::keygen();
+    }
+}
+
+fn h() {
+    super::cache::key();
+}
+"#;
+    let module = ["auth".to_owned(), "jwt".to_owned()];
+    let found: Vec<(String, usize)> = paths(text, &module)
+        .into_iter()
+        .map(|(p, l)| (p.join("::"), l))
+        .collect();
+    for want in [
+        ("auth::jwt::keys::KeySet", 2),
+        ("auth::jwt::keys::Pick", 2),
+        ("auth::decision", 3),
+        ("auth::decision::Allow", 3),
+        ("auth::Permissions", 3),
+        ("auth::jwt::inner::Thing", 4),
+        ("auth::provider::http_client", 7),
+        ("auth::session::Profile::default", 8),
+        ("auth::jwt", 13),
+        ("auth::session::keygen", 15),
+        ("auth::cache::key", 20),
+    ] {
+        assert!(
+            found.contains(&(want.0.to_owned(), want.1)),
+            "expected {want:?} in {found:#?}"
+        );
     }
 }
 
@@ -191,12 +286,13 @@ fn floor_map() -> BTreeMap<&'static str, usize> {
         .collect()
 }
 
-/// The graph of the library's top-level modules.
-fn graph_of(src: &Path) -> Graph {
+/// The library's files: each with its path as shown (`src/auth/jwt/keys.rs`), its module path
+/// (`["auth", "jwt", "keys"]`) and its text.
+fn library_files(src: &Path) -> Vec<(String, Vec<String>, String)> {
     let mut files = Vec::new();
     collect_rs(src, &mut files);
     files.sort();
-    let mut graph = Graph::new();
+    let mut out = Vec::new();
     for file in files {
         let rel = file.strip_prefix(src).expect("file under src");
         let mut parts: Vec<String> = rel
@@ -210,14 +306,56 @@ fn graph_of(src: &Path) -> Graph {
             continue;
         }
         let last = parts.pop().expect("a file name");
-        parts.push(last.trim_end_matches(".rs").to_owned());
-        let module = parts[0].clone();
+        if last != "mod.rs" {
+            parts.push(last.trim_end_matches(".rs").to_owned());
+        }
         let text = std::fs::read_to_string(&file).expect("readable source");
+        out.push((format!("src/{}", rel.display()), parts, text));
+    }
+    out
+}
+
+/// The graph of the library's top-level modules.
+fn graph_of(src: &Path) -> Graph {
+    let mut graph = Graph::new();
+    for (file, parts, text) in library_files(src) {
+        let module = parts[0].clone();
         let entry = graph.entry(module.clone()).or_default();
         for (to, line) in references(&text, &parts) {
             if to != module {
                 entry.entry(to).or_insert_with(|| Site {
-                    file: format!("src/{}", rel.display()),
+                    file: file.clone(),
+                    line,
+                });
+            }
+        }
+    }
+    graph
+}
+
+/// The graph of the files of one top-level module (`src/auth.rs`, `src/auth/*.rs` and below):
+/// an edge for each path one file names that lies in another, found as the longest module path
+/// of a file that begins the named path (`super::provider::Check` in `src/auth/jwt.rs` lies in
+/// `src/auth/provider.rs`; `super::Decision` lies in `src/auth.rs`).
+fn file_graph_of(src: &Path, top: &str) -> Graph {
+    let files: Vec<_> = library_files(src)
+        .into_iter()
+        .filter(|(_, parts, _)| parts[0] == top)
+        .collect();
+    let file_of: BTreeMap<&[String], &str> = files
+        .iter()
+        .map(|(file, parts, _)| (parts.as_slice(), file.as_str()))
+        .collect();
+    let mut graph = Graph::new();
+    for (file, parts, text) in &files {
+        let entry = graph.entry(file.clone()).or_default();
+        for (path, line) in paths(text, parts) {
+            let Some(to) = (1..=path.len()).rev().find_map(|n| file_of.get(&path[..n])) else {
+                continue;
+            };
+            if to != file {
+                entry.entry((*to).to_owned()).or_insert_with(|| Site {
+                    file: file.clone(),
                     line,
                 });
             }
@@ -240,32 +378,82 @@ fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The top-level modules `text` refers to, each with the line of a reference, for a file whose
 /// module path is `module` (`["auth", "jwt", "keys"]` for `src/auth/jwt/keys.rs`).
 fn references(text: &str, module: &[String]) -> Vec<(String, usize)> {
+    paths(text, module)
+        .into_iter()
+        .filter_map(|(path, line)| Some((path.first()?.clone(), line)))
+        .collect()
+}
+
+/// Every path `text` names, resolved from the crate root, each with the line it is written on:
+/// `use` trees (`crate::`, `super::`, `self::` and paths relative to the module, which name its
+/// children), and `crate::`, `super::` and `self::` paths written inline in code. A path inside an
+/// inline module (`mod tests { .. }`) is resolved from that module.
+fn paths(text: &str, module: &[String]) -> Vec<(Vec<String>, usize)> {
     let code = strip_comments_and_strings(text);
     let mut refs = Vec::new();
     let mut pending: Option<Pending> = None;
+    let mut inline = InlineModules::default();
     for (i, line) in code.lines().enumerate() {
         let n = i + 1;
         let trimmed = line.trim_start();
+        let at: Vec<String> = module.iter().chain(inline.names()).cloned().collect();
         if let Some((mut decl, start, at)) = pending.take() {
             decl.push_str(trimmed);
             finish_use(decl, start, &at, &mut refs, &mut pending);
-            continue;
-        }
-        if let Some(decl) = use_declaration(trimmed) {
-            // An indented `use` sits in an inline module (`mod tests { use super::*; }`), one
-            // level below the file's own module, as far as `super::` is concerned.
-            let mut at: Vec<String> = module.to_vec();
-            if trimmed.len() != line.len() {
-                at.push(String::from("{inline}"));
-            }
+        } else if let Some(decl) = use_declaration(trimmed) {
             finish_use(decl.to_owned(), n, &at, &mut refs, &mut pending);
-            continue;
+        } else {
+            for path in inline_paths(line, &at) {
+                refs.push((path, n));
+            }
         }
-        for m in inline_crate_paths(line) {
-            refs.push((m, n));
-        }
+        inline.read(line);
     }
     refs
+}
+
+/// The inline modules (`mod name {`) open at the end of the lines read so far.
+#[derive(Default)]
+struct InlineModules {
+    depth: usize,
+    /// Each open inline module and the brace depth inside it.
+    open: Vec<(String, usize)>,
+}
+
+impl InlineModules {
+    fn names(&self) -> impl Iterator<Item = &String> {
+        self.open.iter().map(|(name, _)| name)
+    }
+
+    fn read(&mut self, line: &str) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let mut opens = None;
+        for pair in words.windows(2) {
+            if pair[0] == "mod" {
+                let name = first_segment(pair[1]);
+                if !name.is_empty() && line[line.find(pair[1]).unwrap_or(0)..].contains('{') {
+                    opens = Some(name);
+                }
+            }
+        }
+        for c in line.chars() {
+            match c {
+                '{' => {
+                    self.depth += 1;
+                    if let Some(name) = opens.take() {
+                        self.open.push((name, self.depth));
+                    }
+                }
+                '}' => {
+                    if self.open.last().is_some_and(|(_, d)| *d == self.depth) {
+                        self.open.pop();
+                    }
+                    self.depth = self.depth.saturating_sub(1);
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// A `use` declaration read so far, the line it starts on, and the module path it sits in.
@@ -290,54 +478,71 @@ fn finish_use(
     decl: String,
     start: usize,
     module: &[String],
-    refs: &mut Vec<(String, usize)>,
+    refs: &mut Vec<(Vec<String>, usize)>,
     pending: &mut Option<Pending>,
 ) {
     match decl.split_once(';') {
         Some((tree, _)) => {
-            for top in use_tree_tops(tree, module) {
-                refs.push((top, start));
+            for path in use_tree_paths(tree, module) {
+                refs.push((path, start));
             }
         }
         None => *pending = Some((decl, start, module.to_vec())),
     }
 }
 
-/// The top-level modules a use tree names: `crate::a::..`, `crate::{a, b::c}`, `super::..` that
-/// climbs to the crate root.
-fn use_tree_tops(tree: &str, module: &[String]) -> Vec<String> {
+/// The paths a use tree names, from the crate root: `crate::a::..`, `crate::{a, b::c}`,
+/// `super::..`, `self::..`, and `a::..` relative to `module`. Paths that leave the crate (`std::..`)
+/// come out below `module` too, where they name no file.
+fn use_tree_paths(tree: &str, module: &[String]) -> Vec<Vec<String>> {
     let tree: String = tree.chars().filter(|c| !c.is_whitespace()).collect();
-    if let Some(rest) = tree.strip_prefix("crate::") {
-        return group_heads(rest);
-    }
-    // `super::` from a module at depth d: d supers reach the crate root.
-    let mut rest = tree.as_str();
-    let mut path: Vec<String> = module.to_vec();
-    let mut climbed = false;
-    while let Some(r) = rest.strip_prefix("super::") {
-        path.pop();
-        rest = r;
-        climbed = true;
-    }
-    if !climbed {
-        return Vec::new();
-    }
-    match path.first() {
-        Some(top) => vec![top.clone()],
-        None => group_heads(rest),
-    }
+    let tree = tree.strip_prefix("::").unwrap_or(&tree);
+    let (base, rest) = resolve_start(tree, module);
+    tree_paths(rest)
+        .into_iter()
+        .map(|tail| base.iter().cloned().chain(tail).collect::<Vec<_>>())
+        .filter(|path| !path.is_empty())
+        .collect()
 }
 
-/// The first segment of each path in `a::b` or `{a, b::c, d::{e}}`.
-fn group_heads(rest: &str) -> Vec<String> {
-    let Some(inner) = rest.strip_prefix('{') else {
-        return Some(first_segment(rest))
-            .filter(|h| !h.is_empty() && h != "self")
-            .into_iter()
-            .collect();
+/// Where a path starting `crate::`, `super::`, `self::` or a plain name begins, written in
+/// `module`: the module path it starts from and the rest of it.
+fn resolve_start<'a>(path: &'a str, module: &[String]) -> (Vec<String>, &'a str) {
+    if let Some(rest) = path.strip_prefix("crate::") {
+        return (Vec::new(), rest);
+    }
+    if let Some(rest) = path.strip_prefix("self::") {
+        return (module.to_vec(), rest);
+    }
+    let mut rest = path;
+    let mut base: Vec<String> = module.to_vec();
+    while let Some(r) = rest.strip_prefix("super::") {
+        base.pop();
+        rest = r;
+    }
+    (base, rest)
+}
+
+/// Each path in a use tree `a::b`, `a::{b, c::d}`, `{a, b::{self, c}}`, as segments.
+fn tree_paths(tree: &str) -> Vec<Vec<String>> {
+    let (prefix, group) = match tree.find('{') {
+        Some(i) => (&tree[..i], Some(&tree[i + 1..])),
+        None => (tree, None),
     };
-    let inner = inner.strip_suffix('}').unwrap_or(inner);
-    let mut heads = Vec::new();
+    let prefix: Vec<String> = prefix
+        .split("::")
+        .map(first_segment)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let Some(group) = group else {
+        return if prefix.last().is_some_and(|s| s == "self") {
+            vec![prefix[..prefix.len() - 1].to_vec()]
+        } else {
+            vec![prefix]
+        };
+    };
+    let inner = group.strip_suffix('}').unwrap_or(group);
+    let mut items = Vec::new();
     let mut depth = 0usize;
     let mut current = String::new();
     for c in inner.chars() {
@@ -345,18 +550,19 @@ fn group_heads(rest: &str) -> Vec<String> {
             '{' => depth += 1,
             '}' => depth = depth.saturating_sub(1),
             ',' if depth == 0 => {
-                heads.push(first_segment(&current));
-                current.clear();
+                items.push(std::mem::take(&mut current));
                 continue;
             }
             _ => {}
         }
         current.push(c);
     }
-    heads.push(first_segment(&current));
-    heads
-        .into_iter()
-        .filter(|h| !h.is_empty() && h != "self")
+    items.push(current);
+    items
+        .iter()
+        .filter(|item| !item.is_empty())
+        .flat_map(|item| tree_paths(item))
+        .map(|tail| prefix.iter().cloned().chain(tail).collect())
         .collect()
 }
 
@@ -369,20 +575,35 @@ fn first_segment(path: &str) -> String {
         .collect()
 }
 
-/// The top-level module of every `crate::x` written in a line of code.
-fn inline_crate_paths(line: &str) -> Vec<String> {
+/// Every `crate::..`, `super::..` and `self::..` path written in a line of code, from the crate
+/// root, for a line in `module`.
+fn inline_paths(line: &str, module: &[String]) -> Vec<Vec<String>> {
     let mut found = Vec::new();
-    let mut rest = line;
-    while let Some(i) = rest.find("crate::") {
-        let before = rest[..i].chars().next_back();
-        let after = &rest[i + "crate::".len()..];
-        if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-            let head = first_segment(after);
-            if !head.is_empty() {
-                found.push(head);
-            }
+    let mut from = 0;
+    while let Some(i) = ["crate::", "super::", "self::"]
+        .iter()
+        .filter_map(|start| line[from..].find(start))
+        .min()
+    {
+        let i = from + i;
+        let before = line[..i].chars().next_back();
+        let path: String = line[i..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+            .collect();
+        from = i + path.len().max(1);
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
         }
-        rest = after;
+        let (base, rest) = resolve_start(&path, module);
+        let tail = rest
+            .split("::")
+            .map(first_segment)
+            .take_while(|s| !s.is_empty());
+        let path: Vec<String> = base.into_iter().chain(tail).collect();
+        if !path.is_empty() {
+            found.push(path);
+        }
     }
     found
 }

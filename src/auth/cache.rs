@@ -21,8 +21,8 @@ use moka::Expiry;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
-use super::provider::{Fingerprint, ProviderError};
-use super::{Allow, Decision, Deny, Reason};
+use super::check::{Fingerprint, ProviderError};
+use super::decision::{Allow, Decision, Deny, Reason};
 use crate::clock::{unix_now, unix_now_ms};
 use crate::cluster::{
     Cluster, DECISION_INDEX_KIND, DECISION_KIND, DECISION_LOCK_KIND, Entry as StoreEntry,

@@ -3,16 +3,23 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 
-use super::provider::{Check, Provider, ProviderError};
-use super::{Allow, Decision};
+use super::check::{Check, ProviderError};
+use super::decision::{Allow, Decision};
 use crate::config::auth::{GroupConfig, Strategy};
 
-pub(crate) struct GroupProvider {
+/// What a group asks of a member: the registry's provider, of whatever kind, answering a check.
+pub(crate) trait Member: Send + Sync {
+    /// Asks the member. Denials are `Ok(Decision::Deny)`; only failures are `Err`.
+    fn ask<'a>(&'a self, check: &'a Check<'a>) -> BoxFuture<'a, Result<Decision, ProviderError>>;
+}
+
+pub(crate) struct GroupProvider<P> {
     strategy: Strategy,
     fallthrough_on_error: bool,
-    members: Vec<(String, Arc<Provider>)>,
+    members: Vec<(String, Arc<P>)>,
 }
 
 /// What the members said so far.
@@ -45,8 +52,8 @@ impl Tally {
     }
 }
 
-impl GroupProvider {
-    pub(crate) fn new(config: &GroupConfig, members: Vec<(String, Arc<Provider>)>) -> Self {
+impl<P: Member> GroupProvider<P> {
+    pub(crate) fn new(config: &GroupConfig, members: Vec<(String, Arc<P>)>) -> Self {
         Self {
             strategy: config.strategy,
             fallthrough_on_error: config.fallthrough_on_error,
@@ -63,17 +70,13 @@ impl GroupProvider {
     }
 
     /// Each member is asked under its own name, with the caller's app and token.
-    async fn ask(
-        name: &str,
-        member: &Provider,
-        check: &Check<'_>,
-    ) -> Result<Decision, ProviderError> {
+    async fn ask(name: &str, member: &P, check: &Check<'_>) -> Result<Decision, ProviderError> {
         let inner = Check {
             app: check.app,
             provider: name,
             token: check.token,
         };
-        member.check(&inner).await
+        member.ask(&inner).await
     }
 
     /// All at once; the first allow wins and dropping the rest cancels their calls.

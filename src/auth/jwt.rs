@@ -22,11 +22,11 @@ use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::provider::{Check, HttpClient, ProviderError};
-use super::session::Profile;
-use super::{Allow, Decision, Permissions, Reason};
+use super::check::{Check, HttpClient, ProviderError};
+use super::decision::{Allow, Decision, Profile, Reason};
 use crate::clock::unix_now;
 use crate::config::auth::{JwksSource, JwtConfig, ProfileClaims};
+use crate::permissions::Permissions;
 use keys::{KeySet, Pick};
 
 /// Least time between two key loads caused by tokens naming an unknown `kid`, so a stream of

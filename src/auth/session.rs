@@ -28,9 +28,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Allow, Permissions};
+use super::decision::Allow;
+pub use super::decision::Profile;
 use crate::clock::unix_now;
 use crate::config::auth::{SessionConfig, TokenSigning};
+use crate::permissions::Permissions;
 
 /// HKDF salt of the session-token MAC key derived from a session key; a new salt would be a new key.
 const MAC_SALT: &[u8] = b"drawbridge session-token mac v1";
@@ -74,27 +76,6 @@ pub struct SessionClaims {
     pub sid: String,
     /// Token ID, new on every mint.
     pub jti: String,
-}
-
-/// What is known of a user beyond the ID: restdb's `email`, `displayname` and `image`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Profile {
-    /// E-mail address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    /// Name to show.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub displayname: Option<String>,
-    /// Picture URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-}
-
-impl Profile {
-    /// `None` when nothing is known, so empty profiles never ride in a token.
-    pub fn non_empty(self) -> Option<Self> {
-        (self != Self::default()).then_some(self)
-    }
 }
 
 impl SessionClaims {

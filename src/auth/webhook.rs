@@ -12,12 +12,13 @@ use sha2::Digest;
 use tokio::sync::Semaphore;
 
 use super::breaker::Breaker;
-use super::provider::{Check, HttpClient, ProviderError};
-use super::session::Profile;
-use super::{Allow, Decision, Permissions, Reason, signature};
+use super::check::{Check, HttpClient, ProviderError};
+use super::decision::{Allow, Decision, Profile, Reason};
+use super::signature;
 use crate::clock::unix_now;
 use crate::config::auth::{RequestFormat, WebhookConfig};
 use crate::metrics::AuthMetrics;
+use crate::permissions::Permissions;
 
 /// Replies larger than this are refused unread.
 pub(crate) const MAX_REPLY_BYTES: usize = 1024 * 1024;

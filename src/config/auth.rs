@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
-use super::Problem;
+use super::problem::Problem;
 use super::raw;
 use crate::permissions::{Access, Permissions};
 

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::Problem;
-use super::raw::RawCluster;
+use super::problem::Problem;
+use super::raw::{RawCluster, redacted_url};
 
 /// The longest `resync_interval_ms` accepted: a dropped message lives at most this long.
 const MAX_RESYNC_INTERVAL_MS: u64 = 300_000;
@@ -46,16 +46,6 @@ impl fmt::Debug for Cluster {
             .field("required", &self.required)
             .field("shared_decisions", &self.shared_decisions)
             .finish()
-    }
-}
-
-/// `url` with any `user:password@` replaced, safe to log.
-pub fn redacted_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://<redacted>@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -113,6 +113,16 @@ impl std::ops::Deref for UrlText {
     }
 }
 
+/// `url` with any `user:password@` replaced, safe to log.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://<redacted>@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// `url` safe to show: `user:password@` becomes `<redacted>@` and a query `?<redacted>`.
 pub fn shown_url(url: &str) -> String {
     let (url, query) = match url.split_once('?') {
@@ -868,7 +878,7 @@ impl Default for RawCluster {
 impl std::fmt::Debug for RawCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawCluster")
-            .field("redis_url", &super::cluster::redacted_url(&self.redis_url))
+            .field("redis_url", &redacted_url(&self.redis_url))
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("username", &self.username)
             .field("key_prefix", &self.key_prefix)

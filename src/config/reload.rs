@@ -1,35 +1,8 @@
-//! `[reload]` (how a changed file is picked up) and what a reload to another config gives up: the
-//! restrictions the running config has and the next one lacks.
+//! What a reload to another config gives up: the restrictions the running config has and the
+//! next one lacks.
 
-use std::time::Duration;
-
+use super::Config;
 use super::auth::{AggregatorAccess, ProviderConfig, Strategy};
-use super::{Config, Problem, raw};
-
-/// Shortest `reload.settle_ms`: below it, a writer's pause between two pieces is likely longer.
-const MIN_RELOAD_SETTLE_MS: u64 = 50;
-/// Longest `reload.settle_ms` (one minute).
-const MAX_RELOAD_SETTLE_MS: u64 = 60_000;
-
-/// `[reload]`
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reload {
-    /// Time a changed watched file must stay unchanged before it is applied (SIGHUP applies at once).
-    pub settle: Duration,
-}
-
-/// `[reload]`: the settle time, within its bounds.
-pub(super) fn settings(raw: &raw::RawReload, p: &mut Vec<Problem>) -> Reload {
-    if !(MIN_RELOAD_SETTLE_MS..=MAX_RELOAD_SETTLE_MS).contains(&raw.settle_ms) {
-        p.push(Problem::new(
-            "reload.settle_ms",
-            format!("must be between {MIN_RELOAD_SETTLE_MS} and {MAX_RELOAD_SETTLE_MS}"),
-        ));
-    }
-    Reload {
-        settle: Duration::from_millis(raw.settle_ms),
-    }
-}
 
 // === impl Config ===
 
@@ -107,6 +80,9 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::super::settle::{MAX_RELOAD_SETTLE_MS, MIN_RELOAD_SETTLE_MS};
     use super::*;
     use crate::config::System;
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::Problem;
+use super::problem::Problem;
 
 /// Where references are looked up. Tests pass a map instead of the process environment.
 pub trait Sources {

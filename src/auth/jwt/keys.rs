@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use super::super::provider::HttpClient;
+use super::super::check::HttpClient;
 use super::super::webhook::MAX_REPLY_BYTES;
 use crate::config::auth::JwksSource;
 

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
-use super::super::{Access, Permissions};
+use crate::permissions::{Access, Permissions};
 
 /// Why a template could not be filled from a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -21,7 +21,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::super::provider::{Check, ProviderError, http_client};
+use super::super::check::{Check, ProviderError, http_client};
 use super::super::{Access, Allow, Decision, Permissions, Reason};
 use super::JwtProvider;
 use crate::clock::unix_now;
