@@ -350,28 +350,55 @@ async fn expiry_closes_with_4001_mid_stream_while_the_client_keeps_sending() {
     );
 }
 
+/// The `exp` claim of a session token (read, not verified).
+fn exp_of(token: &str) -> u64 {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&json).unwrap()["exp"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Sleeps until `millis` past the Unix second `secs`.
+async fn sleep_until_unix(secs: u64, millis: u64) {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis);
+    if let Ok(wait) = at.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
 #[tokio::test]
 async fn refresh_moves_the_tunnel_deadline() {
     let up = Upstream::start().await;
     let hook = Webhook::users(3600).await;
-    let gw = gateway(&up.url(), &hook, "[session]\nmax_ttl_seconds = 2\n").await;
+    // Claims count whole seconds and a session is refused from the second its exp names, so
+    // the deadlines are read from the tokens rather than assumed from the wall clock.
+    let gw = gateway(&up.url(), &hook, "[session]\nmax_ttl_seconds = 3\n").await;
     let token = login(&gw, "app", "demo", "fred-token").await.session();
+    let first_exp = exp_of(&token);
     let mut ws = bearer_client(gw.addr, &gw.ca.pem(), "/sync", &token).await;
-    let opened = Instant::now();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A second later at least, so the refreshed token's exp moves.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let http = client::https(&gw.ca.pem(), false);
-    let (status, _, _) = support::refresh(&http, &gw, &token).await;
-    assert_eq!(status, 200);
+    let (status, _, body) = support::refresh(&http, &gw, &token).await;
+    assert_eq!(status, 200, "{body}");
+    let refreshed = body["sessionToken"].as_str().expect("a refreshed token");
+    let new_exp = exp_of(refreshed);
+    assert!(new_exp > first_exp, "{new_exp} <= {first_exp}");
     // Past the first deadline, the tunnel still works.
-    tokio::time::sleep(Duration::from_millis(
-        2300u64.saturating_sub(opened.elapsed().as_millis() as u64),
-    ))
-    .await;
+    sleep_until_unix(first_exp, 200).await;
     echo_ok(&mut ws, "still here after the old deadline").await;
     assert_eq!(close_of(&mut ws, Duration::from_secs(5)).await, Some(4001));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     assert!(
-        opened.elapsed() >= Duration::from_millis(2500),
-        "closed at the old deadline"
+        now >= new_exp,
+        "closed before the new deadline ({now} < {new_exp})"
     );
 }
 
