@@ -5,7 +5,9 @@
 //! gives (e.g. `127.0.0.1:8443 send-proxy-v2`), so TLS runs end to end between the client and
 //! drawbridge, with the PROXY header in front.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+
+use super::free_port;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -107,12 +109,4 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A loopback port free a moment ago.
-fn free_port() -> SocketAddr {
-    let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
-    addr
 }

@@ -448,3 +448,12 @@ pub fn shared_session_table() -> String {
         dir.path().join("session.pem")
     )
 }
+
+/// A loopback address with a port that was free a moment ago, for a real server a test starts
+/// (nginx, HAProxy, redis-server) that must be given its port.
+pub fn free_port() -> SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    addr
+}

@@ -5,7 +5,9 @@
 //! `127.0.0.1:<port>` nginx was started on. [`Nginx::server`] wraps one `server { }` for the
 //! common case.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+
+use super::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -114,14 +116,6 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A loopback port free a moment ago.
-fn free_port() -> SocketAddr {
-    let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
-    addr
 }
 
 /// One process in the foreground, every path under `dir`, the test's text inside `http { }`.

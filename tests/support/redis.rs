@@ -1,7 +1,9 @@
 //! A real Redis (Debian's `redis-server`) on a free loopback port, without persistence, that a
 //! test can kill and start again on the same port; killed when dropped.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+
+use super::free_port;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -143,12 +145,4 @@ async fn spawn(addr: SocketAddr, dir: &Path, args: &[&str]) -> Result<Child, Str
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-/// A loopback port free a moment ago.
-fn free_port() -> SocketAddr {
-    let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
-    addr
 }
