@@ -100,7 +100,7 @@ impl Admin {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".to_owned()),
             "/readyz" => match self.readiness.check() {
-                Ok(()) if !self.shared.auth.load().ready() => text(
+                Ok(()) if !self.shared.live().auth.ready() => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: provider keys not loaded\n".to_owned(),
                 ),

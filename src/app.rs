@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -13,16 +12,14 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::Admin;
 use crate::audit::Audit;
 use crate::auth::AuthCore;
-use crate::auth::revocation::Revocations;
 use crate::auth::session::{SessionError, Sessions};
 use crate::cluster::{Cluster, ClusterError, Replica};
 use crate::config::Config;
 use crate::forward::Forwarder;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
 use crate::shutdown::Readiness;
-use crate::state::Shared;
+use crate::state::{Live, Parts, Shared};
 use crate::tls::{Tls, TlsError};
 
 mod reload;
@@ -67,7 +64,6 @@ pub struct App {
     admin_listener: TcpListener,
     readiness: Readiness,
     reload_from: Option<PathBuf>,
-    ticket_ttl: reload::TicketTtl,
     log_level: Option<reload::LogLevelHook>,
 }
 
@@ -81,9 +77,10 @@ impl App {
         let audit = Audit::start(config.audit.as_ref(), metrics.registry())?;
         let access_log = crate::gateway::access::start(config.log.access.as_ref(), &metrics)?;
         let tls = match &config.tls {
-            Some(settings) => Some(Arc::new(
-                Tls::load(settings, metrics.tls.clone())?.with_audit(audit.clone()),
-            )),
+            Some(settings) => {
+                let (tls, first) = Tls::load(settings, metrics.tls.clone())?;
+                Some((Arc::new(tls.with_audit(audit.clone())), first))
+            }
             None => None,
         };
         let forwarder = Forwarder::new(&config.upstream).map_err(AppError::Client)?;
@@ -107,43 +104,34 @@ impl App {
             auth.share_decisions(cluster.clone());
         }
         let limiter = reload::limiter(&config);
-        let ticket_ttl = reload::TicketTtl::new(config.auth.session.ticket_ttl);
-        let tickets = moka::sync::Cache::builder()
-            .max_capacity(1_000_000)
-            .expire_after(ticket_ttl.clone())
-            .build();
-        let revocations = Revocations::new(config.auth.session.max_ttl);
-        let tunnels = Arc::new(Registry::new(metrics.tunnel.active.clone()));
         let listener = bind(config.listen.addr, config.listen.backlog)?;
         let admin_listener = bind(config.admin.addr, ADMIN_BACKLOG)?;
         let readiness = Readiness::default();
+        let (tls, tls_generation) = match tls {
+            Some((tls, generation)) => (Some(tls), Some(Arc::new(generation))),
+            None => (None, None),
+        };
+        let first = Live {
+            config,
+            auth,
+            sessions,
+            forwarder: Arc::new(forwarder),
+            limiter,
+            tls: tls_generation,
+        };
+        let parts = Parts {
+            metrics,
+            audit,
+            access_log,
+            cluster,
+        };
         Ok(Self {
-            shared: Arc::new(Shared {
-                config: ArcSwap::from_pointee(config),
-                forwarder: ArcSwap::from_pointee(forwarder),
-                metrics,
-                auth: ArcSwap::from_pointee(auth),
-                sessions: ArcSwap::from_pointee(sessions),
-                revocations,
-                tickets,
-                limiter: arc_swap::ArcSwapOption::new(limiter),
-                tunnels,
-                ditto_tokens: crate::auth::known_tokens::KnownTokens::new(),
-                audit,
-                access_log,
-                config_changed: tokio::sync::watch::Sender::new(0),
-                grants: crate::state::grant_store(),
-                cluster,
-                signed_calls: crate::auth::signature::SeenCalls::new(
-                    crate::auth::signature::MAX_REMEMBERED_CALLS,
-                ),
-            }),
+            shared: Arc::new(Shared::new(first, parts)),
             tls,
             listener,
             admin_listener,
             readiness,
             reload_from: None,
-            ticket_ttl,
             log_level: None,
         })
     }
@@ -171,14 +159,14 @@ impl App {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or_else(|_| self.shared.config.load().listen.addr)
+            .unwrap_or_else(|_| self.shared.live().config.listen.addr)
     }
 
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_listener
             .local_addr()
-            .unwrap_or_else(|_| self.shared.config.load().admin.addr)
+            .unwrap_or_else(|_| self.shared.live().config.admin.addr)
     }
 
     /// Serves until `shutdown` completes, then drains: readiness goes 503, the listener closes,
@@ -188,7 +176,11 @@ impl App {
     /// [`AppError::Tls`] when the certificate watcher cannot start.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
         let _watcher = match &self.tls {
-            Some(tls) => Some(tls.watch(settle_time(&self.shared))?),
+            Some(tls) => {
+                let shared = Arc::downgrade(&self.shared);
+                let current = move || shared.upgrade().and_then(|s| s.live().tls.clone());
+                tls.watch(current, settle_time(&self.shared))?
+            }
             None => None,
         };
         let admin = Arc::new(Admin {
@@ -214,7 +206,6 @@ impl App {
                 let reloader = Arc::new(reload::Reloader::new(
                     self.shared.clone(),
                     self.tls.clone(),
-                    self.ticket_ttl.clone(),
                     path,
                     self.log_level.clone(),
                 ));
@@ -227,7 +218,6 @@ impl App {
 
         let listener = Listener {
             tcp: self.listener,
-            tls: self.tls.clone(),
             shared: self.shared.clone(),
         };
         let graceful = GracefulShutdown::new();
@@ -254,7 +244,7 @@ impl App {
             stop.cancel();
             serve.await;
         }
-        let grace = self.shared.config.load().shutdown.grace;
+        let grace = self.shared.live().config.shutdown.grace;
         tracing::info!(
             grace_seconds = grace.as_secs(),
             "listener closed; draining connections and tunnels"
@@ -317,7 +307,7 @@ async fn forget_idle_clients(shared: std::sync::Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if let Some(limiter) = shared.limiter.load().as_ref() {
+        if let Some(limiter) = shared.live().limiter.as_ref() {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -374,7 +364,7 @@ fn settle_time(shared: &Arc<Shared>) -> impl Fn() -> std::time::Duration + Send 
     move || {
         shared.upgrade().map_or(
             std::time::Duration::from_millis(crate::config::raw::DEFAULT_RELOAD_SETTLE_MS),
-            |s| s.config.load().reload.settle,
+            |s| s.live().config.reload.settle,
         )
     }
 }

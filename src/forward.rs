@@ -88,6 +88,7 @@ impl Forwarder {
         req: Request<Incoming>,
         peer: Peer,
         config: &Config,
+        issuer: &str,
     ) -> Result<Response<Body>, UpstreamError> {
         let max_body = config.limits.max_request_body_bytes;
         if let Some(len) = content_length(req.headers())
@@ -96,7 +97,7 @@ impl Forwarder {
             return Err(UpstreamError::BodyTooLarge);
         }
         let (mut parts, body) = req.into_parts();
-        rewrite_head(&mut parts, peer, config, false);
+        rewrite_head(&mut parts, peer, config, issuer, false);
         let body: Body = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX))
             .map_err(BoxError::from)
             .boxed_unsync();
@@ -152,12 +153,13 @@ impl Forwarder {
 }
 
 /// Rewrites a client request head for the upstream: its URI, HTTP/1.1, hop-by-hop headers removed
-/// (the upgrade pair kept when `upgrade`), identity headers and session credentials stripped,
-/// `X-Forwarded-*` and `Host` set.
+/// (the upgrade pair kept when `upgrade`), identity headers and the credentials of `issuer`'s
+/// sessions stripped, `X-Forwarded-*` and `Host` set.
 pub(crate) fn rewrite_head(
     parts: &mut http::request::Parts,
     peer: Peer,
     config: &Config,
+    issuer: &str,
     upgrade: bool,
 ) {
     let host = parts
@@ -170,7 +172,7 @@ pub(crate) fn rewrite_head(
     parts.version = http::Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     headers::strip_identity(&mut parts.headers);
-    crate::auth::credentials::strip(parts, &config.auth.session);
+    crate::auth::credentials::strip(parts, issuer);
     headers::set_forwarded(
         &mut parts.headers,
         peer.addr.ip(),

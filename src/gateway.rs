@@ -26,7 +26,7 @@ use crate::doors;
 use crate::forward::Peer;
 use crate::headers::forwarded;
 use crate::respond::{self, DoorError, Front, Refusal};
-use crate::state::Shared;
+use crate::state::{Ctx, Shared};
 use crate::telemetry;
 use crate::tunnel::{self, Gate};
 use route::Route;
@@ -97,8 +97,10 @@ impl GatewayService {
 
     async fn handle(mut self, mut req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
-        let config = self.shared.config.load_full();
-        self.peer = self.peer_for(req.headers(), &config);
+        // One generation for the whole request: every door below answers under it.
+        let live = self.shared.live();
+        let config = &live.config;
+        self.peer = self.peer_for(req.headers(), config);
         let span = crate::telemetry::root_span(Some(req.headers()), || {
             tracing::trace_span!(
                 target: crate::telemetry::TARGET,
@@ -140,8 +142,12 @@ impl GatewayService {
                     (Refusal::LABEL, resp)
                 }
                 Ok(()) => {
-                    let route = Route::classify(&req, &config);
-                    (route.label(), self.dispatch(route, req, &config).await)
+                    let route = Route::classify(&req, config);
+                    let cx = Ctx {
+                        shared: &self.shared,
+                        live: &live,
+                    };
+                    (route.label(), self.dispatch(route, req, cx).await)
                 }
             }
         };
@@ -180,20 +186,13 @@ impl GatewayService {
         }
     }
 
-    async fn dispatch(
-        &self,
-        route: Route,
-        req: Request<Incoming>,
-        config: &Config,
-    ) -> Response<Body> {
+    async fn dispatch(&self, route: Route, req: Request<Incoming>, cx: Ctx<'_>) -> Response<Body> {
         match route {
-            Route::Login(action) => self.login(action, req, config).await,
+            Route::Login(action) => self.login(action, req, cx).await,
             Route::Aggregator(provider) => {
                 // Rate-limited like the login routes, signed or not, before any work is done.
-                let answer = match self.admit() {
-                    Ok(()) => {
-                        doors::aggregator::handle(&self.shared, provider.as_deref(), req).await
-                    }
+                let answer = match self.admit(cx) {
+                    Ok(()) => doors::aggregator::handle(cx, provider.as_deref(), req).await,
                     Err(error) => Err(error),
                 };
                 answer.unwrap_or_else(|e| e.respond(Front::Aggregator))
@@ -201,33 +200,32 @@ impl GatewayService {
             Route::ForwardAuth(rule) => {
                 // Not rate-limited: behind an ingress every check comes from the ingress's address.
                 let answer = match rule {
-                    Ok(rule) => doors::forward_auth::check(&self.shared, &req, rule, config).await,
+                    Ok(rule) => doors::forward_auth::check(cx, &req, rule).await,
                     Err(refusal) => Err(DoorError::Refused(refusal)),
                 };
                 answer.unwrap_or_else(|e| e.respond(Front::ForwardAuth))
             }
             Route::Jwks => {
-                let mut resp =
-                    respond::json(http::StatusCode::OK, &self.shared.sessions.load().jwks());
+                let mut resp = respond::json(http::StatusCode::OK, &cx.live.sessions.jwks());
                 resp.headers_mut().insert(
                     http::header::CACHE_CONTROL,
                     http::HeaderValue::from_static("public, max-age=300"),
                 );
                 resp
             }
-            Route::DittoChallenge => self.forward(req, config).await,
+            Route::DittoChallenge => self.forward(req, cx).await,
             Route::DittoLogin => {
-                let answer = match self.admit() {
-                    Ok(()) => doors::ditto::login(&self.shared, req, self.peer, config).await,
+                let answer = match self.admit(cx) {
+                    Ok(()) => doors::ditto::login(cx, req, self.peer).await,
                     Err(error) => Err(error),
                 };
                 answer.unwrap_or_else(|e| e.respond(Front::Ditto))
             }
-            Route::DittoWs(gate, kind) => self.tunnel(req, config, gate, kind).await,
-            Route::Sync(kind) => self.tunnel(req, config, Gate::Session, kind).await,
-            Route::PublicUpgrade(kind) => self.tunnel(req, config, Gate::Open, kind).await,
+            Route::DittoWs(gate, kind) => self.tunnel(req, cx, gate, kind).await,
+            Route::Sync(kind) => self.tunnel(req, cx, Gate::Session, kind).await,
+            Route::PublicUpgrade(kind) => self.tunnel(req, cx, Gate::Open, kind).await,
             Route::ServerOptions => respond::server_options(),
-            Route::Forward => self.forward(req, config).await,
+            Route::Forward => self.forward(req, cx).await,
         }
     }
 
@@ -235,15 +233,15 @@ impl GatewayService {
         &self,
         action: doors::login::Action,
         req: Request<Incoming>,
-        config: &Config,
+        cx: Ctx<'_>,
     ) -> Response<Body> {
-        let origins = &config.auth.cors_allowed_origins;
+        let origins = &cx.live.config.auth.cors_allowed_origins;
         if req.method() == http::Method::OPTIONS {
             return doors::preflight(origins, req.headers());
         }
         let origin = req.headers().get(http::header::ORIGIN).cloned();
-        let answer = match self.admit() {
-            Ok(()) => doors::login::handle(&self.shared, action, req).await,
+        let answer = match self.admit(cx) {
+            Ok(()) => doors::login::handle(cx, action, req).await,
             Err(error) => Err(error),
         };
         let mut resp = answer.unwrap_or_else(|e| e.respond(Front::Login));
@@ -252,8 +250,8 @@ impl GatewayService {
     }
 
     /// The login rate limit every auth door shares, checked before any work is done.
-    fn admit(&self) -> Result<(), DoorError> {
-        if self.shared.rate_limited(self.peer.client) {
+    fn admit(&self, cx: Ctx<'_>) -> Result<(), DoorError> {
+        if cx.live.rate_limited(self.peer.client) {
             Err(DoorError::RateLimited)
         } else {
             Ok(())
@@ -263,21 +261,20 @@ impl GatewayService {
     async fn tunnel(
         &self,
         req: Request<Incoming>,
-        config: &Config,
+        cx: Ctx<'_>,
         gate: Gate,
         kind: tunnel::Handshake,
     ) -> Response<Body> {
-        tunnel::handle(&self.shared, req, self.peer, config, gate, kind)
+        tunnel::handle(cx, req, self.peer, gate, kind)
             .await
             .unwrap_or_else(|e| e.respond(Front::Tunnel))
     }
 
-    async fn forward(&self, req: Request<Incoming>, config: &Config) -> Response<Body> {
-        match self
-            .shared
+    async fn forward(&self, req: Request<Incoming>, cx: Ctx<'_>) -> Response<Body> {
+        let live = cx.live;
+        match live
             .forwarder
-            .load_full()
-            .forward(req, self.peer, config)
+            .forward(req, self.peer, &live.config, live.sessions.issuer())
             .await
         {
             Ok(resp) => resp,

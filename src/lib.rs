@@ -93,6 +93,6 @@ pub mod bench {
             keep_chain,
             proto,
         };
-        crate::forward::rewrite_head(parts, peer, config, upgrade);
+        crate::forward::rewrite_head(parts, peer, config, &config.auth.session.issuer, upgrade);
     }
 }

@@ -92,7 +92,6 @@ use crate::config::{Limits, MIN_REQUEST_HEAD_BYTES, TrustedProxies};
 use crate::gateway::GatewayService;
 use crate::metrics::{ConnMetrics, ReapReason, TlsMetrics};
 use crate::state::Shared;
-use crate::tls::Tls;
 use activity::{Activity, Check, Conns, Deadlines, Registration};
 use clients::{ClientSlot, Clients};
 use io::{Guarded, Slot};
@@ -119,7 +118,6 @@ static PER_CLIENT_WARNING: Throttle = Throttle::new();
 /// Everything one accept loop needs.
 pub(crate) struct Listener {
     pub(crate) tcp: TcpListener,
-    pub(crate) tls: Option<Arc<Tls>>,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -166,7 +164,7 @@ impl Listener {
     /// Accepts until `stop` is cancelled, then drops the socket so no new connection is taken.
     /// Each connection is watched by `graceful`, which the caller drains after cancelling `stop`.
     pub(crate) async fn serve(self, stop: CancellationToken, graceful: &GracefulShutdown) {
-        let mut limits = self.shared.config.load().limits.clone();
+        let mut limits = self.shared.live().config.limits.clone();
         let mut capacity = limits.max_connections;
         let tables = Tables {
             permits: Arc::new(Semaphore::new(capacity)),
@@ -189,16 +187,18 @@ impl Listener {
                     }
                 },
             };
-            // The limits follow the live config: each connection takes those current at its accept.
-            let config = self.shared.config.load_full();
-            let live = config.limits.clone();
-            if !same_http_settings(&live, &limits) {
-                http = Arc::new(http_builder(&live));
+            // The limits and TLS settings follow the live generation: each connection takes those
+            // current at its accept.
+            let generation = self.shared.live();
+            let config = &generation.config;
+            let current = config.limits.clone();
+            if !same_http_settings(&current, &limits) {
+                http = Arc::new(http_builder(&current));
             }
-            if live.max_connections != capacity {
-                capacity = resize(&tables.permits, capacity, live.max_connections);
+            if current.max_connections != capacity {
+                capacity = resize(&tables.permits, capacity, current.max_connections);
             }
-            limits = live;
+            limits = current;
             let proxy_protocol = config.listen.proxy_protocol;
             let addr = canonical(addr);
             // Without a PROXY header the client is known now: its share is checked before it
@@ -239,7 +239,7 @@ impl Listener {
             };
             let conn = Conn {
                 shared: self.shared.clone(),
-                tls: self.tls.clone(),
+                tls: generation.tls.as_ref().map(|t| t.acceptor()),
                 proxy_protocol,
                 trusted_proxies: config.listen.trusted_proxies.clone(),
                 limits: limits.clone(),
@@ -331,7 +331,8 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// One accepted connection.
 struct Conn {
     shared: Arc<Shared>,
-    tls: Option<Arc<Tls>>,
+    /// The handshake of the generation live at accept; `None` for plain HTTP.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     proxy_protocol: bool,
     trusted_proxies: TrustedProxies,
     limits: Limits,
@@ -494,7 +495,7 @@ impl Conn {
     ) {
         let _ = stream.set_nodelay(true);
         let service = GatewayService::new(self.shared.clone(), addr, self.tls.is_some());
-        let Some(acceptor) = self.tls.as_ref().map(|t| t.acceptor()) else {
+        let Some(acceptor) = self.tls.clone() else {
             return self
                 .serve_http(
                     Guarded::new(stream, activity.clone(), slot),

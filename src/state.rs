@@ -1,57 +1,77 @@
-//! `Shared`: the state every connection, door and tunnel reads, owned below all of them.
+//! `Shared`: the state every connection, door and tunnel reads, owned below all of them, and
+//! `Live`: the one generation of everything a reload may change.
 //!
-//! The live config, the upstream forwarder, the metrics, the auth core with its sessions,
-//! revocations, tickets and learned Ditto tokens, the login rate limiter and the tunnel registry.
-//! The doors, the tunnel and the dispatcher above use it; it imports none of them.
+//! A reload builds a whole new [`Live`] (config, auth core, session keys, forwarder, limiter, TLS
+//! settings) and publishes it with one store, so a request that loads it once (and passes it down
+//! in a [`Ctx`]) never sees parts of two configs. What outlives generations stays in `Shared`:
+//! the metrics, the session gate with its revocations, tickets and learned Ditto tokens, the
+//! tunnel registry, the logs, and the link to the other replicas. The doors, the tunnel and the
+//! dispatcher above use it; it imports none of them.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 
 use crate::audit::{self, Audit};
 use crate::auth::AuthCore;
-use crate::auth::credentials::{self, SessionRejected};
+use crate::auth::gate::Gate;
 pub(crate) use crate::auth::grant::{Grant, grant_store};
-use crate::auth::known_tokens::{KnownToken, KnownTokens};
-use crate::auth::revocation::Revocations;
+use crate::auth::known_tokens::KnownToken;
 use crate::auth::session::{SessionClaims, Sessions};
 use crate::clock::unix_now;
-use crate::cluster::{Cluster, Entry, Kind, Replica, Revocation, strict_u64};
+use crate::cluster::{Cluster, Kind, Replica, Revocation};
 use crate::config::Config;
 use crate::forward::{Forwarder, UpstreamError};
 use crate::jsonlines::Sink;
 use crate::metrics::Metrics;
 use crate::registry::{CloseReason, Registry, deadline_for};
+use crate::tls::TlsGeneration;
 
 /// Per-client-IP limiter on the login routes.
 pub(crate) type Limiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
+/// One generation of everything a reload may change, published whole. Parts a reload leaves as
+/// they were are shared with the last generation by `Arc` (the upstream pool, the rate-limit
+/// buckets, an unchanged provider's cache and breaker inside the auth core).
+pub(crate) struct Live {
+    /// The validated config this generation was built from.
+    pub(crate) config: Config,
+    /// The providers and their decision caches.
+    pub(crate) auth: AuthCore,
+    /// The session keys (retired ones keep verifying) and the issuer.
+    pub(crate) sessions: Sessions,
+    /// The upstream client.
+    pub(crate) forwarder: Arc<Forwarder>,
+    /// The per-IP login limiter, when `[rate_limit]` is set.
+    pub(crate) limiter: Option<Arc<Limiter>>,
+    /// The main listener's TLS settings, when it speaks TLS.
+    pub(crate) tls: Option<Arc<TlsGeneration>>,
+}
+
+/// What one request reads: the shared state, and the live generation it loaded once.
+#[derive(Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    /// State that outlives generations.
+    pub(crate) shared: &'a Arc<Shared>,
+    /// The generation this request answers under.
+    pub(crate) live: &'a Live,
+}
+
 /// State every connection shares; read through `Arc`, never cloned per request.
 pub(crate) struct Shared {
-    pub(crate) config: ArcSwap<Config>,
-    /// Swapped by a reload that changes `upstream.connect_timeout_ms`.
-    pub(crate) forwarder: ArcSwap<Forwarder>,
+    /// The live generation; a reload replaces it with one store.
+    live: ArcSwap<Live>,
     pub(crate) metrics: Metrics,
-    /// Swapped whole by a reload; a login holds the `Arc` it started with.
-    pub(crate) auth: ArcSwap<AuthCore>,
-    /// Swapped by a reload; retired keys keep verifying inside the new value.
-    pub(crate) sessions: ArcSwap<Sessions>,
-    pub(crate) revocations: Revocations,
-    /// Single-use upgrade tickets.
-    pub(crate) tickets: moka::sync::Cache<String, Arc<SessionClaims>>,
-    /// Swapped by a reload that changes `[rate_limit]`.
-    pub(crate) limiter: ArcSwapOption<Limiter>,
+    /// Sessions, tickets, learned Ditto tokens and revocations.
+    pub(crate) gate: Gate,
     /// Open tunnels by session.
     pub(crate) tunnels: Arc<Registry>,
-    /// Access tokens learned from relayed Ditto logins.
-    pub(crate) ditto_tokens: KnownTokens,
     /// The audit log (off unless `[audit]` is set).
     pub(crate) audit: Audit,
     /// The access log's writer when `log.access = true`.
     pub(crate) access_log: Option<Sink>,
-    /// Bumped after each applied reload, so long-lived tasks read the settings again.
+    /// Bumped after each published generation, so long-lived tasks read the settings again.
     pub(crate) config_changed: tokio::sync::watch::Sender<u64>,
     /// The login behind each session (and learned Ditto token), kept in memory while
     /// `session.revalidate_seconds` is on so its tunnels can ask the provider again; sealed in
@@ -61,6 +81,14 @@ pub(crate) struct Shared {
     pub(crate) cluster: Option<Arc<Cluster>>,
     /// Signed aggregator calls already answered, so none is answered twice.
     pub(crate) signed_calls: crate::auth::signature::SeenCalls,
+}
+
+/// What `Shared` is built from besides the first generation.
+pub(crate) struct Parts {
+    pub(crate) metrics: Metrics,
+    pub(crate) audit: Audit,
+    pub(crate) access_log: Option<Sink>,
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 /// Where the login behind a session was found.
@@ -73,191 +101,104 @@ pub(crate) enum GrantLookup {
     Unavailable,
 }
 
-/// Cluster key kind of single-use tickets.
-const TICKET_KIND: &str = "ticket";
-/// Cluster key kind of learned Ditto access tokens.
-const DITTO_KIND: &str = "ditto";
-/// Most candidate tokens of one handshake looked up in the cluster store.
-const MAX_SHARED_LOOKUPS: usize = 4;
-
-/// A learned token's shared value, `<accessExpiry, Unix seconds> <user>`, read strictly.
-fn parse_learned_token(value: &[u8]) -> Option<(u64, String)> {
-    let text = std::str::from_utf8(value).ok()?;
-    let (expires_at, user) = text.split_once(' ')?;
-    let expires_at = strict_u64(expires_at.as_bytes())?;
-    (!user.is_empty()).then(|| (expires_at, user.to_owned()))
-}
-
 // === impl Shared ===
 
 impl Shared {
-    /// A single-use ticket standing for `claims` for `session.ticket_ttl_seconds`. In cluster
-    /// mode it is kept in the cluster store only (any replica may redeem it, once); while that is
-    /// away, locally.
-    pub(crate) async fn issue_ticket(&self, claims: Arc<SessionClaims>) -> String {
-        let bytes: [u8; 24] = rand::random();
-        let ticket =
-            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
-        if let Some(cluster) = &self.cluster {
-            let ttl = self.config.load().auth.session.ticket_ttl;
-            if let Ok(json) = serde_json::to_vec(&*claims)
-                && cluster.put(TICKET_KIND, &ticket, &json, ttl).await
-            {
-                return ticket;
-            }
-        }
-        self.tickets.insert(ticket.clone(), claims);
-        ticket
-    }
-
-    /// Redeems a ticket once, here or (atomically, `GETDEL`) in the cluster store; a second use
-    /// anywhere finds nothing.
-    pub(crate) async fn redeem_ticket(&self, ticket: &str) -> Option<Arc<SessionClaims>> {
-        if let Some(claims) = self.tickets.remove(ticket) {
-            return Some(claims);
-        }
-        let cluster = self.cluster.as_ref()?;
-        let json = cluster.take(TICKET_KIND, ticket).await?;
-        match serde_json::from_slice::<SessionClaims>(&json) {
-            Ok(claims) if !claims.sid.is_empty() && !claims.sub.is_empty() => {
-                Some(Arc::new(claims))
-            }
-            _ => {
-                // The ticket is a credential: the log names it by a digest only.
-                let digest = hex::encode(KnownTokens::key(ticket));
-                let key = cluster.key(TICKET_KIND, &format!("sha256:{}", &digest[..16]));
-                cluster.bad_entry(Entry::Ticket, &key, b"", "not a session's claims");
-                None
-            }
+    /// Shared state serving `first` as its first generation.
+    pub(crate) fn new(first: Live, parts: Parts) -> Self {
+        let gate = Gate::new(first.config.auth.session.max_ttl, parts.cluster.clone());
+        let tunnels = Arc::new(Registry::new(parts.metrics.tunnel.active.clone()));
+        Self {
+            live: ArcSwap::from_pointee(first),
+            metrics: parts.metrics,
+            gate,
+            tunnels,
+            audit: parts.audit,
+            access_log: parts.access_log,
+            config_changed: tokio::sync::watch::Sender::new(0),
+            grants: grant_store(),
+            cluster: parts.cluster,
+            signed_calls: crate::auth::signature::SeenCalls::new(
+                crate::auth::signature::MAX_REMEMBERED_CALLS,
+            ),
         }
     }
 
-    /// Remembers a Ditto access token from a relayed login success, here and for the other
-    /// replicas (by its SHA-256, until its `accessExpiry`), with the login it came from (`grant`)
-    /// while tunnels are re-checked. Both are written before this returns, so another replica
-    /// finds them as soon as the client has the token.
-    pub(crate) async fn learn_ditto_token(&self, token: &str, known: KnownToken, grant: Grant) {
-        let sid = known.sid.clone();
-        if let Some(cluster) = &self.cluster {
-            let ttl = known.expires_at.saturating_sub(unix_now());
-            let id = hex::encode(KnownTokens::key(token));
-            let value = format!("{} {}", known.expires_at, known.user);
-            cluster
-                .put(DITTO_KIND, &id, value.as_bytes(), Duration::from_secs(ttl))
-                .await;
-        }
-        self.ditto_tokens.learn(token, known);
-        self.remember_grant(&sid, grant).await;
+    /// The live generation: a request loads it once and answers under it whole.
+    pub(crate) fn live(&self) -> Arc<Live> {
+        self.live.load_full()
     }
 
-    /// The known Ditto access token a websocket handshake carries: learned here, or by another
-    /// replica (then remembered here too).
-    pub(crate) async fn find_ditto_token(
+    /// Publishes `next` with one store, then wakes the long-lived tasks that follow the latest
+    /// generation (tunnel re-checks).
+    pub(crate) fn publish(&self, next: Live) {
+        self.gate
+            .revocations()
+            .widen_max_ttl(next.config.auth.session.max_ttl);
+        self.live.store(Arc::new(next));
+        self.config_changed.send_modify(|n| *n += 1);
+    }
+
+    /// A single-use ticket standing for `claims`, for the generation's `session.ticket_ttl_seconds`.
+    pub(crate) async fn issue_ticket(&self, live: &Live, claims: Arc<SessionClaims>) -> String {
+        self.gate
+            .issue_ticket(claims, live.config.auth.session.ticket_ttl)
+            .await
+    }
+
+    /// Remembers a Ditto access token from a relayed login success, with the login it came from
+    /// (`grant`) while tunnels are re-checked. Both are written before this returns, so another
+    /// replica finds them as soon as the client has the token.
+    pub(crate) async fn learn_ditto_token(
         &self,
-        headers: &http::HeaderMap,
-    ) -> Option<Arc<KnownToken>> {
-        if let Some(known) = self.ditto_tokens.find(headers) {
-            return Some(known);
-        }
-        let cluster = self.cluster.as_ref()?;
-        // A handful of lookups at most, however many cookies the handshake carries.
-        for token in KnownTokens::candidates(headers)
-            .into_iter()
-            .take(MAX_SHARED_LOOKUPS)
-        {
-            let id = hex::encode(KnownTokens::key(token));
-            let Some(value) = cluster.get(DITTO_KIND, &id).await else {
-                continue;
-            };
-            let Some((expires_at, user)) = parse_learned_token(&value) else {
-                let key = cluster.key(DITTO_KIND, &id);
-                cluster.bad_entry(
-                    Entry::LearnedToken,
-                    &key,
-                    &value,
-                    "not `<unix seconds> <user>`",
-                );
-                continue;
-            };
-            let sid = KnownTokens::session_id(token);
-            self.ditto_tokens.learn(
-                token,
-                KnownToken {
-                    user,
-                    expires_at,
-                    sid,
-                },
-            );
-            if let Some(known) = self.ditto_tokens.get(token) {
-                return Some(known);
-            }
-        }
-        None
-    }
-
-    /// How long a ticket stays redeemable, for the ticket reply.
-    pub(crate) fn ticket_ttl_seconds(&self) -> u64 {
-        self.config.load().auth.session.ticket_ttl.as_secs()
+        live: &Live,
+        token: &str,
+        known: KnownToken,
+        grant: Grant,
+    ) {
+        let sid = known.sid.clone();
+        self.gate.learn_ditto_token(token, known).await;
+        self.remember_grant(live, &sid, grant).await;
     }
 
     /// Revokes the session `claims` came from (every token of it, not only this one) and closes
     /// its tunnels; returns until when (Unix seconds) the revocation is kept.
     pub(crate) fn revoke_session(&self, claims: &SessionClaims) -> u64 {
-        let until = self.revocations.revoke_session(claims);
-        self.forget_grant(&claims.sid);
-        self.share_revocation(Kind::Sid, &claims.sid, until);
-        self.metrics.auth.sessions_revoked.inc();
-        self.tunnels.close_sid(&claims.sid, CloseReason::Revoked);
+        let until = self.gate.revoke_session(claims);
+        self.revoked_sid(&claims.sid);
         until
     }
 
     /// Revokes a session known only by its ID and closes its tunnels; returns until when the
     /// revocation is kept.
     pub(crate) fn revoke_sid(&self, sid: &str) -> u64 {
-        let until = self.revocations.revoke_sid(sid);
+        let until = self.gate.revoke_sid(sid);
+        self.revoked_sid(sid);
+        until
+    }
+
+    /// What follows a session's revocation here: its re-check material goes, it is counted, and
+    /// its tunnels close.
+    fn revoked_sid(&self, sid: &str) {
         self.forget_grant(sid);
-        self.share_revocation(Kind::Sid, sid, until);
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_sid(sid, CloseReason::Revoked);
-        until
     }
 
     /// Revokes every current session of `user` and drops their cached decisions; returns until
     /// when the cut-off is kept.
     pub(crate) fn revoke_user(&self, user: &str) -> u64 {
-        let until = self.revocations.revoke_user(user);
-        self.auth.load().purge(Some(user));
-        self.share_revocation(Kind::User, user, until);
+        let until = self.gate.revoke_user(user);
+        self.live().auth.purge(Some(user));
         self.metrics.auth.sessions_revoked.inc();
         self.tunnels.close_user(user, CloseReason::Revoked);
         until
     }
 
-    /// Hands a revocation just made here to the other replicas (written with its real end and
-    /// published; queued while the cluster store is away).
-    fn share_revocation(&self, kind: Kind, id: &str, until: u64) {
-        if let Some(cluster) = self.cluster.clone() {
-            let revocation = Revocation {
-                kind,
-                id: id.to_owned(),
-                at: unix_now(),
-                until,
-            };
-            tokio::spawn(async move {
-                let user = (revocation.kind == Kind::User).then(|| revocation.id.clone());
-                cluster.revoke(revocation).await;
-                if let Some(user) = user {
-                    // The user's shared decisions go too, as the local ones did.
-                    cluster.purge(Some(&user)).await;
-                }
-            });
-        }
-    }
-
     /// Drops cached decisions (all, or `user`'s) here and, in cluster mode, on every replica and
     /// in the shared level.
     pub(crate) async fn purge_decisions(&self, user: Option<&str>) {
-        self.auth.load().purge(user);
+        self.live().auth.purge(user);
         if let Some(cluster) = &self.cluster {
             cluster.purge(user).await;
         }
@@ -271,8 +212,8 @@ impl Shared {
     }
 
     /// A session was refreshed: its new expiry applies from now on.
-    pub(crate) fn on_refresh(&self, claims: &SessionClaims) {
-        let grace = self.config.load().auth.session.close_grace;
+    pub(crate) fn on_refresh(&self, live: &Live, claims: &SessionClaims) {
+        let grace = live.config.auth.session.close_grace;
         let moved = self
             .tunnels
             .extend(&claims.sid, deadline_for(Some(claims.exp), grace));
@@ -290,12 +231,12 @@ impl Shared {
     /// Keeps what the login of session `sid` asked, when open tunnels are re-checked: here, and
     /// sealed in the cluster store until the session's last possible expiry, written before
     /// this returns so any replica can re-check a tunnel of the session as soon as it opens.
-    pub(crate) async fn remember_grant(&self, sid: &str, grant: Grant) {
-        if self.config.load().auth.session.revalidate.is_zero() {
+    pub(crate) async fn remember_grant(&self, live: &Live, sid: &str, grant: Grant) {
+        if live.config.auth.session.revalidate.is_zero() {
             return;
         }
         if let Some(cluster) = &self.cluster {
-            match grant.seal(&self.sessions.load(), sid) {
+            match grant.seal(&live.sessions, sid) {
                 Ok(sealed) => {
                     if !cluster.put_grant(sid, &sealed, grant.ttl()).await {
                         tracing::warn!(
@@ -310,8 +251,9 @@ impl Shared {
     }
 
     /// The login behind session `sid`, to re-check one of its tunnels: remembered here, or
-    /// sealed in the cluster store by the replica that minted the session (then kept here too).
-    pub(crate) async fn grant(&self, sid: &str) -> GrantLookup {
+    /// sealed in the cluster store by the replica that minted the session (then kept here too),
+    /// opened with the session keys of `sessions`.
+    pub(crate) async fn grant(&self, sessions: &Sessions, sid: &str) -> GrantLookup {
         if let Some(grant) = self.grants.get(sid) {
             return GrantLookup::Found(grant);
         }
@@ -326,7 +268,7 @@ impl Shared {
                 return GrantLookup::Unavailable;
             }
         };
-        match Grant::open(&self.sessions.load(), sid, &sealed) {
+        match Grant::open(sessions, sid, &sealed) {
             Some(grant) if grant.until > unix_now() => {
                 let grant = Arc::new(grant);
                 self.grants.insert(Arc::from(sid), grant.clone());
@@ -361,14 +303,7 @@ impl Shared {
     /// cluster store, so it opens no tunnel anywhere again.
     pub(crate) fn revoke_ditto_token(&self, sid: &str) {
         self.revoke_sid(sid);
-        self.ditto_tokens.forget_session(sid);
-        if let (Some(cluster), Some(id)) = (
-            self.cluster.clone(),
-            sid.strip_prefix(crate::auth::known_tokens::SESSION_ID_PREFIX),
-        ) {
-            let id = id.to_owned();
-            tokio::spawn(async move { cluster.remove(DITTO_KIND, &id).await });
-        }
+        self.gate.forget_ditto_token(sid);
     }
 
     /// Counts a failed upstream call by its kind.
@@ -379,25 +314,16 @@ impl Shared {
             .with_label_values(&[error.kind()])
             .inc();
     }
+}
 
+// === impl Live ===
+
+impl Live {
     /// Whether this client may call a login route now.
     pub(crate) fn rate_limited(&self, ip: IpAddr) -> bool {
         self.limiter
-            .load()
             .as_ref()
             .is_some_and(|l| l.check_key(&ip).is_err())
-    }
-
-    /// Verifies a session token and checks the revocation list.
-    ///
-    /// # Errors
-    /// [`SessionRejected`] for a token that is invalid, expired or revoked.
-    pub(crate) fn verify_session(
-        &self,
-        token: &str,
-    ) -> Result<Arc<SessionClaims>, SessionRejected> {
-        credentials::verify_session(&self.sessions.load(), &self.revocations, token)
-            .inspect(|claims| audit::note_user(&claims.sub))
     }
 }
 
@@ -405,28 +331,27 @@ impl Shared {
 
 impl Replica for Shared {
     fn apply_revocation(&self, r: &Revocation) {
-        if !self.revocations.apply(r) {
+        if !self.gate.apply_revocation(r) {
             return;
         }
         self.metrics.auth.sessions_revoked.inc();
         match r.kind {
             Kind::Sid => {
                 self.grants.invalidate(r.id.as_str());
-                self.ditto_tokens.forget_session(&r.id);
                 self.tunnels.close_sid(&r.id, CloseReason::Revoked);
             }
             Kind::User => {
-                self.auth.load().purge(Some(&r.id));
+                self.live().auth.purge(Some(&r.id));
                 self.tunnels.close_user(&r.id, CloseReason::Revoked);
             }
         }
     }
 
     fn apply_purge(&self, user: Option<&str>) {
-        self.auth.load().purge(user);
+        self.live().auth.purge(user);
     }
 
     fn revocations(&self) -> Vec<Revocation> {
-        self.revocations.entries()
+        self.gate.revocations().entries()
     }
 }

@@ -175,114 +175,151 @@ fn server_config(
     Ok(server_config)
 }
 
-/// The live TLS state of the main listener.
-pub(crate) struct Tls {
-    /// Swapped when a reload changes `tls.client_ca_file`; each handshake takes the current one.
-    server_config: ArcSwap<ServerConfig>,
+/// The TLS settings of one live generation: the server config each handshake takes, the files it
+/// came from, and the certificate store it serves from. A reload builds the next one; a generation
+/// whose pair did not move shares the store (and so any certificate rotation) with the last.
+pub(crate) struct TlsGeneration {
+    server_config: Arc<ServerConfig>,
+    settings: config::Tls,
     store: Arc<CertStore>,
-    /// The files in use; a reload may point them elsewhere.
-    settings: ArcSwap<config::Tls>,
+    /// The notAfter of a pair this generation loaded, set on the metric once it is published.
+    loaded_not_after: Option<i64>,
+}
+
+impl TlsGeneration {
+    /// A TLS acceptor over this generation's server config, for one connection.
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.server_config.clone())
+    }
+}
+
+/// The certificate machinery of the main listener that outlives generations: the crypto provider,
+/// the TLS metrics, the audit log, and the watcher that swaps a rotated pair into the store of
+/// the generation being served.
+pub(crate) struct Tls {
     provider: Arc<CryptoProvider>,
     metrics: TlsMetrics,
     audit: Audit,
 }
 
 impl Tls {
-    /// Loads the files named by `settings` and builds a server config for TLS 1.2/1.3 with ALPN h2 and http/1.1.
-    pub(crate) fn load(settings: &config::Tls, metrics: TlsMetrics) -> Result<Self, TlsError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let loaded = load_pair(settings, &provider)?;
-        metrics.not_after.set(loaded.not_after as f64);
-        let store = Arc::new(CertStore {
-            current: ArcSwap::from_pointee(loaded.key),
-        });
-        let server_config = server_config(&store, settings.client_ca_file.as_deref(), &provider)?;
+    /// Loads the files named by `settings`: the machinery, and the first generation with a server
+    /// config for TLS 1.2/1.3 with ALPN h2 and http/1.1.
+    pub(crate) fn load(
+        settings: &config::Tls,
+        metrics: TlsMetrics,
+    ) -> Result<(Self, TlsGeneration), TlsError> {
         let tls = Self {
-            server_config: ArcSwap::from_pointee(server_config),
-            store,
-            settings: ArcSwap::from_pointee(settings.clone()),
-            provider,
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             metrics,
             audit: Audit::default(),
         };
-        Ok(tls)
+        let first = tls.generation(settings, None)?;
+        tls.published(&first);
+        Ok((tls, first))
     }
 
-    /// The same TLS state, writing each certificate reload to `audit`.
+    /// The same machinery, writing each certificate reload to `audit`.
     #[must_use]
     pub(crate) fn with_audit(mut self, audit: Audit) -> Self {
         self.audit = audit;
         self
     }
 
-    /// Watches the directories holding the cert and key; once a change has settled (unchanged for
-    /// `settle()`), loads the pair as it settled and swaps it in. A broken pair keeps the old one,
-    /// logs an error and counts a failed reload. The returned watcher must be kept alive for as
-    /// long as reloads are wanted.
+    /// Builds the generation a reloaded `[tls]` asks for, after `running`: a new client CA bundle
+    /// (or none) rebuilds the server config, and new certificate paths load their pair into a
+    /// store of its own. Nothing is applied until the generation is published; open connections
+    /// keep the config they were accepted with.
+    ///
+    /// # Errors
+    /// [`TlsError`] when a file is unusable; the running generation stays then.
+    pub(crate) fn generation(
+        &self,
+        settings: &config::Tls,
+        running: Option<&TlsGeneration>,
+    ) -> Result<TlsGeneration, TlsError> {
+        let kept = running.filter(|r| {
+            settings.cert_file == r.settings.cert_file && settings.key_file == r.settings.key_file
+        });
+        let (store, loaded_not_after) = match kept {
+            Some(running) => (running.store.clone(), None),
+            None => {
+                let loaded = load_pair(settings, &self.provider)?;
+                let store = Arc::new(CertStore {
+                    current: ArcSwap::from_pointee(loaded.key),
+                });
+                (store, Some(loaded.not_after))
+            }
+        };
+        let server_config =
+            server_config(&store, settings.client_ca_file.as_deref(), &self.provider)?;
+        Ok(TlsGeneration {
+            server_config: Arc::new(server_config),
+            settings: settings.clone(),
+            store,
+            loaded_not_after,
+        })
+    }
+
+    /// Notes a generation now being served: a pair it loaded sets the expiry metric.
+    pub(crate) fn published(&self, generation: &TlsGeneration) {
+        if let Some(not_after) = generation.loaded_not_after {
+            self.metrics.not_after.set(not_after as f64);
+        }
+    }
+
+    /// Watches the directories holding the cert and key of the generation served at start; once a
+    /// change has settled (unchanged for `settle()`), loads the pair of the generation `current()`
+    /// serves, as it settled, and swaps it into that generation's store. A broken pair keeps the
+    /// old one, logs an error and counts a failed reload. The returned watcher must be kept alive
+    /// for as long as reloads are wanted.
     pub(crate) fn watch(
         self: &Arc<Self>,
+        current: impl Fn() -> Option<Arc<TlsGeneration>> + Send + 'static,
         settle: impl Fn() -> Duration + Send + 'static,
-    ) -> Result<RecommendedWatcher, TlsError> {
-        let settings = self.settings.load_full();
+    ) -> Result<Option<RecommendedWatcher>, TlsError> {
+        let Some(first) = current() else {
+            return Ok(None);
+        };
         let this = Arc::clone(self);
-        let mut fingerprint = load_pair(&settings, &self.provider)
+        let mut fingerprint = load_pair(&first.settings, &self.provider)
             .map(|l| l.fingerprint)
             .unwrap_or_default();
         crate::watch::watch(
-            vec![settings.cert_file.clone(), settings.key_file.clone()],
+            vec![
+                first.settings.cert_file.clone(),
+                first.settings.key_file.clone(),
+            ],
             settle,
-            move |settled| this.reload(settled, &mut fingerprint),
+            move |settled| {
+                if let Some(generation) = current() {
+                    this.reload(&generation, settled, &mut fingerprint);
+                }
+            },
         )
+        .map(Some)
         .map_err(TlsError::Watch)
     }
 
-    /// A TLS acceptor over the current server config, for one connection.
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.server_config.load_full())
-    }
-
-    /// Applies a reloaded `[tls]`: a new client CA bundle (or none) rebuilds the server config for
-    /// the handshakes to come, and new certificate paths load their pair. Open connections keep the
-    /// config they were accepted with. The watcher keeps watching the directories it started with.
-    ///
-    /// # Errors
-    /// [`TlsError`] when a file is unusable; the running config stays then.
-    pub(crate) fn reconfigure(&self, settings: &config::Tls) -> Result<(), TlsError> {
-        let running = self.settings.load_full();
-        let pair_moved =
-            settings.cert_file != running.cert_file || settings.key_file != running.key_file;
-        let loaded = if pair_moved {
-            Some(load_pair(settings, &self.provider)?)
-        } else {
-            None
-        };
-        let next = server_config(
-            &self.store,
-            settings.client_ca_file.as_deref(),
-            &self.provider,
-        )?;
-        if let Some(loaded) = loaded {
-            self.metrics.not_after.set(loaded.not_after as f64);
-            self.store.current.store(Arc::new(loaded.key));
-        }
-        self.server_config.store(Arc::new(next));
-        self.settings.store(Arc::new(settings.clone()));
-        Ok(())
-    }
-
-    /// Loads the pair from what settled (a file a reload moved the pair to is read from disk).
-    fn reload(&self, settled: &crate::watch::Settled, fingerprint: &mut Vec<u8>) {
-        let settings = self.settings.load_full();
+    /// Loads the pair of `generation` from what settled (a file a reload moved the pair to is
+    /// read from disk) into its store.
+    fn reload(
+        &self,
+        generation: &TlsGeneration,
+        settled: &crate::watch::Settled,
+        fingerprint: &mut Vec<u8>,
+    ) {
+        let settings = &generation.settings;
         let from_settled = |path: &Path| match settled.get(path) {
             Some(bytes) => Ok(bytes.to_vec()),
             None => read(path),
         };
-        match load_pair_from(&settings, &self.provider, from_settled) {
+        match load_pair_from(settings, &self.provider, from_settled) {
             Ok(loaded) if loaded.fingerprint == *fingerprint => {}
             Ok(loaded) => {
                 *fingerprint = loaded.fingerprint;
                 self.metrics.not_after.set(loaded.not_after as f64);
-                self.store.current.store(Arc::new(loaded.key));
+                generation.store.current.store(Arc::new(loaded.key));
                 self.metrics.reloads.with_label_values(&["success"]).inc();
                 tracing::info!(cert = %settings.cert_file.display(), not_after = loaded.not_after, "certificate reloaded");
                 self.audit.emit(&audit::Event::CertificateReload {

@@ -10,30 +10,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use base64::engine::general_purpose::STANDARD;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_util::io::InspectReader;
 
 use crate::audit;
-use crate::auth::credentials::{
-    self, PROTOCOL_BEARER_PREFIX, SESSION_COOKIE, SessionRejected, protocol_entries,
-};
+use crate::auth::credentials::{self, PROTOCOL_BEARER_PREFIX, SessionRejected, protocol_entries};
+use crate::auth::gate::Carrier;
+use crate::auth::identity;
 use crate::auth::session::SessionClaims;
 use crate::body::{self, Body};
-use crate::clock::unix_now;
 use crate::config::Config;
 use crate::forward::{self, Peer};
 use crate::headers;
 use crate::registry::{CloseReason, deadline_for};
 use crate::respond::DoorError;
-use crate::state::Shared;
+use crate::state::{Ctx, Live, Shared};
 use upstream_io::UpstreamIo;
-
-/// Lifetime of the identity assertion sent to the sync server.
-const ASSERTION_TTL: Duration = Duration::from_secs(60);
 
 /// What a tunnel needs before it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,19 +53,6 @@ struct Admitted {
     exp: Option<u64>,
     /// Whose login `session.revalidate_seconds` re-checks; `None` for an open path.
     holder: Option<revalidate::Holder>,
-}
-
-/// Where the session came from. Every carrier is removed before forwarding (`credentials::strip`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Carrier {
-    /// `Authorization: Bearer`.
-    Authorization,
-    /// A `drawbridge.bearer.<token>` protocol entry.
-    Protocol,
-    /// The session cookie.
-    Cookie,
-    /// A single-use `?ticket=`.
-    Ticket,
 }
 
 /// A websocket handshake in either HTTP version.
@@ -124,130 +107,6 @@ fn without_ticket(uri: &http::Uri) -> String {
     }
 }
 
-/// Finds and checks a session, trying each carrier in turn.
-async fn session(
-    shared: &Shared,
-    req: &Request<Incoming>,
-) -> Result<(Arc<SessionClaims>, Carrier), SessionRejected> {
-    let ticket = req.uri().query().and_then(credentials::query_ticket);
-    find_session(shared, req.headers(), ticket.as_deref()).await
-}
-
-/// Finds and checks a session in `headers` (and `ticket`, redeemed once, when given), trying each
-/// carrier in turn. A bearer token that is not drawbridge's (the client's own business with the
-/// sync server) is tried last, so it does not hide a session riding on another carrier.
-///
-/// # Errors
-/// [`SessionRejected::Required`] when no carrier holds a session, else why the one found opens nothing.
-pub(crate) async fn find_session(
-    shared: &Shared,
-    h: &HeaderMap,
-    ticket: Option<&str>,
-) -> Result<(Arc<SessionClaims>, Carrier), SessionRejected> {
-    let bearer = credentials::authorization_bearer(h);
-    let config = shared.config.load();
-    let ours = credentials::Ours::new(&config.auth.session);
-    if let Some(token) = bearer.filter(|t| ours.recognises(t)) {
-        return shared
-            .verify_session(token)
-            .map(|c| (c, Carrier::Authorization));
-    }
-    if let Some(token) = protocol_entries(h)
-        .iter()
-        .find_map(|p| credentials::protocol_bearer(p).map(str::to_owned))
-    {
-        return shared
-            .verify_session(&token)
-            .map(|c| (c, Carrier::Protocol));
-    }
-    if let Some(token) = credentials::cookie(h, SESSION_COOKIE) {
-        return shared.verify_session(token).map(|c| (c, Carrier::Cookie));
-    }
-    if let Some(ticket) = ticket {
-        return match shared.redeem_ticket(ticket).await {
-            Some(claims) if !shared.revocations.is_revoked(&claims) && claims.exp > unix_now() => {
-                Ok((claims, Carrier::Ticket))
-            }
-            _ => Err(SessionRejected::Ticket),
-        };
-    }
-    if let Some(token) = bearer {
-        return shared
-            .verify_session(token)
-            .map(|c| (c, Carrier::Authorization));
-    }
-    Err(SessionRejected::Required)
-}
-
-/// What [`header_text`] percent-encodes once a value needs encoding at all: control bytes and DEL
-/// (which no header may carry), `%` (so that every `%` in an encoded value starts an escape),
-/// space (a parser trims it at either end) and every non-ASCII byte.
-const HEADER_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b' ');
-
-/// An identity value (user ID, app, provider) as a header value, injectively: two different values
-/// never give the same header. A value that a header carries as it is and that holds no `%` (and
-/// no space at either end, which parsers trim) goes as it is; any other is percent-encoded
-/// (RFC 3986 §2.1) with `%` itself as `%25`. So the sync server gets the original back by
-/// percent-decoding every header value: one without a `%` decodes to itself.
-pub(crate) fn header_text(s: &str) -> HeaderValue {
-    let plain = !s.bytes().any(|b| b == b'%' || b.is_ascii_control())
-        && !s.starts_with([' ', '\t'])
-        && !s.ends_with([' ', '\t']);
-    if plain && let Ok(v) = HeaderValue::from_str(s) {
-        return v;
-    }
-    let encoded = percent_encoding::utf8_percent_encode(s, HEADER_ESCAPED).to_string();
-    // Only printable ASCII is left, so this cannot fail.
-    HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static(""))
-}
-
-/// Adds the identity headers the sync server reads. `forward::rewrite_head` has already removed
-/// every carrier; a verified `Authorization` carrier is removed here as well, in case the live
-/// config names another issuer than the key that signed it.
-fn present_identity(
-    shared: &Shared,
-    headers: &mut HeaderMap,
-    claims: &SessionClaims,
-    carrier: Carrier,
-    config: &Config,
-) {
-    if carrier == Carrier::Authorization {
-        headers.remove(header::AUTHORIZATION);
-    }
-    identity_headers(shared, headers, claims, config);
-}
-
-/// Sets the identity headers of `claims`: `x-drawbridge-user`, `-app`, `-provider`,
-/// `-permissions` (base64url JSON) and `-assertion` (a short JWT for the upstream's audience).
-pub(crate) fn identity_headers(
-    shared: &Shared,
-    headers: &mut HeaderMap,
-    claims: &SessionClaims,
-    config: &Config,
-) {
-    let x = |n: &'static str| HeaderName::from_static(n);
-    headers.insert(x("x-drawbridge-user"), header_text(&claims.sub));
-    headers.insert(x("x-drawbridge-app"), header_text(&claims.app));
-    headers.insert(x("x-drawbridge-provider"), header_text(&claims.prv));
-    let perms = serde_json::to_vec(&claims.permissions).unwrap_or_default();
-    if let Ok(v) = HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(perms)) {
-        headers.insert(x("x-drawbridge-permissions"), v);
-    }
-    let audience = format!("{}://{}", config.upstream.scheme, config.upstream.authority);
-    match shared
-        .sessions
-        .load()
-        .assertion(claims, &audience, ASSERTION_TTL)
-    {
-        Ok(jwt) => {
-            if let Ok(v) = HeaderValue::from_str(&jwt) {
-                headers.insert(x("x-drawbridge-assertion"), v);
-            }
-        }
-        Err(error) => tracing::warn!(%error, "cannot sign the identity assertion"),
-    }
-}
-
 /// Answers a websocket handshake on the main listener: checks the gate, opens the upstream
 /// handshake, and on success relays the two upgraded connections under the session's lifetime.
 ///
@@ -255,18 +114,17 @@ pub(crate) fn identity_headers(
 /// [`DoorError::InvalidToken`] when the gate stays closed, [`DoorError::Upstream`] when the sync
 /// server cannot be asked. A refusal by the sync server itself is relayed as it is.
 pub(crate) async fn handle(
-    shared: &Arc<Shared>,
+    cx: Ctx<'_>,
     mut req: Request<Incoming>,
     peer: Peer,
-    config: &Config,
     gate: Gate,
     kind: Handshake,
 ) -> Result<Response<Body>, DoorError> {
+    let (shared, live) = (cx.shared, cx.live);
+    let config = &live.config;
     let metrics = &shared.metrics.tunnel;
     let rejected = || metrics.total.with_label_values(&["rejected"]).inc();
-    let admitted = admit(shared, &req, gate)
-        .await
-        .inspect_err(|_| rejected())?;
+    let admitted = admit(cx, &req, gate).await.inspect_err(|_| rejected())?;
     audit::note_user(admitted.user.as_deref().unwrap_or_default());
     // Until the tunnel is registered, shutdown waits for this handshake.
     let _opening = shared.tunnels.opening();
@@ -282,13 +140,8 @@ pub(crate) async fn handle(
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     let offered_protocols = protocol_entries(&parts.headers);
-    let upstream_req = upstream_request(shared, parts, peer, config, kind, &admitted);
-    let mut upstream_resp = match shared
-        .forwarder
-        .load_full()
-        .send(upstream_req, config)
-        .await
-    {
+    let upstream_req = upstream_request(live, parts, peer, kind, &admitted);
+    let mut upstream_resp = match live.forwarder.send(upstream_req, config).await {
         Ok(r) => r,
         Err(error) => {
             rejected();
@@ -322,12 +175,13 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
-/// Who may open the tunnel under `gate`, and until when.
+/// Who may open the tunnel under `gate`, and until when, as the session gate finds it.
 async fn admit(
-    shared: &Shared,
+    cx: Ctx<'_>,
     req: &Request<Incoming>,
     gate: Gate,
 ) -> Result<Admitted, SessionRejected> {
+    let gatekeeper = &cx.shared.gate;
     match gate {
         Gate::Open => Ok(Admitted {
             session: None,
@@ -336,39 +190,42 @@ async fn admit(
             exp: None,
             holder: None,
         }),
-        Gate::Session => session(shared, req)
+        Gate::Session => {
+            let ticket = req.uri().query().and_then(credentials::query_ticket);
+            gatekeeper
+                .session(&cx.live.sessions, req.headers(), ticket.as_deref())
+                .await
+                .map(|(claims, carrier)| Admitted {
+                    sid: Some(claims.sid.clone()),
+                    user: Some(claims.sub.clone()),
+                    exp: Some(claims.exp),
+                    holder: Some(revalidate::Holder::Session(claims.clone())),
+                    session: Some((claims, carrier)),
+                })
+        }
+        Gate::DittoToken => gatekeeper
+            .ditto_token(req.headers())
             .await
-            .map(|(claims, carrier)| Admitted {
-                sid: Some(claims.sid.clone()),
-                user: Some(claims.sub.clone()),
-                exp: Some(claims.exp),
-                holder: Some(revalidate::Holder::Session(claims.clone())),
-                session: Some((claims, carrier)),
-            }),
-        Gate::DittoToken => match shared.find_ditto_token(req.headers()).await {
-            // A token whose login a re-check found denied opens nothing, here or on any replica.
-            Some(known) if !shared.revocations.is_sid_revoked(&known.sid) => Ok(Admitted {
+            .map(|known| Admitted {
                 session: None,
                 sid: Some(known.sid.clone()),
                 user: Some(known.user.clone()),
                 exp: Some(known.expires_at),
                 holder: Some(revalidate::Holder::Ditto(known.sid.clone())),
             }),
-            _ => Err(SessionRejected::UnknownAccessToken),
-        },
     }
 }
 
 /// The handshake the sync server receives: the canonical target without any ticket, a classic
 /// HTTP/1.1 upgrade whatever the client spoke, every credential removed and the identity added.
 fn upstream_request(
-    shared: &Shared,
+    live: &Live,
     mut parts: http::request::Parts,
     peer: Peer,
-    config: &Config,
     kind: Handshake,
     admitted: &Admitted,
 ) -> Request<Body> {
+    let config = &live.config;
     let path_and_query = without_ticket(&parts.uri);
     parts.uri = path_and_query
         .parse()
@@ -386,9 +243,14 @@ fn upstream_request(
         h.entry(header::SEC_WEBSOCKET_VERSION)
             .or_insert(HeaderValue::from_static("13"));
     }
-    forward::rewrite_head(&mut parts, peer, config, true);
+    forward::rewrite_head(&mut parts, peer, config, live.sessions.issuer(), true);
     if let Some((claims, carrier)) = &admitted.session {
-        present_identity(shared, &mut parts.headers, claims, *carrier, config);
+        // `rewrite_head` removed every carrier of the live issuer; a verified `Authorization`
+        // carrier goes too, in case a retired key of another issuer signed it.
+        if *carrier == Carrier::Authorization {
+            parts.headers.remove(header::AUTHORIZATION);
+        }
+        identity::present(&mut parts.headers, claims, &live.sessions, &config.upstream);
     }
     Request::from_parts(parts, body::empty())
 }

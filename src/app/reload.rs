@@ -7,9 +7,7 @@
 //! cached answers.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -18,7 +16,7 @@ use crate::auth::session::SessionError;
 use crate::config::auth::{JwksSource, ProviderConfig};
 use crate::config::{Config, ConfigError, Recording, Sources, System};
 use crate::forward::Forwarder;
-use crate::state::{Limiter, Shared};
+use crate::state::{Limiter, Live, Shared};
 use crate::tls::{Tls, TlsError};
 use crate::watch::Settled;
 
@@ -36,33 +34,10 @@ pub(crate) enum ApplyError {
     Upstream(#[source] std::io::Error),
 }
 
-/// The lifetime of upgrade tickets issued from now on: a reload of `session.ticket_ttl_seconds`
-/// applies to the next ticket, and a ticket already out keeps the lifetime it was issued with.
-#[derive(Debug, Clone)]
-pub(crate) struct TicketTtl(Arc<AtomicU64>);
-
-impl TicketTtl {
-    /// Starts at `ttl`.
-    pub(crate) fn new(ttl: Duration) -> Self {
-        Self(Arc::new(AtomicU64::new(ttl.as_secs())))
-    }
-
-    fn set(&self, ttl: Duration) {
-        self.0.store(ttl.as_secs(), Ordering::Relaxed);
-    }
-}
-
-impl<K, V> moka::Expiry<K, V> for TicketTtl {
-    fn expire_after_create(&self, _: &K, _: &V, _: std::time::Instant) -> Option<Duration> {
-        Some(Duration::from_secs(self.0.load(Ordering::Relaxed)))
-    }
-}
-
 /// Reloads the config of one running gateway; SIGHUP and the file watch both call it.
 pub(crate) struct Reloader {
     shared: Arc<Shared>,
     tls: Option<Arc<Tls>>,
-    ticket_ttl: TicketTtl,
     path: PathBuf,
     /// Applies a new `log.level` to the diagnostic log; without it the level needs a restart.
     log_level: Option<LogLevelHook>,
@@ -120,14 +95,12 @@ impl Reloader {
     pub(crate) fn new(
         shared: Arc<Shared>,
         tls: Option<Arc<Tls>>,
-        ticket_ttl: TicketTtl,
         path: PathBuf,
         log_level: Option<LogLevelHook>,
     ) -> Self {
         Self {
             shared,
             tls,
-            ticket_ttl,
             path,
             log_level,
             busy: Mutex::new(()),
@@ -231,37 +204,34 @@ impl Reloader {
         }
     }
 
-    /// Builds every fallible part of `next`, then swaps all of them in.
+    /// Builds every part of the next generation from `next` (the fallible ones first), then
+    /// publishes it with one store.
     fn apply(&self, next: Config, trigger: &'static str) -> Result<(), ApplyError> {
         let shared = &self.shared;
         let started = std::time::Instant::now();
-        let running = shared.config.load_full();
-        let sessions = shared.sessions.load().reconfigure(&next.auth.session)?;
-        let forwarder = if next.upstream.connect_timeout == running.upstream.connect_timeout {
-            None
+        let running = shared.live();
+        let sessions = running.sessions.reconfigure(&next.auth.session)?;
+        let forwarder = if next.upstream.connect_timeout == running.config.upstream.connect_timeout
+        {
+            running.forwarder.clone()
         } else {
-            Some(Forwarder::new(&next.upstream).map_err(ApplyError::Upstream)?)
+            Arc::new(Forwarder::new(&next.upstream).map_err(ApplyError::Upstream)?)
         };
-        if let (Some(tls), Some(settings)) = (&self.tls, &next.tls) {
-            // The last fallible step: once it succeeded, every swap below does too.
-            tls.reconfigure(settings)?;
-        }
-        let (auth, changes) = shared.auth.load().reconfigure(&next.auth);
-        let kid_before = shared.sessions.load().signing_kid().to_owned();
-        let rotated = sessions.signing_kid() != kid_before;
-        shared.sessions.store(Arc::new(sessions));
-        shared.auth.store(Arc::new(auth));
-        if let Some(forwarder) = forwarder {
-            shared.forwarder.store(Arc::new(forwarder));
-        }
-        self.ticket_ttl.set(next.auth.session.ticket_ttl);
-        shared.revocations.widen_max_ttl(next.auth.session.max_ttl);
-        if !same_rate_limit(&running, &next) {
-            shared.limiter.store(limiter(&next));
-        }
-        crate::doors::aggregator::announce(&next.auth.aggregator);
-        super::log_warnings(&next);
-        let removed = running.removed_restrictions(&next);
+        let tls = match (&self.tls, &next.tls) {
+            // The last fallible step: once it succeeded, the generation is whole.
+            (Some(tls), Some(settings)) => {
+                Some(Arc::new(tls.generation(settings, running.tls.as_deref())?))
+            }
+            _ => running.tls.clone(),
+        };
+        let (auth, changes) = running.auth.reconfigure(&next.auth);
+        let rotated = sessions.signing_kid() != running.sessions.signing_kid();
+        let limiter = if same_rate_limit(&running.config, &next) {
+            running.limiter.clone()
+        } else {
+            limiter(&next)
+        };
+        let removed = running.config.removed_restrictions(&next);
         if !removed.is_empty() {
             tracing::warn!(
                 trigger,
@@ -269,8 +239,8 @@ impl Reloader {
                 "config reloaded without restrictions the running config had"
             );
         }
-        let mut restart = running.restart_changes(&next);
-        if running.log.level != next.log.level {
+        let mut restart = running.config.restart_changes(&next);
+        if running.config.log.level != next.log.level {
             match &self.log_level {
                 Some(apply) => match apply(&next.log.level) {
                     Ok(()) => tracing::info!(level = %next.log.level, "log level changed"),
@@ -287,8 +257,19 @@ impl Reloader {
                 "config reloaded; these keys keep their running values until a restart"
             );
         }
-        shared.config.store(Arc::new(next));
-        shared.config_changed.send_modify(|n| *n += 1);
+        crate::doors::aggregator::announce(&next.auth.aggregator);
+        super::log_warnings(&next);
+        if let (Some(certs), Some(generation)) = (&self.tls, &tls) {
+            certs.published(generation);
+        }
+        shared.publish(Live {
+            config: next,
+            auth,
+            sessions,
+            forwarder,
+            limiter,
+            tls,
+        });
         tracing::info!(
             trigger,
             added = %changes.added.join(","),

@@ -18,17 +18,12 @@
 //! A bearer token of another issuer is the client's business with the sync server and passes.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Uri, header};
 use serde::Deserialize;
-
-use super::revocation::Revocations;
-use super::session::{SessionClaims, SessionError, Sessions};
-use crate::config::auth::SessionConfig;
 
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "drawbridge_session";
@@ -42,8 +37,8 @@ pub(crate) const TICKET_PARAM: &str = "ticket";
 /// session cookie (and any cookie holding a drawbridge token), any other header holding a
 /// drawbridge token (`X-DITTO-AUTH`, `X-Access-Token`, ..), `ticket` pairs in the query, and any
 /// query pair holding a drawbridge token (`access_token=`, ..). Everything else is kept as sent.
-pub(crate) fn strip(parts: &mut http::request::Parts, session: &SessionConfig) {
-    let ours = Ours::new(session);
+pub(crate) fn strip(parts: &mut http::request::Parts, issuer: &str) {
+    let ours = Ours::new(issuer);
     strip_authorization(&mut parts.headers, &ours);
     strip_protocols(&mut parts.headers, &ours);
     strip_cookies(&mut parts.headers, &ours);
@@ -56,8 +51,8 @@ pub(crate) fn strip(parts: &mut http::request::Parts, session: &SessionConfig) {
 /// credentials taken out by the same rules as [`strip`]. A header with nothing left is answered
 /// empty, so an ingress that copies it over the client's removes the client's (nginx's
 /// `proxy_set_header` drops an empty value; Envoy and Traefik overwrite).
-pub(crate) fn forwardable(headers: &HeaderMap, session: &SessionConfig) -> HeaderMap {
-    forwardable_for(headers, &Ours::new(session))
+pub(crate) fn forwardable(headers: &HeaderMap, issuer: &str) -> HeaderMap {
+    forwardable_for(headers, &Ours::new(issuer))
 }
 
 /// [`forwardable`] for the tokens `ours` recognises.
@@ -129,24 +124,9 @@ pub(crate) enum SessionRejected {
     UnknownAccessToken,
 }
 
-/// Verifies a session token and checks the revocation list.
-///
-/// # Errors
-/// [`SessionRejected::Revoked`], [`SessionRejected::Expired`] or [`SessionRejected::Invalid`].
-pub(crate) fn verify_session(
-    sessions: &Sessions,
-    revocations: &Revocations,
-    token: &str,
-) -> Result<Arc<SessionClaims>, SessionRejected> {
-    match sessions.verify(token) {
-        Ok(claims) if revocations.is_revoked(&claims) => Err(SessionRejected::Revoked),
-        Ok(claims) => Ok(Arc::new(claims)),
-        Err(SessionError::Expired) => Err(SessionRejected::Expired),
-        Err(_) => Err(SessionRejected::Invalid),
-    }
-}
-
-/// The session token of a login API call: `Authorization: Bearer` (any case), else the session cookie.
+/// A bearer token (`Authorization: Bearer`, any case), else the session cookie's value: where a
+/// Ditto SDK may carry the sync server's own access token. Sessions are found by the gate
+/// (`auth::gate`), on every carrier in one order.
 pub(crate) fn session_token(headers: &HeaderMap) -> Option<&str> {
     authorization_bearer(headers).or_else(|| cookie(headers, SESSION_COOKIE))
 }
@@ -165,11 +145,9 @@ struct Issuer {
 }
 
 impl<'a> Ours<'a> {
-    /// Tokens that `session.issuer` issued.
-    pub(crate) fn new(session: &'a SessionConfig) -> Self {
-        Self {
-            issuer: &session.issuer,
-        }
+    /// Tokens that `issuer` issued: the live generation's, as its `Sessions` holds it.
+    pub(crate) fn new(issuer: &'a str) -> Self {
+        Self { issuer }
     }
 
     /// Whether `token` is a compact JWT whose `iss` is ours. The signature and the times are not

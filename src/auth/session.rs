@@ -513,6 +513,12 @@ impl Sessions {
         Ok(next)
     }
 
+    /// The issuer of the tokens minted and accepted here (`session.issuer`): the one source of
+    /// what drawbridge calls its own tokens, for verifying, and for stripping them off requests.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     /// The `kid` new session tokens are signed under.
     pub fn signing_kid(&self) -> &str {
         &self.session_kid

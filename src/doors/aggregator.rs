@@ -18,7 +18,7 @@ use crate::body::Body;
 use crate::clock::unix_now;
 use crate::config::auth::{AggregatorAccess, AggregatorConfig};
 use crate::respond::{self, DoorError};
-use crate::state::Shared;
+use crate::state::{Ctx, Shared};
 
 /// Either request shape: legacy `appID`, or v1 `databaseID` + `version`.
 #[derive(Deserialize)]
@@ -68,11 +68,12 @@ pub(crate) fn announce(config: &AggregatorConfig) {
 /// The [`DoorError`] the call is refused with. A denial is no error: it is the webhook reply
 /// `authenticated: false`.
 pub(crate) async fn handle(
-    shared: &Shared,
+    cx: Ctx<'_>,
     path_provider: Option<&str>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DoorError> {
-    let config = shared.config.load_full();
+    let (shared, live) = (cx.shared, cx.live);
+    let config = &live.config;
     // A closed door refuses before reading anything, whatever the method or body.
     if matches!(config.auth.aggregator.access, AggregatorAccess::Disabled) {
         tracing::warn!(
@@ -117,9 +118,8 @@ pub(crate) async fn handle(
         return Err(DoorError::Malformed("appID or databaseID: missing"));
     };
     Ok(
-        match shared
+        match live
             .auth
-            .load_full()
             .decide(Door::Aggregator, &app, &provider, &w.token)
             .await?
         {

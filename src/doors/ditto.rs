@@ -12,11 +12,10 @@ use crate::auth::grant::Grant;
 use crate::auth::known_tokens::{KnownToken, KnownTokens};
 use crate::auth::{Decision, Door};
 use crate::body::{Body, full};
-use crate::config::Config;
 use crate::forward::{self, Peer};
 use crate::headers;
 use crate::respond::DoorError;
-use crate::state::Shared;
+use crate::state::Ctx;
 
 /// Largest login reply read to learn its token.
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
@@ -34,12 +33,13 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
 /// The [`DoorError`] the login is refused with: a malformed form, a denial, a provider or
 /// upstream failure.
 pub(crate) async fn login(
-    shared: &Shared,
+    cx: Ctx<'_>,
     req: Request<Incoming>,
     peer: Peer,
-    config: &Config,
 ) -> Result<Response<Body>, DoorError> {
-    let (mut parts, body) = read_body(req, shared.config.load().limits.header_read_timeout).await?;
+    let live = cx.live;
+    let config = &live.config;
+    let (mut parts, body) = read_body(req, config.limits.header_read_timeout).await?;
     let (Some(app), Some(provider), Some(token)) = (
         form_field(&body, "appId"),
         form_field(&body, "provider"),
@@ -49,9 +49,8 @@ pub(crate) async fn login(
             "the login form needs appId, provider and token",
         ));
     };
-    if let Decision::Deny(deny) = shared
+    if let Decision::Deny(deny) = live
         .auth
-        .load_full()
         .decide(Door::Ditto, &app, &provider, &token)
         .await?
     {
@@ -59,11 +58,10 @@ pub(crate) async fn login(
     }
 
     // Allowed: the original bytes go to the sync server, and its reply comes back unchanged.
-    forward::rewrite_head(&mut parts, peer, config, false);
+    forward::rewrite_head(&mut parts, peer, config, live.sessions.issuer(), false);
     let upstream = Request::from_parts(parts, full(body));
-    let resp = shared
+    let resp = live
         .forwarder
-        .load_full()
         .send(upstream, config)
         .await
         .inspect_err(|error| tracing::warn!(%error, "ditto login relay failed"))?;
@@ -76,14 +74,14 @@ pub(crate) async fn login(
         .to_bytes();
     if parts.status == StatusCode::OK {
         // Written (here and for the other replicas) before the client has the token.
-        learn(shared, &bytes, (&app, &provider, &token)).await;
+        learn(cx, &bytes, (&app, &provider, &token)).await;
     }
     Ok(Response::from_parts(parts, full(bytes)))
 }
 
 /// Remembers `accessToken` from a `"result":"success"` reply until its `accessExpiry`, with the
 /// login (`app`, `provider`, provider token) its tunnels are re-checked with.
-async fn learn(shared: &Shared, reply: &Bytes, (app, provider, token): (&str, &str, &str)) {
+async fn learn(cx: Ctx<'_>, reply: &Bytes, (app, provider, token): (&str, &str, &str)) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(reply) else {
         return;
     };
@@ -110,8 +108,9 @@ async fn learn(shared: &Shared, reply: &Bytes, (app, provider, token): (&str, &s
         token: token.to_owned(),
         until: expires_at,
     };
-    shared
+    cx.shared
         .learn_ditto_token(
+            cx.live,
             access,
             KnownToken {
                 user,

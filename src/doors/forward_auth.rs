@@ -30,17 +30,15 @@ use std::sync::Arc;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 
-use crate::auth::credentials;
 use crate::auth::session::SessionClaims;
 use crate::auth::{Decision, Door};
+use crate::auth::{credentials, identity};
 use crate::body::{self, Body};
 use crate::canonical::{self, TargetError};
 use crate::clock::unix_now;
-use crate::config::Config;
 use crate::config::auth::UriSource;
 use crate::respond::{DoorError, Refusal};
-use crate::state::Shared;
-use crate::tunnel;
+use crate::state::{Ctx, Live};
 
 /// The door's path; every path under it is the door too.
 pub(crate) const PATH: &str = "/auth/check";
@@ -174,11 +172,12 @@ fn target_path(value: &HeaderValue, absolute: bool) -> Result<String, Refusal> {
 /// [`DoorError::SignIn`] when a sign-in URL is configured), [`DoorError::Provider`] when a
 /// provider token could not be decided.
 pub(crate) async fn check<B>(
-    shared: &Shared,
+    cx: Ctx<'_>,
     req: &Request<B>,
     rule: Rule,
-    config: &Config,
 ) -> Result<Response<Body>, DoorError> {
+    let live = cx.live;
+    let config = &live.config;
     if tracing::enabled!(tracing::Level::DEBUG) {
         let method = req
             .headers()
@@ -187,19 +186,24 @@ pub(crate) async fn check<B>(
         tracing::debug!(forwarded_method = ?method, ?rule, "forward-auth check");
     }
     if rule == Rule::Open {
-        return Ok(allowed(req.headers(), config));
+        return Ok(allowed(req.headers(), live));
     }
     let fa = &config.auth.forward_auth;
-    let outcome = match tunnel::find_session(shared, req.headers(), None).await {
+    let outcome = match cx
+        .shared
+        .gate
+        .session(&live.sessions, req.headers(), None)
+        .await
+    {
         Ok((claims, _)) => Ok(claims),
-        Err(why) => provider_token(shared, req.headers(), config)
+        Err(why) => provider_token(live, req.headers())
             .await
             .unwrap_or(Err(why.into())),
     };
     match outcome {
         Ok(claims) => {
-            let mut resp = allowed(req.headers(), config);
-            identity(shared, resp.headers_mut(), &claims, config);
+            let mut resp = allowed(req.headers(), live);
+            identity(live, resp.headers_mut(), &claims);
             Ok(resp)
         }
         Err(error @ (DoorError::InvalidToken(_) | DoorError::Denied(_))) => match &fa.signin_url {
@@ -213,16 +217,15 @@ pub(crate) async fn check<B>(
 /// An identity provider's bearer token decided for the configured app and provider, when
 /// accepted; `None` when not accepted or no such token was sent.
 async fn provider_token(
-    shared: &Shared,
+    live: &Live,
     headers: &HeaderMap,
-    config: &Config,
 ) -> Option<Result<Arc<SessionClaims>, DoorError>> {
+    let config = &live.config;
     let accepted = config.auth.forward_auth.provider_tokens.as_ref()?;
-    let ours = credentials::Ours::new(&config.auth.session);
+    let ours = credentials::Ours::new(live.sessions.issuer());
     let token = credentials::authorization_bearer(headers).filter(|t| !ours.recognises(t))?;
-    let decided = shared
+    let decided = live
         .auth
-        .load_full()
         .decide(Door::ForwardAuth, &accepted.app, &accepted.provider, token)
         .await;
     Some(match decided {
@@ -230,7 +233,7 @@ async fn provider_token(
             // Not a session: only what the identity headers and the assertion carry.
             let now = unix_now();
             Ok(Arc::new(SessionClaims {
-                iss: config.auth.session.issuer.clone(),
+                iss: live.sessions.issuer().to_owned(),
                 aud: config.auth.session.audience.clone(),
                 sub: allow.user_id.clone(),
                 app: accepted.app.clone(),
@@ -256,7 +259,7 @@ async fn provider_token(
 /// `Sec-WebSocket-Protocol` without drawbridge's credentials, for the ingress to forward in place
 /// of the client's: an ingress that copies these names overwrites whatever the client sent under
 /// them, and the session stays at the gate.
-fn allowed(request: &HeaderMap, config: &Config) -> Response<Body> {
+fn allowed(request: &HeaderMap, live: &Live) -> Response<Body> {
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::OK;
     let headers = resp.headers_mut();
@@ -267,19 +270,19 @@ fn allowed(request: &HeaderMap, config: &Config) -> Response<Body> {
     for name in IDENTITY {
         headers.insert(HeaderName::from_static(name), HeaderValue::from_static(""));
     }
-    headers.extend(credentials::forwardable(request, &config.auth.session));
+    headers.extend(credentials::forwardable(request, live.sessions.issuer()));
     resp
 }
 
 /// The tunnel's identity headers, plus the oauth2-proxy names.
-fn identity(shared: &Shared, headers: &mut HeaderMap, claims: &SessionClaims, config: &Config) {
-    tunnel::identity_headers(shared, headers, claims, config);
+fn identity(live: &Live, headers: &mut HeaderMap, claims: &SessionClaims) {
+    identity::present(headers, claims, &live.sessions, &live.config.upstream);
     if let Some(user) = headers.get("x-drawbridge-user").cloned() {
         headers.insert(AUTH_REQUEST_USER, user);
     }
     if let Some(email) = claims.email() {
         // Encoded like the other identity headers, so two addresses never read the same.
-        headers.insert(AUTH_REQUEST_EMAIL, tunnel::header_text(email));
+        headers.insert(AUTH_REQUEST_EMAIL, identity::header_text(email));
     }
 }
 

@@ -12,13 +12,13 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::{parse_json, read_body, rfc3339};
-use crate::auth::credentials::{self, SESSION_COOKIE, SessionRejected};
+use crate::auth::credentials::{SESSION_COOKIE, SessionRejected};
 use crate::auth::session::{Minted, SessionClaims, SessionError};
 use crate::auth::{Decision, Deny, Door, Reason};
 use crate::body::Body;
 use crate::clock::unix_now;
 use crate::respond::{self, DoorError};
-use crate::state::Shared;
+use crate::state::{Ctx, Shared};
 
 /// The login API's action: the path after `/auth/`, parsed once by the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,16 +72,16 @@ struct TokenRequest {
 /// # Errors
 /// The [`DoorError`] the request is refused with.
 pub(crate) async fn handle(
-    shared: &Shared,
+    cx: Ctx<'_>,
     action: Action,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DoorError> {
     match (req.method().clone(), action) {
-        (Method::POST, Action::Login) => login(shared, req).await,
-        (Method::POST, Action::Token) => token(shared, req).await,
-        (Method::POST, Action::Ticket) => ticket(shared, &req).await,
-        (Method::GET, Action::Userinfo) => userinfo(shared, &req),
-        (Method::POST, Action::Logout) => logout(shared, &req),
+        (Method::POST, Action::Login) => login(cx, req).await,
+        (Method::POST, Action::Token) => token(cx, req).await,
+        (Method::POST, Action::Ticket) => ticket(cx, &req).await,
+        (Method::GET, Action::Userinfo) => userinfo(cx, &req).await,
+        (Method::POST, Action::Logout) => logout(cx, &req).await,
         (_, Action::Unknown) => Err(DoorError::NotFound),
         _ => Err(DoorError::MethodNotAllowed),
     }
@@ -136,26 +136,22 @@ fn session_response(shared: &Shared, minted: &Minted) -> Response<Body> {
     resp
 }
 
-async fn login(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, DoorError> {
-    let (_, body) = read_body(req, shared.config.load().limits.header_read_timeout).await?;
+async fn login(cx: Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, DoorError> {
+    let (_, body) = read_body(req, cx.live.config.limits.header_read_timeout).await?;
     let login: LoginRequest = parse_json(&body)?;
-    log_in(shared, &login.app_id, &login.provider, &login.token).await
+    log_in(cx, &login.app_id, &login.provider, &login.token).await
 }
 
 /// A login through `provider` for `app`: a session when the provider allows.
 async fn log_in(
-    shared: &Shared,
+    cx: Ctx<'_>,
     app: &str,
     provider: &str,
     token: &str,
 ) -> Result<Response<Body>, DoorError> {
-    match shared
-        .auth
-        .load_full()
-        .decide(Door::Login, app, provider, token)
-        .await?
-    {
-        Decision::Allow(allow) => match shared.sessions.load().mint(&allow, app, provider) {
+    let live = cx.live;
+    match live.auth.decide(Door::Login, app, provider, token).await? {
+        Decision::Allow(allow) => match live.sessions.mint(&allow, app, provider) {
             Ok(minted) => {
                 let grant = crate::auth::grant::Grant {
                     app: app.to_owned(),
@@ -164,8 +160,10 @@ async fn log_in(
                     // The last moment any token of the session (refreshed or not) can be valid.
                     until: minted.claims.dex,
                 };
-                shared.remember_grant(&minted.claims.sid, grant).await;
-                Ok(session_response(shared, &minted))
+                cx.shared
+                    .remember_grant(live, &minted.claims.sid, grant)
+                    .await;
+                Ok(session_response(cx.shared, &minted))
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot mint a session");
@@ -180,43 +178,53 @@ async fn log_in(
     }
 }
 
-/// The session behind the request's bearer token or session cookie.
-fn bearer_session(
-    shared: &Shared,
+/// The session the request carries, found by the gate on the carriers every door tries, in the
+/// same order (no ticket: the login API never takes one).
+async fn carried_session(
+    cx: Ctx<'_>,
     req: &Request<Incoming>,
 ) -> Result<Arc<SessionClaims>, SessionRejected> {
-    let token = credentials::session_token(req.headers()).ok_or(SessionRejected::Missing)?;
-    shared.verify_session(token)
+    match cx
+        .shared
+        .gate
+        .session(&cx.live.sessions, req.headers(), None)
+        .await
+    {
+        Ok((claims, _)) => Ok(claims),
+        Err(SessionRejected::Required) => Err(SessionRejected::Missing),
+        Err(why) => Err(why),
+    }
 }
 
-async fn token(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, DoorError> {
-    let (_, body) = read_body(req, shared.config.load().limits.header_read_timeout).await?;
+async fn token(cx: Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, DoorError> {
+    let (_, body) = read_body(req, cx.live.config.limits.header_read_timeout).await?;
     match parse_json::<TokenRequest>(&body)? {
         TokenRequest {
             refresh: Some(refresh),
             code: None,
-        } => refresh_session(shared, &refresh),
+        } => refresh_session(cx, &refresh),
         TokenRequest {
             refresh: None,
             code: Some(code),
         } => {
-            let Some(exchange) = shared.config.load().auth.code_exchange.clone() else {
+            let Some(exchange) = cx.live.config.auth.code_exchange.clone() else {
                 return Err(DoorError::Malformed(
                     "code exchange is not configured (native.code_provider)",
                 ));
             };
-            log_in(shared, &exchange.app, &exchange.provider, &code).await
+            log_in(cx, &exchange.app, &exchange.provider, &code).await
         }
         _ => Err(DoorError::Malformed("send exactly one of refresh or code")),
     }
 }
 
-fn refresh_session(shared: &Shared, refresh: &str) -> Result<Response<Body>, DoorError> {
-    let claims = shared.verify_session(refresh)?;
-    match shared.sessions.load().refresh(&claims) {
+fn refresh_session(cx: Ctx<'_>, refresh: &str) -> Result<Response<Body>, DoorError> {
+    let live = cx.live;
+    let claims = cx.shared.gate.verify(&live.sessions, refresh)?;
+    match live.sessions.refresh(&claims) {
         Ok(minted) => {
-            shared.on_refresh(&minted.claims);
-            Ok(session_response(shared, &minted))
+            cx.shared.on_refresh(live, &minted.claims);
+            Ok(session_response(cx.shared, &minted))
         }
         Err(SessionError::DecisionExpired) => Err(SessionRejected::LoginExpired.into()),
         Err(error) => {
@@ -226,17 +234,18 @@ fn refresh_session(shared: &Shared, refresh: &str) -> Result<Response<Body>, Doo
     }
 }
 
-async fn ticket(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
-    let claims = bearer_session(shared, req)?;
-    let ticket = shared.issue_ticket(claims).await;
+async fn ticket(cx: Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
+    let claims = carried_session(cx, req).await?;
+    let ticket = cx.shared.issue_ticket(cx.live, claims).await;
+    let expires_in = cx.live.config.auth.session.ticket_ttl.as_secs();
     Ok(respond::json(
         StatusCode::OK,
-        &serde_json::json!({"result": "success", "ticket": ticket, "expiresIn": shared.ticket_ttl_seconds()}),
+        &serde_json::json!({"result": "success", "ticket": ticket, "expiresIn": expires_in}),
     ))
 }
 
-fn userinfo(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
-    let c = bearer_session(shared, req)?;
+async fn userinfo(cx: Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
+    let c = carried_session(cx, req).await?;
     let mut body = serde_json::json!({
         "userID": c.sub,
         "app": c.app,
@@ -260,8 +269,9 @@ fn userinfo(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, 
     Ok(respond::json(StatusCode::OK, &body))
 }
 
-fn logout(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
-    let c = bearer_session(shared, req)?;
+async fn logout(cx: Ctx<'_>, req: &Request<Incoming>) -> Result<Response<Body>, DoorError> {
+    let shared = cx.shared;
+    let c = carried_session(cx, req).await?;
     // Any token of the session may log it out, and the whole session goes.
     shared.revoke_session(&c);
     shared.audit.emit(&crate::audit::Event::Logout {

@@ -76,7 +76,7 @@ pub(crate) async fn run(shared: &Shared, holder: &Holder) {
     loop {
         // A reload that keeps the interval keeps the schedule: frequent reloads must not keep
         // putting the checks off. A new interval starts a new, spread-out schedule.
-        let now_every = shared.config.load().auth.session.revalidate;
+        let now_every = shared.live().config.auth.session.revalidate;
         if now_every != every {
             every = now_every;
             next = Instant::now() + every.mul_f64(rand::random::<f64>());
@@ -111,10 +111,12 @@ pub(crate) async fn run(shared: &Shared, holder: &Holder) {
 /// One re-check, on an answer younger than `max_age`, and what it did. `None` when there is
 /// nothing to ask.
 pub(crate) async fn check(shared: &Shared, holder: &Holder, max_age: Duration) -> Option<Outcome> {
-    let outcome = match shared.grant(holder.sid()).await {
+    // The latest generation: a tunnel outlives the one it opened under.
+    let live = shared.live();
+    let outcome = match shared.grant(&live.sessions, holder.sid()).await {
         GrantLookup::Found(grant) => {
-            let auth = shared.auth.load_full();
-            let answer = auth
+            let answer = live
+                .auth
                 .recheck(&grant.app, &grant.provider, &grant.token, max_age)
                 .await;
             judge(shared, holder, &grant.provider, answer)
