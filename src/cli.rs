@@ -1,6 +1,30 @@
-//! What `drawbridge check` prints about a valid config: one screen, one line per part.
+//! What `drawbridge check` prints about a valid config: one screen, one line per part, in the
+//! config's own words (`first_success`, `json`, `500 ms`), and a line for every section that is on.
+
+use std::time::Duration;
 
 use drawbridge::Config;
+use drawbridge::config::LogTarget;
+
+/// A duration as a config key would give it: `0 s`, `2 s`, `500 ms`, `1.5 s`.
+fn time(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{} s", d.as_secs_f64())
+    }
+}
+
+/// Where a log goes: `stdout`, or its file.
+fn target(t: &LogTarget) -> String {
+    match t {
+        LogTarget::Stdout => "stdout".to_owned(),
+        LogTarget::File(path) => path.display().to_string(),
+    }
+}
 
 /// A one-screen summary of `config` for `drawbridge check`.
 pub(crate) fn summary(config: &Config) -> String {
@@ -34,11 +58,11 @@ pub(crate) fn summary(config: &Config) -> String {
             }
         ),
         format!(
-            "timeouts    connect {:?}, response {:?}, header read {:?}, TLS handshake {:?}",
-            config.upstream.connect_timeout,
-            config.upstream.request_timeout,
-            config.limits.header_read_timeout,
-            config.limits.tls_handshake_timeout
+            "timeouts    connect {}, response {}, header read {}, TLS handshake {}",
+            time(config.upstream.connect_timeout),
+            time(config.upstream.request_timeout),
+            time(config.limits.header_read_timeout),
+            time(config.limits.tls_handshake_timeout)
         ),
         format!(
             "limits      {} connections, {} byte request bodies",
@@ -62,13 +86,17 @@ pub(crate) fn summary(config: &Config) -> String {
             config.limits.max_connections_per_client
         ),
         format!(
-            "connections {} byte request heads, idle {:?}, HTTP/2 ping every {:?} (timeout {:?})",
+            "connections {} byte request heads, idle {}, HTTP/2 ping every {} (timeout {})",
             config.limits.max_request_head_bytes,
-            config.limits.idle_timeout,
-            config.limits.http2_keep_alive_interval,
-            config.limits.http2_keep_alive_timeout
+            time(config.limits.idle_timeout),
+            time(config.limits.http2_keep_alive_interval),
+            time(config.limits.http2_keep_alive_timeout)
         ),
-        format!("shutdown    {:?} grace", config.shutdown.grace),
+        format!("shutdown    {} grace", time(config.shutdown.grace)),
+        format!(
+            "reload      on SIGHUP, or once a watched file is unchanged for {}",
+            time(config.reload.settle)
+        ),
         format!("providers   {}", config.auth.providers_summary()),
         format!(
             "apps        {}",
@@ -82,14 +110,14 @@ pub(crate) fn summary(config: &Config) -> String {
             }
         ),
         format!(
-            "cache       {} entries, allows up to {:?}, denials {:?}, stale-if-error {:?}",
+            "cache       {} entries, allows up to {}, denials {}, stale-if-error {}",
             config.auth.cache.max_entries,
-            config.auth.cache.max_ttl,
-            config.auth.cache.negative_ttl,
-            config.auth.cache.stale_if_error
+            time(config.auth.cache.max_ttl),
+            time(config.auth.cache.negative_ttl),
+            time(config.auth.cache.stale_if_error)
         ),
         format!(
-            "sessions    {}, key {}, up to {:?}, iss {:?} aud {:?}",
+            "sessions    {}, key {}, up to {}, iss {:?} aud {:?}",
             config
                 .auth
                 .session
@@ -103,7 +131,7 @@ pub(crate) fn summary(config: &Config) -> String {
                 .map_or("ephemeral (set session.key_file)".to_owned(), |k| k
                     .display()
                     .to_string()),
-            config.auth.session.max_ttl,
+            time(config.auth.session.max_ttl),
             config.auth.session.issuer,
             config.auth.session.audience
         ),
@@ -133,13 +161,87 @@ pub(crate) fn summary(config: &Config) -> String {
             ))
         ),
         format!(
-            "log         {:?} at {}",
-            config.log.format, config.log.level
+            "log         {} at {}",
+            match config.log.format {
+                drawbridge::config::LogFormat::Text => "text",
+                drawbridge::config::LogFormat::Json => "json",
+            },
+            config.log.level
         ),
     ];
-    for l in lines {
+    for l in lines.into_iter().chain(optional_sections(config)) {
         out.push_str(&l);
         out.push('\n');
     }
     out
+}
+
+/// A line for each optional section that is on.
+fn optional_sections(config: &Config) -> Vec<String> {
+    let auth = &config.auth;
+    let mut lines = Vec::new();
+    let fa = &auth.forward_auth;
+    lines.push(format!(
+        "fwd auth    /auth/check, path from {}{}{}",
+        fa.uri_from,
+        fa.provider_tokens
+            .as_ref()
+            .map(|t| format!(", provider tokens for {} through {}", t.app, t.provider))
+            .unwrap_or_default(),
+        if fa.signin_url.is_some() {
+            ", sign-in redirect"
+        } else {
+            ""
+        }
+    ));
+    if let Some(code) = &auth.code_exchange {
+        lines.push(format!(
+            "native      POST /auth/token {{\"code\"}} logs in to {} through {}",
+            code.app, code.provider
+        ));
+    }
+    if !auth.cors_allowed_origins.is_empty() {
+        lines.push(format!(
+            "cors        {}",
+            auth.cors_allowed_origins.join(", ")
+        ));
+    }
+    if !auth.session.revalidate.is_zero() {
+        lines.push(format!(
+            "revalidate  open tunnels re-checked every {}",
+            time(auth.session.revalidate)
+        ));
+    }
+    if let Some(cluster) = &config.cluster {
+        lines.push(format!(
+            "cluster     {} (prefix {:?}){}{}",
+            drawbridge::config::raw::redacted_url(&cluster.redis_url),
+            cluster.key_prefix,
+            if cluster.required {
+                ", required for readiness"
+            } else {
+                ""
+            },
+            if cluster.shared_decisions {
+                ", shared decisions"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(access) = &config.log.access {
+        lines.push(format!("access log  {}", target(&access.target)));
+    }
+    if let Some(audit) = &config.audit {
+        lines.push(format!("audit       {}", target(&audit.target)));
+    }
+    if let Some(tracing) = &config.tracing {
+        lines.push(format!(
+            "tracing     {} as {:?}, {} of traces",
+            drawbridge::config::raw::shown_url(&tracing.otlp_endpoint),
+            tracing.service_name,
+            tracing.sample_ratio
+        ));
+    }
+    lines
 }

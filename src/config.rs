@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod cluster;
+mod diagnose;
 pub mod keys;
 mod problem;
 pub mod raw;
@@ -416,6 +417,16 @@ fn display_problems(problems: &[Problem]) -> String {
 }
 
 impl ConfigError {
+    /// Every problem of a config that got as far as its keys and values, in file order, each
+    /// with its line when known; none for an unreadable file or a syntax error.
+    #[must_use]
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Self::Invalid(problems) => problems,
+            Self::Read { .. } | Self::Syntax(_) => &[],
+        }
+    }
+
     /// One line per problem, each naming its key path.
     pub fn lines(&self) -> Vec<String> {
         match self {
@@ -494,63 +505,31 @@ impl Config {
         let mut problems = Vec::new();
         secrets::resolve(&mut value, &mut Vec::new(), sources, &mut problems);
         if !problems.is_empty() {
-            return Err(ConfigError::Invalid(problems));
+            return Err(ConfigError::Invalid(diagnose::in_file_order(
+                problems, text,
+            )));
         }
-        let raw: raw::RawConfig = serde_path_to_error::deserialize(value)
-            .map_err(|e| ConfigError::Invalid(vec![structural_problem(&e)]))?;
-        Self::try_from(raw)
-    }
-}
-
-/// Turns serde's first structural error into a problem at its key path.
-fn structural_problem(e: &serde_path_to_error::Error<toml::de::Error>) -> Problem {
-    let path = e.path().to_string();
-    let path = if path == "." { String::new() } else { path };
-    let message = e.inner().message().trim().to_owned();
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
-        let path = join_path(&path, field);
-        let expected = expected.trim_start_matches(',').trim().replace('`', "");
-        let hint = if expected.is_empty() {
-            String::new()
-        } else {
-            format!(" ({expected})")
-        };
-        return Problem::new(path, format!("unknown field{hint}"));
-    }
-    Problem::new(path, without_value(&message))
-}
-
-/// A serde message without the value it quotes (it may be a secret): `invalid type: string
-/// "..", expected u64` becomes `invalid type: string, expected u64`. An unknown variant is still
-/// named: only enum keys (`kind`, `format`, ..) have variants, and none of them is a secret.
-fn without_value(message: &str) -> String {
-    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            let (unexpected, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
-            let kind = unexpected
-                .split(['"', '`', '\''])
-                .next()
-                .unwrap_or_default()
-                .trim();
-            let expected = if expected.is_empty() {
-                String::new()
-            } else {
-                format!(", expected{}", expected.replace('`', ""))
-            };
-            return format!("{prefix}{kind}{expected}");
+        // Every structural problem (each offending key taken out in turn), then every value
+        // problem of the rest: one run reports all of them, in file order.
+        let (raw, mut problems) = diagnose::read_all(value);
+        let checked = raw.map(Self::try_from);
+        match checked {
+            Some(Ok(mut config)) if problems.is_empty() => {
+                config.warnings =
+                    diagnose::in_file_order(std::mem::take(&mut config.warnings), text);
+                Ok(config)
+            }
+            Some(Ok(_)) | None => Err(ConfigError::Invalid(diagnose::in_file_order(
+                problems, text,
+            ))),
+            Some(Err(ConfigError::Invalid(more))) => {
+                problems.extend(more);
+                Err(ConfigError::Invalid(diagnose::in_file_order(
+                    problems, text,
+                )))
+            }
+            Some(Err(other)) => Err(other),
         }
-    }
-    message.replace('`', "")
-}
-
-fn join_path(parent: &str, field: &str) -> String {
-    if parent.is_empty() {
-        field.to_owned()
-    } else if parent.rsplit('.').next() == Some(field) {
-        parent.to_owned()
-    } else {
-        format!("{parent}.{field}")
     }
 }
 

@@ -132,7 +132,10 @@ fn check(path: &std::path::Path, skip_files: bool, against: Option<&std::path::P
         return ExitCode::from(EXIT_USAGE);
     }
     for warning in &cfg.warnings {
-        eprintln!("{}: warning: {warning}", path.display());
+        match warning.line {
+            Some(line) => eprintln!("{}:{line}: warning: {warning}", path.display()),
+            None => eprintln!("{}: warning: {warning}", path.display()),
+        }
     }
     println!("{}: ok\n\n{}", path.display(), cli::summary(&cfg));
     if let Some(running_path) = against {
@@ -230,9 +233,20 @@ fn config_keys() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Prints every problem of a config as a compiler does, `file:line: key: what`, and exits 64.
 fn usage_error(path: &std::path::Path, e: &config::ConfigError) -> ExitCode {
-    for line in e.lines() {
-        eprintln!("{}: {line}", path.display());
+    let problems = e.problems();
+    if problems.is_empty() {
+        for line in e.lines() {
+            eprintln!("{}: {line}", path.display());
+        }
+    } else {
+        for problem in problems {
+            match problem.line {
+                Some(line) => eprintln!("{}:{line}: {problem}", path.display()),
+                None => eprintln!("{}: {problem}", path.display()),
+            }
+        }
     }
     ExitCode::from(EXIT_USAGE)
 }

@@ -386,3 +386,82 @@ fn cluster_with_an_ephemeral_session_key_exits_64_naming_key_file() {
         "{err}"
     );
 }
+
+#[test]
+fn several_mistakes_are_reported_in_one_run_in_file_order_with_their_lines() {
+    let text = "[listen]\n\
+                addr = \"0.0.0.0:8443\"\n\
+                trusted_proxies = 1\n\
+                [upstream]\n\
+                url = \"http://127.0.0.1:1\"\n\
+                request_timeout_ms = \"soon\"\n\
+                [limits]\n\
+                max_connections = 0\n\
+                idle_timout_ms = 5\n\
+                [providers.a]\n\
+                kind = \"webhook\"\n\
+                url = \"http://127.0.0.1:2/auth\"\n\
+                timeout = 5\n";
+    let (code, out, err) = check_text(text);
+    assert_eq!(code, 64, "{out}{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let want = [
+        (":3: listen.trusted_proxies: ", "expected a list of CIDRs"),
+        (
+            ":6: upstream.request_timeout_ms: ",
+            "expected a whole number of milliseconds, found a string",
+        ),
+        (":8: limits.max_connections: ", ""),
+        (
+            ":9: limits.idle_timout_ms: unknown field",
+            "did you mean `idle_timeout_ms`?",
+        ),
+        (
+            ":13: providers.a.timeout: unknown field",
+            "did you mean `timeout_ms`?",
+        ),
+    ];
+    assert_eq!(lines.len(), want.len(), "one line per problem:\n{err}");
+    for (line, (at, words)) in lines.iter().zip(want) {
+        assert!(
+            line.contains(at) && line.contains(words),
+            "want {at}..{words}, got {line}\n{err}"
+        );
+    }
+}
+
+#[test]
+fn summary_speaks_the_config_s_words_and_names_every_section_that_is_on() {
+    let (code, out, err) = check_text(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+         [providers.a]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:2/auth\"\n\
+         [providers.b]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:3/auth\"\n\
+         [providers.both]\nkind = \"group\"\nmembers = [\"a\", \"b\"]\nstrategy = \"first_success\"\n\
+         [cache]\nstale_if_error_seconds = 0\n\
+         [session]\nalgorithm = \"EdDSA\"\nkey_file = \"/keys/session.pem\"\nrevalidate_seconds = 60\n\
+         [cluster]\nredis_url = \"redis://:hunter2pw@redis:6379\"\n\
+         [audit]\npath = \"/var/log/drawbridge/audit.log\"\n\
+         [tracing]\notlp_endpoint = \"http://collector:4318\"\n\
+         [cors]\nallowed_origins = [\"https://app.example\"]\n\
+         [log]\nformat = \"json\"\naccess = true\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    for words in [
+        "group of a/b, first_success",
+        "log         json at info",
+        "stale-if-error 0 s",
+        "shutdown    25 s grace",
+        "cluster     redis://",
+        "audit       /var/log/drawbridge/audit.log",
+        "tracing     http://collector:4318",
+        "access log  stdout",
+        "cors        https://app.example",
+        "revalidate  open tunnels re-checked every 60 s",
+        "fwd auth    /auth/check, path from path",
+    ] {
+        assert!(out.contains(words), "no {words:?} in:\n{out}");
+    }
+    for debug in ["FirstSuccess", "Json", "0ns", "Some(", "hunter2pw"] {
+        assert!(!out.contains(debug), "{debug:?} in:\n{out}");
+    }
+}

@@ -47,9 +47,13 @@ impl Auth {
                 ProviderConfig::Webhook(_) => format!("{name} (webhook)"),
                 ProviderConfig::Jwt(_) => format!("{name} (jwt)"),
                 ProviderConfig::Group(g) => format!(
-                    "{name} (group of {}, {:?})",
+                    "{name} (group of {}, {})",
                     g.members.join("/"),
-                    g.strategy
+                    match g.strategy {
+                        Strategy::FirstSuccess => "first_success",
+                        Strategy::All => "all",
+                        Strategy::Ordered => "ordered",
+                    }
                 ),
             })
             .collect::<Vec<_>>()

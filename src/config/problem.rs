@@ -9,6 +9,8 @@ pub struct Problem {
     pub path: String,
     /// What is wrong, without the value (it may be a secret).
     pub message: String,
+    /// The 1-based line of the file the key (or its nearest enclosing table) is on, when known.
+    pub line: Option<usize>,
 }
 
 impl Problem {
@@ -16,6 +18,7 @@ impl Problem {
         Self {
             path: path.into(),
             message: message.into(),
+            line: None,
         }
     }
 }
