@@ -471,6 +471,25 @@ impl Config {
         keys
     }
 
+    /// Every file this config names that a reload reads again: the client CA bundle, the session
+    /// keys and JWKS files (`${file:..}` secrets are recorded while the file is read, see
+    /// [`Recording`]). The certificate pair is watched by the TLS part itself.
+    pub fn named_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        files.extend(self.tls.as_ref().and_then(|t| t.client_ca_file.clone()));
+        let session = &self.auth.session;
+        files.extend(session.key_file.iter().cloned());
+        files.extend(session.previous_key_files.iter().cloned());
+        files.extend(self.auth.providers.values().filter_map(|p| match p {
+            auth::ProviderConfig::Jwt(j) => match &j.keys {
+                auth::JwksSource::File(path) => Some(path.clone()),
+                auth::JwksSource::Url(_) => None,
+            },
+            auth::ProviderConfig::Webhook(_) | auth::ProviderConfig::Group(_) => None,
+        }));
+        files
+    }
+
     /// Reads and validates the file at `path`, resolving references from `sources`.
     ///
     /// # Errors
