@@ -215,7 +215,9 @@ impl Following {
         let (before, after) = (dirs_of(files), dirs_of(&next));
         for dir in after.difference(&before) {
             match watcher.watch(dir, RecursiveMode::NonRecursive) {
-                Ok(()) => tracing::info!(dir = %dir.display(), "watching a directory the config names"),
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "watching a directory the config names")
+                }
                 Err(error) => tracing::warn!(
                     dir = %dir.display(),
                     %error,
