@@ -327,4 +327,55 @@ mod tests {
         assert!(!names.covers(&dir.path().join("..data_tmp")));
         assert!(!names.covers(Path::new("/elsewhere/drawbridge.toml")));
     }
+
+    /// Waits up to 10 s for `count` to reach `n`.
+    async fn reaches(count: &std::sync::atomic::AtomicUsize, n: usize) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if count.load(std::sync::atomic::Ordering::SeqCst) >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn following_watch_list_moved_to_another_directory_hands_over_changes_there() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (in_a, in_b) = (a.path().join("key.pem"), b.path().join("key.pem"));
+        std::fs::write(&in_a, "a1").unwrap();
+        std::fs::write(&in_b, "b1").unwrap();
+        let list = Arc::new(Mutex::new(vec![in_a.clone()]));
+        let changes = Arc::new(AtomicUsize::new(0));
+        let (asked, counted) = (list.clone(), changes.clone());
+        let _watching = watch_following(
+            move || asked.lock().unwrap().clone(),
+            || Duration::from_millis(50),
+            move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+        .unwrap();
+
+        // The first list is watched; the change hands the list over to dir B.
+        *list.lock().unwrap() = vec![in_b.clone()];
+        std::fs::write(&in_a, "a2").unwrap();
+        assert!(reaches(&changes, 1).await, "a change in dir A was not seen");
+
+        // Dir B is watched from the change on (the list is asked again just after it, so a write
+        // is repeated until the watch has moved).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut n = 1;
+        while changes.load(Ordering::SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a change in dir B, which the list moved to, was not seen"
+            );
+            n += 1;
+            std::fs::write(&in_b, format!("b{n}")).unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
