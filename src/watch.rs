@@ -158,9 +158,16 @@ pub(crate) fn watch(
     settle: impl Fn() -> Duration + Send + 'static,
     changed: impl FnMut(&Settled) + Send + 'static,
 ) -> Result<RecommendedWatcher, notify::Error> {
-    let (watcher, rx, names) = start(&files)?;
-    tokio::spawn(follow(files, rx, names, settle, changed, None));
-    Ok(watcher)
+    let started = start(&files)?;
+    tokio::spawn(follow(
+        files,
+        started.wakeups,
+        started.names,
+        settle,
+        changed,
+        None,
+    ));
+    Ok(started.watcher)
 }
 
 /// A watch whose file list follows what the watched files say (the config names its key, CA and
@@ -182,13 +189,20 @@ pub(crate) fn watch_following(
     changed: impl FnMut(&Settled) + Send + 'static,
 ) -> Result<Watching, notify::Error> {
     let first = files();
-    let (watcher, rx, names) = start(&first)?;
-    let watcher = Arc::new(Mutex::new(watcher));
+    let started = start(&first)?;
+    let watcher = Arc::new(Mutex::new(started.watcher));
     let list = Following {
         files: Box::new(files),
         watcher: Arc::downgrade(&watcher),
     };
-    tokio::spawn(follow(first, rx, names, settle, changed, Some(list)));
+    tokio::spawn(follow(
+        first,
+        started.wakeups,
+        started.names,
+        settle,
+        changed,
+        Some(list),
+    ));
     Ok(Watching { _watcher: watcher })
 }
 
@@ -237,10 +251,15 @@ fn dirs_of(files: &[PathBuf]) -> BTreeSet<PathBuf> {
     files.iter().map(|f| dir_of(f)).collect()
 }
 
-/// A watcher over the directories of `files`, its wake-ups, and the names it screens events by.
-fn start(
-    files: &[PathBuf],
-) -> Result<(RecommendedWatcher, mpsc::Receiver<()>, Arc<Mutex<Names>>), notify::Error> {
+/// A started watcher, its wake-ups, and the names it screens events by.
+struct Started {
+    watcher: RecommendedWatcher,
+    wakeups: mpsc::Receiver<()>,
+    names: Arc<Mutex<Names>>,
+}
+
+/// A watcher over the directories of `files`.
+fn start(files: &[PathBuf]) -> Result<Started, notify::Error> {
     let names = Arc::new(Mutex::new(Names::of(files)));
     // One slot: a burst of events leaves one wake-up, and the watcher's own thread never blocks.
     let (tx, rx) = mpsc::channel::<()>(1);
@@ -253,7 +272,11 @@ fn start(
     for dir in &dirs_of(files) {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
-    Ok((watcher, rx, names))
+    Ok(Started {
+        watcher,
+        wakeups: rx,
+        names,
+    })
 }
 
 /// The watch itself: on each wake-up, settles the change and hands it over; ends when the
