@@ -158,16 +158,9 @@ pub(crate) fn watch(
     settle: impl Fn() -> Duration + Send + 'static,
     changed: impl FnMut(&Settled) + Send + 'static,
 ) -> Result<RecommendedWatcher, notify::Error> {
-    let started = start(&files)?;
-    tokio::spawn(follow(
-        files,
-        started.wakeups,
-        started.names,
-        settle,
-        changed,
-        None,
-    ));
-    Ok(started.watcher)
+    let (watcher, wake) = start(&files)?;
+    tokio::spawn(follow(files, wake, settle, changed, None));
+    Ok(watcher)
 }
 
 /// A watch whose file list follows what the watched files say (the config names its key, CA and
@@ -189,20 +182,13 @@ pub(crate) fn watch_following(
     changed: impl FnMut(&Settled) + Send + 'static,
 ) -> Result<Watching, notify::Error> {
     let first = files();
-    let started = start(&first)?;
-    let watcher = Arc::new(Mutex::new(started.watcher));
+    let (watcher, wake) = start(&first)?;
+    let watcher = Arc::new(Mutex::new(watcher));
     let list = Following {
         files: Box::new(files),
         watcher: Arc::downgrade(&watcher),
     };
-    tokio::spawn(follow(
-        first,
-        started.wakeups,
-        started.names,
-        settle,
-        changed,
-        Some(list),
-    ));
+    tokio::spawn(follow(first, wake, settle, changed, Some(list)));
     Ok(Watching { _watcher: watcher })
 }
 
@@ -251,15 +237,17 @@ fn dirs_of(files: &[PathBuf]) -> BTreeSet<PathBuf> {
     files.iter().map(|f| dir_of(f)).collect()
 }
 
-/// A started watcher, its wake-ups, and the names it screens events by.
-struct Started {
-    watcher: RecommendedWatcher,
-    wakeups: mpsc::Receiver<()>,
+/// What a started watcher hands to the task that follows it: its wake-ups, the names it screens
+/// events by, and what the files held when it started (read before the caller goes on, so a
+/// write right after the start is a change).
+struct Wake {
+    rx: mpsc::Receiver<()>,
     names: Arc<Mutex<Names>>,
+    held: Vec<Option<[u8; 32]>>,
 }
 
 /// A watcher over the directories of `files`.
-fn start(files: &[PathBuf]) -> Result<Started, notify::Error> {
+fn start(files: &[PathBuf]) -> Result<(RecommendedWatcher, Wake), notify::Error> {
     let names = Arc::new(Mutex::new(Names::of(files)));
     // One slot: a burst of events leaves one wake-up, and the watcher's own thread never blocks.
     let (tx, rx) = mpsc::channel::<()>(1);
@@ -272,24 +260,24 @@ fn start(files: &[PathBuf]) -> Result<Started, notify::Error> {
     for dir in &dirs_of(files) {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
-    Ok(Started {
-        watcher,
-        wakeups: rx,
-        names,
-    })
+    let held = Settled::read(files).digests();
+    Ok((watcher, Wake { rx, names, held }))
 }
 
 /// The watch itself: on each wake-up, settles the change and hands it over; ends when the
 /// watcher is dropped (the wake-ups stop).
 async fn follow(
     mut files: Vec<PathBuf>,
-    mut rx: mpsc::Receiver<()>,
-    names: Arc<Mutex<Names>>,
+    wake: Wake,
     settle: impl Fn() -> Duration,
     mut changed: impl FnMut(&Settled),
     list: Option<Following>,
 ) {
-    let mut held = Settled::read(&files).digests();
+    let Wake {
+        mut rx,
+        names,
+        mut held,
+    } = wake;
     while rx.recv().await.is_some() {
         let mut seen = Settled::read(&files);
         if seen.digests() == held {
