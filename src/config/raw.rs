@@ -15,7 +15,9 @@ pub use super::auth::cache::{
     RawCache,
 };
 pub use super::auth::cors::RawCors;
-pub use super::auth::forward_auth::{DEFAULT_FORWARD_AUTH_URI_FROM, RawForwardAuth};
+pub use super::auth::forward_auth::{
+    DEFAULT_FORWARD_AUTH_ACCEPT_PROVIDER_TOKENS, DEFAULT_FORWARD_AUTH_URI_FROM, RawForwardAuth,
+};
 pub use super::auth::native::RawNative;
 pub use super::auth::providers::{
     DEFAULT_CIRCUIT_COOLDOWN_MS, DEFAULT_CIRCUIT_FAILURES, DEFAULT_JWKS_REFRESH_SECONDS,

@@ -28,12 +28,14 @@ pub struct RawForwardAuth {
 
 /// `forward_auth.uri_from`: the path under the door.
 pub const DEFAULT_FORWARD_AUTH_URI_FROM: &str = "path";
+/// `forward_auth.accept_provider_tokens`: only drawbridge's own sessions are admitted.
+pub const DEFAULT_FORWARD_AUTH_ACCEPT_PROVIDER_TOKENS: bool = false;
 
 impl Default for RawForwardAuth {
     fn default() -> Self {
         Self {
             signin_url: None,
-            accept_provider_tokens: false,
+            accept_provider_tokens: DEFAULT_FORWARD_AUTH_ACCEPT_PROVIDER_TOKENS,
             app: None,
             provider: None,
             uri_from: DEFAULT_FORWARD_AUTH_URI_FROM.to_owned(),
