@@ -375,11 +375,13 @@ fn settle_time(shared: &Arc<Shared>) -> impl Fn() -> std::time::Duration + Send 
 fn watch_config(
     reloader: Arc<reload::Reloader>,
     settle: impl Fn() -> std::time::Duration + Send + 'static,
-) -> Option<notify::RecommendedWatcher> {
-    let files = reloader.watched_files();
-    let watcher = crate::watch::watch(files, settle, move |settled| {
-        reloader.reload_settled(settled);
-    });
+) -> Option<crate::watch::Watching> {
+    let lister = reloader.clone();
+    let watcher = crate::watch::watch_following(
+        move || lister.watched_files(),
+        settle,
+        move |settled| reloader.reload_settled(settled),
+    );
     match watcher {
         Ok(w) => Some(w),
         Err(error) => {

@@ -156,54 +156,166 @@ fn relevant(event: &notify::Result<notify::Event>, names: &Mutex<Names>) -> bool
 pub(crate) fn watch(
     files: Vec<PathBuf>,
     settle: impl Fn() -> Duration + Send + 'static,
-    mut changed: impl FnMut(&Settled) + Send + 'static,
+    changed: impl FnMut(&Settled) + Send + 'static,
 ) -> Result<RecommendedWatcher, notify::Error> {
-    let names = Arc::new(Mutex::new(Names::of(&files)));
+    let (watcher, wake) = start(&files)?;
+    tokio::spawn(follow(files, wake, settle, changed, None));
+    Ok(watcher)
+}
+
+/// A watch whose file list follows what the watched files say (the config names its key, CA and
+/// JWKS files): kept alive for as long as reloads are wanted.
+pub(crate) struct Watching {
+    _watcher: Arc<Mutex<RecommendedWatcher>>,
+}
+
+/// Like [`watch`], but the list comes from `files`, asked at start and again after each change
+/// handed over to `changed`: a directory the new list needs is watched from then on, and one it
+/// no longer needs is let go. A directory that cannot be watched is logged and left out; the
+/// config's own directory, watched from the start, keeps its reloads coming.
+///
+/// # Errors
+/// When the watcher cannot start or a directory of the first list cannot be watched.
+pub(crate) fn watch_following(
+    files: impl Fn() -> Vec<PathBuf> + Send + 'static,
+    settle: impl Fn() -> Duration + Send + 'static,
+    changed: impl FnMut(&Settled) + Send + 'static,
+) -> Result<Watching, notify::Error> {
+    let first = files();
+    let (watcher, wake) = start(&first)?;
+    let watcher = Arc::new(Mutex::new(watcher));
+    let list = Following {
+        files: Box::new(files),
+        watcher: Arc::downgrade(&watcher),
+    };
+    tokio::spawn(follow(first, wake, settle, changed, Some(list)));
+    Ok(Watching { _watcher: watcher })
+}
+
+/// Where a following watch gets its list, and the watcher whose directories it moves. Weak: the
+/// watch ends when its owner drops the [`Watching`].
+struct Following {
+    files: Box<dyn Fn() -> Vec<PathBuf> + Send>,
+    watcher: std::sync::Weak<Mutex<RecommendedWatcher>>,
+}
+
+// === impl Following ===
+
+impl Following {
+    /// The list now; the directories it adds are watched and those it drops let go.
+    fn next(&self, files: &[PathBuf]) -> Vec<PathBuf> {
+        let next = (self.files)();
+        if next == files {
+            return next;
+        }
+        let Some(watcher) = self.watcher.upgrade() else {
+            return next;
+        };
+        let mut watcher = watcher.lock().unwrap_or_else(PoisonError::into_inner);
+        let (before, after) = (dirs_of(files), dirs_of(&next));
+        for dir in after.difference(&before) {
+            match watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "watching a directory the config names")
+                }
+                Err(error) => tracing::warn!(
+                    dir = %dir.display(),
+                    %error,
+                    "cannot watch a directory the config names; a change there needs SIGHUP"
+                ),
+            }
+        }
+        for dir in before.difference(&after) {
+            // A directory removed from disk is no longer watched anyway.
+            let _ = watcher.unwatch(dir);
+        }
+        next
+    }
+}
+
+fn dirs_of(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    files.iter().map(|f| dir_of(f)).collect()
+}
+
+/// What a started watcher hands to the task that follows it: its wake-ups, the names it screens
+/// events by, and what the files held when it started (read before the caller goes on, so a
+/// write right after the start is a change).
+struct Wake {
+    rx: mpsc::Receiver<()>,
+    names: Arc<Mutex<Names>>,
+    held: Vec<Option<[u8; 32]>>,
+}
+
+/// A watcher over the directories of `files`.
+fn start(files: &[PathBuf]) -> Result<(RecommendedWatcher, Wake), notify::Error> {
+    let names = Arc::new(Mutex::new(Names::of(files)));
     // One slot: a burst of events leaves one wake-up, and the watcher's own thread never blocks.
-    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let (tx, rx) = mpsc::channel::<()>(1);
     let screen = names.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if relevant(&event, &screen) {
             let _ = tx.try_send(());
         }
     })?;
-    let dirs: BTreeSet<PathBuf> = files.iter().map(|f| dir_of(f)).collect();
-    for dir in &dirs {
+    for dir in &dirs_of(files) {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
-    let mut held = Settled::read(&files).digests();
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            let mut seen = Settled::read(&files);
-            if seen.digests() == held {
-                continue;
-            }
-            let wait = settle();
-            tracing::debug!(
-                files = %seen.changed_since(&held),
-                settle_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                "a watched file changed; applying it once unchanged for the settle time"
-            );
-            loop {
-                tokio::time::sleep(wait).await;
-                // Events during the wait are covered by the second read.
-                while rx.try_recv().is_ok() {}
-                let now = Settled::read(&files);
-                if now == seen {
-                    break;
-                }
-                seen = now;
-            }
-            let digests = seen.digests();
-            if digests != held {
-                held = digests;
-                changed(&seen);
-            }
-            // A swapped symlink may point elsewhere now.
-            *names.lock().unwrap_or_else(PoisonError::into_inner) = Names::of(&files);
+    let held = Settled::read(files).digests();
+    Ok((watcher, Wake { rx, names, held }))
+}
+
+/// The watch itself: on each wake-up, settles the change and hands it over; ends when the
+/// watcher is dropped (the wake-ups stop).
+async fn follow(
+    mut files: Vec<PathBuf>,
+    wake: Wake,
+    settle: impl Fn() -> Duration,
+    mut changed: impl FnMut(&Settled),
+    list: Option<Following>,
+) {
+    let Wake {
+        mut rx,
+        names,
+        mut held,
+    } = wake;
+    while rx.recv().await.is_some() {
+        let mut seen = Settled::read(&files);
+        if seen.digests() == held {
+            continue;
         }
-    });
-    Ok(watcher)
+        let wait = settle();
+        tracing::debug!(
+            files = %seen.changed_since(&held),
+            settle_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            "a watched file changed; applying it once unchanged for the settle time"
+        );
+        loop {
+            tokio::time::sleep(wait).await;
+            // Events during the wait are covered by the second read.
+            while rx.try_recv().is_ok() {}
+            let now = Settled::read(&files);
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        let digests = seen.digests();
+        if digests != held {
+            held = digests;
+            changed(&seen);
+        }
+        if let Some(list) = &list {
+            let next = list.next(&files);
+            if next != files {
+                files = next;
+                // The new files were read by the change just applied; from here on a change to
+                // them is one to apply.
+                held = Settled::read(&files).digests();
+            }
+        }
+        // A swapped symlink may point elsewhere now, and the list may have moved.
+        *names.lock().unwrap_or_else(PoisonError::into_inner) = Names::of(&files);
+    }
 }
 
 #[cfg(test)]
@@ -225,5 +337,56 @@ mod tests {
         assert!(!names.covers(&dir.path().join("audit.log")));
         assert!(!names.covers(&dir.path().join("..data_tmp")));
         assert!(!names.covers(Path::new("/elsewhere/drawbridge.toml")));
+    }
+
+    /// Waits up to 10 s for `count` to reach `n`.
+    async fn reaches(count: &std::sync::atomic::AtomicUsize, n: usize) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if count.load(std::sync::atomic::Ordering::SeqCst) >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn following_watch_list_moved_to_another_directory_hands_over_changes_there() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (in_a, in_b) = (a.path().join("key.pem"), b.path().join("key.pem"));
+        std::fs::write(&in_a, "a1").unwrap();
+        std::fs::write(&in_b, "b1").unwrap();
+        let list = Arc::new(Mutex::new(vec![in_a.clone()]));
+        let changes = Arc::new(AtomicUsize::new(0));
+        let (asked, counted) = (list.clone(), changes.clone());
+        let _watching = watch_following(
+            move || asked.lock().unwrap().clone(),
+            || Duration::from_millis(50),
+            move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+        .unwrap();
+
+        // The first list is watched; the change hands the list over to dir B.
+        *list.lock().unwrap() = vec![in_b.clone()];
+        std::fs::write(&in_a, "a2").unwrap();
+        assert!(reaches(&changes, 1).await, "a change in dir A was not seen");
+
+        // Dir B is watched from the change on (the list is asked again just after it, so a write
+        // is repeated until the watch has moved).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut n = 1;
+        while changes.load(Ordering::SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a change in dir B, which the list moved to, was not seen"
+            );
+            n += 1;
+            std::fs::write(&in_b, format!("b{n}")).unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }

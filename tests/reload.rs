@@ -840,3 +840,88 @@ async fn trace_logs_beside_the_config_stay_bounded_while_idle_and_start_no_reloa
     );
     assert_eq!(log_lines(&gw, "config reloaded").len(), 1);
 }
+
+/// The kids `/.well-known/jwks.json` of `gw` serves.
+async fn jwks_kids(gw: &Running) -> Vec<String> {
+    let http = client::https(&gw.ca.pem(), false);
+    let (_, _, jwks) = get_bearer(&http, &gw.url("/.well-known/jwks.json"), "").await;
+    jwks["keys"]
+        .as_array()
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls the JWKS of `gw` for 10 s until its kids satisfy `want`: them, or the last ones seen.
+async fn kids_once(
+    gw: &Running,
+    want: impl Fn(&[String]) -> bool,
+) -> Result<Vec<String>, Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let kids = jwks_kids(gw).await;
+        if want(&kids) {
+            return Ok(kids);
+        }
+        if Instant::now() > deadline {
+            return Err(kids);
+        }
+        support::pace(25).await;
+    }
+}
+
+/// The watched files follow the config: a session key the config moves to a directory that was
+/// not watched at start is watched from the reload on, so a new key written there applies
+/// without SIGHUP, and the JWKS serves its kid (beside the earlier ones, which keep verifying).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_key_moved_to_a_new_directory_applies_its_rewrite_without_sighup() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(3600).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key_a = key_file(dir_a.path(), "session.pem");
+    let gw = Running::start_with(
+        Gateway::builder(up.url())
+            .demo_provider(&hook)
+            .extra(&format!("[session]\nkey_file = {key_a:?}\n")),
+        &[],
+    );
+    let at_start = jwks_kids(&gw).await;
+    assert_eq!(at_start.len(), 1, "{at_start:?}");
+
+    // The config now names a key in dir B (a new key: the reload shows that it applied).
+    let key_b = key_file(dir_b.path(), "session.pem");
+    let path = gw.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    replace(&path, &original.replace(&key_a, &key_b));
+    let moved = kids_once(&gw, |kids| kids.iter().any(|k| !at_start.contains(k)))
+        .await
+        .unwrap_or_else(|kids| {
+            panic!(
+                "the config naming the key in dir B was not applied (JWKS {kids:?}): {}",
+                gw.logs()
+            )
+        });
+    let applied = reloads(&gw, "success").await;
+
+    // A new signing key written to dir B, no SIGHUP: the watcher sees it.
+    let rotated = dir_b.path().join("session.pem.tmp");
+    std::fs::write(
+        &rotated,
+        drawbridge::auth::session::keygen(jsonwebtoken::Algorithm::EdDSA).unwrap(),
+    )
+    .unwrap();
+    std::fs::rename(&rotated, &key_b).unwrap();
+    kids_once(&gw, |kids| kids.iter().any(|k| !moved.contains(k)))
+        .await
+        .unwrap_or_else(|kids| {
+            panic!(
+                "the key rewritten in dir B was not applied without SIGHUP (JWKS {kids:?}): {}",
+                gw.logs()
+            )
+        });
+    assert_eq!(reloads(&gw, "success").await, applied + 1.0);
+    assert_eq!(reloads(&gw, "failure").await, 0.0, "{}", gw.logs());
+}

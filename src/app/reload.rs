@@ -13,7 +13,6 @@ use sha2::{Digest, Sha256};
 
 use crate::audit;
 use crate::auth::session::SessionError;
-use crate::config::auth::{JwksSource, ProviderConfig};
 use crate::config::{Config, ConfigError, Recording, Sources, System};
 use crate::forward::Forwarder;
 use crate::state::{Limiter, Live, Shared};
@@ -108,24 +107,16 @@ impl Reloader {
     }
 
     /// The config file and every file it names that a reload reads again: `${file:..}` secrets,
-    /// the client CA bundle, the session keys and JWKS files. The watcher watches their directories.
+    /// and [`Config::named_files`] (the client CA bundle, the session keys, JWKS files). Asked again
+    /// after each change the watcher applies, so the list follows the config; a file that does not
+    /// validate names only itself and its secrets, and its next version names the rest again.
     pub(crate) fn watched_files(&self) -> Vec<PathBuf> {
         let sources = Recording::default();
         let loaded = Config::load_with(&self.path, &sources);
         let mut files = vec![self.path.clone()];
         files.extend(sources.files());
         if let Ok(config) = loaded {
-            let session = &config.auth.session;
-            files.extend(config.tls.and_then(|t| t.client_ca_file));
-            files.extend(session.key_file.iter().cloned());
-            files.extend(session.previous_key_files.iter().cloned());
-            files.extend(config.auth.providers.values().filter_map(|p| match p {
-                ProviderConfig::Jwt(j) => match &j.keys {
-                    JwksSource::File(path) => Some(path.clone()),
-                    JwksSource::Url(_) => None,
-                },
-                ProviderConfig::Webhook(_) | ProviderConfig::Group(_) => None,
-            }));
+            files.extend(config.named_files());
         }
         files
     }

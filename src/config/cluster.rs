@@ -150,3 +150,10 @@ pub(super) fn validate(raw: &RawCluster, p: &mut Vec<Problem>) -> Option<Cluster
         shared_decisions: raw.shared_decisions,
     })
 }
+
+/// The Redis link is set up once, at start.
+impl super::section::Section for Option<Cluster> {
+    fn restart_keys(&self, next: &Self, keys: &mut Vec<&'static str>) {
+        super::section::restart_if_changed("cluster", self, next, keys);
+    }
+}
