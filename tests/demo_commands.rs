@@ -88,6 +88,24 @@ impl Demo {
             .collect()
     }
 
+    /// Stops the demo as Ctrl-C would, so it removes its certificate directory.
+    fn stop(mut self) {
+        let pid = i32::try_from(self.child.0.id()).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = std::time::Instant::now() + COMMAND_DEADLINE;
+        while self.child.0.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the demo did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The certificate the demo made (it writes it under the temporary directory named by its pid).
     fn cert_pem(&self) -> String {
         let dir = std::env::temp_dir().join(format!("drawbridge-demo-{}", self.child.0.id()));
@@ -616,6 +634,7 @@ async fn demo_printed_commands_run_in_order_give_what_their_comments_promise() {
             Step::WebsocketKeptOpen => unreachable!("always emulated"),
         }
     }
+    demo.stop();
 }
 
 #[test]
