@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test suite: installs the real servers the tests start (Debian's nginx, haproxy and redis-server) when missing, then runs
+# The test suite: installs the real servers the tests start (Debian's nginx, haproxy and redis-server) and curl when missing, then runs
 # `cargo test`. Extra arguments go to cargo test, e.g. `bash scripts/test.sh --test hardening_paths`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,8 @@ need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+# tests/demo_commands.rs runs the curl lines `drawbridge demo` prints.
+command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing ${need[*]} (the tests start real servers)"

