@@ -1,5 +1,8 @@
 //! What `drawbridge check` prints about a valid config: one screen, one line per part.
 
+pub(crate) mod json_log;
+pub(crate) mod nofile;
+
 use drawbridge::Config;
 
 /// A one-screen summary of `config` for `drawbridge check`.
