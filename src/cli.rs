@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+pub(crate) mod json_log;
+pub(crate) mod nofile;
+
 use drawbridge::Config;
 use drawbridge::config::LogTarget;
 

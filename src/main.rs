@@ -15,9 +15,17 @@ use drawbridge::{App, demo, shutdown};
 /// EX_USAGE: the config (or the command line) is wrong.
 const EXIT_USAGE: u8 = 64;
 
+/// `drawbridge --version`: the version and the source revision it was built from.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("DRAWBRIDGE_REVISION"),
+    ")"
+);
+
 /// An auth gateway for websocket sync servers.
 #[derive(Debug, Parser)]
-#[command(name = "drawbridge", version, about, long_about = None)]
+#[command(name = "drawbridge", version, long_version = LONG_VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,6 +95,7 @@ fn main() -> ExitCode {
                 // Inside the runtime: the trace exporter sends from it.
                 let (telemetry, set_level) =
                     init_logs(cfg.log.format, &cfg.log.level, cfg.tracing.as_ref())?;
+                cli::nofile::raise(cfg.limits.max_connections);
                 let app = App::bind(cfg)
                     .await?
                     .reload_on_sighup(config)
@@ -329,7 +338,10 @@ fn init_logs(
         .with_ansi(false)
         .with_writer(move || SafeWriter::new(std::io::stderr(), spelling));
     let fmt = match format {
-        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+        LogFormat::Json => fmt
+            .event_format(cli::json_log::FlatJson)
+            .with_filter(filter)
+            .boxed(),
         LogFormat::Text => fmt.with_filter(filter).boxed(),
     };
     tracing_subscriber::registry().with(traces).with(fmt).init();

@@ -25,6 +25,7 @@ impl Metrics {
     /// A prometheus error if two families collide (a programming error).
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
+        register_build_and_process(&registry)?;
         Ok(Self {
             http: HttpMetrics::register(&registry)?,
             conn: ConnMetrics::register(&registry)?,
@@ -49,6 +50,31 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// The version this binary was built from (Cargo.toml).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The source revision this binary was built from: `git rev-parse --short HEAD` at build time,
+/// `DRAWBRIDGE_BUILD_REVISION` when set, or "unknown" (a build without git).
+pub const REVISION: &str = env!("DRAWBRIDGE_REVISION");
+
+/// Registers `drawbridge_build_info` and, on Linux, the standard `process_*` families
+/// (CPU seconds, resident and virtual memory, open and maximum file descriptors, start time).
+fn register_build_and_process(registry: &Registry) -> Result<(), prometheus::Error> {
+    let build = IntGaugeVec::new(
+        Opts::new(
+            "drawbridge_build_info",
+            "1, labelled with the version and source revision of this binary",
+        ),
+        &["version", "revision"],
+    )?;
+    build.with_label_values(&[VERSION, REVISION]).set(1);
+    registry.register(Box::new(build))?;
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    Ok(())
 }
 
 /// Status class label for a response status.

@@ -632,13 +632,10 @@ fn cluster_warnings(gw: &Running) -> Vec<(String, String)> {
         .lines()
         .filter_map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            let message = v["fields"]["message"].as_str()?;
+            let message = v["message"].as_str()?;
             (v["level"] == "WARN" && message.starts_with("cluster store unreachable")).then(|| {
                 (
-                    v["fields"]["reason"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
+                    v["reason"].as_str().unwrap_or_default().to_owned(),
                     l.to_owned(),
                 )
             })

@@ -349,11 +349,7 @@ async fn unsigned_aggregator_is_warned_about_at_startup() {
     let logs = running.logs();
     let warned = logs.lines().any(|l| {
         serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
-            v["level"] == "WARN"
-                && v["fields"]["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains(WARNING)
+            v["level"] == "WARN" && v["message"].as_str().unwrap_or_default().contains(WARNING)
         })
     });
     assert!(warned, "no startup warning: {logs}");

@@ -531,7 +531,7 @@ fn log_lines(gw: &Running, message: &str) -> Vec<serde_json::Value> {
     gw.logs()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == message)
+        .filter(|v| v["message"] == message)
         .collect()
 }
 
@@ -663,7 +663,7 @@ async fn sighup_applies_a_written_file_at_once_without_the_settle_time() {
     );
     let applied = log_lines(&gw, "config reloaded");
     assert_eq!(applied.len(), 1, "{}", gw.logs());
-    assert_eq!(applied[0]["fields"]["trigger"], "sighup");
+    assert_eq!(applied[0]["trigger"], "sighup");
 }
 
 /// A reload that lifts restrictions says so at warn level, naming each key; one that puts them
@@ -707,7 +707,7 @@ async fn reload_lifting_restrictions_warns_naming_each_key() {
     assert_eq!(warned.len(), 1, "{}", gw.logs());
     assert_eq!(warned[0]["level"], "WARN");
     assert_eq!(
-        warned[0]["fields"]["keys"],
+        warned[0]["keys"],
         "apps, tls.client_ca_file, providers.demo.signing_secret, \
          upstream.public_upgrade_paths, rate_limit.enabled"
     );

@@ -68,6 +68,20 @@ impl Running {
         )
     }
 
+    /// Starts `drawbridge run` through `launcher`, a command that ends by exec'ing its arguments
+    /// (`bash -c '...; exec "$0" "$@"'`), so the child's pid is drawbridge's.
+    #[allow(clippy::zombie_processes)]
+    pub fn start_under(builder: GatewayBuilder, launcher: &[&str]) -> Self {
+        Self::spawn(
+            tempfile::tempdir().unwrap(),
+            builder,
+            &[],
+            launcher,
+            "",
+            None,
+        )
+    }
+
     // The child is owned by `Running`, whose Drop kills and waits for it.
     #[allow(clippy::zombie_processes)]
     fn spawn(
@@ -131,9 +145,9 @@ impl Running {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
-            if v["fields"]["message"] == "drawbridge serving" {
-                let addr = v["fields"]["addr"].as_str().unwrap().parse().unwrap();
-                let admin = v["fields"]["admin"].as_str().unwrap().parse().unwrap();
+            if v["message"] == "drawbridge serving" {
+                let addr = v["addr"].as_str().unwrap().parse().unwrap();
+                let admin = v["admin"].as_str().unwrap().parse().unwrap();
                 return Self {
                     child,
                     addr,
@@ -160,12 +174,12 @@ impl Running {
             let serving = text
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|v| v["fields"]["message"] == "drawbridge serving");
+                .find(|v| v["message"] == "drawbridge serving");
             if let Some(v) = serving {
                 return Self {
                     child,
-                    addr: v["fields"]["addr"].as_str().unwrap().parse().unwrap(),
-                    admin: v["fields"]["admin"].as_str().unwrap().parse().unwrap(),
+                    addr: v["addr"].as_str().unwrap().parse().unwrap(),
+                    admin: v["admin"].as_str().unwrap().parse().unwrap(),
                     ca,
                     logs: Arc::default(),
                     log_file: Some(file),
