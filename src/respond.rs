@@ -293,23 +293,29 @@ pub(crate) fn server_options() -> Response<Body> {
     resp
 }
 
-/// The Ditto SDK failure shape every auth door uses:
+/// The Ditto SDK failure body:
 /// `{"result":"failure","reason":..,"description":..,"clientInfo":..}`.
+fn failure_body(
+    reason: Reason,
+    description: &str,
+    client_info: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "result": "failure",
+        "reason": reason.as_str(),
+        "description": description,
+        "clientInfo": client_info,
+    })
+}
+
+/// The Ditto SDK failure shape every auth door uses, with `WWW-Authenticate` on an invalid token.
 fn failure(
     status: StatusCode,
     reason: Reason,
     description: &str,
     client_info: Option<&serde_json::Value>,
 ) -> Response<Body> {
-    let mut resp = json(
-        status,
-        &serde_json::json!({
-            "result": "failure",
-            "reason": reason.as_str(),
-            "description": description,
-            "clientInfo": client_info,
-        }),
-    );
+    let mut resp = json(status, &failure_body(reason, description, client_info));
     if status == StatusCode::UNAUTHORIZED && reason == Reason::InvalidToken {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -332,16 +338,9 @@ fn ditto_failure(
     description: &str,
     client_info: Option<&serde_json::Value>,
 ) -> Response<Body> {
-    json(
-        status,
-        &serde_json::json!({
-            "result": "failure",
-            "reason": reason.as_str(),
-            "description": description,
-            "additionalDebugDescription": "answered by the drawbridge gateway",
-            "clientInfo": client_info,
-        }),
-    )
+    let mut body = failure_body(reason, description, client_info);
+    body["additionalDebugDescription"] = "answered by the drawbridge gateway".into();
+    json(status, &body)
 }
 
 /// The webhook reply shape of a refused aggregator call.
@@ -461,6 +460,28 @@ mod tests {
         let body = body_json(resp).await;
         assert_eq!(body["result"], "failure");
         assert_eq!(body["reason"], "InvalidToken");
+    }
+
+    #[tokio::test]
+    async fn ditto_denial_maps_to_401_in_the_sdk_failure_shape_without_a_challenge() {
+        let deny = Deny {
+            reason: Reason::InvalidCredentials,
+            description: "no such user".into(),
+            client_info: Some(serde_json::json!({"hint": "sign up"})),
+        };
+        let resp = DoorError::Denied(Arc::new(deny)).respond(Front::Ditto);
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(resp.headers().get(header::WWW_AUTHENTICATE).is_none());
+        assert_eq!(
+            body_json(resp).await,
+            serde_json::json!({
+                "result": "failure",
+                "reason": "InvalidCredentials",
+                "description": "no such user",
+                "additionalDebugDescription": "answered by the drawbridge gateway",
+                "clientInfo": {"hint": "sign up"},
+            })
+        );
     }
 
     #[tokio::test]
