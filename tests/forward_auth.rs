@@ -114,16 +114,8 @@ impl Bed {
         let mut req = support::client::request("GET", &self.gw.url("/auth/check"), "");
         req.headers_mut()
             .insert("x-original-uri", http::HeaderValue::from_static("/notes"));
-        for (k, v) in headers {
-            req.headers_mut().append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        let resp = http.request(req).await.expect("check answered");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        append_all(req.headers_mut(), headers);
+        let (status, headers, body) = read(http.request(req).await.expect("check answered")).await;
         if status == 200 {
             assert!(body.is_empty(), "a passing check has an empty body");
         }
@@ -159,17 +151,27 @@ async fn send_plain(
     }
     let body = json.map(|j| Bytes::from(j.to_string())).unwrap_or_default();
     let mut req = req.body(Full::new(body)).unwrap();
+    append_all(req.headers_mut(), headers);
+    let (status, headers, body) = read(client.request(req).await.expect("nginx answered")).await;
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Appends `headers` to `map`, a repeated name as a second line.
+fn append_all(map: &mut http::HeaderMap, headers: &[(&str, &str)]) {
     for (k, v) in headers {
-        req.headers_mut().append(
+        map.append(
             http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
             v.parse().unwrap(),
         );
     }
-    let resp = client.request(req).await.expect("nginx answered");
+}
+
+/// A response's status, headers and whole body.
+async fn read(resp: http::Response<hyper::body::Incoming>) -> (u16, http::HeaderMap, Bytes) {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
+    (status, headers, body)
 }
 
 /// A websocket client straight to nginx (plain TCP).
