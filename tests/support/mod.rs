@@ -347,6 +347,14 @@ pub fn revalidations(text: &str, result: &str) -> f64 {
     )
 }
 
+/// The `drawbridge_tunnel_closes_total` sample of `reason` in `text`.
+pub fn tunnel_closes(text: &str, reason: &str) -> f64 {
+    metric(
+        text,
+        &format!("drawbridge_tunnel_closes_total{{reason=\"{reason}\"}}"),
+    )
+}
+
 /// `POST <url>` with a JSON body over an HTTPS client; `(status, headers, JSON body)`.
 pub async fn post_json(
     http: &client::HttpsClient,

@@ -203,7 +203,11 @@ pub async fn closes_within(
 ) {
     let left = within.saturating_sub(since.elapsed());
     assert_eq!(close_of(ws, left).await, Some(code));
-    assert!(since.elapsed() < within, "closed only after {:?}", since.elapsed());
+    assert!(
+        since.elapsed() < within,
+        "closed only after {:?}",
+        since.elapsed()
+    );
 }
 
 /// An RFC 8441 extended CONNECT for `protocol` on `path`, with `bearer` as a bearer token when
