@@ -33,6 +33,15 @@ use crate::metrics::AuthMetrics;
 /// SHA-256 over length-prefixed (app, provider, token).
 pub(crate) type Key = [u8; 32];
 
+/// What a lookup asks besides its key: the provider, its settings fingerprint, and the oldest
+/// cached answer it takes.
+#[derive(Clone, Copy)]
+struct Lookup<'a> {
+    provider: &'a str,
+    scope: &'a Fingerprint,
+    max_age: Option<Duration>,
+}
+
 /// The cache key; length prefixes keep ("a","bc") and ("ab","c") apart.
 pub(crate) fn key(app: &str, provider: &str, token: &str) -> Key {
     let mut h = Sha256::new();
@@ -440,15 +449,18 @@ impl DecisionCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Decision, ProviderError>>,
     {
+        let lookup = Lookup {
+            provider,
+            scope,
+            max_age,
+        };
         if let Some(e) = self.fresh.get(&key).await {
             if e.young(max_age) {
                 return Ok(self.record(e.decision, CacheOutcome::Hit));
             }
-            return self.refresh(key, provider, scope, max_age, check).await;
+            return self.refresh(key, lookup, check).await;
         }
-        let (loaded, outcome) = self
-            .load(&self.fresh, key, provider, scope, max_age, check)
-            .await;
+        let (loaded, outcome) = self.load(&self.fresh, key, lookup, check).await;
         match loaded {
             Ok(entry) => {
                 if outcome == CacheOutcome::Miss {
@@ -489,9 +501,7 @@ impl DecisionCache {
         &self,
         cache: &Cache<Key, Entry>,
         key: Key,
-        provider: &str,
-        scope: &Fingerprint,
-        max_age: Option<Duration>,
+        lookup: Lookup<'_>,
         check: F,
     ) -> (Result<Entry, Arc<ProviderError>>, CacheOutcome)
     where
@@ -502,7 +512,7 @@ impl DecisionCache {
         let loaded = cache
             .try_get_with(key, async {
                 ran.store(true, Ordering::Relaxed);
-                self.ask(&key, provider, scope, max_age, check).await
+                self.ask(&key, lookup, check).await
             })
             .await;
         let outcome = if ran.load(Ordering::Relaxed) {
@@ -517,21 +527,21 @@ impl DecisionCache {
     async fn ask<F, Fut>(
         &self,
         key: &Key,
-        provider: &str,
-        scope: &Fingerprint,
-        max_age: Option<Duration>,
+        lookup: Lookup<'_>,
         check: F,
     ) -> Result<Entry, ProviderError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Decision, ProviderError>>,
     {
-        let (decision, asked) = self.through_shared(key, scope, max_age, check).await?;
+        let (decision, asked) = self
+            .through_shared(key, lookup.scope, lookup.max_age, check)
+            .await?;
         let ttl = self.ttl(&decision);
         Ok(Entry {
             decision,
             ttl,
-            provider: Arc::from(provider),
+            provider: Arc::from(lookup.provider),
             asked,
         })
     }
@@ -543,18 +553,14 @@ impl DecisionCache {
     async fn refresh<F, Fut>(
         &self,
         key: Key,
-        provider: &str,
-        scope: &Fingerprint,
-        max_age: Option<Duration>,
+        lookup: Lookup<'_>,
         check: F,
     ) -> Result<(Decision, CacheOutcome), ProviderError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Decision, ProviderError>>,
     {
-        let (loaded, outcome) = self
-            .load(&self.refreshing, key, provider, scope, max_age, check)
-            .await;
+        let (loaded, outcome) = self.load(&self.refreshing, key, lookup, check).await;
         match loaded {
             Ok(entry) => {
                 if outcome == CacheOutcome::Miss {

@@ -752,7 +752,10 @@ impl Sessions {
 /// The session settings unit tests start from: issuer `drawbridge`, audience `sync`, a
 /// ten-minute cap, 30-second tickets, no re-checks, HMAC-signed sessions.
 #[cfg(test)]
-pub(crate) fn test_config(key_file: Option<PathBuf>, algorithm: Option<Algorithm>) -> SessionConfig {
+pub(crate) fn test_config(
+    key_file: Option<PathBuf>,
+    algorithm: Option<Algorithm>,
+) -> SessionConfig {
     SessionConfig {
         algorithm,
         key_file,
