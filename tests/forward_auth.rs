@@ -196,6 +196,18 @@ async fn ws_via(
         .map(|(ws, _)| ws)
 }
 
+/// A gateway in front of `up` with no provider and upgrades under `/public` open, behind the
+/// shipped nginx snippet.
+async fn public_only(up: &Upstream) -> (Gateway, Nginx) {
+    let gw = Gateway::builder(up.url())
+        .public_upgrade_paths(&["/public"])
+        .extra(&section_of(SNIPPET))
+        .spawn()
+        .await;
+    let nginx = Nginx::start(&snippet(&gw, up)).await;
+    (gw, nginx)
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -488,12 +500,7 @@ async fn check_with_provider_token_asks_the_provider_once_for_many_checks() {
 #[tokio::test]
 async fn nginx_public_path_passes_without_session_and_drops_forged_identity() {
     let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .public_upgrade_paths(&["/public"])
-        .extra(&section_of(SNIPPET))
-        .spawn()
-        .await;
-    let nginx = Nginx::start(&snippet(&gw, &up)).await;
+    let (_gw, nginx) = public_only(&up).await;
     let (status, _, body) = plain(
         &format!("{}/public/room", nginx.url()),
         &[
@@ -671,12 +678,7 @@ async fn client_naming_another_path_gets_403_in_every_shipped_shape() {
 #[tokio::test]
 async fn nginx_client_cannot_name_the_checked_path() {
     let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .public_upgrade_paths(&["/public"])
-        .extra(&section_of(SNIPPET))
-        .spawn()
-        .await;
-    let nginx = Nginx::start(&snippet(&gw, &up)).await;
+    let (_gw, nginx) = public_only(&up).await;
     for (k, v) in [
         spoof("x-original-uri"),
         spoof("x-forwarded-uri"),
