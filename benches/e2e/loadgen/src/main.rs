@@ -665,33 +665,24 @@ async fn login_many(args: &Args) -> Result<String, String> {
     let parallel: usize = args.num("parallel", 64)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.num("seconds-max", 120)?);
     let tls = tls_config();
-    let gate = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(count);
-    for i in 0..count {
-        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, gate.clone().acquire_owned()).await
-        else {
-            break;
-        };
+    let tasks = spawn_gated(count, parallel, deadline, "no answer in time", |i| {
         let (target, tls, token) = (target.clone(), tls.clone(), format!("{prefix}-{i}"));
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let r = tokio::time::timeout_at(deadline, target.once(shape, &token, &tls))
-                .await
-                .unwrap_or_else(|_| Err("no answer in time".to_owned()));
-            drop(permit);
-            (token, r, t.elapsed().as_nanos() as u64)
-        }));
-    }
+        async move {
+            let session = target.once(shape, &token, &tls).await?;
+            Ok((token, session))
+        }
+    })
+    .await;
     let mut lines = Vec::with_capacity(count);
     let mut samples = Vec::with_capacity(count);
     let mut sessions = std::collections::HashSet::new();
     let mut failed = count - tasks.len();
     let mut first_error = None;
     for t in tasks {
-        let (token, r, ns) = t.await.map_err(|e| e.to_string())?;
+        let (r, ns) = t.await.map_err(|e| e.to_string())?;
         match r {
-            Ok(session) => {
+            Ok((token, session)) => {
                 samples.push(ns);
                 if let Some(s) = &session {
                     sessions.insert(s.clone());
@@ -725,6 +716,41 @@ async fn login_many(args: &Args) -> Result<String, String> {
     .to_string())
 }
 
+/// Starts `count` tasks (`task(i)`), at most `parallel` at a time, and none once `deadline` has
+/// passed (fewer tasks then); a task still running at `deadline` fails with `late`. Each task's
+/// result comes with its own run time in nanoseconds.
+async fn spawn_gated<T, F, Fut>(
+    count: usize,
+    parallel: usize,
+    deadline: tokio::time::Instant,
+    late: &'static str,
+    task: F,
+) -> Vec<tokio::task::JoinHandle<(Result<T, String>, u64)>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+{
+    let gate = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, gate.clone().acquire_owned()).await
+        else {
+            break;
+        };
+        let run = task(i);
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = tokio::time::timeout_at(deadline, run)
+                .await
+                .unwrap_or_else(|_| Err(late.to_owned()));
+            drop(permit);
+            (r, t.elapsed().as_nanos() as u64)
+        }));
+    }
+    tasks
+}
+
 /// A reconnect storm: `count` websocket clients start at once (`parallel` at a time), each with a
 /// fresh TCP connection, a full TLS handshake (no resumption) and the upgrade, presenting its own
 /// line of `--tokens` (or the one `--bearer`). All are held until the last has opened or failed,
@@ -751,37 +777,25 @@ async fn ws_storm(args: &Args) -> Result<String, String> {
     let parallel: usize = args.num("parallel", count)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.num("seconds-max", 60)?);
     let tls = tls_config();
-    let gate = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(count);
-    for i in 0..count {
-        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, gate.clone().acquire_owned()).await
-        else {
-            break;
-        };
+    let tasks = spawn_gated(count, parallel, deadline, "no 101 in time", |i| {
         let bearer = tokens[i % tokens.len()].clone();
         let (target, tls) = (target.clone(), tls.clone());
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let ws = tokio::time::timeout_at(
-                deadline,
-                target.connect_with(bearer.as_deref(), &tls, true),
-            )
-            .await
-            .unwrap_or_else(|_| Err("no 101 in time".to_owned()));
-            drop(permit);
-            (ws, t.elapsed().as_nanos() as u64, started.elapsed())
-        }));
-    }
+        async move {
+            let ws = target.connect_with(bearer.as_deref(), &tls, true).await?;
+            Ok((ws, started.elapsed()))
+        }
+    })
+    .await;
     let mut open = Vec::with_capacity(count);
     let mut samples = Vec::with_capacity(count);
     let mut last_open = Duration::ZERO;
     let mut failed = count - tasks.len();
     let mut first_error = None;
     for t in tasks {
-        let (ws, ns, at) = t.await.map_err(|e| e.to_string())?;
-        match ws {
-            Ok(ws) => {
+        let (r, ns) = t.await.map_err(|e| e.to_string())?;
+        match r {
+            Ok((ws, at)) => {
                 open.push(ws);
                 samples.push(ns);
                 last_open = last_open.max(at);
