@@ -133,24 +133,26 @@ pub(crate) fn set_forwarded(
     }
 }
 
+/// A header map holding `pairs` in order, repeated names appended: what the header tests start from.
+#[cfg(test)]
+pub(crate) fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
-
     #[test]
     fn hop_by_hop_and_connection_listed_headers_are_removed() {
-        let mut h = map(&[
+        let mut h = header_map(&[
             ("connection", "keep-alive, X-Secret-Hop"),
             ("keep-alive", "timeout=5"),
             ("x-secret-hop", "1"),
@@ -167,7 +169,7 @@ mod tests {
 
     #[test]
     fn upgrade_handshake_keeps_upgrade_headers() {
-        let mut h = map(&[
+        let mut h = header_map(&[
             ("connection", "Upgrade, keep-alive"),
             ("upgrade", "websocket"),
             ("keep-alive", "1"),
@@ -181,7 +183,7 @@ mod tests {
 
     #[test]
     fn identity_headers_from_clients_are_stripped() {
-        let mut h = map(&[
+        let mut h = header_map(&[
             ("x-drawbridge-user", "root"),
             ("X-Drawbridge-App", "a"),
             ("x_drawbridge_user", "root"),
@@ -233,7 +235,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_from_a_trusted_proxy_appends_the_peer() {
-        let mut h = map(&[
+        let mut h = header_map(&[
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-host", "spoofed"),
             ("forwarded", "for=203.0.113.9"),
@@ -253,7 +255,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_from_anyone_else_is_replaced_by_the_peer() {
-        let mut h = map(&[
+        let mut h = header_map(&[
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-for", "198.51.100.1"),
             ("forwarded", "for=203.0.113.9"),

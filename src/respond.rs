@@ -183,19 +183,19 @@ impl DoorError {
             }
             // The Ditto SDK door's own failures.
             (Self::Malformed(why), Front::Ditto) => {
-                ditto_failure(bad, Reason::MalformedRequest, why, None)
+                ditto_failure(bad, failure_body(Reason::MalformedRequest, why, None))
             }
             (Self::Denied(deny), Front::Ditto) => ditto_failure(
                 StatusCode::UNAUTHORIZED,
-                Reason::InvalidCredentials,
-                &deny.description,
-                deny.client_info.as_ref(),
+                failure_body(
+                    Reason::InvalidCredentials,
+                    &deny.description,
+                    deny.client_info.as_ref(),
+                ),
             ),
             (Self::Provider(e), Front::Ditto) => ditto_failure(
                 provider_status(e),
-                e.reason(),
-                "the identity provider could not be asked",
-                None,
+                failure_body(e.reason(), "the identity provider could not be asked", None),
             ),
             // The SDK failure shape of the login API, the tunnel gate and the dispatcher.
             (Self::Malformed(_), _) => malformed(bad, self),
@@ -293,23 +293,29 @@ pub(crate) fn server_options() -> Response<Body> {
     resp
 }
 
-/// The Ditto SDK failure shape every auth door uses:
+/// The Ditto SDK failure body:
 /// `{"result":"failure","reason":..,"description":..,"clientInfo":..}`.
+fn failure_body(
+    reason: Reason,
+    description: &str,
+    client_info: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "result": "failure",
+        "reason": reason.as_str(),
+        "description": description,
+        "clientInfo": client_info,
+    })
+}
+
+/// The Ditto SDK failure shape every auth door uses, with `WWW-Authenticate` on an invalid token.
 fn failure(
     status: StatusCode,
     reason: Reason,
     description: &str,
     client_info: Option<&serde_json::Value>,
 ) -> Response<Body> {
-    let mut resp = json(
-        status,
-        &serde_json::json!({
-            "result": "failure",
-            "reason": reason.as_str(),
-            "description": description,
-            "clientInfo": client_info,
-        }),
-    );
+    let mut resp = json(status, &failure_body(reason, description, client_info));
     if status == StatusCode::UNAUTHORIZED && reason == Reason::InvalidToken {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -324,24 +330,11 @@ fn malformed(status: StatusCode, error: &DoorError) -> Response<Body> {
     failure(status, Reason::MalformedRequest, &error.to_string(), None)
 }
 
-/// The failure shape of the Ditto SDK door's pre-check, marked as drawbridge's answer; no
-/// `WWW-Authenticate`, as the sync server sends none.
-fn ditto_failure(
-    status: StatusCode,
-    reason: Reason,
-    description: &str,
-    client_info: Option<&serde_json::Value>,
-) -> Response<Body> {
-    json(
-        status,
-        &serde_json::json!({
-            "result": "failure",
-            "reason": reason.as_str(),
-            "description": description,
-            "additionalDebugDescription": "answered by the drawbridge gateway",
-            "clientInfo": client_info,
-        }),
-    )
+/// A [`failure_body`] as the Ditto SDK door's pre-check answers it, marked as drawbridge's
+/// answer; no `WWW-Authenticate`, as the sync server sends none.
+fn ditto_failure(status: StatusCode, mut body: serde_json::Value) -> Response<Body> {
+    body["additionalDebugDescription"] = "answered by the drawbridge gateway".into();
+    json(status, &body)
 }
 
 /// The webhook reply shape of a refused aggregator call.
@@ -421,6 +414,14 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// Whether `resp` carries a `WWW-Authenticate: Bearer …` challenge.
+    fn challenges_bearer(resp: &Response<Body>) -> bool {
+        resp.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    }
+
     #[tokio::test]
     async fn payload_too_large_maps_to_413() {
         let resp = upstream_error(&UpstreamError::BodyTooLarge);
@@ -452,15 +453,32 @@ mod tests {
     async fn invalid_session_maps_to_401_with_bearer_challenge() {
         let resp = invalid_token("session token expired");
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-        assert!(
-            resp.headers()[header::WWW_AUTHENTICATE]
-                .to_str()
-                .unwrap()
-                .starts_with("Bearer")
-        );
+        assert!(challenges_bearer(&resp));
         let body = body_json(resp).await;
         assert_eq!(body["result"], "failure");
         assert_eq!(body["reason"], "InvalidToken");
+    }
+
+    #[tokio::test]
+    async fn ditto_denial_maps_to_401_in_the_sdk_failure_shape_without_a_challenge() {
+        let deny = Deny {
+            reason: Reason::InvalidCredentials,
+            description: "no such user".into(),
+            client_info: Some(serde_json::json!({"hint": "sign up"})),
+        };
+        let resp = DoorError::Denied(Arc::new(deny)).respond(Front::Ditto);
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(resp.headers().get(header::WWW_AUTHENTICATE).is_none());
+        assert_eq!(
+            body_json(resp).await,
+            serde_json::json!({
+                "result": "failure",
+                "reason": "InvalidCredentials",
+                "description": "no such user",
+                "additionalDebugDescription": "answered by the drawbridge gateway",
+                "clientInfo": {"hint": "sign up"},
+            })
+        );
     }
 
     #[tokio::test]
@@ -494,12 +512,7 @@ mod tests {
         assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "Bearer");
         let resp = DoorError::InvalidToken(SessionRejected::Revoked).respond(Front::ForwardAuth);
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-        assert!(
-            resp.headers()[header::WWW_AUTHENTICATE]
-                .to_str()
-                .unwrap()
-                .starts_with("Bearer")
-        );
+        assert!(challenges_bearer(&resp));
         let deny = Deny {
             reason: Reason::InvalidCredentials,
             description: "no".to_owned(),

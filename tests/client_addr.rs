@@ -18,6 +18,7 @@ use rustls::pki_types::ServerName;
 use serde_json::Value;
 use support::haproxy::Haproxy;
 use support::nginx::Nginx;
+use support::process::check_config;
 use support::{Gateway, Reply, Upstream, Webhook, client, metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -523,20 +524,10 @@ async fn nginx_forwarded_for_names_each_client_and_spoofs_are_ignored() {
 
 #[test]
 fn check_summary_names_where_client_addresses_come_from() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("drawbridge.toml");
-    std::fs::write(
-        &path,
+    let out = check_config(
         "[listen]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n\
          [limits]\nmax_connections_per_client = 64\n[upstream]\nurl = \"http://127.0.0.1:1\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-        .args(["check", "--skip-files", "--config"])
-        .arg(&path)
-        .env_remove("DRAWBRIDGE_CONFIG")
-        .output()
-        .unwrap();
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -555,19 +546,9 @@ fn check_summary_names_where_client_addresses_come_from() {
 
 #[test]
 fn trusted_proxy_typo_exits_64_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("drawbridge.toml");
-    std::fs::write(
-        &path,
+    let out = check_config(
         "[listen]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0/8\"]\n[upstream]\nurl = \"http://127.0.0.1:1\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-        .args(["check", "--skip-files", "--config"])
-        .arg(&path)
-        .env_remove("DRAWBRIDGE_CONFIG")
-        .output()
-        .unwrap();
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(err.contains("listen.trusted_proxies.1: "), "{err}");

@@ -9,11 +9,10 @@ mod support;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use support::nginx::{LISTEN, Nginx};
+use support::ws::echo_ok;
 use support::{Gateway, Upstream, Webhook, post_bearer};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SNIPPET: &str = include_str!("../deploy/forward-auth/nginx.conf");
@@ -86,6 +85,28 @@ impl Bed {
         plain(&format!("{}{path}", self.nginx.url()), headers).await
     }
 
+    /// A websocket on `/sync` through nginx with `headers`, which must open, echo and reach the
+    /// sync server as `user`; the handshake headers the sync server saw.
+    async fn ws_opens(&self, headers: &[(&str, &str)], user: &str) -> (NginxWs, http::HeaderMap) {
+        let mut ws = ws_via(self.nginx.addr, "/sync", headers)
+            .await
+            .unwrap_or_else(|e| panic!("handshake through nginx: {e}\n{}", self.nginx.error_log()));
+        echo_ok(&mut ws, "hello").await;
+        let seen = self.up.seen().pop().unwrap();
+        assert_eq!(seen.headers["x-drawbridge-user"], user);
+        (ws, seen.headers)
+    }
+
+    /// A websocket handshake on `/sync` through nginx with `headers`, which must be refused with 401.
+    async fn ws_refused(&self, headers: &[(&str, &str)]) {
+        match ws_via(self.nginx.addr, "/sync", headers).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 401, "{headers:?}");
+            }
+            other => panic!("{headers:?}: expected a 401 handshake, got {other:?}"),
+        }
+    }
+
     /// `GET /auth/check` on the gateway itself, for `X-Original-URI: /notes` as the snippet sends
     /// it; `(status, headers)`.
     async fn check(&self, headers: &[(&str, &str)]) -> (u16, http::HeaderMap) {
@@ -93,16 +114,8 @@ impl Bed {
         let mut req = support::client::request("GET", &self.gw.url("/auth/check"), "");
         req.headers_mut()
             .insert("x-original-uri", http::HeaderValue::from_static("/notes"));
-        for (k, v) in headers {
-            req.headers_mut().append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        let resp = http.request(req).await.expect("check answered");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        append_all(req.headers_mut(), headers);
+        let (status, headers, body) = read(http.request(req).await.expect("check answered")).await;
         if status == 200 {
             assert!(body.is_empty(), "a passing check has an empty body");
         }
@@ -138,28 +151,38 @@ async fn send_plain(
     }
     let body = json.map(|j| Bytes::from(j.to_string())).unwrap_or_default();
     let mut req = req.body(Full::new(body)).unwrap();
+    append_all(req.headers_mut(), headers);
+    let (status, headers, body) = read(client.request(req).await.expect("nginx answered")).await;
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Appends `headers` to `map`, a repeated name as a second line.
+fn append_all(map: &mut http::HeaderMap, headers: &[(&str, &str)]) {
     for (k, v) in headers {
-        req.headers_mut().append(
+        map.append(
             http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
             v.parse().unwrap(),
         );
     }
-    let resp = client.request(req).await.expect("nginx answered");
+}
+
+/// A response's status, headers and whole body.
+async fn read(resp: http::Response<hyper::body::Incoming>) -> (u16, http::HeaderMap, Bytes) {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
+    (status, headers, body)
 }
+
+/// A websocket client straight to nginx (plain TCP).
+type NginxWs = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// A websocket client straight to nginx (plain TCP), with extra handshake headers.
 async fn ws_via(
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-    tokio_tungstenite::tungstenite::Error,
-> {
+) -> Result<NginxWs, tokio_tungstenite::tungstenite::Error> {
     let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
     for (k, v) in headers {
         req.headers_mut().insert(
@@ -171,6 +194,18 @@ async fn ws_via(
     tokio_tungstenite::client_async(req, tcp)
         .await
         .map(|(ws, _)| ws)
+}
+
+/// A gateway in front of `up` with no provider and upgrades under `/public` open, behind the
+/// shipped nginx snippet.
+async fn public_only(up: &Upstream) -> (Gateway, Nginx) {
+    let gw = Gateway::builder(up.url())
+        .public_upgrade_paths(&["/public"])
+        .extra(&section_of(SNIPPET))
+        .spawn()
+        .await;
+    let nginx = Nginx::start(&snippet(&gw, up)).await;
+    (gw, nginx)
 }
 
 fn bearer(token: &str) -> String {
@@ -248,22 +283,9 @@ async fn nginx_request_without_session_gets_401_and_upstream_sees_nothing() {
 async fn nginx_websocket_opens_with_session_and_is_refused_without() {
     let bed = Bed::start("").await;
     let token = bed.login("bob").await;
-    let mut ws = ws_via(
-        bed.nginx.addr,
-        "/sync",
-        &[("authorization", &bearer(&token))],
-    )
-    .await
-    .unwrap_or_else(|e| panic!("handshake through nginx: {e}\n{}", bed.nginx.error_log()));
-    ws.send(Message::text("hello")).await.unwrap();
-    let echoed = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
-        .await
-        .expect("echo in time")
-        .expect("a message")
-        .unwrap();
-    assert_eq!(echoed.into_text().unwrap().as_str(), "hello");
-    let seen = bed.up.seen().pop().unwrap();
-    assert_eq!(seen.headers["x-drawbridge-user"], "bob");
+    let _ws = bed
+        .ws_opens(&[("authorization", &bearer(&token))], "bob")
+        .await;
     let hits = bed.up.hits();
 
     let protocol = format!("drawbridge.bearer.{token}");
@@ -285,12 +307,7 @@ async fn nginx_websocket_opens_with_session_and_is_refused_without() {
 
     let hits = bed.up.hits();
     for headers in [vec![], vec![("authorization", "Bearer nope")]] {
-        match ws_via(bed.nginx.addr, "/sync", &headers).await {
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                assert_eq!(resp.status(), 401, "{headers:?}");
-            }
-            other => panic!("{headers:?}: expected a 401 handshake, got {other:?}"),
-        }
+        bed.ws_refused(&headers).await;
     }
     assert_eq!(
         bed.up.hits(),
@@ -483,12 +500,7 @@ async fn check_with_provider_token_asks_the_provider_once_for_many_checks() {
 #[tokio::test]
 async fn nginx_public_path_passes_without_session_and_drops_forged_identity() {
     let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .public_upgrade_paths(&["/public"])
-        .extra(&section_of(SNIPPET))
-        .spawn()
-        .await;
-    let nginx = Nginx::start(&snippet(&gw, &up)).await;
+    let (_gw, nginx) = public_only(&up).await;
     let (status, _, body) = plain(
         &format!("{}/public/room", nginx.url()),
         &[
@@ -666,12 +678,7 @@ async fn client_naming_another_path_gets_403_in_every_shipped_shape() {
 #[tokio::test]
 async fn nginx_client_cannot_name_the_checked_path() {
     let up = Upstream::start().await;
-    let gw = Gateway::builder(up.url())
-        .public_upgrade_paths(&["/public"])
-        .extra(&section_of(SNIPPET))
-        .spawn()
-        .await;
-    let nginx = Nginx::start(&snippet(&gw, &up)).await;
+    let (_gw, nginx) = public_only(&up).await;
     for (k, v) in [
         spoof("x-original-uri"),
         spoof("x-forwarded-uri"),
@@ -791,19 +798,8 @@ async fn browser_behind_nginx_logs_in_on_the_apps_host_and_opens_a_websocket_wit
         "the login was drawbridge's, not the sync server's"
     );
 
-    let mut ws = ws_via(bed.nginx.addr, "/sync", &[("cookie", cookie.as_str())])
-        .await
-        .unwrap_or_else(|e| panic!("handshake through nginx: {e}\n{}", bed.nginx.error_log()));
-    ws.send(Message::text("hello")).await.unwrap();
-    let echoed = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
-        .await
-        .expect("echo in time")
-        .expect("a message")
-        .unwrap();
-    assert_eq!(echoed.into_text().unwrap().as_str(), "hello");
-    let seen = bed.up.seen().pop().unwrap();
-    assert_eq!(seen.headers["x-drawbridge-user"], "alice");
-    assert!(!header_text(&seen.headers).contains(&token));
+    let (_ws, seen) = bed.ws_opens(&[("cookie", cookie.as_str())], "alice").await;
+    assert!(!header_text(&seen).contains(&token));
 
     // userinfo through the same host, with the cookie alone.
     let (status, _, body) = bed
@@ -831,8 +827,5 @@ async fn browser_behind_nginx_logs_in_on_the_apps_host_and_opens_a_websocket_wit
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    match ws_via(bed.nginx.addr, "/sync", &[("cookie", cookie.as_str())]).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
-        other => panic!("expected a 401 handshake after logout, got {other:?}"),
-    }
+    bed.ws_refused(&[("cookie", cookie.as_str())]).await;
 }

@@ -11,7 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::process::Running;
 use support::ws::{RawUpstream, frame, raw_handshake, read_exact, read_frame, read_to_end};
-use support::{Gateway, Webhook, client, login, metric, ws};
+use support::{Gateway, Webhook, client, login, metric, tunnel_closes, ws};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -71,6 +71,31 @@ async fn session_tunnel(
         echo_once(&mut upstream, &mut ws, &format!("{label} {n}")).await;
     }
     (ws, upstream)
+}
+
+/// A tunnel one side of which the test will lose as `how` says: [`session_tunnel`] after three
+/// echoes labelled by `how`, or none `before_any_frame`.
+async fn tunnel_to_lose(
+    gw: &Gateway,
+    up: &mut RawUpstream,
+    bearer: &str,
+    how: impl std::fmt::Debug,
+    before_any_frame: bool,
+) -> (Ws, TcpStream) {
+    let echoes = if before_any_frame { 0 } else { 3 };
+    session_tunnel(gw, up, bearer, echoes, &format!("{how:?}")).await
+}
+
+/// Waits until `n` tunnels have been counted closed for `reason` and none is open any more.
+async fn all_closed_for(gw: &Gateway, reason: &str, n: usize) {
+    assert_eventually!(
+        tunnel_closes(&gw.metrics().await, reason) == n as f64,
+        "each lost side was not counted once as {reason}"
+    );
+    assert_eventually!(
+        metric(&gw.metrics().await, "drawbridge_tunnels_active") == 0.0,
+        "tunnels stayed open"
+    );
 }
 
 /// A raw HTTP/1.1 handshake on `/sync` with `bearer`, answered 101, and the sync server's TCP
@@ -199,13 +224,9 @@ async fn upstream_lost_between_frames_gets_the_client_a_1011_close() {
         UpstreamGoes::ResetBeforeAnyFrame,
     ];
     for how in variants {
-        let echoes = if matches!(how, UpstreamGoes::ResetBeforeAnyFrame) {
-            0
-        } else {
-            3
-        };
+        let before_any_frame = matches!(how, UpstreamGoes::ResetBeforeAnyFrame);
         let (mut ws, mut upstream) =
-            session_tunnel(&gw, &mut up, &bearer, echoes, &format!("{how:?}")).await;
+            tunnel_to_lose(&gw, &mut up, &bearer, how, before_any_frame).await;
         let mut kept = None;
         match how {
             UpstreamGoes::Reset | UpstreamGoes::ResetBeforeAnyFrame => reset(upstream),
@@ -244,17 +265,7 @@ async fn upstream_lost_between_frames_gets_the_client_a_1011_close() {
     );
     ends_cleanly(&mut ws).await;
 
-    assert_eventually!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_tunnel_closes_total{reason=\"upstream_lost\"}"
-        ) == (variants.len() + 1) as f64,
-        "each lost sync server was not counted once"
-    );
-    assert_eventually!(
-        metric(&gw.metrics().await, "drawbridge_tunnels_active") == 0.0,
-        "tunnels stayed open"
-    );
+    all_closed_for(&gw, "upstream_lost", variants.len() + 1).await;
 }
 
 /// Where inside a frame toward the client the sync server dies, and how.
@@ -329,10 +340,7 @@ async fn upstream_lost_mid_frame_gets_the_client_the_cut_stream_and_a_clean_end(
     }
 
     assert_eventually!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_tunnel_closes_total{reason=\"upstream_lost\"}"
-        ) == (variants.len() + 1) as f64,
+        tunnel_closes(&gw.metrics().await, "upstream_lost") == (variants.len() + 1) as f64,
         "each lost sync server was not counted once"
     );
 }
@@ -360,13 +368,9 @@ async fn client_lost_between_frames_gets_the_upstream_a_masked_1001_close() {
         ClientGoes::ResetBeforeAnyFrame,
     ];
     for how in variants {
-        let echoes = if matches!(how, ClientGoes::ResetBeforeAnyFrame) {
-            0
-        } else {
-            3
-        };
+        let before_any_frame = matches!(how, ClientGoes::ResetBeforeAnyFrame);
         let (mut ws, mut upstream) =
-            session_tunnel(&gw, &mut up, &bearer, echoes, &format!("{how:?}")).await;
+            tunnel_to_lose(&gw, &mut up, &bearer, how, before_any_frame).await;
         match how {
             ClientGoes::Reset | ClientGoes::ResetBeforeAnyFrame => {
                 ws.get_ref().get_ref().0.set_zero_linger().unwrap();
@@ -397,17 +401,7 @@ async fn client_lost_between_frames_gets_the_upstream_a_masked_1001_close() {
         let rest = read_to_end(&mut upstream).await.unwrap();
         assert!(rest.is_empty(), "{how:?}: {rest:02x?} after the close");
     }
-    assert_eventually!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_tunnel_closes_total{reason=\"client_lost\"}"
-        ) == variants.len() as f64,
-        "each lost client was not counted once"
-    );
-    assert_eventually!(
-        metric(&gw.metrics().await, "drawbridge_tunnels_active") == 0.0,
-        "tunnels stayed open"
-    );
+    all_closed_for(&gw, "client_lost", variants.len()).await;
 }
 
 #[tokio::test]
@@ -433,10 +427,7 @@ async fn client_lost_mid_frame_gets_the_upstream_the_cut_stream_and_a_clean_end(
         );
     }
     assert_eventually!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_tunnel_closes_total{reason=\"client_lost\"}"
-        ) == 2.0,
+        tunnel_closes(&gw.metrics().await, "client_lost") == 2.0,
         "each lost client was not counted once"
     );
 }
@@ -460,19 +451,10 @@ async fn a_side_that_closed_first_keeps_its_close_and_is_not_counted_lost() {
     ends_cleanly(&mut ws).await;
     drop((ws, upstream));
     assert_eventually!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_tunnel_closes_total{reason=\"upstream\"}"
-        ) == 1.0,
+        tunnel_closes(&gw.metrics().await, "upstream") == 1.0,
         "the sync server's close was not counted"
     );
-    assert_eq!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_tunnel_closes_total{reason=\"upstream_lost\"}"
-        ),
-        0.0
-    );
+    assert_eq!(tunnel_closes(&gw.metrics().await, "upstream_lost"), 0.0);
 }
 
 #[tokio::test]

@@ -8,19 +8,15 @@
 
 mod support;
 
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use support::ditto::DittoServer;
 use support::redis::Redis;
-use support::ws::{Ws, bearer_client, close_of, echo_ok};
-use support::{Gateway, Reply, Upstream, Webhook, client, login, metric};
-
-const ALLOW: u8 = 0;
-const DENY: u8 = 1;
-const DOWN: u8 = 2;
+use support::ws::{Ws, bearer_client, close_of, closes_within, echo_ok};
+use support::{
+    Answer, Gateway, GatewayBuilder, Switch, Upstream, Webhook, client, login, metric,
+    revalidations,
+};
 
 /// A provider token distinctive enough to look for in Redis.
 const PROVIDER_TOKEN: &str = "ann-provider-token-7f3c9e1d5b";
@@ -28,26 +24,15 @@ const PROVIDER_TOKEN: &str = "ann-provider-token-7f3c9e1d5b";
 /// Re-checks every second; allows cached for an hour.
 const LONG_CACHE: &str = "[session]\nrevalidate_seconds = 1\n[cache]\nmax_ttl_seconds = 3600";
 
-/// A provider whose answer for every token the test switches at will.
-async fn switchable() -> (Webhook, Arc<AtomicU8>) {
-    let mode = Arc::new(AtomicU8::new(ALLOW));
-    let m = mode.clone();
-    let hook = Webhook::start(move |_| match m.load(Ordering::SeqCst) {
-        ALLOW => Reply::allow("ann", 3600),
-        DENY => Reply::deny(serde_json::json!({"hint": "revoked at the provider"})),
-        _ => Reply::raw(503, "down"),
-    })
-    .await;
-    (hook, mode)
+/// A gateway in front of `up` whose provider `demo` is `hook`, with no login rate limit.
+fn demo(up: &Upstream, hook: &Webhook) -> GatewayBuilder {
+    Gateway::builder(up.url())
+        .demo_provider(hook)
+        .rate_limit_off()
 }
 
 async fn single(up: &Upstream, hook: &Webhook, extra: &str) -> Gateway {
-    Gateway::builder(up.url())
-        .demo_provider(hook)
-        .extra(extra)
-        .rate_limit_off()
-        .spawn()
-        .await
+    demo(up, hook).extra(extra).spawn().await
 }
 
 async fn open(gw: &Gateway, session: &str) -> Ws {
@@ -56,29 +41,27 @@ async fn open(gw: &Gateway, session: &str) -> Ws {
     ws
 }
 
-fn revalidations(text: &str, result: &str) -> f64 {
-    metric(
-        text,
-        &format!("drawbridge_session_revalidations_total{{result=\"{result}\"}}"),
-    )
+/// Waits until `gw` has re-checked a tunnel and found it allowed; then the provider starts
+/// denying, and `ws` closes with 4003 within seconds.
+async fn denied_after_a_recheck(gw: &Gateway, switch: &Switch, ws: &mut Ws) {
+    assert_eventually!(
+        revalidations(&gw.metrics().await, "allow") >= 1.0,
+        "the tunnel was never re-checked"
+    );
+    switch.set(Answer::Deny);
+    assert_eq!(close_of(ws, Duration::from_secs(5)).await, Some(4003));
 }
 
 #[tokio::test]
 async fn revalidation_long_cached_allow_still_closes_a_denied_tunnel_with_4003_within_seconds() {
     let up = Upstream::start().await;
-    let (hook, mode) = switchable().await;
+    let (hook, switch) = Webhook::switchable().await;
     let gw = single(&up, &hook, LONG_CACHE).await;
     let session = login(&gw, "app", "demo", PROVIDER_TOKEN).await.session();
     let mut ws = open(&gw, &session).await;
-    mode.store(DENY, Ordering::SeqCst);
-    let denied_at = Instant::now();
+    switch.set(Answer::Deny);
     // At most one interval to the next check, plus one for an answer asked just before the deny.
-    assert_eq!(close_of(&mut ws, Duration::from_secs(5)).await, Some(4003));
-    assert!(
-        denied_at.elapsed() < Duration::from_millis(3500),
-        "closed only after {:?}",
-        denied_at.elapsed()
-    );
+    closes_within(&mut ws, 4003, Instant::now(), Duration::from_millis(3500)).await;
     assert!(revalidations(&gw.metrics().await, "deny") >= 1.0);
     // The hour-long allow is not served to a new login either: the re-check replaced it.
     assert_ne!(login(&gw, "app", "demo", PROVIDER_TOKEN).await.status, 200);
@@ -87,7 +70,7 @@ async fn revalidation_long_cached_allow_still_closes_a_denied_tunnel_with_4003_w
 #[tokio::test]
 async fn revalidation_many_tunnels_of_one_token_make_one_provider_call_per_interval() {
     let up = Upstream::start().await;
-    let (hook, _mode) = switchable().await;
+    let (hook, _switch) = Webhook::switchable().await;
     let gw = single(&up, &hook, LONG_CACHE).await;
     // Two sessions of one provider token, four tunnels each.
     let mut tunnels = Vec::new();
@@ -125,7 +108,7 @@ async fn revalidation_many_tunnels_of_one_token_make_one_provider_call_per_inter
 #[tokio::test]
 async fn revalidation_unreachable_provider_closes_nothing_and_is_counted() {
     let up = Upstream::start().await;
-    let (hook, mode) = switchable().await;
+    let (hook, switch) = Webhook::switchable().await;
     // A stale allow (`stale_if_error`) is no fresh answer either: counted the same way.
     let gw = single(
         &up,
@@ -135,7 +118,7 @@ async fn revalidation_unreachable_provider_closes_nothing_and_is_counted() {
     .await;
     let session = login(&gw, "app", "demo", PROVIDER_TOKEN).await.session();
     let mut ws = open(&gw, &session).await;
-    mode.store(DOWN, Ordering::SeqCst);
+    switch.set(Answer::Down);
     let calls = hook.calls();
     assert_eventually!(
         revalidations(&gw.metrics().await, "unreachable") >= 3.0,
@@ -153,32 +136,42 @@ async fn revalidation_unreachable_provider_closes_nothing_and_is_counted() {
 
 // --- several replicas ---
 
-/// The `[session]`, `[cache]` and `[cluster]` tables every replica shares.
-fn shared_tables(key_dir: &Path, redis: &Redis) -> String {
-    let key = key_dir.join("session.pem");
-    if !key.exists() {
-        let pem = drawbridge::auth::session::keygen(jsonwebtoken::Algorithm::EdDSA).unwrap();
-        std::fs::write(&key, pem).unwrap();
-    }
-    format!(
+/// Two replicas (the gateways go first, the Redis and the key last).
+struct Pair {
+    a: Gateway,
+    b: Gateway,
+    redis: Redis,
+    _key_dir: tempfile::TempDir,
+}
+
+/// Two replicas as `build` makes them, on a new redis-server and one session key, re-checking
+/// every second with allows cached for an hour; each waited for until its link is up.
+async fn pair(build: impl Fn() -> GatewayBuilder) -> Pair {
+    let redis = Redis::start().await;
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = key_dir.path().join("session.pem");
+    let pem = drawbridge::auth::session::keygen(jsonwebtoken::Algorithm::EdDSA).unwrap();
+    std::fs::write(&key, pem).unwrap();
+    let tables = format!(
         "[session]\nalgorithm = \"EdDSA\"\nkey_file = {key:?}\nrevalidate_seconds = 1\n\
          [cache]\nmax_ttl_seconds = 3600\n\
          [cluster]\nredis_url = \"{}\"\nresync_interval_ms = 500\n",
         redis.url()
-    )
-}
-
-/// Two replicas on one Redis and one session key, each waited for until its link is up.
-async fn pair(build: impl Fn() -> support::GatewayBuilder, tables: &str) -> (Gateway, Gateway) {
-    let a = build().extra(tables).spawn().await;
-    let b = build().extra(tables).spawn().await;
+    );
+    let a = build().extra(&tables).spawn().await;
+    let b = build().extra(&tables).spawn().await;
     for gw in [&a, &b] {
         assert_eventually!(
             metric(&gw.metrics().await, "drawbridge_cluster_up") == 1.0,
             "a replica never reached Redis"
         );
     }
-    (a, b)
+    Pair {
+        a,
+        b,
+        redis,
+        _key_dir: key_dir,
+    }
 }
 
 /// Every value Redis holds, of every key, as raw bytes.
@@ -197,39 +190,21 @@ async fn redis_dump(redis: &Redis) -> Vec<(String, Vec<u8>)> {
             .query_async(&mut conn)
             .await
             .unwrap();
-        let values: Vec<Vec<u8>> = match kind.as_str() {
-            "string" => vec![
-                redis::cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap(),
-            ],
-            "set" => redis::cmd("SMEMBERS")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap(),
-            "zset" => redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn)
-                .await
-                .unwrap(),
-            "hash" => redis::cmd("HGETALL")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap(),
-            "list" => redis::cmd("LRANGE")
-                .arg(&key)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn)
-                .await
-                .unwrap(),
-            _ => Vec::new(),
+        // The command reading every value of a key of this type, and its arguments after the key.
+        let (read, range): (&str, &[i64]) = match kind.as_str() {
+            "string" => ("GET", &[]),
+            "set" => ("SMEMBERS", &[]),
+            "zset" => ("ZRANGE", &[0, -1]),
+            "hash" => ("HGETALL", &[]),
+            "list" => ("LRANGE", &[0, -1]),
+            _ => continue,
+        };
+        let mut cmd = redis::cmd(read);
+        cmd.arg(&key).arg(range);
+        let values: Vec<Vec<u8>> = if read == "GET" {
+            vec![cmd.query_async(&mut conn).await.unwrap()]
+        } else {
+            cmd.query_async(&mut conn).await.unwrap()
         };
         for v in values {
             out.push((key.clone(), v));
@@ -241,28 +216,13 @@ async fn redis_dump(redis: &Redis) -> Vec<(String, Vec<u8>)> {
 #[tokio::test]
 async fn revalidation_session_minted_on_one_replica_is_rechecked_by_the_replica_holding_its_tunnel()
 {
-    let redis = Redis::start().await;
     let up = Upstream::start().await;
-    let (hook, mode) = switchable().await;
-    let key_dir = tempfile::tempdir().unwrap();
-    let (a, b) = pair(
-        || {
-            Gateway::builder(up.url())
-                .demo_provider(&hook)
-                .rate_limit_off()
-        },
-        &shared_tables(key_dir.path(), &redis),
-    )
-    .await;
+    let (hook, switch) = Webhook::switchable().await;
+    let Pair { a, b, .. } = &pair(|| demo(&up, &hook)).await;
     // Minted on A; its only tunnel is on B.
-    let session = login(&a, "app", "demo", PROVIDER_TOKEN).await.session();
-    let mut ws = open(&b, &session).await;
-    assert_eventually!(
-        revalidations(&b.metrics().await, "allow") >= 1.0,
-        "B never re-checked the tunnel it holds"
-    );
-    mode.store(DENY, Ordering::SeqCst);
-    assert_eq!(close_of(&mut ws, Duration::from_secs(5)).await, Some(4003));
+    let session = login(a, "app", "demo", PROVIDER_TOKEN).await.session();
+    let mut ws = open(b, &session).await;
+    denied_after_a_recheck(b, &switch, &mut ws).await;
     assert!(revalidations(&b.metrics().await, "deny") >= 1.0);
     // A holds no tunnel of it, so A asked nothing.
     let on_a = a.metrics().await;
@@ -274,22 +234,12 @@ async fn revalidation_session_minted_on_one_replica_is_rechecked_by_the_replica_
 
 #[tokio::test]
 async fn revalidation_material_in_redis_holds_no_raw_provider_token() {
-    let redis = Redis::start().await;
     let up = Upstream::start().await;
-    let (hook, _mode) = switchable().await;
-    let key_dir = tempfile::tempdir().unwrap();
-    let (a, b) = pair(
-        || {
-            Gateway::builder(up.url())
-                .demo_provider(&hook)
-                .rate_limit_off()
-        },
-        &shared_tables(key_dir.path(), &redis),
-    )
-    .await;
-    let session = login(&a, "app", "demo", PROVIDER_TOKEN).await.session();
+    let (hook, _switch) = Webhook::switchable().await;
+    let Pair { a, b, redis, .. } = &pair(|| demo(&up, &hook)).await;
+    let session = login(a, "app", "demo", PROVIDER_TOKEN).await.session();
     // Read at once: the login answered only after the material was written.
-    let dump = redis_dump(&redis).await;
+    let dump = redis_dump(redis).await;
     let grants: Vec<_> = dump.iter().filter(|(k, _)| k.contains("grant:")).collect();
     assert_eq!(
         grants.len(),
@@ -299,7 +249,7 @@ async fn revalidation_material_in_redis_holds_no_raw_provider_token() {
     );
     assert!(grants[0].1.len() > PROVIDER_TOKEN.len());
     // B opens it and re-checks with it.
-    let mut ws = open(&b, &session).await;
+    let mut ws = open(b, &session).await;
     assert_eventually!(
         revalidations(&b.metrics().await, "allow") >= 1.0,
         "B never re-checked with the shared material"
@@ -307,7 +257,7 @@ async fn revalidation_material_in_redis_holds_no_raw_provider_token() {
     echo_ok(&mut ws, "still open").await;
     // Nowhere in Redis, in any key or value, is the provider token.
     let token = PROVIDER_TOKEN.as_bytes();
-    for (key, value) in redis_dump(&redis).await {
+    for (key, value) in redis_dump(redis).await {
         assert!(
             !key.contains(PROVIDER_TOKEN),
             "the provider token names {key}"
@@ -349,27 +299,23 @@ async fn ditto_ws(gw: &Gateway, access: &str) -> Result<Ws, tokio_tungstenite::t
     .await
 }
 
-const DITTO: &str = "[ditto]\nenabled = true\nrequire_known_token = true";
+/// A gateway in front of the Ditto stand-in `sync` whose provider `my-auth` is `hook`, gating
+/// the Ditto websocket on tokens it has seen issued.
+fn ditto(sync: &DittoServer, hook: &Webhook) -> GatewayBuilder {
+    Gateway::builder(sync.url())
+        .webhook_provider("my-auth", hook)
+        .extra("[ditto]\nenabled = true\nrequire_known_token = true")
+}
 
 #[tokio::test]
 async fn revalidation_ditto_token_the_provider_starts_denying_closes_with_4003_and_opens_no_more() {
     let sync = DittoServer::start().await;
-    let (hook, mode) = switchable().await;
-    let gw = Gateway::builder(sync.url())
-        .webhook_provider("my-auth", &hook)
-        .extra(DITTO)
-        .extra(LONG_CACHE)
-        .spawn()
-        .await;
+    let (hook, switch) = Webhook::switchable().await;
+    let gw = ditto(&sync, &hook).extra(LONG_CACHE).spawn().await;
     assert_eq!(ditto_login(&gw, "liam-token").await, 200);
     let mut ws = ditto_ws(&gw, "access-for-liam-token").await.unwrap();
     echo_ok(&mut ws, "sync me").await;
-    assert_eventually!(
-        revalidations(&gw.metrics().await, "allow") >= 1.0,
-        "the Ditto tunnel was never re-checked"
-    );
-    mode.store(DENY, Ordering::SeqCst);
-    assert_eq!(close_of(&mut ws, Duration::from_secs(5)).await, Some(4003));
+    denied_after_a_recheck(&gw, &switch, &mut ws).await;
     assert!(
         ditto_ws(&gw, "access-for-liam-token").await.is_err(),
         "the denied token opened another tunnel"
@@ -379,35 +325,20 @@ async fn revalidation_ditto_token_the_provider_starts_denying_closes_with_4003_a
 #[tokio::test]
 async fn revalidation_ditto_token_learned_on_one_replica_opens_on_another_at_once_and_is_rechecked_there()
  {
-    let redis = Redis::start().await;
     let sync = DittoServer::start().await;
-    let (hook, mode) = switchable().await;
-    let key_dir = tempfile::tempdir().unwrap();
-    let (a, b) = pair(
-        || {
-            Gateway::builder(sync.url())
-                .webhook_provider("my-auth", &hook)
-                .extra(DITTO)
-        },
-        &shared_tables(key_dir.path(), &redis),
-    )
-    .await;
-    assert_eq!(ditto_login(&a, "liam-token").await, 200);
+    let (hook, switch) = Webhook::switchable().await;
+    let Pair { a, b, .. } = &pair(|| ditto(&sync, &hook)).await;
+    assert_eq!(ditto_login(a, "liam-token").await, 200);
     // No waiting: the learned token and its login were written before A answered.
-    let mut ws = ditto_ws(&b, "access-for-liam-token")
+    let mut ws = ditto_ws(b, "access-for-liam-token")
         .await
         .expect("the token learned on A opens on B at once");
     echo_ok(&mut ws, "sync me").await;
-    assert_eventually!(
-        revalidations(&b.metrics().await, "allow") >= 1.0,
-        "B never re-checked the Ditto tunnel it holds"
-    );
-    mode.store(DENY, Ordering::SeqCst);
-    assert_eq!(close_of(&mut ws, Duration::from_secs(5)).await, Some(4003));
+    denied_after_a_recheck(b, &switch, &mut ws).await;
     // Forgotten everywhere: B at once, A as soon as the revocation reaches it.
-    assert!(ditto_ws(&b, "access-for-liam-token").await.is_err());
+    assert!(ditto_ws(b, "access-for-liam-token").await.is_err());
     assert_eventually!(
-        ditto_ws(&a, "access-for-liam-token").await.is_err(),
+        ditto_ws(a, "access-for-liam-token").await.is_err(),
         "A still opens the token B found denied"
     );
 }

@@ -10,7 +10,7 @@ use support::ws::{
     RawUpstream, bearer_client, close_of, echo_ok, extended_connect, frame, raw_handshake,
     read_exact, upgraded_client,
 };
-use support::{Gateway, Upstream, Webhook, client, login, metric, post_bearer};
+use support::{Gateway, Upstream, Webhook, client, login, metric, post_bearer, tunnel_closes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -266,10 +266,7 @@ async fn relay_is_byte_for_byte_in_both_directions() {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await;
     assert_eventually!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_tunnel_closes_total{reason=\"client\"}"
-        ) == 1.0,
+        tunnel_closes(&gw.metrics().await, "client") == 1.0,
         "the client's close was not counted"
     );
     let m = gw.metrics().await;
@@ -297,10 +294,7 @@ async fn upstream_close_is_relayed_faithfully() {
     assert_eq!(close_of(&mut ws, Duration::from_secs(5)).await, Some(4000));
     drop(upstream);
     assert_eventually!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_tunnel_closes_total{reason=\"upstream\"}"
-        ) == 1.0,
+        tunnel_closes(&gw.metrics().await, "upstream") == 1.0,
         "the sync server's close was not counted"
     );
 }
@@ -342,10 +336,7 @@ async fn expiry_closes_with_4001_mid_stream_while_the_client_keeps_sending() {
     );
     sender.abort();
     assert_eventually!(
-        metric(
-            &gw.metrics().await,
-            "drawbridge_tunnel_closes_total{reason=\"expired\"}"
-        ) == 1.0,
+        tunnel_closes(&gw.metrics().await, "expired") == 1.0,
         "the expiry was not counted"
     );
 }

@@ -1460,31 +1460,24 @@ def main():
 
     try:
         wait_port(hook_port)
-        if only & {"auth", "http", "ws", "tls", "storm", "login_storm", "forward_auth"}:
+        # The parts measured on the main stack, in order; the report is saved after each.
+        on_stack = [
+            ("auth", [auth_rows]),
+            ("http", [http_rows]),
+            ("ws", [ws_rows, ws_core1_rows]),
+            ("tls", [tls_rows]),
+            ("storm", [storm_rows]),
+            ("login_storm", [login_storm_rows]),
+            ("forward_auth", [forward_auth_rows]),
+        ]
+        if only & {name for name, _ in on_stack}:
             stack = Stack(args, work, hook_port, "main")
             try:
-                if "auth" in only:
-                    auth_rows(args, stack, res)
-                    save()
-                if "http" in only:
-                    http_rows(args, stack, res)
-                    save()
-                if "ws" in only:
-                    ws_rows(args, stack, res)
-                    ws_core1_rows(args, stack, res)
-                    save()
-                if "tls" in only:
-                    tls_rows(args, stack, res)
-                    save()
-                if "storm" in only:
-                    storm_rows(args, stack, res)
-                    save()
-                if "login_storm" in only:
-                    login_storm_rows(args, stack, res)
-                    save()
-                if "forward_auth" in only:
-                    forward_auth_rows(args, stack, res)
-                    save()
+                for name, parts in on_stack:
+                    if name in only:
+                        for part in parts:
+                            part(args, stack, res)
+                        save()
             finally:
                 stack.stop()
         if "idle" in only:

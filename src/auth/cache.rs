@@ -33,6 +33,15 @@ use crate::metrics::AuthMetrics;
 /// SHA-256 over length-prefixed (app, provider, token).
 pub(crate) type Key = [u8; 32];
 
+/// What a lookup asks besides its key: the provider, its settings fingerprint, and the oldest
+/// cached answer it takes.
+#[derive(Clone, Copy)]
+struct Lookup<'a> {
+    provider: &'a str,
+    scope: &'a Fingerprint,
+    max_age: Option<Duration>,
+}
+
 /// The cache key; length prefixes keep ("a","bc") and ("ab","c") apart.
 pub(crate) fn key(app: &str, provider: &str, token: &str) -> Key {
     let mut h = Sha256::new();
@@ -440,24 +449,21 @@ impl DecisionCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Decision, ProviderError>>,
     {
+        let lookup = Lookup {
+            provider,
+            scope,
+            max_age,
+        };
         if let Some(e) = self.fresh.get(&key).await {
             if e.young(max_age) {
                 return Ok(self.record(e.decision, CacheOutcome::Hit));
             }
-            return self.refresh(key, provider, scope, max_age, check).await;
+            return self.refresh(key, lookup, check).await;
         }
-        let ran = AtomicBool::new(false);
-        let loaded = self
-            .fresh
-            .try_get_with(key, async {
-                ran.store(true, Ordering::Relaxed);
-                self.ask(&key, provider, scope, max_age, check).await
-            })
-            .await;
-        let ran = ran.load(Ordering::Relaxed);
+        let (loaded, outcome) = self.load(&self.fresh, key, lookup, check).await;
         match loaded {
             Ok(entry) => {
-                if ran {
+                if outcome == CacheOutcome::Miss {
                     if let (Some(stale), Decision::Allow(allow)) = (&self.stale, &entry.decision) {
                         // Served only while the provider fails, and good until the stale window closes.
                         let extended = Allow {
@@ -476,11 +482,6 @@ impl DecisionCache {
                         .cache_entries
                         .set(i64::try_from(self.fresh.entry_count()).unwrap_or(i64::MAX));
                 }
-                let outcome = if ran {
-                    CacheOutcome::Miss
-                } else {
-                    CacheOutcome::Coalesced
-                };
                 Ok(self.record(entry.decision, outcome))
             }
             Err(error) => {
@@ -489,39 +490,58 @@ impl DecisionCache {
                 {
                     return Ok(self.record(e.decision, CacheOutcome::Stale));
                 }
-                let outcome = if ran {
-                    CacheOutcome::Miss
-                } else {
-                    CacheOutcome::Coalesced
-                };
-                self.metrics
-                    .cache_requests
-                    .with_label_values(&[outcome.label()])
-                    .inc();
-                Err(Arc::unwrap_or_clone(error))
+                Err(self.failed(error, outcome))
             }
         }
+    }
+
+    /// Loads `key` into `cache` through [`Self::ask`], one call for every concurrent caller;
+    /// `Miss` when this caller's call ran, `Coalesced` when it shared another's.
+    async fn load<F, Fut>(
+        &self,
+        cache: &Cache<Key, Entry>,
+        key: Key,
+        lookup: Lookup<'_>,
+        check: F,
+    ) -> (Result<Entry, Arc<ProviderError>>, CacheOutcome)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Decision, ProviderError>>,
+    {
+        let ran = AtomicBool::new(false);
+        let loaded = cache
+            .try_get_with(key, async {
+                ran.store(true, Ordering::Relaxed);
+                self.ask(&key, lookup, check).await
+            })
+            .await;
+        let outcome = if ran.load(Ordering::Relaxed) {
+            CacheOutcome::Miss
+        } else {
+            CacheOutcome::Coalesced
+        };
+        (loaded, outcome)
     }
 
     /// The entry to cache for `key`: the shared level's answer, or the provider's (`check`).
     async fn ask<F, Fut>(
         &self,
         key: &Key,
-        provider: &str,
-        scope: &Fingerprint,
-        max_age: Option<Duration>,
+        lookup: Lookup<'_>,
         check: F,
     ) -> Result<Entry, ProviderError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Decision, ProviderError>>,
     {
-        let (decision, asked) = self.through_shared(key, scope, max_age, check).await?;
+        let (decision, asked) = self
+            .through_shared(key, lookup.scope, lookup.max_age, check)
+            .await?;
         let ttl = self.ttl(&decision);
         Ok(Entry {
             decision,
             ttl,
-            provider: Arc::from(provider),
+            provider: Arc::from(lookup.provider),
             asked,
         })
     }
@@ -533,28 +553,14 @@ impl DecisionCache {
     async fn refresh<F, Fut>(
         &self,
         key: Key,
-        provider: &str,
-        scope: &Fingerprint,
-        max_age: Option<Duration>,
+        lookup: Lookup<'_>,
         check: F,
     ) -> Result<(Decision, CacheOutcome), ProviderError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Decision, ProviderError>>,
     {
-        let ran = AtomicBool::new(false);
-        let loaded = self
-            .refreshing
-            .try_get_with(key, async {
-                ran.store(true, Ordering::Relaxed);
-                self.ask(&key, provider, scope, max_age, check).await
-            })
-            .await;
-        let outcome = if ran.load(Ordering::Relaxed) {
-            CacheOutcome::Miss
-        } else {
-            CacheOutcome::Coalesced
-        };
+        let (loaded, outcome) = self.load(&self.refreshing, key, lookup, check).await;
         match loaded {
             Ok(entry) => {
                 if outcome == CacheOutcome::Miss {
@@ -562,22 +568,27 @@ impl DecisionCache {
                 }
                 Ok(self.record(entry.decision, outcome))
             }
-            Err(error) => {
-                self.metrics
-                    .cache_requests
-                    .with_label_values(&[outcome.label()])
-                    .inc();
-                Err(Arc::unwrap_or_clone(error))
-            }
+            Err(error) => Err(self.failed(error, outcome)),
         }
     }
 
+    /// Counts one answered request by its outcome.
     fn record(&self, d: Decision, outcome: CacheOutcome) -> (Decision, CacheOutcome) {
+        self.count(outcome);
+        (d, outcome)
+    }
+
+    /// Counts one failed request by its outcome: the error is the caller's.
+    fn failed(&self, error: Arc<ProviderError>, outcome: CacheOutcome) -> ProviderError {
+        self.count(outcome);
+        Arc::unwrap_or_clone(error)
+    }
+
+    fn count(&self, outcome: CacheOutcome) {
         self.metrics
             .cache_requests
             .with_label_values(&[outcome.label()])
             .inc();
-        (d, outcome)
     }
 
     /// Drops every entry, or only `user`'s allows.

@@ -105,19 +105,7 @@ mod tests {
             super::super::session::keygen(jsonwebtoken::Algorithm::ES256).unwrap(),
         )
         .unwrap();
-        let config = crate::config::auth::SessionConfig {
-            algorithm: None,
-            key_file: Some(path),
-            previous_key_files: Vec::new(),
-            issuer: "drawbridge".into(),
-            audience: "sync".into(),
-            max_ttl: Duration::from_secs(600),
-            close_grace: Duration::ZERO,
-            ticket_ttl: Duration::from_secs(30),
-            revalidate: Duration::from_secs(1),
-            token_signing: crate::config::auth::TokenSigning::Hmac,
-        };
-        Sessions::from_config(&config).unwrap()
+        Sessions::from_config(&super::super::session::test_config(Some(path), None)).unwrap()
     }
 
     fn grant() -> Grant {

@@ -749,5 +749,26 @@ impl Sessions {
     }
 }
 
+/// The session settings unit tests start from: issuer `drawbridge`, audience `sync`, a
+/// ten-minute cap, 30-second tickets, no re-checks, HMAC-signed sessions.
+#[cfg(test)]
+pub(crate) fn test_config(
+    key_file: Option<PathBuf>,
+    algorithm: Option<Algorithm>,
+) -> SessionConfig {
+    SessionConfig {
+        algorithm,
+        key_file,
+        previous_key_files: Vec::new(),
+        issuer: "drawbridge".into(),
+        audience: "sync".into(),
+        max_ttl: Duration::from_secs(600),
+        close_grace: Duration::ZERO,
+        ticket_ttl: Duration::from_secs(30),
+        revalidate: Duration::ZERO,
+        token_signing: TokenSigning::Hmac,
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -119,6 +119,7 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
+    use crate::headers::header_map;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -130,17 +131,6 @@ mod tests {
             IpAddr::V4(v4) => v4.octets()[0] == 10,
             IpAddr::V6(v6) => v6.is_loopback(),
         }
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
     }
 
     #[test]
@@ -158,7 +148,7 @@ mod tests {
             // Every hop trusted: the request began inside, at the leftmost.
             ("10.9.9.9, 10.0.0.1", "10.9.9.9"),
         ] {
-            let got = client(&headers(&[("x-forwarded-for", xff)]), trusted);
+            let got = client(&header_map(&[("x-forwarded-for", xff)]), trusted);
             if want == "error" {
                 assert_eq!(got, Err(Malformed::ForwardedFor), "{xff}");
             } else {
@@ -169,12 +159,12 @@ mod tests {
 
     #[test]
     fn forwarded_for_over_several_lines_is_one_list() {
-        let h = headers(&[
+        let h = header_map(&[
             ("x-forwarded-for", "198.51.100.1"),
             ("x-forwarded-for", "203.0.113.7, 10.0.0.1"),
         ]);
         assert_eq!(client(&h, trusted), Ok(Some(ip("203.0.113.7"))));
-        let h = headers(&[
+        let h = header_map(&[
             ("x-forwarded-for", "203.0.113.7"),
             ("x-forwarded-for", "10.0.0.1"),
         ]);
@@ -193,7 +183,7 @@ mod tests {
             "203.0.113.7:99999",
         ] {
             assert_eq!(
-                client(&headers(&[("x-forwarded-for", xff)]), trusted),
+                client(&header_map(&[("x-forwarded-for", xff)]), trusted),
                 Err(Malformed::ForwardedFor),
                 "{xff}"
             );
@@ -218,7 +208,7 @@ mod tests {
             ("proto=https;for=203.0.113.7;by=10.0.0.1", "203.0.113.7"),
         ] {
             assert_eq!(
-                client(&headers(&[("forwarded", value)]), trusted),
+                client(&header_map(&[("forwarded", value)]), trusted),
                 Ok(Some(ip(client_ip))),
                 "{value}"
             );
@@ -231,7 +221,7 @@ mod tests {
             "for=203.0.113.7, by=10.0.0.1",
         ] {
             assert_eq!(
-                client(&headers(&[("forwarded", value)]), trusted),
+                client(&header_map(&[("forwarded", value)]), trusted),
                 Err(Malformed::Forwarded),
                 "{value}"
             );
@@ -240,14 +230,14 @@ mod tests {
 
     #[test]
     fn forwarded_for_header_wins_over_forwarded_and_absence_is_none() {
-        let h = headers(&[
+        let h = header_map(&[
             ("forwarded", "for=198.51.100.1"),
             ("x-forwarded-for", "203.0.113.7"),
         ]);
         assert_eq!(client(&h, trusted), Ok(Some(ip("203.0.113.7"))));
         assert_eq!(client(&HeaderMap::new(), trusted), Ok(None));
         assert_eq!(
-            client(&headers(&[("x-forwarded-for", " , ")]), trusted),
+            client(&header_map(&[("x-forwarded-for", " , ")]), trusted),
             Ok(None)
         );
     }

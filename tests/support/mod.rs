@@ -27,7 +27,7 @@ pub use certs::{Ca, Issued};
 pub use client::status_of;
 pub use server::{Served, serve};
 pub use upstream::Upstream;
-pub use webhook::{Reply, Webhook};
+pub use webhook::{Answer, Reply, Switch, Webhook};
 
 /// Polls `$cond` until it is true or the deadline passes.
 #[macro_export]
@@ -337,6 +337,22 @@ pub fn metric(text: &str, sample: &str) -> f64 {
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The `drawbridge_session_revalidations_total` sample of `result` in `text`.
+pub fn revalidations(text: &str, result: &str) -> f64 {
+    metric(
+        text,
+        &format!("drawbridge_session_revalidations_total{{result=\"{result}\"}}"),
+    )
+}
+
+/// The `drawbridge_tunnel_closes_total` sample of `reason` in `text`.
+pub fn tunnel_closes(text: &str, reason: &str) -> f64 {
+    metric(
+        text,
+        &format!("drawbridge_tunnel_closes_total{{reason=\"{reason}\"}}"),
+    )
 }
 
 /// `POST <url>` with a JSON body over an HTTPS client; `(status, headers, JSON body)`.

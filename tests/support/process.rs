@@ -256,3 +256,17 @@ impl Running {
         self.log_file.as_deref()
     }
 }
+
+/// `drawbridge check --skip-files` on a config file holding `text`, with no `DRAWBRIDGE_CONFIG`
+/// from the environment.
+pub fn check_config(text: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drawbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .args(["check", "--skip-files", "--config"])
+        .arg(&path)
+        .env_remove("DRAWBRIDGE_CONFIG")
+        .output()
+        .unwrap()
+}

@@ -2,7 +2,7 @@
 //! answers as a test script says: allow, deny, garbage, slow, huge.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +60,30 @@ impl Reply {
     pub fn after(mut self, ms: u64) -> Self {
         self.delay = Duration::from_millis(ms);
         self
+    }
+}
+
+/// What a [`Webhook::switchable`] provider answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Answer {
+    /// `ann`, for an hour, reading everything.
+    Allow,
+    /// A denial.
+    Deny,
+    /// `ann`, for an hour, reading nothing.
+    Narrow,
+    /// 503: the provider is down.
+    Down,
+}
+
+/// Switches what a [`Webhook::switchable`] provider answers from its next call on.
+#[derive(Clone)]
+pub struct Switch(Arc<AtomicU8>);
+
+impl Switch {
+    pub fn set(&self, answer: Answer) {
+        self.0.store(answer as u8, Ordering::SeqCst);
     }
 }
 
@@ -124,6 +148,31 @@ impl Webhook {
             }
         })
         .await
+    }
+
+    /// A webhook answering every token as [`Switch::set`] last said, [`Answer::Allow`] at first:
+    /// `ann` for an hour, with full or (narrowed) no read permissions.
+    pub async fn switchable() -> (Self, Switch) {
+        let switch = Switch(Arc::new(AtomicU8::new(Answer::Allow as u8)));
+        let mode = switch.0.clone();
+        let hook = Self::start(move |_| match mode.load(Ordering::SeqCst) {
+            m if m == Answer::Allow as u8 => Reply::allow("ann", 3600),
+            m if m == Answer::Deny as u8 => {
+                Reply::deny(serde_json::json!({"hint": "revoked at the provider"}))
+            }
+            m if m == Answer::Narrow as u8 => Reply::json(
+                200,
+                serde_json::json!({
+                    "authenticated": true,
+                    "expirationSeconds": 3600,
+                    "userID": "ann",
+                    "permissions": {"read": {"everything": false, "queriesByCollection": {}}}
+                }),
+            ),
+            _ => Reply::raw(503, "down"),
+        })
+        .await;
+        (hook, switch)
     }
 
     pub fn url(&self) -> String {

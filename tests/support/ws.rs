@@ -194,6 +194,22 @@ pub async fn close_of(ws: &mut Ws, within: std::time::Duration) -> Option<u16> {
     }
 }
 
+/// Asserts that a close frame with `code` reaches `ws` less than `within` after `since`.
+pub async fn closes_within(
+    ws: &mut Ws,
+    code: u16,
+    since: std::time::Instant,
+    within: std::time::Duration,
+) {
+    let left = within.saturating_sub(since.elapsed());
+    assert_eq!(close_of(ws, left).await, Some(code));
+    assert!(
+        since.elapsed() < within,
+        "closed only after {:?}",
+        since.elapsed()
+    );
+}
+
 /// An RFC 8441 extended CONNECT for `protocol` on `path`, with `bearer` as a bearer token when
 /// given; more headers may follow before the (empty) body.
 pub fn extended_connect(

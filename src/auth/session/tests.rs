@@ -6,18 +6,7 @@ fn config(dir: &Path, key: Option<(&str, &str)>, alg: Option<Algorithm>) -> Sess
         std::fs::write(&p, pem).unwrap();
         p
     });
-    SessionConfig {
-        algorithm: alg,
-        key_file,
-        previous_key_files: Vec::new(),
-        issuer: "drawbridge".into(),
-        audience: "sync".into(),
-        max_ttl: Duration::from_secs(600),
-        close_grace: Duration::ZERO,
-        ticket_ttl: Duration::from_secs(30),
-        revalidate: Duration::ZERO,
-        token_signing: TokenSigning::Hmac,
-    }
+    test_config(key_file, alg)
 }
 
 fn allow(expires_in: u64) -> Allow {

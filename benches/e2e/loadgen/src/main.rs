@@ -665,46 +665,35 @@ async fn login_many(args: &Args) -> Result<String, String> {
     let parallel: usize = args.num("parallel", 64)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.num("seconds-max", 120)?);
     let tls = tls_config();
-    let gate = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(count);
-    for i in 0..count {
-        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, gate.clone().acquire_owned()).await
-        else {
-            break;
-        };
+    let run = run_gated(count, parallel, deadline, "no answer in time", |i| {
         let (target, tls, token) = (target.clone(), tls.clone(), format!("{prefix}-{i}"));
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let r = tokio::time::timeout_at(deadline, target.once(shape, &token, &tls))
-                .await
-                .unwrap_or_else(|_| Err("no answer in time".to_owned()));
-            drop(permit);
-            (token, r, t.elapsed().as_nanos() as u64)
-        }));
-    }
-    let mut lines = Vec::with_capacity(count);
-    let mut samples = Vec::with_capacity(count);
+        async move {
+            let session = target.once(shape, &token, &tls).await?;
+            Ok((token, session))
+        }
+    })
+    .await?;
     let mut sessions = std::collections::HashSet::new();
-    let mut failed = count - tasks.len();
-    let mut first_error = None;
-    for t in tasks {
-        let (token, r, ns) = t.await.map_err(|e| e.to_string())?;
-        match r {
-            Ok(session) => {
-                samples.push(ns);
+    let lines: Vec<String> = run
+        .results
+        .into_iter()
+        .map(|r| match r {
+            Some((token, session)) => {
                 if let Some(s) = &session {
                     sessions.insert(s.clone());
                 }
-                lines.push(session.unwrap_or(token));
+                session.unwrap_or(token)
             }
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert(e);
-                lines.push(String::new());
-            }
-        }
-    }
+            None => String::new(),
+        })
+        .collect();
+    let Gated {
+        mut samples,
+        failed,
+        first_error,
+        ..
+    } = run;
     let seconds = started.elapsed().as_secs_f64();
     if let Some(path) = args.opt("out") {
         let mut text = lines.join("\n");
@@ -723,6 +712,71 @@ async fn login_many(args: &Args) -> Result<String, String> {
         "p99_ms": percentile(&samples, 99.0) / 1e6,
     })
     .to_string())
+}
+
+/// What [`run_gated`] came to.
+struct Gated<T> {
+    /// Each started task's result in start order; `None` where it failed.
+    results: Vec<Option<T>>,
+    /// The run times of the tasks that succeeded, in nanoseconds.
+    samples: Vec<u64>,
+    /// Tasks that failed or never started.
+    failed: usize,
+    first_error: Option<String>,
+}
+
+/// Runs `count` tasks (`task(i)`), at most `parallel` at a time, and starts none once `deadline`
+/// has passed; a task still running at `deadline` fails with `late`.
+async fn run_gated<T, F, Fut>(
+    count: usize,
+    parallel: usize,
+    deadline: tokio::time::Instant,
+    late: &'static str,
+    task: F,
+) -> Result<Gated<T>, String>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+{
+    let gate = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, gate.clone().acquire_owned()).await
+        else {
+            break;
+        };
+        let run = task(i);
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = tokio::time::timeout_at(deadline, run)
+                .await
+                .unwrap_or_else(|_| Err(late.to_owned()));
+            drop(permit);
+            (r, t.elapsed().as_nanos() as u64)
+        }));
+    }
+    let mut gated = Gated {
+        results: Vec::with_capacity(tasks.len()),
+        samples: Vec::with_capacity(tasks.len()),
+        failed: count - tasks.len(),
+        first_error: None,
+    };
+    for t in tasks {
+        let (r, ns) = t.await.map_err(|e| e.to_string())?;
+        match r {
+            Ok(value) => {
+                gated.samples.push(ns);
+                gated.results.push(Some(value));
+            }
+            Err(e) => {
+                gated.failed += 1;
+                gated.first_error.get_or_insert(e);
+                gated.results.push(None);
+            }
+        }
+    }
+    Ok(gated)
 }
 
 /// A reconnect storm: `count` websocket clients start at once (`parallel` at a time), each with a
@@ -751,47 +805,25 @@ async fn ws_storm(args: &Args) -> Result<String, String> {
     let parallel: usize = args.num("parallel", count)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.num("seconds-max", 60)?);
     let tls = tls_config();
-    let gate = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(count);
-    for i in 0..count {
-        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, gate.clone().acquire_owned()).await
-        else {
-            break;
-        };
+    let run = run_gated(count, parallel, deadline, "no 101 in time", |i| {
         let bearer = tokens[i % tokens.len()].clone();
         let (target, tls) = (target.clone(), tls.clone());
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let ws = tokio::time::timeout_at(
-                deadline,
-                target.connect_with(bearer.as_deref(), &tls, true),
-            )
-            .await
-            .unwrap_or_else(|_| Err("no 101 in time".to_owned()));
-            drop(permit);
-            (ws, t.elapsed().as_nanos() as u64, started.elapsed())
-        }));
-    }
-    let mut open = Vec::with_capacity(count);
-    let mut samples = Vec::with_capacity(count);
-    let mut last_open = Duration::ZERO;
-    let mut failed = count - tasks.len();
-    let mut first_error = None;
-    for t in tasks {
-        let (ws, ns, at) = t.await.map_err(|e| e.to_string())?;
-        match ws {
-            Ok(ws) => {
-                open.push(ws);
-                samples.push(ns);
-                last_open = last_open.max(at);
-            }
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert(e);
-            }
+        async move {
+            let ws = target.connect_with(bearer.as_deref(), &tls, true).await?;
+            Ok((ws, started.elapsed()))
         }
-    }
+    })
+    .await?;
+    let Gated {
+        results,
+        mut samples,
+        failed,
+        first_error,
+    } = run;
+    // Every client is held until the last has opened or failed.
+    let open: Vec<_> = results.into_iter().flatten().collect();
+    let last_open = open.iter().map(|(_, at)| *at).max().unwrap_or_default();
     let opened = open.len();
     drop(open);
     samples.sort_unstable();
