@@ -457,3 +457,4 @@ pub fn free_port() -> SocketAddr {
     drop(probe);
     addr
 }
+pub mod fleet;
