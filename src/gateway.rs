@@ -190,7 +190,7 @@ impl GatewayService {
             Route::Login(action) => self.login(action, req, config).await,
             Route::Aggregator(provider) => {
                 // Rate-limited like the login routes, signed or not, before any work is done.
-                let answer = match self.admit() {
+                let answer = match self.admit().await {
                     Ok(()) => {
                         doors::aggregator::handle(&self.shared, provider.as_deref(), req).await
                     }
@@ -217,7 +217,7 @@ impl GatewayService {
             }
             Route::DittoChallenge => self.forward(req, config).await,
             Route::DittoLogin => {
-                let answer = match self.admit() {
+                let answer = match self.admit().await {
                     Ok(()) => doors::ditto::login(&self.shared, req, self.peer, config).await,
                     Err(error) => Err(error),
                 };
@@ -242,7 +242,7 @@ impl GatewayService {
             return doors::preflight(origins, req.headers());
         }
         let origin = req.headers().get(http::header::ORIGIN).cloned();
-        let answer = match self.admit() {
+        let answer = match self.admit().await {
             Ok(()) => doors::login::handle(&self.shared, action, req).await,
             Err(error) => Err(error),
         };
@@ -252,8 +252,8 @@ impl GatewayService {
     }
 
     /// The login rate limit every auth door shares, checked before any work is done.
-    fn admit(&self) -> Result<(), DoorError> {
-        if self.shared.rate_limited(self.peer.client) {
+    async fn admit(&self) -> Result<(), DoorError> {
+        if self.shared.rate_limited(self.peer.client).await {
             Err(DoorError::RateLimited)
         } else {
             Ok(())

@@ -381,11 +381,21 @@ impl Shared {
     }
 
     /// Whether this client may call a login route now.
-    pub(crate) fn rate_limited(&self, ip: IpAddr) -> bool {
-        self.limiter
-            .load()
-            .as_ref()
-            .is_some_and(|l| l.check_key(&ip).is_err())
+    pub(crate) async fn rate_limited(&self, ip: IpAddr) -> bool {
+        let Some(limiter) = self.limiter.load_full() else {
+            return false;
+        };
+        // In cluster mode the limit is counted across replicas; this replica's own limiter
+        // answers only while Redis cannot.
+        let limit = self.config.load().auth.rate_limit;
+        if let (Some(cluster), Some(limit)) = (&self.cluster, limit)
+            && let Some(admitted) = cluster
+                .login_admitted(ip, limit.per_second, limit.burst)
+                .await
+        {
+            return !admitted;
+        }
+        limiter.check_key(&ip).is_err()
     }
 
     /// Verifies a session token and checks the revocation list.
