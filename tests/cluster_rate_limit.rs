@@ -48,3 +48,34 @@ async fn login_limit_is_shared_by_replicas_and_falls_back_locally_without_redis(
         "no local limit while Redis was away: {refused} refused"
     );
 }
+
+#[tokio::test]
+async fn login_limit_without_redis_is_local_and_logged_once() {
+    let hook = support::Webhook::users(3600).await;
+    let up = support::Upstream::start().await;
+    let gw = support::process::Running::start_with(
+        support::Gateway::builder(up.url())
+            .demo_provider(&hook)
+            .extra(LIMIT)
+            .extra(&support::shared_session_table())
+            .extra(&format!(
+                "[cluster]\nredis_url = \"{}\"\ncommand_timeout_ms = 200",
+                Redis::dead_url()
+            )),
+        &[],
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(support::login(&gw, "app", "demo", "ada-token").await.status);
+    }
+    // The local limiter took over: the burst of 4 passes, the rest is refused.
+    assert_eq!(&statuses[..4], &[200; 4], "{statuses:?}");
+    assert!(statuses[4..].contains(&429), "{statuses:?}");
+    let said = |logs: &str| {
+        logs.lines()
+            .filter(|l| l.contains("login rate limits are counted per replica"))
+            .count()
+    };
+    assert_eventually!(said(&gw.logs()) >= 1, "no log line says the limit fell back: {}", gw.logs());
+    assert_eq!(said(&gw.logs()), 1, "the fallback was logged more than once per outage");
+}
