@@ -81,3 +81,58 @@ async fn sentinel_failover_is_followed_without_losing_a_revocation() {
     }
     assert!(killed.elapsed() < Duration::from_secs(60));
 }
+
+#[tokio::test]
+async fn sentinel_switchover_to_a_live_replica_is_followed_on_readonly() {
+    // A forced failover demotes the old master but leaves it running: writes there answer
+    // READONLY and its pub/sub stays open, so only re-resolving moves the replicas over.
+    let set = SentinelSet::start().await;
+    let topology = format!(
+        "sentinels = {}\nsentinel_master = \"{SENTINEL_MASTER}\"\n",
+        set.urls_toml()
+    );
+    let f = Fleet::start(2, &topology).await;
+    let before = f.login(0, "eve").await;
+    let mut tunnel = f.tunnel(1, &before).await;
+    f.logout_closes(0, &before, &mut tunnel).await;
+
+    let old = set.master.addr.port();
+    assert!(
+        support::redis::cli(
+            set.sentinel_port(),
+            &["SENTINEL", "FAILOVER", SENTINEL_MASTER]
+        )
+        .contains("OK")
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while set.master_port() == Some(old)
+        || !support::redis::cli(old, &["ROLE"]).starts_with("slave")
+    {
+        assert!(Instant::now() < deadline, "the switchover never happened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Both replicas end up on the new master: a logout on A closes B's tunnel again.
+    let after = f.login(0, "fay").await;
+    let mut tunnel = f.tunnel(1, &after).await;
+    assert_eventually!(
+        {
+            // The first logouts may land on the demoted node (READONLY) and be queued; a replica
+            // that found the new master writes them back, so keep trying with fresh sessions.
+            f.post(0, "/auth/logout", &after).await;
+            support::ws::close_of_or_none(&mut tunnel, Duration::from_millis(500)).await
+                == Some(4003)
+        },
+        "a logout never reached the other replica after the switchover"
+    );
+    let fresh = f.login(0, "gil").await;
+    let mut tunnel = f.tunnel(1, &fresh).await;
+    f.logout_closes(0, &fresh, &mut tunnel).await;
+    f.ticket_opens_once(0, 1, &f.login(0, "hal").await).await;
+    assert_eq!(
+        support::redis::cli(set.replica.addr.port(), &["ROLE"])
+            .lines()
+            .next(),
+        Some("master")
+    );
+}

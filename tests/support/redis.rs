@@ -230,6 +230,11 @@ impl SentinelSet {
         format!("[{}]", urls.join(", "))
     }
 
+    /// The port of the first sentinel.
+    pub fn sentinel_port(&self) -> u16 {
+        self.sentinels[0].0.port()
+    }
+
     /// The port of the master the sentinels name now.
     pub fn master_port(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|(addr, _)| {
