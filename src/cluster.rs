@@ -40,7 +40,7 @@ use redis::AsyncCommands;
 
 use crate::clock::unix_now;
 use crate::config::cluster::{Cluster as Settings, Topology};
-use conn::{Conn, Message, Source};
+use conn::{Conn, Message, Source, timed_out};
 pub(crate) use wire::strict_u64;
 use wire::{Event, unix_millis};
 pub(crate) use wire::{Kind, Revocation};
@@ -115,7 +115,7 @@ enum Down {
     /// The node answered as a replica (`READONLY`): a failover demoted it.
     ReadOnly,
     /// Redis Cluster said it cannot serve the slot now (`CLUSTERDOWN`, during a failover).
-    ClusterDown,
+    Unserved,
     /// The connection was closed or reset.
     Closed,
     /// Anything else (DNS, TLS, protocol).
@@ -135,7 +135,7 @@ impl Down {
         } else if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
             || error.code() == Some("CLUSTERDOWN")
         {
-            Self::ClusterDown
+            Self::Unserved
         } else if error.is_connection_refusal() {
             Self::Refused
         } else if error.is_timeout() {
@@ -155,7 +155,7 @@ impl Down {
             }
             Self::Stalled => "no answer within the timeout: Redis stalled or a silent peer",
             Self::ReadOnly => "the node is a replica now (failover): looking the master up again",
-            Self::ClusterDown => "the Redis Cluster cannot serve now (failover in progress)",
+            Self::Unserved => "the Redis Cluster cannot serve now (failover in progress)",
             Self::Closed => "connection closed",
             Self::Other => "error",
         }
@@ -170,7 +170,7 @@ fn is_link_error(error: &redis::RedisError) -> bool {
         || error.is_connection_refusal()
         || matches!(
             Down::of(error),
-            Down::Auth | Down::ReadOnly | Down::ClusterDown
+            Down::Auth | Down::ReadOnly | Down::Unserved
         )
 }
 
@@ -1032,13 +1032,6 @@ fn is_decision_key(key: &str, own: &str) -> bool {
     key.strip_prefix(own).is_some_and(|id| {
         id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     })
-}
-
-fn timed_out() -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "cluster connect timed out",
-    ))
 }
 
 fn lost() -> redis::RedisError {

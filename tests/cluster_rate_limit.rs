@@ -76,6 +76,14 @@ async fn login_limit_without_redis_is_local_and_logged_once() {
             .filter(|l| l.contains("login rate limits are counted per replica"))
             .count()
     };
-    assert_eventually!(said(&gw.logs()) >= 1, "no log line says the limit fell back: {}", gw.logs());
-    assert_eq!(said(&gw.logs()), 1, "the fallback was logged more than once per outage");
+    assert_eventually!(
+        said(&gw.logs()) >= 1,
+        "no log line says the limit fell back: {}",
+        gw.logs()
+    );
+    assert_eq!(
+        said(&gw.logs()),
+        1,
+        "the fallback was logged more than once per outage"
+    );
 }

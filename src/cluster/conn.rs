@@ -276,8 +276,16 @@ async fn bounded<T>(
     op: impl Future<Output = redis::RedisResult<T>>,
 ) -> redis::RedisResult<T> {
     tokio::time::timeout(within, op)
-        .map(|r| r.unwrap_or_else(|_| Err(super::timed_out())))
+        .map(|r| r.unwrap_or_else(|_| Err(timed_out())))
         .await
+}
+
+/// The error of a step that ran past its deadline.
+pub(super) fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "cluster connect timed out",
+    ))
 }
 
 /// The masters of a Redis Cluster as `CLUSTER SLOTS` names them (host, port), each once: a key
