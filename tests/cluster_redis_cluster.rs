@@ -1,7 +1,8 @@
 //! Cluster mode on a Redis Cluster: six real cluster-enabled `redis-server` nodes (three
 //! masters, each with a replica) under three gateways. One token logged in on every replica
 //! makes one provider call, a logout on one closes the others' tunnels, a ticket opens once; then
-//! the master holding the revocation set is killed and the same holds once its replica took over.
+//! the master holding the revocation set is killed and the same holds once its replica took over,
+//! and a purge empties the shared decisions on every master.
 
 mod support;
 
@@ -69,4 +70,31 @@ async fn redis_cluster_shares_state_and_follows_a_master_failover() {
         );
     }
     shares_everything(&f, "bea").await;
+
+    // A purge on one replica empties the shared level on every master: the next login asks again.
+    let calls = f.hook.calls();
+    for user in ["cy", "dee", "eve", "fay"] {
+        f.login(0, user).await;
+    }
+    assert_eq!(f.hook.calls(), calls + 4);
+    assert_eq!(admin_post(&f, 0, "/cache/purge").await, 200);
+    // The purge answered once done (well within the command timeout for these few keys).
+    for user in ["cy", "dee", "eve", "fay"] {
+        f.login(2, user).await;
+    }
+    assert_eq!(
+        f.hook.calls(),
+        calls + 8,
+        "a purged decision survived on some master"
+    );
+}
+
+/// `POST <path>` on replica `i`'s admin port: the status.
+async fn admin_post(f: &Fleet, i: usize, path: &str) -> u16 {
+    let admin = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let req = http::Request::post(format!("http://{}{path}", f.gws[i].admin_addr))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    admin.request(req).await.unwrap().status().as_u16()
 }
