@@ -136,3 +136,35 @@ async fn sentinel_switchover_to_a_live_replica_is_followed_on_readonly() {
         Some("master")
     );
 }
+
+#[tokio::test]
+async fn ticket_whose_redemption_no_replica_acknowledged_is_refused() {
+    // A redemption the master's replica has not seen could be undone by a failover (the promoted
+    // replica still holds the ticket), so it does not count: the ticket fails closed.
+    let set = SentinelSet::start().await;
+    let topology = format!(
+        "sentinels = {}\nsentinel_master = \"{SENTINEL_MASTER}\"\n",
+        set.urls_toml()
+    );
+    let f = Fleet::start(2, &topology).await;
+    let token = f.login(0, "ida").await;
+    f.ticket_opens_once(0, 1, &token).await;
+
+    let (status, body) = f.post(0, "/auth/ticket", &token).await;
+    assert_eq!(status, 200, "{body}");
+    let ticket = body["ticket"].as_str().unwrap().to_owned();
+    set.replica.pause();
+    let gw = &f.gws[1];
+    let path = format!("/sync?ticket={ticket}");
+    let refused = support::ws::client(gw.addr, &gw.ca.pem(), &path, &[]).await;
+    set.replica.resume();
+    assert!(
+        refused.is_err(),
+        "a ticket opened although no replica acknowledged its redemption"
+    );
+    // It was taken all the same: it never opens later either.
+    let again = support::ws::client(gw.addr, &gw.ca.pem(), &path, &[]).await;
+    assert!(again.is_err(), "a refused ticket opened on a second try");
+    // With the replica back, tickets work again.
+    f.ticket_opens_once(0, 1, &token).await;
+}

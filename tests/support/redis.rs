@@ -175,13 +175,14 @@ pub struct SentinelSet {
 }
 
 impl SentinelSet {
-    /// Starts the five processes and waits until every sentinel knows the replica and the other
-    /// two sentinels (a failover needs both).
+    /// Starts the five processes and waits until the replica is in sync and every sentinel knows
+    /// it and the other two sentinels (a failover needs both).
     ///
     /// # Panics
     /// When a process does not start or the sentinels do not find each other within 20 s.
     pub async fn start() -> Self {
-        let master = Redis::start().await;
+        // No diskless-sync delay: the replica is in sync (listed by ROLE) within a moment.
+        let master = Redis::start_with(&["--repl-diskless-sync-delay", "0"]).await;
         let port = master.addr.port().to_string();
         let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &port]).await;
         let dir = tempfile::tempdir().unwrap();
@@ -209,12 +210,14 @@ impl SentinelSet {
                 };
                 field("num-slaves") == Some("1") && field("num-other-sentinels") == Some("2")
             });
-            if ready {
+            let synced =
+                cli(set.master.addr.port(), &["INFO", "replication"]).contains("state=online");
+            if ready && synced {
                 return set;
             }
             assert!(
                 Instant::now() < deadline,
-                "the sentinels never saw the replica and each other"
+                "the sentinels never saw the replica and each other, or the replica never synced"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
