@@ -314,7 +314,8 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
-    /// Starts the nodes, joins them and waits until every node says `cluster_state:ok`.
+    /// Starts the nodes, joins them and waits until every node says `cluster_state:ok` and every
+    /// master's replica is in sync.
     ///
     /// # Panics
     /// When a node does not start or the cluster does not form within 30 s.
@@ -337,6 +338,9 @@ impl RedisCluster {
                     // from it (with the default, "disconnected for longer than allowed").
                     "--cluster-replica-validity-factor",
                     "0",
+                    // Replicas in sync within a moment (a master lists them, and waits for them).
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ])
                 .await,
             );
@@ -357,7 +361,19 @@ impl RedisCluster {
         );
         let cluster = Self { nodes };
         cluster.wait_ok(Duration::from_secs(30)).await;
-        cluster
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let synced = cluster
+                .nodes
+                .iter()
+                .filter(|n| cli(n.addr.port(), &["ROLE"]).starts_with("master"))
+                .all(|n| cli(n.addr.port(), &["INFO", "replication"]).contains("state=online"));
+            if synced {
+                return cluster;
+            }
+            assert!(Instant::now() < deadline, "the replicas never synced");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until every live node says `cluster_state:ok` and agrees on the masters.
