@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
+# redis-cli joins the Redis Cluster nodes and asks the sentinels (Debian ships it in redis-tools).
+command -v redis-cli >/dev/null 2>&1 || [ -x /usr/bin/redis-cli ] || need+=(redis-tools)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 # tests/demo_commands.rs runs the curl lines `drawbridge demo` prints.
 command -v curl >/dev/null 2>&1 || need+=(curl)

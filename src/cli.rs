@@ -218,7 +218,7 @@ fn optional_sections(config: &Config) -> Vec<String> {
     if let Some(cluster) = &config.cluster {
         lines.push(format!(
             "cluster     {} (prefix {:?}){}{}",
-            drawbridge::config::raw::redacted_url(&cluster.redis_url),
+            cluster.topology.shown(),
             cluster.key_prefix,
             if cluster.required {
                 ", required for readiness"

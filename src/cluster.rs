@@ -25,27 +25,29 @@
 //! `drawbridge_cluster_bad_entries_total{kind}` and logged with its key; it never takes the link
 //! down. `key_prefix` is a literal: it is glob-escaped in every `SCAN` pattern.
 
+mod conn;
+mod limit;
 mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::clock::unix_now;
-use crate::config::cluster::Cluster as Settings;
-use crate::config::raw::redacted_url;
+use crate::config::cluster::{Cluster as Settings, Topology};
+use conn::{Conn, Message, Source, timed_out};
 pub(crate) use wire::strict_u64;
 use wire::{Event, unix_millis};
 pub(crate) use wire::{Kind, Revocation};
 
 /// Most entries written in one `ZADD` while pushing the local set.
 const PUSH_CHUNK: usize = 500;
-/// Longest wait between two reconnection attempts.
+/// Longest wait between two link attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Key kind of shared decisions (the decision cache's second level).
 pub(crate) const DECISION_KIND: &str = "dec";
@@ -110,6 +112,10 @@ enum Down {
     Auth,
     /// Connected, but no answer within the deadline: a stalled Redis or a black hole.
     Stalled,
+    /// The node answered as a replica (`READONLY`): a failover demoted it.
+    ReadOnly,
+    /// Redis Cluster said it cannot serve the slot now (`CLUSTERDOWN`, during a failover).
+    Unserved,
     /// The connection was closed or reset.
     Closed,
     /// Anything else (DNS, TLS, protocol).
@@ -122,6 +128,14 @@ impl Down {
             || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))
         {
             Self::Auth
+        } else if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+            || error.code() == Some("READONLY")
+        {
+            Self::ReadOnly
+        } else if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
+            || error.code() == Some("CLUSTERDOWN")
+        {
+            Self::Unserved
         } else if error.is_connection_refusal() {
             Self::Refused
         } else if error.is_timeout() {
@@ -140,6 +154,8 @@ impl Down {
                 "authentication failed: wrong or missing cluster.username/cluster.password"
             }
             Self::Stalled => "no answer within the timeout: Redis stalled or a silent peer",
+            Self::ReadOnly => "the node is a replica now (failover): looking the master up again",
+            Self::Unserved => "the Redis Cluster cannot serve now (failover in progress)",
             Self::Closed => "connection closed",
             Self::Other => "error",
         }
@@ -152,7 +168,10 @@ fn is_link_error(error: &redis::RedisError) -> bool {
         || error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
-        || Down::of(error) == Down::Auth
+        || matches!(
+            Down::of(error),
+            Down::Auth | Down::ReadOnly | Down::Unserved
+        )
 }
 
 /// The link's state as last logged.
@@ -186,8 +205,8 @@ fn shown(bytes: &[u8]) -> String {
 /// Why cluster mode could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// The URL or credentials were refused by the client.
-    #[error("cluster.redis_url is not usable: {0}")]
+    /// An address or credential was refused by the client.
+    #[error("the [cluster] Redis address is not usable: {0}")]
     Url(#[source] redis::RedisError),
     /// A metric family could not be registered.
     #[error("cluster metrics: {0}")]
@@ -269,8 +288,10 @@ impl ClusterMetrics {
 /// The link to Redis, shared by every part that keeps cluster-wide state.
 pub(crate) struct Cluster {
     settings: Settings,
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// Where the data nodes are found.
+    source: Source,
+    /// The command connection of the current link period.
+    conn: ArcSwap<Conn>,
     up: AtomicBool,
     /// What the log last said about the link.
     state: Mutex<LinkState>,
@@ -288,6 +309,8 @@ pub(crate) struct Cluster {
     pending: Mutex<Vec<Revocation>>,
     /// This process, so that it skips its own messages.
     origin: String,
+    /// Whether the log already said that login limits fell back to this replica's own.
+    limit_fallback_logged: AtomicBool,
     pub(crate) metrics: ClusterMetrics,
 }
 
@@ -299,28 +322,13 @@ impl Cluster {
     /// # Errors
     /// [`ClusterError`] when the URL cannot be used or the metrics cannot be registered.
     pub(crate) fn new(settings: &Settings, registry: &Registry) -> Result<Arc<Self>, ClusterError> {
-        let mut info = redis::IntoConnectionInfo::into_connection_info(settings.redis_url.as_str())
-            .map_err(ClusterError::Url)?;
-        if let Some(password) = &settings.password {
-            let mut redis = info.redis_settings().clone().set_password(password);
-            if let Some(user) = &settings.username {
-                redis = redis.set_username(user);
-            }
-            info = info.set_redis_settings(redis);
-        }
-        let client = redis::Client::open(info).map_err(ClusterError::Url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(MAX_BACKOFF);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(ClusterError::Url)?;
+        let source = Source::new(settings).map_err(ClusterError::Url)?;
+        let conn = ArcSwap::from_pointee(source.initial());
         let metrics = ClusterMetrics::register(registry)?;
         let origin: [u8; 8] = rand::random();
         Ok(Arc::new(Self {
             settings: settings.clone(),
-            client,
+            source,
             conn,
             up: AtomicBool::new(false),
             state: Mutex::new(LinkState::Starting),
@@ -331,6 +339,7 @@ impl Cluster {
             bad_logged: Default::default(),
             pending: Mutex::new(Vec::new()),
             origin: hex::encode(origin),
+            limit_fallback_logged: AtomicBool::new(false),
             metrics,
         }))
     }
@@ -366,6 +375,11 @@ impl Cluster {
         format!("{}{kind}:{id}", self.settings.key_prefix)
     }
 
+    /// The command connection of the current link period.
+    fn conn(&self) -> Conn {
+        Conn::clone(&self.conn.load())
+    }
+
     fn rev_key(&self) -> String {
         format!("{}rev", self.settings.key_prefix)
     }
@@ -378,11 +392,12 @@ impl Cluster {
     fn mark_up(&self) {
         self.up.store(true, Ordering::Relaxed);
         self.metrics.up.set(1);
+        self.limit_fallback_logged.store(false, Ordering::Relaxed);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if *state != LinkState::Up {
             *state = LinkState::Up;
             tracing::info!(
-                redis = %redacted_url(&self.settings.redis_url),
+                redis = %self.settings.topology.shown(),
                 "cluster store reachable; sharing state with the other replicas"
             );
         }
@@ -399,7 +414,7 @@ impl Cluster {
             let was_up = *state == LinkState::Up;
             *state = LinkState::Down(why);
             tracing::warn!(
-                redis = %redacted_url(&self.settings.redis_url),
+                redis = %self.settings.topology.shown(),
                 reason = why.says(),
                 %error,
                 was_up,
@@ -444,10 +459,7 @@ impl Cluster {
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> redis::RedisResult<T> {
         if !self.is_up() {
-            return Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::NotConnected,
-                "cluster link down",
-            )));
+            return Err(conn::not_connected());
         }
         match tokio::time::timeout(self.settings.command_timeout, op).await {
             Ok(Ok(value)) => Ok(value),
@@ -511,21 +523,38 @@ impl Cluster {
             sent_ms: unix_millis(),
             origin: self.origin.clone(),
         };
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZADD")
-            .arg(self.rev_key())
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(self.rev_key())
             .arg("GT")
             .arg(revocation.until)
-            .arg(revocation.member())
-            .ignore()
-            .publish(self.channel(), event.encode())
-            .ignore();
-        let mut conn = self.conn.clone();
-        if self
-            .bounded("revoke", pipe.query_async::<()>(&mut conn))
-            .await
-            .is_none()
-        {
+            .arg(revocation.member());
+        let publish = redis::cmd("PUBLISH")
+            .arg(self.channel())
+            .arg(event.encode())
+            .to_owned();
+        let mut conn = self.conn();
+        let written = if let Conn::Cluster(_) = conn {
+            // On Redis Cluster the set and the channel hash to different slots: two commands.
+            // Once the set holds it, a lost message is repaired by the next resync.
+            let written = self
+                .bounded("revoke", zadd.query_async::<()>(&mut conn))
+                .await;
+            if written.is_some() {
+                let _ = self
+                    .bounded("revoke", publish.query_async::<()>(&mut conn))
+                    .await;
+            }
+            written
+        } else {
+            let mut pipe = redis::pipe();
+            pipe.add_command(zadd)
+                .ignore()
+                .add_command(publish)
+                .ignore();
+            self.bounded("revoke", pipe.query_async::<()>(&mut conn))
+                .await
+        };
+        if written.is_none() {
             tracing::debug!("revocation not written yet; queued for the reconnect");
             self.queue(revocation);
         }
@@ -549,7 +578,7 @@ impl Cluster {
     }
 
     async fn purge_now(&self, user: Option<&str>) {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let prefix = &self.settings.key_prefix;
         let result: redis::RedisResult<()> = async {
             match user {
@@ -557,16 +586,15 @@ impl Cluster {
                     let index = self.key(DECISION_INDEX_KIND, user);
                     let members: Vec<Vec<u8>> = conn.smembers(&index).await?;
                     let own = format!("{prefix}{DECISION_KIND}:");
-                    let mut pipe = redis::pipe();
+                    // One DEL per key: on Redis Cluster each may live on another node.
+                    let mut doomed = Vec::new();
                     for member in members {
                         // Only this cluster's decision keys: a planted member names nothing else.
                         match std::str::from_utf8(&member)
                             .ok()
                             .filter(|k| is_decision_key(k, &own))
                         {
-                            Some(k) => {
-                                pipe.del(k).ignore();
-                            }
+                            Some(k) => doomed.push(k.to_owned()),
                             None => self.bad_entry(
                                 Entry::DecisionIndex,
                                 &index,
@@ -575,25 +603,20 @@ impl Cluster {
                             ),
                         }
                     }
-                    pipe.del(index).ignore();
-                    pipe.query_async::<()>(&mut conn).await?;
+                    doomed.push(index);
+                    for key in doomed {
+                        conn.del::<_, ()>(key).await?;
+                    }
                 }
                 None => {
                     // The prefix is a literal: escaped, `t[12]:` matches only `t[12]:`.
                     let escaped = glob_escape(prefix);
                     for kind in [DECISION_KIND, DECISION_LOCK_KIND, DECISION_INDEX_KIND] {
                         let pattern = format!("{escaped}{kind}:*");
-                        let keys: Vec<Vec<u8>> = {
-                            let mut iter = conn.scan_match::<_, Vec<u8>>(pattern).await?;
-                            let mut keys = Vec::new();
-                            while let Some(k) = iter.next_item().await {
-                                keys.push(k?);
-                            }
-                            keys
-                        };
-                        let mut conn = self.conn.clone();
-                        for chunk in keys.chunks(PUSH_CHUNK) {
-                            conn.del::<_, ()>(chunk).await?;
+                        let keys = self.scan(&pattern).await?;
+                        let mut conn = self.conn();
+                        for key in keys {
+                            conn.del::<_, ()>(key).await?;
                         }
                     }
                 }
@@ -612,6 +635,45 @@ impl Cluster {
         }
     }
 
+    /// Every key matching `pattern`, from every master on Redis Cluster (each holds part).
+    async fn scan(&self, pattern: &str) -> redis::RedisResult<Vec<Vec<u8>>> {
+        let mut keys = Vec::new();
+        match self.conn() {
+            Conn::Cluster(mut cluster) => {
+                use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+                for (host, port) in conn::cluster_masters(&mut cluster).await? {
+                    let mut cursor = 0u64;
+                    loop {
+                        let mut cmd = redis::cmd("SCAN");
+                        cmd.arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(PUSH_CHUNK);
+                        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port,
+                        });
+                        let reply = cluster.route_command(cmd, route).await?;
+                        let (next, page): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)?;
+                        keys.extend(page);
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+            }
+            mut conn => {
+                let mut iter = conn.scan_match::<_, Vec<u8>>(pattern).await?;
+                while let Some(k) = iter.next_item().await {
+                    keys.push(k?);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
     // --- plain keys (tickets, learned tokens, decisions) ---
 
     /// Stores `value` under `kind:id` for `ttl`; false when Redis is away or refused it (the
@@ -621,7 +683,7 @@ impl Cluster {
             return false;
         }
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded(
             "put",
             conn.pset_ex::<_, _, ()>(self.key(kind, id), value, millis),
@@ -632,28 +694,72 @@ impl Cluster {
 
     /// The value under `kind:id`; `None` when absent or Redis is away.
     pub(crate) async fn get(&self, kind: &str, id: &str) -> Option<Vec<u8>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded("get", conn.get::<_, Option<Vec<u8>>>(self.key(kind, id)))
             .await
             .flatten()
     }
 
     /// Takes the value under `kind:id` atomically (`GETDEL`): one caller anywhere gets it.
+    ///
+    /// Through Sentinel or on Redis Cluster, where a failover promotes a replica that may not
+    /// have seen the `GETDEL` yet, a take counts only once every replica connected to the node
+    /// acknowledged it (`WAIT`, within half of `command_timeout_ms`); otherwise nothing is
+    /// handed out, since a promoted replica still holding the value could hand it out again.
+    /// A node without replicas has nobody to fail over to, and answers at once.
     pub(crate) async fn take(&self, kind: &str, id: &str) -> Option<Vec<u8>> {
-        let mut conn = self.conn.clone();
-        self.bounded(
-            "take",
-            conn.get_del::<_, Option<Vec<u8>>>(self.key(kind, id)),
-        )
-        .await
-        .flatten()
+        let key = self.key(kind, id);
+        let mut conn = self.conn();
+        if matches!(self.settings.topology, Topology::Standalone { .. }) {
+            return self
+                .bounded("take", conn.get_del::<_, Option<Vec<u8>>>(&key))
+                .await
+                .flatten();
+        }
+        // ROLE in the same pipeline goes to the node that owns the key.
+        let mut pipe = redis::pipe();
+        pipe.get_del(&key).cmd("ROLE");
+        let (value, role) = self
+            .bounded(
+                "take",
+                pipe.query_async::<(Option<Vec<u8>>, Vec<redis::Value>)>(&mut conn),
+            )
+            .await?;
+        let value = value?;
+        let replicas = match role.get(2) {
+            Some(redis::Value::Array(replicas)) => replicas.len(),
+            _ => 0,
+        };
+        if replicas == 0 {
+            return Some(value);
+        }
+        let wait_ms = u64::try_from(self.settings.command_timeout.as_millis() / 2)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut pipe = redis::pipe();
+        pipe.exists(&key).cmd("WAIT").arg(replicas).arg(wait_ms);
+        let acked = self
+            .bounded("take", pipe.query_async::<(u64, u64)>(&mut conn))
+            .await
+            .map_or(0, |(_, acked)| acked);
+        if acked < u64::try_from(replicas).unwrap_or(u64::MAX) {
+            tracing::warn!(
+                kind,
+                replicas,
+                acked,
+                "single-use value refused: not every replica acknowledged its removal, so a \
+                 failover could hand it out again"
+            );
+            return None;
+        }
+        Some(value)
     }
 
     /// Claims `kind:id` for `ttl` unless someone already has (`SET NX PX`): `Some(true)` when
     /// this call claimed it, `Some(false)` when it was taken, `None` when Redis is away.
     pub(crate) async fn claim(&self, kind: &str, id: &str, ttl: Duration) -> Option<bool> {
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(kind, id))
             .arg(&self.origin)
@@ -673,7 +779,7 @@ impl Cluster {
 
     /// Drops `kind:id`.
     pub(crate) async fn remove(&self, kind: &str, id: &str) {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let _ = self
             .bounded("remove", conn.del::<_, ()>(self.key(kind, id)))
             .await;
@@ -690,7 +796,7 @@ impl Cluster {
     ) {
         let key = self.key(kind, id);
         let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let mut pipe = redis::pipe();
         pipe.sadd(&key, self.key(member_kind, member))
             .ignore()
@@ -730,13 +836,9 @@ impl Cluster {
     /// One connected period; `Ok` only when the replica is gone.
     async fn link(&self, replica: &Weak<dyn Replica>) -> redis::RedisResult<()> {
         self.relink_wanted.store(false, Ordering::Relaxed);
-        let timeout = self.settings.connect_timeout;
-        let mut pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| timed_out())??;
-        tokio::time::timeout(timeout, pubsub.subscribe(self.channel()))
-            .await
-            .map_err(|_| timed_out())??;
+        // Through Sentinel the master is looked up again here, so a failover is followed.
+        let (conn, mut messages) = self.source.open(&self.settings, &self.channel()).await?;
+        self.conn.store(Arc::new(conn));
         let Some(r) = replica.upgrade() else {
             return Ok(());
         };
@@ -746,32 +848,34 @@ impl Cluster {
         self.periods.fetch_add(1, Ordering::Relaxed);
         if pushed {
             // Others learn what was revoked here while Redis was away without waiting a period.
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let nudge = Event::Resync {
                 origin: self.origin.clone(),
             };
             conn.publish::<_, _, ()>(self.channel(), nudge.encode())
                 .await?;
         }
-        let mut messages = pubsub.into_on_message();
         let mut tick = tokio::time::interval(self.settings.resync_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tokio::select! {
                 msg = messages.next() => {
-                    let Some(msg) = msg else {
+                    let Some(Message::Payload(payload)) = msg else {
                         return Err(lost());
                     };
                     let Some(r) = replica.upgrade() else {
                         return Ok(());
                     };
-                    self.on_message(&*r, msg.get_payload_bytes()).await?;
+                    self.on_message(&*r, &payload).await?;
                 }
                 _ = tick.tick() => {
                     let Some(r) = replica.upgrade() else {
                         return Ok(());
                     };
+                    if self.source.follows_sentinel() {
+                        self.still_master().await?;
+                    }
                     self.resync(&*r, false).await?;
                 }
                 () = self.relink.notified() => {
@@ -786,6 +890,26 @@ impl Cluster {
                     }
                 }
             }
+        }
+    }
+
+    /// Through Sentinel: an error when the node this link writes to is no longer the master (a
+    /// failover demoted it while it stayed reachable), so the link looks the master up again.
+    async fn still_master(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn();
+        let role: Vec<redis::Value> = tokio::time::timeout(
+            self.settings.command_timeout,
+            redis::cmd("ROLE").query_async(&mut conn),
+        )
+        .await
+        .map_err(|_| timed_out())??;
+        match role.first() {
+            Some(redis::Value::BulkString(r)) if r == b"master" => Ok(()),
+            Some(redis::Value::SimpleString(r)) if r == "master" => Ok(()),
+            _ => Err(redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                "the node is no longer the master",
+            ))),
         }
     }
 
@@ -829,7 +953,7 @@ impl Cluster {
             push.extend(replica.revocations());
         }
         let key = self.rev_key();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let written = async {
             for chunk in push.chunks(PUSH_CHUNK) {
                 let mut cmd = redis::cmd("ZADD");
@@ -910,13 +1034,6 @@ fn is_decision_key(key: &str, own: &str) -> bool {
     })
 }
 
-fn timed_out() -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "cluster connect timed out",
-    ))
-}
-
 fn lost() -> redis::RedisError {
     redis::RedisError::from(std::io::Error::new(
         std::io::ErrorKind::ConnectionReset,
@@ -942,7 +1059,7 @@ impl Cluster {
     /// # Errors
     /// The Redis error, or a "not connected" one while the link is down.
     pub(crate) async fn get_grant(&self, sid: &str) -> Result<Option<Vec<u8>>, redis::RedisError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.bounded_result(
             "get_grant",
             conn.get::<_, Option<Vec<u8>>>(self.key(GRANT_KIND, sid)),

@@ -191,7 +191,7 @@ impl GatewayService {
             Route::Login(action) => self.login(action, req, cx).await,
             Route::Aggregator(provider) => {
                 // Rate-limited like the login routes, signed or not, before any work is done.
-                let answer = match self.admit(cx) {
+                let answer = match self.admit(cx).await {
                     Ok(()) => doors::aggregator::handle(cx, provider.as_deref(), req).await,
                     Err(error) => Err(error),
                 };
@@ -215,7 +215,7 @@ impl GatewayService {
             }
             Route::DittoChallenge => self.forward(req, cx).await,
             Route::DittoLogin => {
-                let answer = match self.admit(cx) {
+                let answer = match self.admit(cx).await {
                     Ok(()) => doors::ditto::login(cx, req, self.peer).await,
                     Err(error) => Err(error),
                 };
@@ -240,7 +240,7 @@ impl GatewayService {
             return doors::preflight(origins, req.headers());
         }
         let origin = req.headers().get(http::header::ORIGIN).cloned();
-        let answer = match self.admit(cx) {
+        let answer = match self.admit(cx).await {
             Ok(()) => doors::login::handle(cx, action, req).await,
             Err(error) => Err(error),
         };
@@ -250,8 +250,8 @@ impl GatewayService {
     }
 
     /// The login rate limit every auth door shares, checked before any work is done.
-    fn admit(&self, cx: Ctx<'_>) -> Result<(), DoorError> {
-        if cx.live.rate_limited(self.peer.client) {
+    async fn admit(&self, cx: Ctx<'_>) -> Result<(), DoorError> {
+        if cx.shared.rate_limited(cx.live, self.peer.client).await {
             Err(DoorError::RateLimited)
         } else {
             Ok(())

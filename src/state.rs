@@ -306,6 +306,23 @@ impl Shared {
         self.gate.forget_ditto_token(sid);
     }
 
+    /// Whether this client may call a login route now, under `live`'s `[rate_limit]`. In cluster
+    /// mode the limit is counted across replicas; this replica's own limiter answers only while
+    /// Redis cannot.
+    pub(crate) async fn rate_limited(&self, live: &Live, ip: IpAddr) -> bool {
+        let Some(limiter) = &live.limiter else {
+            return false;
+        };
+        if let (Some(cluster), Some(limit)) = (&self.cluster, live.config.auth.rate_limit)
+            && let Some(admitted) = cluster
+                .login_admitted(ip, limit.per_second, limit.burst)
+                .await
+        {
+            return !admitted;
+        }
+        limiter.check_key(&ip).is_err()
+    }
+
     /// Counts a failed upstream call by its kind.
     pub(crate) fn count_upstream_error(&self, error: &UpstreamError) {
         self.metrics
@@ -313,17 +330,6 @@ impl Shared {
             .errors
             .with_label_values(&[error.kind()])
             .inc();
-    }
-}
-
-// === impl Live ===
-
-impl Live {
-    /// Whether this client may call a login route now.
-    pub(crate) fn rate_limited(&self, ip: IpAddr) -> bool {
-        self.limiter
-            .as_ref()
-            .is_some_and(|l| l.check_key(&ip).is_err())
     }
 }
 

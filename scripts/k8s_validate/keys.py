@@ -70,6 +70,11 @@ SAMPLES = {
     "cluster.redis_url": "redis://redis.example:6379/1",
     "cluster.required": True,
     "cluster.resync_interval_ms": 7000,
+    "cluster.sentinels": ["redis://redis-node-0.redis-headless:26379", "redis://redis-node-1.redis-headless:26379"],
+    "cluster.sentinel_master": "mymaster",
+    "cluster.sentinel_username": "sentinel-user",
+    "cluster.sentinel_password": "sentinel-password",  # chart: cluster.redis.sentinelExistingSecret, see CHART_OWNED
+    "cluster.cluster_nodes": ["redis://redis-cluster-0:6379", "redis://redis-cluster-1:6379"],
     "cluster.shared_decisions": False,
     "cluster.username": "drawbridge",
     "cors.allowed_origins": ["https://app.example.com"],
@@ -179,6 +184,19 @@ CHART_OWNED = {
         ],
         "${file:/etc/drawbridge/cluster/password}",
     ),
+    "cluster.sentinel_password": (
+        [
+            "--set",
+            "cluster.enabled=true",
+            "--set-json",
+            'cluster.redis.sentinels=["redis://s:26379"]',
+            "--set",
+            "cluster.redis.sentinelMaster=mymaster",
+            "--set",
+            "cluster.redis.sentinelExistingSecret=sentinel",
+        ],
+        "${file:/etc/drawbridge/cluster-sentinel/password}",
+    ),
     "session.key_file": (
         ["--set-json", 'session.keySecret={"secretName":"session","key":"ed25519.pem"}'],
         "/etc/drawbridge/auth/session/ed25519.pem",
@@ -199,6 +217,16 @@ EXPECTED = {
 CONTEXT = {
     "cluster.": {"cluster": {"enabled": True, "redis": {"url": "redis://r:6379"}}},
     "cluster.username": {"cluster": {"enabled": True, "redis": {"url": "redis://r:6379", "existingSecret": "redis"}}},
+    "cluster.sentinel": {
+        "cluster": {"enabled": True, "redis": {"sentinels": ["redis://s:26379"], "sentinelMaster": "m"}}
+    },
+    "cluster.sentinel_username": {
+        "cluster": {
+            "enabled": True,
+            "redis": {"sentinels": ["redis://s:26379"], "sentinelMaster": "m", "sentinelExistingSecret": "sentinel"},
+        }
+    },
+    "cluster.cluster_nodes": {"cluster": {"enabled": True, "redis": {}}},
     "forward_auth.app": {
         **PROVIDERS,
         "forwardAuth": {"acceptProviderTokens": True, "provider": "w"},
@@ -246,9 +274,14 @@ def value_path(key):
     if section in CAMEL:
         return [CAMEL[section], *map(camel, parts)]
     if section == "cluster":
-        return {"redis_url": ["cluster", "redis", "url"], "username": ["cluster", "redis", "username"]}.get(
-            rest, ["cluster", camel(rest)]
-        )
+        return {
+            "redis_url": ["cluster", "redis", "url"],
+            "username": ["cluster", "redis", "username"],
+            "sentinels": ["cluster", "redis", "sentinels"],
+            "sentinel_master": ["cluster", "redis", "sentinelMaster"],
+            "sentinel_username": ["cluster", "redis", "sentinelUsername"],
+            "cluster_nodes": ["cluster", "redis", "clusterNodes"],
+        }.get(rest, ["cluster", camel(rest)])
     if key.startswith("providers.<group>."):
         return ["groups", "g", camel(parts[1])]
     if key.startswith(("providers.<jwt>.", "providers.<name>.")):

@@ -1,5 +1,5 @@
 //! `[cluster]`: the validated Redis settings that let replicas share revocations, tickets, learned
-//! tokens and decisions. The password is kept out of every `Debug` output and problem message.
+//! tokens and decisions. Passwords are kept out of every `Debug` output and problem message.
 
 use std::fmt;
 use std::time::Duration;
@@ -10,14 +10,78 @@ use super::raw::{RawCluster, redacted_url};
 /// The longest `resync_interval_ms` accepted: a dropped message lives at most this long.
 const MAX_RESYNC_INTERVAL_MS: u64 = 300_000;
 
+/// Which Redis drawbridge talks to: exactly one of the three shapes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Topology {
+    /// One Redis at `redis_url` (`redis://` or `rediss://`, possibly with credentials, never
+    /// printed).
+    Standalone {
+        /// The URL.
+        url: String,
+    },
+    /// A master found through Sentinel, followed through failovers.
+    Sentinel {
+        /// The sentinels' URLs, all `redis://` or all `rediss://` (then the master is reached
+        /// over TLS too).
+        sentinels: Vec<String>,
+        /// The master name the sentinels watch.
+        master: String,
+        /// The sentinels' AUTH username.
+        username: Option<String>,
+        /// The sentinels' AUTH password (never printed).
+        password: Option<String>,
+    },
+    /// A Redis Cluster, reached through these seed nodes.
+    Cluster {
+        /// Seed node URLs, all `redis://` or all `rediss://`.
+        nodes: Vec<String>,
+    },
+}
+
+impl Topology {
+    /// The topology as the log shows it: its addresses, credentials redacted.
+    #[must_use]
+    pub fn shown(&self) -> String {
+        let list = |urls: &[String]| {
+            urls.iter()
+                .map(|u| redacted_url(u))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            Self::Standalone { url } => redacted_url(url),
+            Self::Sentinel {
+                sentinels, master, ..
+            } => format!("sentinel:{master}@{}", list(sentinels)),
+            Self::Cluster { nodes } => format!("cluster:{}", list(nodes)),
+        }
+    }
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Standalone { .. } | Self::Cluster { .. } => f.write_str(&self.shown()),
+            Self::Sentinel {
+                username, password, ..
+            } => f
+                .debug_struct("Sentinel")
+                .field("at", &self.shown())
+                .field("username", username)
+                .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
+}
+
 /// `[cluster]`, validated.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Cluster {
-    /// `redis://` or `rediss://` URL, possibly with credentials (never printed).
-    pub redis_url: String,
-    /// AUTH username.
+    /// Where Redis is.
+    pub topology: Topology,
+    /// AUTH username of the data nodes.
     pub username: Option<String>,
-    /// AUTH password (never printed).
+    /// AUTH password of the data nodes (never printed).
     pub password: Option<String>,
     /// Prefix of every key and channel.
     pub key_prefix: String,
@@ -36,7 +100,7 @@ pub struct Cluster {
 impl fmt::Debug for Cluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cluster")
-            .field("redis_url", &redacted_url(&self.redis_url))
+            .field("topology", &self.topology)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("key_prefix", &self.key_prefix)
@@ -102,10 +166,7 @@ fn check_url(url: &str) -> Result<(), String> {
 /// Checks `[cluster]`, pushing one [`Problem`] per bad key.
 pub(super) fn validate(raw: &RawCluster, p: &mut Vec<Problem>) -> Option<Cluster> {
     let before = p.len();
-    let url = raw.redis_url.trim();
-    if let Err(why) = check_url(url) {
-        p.push(Problem::new("cluster.redis_url", why));
-    }
+    let topology = topology(raw, p);
     if raw.password.as_deref().is_some_and(str::is_empty) {
         p.push(Problem::new(
             "cluster.password",
@@ -138,8 +199,9 @@ pub(super) fn validate(raw: &RawCluster, p: &mut Vec<Problem>) -> Option<Cluster
             ),
         ));
     }
+    let topology = topology?;
     (p.len() == before).then(|| Cluster {
-        redis_url: url.to_owned(),
+        topology,
         username: raw.username.clone(),
         password: raw.password.clone(),
         key_prefix: raw.key_prefix.clone(),
@@ -155,5 +217,289 @@ pub(super) fn validate(raw: &RawCluster, p: &mut Vec<Problem>) -> Option<Cluster
 impl super::section::Section for Option<Cluster> {
     fn restart_keys(&self, next: &Self, keys: &mut Vec<&'static str>) {
         super::section::restart_if_changed("cluster", self, next, keys);
+    }
+}
+
+/// Checks that exactly one of `redis_url`, `sentinels`, `cluster_nodes` is set, and that one whole.
+fn topology(raw: &RawCluster, p: &mut Vec<Problem>) -> Option<Topology> {
+    let url = raw.redis_url.trim();
+    let chosen = [
+        !url.is_empty(),
+        raw.sentinels.is_some(),
+        raw.cluster_nodes.is_some(),
+    ];
+    if chosen.iter().filter(|c| **c).count() > 1 {
+        p.push(Problem::new(
+            "cluster",
+            "set exactly one of redis_url (standalone), sentinels (with sentinel_master) or \
+             cluster_nodes (Redis Cluster), not several",
+        ));
+        return None;
+    }
+    if raw.sentinels.is_none() {
+        for (key, set) in [
+            ("cluster.sentinel_master", raw.sentinel_master.is_some()),
+            ("cluster.sentinel_username", raw.sentinel_username.is_some()),
+            ("cluster.sentinel_password", raw.sentinel_password.is_some()),
+        ] {
+            if set {
+                p.push(Problem::new(key, "applies only with cluster.sentinels"));
+            }
+        }
+    }
+    if let Some(sentinels) = &raw.sentinels {
+        let before = p.len();
+        let sentinels = url_list("cluster.sentinels", sentinels, p);
+        let master = raw.sentinel_master.as_deref().map(str::trim).unwrap_or("");
+        if master.is_empty() {
+            p.push(Problem::new(
+                "cluster.sentinel_master",
+                "must be set with cluster.sentinels: the master name the sentinels watch",
+            ));
+        }
+        if raw.sentinel_password.as_deref().is_some_and(str::is_empty) {
+            p.push(Problem::new(
+                "cluster.sentinel_password",
+                "is empty; remove it or give it through ${file:..} or ${env:..}",
+            ));
+        }
+        if raw.sentinel_username.is_some() && raw.sentinel_password.is_none() {
+            p.push(Problem::new(
+                "cluster.sentinel_username",
+                "needs cluster.sentinel_password",
+            ));
+        }
+        for url in &sentinels {
+            if url_has_credentials(url) {
+                p.push(Problem::new(
+                    "cluster.sentinels",
+                    "must not carry credentials: use cluster.sentinel_username and \
+                     cluster.sentinel_password (and cluster.username/password for the master)",
+                ));
+                break;
+            }
+        }
+        return (p.len() == before).then(|| Topology::Sentinel {
+            sentinels,
+            master: master.to_owned(),
+            username: raw.sentinel_username.clone(),
+            password: raw.sentinel_password.clone(),
+        });
+    }
+    if let Some(nodes) = &raw.cluster_nodes {
+        let before = p.len();
+        let nodes = url_list("cluster.cluster_nodes", nodes, p);
+        return (p.len() == before).then_some(Topology::Cluster { nodes });
+    }
+    if let Err(why) = check_url(url) {
+        p.push(Problem::new(
+            "cluster.redis_url",
+            format!("{why}; or set cluster.sentinels or cluster.cluster_nodes instead"),
+        ));
+        return None;
+    }
+    Some(Topology::Standalone {
+        url: url.to_owned(),
+    })
+}
+
+/// Checks a list of node URLs: not empty, each whole, all with TLS or all without, and database
+/// 0 only (Redis Cluster has no other; through Sentinel the master's is 0).
+fn url_list(key: &str, urls: &[String], p: &mut Vec<Problem>) -> Vec<String> {
+    if urls.is_empty() {
+        p.push(Problem::new(key, "is empty: list at least one address"));
+    }
+    let urls: Vec<String> = urls.iter().map(|u| u.trim().to_owned()).collect();
+    for (i, url) in urls.iter().enumerate() {
+        if let Err(why) = check_url(url) {
+            p.push(Problem::new(format!("{key}[{i}]"), why));
+        } else if url::Url::parse(url)
+            .is_ok_and(|u| !matches!(u.path().trim_start_matches('/'), "" | "0"))
+        {
+            p.push(Problem::new(
+                format!("{key}[{i}]"),
+                "names a database other than 0; only database 0 is used here",
+            ));
+        }
+    }
+    let tls = urls.iter().filter(|u| u.starts_with("rediss://")).count();
+    if tls != 0 && tls != urls.len() {
+        p.push(Problem::new(
+            key,
+            "mixes redis:// and rediss://: use TLS for all nodes or for none",
+        ));
+    }
+    urls
+}
+
+fn url_has_credentials(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(toml: &str) -> RawCluster {
+        toml::from_str(toml).expect("valid TOML for [cluster]")
+    }
+
+    fn problems(toml: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        let out = validate(&raw(toml), &mut p);
+        assert_eq!(out.is_none(), !p.is_empty(), "a result beside problems");
+        p.iter().map(|x| format!("{x}")).collect()
+    }
+
+    fn topology_of(toml: &str) -> Topology {
+        let mut p = Vec::new();
+        let c = validate(&raw(toml), &mut p);
+        assert!(p.is_empty(), "{:?}", problems(toml));
+        c.expect("valid").topology
+    }
+
+    #[test]
+    fn each_topology_alone_is_accepted() {
+        assert!(matches!(
+            topology_of("redis_url = \"redis://r:6379/2\""),
+            Topology::Standalone { .. }
+        ));
+        let sentinel = topology_of(
+            "sentinels = [\"redis://s1:26379\", \"redis://s2:26379\"]\n\
+             sentinel_master = \"mymaster\"\nsentinel_username = \"su\"\n\
+             sentinel_password = \"MARK-sentinel-pw\"\npassword = \"MARK-data-pw\"",
+        );
+        let Topology::Sentinel {
+            sentinels, master, ..
+        } = &sentinel
+        else {
+            panic!("not sentinel: {sentinel:?}");
+        };
+        assert_eq!(sentinels.len(), 2);
+        assert_eq!(master, "mymaster");
+        let shown = format!("{sentinel:?}");
+        assert!(!shown.contains("MARK"), "a password in Debug: {shown}");
+        assert!(matches!(
+            topology_of("cluster_nodes = [\"rediss://c1:6379\", \"rediss://c2:6379/0\"]"),
+            Topology::Cluster { .. }
+        ));
+    }
+
+    #[test]
+    fn sentinel_password_is_redacted_in_every_debug() {
+        let text = "sentinels = [\"redis://s:26379\"]\nsentinel_master = \"m\"\n\
+                    sentinel_password = \"MARK-sentinel-pw\"";
+        assert!(!format!("{:?}", raw(text)).contains("MARK"));
+        let mut p = Vec::new();
+        let c = validate(&raw(text), &mut p).unwrap();
+        assert!(!format!("{c:?}").contains("MARK"));
+    }
+
+    #[test]
+    fn a_mix_of_topologies_is_refused() {
+        for text in [
+            "redis_url = \"redis://r\"\nsentinels = [\"redis://s:26379\"]\nsentinel_master = \"m\"",
+            "redis_url = \"redis://r\"\ncluster_nodes = [\"redis://c:6379\"]",
+            "sentinels = [\"redis://s:26379\"]\nsentinel_master = \"m\"\ncluster_nodes = [\"redis://c:6379\"]",
+        ] {
+            let p = problems(text);
+            assert!(p.iter().any(|x| x.contains("exactly one")), "{text}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn none_set_names_all_three_choices() {
+        let p = problems("key_prefix = \"x:\"");
+        assert!(
+            p.iter().any(|x| x.contains("cluster.redis_url")
+                && x.contains("sentinels")
+                && x.contains("cluster_nodes")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn empty_lists_are_refused() {
+        let p = problems("sentinels = []\nsentinel_master = \"m\"");
+        assert!(
+            p.iter()
+                .any(|x| x.contains("cluster.sentinels") && x.contains("empty")),
+            "{p:?}"
+        );
+        let p = problems("cluster_nodes = []");
+        assert!(
+            p.iter()
+                .any(|x| x.contains("cluster.cluster_nodes") && x.contains("empty")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn sentinels_without_a_master_name_are_refused() {
+        for text in [
+            "sentinels = [\"redis://s:26379\"]",
+            "sentinels = [\"redis://s:26379\"]\nsentinel_master = \"  \"",
+        ] {
+            let p = problems(text);
+            assert!(
+                p.iter().any(|x| x.contains("cluster.sentinel_master")),
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sentinel_keys_without_sentinels_are_refused() {
+        let p = problems(
+            "redis_url = \"redis://r\"\nsentinel_master = \"m\"\nsentinel_password = \"pw\"",
+        );
+        assert!(
+            p.iter().any(|x| x.contains("cluster.sentinel_master")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|x| x.contains("cluster.sentinel_password")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn sentinel_credentials_must_be_whole_and_out_of_the_urls() {
+        let p = problems(
+            "sentinels = [\"redis://:MARK@s:26379\"]\nsentinel_master = \"m\"\nsentinel_username = \"u\"",
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.contains("cluster.sentinels") && x.contains("credentials")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|x| x.contains("cluster.sentinel_username")),
+            "{p:?}"
+        );
+        assert!(
+            !p.iter().any(|x| x.contains("MARK")),
+            "a password in a problem: {p:?}"
+        );
+    }
+
+    #[test]
+    fn a_database_other_than_0_with_redis_cluster_is_refused() {
+        let p = problems("cluster_nodes = [\"redis://c1:6379\", \"redis://c2:6379/3\"]");
+        assert!(
+            p.iter()
+                .any(|x| x.contains("cluster.cluster_nodes[1]") && x.contains("database")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn bad_node_urls_and_mixed_tls_are_refused() {
+        let p = problems("cluster_nodes = [\"http://c1:6379\", \"redis://c2\", \"rediss://c3\"]");
+        assert!(
+            p.iter().any(|x| x.contains("cluster.cluster_nodes[0]")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|x| x.contains("mixes")), "{p:?}");
     }
 }

@@ -119,8 +119,19 @@ pub const DEFAULT_CLUSTER_SHARED_DECISIONS: bool = true;
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCluster {
-    /// `redis://host:port/db` or `rediss://` (TLS).
+    /// `redis://host:port/db` or `rediss://` (TLS): a standalone Redis.
     pub redis_url: String,
+    /// Sentinel addresses (`redis://host:26379`, `rediss://` for TLS), instead of `redis_url`.
+    pub sentinels: Option<Vec<String>>,
+    /// The master name the sentinels watch, with `sentinels`.
+    pub sentinel_master: Option<String>,
+    /// The sentinels' username (ACL), with `sentinel_password`.
+    pub sentinel_username: Option<String>,
+    /// The sentinels' password; best given as `${file:..}` or `${env:..}`.
+    #[serde(serialize_with = "redacted")]
+    pub sentinel_password: Option<String>,
+    /// Redis Cluster seed nodes (`redis://host:6379`), instead of `redis_url`.
+    pub cluster_nodes: Option<Vec<String>>,
     /// The Redis password (AUTH); best given as `${file:..}` or `${env:..}`.
     #[serde(serialize_with = "redacted")]
     pub password: Option<String>,
@@ -144,6 +155,11 @@ impl Default for RawCluster {
     fn default() -> Self {
         Self {
             redis_url: String::new(),
+            sentinels: None,
+            sentinel_master: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            cluster_nodes: None,
             password: None,
             username: None,
             key_prefix: DEFAULT_CLUSTER_KEY_PREFIX.to_owned(),
@@ -161,6 +177,26 @@ impl std::fmt::Debug for RawCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawCluster")
             .field("redis_url", &redacted_url(&self.redis_url))
+            .field(
+                "sentinels",
+                &self
+                    .sentinels
+                    .as_ref()
+                    .map(|v| v.iter().map(|u| redacted_url(u)).collect::<Vec<_>>()),
+            )
+            .field("sentinel_master", &self.sentinel_master)
+            .field("sentinel_username", &self.sentinel_username)
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "cluster_nodes",
+                &self
+                    .cluster_nodes
+                    .as_ref()
+                    .map(|v| v.iter().map(|u| redacted_url(u)).collect::<Vec<_>>()),
+            )
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("username", &self.username)
             .field("key_prefix", &self.key_prefix)

@@ -473,3 +473,4 @@ pub fn free_port() -> SocketAddr {
     drop(probe);
     addr
 }
+pub mod fleet;

@@ -439,3 +439,16 @@ pub fn switching_protocols(key: &http::HeaderValue) -> Response<Body> {
     );
     r
 }
+
+/// [`close_of`], but `None` (rather than a panic) when no close frame came within `within`.
+pub async fn close_of_or_none(ws: &mut Ws, within: std::time::Duration) -> Option<u16> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Err(_) | Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}

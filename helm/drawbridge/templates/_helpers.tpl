@@ -192,7 +192,28 @@ read from that Secret's file.
 {{- if .enabled }}
 
 [cluster]
-redis_url = {{ required "cluster.redis.url is required with cluster.enabled" .redis.url | toJson }}
+{{- $r := .redis }}
+{{- $chosen := 0 }}
+{{- if $r.url }}{{ $chosen = add1 $chosen }}{{ end }}
+{{- if $r.sentinels }}{{ $chosen = add1 $chosen }}{{ end }}
+{{- if $r.clusterNodes }}{{ $chosen = add1 $chosen }}{{ end }}
+{{- if ne (int $chosen) 1 }}
+{{- fail "cluster.enabled needs exactly one of cluster.redis.url (one Redis), cluster.redis.sentinels (with cluster.redis.sentinelMaster) or cluster.redis.clusterNodes (Redis Cluster)" }}
+{{- end }}
+{{- if $r.url }}
+redis_url = {{ $r.url | toJson }}
+{{- else if $r.sentinels }}
+sentinels = {{ $r.sentinels | toJson }}
+sentinel_master = {{ required "cluster.redis.sentinelMaster is required with cluster.redis.sentinels" $r.sentinelMaster | toJson }}
+{{- with $r.sentinelUsername }}
+sentinel_username = {{ toJson . }}
+{{- end }}
+{{- if $r.sentinelExistingSecret }}
+sentinel_password = "${file:/etc/drawbridge/cluster-sentinel/password}"
+{{- end }}
+{{- else }}
+cluster_nodes = {{ $r.clusterNodes | toJson }}
+{{- end }}
 {{- if .redis.existingSecret }}
 password = "${file:/etc/drawbridge/cluster/password}"
 {{- end }}
