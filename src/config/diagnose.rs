@@ -163,31 +163,20 @@ fn closest<'a>(field: &str, known: &[&'a str]) -> Option<&'a str> {
 /// `invalid type: string "soon", expected u64` at `request_timeout_ms` becomes
 /// `expected a whole number of milliseconds, found a string`.
 fn in_words(message: &str, key: &str) -> String {
-    if let Some(rest) = message.strip_prefix("invalid type: ") {
-        let (found, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
-        let found = found
-            .split(['"', '`', '\''])
-            .next()
-            .unwrap_or_default()
-            .trim();
-        return format!(
-            "expected {}, found {}",
-            expected_words(expected.trim(), key),
-            found_words(found)
-        );
-    }
-    if let Some(rest) = message.strip_prefix("invalid value: ") {
-        let (found, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
-        let found = found
-            .split(['"', '`', '\''])
-            .next()
-            .unwrap_or_default()
-            .trim();
-        return format!(
-            "expected {}, found {}",
-            expected_words(expected.trim(), key),
-            found_words(found)
-        );
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let (found, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
+            let found = found
+                .split(['"', '`', '\''])
+                .next()
+                .unwrap_or_default()
+                .trim();
+            return format!(
+                "expected {}, found {}",
+                expected_words(expected.trim(), key),
+                found_words(found)
+            );
+        }
     }
     if let Some(rest) = message.strip_prefix("invalid length ") {
         let (_, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
