@@ -3,7 +3,6 @@
 mod support;
 
 use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -21,32 +20,9 @@ fn field(banner: &[String], label: &str) -> String {
         .to_owned()
 }
 
-/// Kills the demo if the test fails before it stops it.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn demo_serves_the_sync_server_through_tls() {
-    let mut reap = Reap(
-        Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-            .args([
-                "demo",
-                "--addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut reap = support::process::Demo::start();
     let child = &mut reap.0;
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let banner: Vec<String> = stdout

@@ -25,19 +25,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// How long one printed command may take before the test calls it hung.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(20);
 
-/// Kills the demo if the test ends before it exits.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A running `drawbridge demo`, with what it printed.
 struct Demo {
-    child: Reap,
+    child: support::process::Demo,
     printed: Vec<String>,
 }
 
@@ -45,20 +35,7 @@ impl Demo {
     /// Starts the real binary on free ports and reads its output up to the end of its own
     /// websocket walk-through, which it prints after the commands.
     fn start() -> Self {
-        let mut child = Reap(
-            Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-                .args([
-                    "demo",
-                    "--addr",
-                    "127.0.0.1:0",
-                    "--admin-addr",
-                    "127.0.0.1:0",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = support::process::Demo::start();
         let stdout = child.0.stdout.take().unwrap();
         let mut printed = Vec::new();
         for line in std::io::BufReader::new(stdout)
@@ -671,20 +648,29 @@ const HANDSHAKE_HEADERS: [(&str, &str); 4] = [
     ("sec-websocket-extensions", "permessage-deflate"),
 ];
 
+/// A plain GET of `path` through `gw` (over HTTP/2 when `h2`) carrying every websocket handshake
+/// header but no upgrade.
+async fn get_with_handshake_headers(
+    gw: &Gateway,
+    path: &str,
+    h2: bool,
+) -> http::Response<hyper::body::Incoming> {
+    let http = client::https(&gw.ca.pem(), h2);
+    let mut req = http::Request::get(gw.url(path));
+    for (name, value) in HANDSHAKE_HEADERS {
+        req = req.header(name, value);
+    }
+    http.request(req.body(http_body_util::Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn plain_forward_with_websocket_headers_reaches_upstream_without_them() {
     let up = Upstream::start().await;
     let gw = Gateway::builder(up.url()).spawn().await;
     for h2 in [false, true] {
-        let http = client::https(&gw.ca.pem(), h2);
-        let mut req = http::Request::get(gw.url("/items"));
-        for (name, value) in HANDSHAKE_HEADERS {
-            req = req.header(name, value);
-        }
-        let resp = http
-            .request(req.body(http_body_util::Full::new(Bytes::new())).unwrap())
-            .await
-            .unwrap();
+        let resp = get_with_handshake_headers(&gw, "/items", h2).await;
         assert_eq!(resp.status(), StatusCode::OK, "h2: {h2}");
         let seen = up.seen();
         let h = &seen.last().unwrap().headers;
@@ -748,14 +734,6 @@ async fn demo_sync_server_upgrade_offer_over_http2_is_answered_not_switched() {
     let gw = Gateway::builder(format!("http://{}", sync.addr()))
         .spawn()
         .await;
-    let http = client::https(&gw.ca.pem(), true);
-    let mut req = http::Request::get(gw.url("/sync"));
-    for (name, value) in HANDSHAKE_HEADERS {
-        req = req.header(name, value);
-    }
-    let resp = http
-        .request(req.body(http_body_util::Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
+    let resp = get_with_handshake_headers(&gw, "/sync", true).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }

@@ -270,3 +270,33 @@ pub fn check_config(text: &str) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// A running `drawbridge demo`, killed (and waited for) when dropped, if the test has not stopped it.
+pub struct Demo(pub Child);
+
+impl Demo {
+    /// `drawbridge demo` on free ports, what it prints on a pipe.
+    pub fn start() -> Self {
+        Self(
+            Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+                .args([
+                    "demo",
+                    "--addr",
+                    "127.0.0.1:0",
+                    "--admin-addr",
+                    "127.0.0.1:0",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
