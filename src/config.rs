@@ -39,7 +39,7 @@ pub use limits::{
 pub use listen::{Listen, TrustedProxies};
 pub use log::{Log, RawLogFormat as LogFormat};
 pub use problem::Problem;
-pub use secrets::{Recording, SKIPPED_FILE_PLACEHOLDER, SkipFiles, Sources, System};
+pub use secrets::{Recording, SKIPPED_FILE_PLACEHOLDER, SkipFiles, Sources, System, secret_text};
 use section::Section;
 pub use settle::Reload;
 pub use shutdown::Shutdown;

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::audit;
 use crate::auth::session::SessionError;
-use crate::config::{Config, ConfigError, Recording, Sources, System};
+use crate::config::{Config, ConfigError, Recording, Sources, System, secret_text};
 use crate::forward::Forwarder;
 use crate::state::{Limiter, Live, Shared};
 use crate::tls::{Tls, TlsError};
@@ -67,14 +67,10 @@ impl Sources for SettledSources<'_> {
     }
 
     fn file(&self, path: &Path) -> std::io::Result<String> {
-        let Some(bytes) = self.0.get(path) else {
-            return System.file(path);
-        };
-        let mut s = String::from_utf8(bytes.to_vec())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let trimmed = s.trim_end_matches(['\n', '\r']).len();
-        s.truncate(trimmed);
-        Ok(s)
+        match self.0.get(path) {
+            Some(bytes) => secret_text(bytes.to_vec()),
+            None => System.file(path),
+        }
     }
 }
 
@@ -217,7 +213,7 @@ impl Reloader {
         };
         let (auth, changes) = running.auth.reconfigure(&next.auth);
         let rotated = sessions.signing_kid() != running.sessions.signing_kid();
-        let limiter = if same_rate_limit(&running.config, &next) {
+        let limiter = if running.config.auth.rate_limit == next.auth.rate_limit {
             running.limiter.clone()
         } else {
             limiter(&next)
@@ -272,13 +268,5 @@ impl Reloader {
             "config reloaded"
         );
         Ok(())
-    }
-}
-
-fn same_rate_limit(a: &Config, b: &Config) -> bool {
-    match (a.auth.rate_limit, b.auth.rate_limit) {
-        (None, None) => true,
-        (Some(x), Some(y)) => x.per_second == y.per_second && x.burst == y.burst,
-        _ => false,
     }
 }

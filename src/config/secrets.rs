@@ -26,11 +26,21 @@ impl Sources for System {
     }
 
     fn file(&self, path: &Path) -> std::io::Result<String> {
-        let mut s = std::fs::read_to_string(path)?;
-        let trimmed = s.trim_end_matches(['\n', '\r']).len();
-        s.truncate(trimmed);
-        Ok(s)
+        secret_text(std::fs::read(path)?)
     }
+}
+
+/// A `${file:..}` secret's bytes as the value it stands for: UTF-8, its trailing line ends removed
+/// (editors and `echo` add one; a secret never ends in one).
+///
+/// # Errors
+/// [`std::io::ErrorKind::InvalidData`] when the bytes are not UTF-8.
+pub fn secret_text(bytes: Vec<u8>) -> std::io::Result<String> {
+    let mut s = String::from_utf8(bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let trimmed = s.trim_end_matches(['\n', '\r']).len();
+    s.truncate(trimmed);
+    Ok(s)
 }
 
 /// The real environment and file system, remembering which files were read, so a watcher can

@@ -36,7 +36,7 @@ impl Default for RawRateLimit {
 }
 
 /// `[rate_limit]`
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitConfig {
     /// Sustained requests per second per IP.
     pub per_second: NonZeroU32,
