@@ -6,12 +6,16 @@
 # on a busy machine), and writes benches/e2e/results.json and benches/e2e/plots/*.png.
 #
 #   bash benches/e2e/run.sh                 # everything
-#   bash benches/e2e/run.sh --only ws,tls   # some rows (auth, http, ws, tls, storm, login_storm, idle);
+#   bash benches/e2e/run.sh --only ws,tls   # some rows (auth, http, h2, ws, tls, storm, login_storm,
+#                                           # forward_auth, idle);
 #                                           # --reps N, --seconds N, --storm N (clients per storm)
 #   bash benches/e2e/run.sh --only storm,login_storm   # the reconnect storm and the login storm
 #   bash benches/e2e/run.sh --only observability   # audit, access log and tracing against off
 #   (--only cluster: cluster mode off vs on and revocation propagation, with redis-server; see BENCHMARKS.md)
 #   E2E_NICE=-19 bash benches/e2e/run.sh    # on a machine something else is using: the benchmark first
+#   E2E_DRAWBRIDGE=/path/to/drawbridge bash benches/e2e/run.sh --out before.json
+#                                           # measure a drawbridge built elsewhere (an older commit, for a
+#                                           # before column); the load client is still built here
 #
 # CARGO_TARGET_DIR is honoured (default: target/). Needs root for apt-get, or nginx, haproxy and wrk
 # installed.
@@ -23,10 +27,11 @@ target=${CARGO_TARGET_DIR:-$root/target}
 
 if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null || ! command -v wrk >/dev/null \
     || ! command -v taskset >/dev/null || ! command -v redis-server >/dev/null \
-    || ! command -v valgrind >/dev/null; then
-    echo "== installing nginx, haproxy, wrk, redis-server and valgrind (apt; redis-server for --only cluster, valgrind for --only observability)"
+    || ! command -v valgrind >/dev/null || ! command -v h2load >/dev/null; then
+    echo "== installing nginx, haproxy, wrk, h2load, redis-server and valgrind (apt; redis-server for --only cluster, valgrind for --only observability)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk openssl util-linux redis-server valgrind >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk nghttp2-client openssl util-linux \
+        redis-server valgrind >/dev/null
 fi
 venv=${E2E_VENV:-$HOME/.cache/drawbridge-e2e/venv}
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
@@ -35,8 +40,14 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>
     "$venv/bin/pip" install -q matplotlib
 fi
 
-echo "== building drawbridge and the load client (release)"
-cargo build --release --locked --bin drawbridge --target-dir "$target"
+drawbridge=${E2E_DRAWBRIDGE:-}
+if [ -z "$drawbridge" ]; then
+    echo "== building drawbridge and the load client (release)"
+    cargo build --release --locked --bin drawbridge --target-dir "$target"
+    drawbridge=$target/release/drawbridge
+else
+    echo "== measuring $drawbridge ($("$drawbridge" --version)); building the load client (release)"
+fi
 # Separately: built together, the two would unify their dependencies' features, and the
 # drawbridge measured would not be the one `cargo build --bin drawbridge` makes.
 cargo build --release --locked -p drawbridge-e2e-load --target-dir "$target"
@@ -46,7 +57,7 @@ ulimit -n "$(ulimit -Hn)"
 work=$(mktemp -d /tmp/drawbridge-e2e.XXXXXX)
 echo "== measuring (logs and configs in $work)"
 "$venv/bin/python" "$e2e/bench.py" \
-    --drawbridge "$target/release/drawbridge" \
+    --drawbridge "$drawbridge" \
     --load "$target/release/e2e-load" \
     --work "$work" \
     --out "$e2e/results.json" "$@" | tee "$work/table.md"
