@@ -2,7 +2,8 @@
 //! `redis.internal` and the sentinels announce the master as 127.0.0.1 (all real `redis-server`
 //! processes on TLS only, under real drawbridge processes that trust the test CA through
 //! `SSL_CERT_FILE`). With `tls_server_name = "redis.internal"` the replicas share state; without
-//! it, or with another name, the master's certificate is refused and the link stays down.
+//! it, or with another name, the master's certificate is refused and the link stays down. After
+//! the master is killed, the promoted replica is followed under the same name.
 
 mod support;
 
@@ -10,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use support::process::Running;
 use support::redis::{RedisTls, SENTINEL_MASTER, SentinelSet};
-use support::{Gateway, Upstream, Webhook, client, metric, post_bearer, shared_session_table};
+use support::{
+    Gateway, Upstream, Webhook, client, get_bearer, metric, post_bearer, shared_session_table,
+};
 
 /// The only name in the data nodes' certificates.
 const NODE_NAME: &str = "redis.internal";
@@ -69,6 +72,12 @@ impl Replicas {
         let http = client::https(&p.ca.pem(), false);
         let (status, _, body) = post_bearer(&http, &p.url(path), token).await;
         (status, body)
+    }
+
+    async fn userinfo(&self, i: usize, token: &str) -> u16 {
+        let p = &self.procs[i];
+        let http = client::https(&p.ca.pem(), false);
+        get_bearer(&http, &p.url("/auth/userinfo"), token).await.0
     }
 
     /// A logout on replica 0 closes a tunnel on replica 1 with 4003, and a ticket minted on 0
@@ -204,4 +213,44 @@ async fn sentinel_tls_command_connection_killed_is_rebuilt() {
         "the replicas never opened new command connections"
     );
     r.share_state("bea").await;
+}
+
+#[tokio::test]
+async fn sentinel_tls_failover_is_followed_under_the_server_name() {
+    let mut set = SentinelSet::start_tls(RedisTls::new(NODE_NAME)).await;
+    let r = Replicas::start(2, &set, &format!("tls_server_name = \"{NODE_NAME}\"\n")).await;
+    for i in 0..2 {
+        assert_eventually!(
+            r.cluster_up(i).await,
+            "replica {i} never reached the master"
+        );
+    }
+    r.share_state("cy").await;
+
+    // The master dies without a word; a logout made meanwhile waits locally.
+    let during = r.login(0, "dee").await;
+    assert_eq!(r.userinfo(1, &during).await, 200);
+    set.master.kill();
+    assert_eq!(r.post(0, "/auth/logout", &during).await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while set.master_port() != Some(set.replica.addr.port()) {
+        assert!(
+            Instant::now() < deadline,
+            "the sentinels never promoted the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Both replicas reach the promoted node, whose certificate also names only redis.internal.
+    for i in 0..2 {
+        assert_eventually!(
+            r.cluster_up(i).await,
+            "replica {i} never followed the new master"
+        );
+    }
+    assert_eventually!(
+        r.userinfo(1, &during).await == 401,
+        "the logout made during the failover never reached replica 1"
+    );
+    r.share_state("eve").await;
 }
