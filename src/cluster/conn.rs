@@ -562,3 +562,42 @@ pub(super) async fn cluster_masters(
     }
     Ok(masters)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(name: &str, flags: &str, port: &str) -> HashMap<String, String> {
+        [
+            ("name", name),
+            ("ip", "10.0.0.7"),
+            ("port", port),
+            ("flags", flags),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn master_of_a_sentinel_reply_only_when_named_and_up() {
+        assert_eq!(
+            master_of(&reply("m", "master", "6379"), "m"),
+            Some(("10.0.0.7".to_owned(), 6379))
+        );
+        for (name, flags, port) in [
+            ("other", "master", "6379"),
+            ("m", "master,s_down", "6379"),
+            ("m", "master,o_down", "6379"),
+            ("m", "slave", "6379"),
+            ("m", "master", "70000"),
+            ("m", "master", "x"),
+        ] {
+            assert_eq!(
+                master_of(&reply(name, flags, port), "m"),
+                None,
+                "{name} {flags} {port}"
+            );
+        }
+    }
+}
