@@ -74,6 +74,7 @@ SAMPLES = {
     "cluster.sentinel_master": "mymaster",
     "cluster.sentinel_username": "sentinel-user",
     "cluster.sentinel_password": "sentinel-password",  # chart: cluster.redis.sentinelExistingSecret, see CHART_OWNED
+    "cluster.tls_server_name": "redis.internal",
     "cluster.cluster_nodes": ["redis://redis-cluster-0:6379", "redis://redis-cluster-1:6379"],
     "cluster.shared_decisions": False,
     "cluster.username": "drawbridge",
@@ -227,6 +228,9 @@ CONTEXT = {
         }
     },
     "cluster.cluster_nodes": {"cluster": {"enabled": True, "redis": {}}},
+    "cluster.tls_server_name": {
+        "cluster": {"enabled": True, "redis": {"sentinels": ["rediss://s:26379"], "sentinelMaster": "m"}}
+    },
     "forward_auth.app": {
         **PROVIDERS,
         "forwardAuth": {"acceptProviderTokens": True, "provider": "w"},
@@ -281,6 +285,7 @@ def value_path(key):
             "sentinel_master": ["cluster", "redis", "sentinelMaster"],
             "sentinel_username": ["cluster", "redis", "sentinelUsername"],
             "cluster_nodes": ["cluster", "redis", "clusterNodes"],
+            "tls_server_name": ["cluster", "redis", "tlsServerName"],
         }.get(rest, ["cluster", camel(rest)])
     if key.startswith("providers.<group>."):
         return ["groups", "g", camel(parts[1])]

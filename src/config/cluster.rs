@@ -30,6 +30,9 @@ pub enum Topology {
         username: Option<String>,
         /// The sentinels' AUTH password (never printed).
         password: Option<String>,
+        /// The name the master's certificate is verified against instead of the address the
+        /// sentinels announce (`rediss://` only).
+        tls_server_name: Option<String>,
     },
     /// A Redis Cluster, reached through these seed nodes.
     Cluster {
@@ -63,12 +66,16 @@ impl fmt::Debug for Topology {
         match self {
             Self::Standalone { .. } | Self::Cluster { .. } => f.write_str(&self.shown()),
             Self::Sentinel {
-                username, password, ..
+                username,
+                password,
+                tls_server_name,
+                ..
             } => f
                 .debug_struct("Sentinel")
                 .field("at", &self.shown())
                 .field("username", username)
                 .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .field("tls_server_name", tls_server_name)
                 .finish(),
         }
     }
@@ -246,6 +253,13 @@ fn topology(raw: &RawCluster, p: &mut Vec<Problem>) -> Option<Topology> {
                 p.push(Problem::new(key, "applies only with cluster.sentinels"));
             }
         }
+        if raw.tls_server_name.is_some() {
+            p.push(Problem::new(
+                "cluster.tls_server_name",
+                "applies only with cluster.sentinels (rediss://): redis_url and cluster_nodes \
+                 certificates are checked against the hosts in their URLs",
+            ));
+        }
     }
     if let Some(sentinels) = &raw.sentinels {
         let before = p.len();
@@ -279,11 +293,16 @@ fn topology(raw: &RawCluster, p: &mut Vec<Problem>) -> Option<Topology> {
                 break;
             }
         }
+        let tls_server_name = raw.tls_server_name.as_deref().map(str::trim);
+        if let Some(name) = tls_server_name {
+            check_tls_server_name(name, &sentinels, p);
+        }
         return (p.len() == before).then(|| Topology::Sentinel {
             sentinels,
             master: master.to_owned(),
             username: raw.sentinel_username.clone(),
             password: raw.sentinel_password.clone(),
+            tls_server_name: tls_server_name.map(str::to_owned),
         });
     }
     if let Some(nodes) = &raw.cluster_nodes {
@@ -330,6 +349,28 @@ fn url_list(key: &str, urls: &[String], p: &mut Vec<Problem>) -> Vec<String> {
         ));
     }
     urls
+}
+
+/// Checks `tls_server_name`: a DNS name (the certificate of whichever master the sentinels
+/// announce must carry it), and only where the master is reached over TLS at all.
+fn check_tls_server_name(name: &str, sentinels: &[String], p: &mut Vec<Problem>) {
+    let dns = matches!(
+        rustls::pki_types::ServerName::try_from(name),
+        Ok(rustls::pki_types::ServerName::DnsName(_))
+    );
+    if !dns {
+        p.push(Problem::new(
+            "cluster.tls_server_name",
+            "must be a DNS name (e.g. \"redis.internal\"), not empty and not an IP address",
+        ));
+    }
+    if !sentinels.is_empty() && !sentinels.iter().all(|u| u.starts_with("rediss://")) {
+        p.push(Problem::new(
+            "cluster.tls_server_name",
+            "needs rediss:// sentinels: with redis:// the master is reached without TLS, so no \
+             certificate name is checked",
+        ));
+    }
 }
 
 fn url_has_credentials(url: &str) -> bool {
@@ -501,5 +542,59 @@ mod tests {
             "{p:?}"
         );
         assert!(p.iter().any(|x| x.contains("mixes")), "{p:?}");
+    }
+
+    #[test]
+    fn tls_server_name_with_tls_sentinels_is_kept() {
+        let topology = topology_of(
+            "sentinels = [\"rediss://s1:26379\", \"rediss://s2:26379\"]\n\
+             sentinel_master = \"m\"\ntls_server_name = \"redis.internal\"",
+        );
+        let Topology::Sentinel {
+            tls_server_name, ..
+        } = topology
+        else {
+            panic!("not sentinel");
+        };
+        assert_eq!(tls_server_name.as_deref(), Some("redis.internal"));
+    }
+
+    #[test]
+    fn tls_server_name_outside_tls_sentinels_is_refused() {
+        for text in [
+            "redis_url = \"rediss://r:6380\"\ntls_server_name = \"redis.internal\"",
+            "cluster_nodes = [\"rediss://c:6379\"]\ntls_server_name = \"redis.internal\"",
+            "sentinels = [\"redis://s:26379\"]\nsentinel_master = \"m\"\n\
+             tls_server_name = \"redis.internal\"",
+        ] {
+            let p = problems(text);
+            assert!(
+                p.iter().any(|x| x.contains("cluster.tls_server_name")),
+                "{text}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_server_name_that_is_no_dns_name_is_refused() {
+        for name in [
+            "",
+            "  ",
+            "127.0.0.1",
+            "::1",
+            "bad name",
+            "under_score!.example",
+        ] {
+            let text = format!(
+                "sentinels = [\"rediss://s:26379\"]\nsentinel_master = \"m\"\n\
+                 tls_server_name = {name:?}"
+            );
+            let p = problems(&text);
+            assert!(
+                p.iter()
+                    .any(|x| x.contains("cluster.tls_server_name") && x.contains("DNS name")),
+                "{name:?}: {p:?}"
+            );
+        }
     }
 }

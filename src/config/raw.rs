@@ -130,6 +130,9 @@ pub struct RawCluster {
     /// The sentinels' password; best given as `${file:..}` or `${env:..}`.
     #[serde(serialize_with = "redacted")]
     pub sentinel_password: Option<String>,
+    /// The name the master's TLS certificate must carry, whatever address the sentinels announce
+    /// (with `rediss://` sentinels only).
+    pub tls_server_name: Option<String>,
     /// Redis Cluster seed nodes (`redis://host:6379`), instead of `redis_url`.
     pub cluster_nodes: Option<Vec<String>>,
     /// The Redis password (AUTH); best given as `${file:..}` or `${env:..}`.
@@ -159,6 +162,7 @@ impl Default for RawCluster {
             sentinel_master: None,
             sentinel_username: None,
             sentinel_password: None,
+            tls_server_name: None,
             cluster_nodes: None,
             password: None,
             username: None,
@@ -190,6 +194,7 @@ impl std::fmt::Debug for RawCluster {
                 "sentinel_password",
                 &self.sentinel_password.as_ref().map(|_| "<redacted>"),
             )
+            .field("tls_server_name", &self.tls_server_name)
             .field(
                 "cluster_nodes",
                 &self

@@ -52,6 +52,33 @@ impl Redis {
         panic!("redis-server did not start after {START_ATTEMPTS} attempts");
     }
 
+    /// [`Redis::start_with`], on TLS only when `tls` is given (its node certificate, replication
+    /// over TLS).
+    ///
+    /// # Panics
+    /// When redis-server is not installed or does not start.
+    pub async fn start_on(tls: Option<&RedisTls>, args: &[&str]) -> Self {
+        let Some(tls) = tls else {
+            return Self::start_with(args).await;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..START_ATTEMPTS {
+            let addr = free_port();
+            // Later arguments win: the plain port is closed, the TLS one opened on `addr`.
+            let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            all.extend(tls.node_args(addr.port()));
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            if let Ok(child) = spawn(addr, dir.path(), &all).await {
+                return Self {
+                    addr,
+                    child: Some(child),
+                    dir,
+                };
+            }
+        }
+        panic!("redis-server (TLS) did not start after {START_ATTEMPTS} attempts");
+    }
+
     /// A loopback address nothing listens on, for "Redis down" (a port free a moment ago).
     pub fn dead_url() -> String {
         format!("redis://{}", free_port())
@@ -170,6 +197,8 @@ pub fn cli(port: u16, args: &[&str]) -> String {
 pub struct SentinelSet {
     pub master: Redis,
     pub replica: Redis,
+    /// Set when every process speaks TLS only ([`SentinelSet::start_tls`]).
+    pub tls: Option<RedisTls>,
     sentinels: Vec<(SocketAddr, Child)>,
     dir: tempfile::TempDir,
 }
@@ -181,25 +210,40 @@ impl SentinelSet {
     /// # Panics
     /// When a process does not start or the sentinels do not find each other within 20 s.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// [`SentinelSet::start`] with every process on TLS only (`--port 0`, replication and the
+    /// sentinels' links over TLS too): the data nodes present `tls`'s node certificate, the
+    /// sentinels its sentinel certificate.
+    ///
+    /// # Panics
+    /// As [`SentinelSet::start`].
+    pub async fn start_tls(tls: RedisTls) -> Self {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<RedisTls>) -> Self {
         // No diskless-sync delay: the replica is in sync (listed by ROLE) within a moment.
-        let master = Redis::start_with(&["--repl-diskless-sync-delay", "0"]).await;
+        let master = Redis::start_on(tls.as_ref(), &["--repl-diskless-sync-delay", "0"]).await;
         let port = master.addr.port().to_string();
-        let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &port]).await;
+        let replica = Redis::start_on(tls.as_ref(), &["--replicaof", "127.0.0.1", &port]).await;
         let dir = tempfile::tempdir().unwrap();
         let mut sentinels = Vec::new();
         for i in 0..3 {
-            sentinels.push(start_sentinel(dir.path(), i, master.addr.port()).await);
+            sentinels.push(start_sentinel(dir.path(), i, master.addr.port(), tls.as_ref()).await);
         }
         let set = Self {
             master,
             replica,
+            tls,
             sentinels,
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ready = set.sentinels.iter().all(|(addr, _)| {
-                let master = cli(addr.port(), &["SENTINEL", "master", SENTINEL_MASTER]);
+                let master = set.cli(addr.port(), &["SENTINEL", "master", SENTINEL_MASTER]);
                 let fields: Vec<&str> = master.lines().collect();
                 let field = |name: &str| {
                     fields
@@ -210,8 +254,9 @@ impl SentinelSet {
                 };
                 field("num-slaves") == Some("1") && field("num-other-sentinels") == Some("2")
             });
-            let synced =
-                cli(set.master.addr.port(), &["INFO", "replication"]).contains("state=online");
+            let synced = set
+                .cli(set.master.addr.port(), &["INFO", "replication"])
+                .contains("state=online");
             if ready && synced {
                 return set;
             }
@@ -223,12 +268,25 @@ impl SentinelSet {
         }
     }
 
-    /// `[redis://127.0.0.1:<port>, ...]` of the sentinels, as TOML.
+    /// `redis-cli` with `args` against 127.0.0.1:`port`, over TLS when the set speaks it.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        match &self.tls {
+            Some(tls) => tls.cli(port, args),
+            None => cli(port, args),
+        }
+    }
+
+    /// `[redis://127.0.0.1:<port>, ...]` of the sentinels (`rediss://` over TLS), as TOML.
     pub fn urls_toml(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         let urls: Vec<String> = self
             .sentinels
             .iter()
-            .map(|(addr, _)| format!("\"redis://{addr}\""))
+            .map(|(addr, _)| format!("\"{scheme}://{addr}\""))
             .collect();
         format!("[{}]", urls.join(", "))
     }
@@ -241,7 +299,7 @@ impl SentinelSet {
     /// The port of the master the sentinels name now.
     pub fn master_port(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|(addr, _)| {
-            let out = cli(
+            let out = self.cli(
                 addr.port(),
                 &["SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER],
             );
@@ -262,20 +320,28 @@ impl Drop for SentinelSet {
 
 // The child goes to `SentinelSet`, whose Drop kills and waits for it; on failure it is killed here.
 #[allow(clippy::zombie_processes)]
-async fn start_sentinel(dir: &Path, i: usize, master_port: u16) -> (SocketAddr, Child) {
+async fn start_sentinel(
+    dir: &Path,
+    i: usize,
+    master_port: u16,
+    tls: Option<&RedisTls>,
+) -> (SocketAddr, Child) {
     for _ in 0..START_ATTEMPTS {
         let addr = free_port();
         let conf = dir.join(format!("sentinel-{i}.conf"));
+        let listen = match tls {
+            Some(tls) => tls.sentinel_conf(addr.port()),
+            None => format!("port {}\n", addr.port()),
+        };
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\n\
+                "{listen}bind 127.0.0.1\nprotected-mode no\ndaemonize no\n\
                  dir {dir:?}\nloglevel warning\n\
                  sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
                  sentinel failover-timeout {SENTINEL_MASTER} 2000\n\
                  sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
-                port = addr.port(),
             ),
         )
         .unwrap();
@@ -446,5 +512,83 @@ impl Redis {
     /// Whether the process runs (it was not killed).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+}
+
+// === TLS ===
+
+/// Throwaway certificates for Redis on TLS, made with rcgen: a CA, the data nodes' certificate
+/// naming only `node_name` (no IP address, so a client that checks it against the address the
+/// sentinels announce, 127.0.0.1, refuses it) and the sentinels' naming 127.0.0.1.
+pub struct RedisTls {
+    dir: tempfile::TempDir,
+}
+
+impl RedisTls {
+    pub fn new(node_name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = super::Ca::new();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        for (name, san, serial) in [("node", node_name, 1), ("sentinel", "127.0.0.1", 2)] {
+            let issued = ca.issue(&[san], serial);
+            std::fs::write(dir.path().join(format!("{name}.crt")), &issued.cert_pem).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.key")), &issued.key_pem).unwrap();
+        }
+        Self { dir }
+    }
+
+    /// The CA's PEM file: what a client trusts (`SSL_CERT_FILE`).
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// redis-server arguments for a data node on TLS only, on `port`.
+    fn node_args(&self, port: u16) -> Vec<String> {
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            self.file("node.crt"),
+            "--tls-key-file".into(),
+            self.file("node.key"),
+            "--tls-ca-cert-file".into(),
+            self.file("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--tls-replication".into(),
+            "yes".into(),
+        ]
+    }
+
+    /// The listening lines of a sentinel's config on TLS only, on `port`.
+    fn sentinel_conf(&self, port: u16) -> String {
+        format!(
+            "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
+             tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+            self.file("sentinel.crt"),
+            self.file("sentinel.key"),
+            self.file("ca.pem"),
+        )
+    }
+
+    /// `redis-cli --tls` with `args` against 127.0.0.1:`port`, trusting the CA.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["--tls", "--cacert"])
+            .arg(self.ca_file())
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("redis-cli runs (it ships with redis-server)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }

@@ -211,6 +211,9 @@ sentinel_username = {{ toJson . }}
 {{- if $r.sentinelExistingSecret }}
 sentinel_password = "${file:/etc/drawbridge/cluster-sentinel/password}"
 {{- end }}
+{{- with $r.tlsServerName }}
+tls_server_name = {{ toJson . }}
+{{- end }}
 {{- else }}
 cluster_nodes = {{ $r.clusterNodes | toJson }}
 {{- end }}
