@@ -289,6 +289,9 @@ fn runtime(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCo
 /// Changes the diagnostic log's level on a reload.
 type SetLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// The trace exporter's layer, when `[tracing]` is set.
+type TraceLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
 /// The diagnostic log on stderr, the trace exporter when `[tracing]` is set, and what changes the
 /// log level later (unless [`config::ENV_LOG`] fixes it).
 fn init_logs(
@@ -296,10 +299,30 @@ fn init_logs(
     level: &str,
     tracing: Option<&config::Tracing>,
 ) -> anyhow::Result<(Option<Telemetry>, SetLevel)> {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::FilterExt;
-    use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+
+    let (telemetry, traces) = match tracing {
+        Some(settings) => {
+            let (telemetry, layer) = Telemetry::start(settings)?;
+            (Some(telemetry), Some(layer))
+        }
+        None => (None, None),
+    };
+    let (subscriber, set_level) = log_subscriber(format, level, traces);
+    subscriber.init();
+    Ok((telemetry, set_level))
+}
+
+/// The subscriber [`init_logs`] installs: the registry, the trace layer if any, and the log on
+/// stderr under its level.
+fn log_subscriber(
+    format: LogFormat,
+    level: &str,
+    traces: Option<TraceLayer>,
+) -> (impl tracing::Subscriber + Send + Sync + 'static, SetLevel) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{FilterExt, LevelFilter};
+    use tracing_subscriber::layer::SubscriberExt;
 
     let from_env = std::env::var(config::ENV_LOG)
         .ok()
@@ -316,18 +339,15 @@ fn init_logs(
         let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
         handle.reload(filter).map_err(|e| e.to_string())
     });
-    let (telemetry, traces) = match tracing {
-        Some(settings) => {
-            let (telemetry, layer) = Telemetry::start(settings)?;
-            (Some(telemetry), Some(layer))
-        }
-        None => (None, None),
-    };
     // The watcher's own machinery never reaches the log, whatever the level: a log file in a
-    // watched directory would make each of its lines the next file event, without end.
-    let filter = filter.and(tracing_subscriber::filter::filter_fn(|meta| {
-        !drawbridge::watch::feeds_back(meta)
-    }));
+    // watched directory would make each of its lines the next file event, without end. The
+    // filter says it narrows nothing by level: without a hint, the pair would have none, every
+    // `trace!` callsite in the process (hyper's and h2's per frame, ours per request) would stay
+    // live, and each span would be built in the registry only to be dropped by every layer.
+    let filter = filter.and(
+        tracing_subscriber::filter::filter_fn(|meta| !drawbridge::watch::feeds_back(meta))
+            .with_max_level_hint(LevelFilter::TRACE),
+    );
     // Every line goes through a writer that escapes C0, DEL and C1 in all fields (the formatter
     // escapes only the message); colours are off, since their escape codes would be escaped too.
     let spelling = match format {
@@ -344,6 +364,46 @@ fn init_logs(
             .boxed(),
         LogFormat::Text => fmt.with_filter(filter).boxed(),
     };
-    tracing_subscriber::registry().with(traces).with(fmt).init();
-    Ok((telemetry, set_level))
+    (
+        tracing_subscriber::registry().with(traces).with(fmt),
+        set_level,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Subscriber;
+    use tracing::level_filters::LevelFilter;
+
+    use super::*;
+
+    #[test]
+    fn log_subscriber_without_traces_caps_every_callsite_at_the_log_level() {
+        // Set by a developer's shell, the variable would decide the level instead.
+        if std::env::var_os(config::ENV_LOG).is_some() {
+            return;
+        }
+        for (level, hint) in [("info", LevelFilter::INFO), ("debug", LevelFilter::DEBUG)] {
+            let (subscriber, _) = log_subscriber(LogFormat::Json, level, None);
+            assert_eq!(subscriber.max_level_hint(), Some(hint), "{level}");
+            tracing::subscriber::with_default(subscriber, || {
+                // The request span of every request: built for nothing when no layer wants it.
+                assert!(
+                    tracing::trace_span!(target: drawbridge::telemetry::TARGET, "request")
+                        .is_disabled()
+                );
+            });
+        }
+    }
+
+    #[test]
+    fn log_subscriber_set_level_raises_the_cap() {
+        if std::env::var_os(config::ENV_LOG).is_some() {
+            return;
+        }
+        let (subscriber, set_level) = log_subscriber(LogFormat::Text, "info", None);
+        assert_eq!(subscriber.max_level_hint(), Some(LevelFilter::INFO));
+        set_level("trace").expect("a valid level");
+        assert_eq!(subscriber.max_level_hint(), Some(LevelFilter::TRACE));
+    }
 }
