@@ -484,6 +484,42 @@ async fn check_of_a_cached_session_revoked_by_logout_or_admin_gets_401() {
     );
 }
 
+/// `GET /auth/check/notes` on `gw` with `token` as a bearer: the status.
+async fn check_status(gw: &Gateway, token: &str) -> u16 {
+    let http = support::client::https(&gw.ca.pem(), false);
+    let mut req = support::client::request("GET", &gw.url("/auth/check/notes"), "");
+    req.headers_mut()
+        .insert("authorization", bearer(token).parse().unwrap());
+    read(http.request(req).await.unwrap()).await.0
+}
+
+#[tokio::test]
+async fn check_of_a_cached_session_logged_out_on_another_replica_gets_401() {
+    let redis = support::redis::Redis::start().await;
+    let fleet =
+        support::fleet::Fleet::start(2, &format!("redis_url = \"{}\"\n", redis.url())).await;
+    let token = fleet.login(0, "jack").await;
+    let replica = &fleet.gws[1];
+    assert_eq!(check_status(replica, &token).await, 200);
+    assert_eq!(check_status(replica, &token).await, 200);
+    assert_eq!(
+        cache_lookups(replica, "hit").await,
+        1.0,
+        "cached on replica 1"
+    );
+
+    assert_eq!(fleet.post(0, "/auth/logout", &token).await.0, 200);
+    assert_eventually!(
+        check_status(replica, &token).await == 401,
+        "replica 1 kept admitting a session logged out on replica 0"
+    );
+    assert_eq!(
+        check_status(replica, &token).await,
+        401,
+        "and stays refused"
+    );
+}
+
 #[tokio::test]
 async fn check_after_a_session_key_reload_verifies_the_token_again_under_the_new_keys() {
     let up = Upstream::start().await;
