@@ -13,6 +13,7 @@ use crate::admin::Admin;
 use crate::audit::Audit;
 use crate::auth::AuthCore;
 use crate::auth::session::{SessionError, Sessions};
+use crate::auth::verified::{self, VerifiedSessions};
 use crate::cluster::{Cluster, ClusterError, Replica};
 use crate::config::Config;
 use crate::forward::Forwarder;
@@ -118,6 +119,10 @@ impl App {
             forwarder: Arc::new(forwarder),
             limiter,
             tls: tls_generation,
+            verified: VerifiedSessions::new(
+                verified::MAX_ENTRIES,
+                metrics.auth.forward_auth_cache.clone(),
+            ),
         };
         let parts = Parts {
             metrics,

@@ -15,6 +15,7 @@ pub(crate) mod provider;
 pub(crate) mod revocation;
 pub mod session;
 pub mod signature;
+pub(crate) mod verified;
 pub(crate) mod webhook;
 
 use std::collections::{BTreeMap, HashMap};

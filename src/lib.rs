@@ -95,4 +95,83 @@ pub mod bench {
         };
         crate::forward::rewrite_head(parts, peer, config, &config.auth.session.issuer, upgrade);
     }
+
+    /// The forward-auth door's decision on a session, without the network: the gate, the
+    /// session keys and the verified-session cache of one generation.
+    pub struct ForwardAuthCheck {
+        gate: crate::auth::gate::Gate,
+        sessions: crate::auth::session::Sessions,
+        verified: crate::auth::verified::VerifiedSessions,
+        config: crate::Config,
+    }
+
+    impl ForwardAuthCheck {
+        /// The door's parts for `config`.
+        ///
+        /// # Errors
+        /// When the session keys cannot be loaded.
+        pub fn new(config: crate::Config) -> Result<Self, crate::auth::session::SessionError> {
+            let sessions = crate::auth::session::Sessions::from_config(&config.auth.session)?;
+            let lookups = prometheus::IntCounterVec::new(
+                prometheus::Opts::new("bench_lookups", "bench"),
+                &["result"],
+            )
+            .map_err(|e| crate::auth::session::SessionError::Crypto(e.to_string()))?;
+            Ok(Self {
+                gate: crate::auth::gate::Gate::new(config.auth.session.max_ttl, None),
+                verified: crate::auth::verified::VerifiedSessions::new(
+                    crate::auth::verified::MAX_ENTRIES,
+                    lookups,
+                ),
+                sessions,
+                config,
+            })
+        }
+
+        /// The session keys, to mint a session to check.
+        pub fn sessions(&self) -> &crate::auth::session::Sessions {
+            &self.sessions
+        }
+
+        /// A check as the door answers it now: a token verified before is answered from the
+        /// cache; the assertion signed only when `assertion`. The answer's headers, or `None`
+        /// when refused.
+        pub fn cached(&self, request: &HeaderMap, assertion: bool) -> Option<HeaderMap> {
+            let verified = crate::doors::forward_auth::admit(
+                &self.gate,
+                &self.sessions,
+                &self.verified,
+                request,
+            )
+            .ok()?;
+            Some(self.answer(request, assertion, &verified))
+        }
+
+        /// A check verifying the token and signing an assertion every time, as the door did
+        /// before it kept verified sessions.
+        pub fn uncached(&self, request: &HeaderMap) -> Option<HeaderMap> {
+            let (token, _) = crate::auth::gate::Gate::token(&self.sessions, request)?;
+            let claims = self.gate.verify(&self.sessions, &token).ok()?;
+            let verified = crate::doors::forward_auth::render(claims);
+            Some(self.answer(request, true, &verified))
+        }
+
+        fn answer(
+            &self,
+            request: &HeaderMap,
+            assertion: bool,
+            verified: &crate::auth::verified::Verified,
+        ) -> HeaderMap {
+            crate::doors::forward_auth::answer(
+                request,
+                &self.sessions,
+                &self.config.upstream,
+                assertion,
+                verified,
+            )
+            .into_parts()
+            .0
+            .headers
+        }
+    }
 }

@@ -328,6 +328,8 @@ pub(crate) struct AuthMetrics {
     pub(crate) circuit_open: IntGaugeVec,
     pub(crate) cache_requests: IntCounterVec,
     pub(crate) cache_entries: IntGauge,
+    /// The forward-auth door's verified-session lookups, by `hit`/`miss`.
+    pub(crate) forward_auth_cache: IntCounterVec,
     pub(crate) sessions_issued: IntCounter,
     pub(crate) sessions_revoked: IntCounter,
 }
@@ -379,6 +381,16 @@ impl AuthMetrics {
             "drawbridge_decision_cache_entries",
             "Decisions cached (approximate)",
         )?;
+        let forward_auth_cache = IntCounterVec::new(
+            Opts::new(
+                "drawbridge_forward_auth_cache_requests_total",
+                "Forward-auth checks of a session token, by whether the token was verified already (hit) or had to be (miss)",
+            ),
+            &["result"],
+        )?;
+        for result in ["hit", "miss"] {
+            forward_auth_cache.with_label_values(&[result]);
+        }
         let sessions_issued = IntCounter::new(
             "drawbridge_sessions_issued_total",
             "Session tokens minted, refreshes included",
@@ -393,6 +405,7 @@ impl AuthMetrics {
         r.register(Box::new(circuit_open.clone()))?;
         r.register(Box::new(cache_requests.clone()))?;
         r.register(Box::new(cache_entries.clone()))?;
+        r.register(Box::new(forward_auth_cache.clone()))?;
         r.register(Box::new(sessions_issued.clone()))?;
         r.register(Box::new(sessions_revoked.clone()))?;
         Ok(Self {
@@ -402,6 +415,7 @@ impl AuthMetrics {
             circuit_open,
             cache_requests,
             cache_entries,
+            forward_auth_cache,
             sessions_issued,
             sessions_revoked,
         })

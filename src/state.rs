@@ -19,6 +19,7 @@ use crate::auth::gate::Gate;
 pub(crate) use crate::auth::grant::{Grant, grant_store};
 use crate::auth::known_tokens::KnownToken;
 use crate::auth::session::{SessionClaims, Sessions};
+use crate::auth::verified::VerifiedSessions;
 use crate::clock::unix_now;
 use crate::cluster::{Cluster, Kind, Replica, Revocation};
 use crate::config::Config;
@@ -47,6 +48,9 @@ pub(crate) struct Live {
     pub(crate) limiter: Option<Arc<Limiter>>,
     /// The main listener's TLS settings, when it speaks TLS.
     pub(crate) tls: Option<Arc<TlsGeneration>>,
+    /// Sessions the forward-auth door verified under this generation's keys, by token hash;
+    /// a new generation starts empty.
+    pub(crate) verified: VerifiedSessions,
 }
 
 /// What one request reads: the shared state, and the live generation it loaded once.

@@ -246,8 +246,14 @@ async fn nginx_request_with_session_reaches_upstream_with_identity_headers() {
         assert_eq!(seen.headers["x-drawbridge-app"], "app");
         assert_eq!(seen.headers["x-drawbridge-provider"], "demo");
         assert!(!seen.headers["x-drawbridge-permissions"].is_empty());
-        let assertion = seen.headers["x-drawbridge-assertion"].to_str().unwrap();
-        assert_eq!(assertion.split('.').count(), 3, "a JWT");
+        // No assertion unless configured: nginx drops the empty value it copies.
+        assert!(
+            seen.headers
+                .get("x-drawbridge-assertion")
+                .is_none_or(|v| v.is_empty()),
+            "{carrier:?}: {:?}",
+            seen.headers.get("x-drawbridge-assertion")
+        );
         assert_eq!(seen.headers.get_all("x-drawbridge-user").iter().count(), 1);
     }
     assert_eventually!(
@@ -336,6 +342,263 @@ async fn check_with_revoked_session_gets_401() {
     let (status, _, _) = bed.via_nginx("/notes", &[("authorization", &auth)]).await;
     assert_eq!(status, 401, "through nginx too");
     assert_eq!(bed.up.hits(), 0);
+}
+
+/// `drawbridge_forward_auth_cache_requests_total{result}` now.
+async fn cache_lookups(gw: &Gateway, result: &str) -> f64 {
+    support::metric(
+        &gw.metrics().await,
+        &format!("drawbridge_forward_auth_cache_requests_total{{result=\"{result}\"}}"),
+    )
+}
+
+/// The claims of an identity assertion, verified with the gateway's published keys for the sync
+/// server at `audience`.
+fn verified_assertion(
+    jwks: &jsonwebtoken::jwk::JwkSet,
+    assertion: &str,
+    audience: &str,
+) -> serde_json::Value {
+    let kid = jsonwebtoken::decode_header(assertion)
+        .unwrap()
+        .kid
+        .expect("a kid");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    v.set_audience(&[audience]);
+    jsonwebtoken::decode::<serde_json::Value>(
+        assertion,
+        &jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).expect("published")).unwrap(),
+        &v,
+    )
+    .expect("the assertion verifies with the JWKS")
+    .claims
+}
+
+#[tokio::test]
+async fn check_by_default_answers_every_identity_header_and_an_empty_assertion() {
+    let bed = Bed::start("").await;
+    let token = bed.login("erin").await;
+    let auth = bearer(&token);
+    for round in 0..2 {
+        let (status, h) = bed.check(&[("authorization", &auth)]).await;
+        assert_eq!(status, 200, "check {round}");
+        assert_eq!(h["x-drawbridge-user"], "erin", "check {round}");
+        assert_eq!(h["x-auth-request-user"], "erin");
+        assert_eq!(h["x-drawbridge-app"], "app");
+        assert_eq!(h["x-drawbridge-provider"], "demo");
+        assert!(!h["x-drawbridge-permissions"].is_empty());
+        assert_eq!(
+            h["x-drawbridge-assertion"], "",
+            "check {round}: no assertion unless forward_auth.assertion is on"
+        );
+        assert_eq!(h.get_all("x-drawbridge-assertion").iter().count(), 1);
+        assert_eq!(h["x-auth-request-email"], "", "present, empty");
+    }
+    assert_eq!(cache_lookups(&bed.gw, "miss").await, 1.0, "verified once");
+    assert_eq!(
+        cache_lookups(&bed.gw, "hit").await,
+        1.0,
+        "then answered from the cache"
+    );
+}
+
+#[tokio::test]
+async fn check_with_assertion_on_signs_a_fresh_jti_for_every_check() {
+    let bed = Bed::start("assertion = true\n").await;
+    let token = bed.login("frank").await;
+    let auth = bearer(&token);
+    let http = support::client::https(&bed.gw.ca.pem(), false);
+    let jwks = support::jwks(&http, &bed.gw).await;
+    let audience = format!("http://{}", bed.up.addr);
+    let mut jtis = Vec::new();
+    for _ in 0..3 {
+        let (status, h) = bed.check(&[("authorization", &auth)]).await;
+        assert_eq!(status, 200);
+        assert_eq!(h["x-drawbridge-user"], "frank");
+        let claims = verified_assertion(
+            &jwks,
+            h["x-drawbridge-assertion"].to_str().unwrap(),
+            &audience,
+        );
+        assert_eq!(claims["sub"], "frank");
+        jtis.push(claims["jti"].as_str().expect("a jti").to_owned());
+    }
+    assert!(
+        cache_lookups(&bed.gw, "hit").await >= 2.0,
+        "the session came from the cache"
+    );
+    let mut distinct = jtis.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), jtis.len(), "a jti was reused: {jtis:?}");
+
+    // Through nginx, the sync server gets the assertion too.
+    let (status, _, body) = bed.via_nginx("/notes", &[("authorization", &auth)]).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = bed.up.seen().pop().unwrap();
+    let claims = verified_assertion(
+        &jwks,
+        seen.headers["x-drawbridge-assertion"].to_str().unwrap(),
+        &audience,
+    );
+    assert!(!jtis.contains(&claims["jti"].as_str().unwrap().to_owned()));
+}
+
+#[tokio::test]
+async fn check_of_a_cached_session_revoked_by_logout_or_admin_gets_401() {
+    let bed = Bed::start("").await;
+    let gina = bed.login("gina").await;
+    let hank = bed.login("hank").await;
+    for token in [&gina, &hank] {
+        for _ in 0..2 {
+            assert_eq!(bed.check(&[("authorization", &bearer(token))]).await.0, 200);
+        }
+    }
+    assert!(
+        cache_lookups(&bed.gw, "hit").await >= 2.0,
+        "both sessions are cached"
+    );
+
+    let http = support::client::https(&bed.gw.ca.pem(), false);
+    let (status, _, _) = post_bearer(&http, &bed.gw.url("/auth/logout"), &gina).await;
+    assert_eq!(status, 200);
+    let cookie = format!("drawbridge_session={gina}");
+    for carrier in [("authorization", bearer(&gina)), ("cookie", cookie)] {
+        let (status, _) = bed.check(&[(carrier.0, &carrier.1)]).await;
+        assert_eq!(status, 401, "{}: logged out", carrier.0);
+    }
+    assert_eq!(bed.check(&[("authorization", &bearer(&hank))]).await.0, 200);
+
+    let admin = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let req = http::Request::post(format!("http://{}/sessions/revoke", bed.gw.admin_addr))
+        .body(Full::new(Bytes::from(
+            serde_json::json!({ "userID": "hank" }).to_string(),
+        )))
+        .unwrap();
+    assert_eq!(admin.request(req).await.unwrap().status(), 200);
+    assert_eq!(
+        bed.check(&[("authorization", &bearer(&hank))]).await.0,
+        401,
+        "the user's sessions are revoked"
+    );
+}
+
+/// `GET /auth/check/notes` on `gw` with `token` as a bearer: the status.
+async fn check_status(gw: &Gateway, token: &str) -> u16 {
+    let http = support::client::https(&gw.ca.pem(), false);
+    let mut req = support::client::request("GET", &gw.url("/auth/check/notes"), "");
+    req.headers_mut()
+        .insert("authorization", bearer(token).parse().unwrap());
+    read(http.request(req).await.unwrap()).await.0
+}
+
+#[tokio::test]
+async fn check_of_a_cached_session_logged_out_on_another_replica_gets_401() {
+    let redis = support::redis::Redis::start().await;
+    let fleet =
+        support::fleet::Fleet::start(2, &format!("redis_url = \"{}\"\n", redis.url())).await;
+    let token = fleet.login(0, "jack").await;
+    let replica = &fleet.gws[1];
+    assert_eq!(check_status(replica, &token).await, 200);
+    assert_eq!(check_status(replica, &token).await, 200);
+    assert_eq!(
+        cache_lookups(replica, "hit").await,
+        1.0,
+        "cached on replica 1"
+    );
+
+    assert_eq!(fleet.post(0, "/auth/logout", &token).await.0, 200);
+    assert_eventually!(
+        check_status(replica, &token).await == 401,
+        "replica 1 kept admitting a session logged out on replica 0"
+    );
+    assert_eq!(
+        check_status(replica, &token).await,
+        401,
+        "and stays refused"
+    );
+}
+
+#[tokio::test]
+async fn check_after_a_session_key_reload_verifies_the_token_again_under_the_new_keys() {
+    let up = Upstream::start().await;
+    let hook = Webhook::users(600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str| {
+        let path = dir.path().join(name);
+        let pem = drawbridge::auth::session::keygen(jsonwebtoken::Algorithm::EdDSA).unwrap();
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let (key_a, key_b) = (key("a.pem"), key("b.pem"));
+    let gw = Gateway::builder(up.url())
+        .demo_provider(&hook)
+        .rate_limit_off()
+        .extra(&format!(
+            "[forward_auth]\nassertion = true\n[session]\nkey_file = {key_a:?}\n"
+        ))
+        .spawn_reloading_in(tempfile::tempdir().unwrap())
+        .await;
+    let token = support::login(&gw, "app", "demo", "ivy-token")
+        .await
+        .session();
+    let http = support::client::https(&gw.ca.pem(), false);
+    let check = || async {
+        let mut req = support::client::request("GET", &gw.url("/auth/check/notes"), "");
+        req.headers_mut()
+            .insert("authorization", bearer(&token).parse().unwrap());
+        let (status, h, _) = read(http.request(req).await.unwrap()).await;
+        let kid = h
+            .get("x-drawbridge-assertion")
+            .and_then(|v| jsonwebtoken::decode_header(v.to_str().ok()?).ok()?.kid);
+        (status, kid)
+    };
+    let (status, kid_a) = check().await;
+    assert_eq!(status, 200);
+    assert_eq!(check().await.0, 200);
+    let (hits, misses) = (
+        cache_lookups(&gw, "hit").await,
+        cache_lookups(&gw, "miss").await,
+    );
+    assert_eq!((hits, misses), (1.0, 1.0));
+
+    let reloads = || async {
+        support::metric(
+            &gw.metrics().await,
+            "drawbridge_config_reloads_total{result=\"success\"}",
+        )
+    };
+    let before = reloads().await;
+    let path = gw.config_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&key_a, &key_b);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    assert_eventually!(
+        reloads().await > before,
+        "the new session key was never applied"
+    );
+
+    // The old key keeps verifying its tokens after a rotation; the new generation verifies the
+    // token again rather than answering from what the old one verified.
+    let (status, kid_b) = check().await;
+    assert_eq!(status, 200);
+    assert_ne!(kid_a, kid_b, "the assertion is signed by the new key");
+    assert_eq!(
+        cache_lookups(&gw, "miss").await,
+        misses + 1.0,
+        "verified again"
+    );
+    assert_eq!(
+        cache_lookups(&gw, "hit").await,
+        hits,
+        "nothing answered from the old cache"
+    );
+    assert_eq!(check().await.0, 200);
+    assert_eq!(cache_lookups(&gw, "hit").await, hits + 1.0, "cached again");
 }
 
 #[tokio::test]

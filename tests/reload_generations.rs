@@ -54,7 +54,7 @@ impl Generation {
     fn tables(&self) -> String {
         format!(
             "[providers.{p}]\nkind = \"webhook\"\nurl = \"{}\"\n[apps.{a}]\nproviders = [\"{p}\"]\n\
-             [session]\nalgorithm = \"EdDSA\"\nkey_file = {:?}\n",
+             [session]\nalgorithm = \"EdDSA\"\nkey_file = {:?}\n[forward_auth]\nassertion = true\n",
             self.hook.url(),
             self.key_file,
             p = self.provider,

@@ -87,6 +87,7 @@ SAMPLES = {
     "forward_auth.provider": "w",
     "forward_auth.signin_url": "https://login.example.com/",
     "forward_auth.uri_from": "header:x-forwarded-uri",
+    "forward_auth.assertion": True,
     "limits.header_read_timeout_ms": 5000,
     "limits.http2_keep_alive_interval_ms": 15000,
     "limits.http2_keep_alive_timeout_ms": 10000,

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::audit;
 use crate::auth::session::SessionError;
+use crate::auth::verified::{self, VerifiedSessions};
 use crate::config::{Config, ConfigError, Recording, Sources, System, secret_text};
 use crate::forward::Forwarder;
 use crate::state::{Limiter, Live, Shared};
@@ -256,6 +257,11 @@ impl Reloader {
             forwarder,
             limiter,
             tls,
+            // Verified under the last generation's keys: every token is verified again.
+            verified: VerifiedSessions::new(
+                verified::MAX_ENTRIES,
+                shared.metrics.auth.forward_auth_cache.clone(),
+            ),
         });
         tracing::info!(
             trigger,

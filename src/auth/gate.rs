@@ -17,6 +17,7 @@
 //! Ditto access tokens learned from relayed logins, and revocations (written for the other
 //! replicas, queued while the store is away).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,42 @@ struct TicketLifetime;
 impl moka::Expiry<String, Ticket> for TicketLifetime {
     fn expire_after_create(&self, _: &String, ticket: &Ticket, _: Instant) -> Option<Duration> {
         Some(ticket.ttl)
+    }
+}
+
+/// What carries the session of a request, by the gate's one order.
+enum Carried<'h> {
+    /// A token on one of the carriers.
+    Token(Cow<'h, str>, Carrier),
+    /// The door's `?ticket=` (only where the door takes one).
+    Ticket,
+    /// Nothing.
+    Nothing,
+}
+
+/// The first carrier present in `headers` (and the door's ticket, when `ticket`), in the gate's
+/// one order: our bearer, a protocol entry, the cookie, the ticket, then a foreign bearer.
+fn carried<'h>(sessions: &Sessions, headers: &'h HeaderMap, ticket: bool) -> Carried<'h> {
+    let bearer = credentials::authorization_bearer(headers);
+    let ours = credentials::Ours::new(sessions.issuer());
+    if let Some(token) = bearer.filter(|t| ours.recognises(t)) {
+        return Carried::Token(Cow::Borrowed(token), Carrier::Authorization);
+    }
+    if let Some(token) = credentials::protocol_entries(headers)
+        .iter()
+        .find_map(|p| credentials::protocol_bearer(p).map(str::to_owned))
+    {
+        return Carried::Token(Cow::Owned(token), Carrier::Protocol);
+    }
+    if let Some(token) = credentials::cookie(headers, SESSION_COOKIE) {
+        return Carried::Token(Cow::Borrowed(token), Carrier::Cookie);
+    }
+    if ticket {
+        return Carried::Ticket;
+    }
+    match bearer {
+        Some(token) => Carried::Token(Cow::Borrowed(token), Carrier::Authorization),
+        None => Carried::Nothing,
     }
 }
 
@@ -119,41 +156,42 @@ impl Gate {
         headers: &HeaderMap,
         ticket: Option<&str>,
     ) -> Result<(Arc<SessionClaims>, Carrier), SessionRejected> {
-        let bearer = credentials::authorization_bearer(headers);
-        let ours = credentials::Ours::new(sessions.issuer());
-        if let Some(token) = bearer.filter(|t| ours.recognises(t)) {
-            return self
-                .verify(sessions, token)
-                .map(|c| (c, Carrier::Authorization));
-        }
-        if let Some(token) = credentials::protocol_entries(headers)
-            .iter()
-            .find_map(|p| credentials::protocol_bearer(p).map(str::to_owned))
-        {
-            return self
-                .verify(sessions, &token)
-                .map(|c| (c, Carrier::Protocol));
-        }
-        if let Some(token) = credentials::cookie(headers, SESSION_COOKIE) {
-            return self.verify(sessions, token).map(|c| (c, Carrier::Cookie));
-        }
-        if let Some(ticket) = ticket {
-            return match self.redeem_ticket(ticket).await {
-                Some(claims)
-                    if !self.revocations.is_revoked(&claims) && claims.exp > unix_now() =>
-                {
-                    audit::note_user(&claims.sub);
-                    Ok((claims, Carrier::Ticket))
-                }
+        match carried(sessions, headers, ticket.is_some()) {
+            Carried::Token(token, carrier) => self.verify(sessions, &token).map(|c| (c, carrier)),
+            Carried::Ticket => match self.redeem_ticket(ticket.unwrap_or_default()).await {
+                Some(claims) if self.admit(&claims).is_ok() => Ok((claims, Carrier::Ticket)),
                 _ => Err(SessionRejected::Ticket),
-            };
+            },
+            Carried::Nothing => Err(SessionRejected::Required),
         }
-        if let Some(token) = bearer {
-            return self
-                .verify(sessions, token)
-                .map(|c| (c, Carrier::Authorization));
+    }
+
+    /// The session token `headers` carry on the first carrier present, in the gate's one order,
+    /// for a door that takes no ticket; not yet verified.
+    pub(crate) fn token<'h>(
+        sessions: &Sessions,
+        headers: &'h HeaderMap,
+    ) -> Option<(Cow<'h, str>, Carrier)> {
+        match carried(sessions, headers, false) {
+            Carried::Token(token, carrier) => Some((token, carrier)),
+            Carried::Ticket | Carried::Nothing => None,
         }
-        Err(SessionRejected::Required)
+    }
+
+    /// Admits claims verified earlier (their signature checked under this generation's keys):
+    /// not expired by now, not revoked since.
+    ///
+    /// # Errors
+    /// [`SessionRejected::Expired`] or [`SessionRejected::Revoked`].
+    pub(crate) fn admit(&self, claims: &SessionClaims) -> Result<(), SessionRejected> {
+        if claims.exp <= unix_now() {
+            return Err(SessionRejected::Expired);
+        }
+        if self.revocations.is_revoked(claims) {
+            return Err(SessionRejected::Revoked);
+        }
+        audit::note_user(&claims.sub);
+        Ok(())
     }
 
     /// Verifies one session token by `sessions` and checks the revocation list.

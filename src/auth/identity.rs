@@ -37,30 +37,50 @@ pub(crate) fn header_text(s: &str) -> HeaderValue {
     HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static(""))
 }
 
-/// Sets the identity headers of `claims`: `x-drawbridge-user`, `-app`, `-provider`,
-/// `-permissions` (base64url JSON) and `-assertion` (a short JWT signed by `sessions` for the
-/// audience of `upstream`).
+/// The identity headers of `claims`, in the order they are written: `x-drawbridge-user`, `-app`,
+/// `-provider` and `-permissions` (base64url JSON). The same claims always render the same values,
+/// so a door may keep them rendered for as long as it keeps the claims.
+pub(crate) fn headers(claims: &SessionClaims) -> Vec<(HeaderName, HeaderValue)> {
+    let x = |n: &'static str| HeaderName::from_static(n);
+    let mut out = Vec::with_capacity(4);
+    out.push((x("x-drawbridge-user"), header_text(&claims.sub)));
+    out.push((x("x-drawbridge-app"), header_text(&claims.app)));
+    out.push((x("x-drawbridge-provider"), header_text(&claims.prv)));
+    let perms = serde_json::to_vec(&claims.permissions).unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(perms)) {
+        out.push((x("x-drawbridge-permissions"), v));
+    }
+    out
+}
+
+/// Sets `x-drawbridge-assertion`: a short JWT of `claims` signed by `sessions` for the audience of
+/// `upstream`, signed now with a `jti` of its own, never one used before.
+pub(crate) fn sign_assertion(
+    headers: &mut HeaderMap,
+    claims: &SessionClaims,
+    sessions: &Sessions,
+    upstream: &Upstream,
+) {
+    let audience = format!("{}://{}", upstream.scheme, upstream.authority);
+    match sessions.assertion(claims, &audience, ASSERTION_TTL) {
+        Ok(jwt) => {
+            if let Ok(v) = HeaderValue::from_str(&jwt) {
+                headers.insert(HeaderName::from_static("x-drawbridge-assertion"), v);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot sign the identity assertion"),
+    }
+}
+
+/// Sets the identity headers of `claims` ([`headers`]) and a fresh assertion ([`sign_assertion`]).
 pub(crate) fn present(
     headers: &mut HeaderMap,
     claims: &SessionClaims,
     sessions: &Sessions,
     upstream: &Upstream,
 ) {
-    let x = |n: &'static str| HeaderName::from_static(n);
-    headers.insert(x("x-drawbridge-user"), header_text(&claims.sub));
-    headers.insert(x("x-drawbridge-app"), header_text(&claims.app));
-    headers.insert(x("x-drawbridge-provider"), header_text(&claims.prv));
-    let perms = serde_json::to_vec(&claims.permissions).unwrap_or_default();
-    if let Ok(v) = HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(perms)) {
-        headers.insert(x("x-drawbridge-permissions"), v);
+    for (name, value) in self::headers(claims) {
+        headers.insert(name, value);
     }
-    let audience = format!("{}://{}", upstream.scheme, upstream.authority);
-    match sessions.assertion(claims, &audience, ASSERTION_TTL) {
-        Ok(jwt) => {
-            if let Ok(v) = HeaderValue::from_str(&jwt) {
-                headers.insert(x("x-drawbridge-assertion"), v);
-            }
-        }
-        Err(error) => tracing::warn!(%error, "cannot sign the identity assertion"),
-    }
+    sign_assertion(headers, claims, sessions, upstream);
 }

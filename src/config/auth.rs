@@ -26,8 +26,8 @@ pub use cache::{
 };
 pub use cors::RawCors;
 pub use forward_auth::{
-    DEFAULT_FORWARD_AUTH_ACCEPT_PROVIDER_TOKENS, DEFAULT_FORWARD_AUTH_URI_FROM, ForwardAuthConfig,
-    RawForwardAuth, UriSource,
+    DEFAULT_FORWARD_AUTH_ACCEPT_PROVIDER_TOKENS, DEFAULT_FORWARD_AUTH_ASSERTION,
+    DEFAULT_FORWARD_AUTH_URI_FROM, ForwardAuthConfig, RawForwardAuth, UriSource,
 };
 pub use native::RawNative;
 pub use providers::{

@@ -16,7 +16,8 @@ pub use super::auth::cache::{
 };
 pub use super::auth::cors::RawCors;
 pub use super::auth::forward_auth::{
-    DEFAULT_FORWARD_AUTH_ACCEPT_PROVIDER_TOKENS, DEFAULT_FORWARD_AUTH_URI_FROM, RawForwardAuth,
+    DEFAULT_FORWARD_AUTH_ACCEPT_PROVIDER_TOKENS, DEFAULT_FORWARD_AUTH_ASSERTION,
+    DEFAULT_FORWARD_AUTH_URI_FROM, RawForwardAuth,
 };
 pub use super::auth::native::RawNative;
 pub use super::auth::providers::{

@@ -24,18 +24,29 @@
 //! that copies them overwrites a client's own copies of these names) and the client's
 //! `Authorization`, `Cookie` and `Sec-WebSocket-Protocol` with drawbridge's credentials taken out,
 //! for the ingress to forward in their place: the session stays at the gate.
+//!
+//! An ingress asks about the same session on every request, so a token is verified once per
+//! generation and its identity headers rendered once ([`crate::auth::verified`]); each later check
+//! of the same token asks only the clock and the revocation list again. The identity assertion
+//! (`x-drawbridge-assertion`) is signed only with `forward_auth.assertion`, and then afresh for
+//! every passing check (a new `jti` each time, never a cached one); without it the header is
+//! answered empty, and the ingress carries the identity to the sync server over a hop it trusts.
 
 use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 
-use crate::auth::session::SessionClaims;
+use crate::auth::credentials::SessionRejected;
+use crate::auth::gate::Gate;
+use crate::auth::session::{SessionClaims, Sessions};
+use crate::auth::verified::{Verified, VerifiedSessions};
 use crate::auth::{Decision, Door};
 use crate::auth::{credentials, identity};
 use crate::body::{self, Body};
 use crate::canonical::{self, TargetError};
 use crate::clock::unix_now;
+use crate::config::Upstream;
 use crate::config::auth::UriSource;
 use crate::respond::{DoorError, Refusal};
 use crate::state::{Ctx, Live};
@@ -186,32 +197,103 @@ pub(crate) async fn check<B>(
         tracing::debug!(forwarded_method = ?method, ?rule, "forward-auth check");
     }
     if rule == Rule::Open {
-        return Ok(allowed(req.headers(), live));
+        return Ok(allowed(req.headers(), live.sessions.issuer()));
     }
     let fa = &config.auth.forward_auth;
-    let outcome = match cx
-        .shared
-        .gate
-        .session(&live.sessions, req.headers(), None)
-        .await
-    {
-        Ok((claims, _)) => Ok(claims),
-        Err(why) => provider_token(live, req.headers())
-            .await
-            .unwrap_or(Err(why.into())),
+    let outcome = match admit(
+        &cx.shared.gate,
+        &live.sessions,
+        &live.verified,
+        req.headers(),
+    ) {
+        Ok(verified) => Ok(verified),
+        Err(why) => match provider_token(live, req.headers()).await {
+            Some(Ok(claims)) => Ok(Arc::new(render(claims))),
+            Some(Err(error)) => Err(error),
+            None => Err(why.into()),
+        },
     };
     match outcome {
-        Ok(claims) => {
-            let mut resp = allowed(req.headers(), live);
-            identity(live, resp.headers_mut(), &claims);
-            Ok(resp)
-        }
+        Ok(verified) => Ok(answer(
+            req.headers(),
+            &live.sessions,
+            &live.config.upstream,
+            fa.assertion,
+            &verified,
+        )),
         Err(error @ (DoorError::InvalidToken(_) | DoorError::Denied(_))) => match &fa.signin_url {
             Some(url) => Err(DoorError::SignIn(url.clone())),
             None => Err(error),
         },
         Err(error) => Err(error),
     }
+}
+
+/// The session `headers` carry (on the gate's carriers, in its order), admitted: a token this
+/// generation verified before is answered from `verified` once the gate has checked its expiry and
+/// the revocation list again; any other is verified by the gate and remembered.
+///
+/// # Errors
+/// Why the gate refuses the session ([`SessionRejected::Required`] when none is carried).
+pub(crate) fn admit(
+    gate: &Gate,
+    sessions: &Sessions,
+    verified: &VerifiedSessions,
+    headers: &HeaderMap,
+) -> Result<Arc<Verified>, SessionRejected> {
+    let (token, _) = Gate::token(sessions, headers).ok_or(SessionRejected::Required)?;
+    let key = VerifiedSessions::key(&token);
+    if let Some(known) = verified.get(&key) {
+        return match gate.admit(&known.claims) {
+            Ok(()) => Ok(known),
+            Err(why) => {
+                // Expired or revoked: this token never passes again.
+                verified.forget(&key);
+                Err(why)
+            }
+        };
+    }
+    let claims = gate.verify(sessions, &token)?;
+    let known = Arc::new(render(claims));
+    verified.insert(key, known.clone());
+    Ok(known)
+}
+
+/// The tunnel's identity headers of `claims` and the oauth2-proxy names, rendered.
+pub(crate) fn render(claims: Arc<SessionClaims>) -> Verified {
+    let mut headers = identity::headers(&claims);
+    if let Some((_, user)) = headers.iter().find(|(n, _)| n == "x-drawbridge-user") {
+        headers.push((AUTH_REQUEST_USER, user.clone()));
+    }
+    if let Some(email) = claims.email() {
+        // Encoded like the other identity headers, so two addresses never read the same.
+        headers.push((AUTH_REQUEST_EMAIL, identity::header_text(email)));
+    }
+    Verified {
+        claims,
+        headers: headers.into_boxed_slice(),
+    }
+}
+
+/// A passing check's answer for `verified` ([`allowed`], with its identity headers filled in),
+/// and, when `assertion` is on, an identity assertion signed now for the sync server of `upstream`:
+/// never one answered before.
+pub(crate) fn answer(
+    request: &HeaderMap,
+    sessions: &Sessions,
+    upstream: &Upstream,
+    assertion: bool,
+    verified: &Verified,
+) -> Response<Body> {
+    let mut resp = allowed(request, sessions.issuer());
+    let headers = resp.headers_mut();
+    for (name, value) in &verified.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    if assertion {
+        identity::sign_assertion(headers, &verified.claims, sessions, upstream);
+    }
+    resp
 }
 
 /// An identity provider's bearer token decided for the configured app and provider, when
@@ -259,7 +341,7 @@ async fn provider_token(
 /// `Sec-WebSocket-Protocol` without drawbridge's credentials, for the ingress to forward in place
 /// of the client's: an ingress that copies these names overwrites whatever the client sent under
 /// them, and the session stays at the gate.
-fn allowed(request: &HeaderMap, live: &Live) -> Response<Body> {
+fn allowed(request: &HeaderMap, issuer: &str) -> Response<Body> {
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::OK;
     let headers = resp.headers_mut();
@@ -270,20 +352,8 @@ fn allowed(request: &HeaderMap, live: &Live) -> Response<Body> {
     for name in IDENTITY {
         headers.insert(HeaderName::from_static(name), HeaderValue::from_static(""));
     }
-    headers.extend(credentials::forwardable(request, live.sessions.issuer()));
+    headers.extend(credentials::forwardable(request, issuer));
     resp
-}
-
-/// The tunnel's identity headers, plus the oauth2-proxy names.
-fn identity(live: &Live, headers: &mut HeaderMap, claims: &SessionClaims) {
-    identity::present(headers, claims, &live.sessions, &live.config.upstream);
-    if let Some(user) = headers.get("x-drawbridge-user").cloned() {
-        headers.insert(AUTH_REQUEST_USER, user);
-    }
-    if let Some(email) = claims.email() {
-        // Encoded like the other identity headers, so two addresses never read the same.
-        headers.insert(AUTH_REQUEST_EMAIL, identity::header_text(email));
-    }
 }
 
 #[cfg(test)]

@@ -24,8 +24,14 @@ pub struct RawForwardAuth {
     /// as Envoy's `extAuth` sends it) or `"header:<name>"` (`X-Forwarded-Uri` for Traefik,
     /// `X-Original-URL` for ingress-nginx, `X-Original-URI` for an nginx `auth_request` snippet).
     pub uri_from: String,
+    /// Sign a fresh identity assertion (`x-drawbridge-assertion`, new `jti` every time) into each
+    /// passing check. Off, the header is answered empty: the ingress carries the identity to the
+    /// sync server over a hop it trusts, and only tunnels through drawbridge carry an assertion.
+    pub assertion: bool,
 }
 
+/// `forward_auth.assertion`: a passing check answers the identity headers without an assertion.
+pub const DEFAULT_FORWARD_AUTH_ASSERTION: bool = false;
 /// `forward_auth.uri_from`: the path under the door.
 pub const DEFAULT_FORWARD_AUTH_URI_FROM: &str = "path";
 /// `forward_auth.accept_provider_tokens`: only drawbridge's own sessions are admitted.
@@ -39,6 +45,7 @@ impl Default for RawForwardAuth {
             app: None,
             provider: None,
             uri_from: DEFAULT_FORWARD_AUTH_URI_FROM.to_owned(),
+            assertion: DEFAULT_FORWARD_AUTH_ASSERTION,
         }
     }
 }
@@ -52,6 +59,8 @@ pub struct ForwardAuthConfig {
     pub provider_tokens: Option<AppProvider>,
     /// The one source of the forwarded request's path the door decides on.
     pub uri_from: UriSource,
+    /// Whether each passing check carries a freshly signed identity assertion.
+    pub assertion: bool,
 }
 
 /// `forward_auth.uri_from`: where the forward-auth door reads the path it is asked about. Exactly
@@ -113,6 +122,7 @@ pub(in crate::config) fn validate(
         signin_url,
         provider_tokens,
         uri_from: uri_source(&f.uri_from, p),
+        assertion: f.assertion,
     }
 }
 
