@@ -158,9 +158,57 @@ fn sessions(c: &mut Criterion) {
     }
 }
 
+/// A typical login: the demo provider's answer for alice (read and write everything, her
+/// clientInfo), an EdDSA session key, sessions HMAC-signed (the default) or signed with the key.
+/// Mints, verifies and the login reply's JSON body; prints each token's length once.
+fn login(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let allow = drawbridge::auth::Allow {
+        user_id: "alice".into(),
+        expires_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600,
+        permissions: serde_json::from_value(serde_json::json!({
+            "read": {"everything": true, "queriesByCollection": {}},
+            "write": {"everything": true, "queriesByCollection": {}},
+        }))
+        .unwrap(),
+        client_info: Some(serde_json::json!({"displayName": "alice", "readOnly": false})),
+        metadata: None,
+        profile: None,
+    };
+    let key = dir.path().join("session.pem");
+    std::fs::write(&key, keygen(jsonwebtoken::Algorithm::EdDSA).unwrap()).unwrap();
+    for signing in ["hmac", "key"] {
+        let text = format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\nkey_file = {key:?}\ntoken_signing = \"{signing}\"\n"
+        );
+        let config = Config::from_toml(&text, &drawbridge::config::System).unwrap();
+        let sessions = Sessions::from_config(&config.auth.session).unwrap();
+        let minted = sessions.mint(&allow, "demo-app", "demo").unwrap();
+        let reply = drawbridge::bench::login_reply(&minted);
+        eprintln!(
+            "login/{signing}: session token {} bytes, login reply body {} bytes",
+            minted.token.len(),
+            reply.len()
+        );
+        c.bench_function(&format!("login/mint/{signing}"), |b| {
+            b.iter(|| black_box(sessions.mint(black_box(&allow), "demo-app", "demo").unwrap()));
+        });
+        c.bench_function(&format!("login/verify/{signing}"), |b| {
+            b.iter(|| black_box(sessions.verify(black_box(&minted.token)).unwrap()));
+        });
+        c.bench_function(&format!("login/reply/{signing}"), |b| {
+            b.iter(|| black_box(drawbridge::bench::login_reply(black_box(&minted))));
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = decide, ed25519_baseline, sessions
+    targets = decide, ed25519_baseline, sessions, login
 }
 criterion_main!(benches);

@@ -95,4 +95,12 @@ pub mod bench {
         };
         crate::forward::rewrite_head(parts, peer, config, &config.auth.session.issuer, upgrade);
     }
+
+    /// The JSON body of a login reply for `minted`, as the login door writes it.
+    ///
+    /// # Panics
+    /// Never: the body is always a JSON object.
+    pub fn login_reply(minted: &crate::auth::session::Minted) -> Vec<u8> {
+        crate::doors::login::session_reply_json(minted).expect("a JSON object")
+    }
 }

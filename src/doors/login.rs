@@ -121,6 +121,14 @@ fn session_body(minted: &Minted) -> SessionBody<'_> {
     }
 }
 
+/// The JSON body of a login or refresh reply, as the door writes it.
+///
+/// # Errors
+/// A serialisation error (a bug: the body is always a JSON object).
+pub(crate) fn session_reply_json(minted: &Minted) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&session_body(minted))
+}
+
 /// 200 with the session, and the session cookie for browsers.
 fn session_response(shared: &Shared, minted: &Minted) -> Response<Body> {
     shared.metrics.auth.sessions_issued.inc();
