@@ -195,7 +195,13 @@ fn login(c: &mut Criterion) {
             reply.len()
         );
         c.bench_function(&format!("login/mint/{signing}"), |b| {
-            b.iter(|| black_box(sessions.mint(black_box(&allow), "demo-app", "demo").unwrap()));
+            b.iter(|| {
+                black_box(
+                    sessions
+                        .mint(black_box(&allow), "demo-app", "demo")
+                        .unwrap(),
+                )
+            });
         });
         c.bench_function(&format!("login/verify/{signing}"), |b| {
             b.iter(|| black_box(sessions.verify(black_box(&minted.token)).unwrap()));

@@ -101,6 +101,7 @@ pub mod bench {
     /// # Panics
     /// Never: the body is always a JSON object.
     pub fn login_reply(minted: &crate::auth::session::Minted) -> Vec<u8> {
-        crate::doors::login::session_reply_json(minted).expect("a JSON object")
+        crate::doors::login::session_reply_json(minted, crate::config::auth::TokenField::default())
+            .expect("a JSON object")
     }
 }
