@@ -420,7 +420,7 @@ async fn slow_login_body_is_cut_off_with_408() {
 }
 
 #[tokio::test]
-async fn key_signed_sessions_verify_against_the_jwks_alone() {
+async fn key_signed_sessions_verify_against_the_jwks_alone_and_carry_their_grants() {
     let hook = Webhook::users(3600).await;
     let (_up, gw) = gateway(&hook, "[session]\ntoken_signing = \"key\"").await;
     let http = client::https(&gw.ca.pem(), false);
@@ -443,6 +443,17 @@ async fn key_signed_sessions_verify_against_the_jwks_alone() {
     assert_eq!(data.claims["app"], "app1");
     assert_eq!(data.claims["prv"], "demo");
     assert!(data.claims["sid"].is_string() && data.claims["jti"].is_string());
+    // What the provider granted rides in the token itself, in the compact form.
+    assert_eq!(
+        data.claims["prm"],
+        serde_json::json!({"r": true, "w": {"c": {"tasks": ["_id.owner == 'alice'"]}}}),
+        "{}",
+        data.claims
+    );
+    assert_eq!(
+        data.claims["cli"],
+        serde_json::json!({"greeting": "hello alice"})
+    );
 }
 
 /// How many of the reply's JSON values are exactly `token`.
