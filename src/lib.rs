@@ -174,4 +174,13 @@ pub mod bench {
             .headers
         }
     }
+
+    /// The JSON body of a login reply for `minted`, as the login door writes it.
+    ///
+    /// # Panics
+    /// Never: the body is always a JSON object.
+    pub fn login_reply(minted: &crate::auth::session::Minted) -> Vec<u8> {
+        crate::doors::login::session_reply_json(minted, crate::config::auth::TokenField::default())
+            .expect("a JSON object")
+    }
 }

@@ -181,8 +181,10 @@ async fn refresh_keeps_the_session_and_never_passes_the_decision_expiry() {
         claims(&second["sessionToken"]),
     );
     assert_eq!(a["sid"], b["sid"]);
+    // A token leaves `dex` out when it equals its `exp`, as here (a 30 s decision).
+    let decision_expiry = a["dex"].as_u64().or(a["exp"].as_u64());
     assert!(
-        b["exp"].as_u64() <= a["dex"].as_u64(),
+        b["exp"].as_u64() <= decision_expiry,
         "refresh went past the decision: {a} {b}"
     );
     assert!(
@@ -418,7 +420,7 @@ async fn slow_login_body_is_cut_off_with_408() {
 }
 
 #[tokio::test]
-async fn key_signed_sessions_verify_against_the_jwks_alone() {
+async fn key_signed_sessions_verify_against_the_jwks_alone_and_carry_their_grants() {
     let hook = Webhook::users(3600).await;
     let (_up, gw) = gateway(&hook, "[session]\ntoken_signing = \"key\"").await;
     let http = client::https(&gw.ca.pem(), false);
@@ -441,4 +443,75 @@ async fn key_signed_sessions_verify_against_the_jwks_alone() {
     assert_eq!(data.claims["app"], "app1");
     assert_eq!(data.claims["prv"], "demo");
     assert!(data.claims["sid"].is_string() && data.claims["jti"].is_string());
+    // What the provider granted rides in the token itself, in the compact form.
+    assert_eq!(
+        data.claims["prm"],
+        serde_json::json!({"r": true, "w": {"c": {"tasks": ["_id.owner == 'alice'"]}}}),
+        "{}",
+        data.claims
+    );
+    assert_eq!(
+        data.claims["cli"],
+        serde_json::json!({"greeting": "hello alice"})
+    );
+}
+
+/// How many of the reply's JSON values are exactly `token`.
+fn times_carried(body: &serde_json::Value, token: &str) -> usize {
+    body.as_object()
+        .unwrap()
+        .values()
+        .filter(|v| v.as_str() == Some(token))
+        .count()
+}
+
+#[tokio::test]
+async fn login_and_refresh_replies_carry_the_token_once_and_set_the_cookie() {
+    let hook = Webhook::users(3600).await;
+    let (_up, gw) = gateway(&hook, "").await;
+    let http = client::https(&gw.ca.pem(), false);
+    let Login { headers, body, .. } = login(&gw, "app1", "demo", "alice-token").await;
+    let token = body["sessionToken"]
+        .as_str()
+        .expect("sessionToken")
+        .to_owned();
+    let (_, refreshed_headers, refreshed) = support::refresh(&http, &gw, &token).await;
+    let fresh = refreshed["sessionToken"]
+        .as_str()
+        .expect("sessionToken")
+        .to_owned();
+    for (headers, body, token) in [
+        (&headers, &body, &token),
+        (&refreshed_headers, &refreshed, &fresh),
+    ] {
+        assert_eq!(times_carried(body, token), 1, "{body}");
+        assert!(body.get("token").is_none(), "{body}");
+        let cookie = headers["set-cookie"].to_str().unwrap();
+        assert!(
+            cookie.starts_with(&format!("drawbridge_session={token};")),
+            "browsers keep their cookie: {cookie}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn token_field_token_names_the_token_token_once() {
+    let hook = Webhook::users(3600).await;
+    let (_up, gw) = gateway(&hook, "[native]\ntoken_field = \"token\"\n").await;
+    let http = client::https(&gw.ca.pem(), false);
+    let Login { headers, body, .. } = login(&gw, "app1", "demo", "alice-token").await;
+    let token = body["token"].as_str().expect("token").to_owned();
+    assert!(body.get("sessionToken").is_none(), "{body}");
+    assert_eq!(times_carried(&body, &token), 1, "{body}");
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("drawbridge_session={token};"))
+    );
+    let (status, _, info) = get_bearer(&http, &gw.url("/auth/userinfo"), &token).await;
+    assert_eq!(
+        (status, &info["userID"]),
+        (200, &serde_json::json!("alice"))
+    );
 }

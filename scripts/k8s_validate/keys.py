@@ -109,6 +109,7 @@ SAMPLES = {
     "log.level": "info,drawbridge=debug",
     "native.code_app": "a",
     "native.code_provider": "w",
+    "native.token_field": "token",
     "providers.<name>.kind": "jwt",
     "providers.<group>.fallthrough_on_error": True,
     "providers.<group>.members": ["w"],

@@ -9,6 +9,10 @@
 //! stays signed with the session key itself and verifiable with the JWKS. `"key"` signs session
 //! tokens with the session key too, for deployments that verify sessions elsewhere.
 //!
+//! A token carries the claims in their compact form (`session/compact.rs`): parts that grant
+//! nothing and values equal to another claim are left out, permissions go under short keys. Both
+//! forms verify, so tokens minted before the compact form stay valid until their `exp`.
+//!
 //! What replicas share about a session that must stay secret (the provider token its re-checks
 //! send) is sealed with AES-256-GCM under another key derived from the session key, so only
 //! replicas holding the session key can read it.
@@ -27,6 +31,8 @@ use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+mod compact;
 
 use super::decision::Allow;
 pub use super::decision::Profile;
@@ -82,6 +88,47 @@ impl SessionClaims {
     /// The user's e-mail address, when the provider gave one.
     pub fn email(&self) -> Option<&str> {
         self.pro.as_ref()?.email.as_deref()
+    }
+
+    /// The claims in a token's compact form, borrowed for one signing.
+    fn written(&self) -> compact::Written<'_> {
+        compact::Written {
+            iss: &self.iss,
+            aud: &self.aud,
+            sub: &self.sub,
+            app: &self.app,
+            prv: &self.prv,
+            prm: compact::Grants(&self.permissions),
+            cli: self.cli.as_ref(),
+            pro: self.pro.as_ref(),
+            iat: self.iat,
+            exp: self.exp,
+            auth_time: (self.auth_time != self.iat).then_some(self.auth_time),
+            dex: (self.dex != self.exp).then_some(self.dex),
+            sid: &self.sid,
+            jti: &self.jti,
+        }
+    }
+
+    /// The claims a token carried, in either form; `None` for a token naming its permissions twice.
+    fn read(mut r: compact::Read) -> Option<Self> {
+        let permissions = r.permissions()?;
+        Some(Self {
+            permissions,
+            auth_time: r.auth_time.unwrap_or(r.iat),
+            dex: r.dex.unwrap_or(r.exp),
+            iss: r.iss,
+            aud: r.aud,
+            sub: r.sub,
+            app: r.app,
+            prv: r.prv,
+            cli: r.cli,
+            pro: r.pro,
+            iat: r.iat,
+            exp: r.exp,
+            sid: r.sid,
+            jti: r.jti,
+        })
     }
 }
 
@@ -603,7 +650,7 @@ impl Sessions {
             return Err(SessionError::DecisionExpired);
         }
         Ok(Minted {
-            token: self.session_signing.sign(&claims)?,
+            token: self.session_signing.sign(&claims.written())?,
             claims,
         })
     }
@@ -624,7 +671,7 @@ impl Sessions {
             ..claims.clone()
         };
         Ok(Minted {
-            token: self.session_signing.sign(&claims)?,
+            token: self.session_signing.sign(&claims.written())?,
             claims,
         })
     }
@@ -645,11 +692,11 @@ impl Sessions {
         if header.alg != key.alg {
             return Err(SessionError::Invalid);
         }
-        match jsonwebtoken::decode::<SessionClaims>(token, &key.decoding, &key.validation) {
+        match jsonwebtoken::decode::<compact::Read>(token, &key.decoding, &key.validation) {
             // jsonwebtoken accepts a token through the second its `exp` names; RFC 7519 §4.1.4
             // says it must not be accepted on or after that time.
             Ok(data) if data.claims.exp <= unix_now() => Err(SessionError::Expired),
-            Ok(data) => Ok(data.claims),
+            Ok(data) => SessionClaims::read(data.claims).ok_or(SessionError::Invalid),
             Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 Err(SessionError::Expired)
             }

@@ -29,7 +29,7 @@ pub use forward_auth::{
     DEFAULT_FORWARD_AUTH_ACCEPT_PROVIDER_TOKENS, DEFAULT_FORWARD_AUTH_ASSERTION,
     DEFAULT_FORWARD_AUTH_URI_FROM, ForwardAuthConfig, RawForwardAuth, UriSource,
 };
-pub use native::RawNative;
+pub use native::{DEFAULT_NATIVE_TOKEN_FIELD, RawNative, TokenField};
 pub use providers::{
     DEFAULT_CIRCUIT_COOLDOWN_MS, DEFAULT_CIRCUIT_FAILURES, DEFAULT_JWKS_REFRESH_SECONDS,
     DEFAULT_JWT_ALGORITHMS, DEFAULT_JWT_LEEWAY_SECONDS, DEFAULT_JWT_USER_CLAIM,
@@ -75,6 +75,8 @@ pub struct Auth {
     pub forward_auth: ForwardAuthConfig,
     /// The provider and app `POST /auth/token {"code"}` logs in through; `None`: no code exchange.
     pub code_exchange: Option<AppProvider>,
+    /// The JSON field login and refresh replies carry the session token in.
+    pub token_field: TokenField,
 }
 
 impl Auth {
@@ -119,6 +121,7 @@ pub(super) fn validate(r: &raw::RawConfig, p: &mut Vec<Problem>) -> Option<Auth>
         cors_allowed_origins: cors::validate(&r.cors, p),
         forward_auth: forward_auth::validate(&r.forward_auth, &named, p),
         code_exchange: native::validate(&r.native, &named, p),
+        token_field: native::token_field(&r.native, p),
     })
 }
 
@@ -136,6 +139,7 @@ impl Section for Auth {
             cors_allowed_origins: _,
             forward_auth: _,
             code_exchange: _,
+            token_field: _,
         } = self;
         session.named_files(files);
         providers.named_files(files);

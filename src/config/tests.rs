@@ -599,6 +599,28 @@ fn forward_auth_provider_tokens_name_a_configured_provider_and_app() {
 }
 
 #[test]
+fn token_field_is_session_token_unless_token_and_refuses_other_names() {
+    use crate::config::auth::TokenField;
+    let base = "[upstream]\nurl = \"http://a:1\"\n";
+    assert_eq!(
+        parse(base).unwrap().auth.token_field,
+        TokenField::SessionToken
+    );
+    for (name, field) in [
+        ("sessionToken", TokenField::SessionToken),
+        ("token", TokenField::Token),
+    ] {
+        let c = parse(&format!("{base}[native]\ntoken_field = \"{name}\"\n")).unwrap();
+        assert_eq!(c.auth.token_field, field, "{name}");
+    }
+    for bad in ["session_token", "Token", ""] {
+        let l = lines(&format!("{base}[native]\ntoken_field = \"{bad}\"\n"));
+        assert_eq!(l.len(), 1, "{bad}: {l:?}");
+        assert!(l[0].starts_with("native.token_field: "), "{bad}: {l:?}");
+    }
+}
+
+#[test]
 fn code_exchange_is_off_without_native_and_names_a_provider_when_on() {
     let base = "[upstream]\nurl = \"http://a:1\"\n[providers.auth0]\nkind = \"webhook\"\nurl = \"https://hook.example/\"\n";
     assert!(parse(base).unwrap().auth.code_exchange.is_none());

@@ -2,8 +2,9 @@
 //!
 //! It speaks restdb's auth API too: `/auth/token` exchanges an identity provider's access token
 //! (`{"code"}`) through `[native] code_provider`/`code_app` as well as refreshing a session
-//! (`{"refresh"}`), both answering restdb's `token`, `iat` and `exp` beside the native fields, and
-//! `/auth/userinfo` answers the profile (`email`, `displayname`, `image`) the session carries.
+//! (`{"refresh"}`), every session reply carrying restdb's `iat` and `exp` and the token once, named
+//! as `native.token_field` says (`token` for restdb clients), and `/auth/userinfo` answers the
+//! profile (`email`, `displayname`, `image`) the session carries.
 
 use std::sync::Arc;
 
@@ -17,8 +18,9 @@ use crate::auth::session::{Minted, SessionClaims, SessionError};
 use crate::auth::{Decision, Deny, Door, Reason};
 use crate::body::Body;
 use crate::clock::unix_now;
+use crate::config::auth::TokenField;
 use crate::respond::{self, DoorError};
-use crate::state::{Ctx, Shared};
+use crate::state::Ctx;
 
 /// The login API's action: the path after `/auth/`, parsed once by the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,44 +89,64 @@ pub(crate) async fn handle(
     }
 }
 
-/// The answer to a login or refresh: the native fields, and restdb's names for the same token and
-/// its lifetime. Borrowed from the minted session, serialised once.
+/// The answer to a login or refresh: the native fields and restdb's `iat` and `exp`, with the token
+/// once, under the one name `native.token_field` chose (the cookie carries it for browsers).
+/// Borrowed from the minted session, serialised once.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SessionBody<'a> {
     result: &'static str,
     #[serde(rename = "userID")]
     user_id: &'a str,
-    session_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_token: Option<&'a str>,
     expires_at: String,
     expiration_seconds: u64,
     client_info: &'a Option<serde_json::Value>,
     permissions: &'a crate::auth::Permissions,
-    token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
     iat: u64,
     exp: u64,
 }
 
-fn session_body(minted: &Minted) -> SessionBody<'_> {
+fn session_body(minted: &Minted, field: TokenField) -> SessionBody<'_> {
     let c = &minted.claims;
+    let token = Some(minted.token.as_str());
+    let (session_token, token) = match field {
+        TokenField::SessionToken => (token, None),
+        TokenField::Token => (None, token),
+    };
     SessionBody {
         result: "success",
         user_id: &c.sub,
-        session_token: &minted.token,
+        session_token,
         expires_at: rfc3339(c.exp),
         expiration_seconds: c.exp.saturating_sub(unix_now()),
         client_info: &c.cli,
         permissions: &c.permissions,
-        token: &minted.token,
+        token,
         iat: c.iat,
         exp: c.exp,
     }
 }
 
+/// The JSON body of a login or refresh reply, as the door writes it.
+///
+/// # Errors
+/// A serialisation error (a bug: the body is always a JSON object).
+pub(crate) fn session_reply_json(
+    minted: &Minted,
+    field: TokenField,
+) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&session_body(minted, field))
+}
+
 /// 200 with the session, and the session cookie for browsers.
-fn session_response(shared: &Shared, minted: &Minted) -> Response<Body> {
-    shared.metrics.auth.sessions_issued.inc();
-    let mut resp = respond::json(StatusCode::OK, &session_body(minted));
+fn session_response(cx: Ctx<'_>, minted: &Minted) -> Response<Body> {
+    cx.shared.metrics.auth.sessions_issued.inc();
+    let field = cx.live.config.auth.token_field;
+    let mut resp = respond::json(StatusCode::OK, &session_body(minted, field));
     let max_age = minted.claims.exp.saturating_sub(unix_now());
     let cookie = format!(
         "{}={}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Strict",
@@ -163,7 +185,7 @@ async fn log_in(
                 cx.shared
                     .remember_grant(live, &minted.claims.sid, grant)
                     .await;
-                Ok(session_response(cx.shared, &minted))
+                Ok(session_response(cx, &minted))
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot mint a session");
@@ -224,7 +246,7 @@ fn refresh_session(cx: Ctx<'_>, refresh: &str) -> Result<Response<Body>, DoorErr
     match live.sessions.refresh(&claims) {
         Ok(minted) => {
             cx.shared.on_refresh(live, &minted.claims);
-            Ok(session_response(cx.shared, &minted))
+            Ok(session_response(cx, &minted))
         }
         Err(SessionError::DecisionExpired) => Err(SessionRejected::LoginExpired.into()),
         Err(error) => {

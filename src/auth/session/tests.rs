@@ -284,13 +284,17 @@ fn key_signing_makes_sessions_verifiable_with_the_jwks() {
         let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(s.jwks()).unwrap();
         let mut v = Validation::new(alg);
         v.set_audience(&["sync"]);
-        let got = jsonwebtoken::decode::<SessionClaims>(
+        let got = jsonwebtoken::decode::<compact::Read>(
             &m.token,
             &DecodingKey::from_jwk(set.find(&s.kid).unwrap()).unwrap(),
             &v,
         )
         .unwrap();
-        assert_eq!(got.claims, m.claims, "{alg:?}");
+        assert_eq!(
+            SessionClaims::read(got.claims),
+            Some(m.claims.clone()),
+            "{alg:?}"
+        );
         // Tokens of the other kind still verify, so switching is no logout.
         cfg.token_signing = TokenSigning::Hmac;
         let hmac = Sessions::from_config(&cfg).unwrap();
@@ -314,13 +318,13 @@ fn hs256_sessions_use_the_secret_itself() {
     assert_eq!(header(&m.token).kid.as_deref(), Some(s.kid.as_str()));
     let mut v = Validation::new(Algorithm::HS256);
     v.set_audience(&["sync"]);
-    let got = jsonwebtoken::decode::<SessionClaims>(
+    let got = jsonwebtoken::decode::<compact::Read>(
         &m.token,
         &DecodingKey::from_secret(secret.trim().as_bytes()),
         &v,
     )
     .unwrap();
-    assert_eq!(got.claims, m.claims);
+    assert_eq!(SessionClaims::read(got.claims), Some(m.claims));
 }
 
 #[test]
@@ -401,4 +405,181 @@ fn session_in_the_second_of_its_exp_is_refused() {
     edge.exp = now;
     let token = keyed.session_signing.sign(&edge).unwrap();
     assert!(matches!(keyed.verify(&token), Err(SessionError::Expired)));
+}
+
+/// alice's answer from the demo provider: read and write everything, her clientInfo.
+fn demo_allow() -> Allow {
+    Allow {
+        user_id: "alice".into(),
+        expires_at: unix_now() + 3600,
+        permissions: serde_json::from_value(serde_json::json!({
+            "read": {"everything": true, "queriesByCollection": {}},
+            "write": {"everything": true, "queriesByCollection": {}},
+        }))
+        .unwrap(),
+        client_info: Some(serde_json::json!({"displayName": "alice", "readOnly": false})),
+        metadata: None,
+        profile: None,
+    }
+}
+
+fn payload(token: &str) -> serde_json::Value {
+    let part = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+#[test]
+fn compact_claims_round_trip_whatever_they_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sessions::from_config(&config(dir.path(), None, None)).unwrap();
+    let base = s.mint(&allow(3600), "app", "prov").unwrap().claims;
+    let rules = |everything: bool, colls: &[(&str, &[&str])]| crate::permissions::Access {
+        everything,
+        queries_by_collection: colls
+            .iter()
+            .map(|(c, qs)| {
+                (
+                    (*c).to_owned(),
+                    qs.iter().map(|q| (*q).to_owned()).collect(),
+                )
+            })
+            .collect(),
+    };
+    let mut cases = Vec::new();
+    for read in [
+        rules(false, &[]),
+        rules(true, &[]),
+        rules(true, &[("cars", &["true"])]),
+        rules(
+            false,
+            &[
+                ("cars", &["owner == 'u1'", "shared == true"]),
+                ("boats", &[]),
+            ],
+        ),
+    ] {
+        for remote_query in [None, Some(false), Some(true)] {
+            let mut c = base.clone();
+            c.permissions = Permissions {
+                read: read.clone(),
+                write: rules(false, &[("tasks", &["_id.owner == 'u1'"])]),
+                remote_query,
+            };
+            cases.push(c);
+        }
+    }
+    let mut odd = base.clone();
+    odd.permissions = Permissions::default();
+    odd.cli = None;
+    odd.pro = Some(Profile {
+        email: Some("u1@example.com".into()),
+        displayname: None,
+        image: Some("https://img.example/u1.png".into()),
+    });
+    odd.auth_time = odd.iat - 100;
+    odd.dex = odd.exp + 3000;
+    cases.push(odd);
+    let mut empty_info = base.clone();
+    empty_info.cli = Some(serde_json::json!({}));
+    cases.push(empty_info);
+    for claims in cases {
+        let token = s.session_signing.sign(&claims.written()).unwrap();
+        assert_eq!(s.verify(&token).unwrap(), claims, "{}", payload(&token));
+    }
+}
+
+#[test]
+fn compact_claims_leave_out_what_grants_nothing_or_repeats_a_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default cap, as long as the demo's decision: `exp` is the decision's expiry.
+    let mut cfg = config(dir.path(), None, None);
+    cfg.max_ttl = Duration::from_secs(3600);
+    let s = Sessions::from_config(&cfg).unwrap();
+    let m = s.mint(&demo_allow(), "app", "demo").unwrap();
+    assert_eq!(m.claims.exp, m.claims.dex);
+    let p = payload(&m.token);
+    assert_eq!(p["prm"], serde_json::json!({"r": true, "w": true}), "{p}");
+    for gone in ["permissions", "auth_time", "dex"] {
+        assert!(p.get(gone).is_none(), "{gone} in {p}");
+    }
+    // The earlier form of the same claims is longer.
+    let old = s.session_signing.sign(&m.claims).unwrap();
+    assert!(
+        m.token.len() + 100 < old.len(),
+        "{} vs {}",
+        m.token.len(),
+        old.len()
+    );
+    // Nothing granted: no `prm` at all.
+    let mut none = demo_allow();
+    none.permissions = Permissions::default();
+    let p = payload(&s.mint(&none, "app", "demo").unwrap().token);
+    assert!(p.get("prm").is_none(), "{p}");
+    // A refresh keeps the login's time and the decision's expiry once they differ from iat and exp.
+    let refreshed = Sessions::refresh(
+        &s,
+        &SessionClaims {
+            iat: m.claims.iat - 5,
+            auth_time: m.claims.iat - 5,
+            exp: m.claims.exp - 5,
+            ..m.claims.clone()
+        },
+    )
+    .unwrap();
+    let p = payload(&refreshed.token);
+    assert_eq!(p["auth_time"], m.claims.iat - 5, "{p}");
+    assert_eq!(s.verify(&refreshed.token).unwrap(), refreshed.claims);
+}
+
+#[test]
+fn token_of_the_earlier_claim_form_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    for signing in [TokenSigning::Hmac, TokenSigning::Key] {
+        let mut cfg = config(
+            dir.path(),
+            Some(("k.pem", &keygen(Algorithm::EdDSA).unwrap())),
+            None,
+        );
+        cfg.token_signing = signing;
+        let s = Sessions::from_config(&cfg).unwrap();
+        let now = unix_now();
+        // Exactly what drawbridge minted before the compact form, field for field.
+        let earlier = serde_json::json!({
+            "iss": "drawbridge", "aud": "sync", "sub": "alice", "app": "app", "prv": "demo",
+            "permissions": {
+                "read": {"everything": true, "queriesByCollection": {}},
+                "write": {"everything": false, "queriesByCollection": {"tasks": ["_id.owner == 'alice'"]}},
+            },
+            "cli": {"displayName": "alice"},
+            "iat": now, "exp": now + 600, "auth_time": now, "dex": now + 3600,
+            "sid": "c2lkLW9mLWFuLWVhcmxpZXItdG9rZW4", "jti": "anRpLW9mLWFuLWVhcmxpZXItdG9rZW4",
+        });
+        let token = s.session_signing.sign(&earlier).unwrap();
+        let claims = s.verify(&token).expect("an earlier token verifies");
+        assert_eq!(
+            serde_json::to_value(&claims).unwrap(),
+            earlier,
+            "{signing:?}"
+        );
+        // Its permissions read as they were granted, so re-checks compare like with like.
+        assert_eq!(
+            claims.permissions.write.queries_by_collection["tasks"],
+            vec!["_id.owner == 'alice'".to_owned()]
+        );
+    }
+}
+
+#[test]
+fn token_naming_its_permissions_in_both_forms_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sessions::from_config(&config(dir.path(), None, None)).unwrap();
+    let m = s.mint(&demo_allow(), "app", "demo").unwrap();
+    let mut both = payload(&m.token);
+    both["permissions"] = serde_json::json!({"read": {"everything": true}});
+    let token = s.session_signing.sign(&both).unwrap();
+    assert!(matches!(s.verify(&token), Err(SessionError::Invalid)));
+    let mut unknown = payload(&m.token);
+    unknown["prm"] = serde_json::json!({"r": true, "x": true});
+    let token = s.session_signing.sign(&unknown).unwrap();
+    assert!(matches!(s.verify(&token), Err(SessionError::Invalid)));
 }
