@@ -107,8 +107,8 @@ fn sessions(c: &mut Criterion) {
             .unwrap()
             .as_secs()
             + 3600,
-        permissions: Permissions::default(),
-        client_info: Some(serde_json::json!({"name": "bench"})),
+        permissions: Permissions::default().into(),
+        client_info: Some(serde_json::json!({"name": "bench"}).into()),
         metadata: None,
         profile: None,
     };

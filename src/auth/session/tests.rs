@@ -13,8 +13,8 @@ fn allow(expires_in: u64) -> Allow {
     Allow {
         user_id: "u1".into(),
         expires_at: unix_now() + expires_in,
-        permissions: Permissions::default(),
-        client_info: Some(serde_json::json!({"name": "Ada"})),
+        permissions: Permissions::default().into(),
+        client_info: Some(serde_json::json!({"name": "Ada"}).into()),
         metadata: None,
         profile: None,
     }
