@@ -6,11 +6,14 @@
 # on a busy machine), and writes benches/e2e/results.json and benches/e2e/plots/*.png.
 #
 #   bash benches/e2e/run.sh                 # everything
-#   bash benches/e2e/run.sh --only ws,tls   # some rows (auth, http, ws, tls, storm, login_storm, idle);
+#   bash benches/e2e/run.sh --only ws,tls   # some rows (auth, http, ws, tls, storm, login_storm, idle,
+#                                           # decisions);
 #                                           # --reps N, --seconds N, --storm N (clients per storm)
 #   bash benches/e2e/run.sh --only storm,login_storm   # the reconnect storm and the login storm
 #   bash benches/e2e/run.sh --only observability   # audit, access log and tracing against off
 #   (--only cluster: cluster mode off vs on and revocation propagation, with redis-server; see BENCHMARKS.md)
+#   bash benches/e2e/run.sh --only decisions --reps 1   # RSS per cached decision (100,000 logins);
+#                                           # it and the idle row write benches/e2e/costs.json
 #   E2E_NICE=-19 bash benches/e2e/run.sh    # on a machine something else is using: the benchmark first
 #
 # CARGO_TARGET_DIR is honoured (default: target/). Needs root for apt-get, or nginx, haproxy and wrk
