@@ -136,8 +136,8 @@ fn sessions(c: &mut Criterion) {
             .unwrap()
             .as_secs()
             + 3600,
-        permissions: Permissions::default(),
-        client_info: Some(serde_json::json!({"name": "bench"})),
+        permissions: Permissions::default().into(),
+        client_info: Some(serde_json::json!({"name": "bench"}).into()),
         metadata: None,
         profile: None,
     };
@@ -206,7 +206,7 @@ fn forward_auth(c: &mut Criterion) {
             .unwrap()
             .as_secs()
             + 3600,
-        permissions: Permissions::default(),
+        permissions: Permissions::default().into(),
         client_info: None,
         metadata: None,
         profile: None,
@@ -247,12 +247,14 @@ fn login(c: &mut Criterion) {
             .unwrap()
             .as_secs()
             + 3600,
-        permissions: serde_json::from_value(serde_json::json!({
-            "read": {"everything": true, "queriesByCollection": {}},
-            "write": {"everything": true, "queriesByCollection": {}},
-        }))
-        .unwrap(),
-        client_info: Some(serde_json::json!({"displayName": "alice", "readOnly": false})),
+        permissions: std::sync::Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "read": {"everything": true, "queriesByCollection": {}},
+                "write": {"everything": true, "queriesByCollection": {}},
+            }))
+            .unwrap(),
+        ),
+        client_info: Some(serde_json::json!({"displayName": "alice", "readOnly": false}).into()),
         metadata: None,
         profile: None,
     };

@@ -30,7 +30,7 @@ pub(crate) use cache::CacheOutcome;
 use cache::DecisionCache;
 pub(crate) use check::Check;
 pub use check::ProviderError;
-pub use decision::{Allow, Decision, Deny, Reason};
+pub use decision::{Allow, CompactJson, Decision, Deny, Reason};
 pub(crate) use provider::Provider;
 
 /// Which door asked, for metrics.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Read or write rules, in the Ditto permissions shape.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Access {
     /// Everything in every collection.
     #[serde(default)]
@@ -16,7 +16,7 @@ pub struct Access {
 }
 
 /// What an authenticated user may do, in the Ditto permissions shape.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Permissions {
     /// Read rules.
     #[serde(default)]

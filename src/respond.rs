@@ -13,7 +13,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::auth::credentials::SessionRejected;
-use crate::auth::{Deny, ProviderError, Reason};
+use crate::auth::{CompactJson, Deny, ProviderError, Reason};
 use crate::body::{Body, empty, full};
 use crate::canonical::TargetError;
 use crate::forward::UpstreamError;
@@ -298,7 +298,7 @@ pub(crate) fn server_options() -> Response<Body> {
 fn failure_body(
     reason: Reason,
     description: &str,
-    client_info: Option<&serde_json::Value>,
+    client_info: Option<&CompactJson>,
 ) -> serde_json::Value {
     serde_json::json!({
         "result": "failure",
@@ -313,7 +313,7 @@ fn failure(
     status: StatusCode,
     reason: Reason,
     description: &str,
-    client_info: Option<&serde_json::Value>,
+    client_info: Option<&CompactJson>,
 ) -> Response<Body> {
     let mut resp = json(status, &failure_body(reason, description, client_info));
     if status == StatusCode::UNAUTHORIZED && reason == Reason::InvalidToken {
@@ -464,7 +464,7 @@ mod tests {
         let deny = Deny {
             reason: Reason::InvalidCredentials,
             description: "no such user".into(),
-            client_info: Some(serde_json::json!({"hint": "sign up"})),
+            client_info: Some(serde_json::json!({"hint": "sign up"}).into()),
         };
         let resp = DoorError::Denied(Arc::new(deny)).respond(Front::Ditto);
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);

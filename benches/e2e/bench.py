@@ -51,6 +51,7 @@ ROWS = [
     ("ws_rtt_p99_us", "websocket echo 1 KiB p99", "µs", "lower"),
     ("ws_tput_mib_s", "websocket echo 64 KiB throughput", "MiB/s", "higher"),
     ("idle_kib_per_ws", "idle websocket, RSS growth per connection", "KiB", "lower"),
+    ("decision_bytes", "RSS per cached decision (100,000 distinct tokens logged in)", "B", "lower"),
     ("tls_hs_per_s", "full TLS handshakes", "1/s", "higher"),
     ("storm_open_s", "reconnect storm: 5,000 websockets at once, time until all open", "s", "lower"),
     ("storm_p99_ms", "reconnect storm: connect start to 101, p99", "ms", "lower"),
@@ -908,6 +909,96 @@ def observability_table(obs):
     return "\n".join(lines)
 
 
+# === per-item memory costs, written to benches/e2e/costs.json ===
+
+# Where the harness records what one cached decision and one idle tunnel cost: the chart's memory
+# limit is checked against it (tests/chart_memory.rs), so the check reads measured figures.
+COSTS = os.path.join(HERE, "costs.json")
+
+
+def commit_id(drawbridge):
+    """The commit measured: the revision the binary says it was built from, else the checkout's
+    (with "-dirty" when it held uncommitted changes)."""
+    version = subprocess.run([drawbridge, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"revision ([0-9a-f]{7,}\S*)\)", version)
+    if m:
+        return m.group(1)
+
+    def git(*a):
+        return subprocess.run(["git", "-C", HERE, *a], capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def write_costs(args, figures, detail):
+    """Merges `figures` (top-level numbers) and `detail` (under "runs") into the costs file, keeping
+    what a row not run this time recorded before."""
+    path = args.costs
+    try:
+        with open(path) as f:
+            costs = json.load(f)
+    except (OSError, ValueError):
+        costs = {}
+    costs.update(figures)
+    costs["measured_at"] = {"commit": commit_id(args.drawbridge), "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    costs.setdefault("runs", {}).update(detail)
+    with open(path, "w") as f:
+        json.dump(costs, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
+def purge_decisions(admin_port):
+    req = urllib.request.Request(f"http://127.0.0.1:{admin_port}/cache/purge", data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        r.read()
+
+
+def decision_rows(args, work, hook_port, res):
+    """RSS per cached decision: a fresh drawbridge (the harness config, so `cache.max_entries` is its
+    default, 100,000) logs in `args.decisions` distinct tokens, each on its own TLS connection, 64 in
+    flight; every login is a miss the webhook allows and the cache keeps. VmRSS before and after,
+    (after − before) / N. Warmed first with 1,000 logins (connections, TLS, pools), whose decisions are
+    purged so the cache starts empty and the N logins fit in it."""
+    n = args.decisions
+    log(f"RSS per cached decision, {n:,} distinct tokens:")
+    runs = []
+    for rep in range(args.reps):
+        stack = Stack(args, work, hook_port, f"decisions{rep}")
+        try:
+            url = stack.http_base("drawbridge") + "/auth/login"
+            stamp = time.time_ns()
+            load(args, "login-many", "--url", url, "--shape", "login", "--prefix", f"dw-{stamp}",
+                 "--count", "1000", "--parallel", "64", "--seconds-max", "120", timeout=180)
+            purge_decisions(stack.db_admin)
+            time.sleep(1)
+            pid = stack.drawbridge.pid
+            before = rss_kib(pid)
+            r = load(args, "login-many", "--url", url, "--shape", "login", "--prefix", f"dm-{stamp}",
+                     "--count", str(n), "--parallel", "64", "--seconds-max", "900", timeout=960)
+            if r["failed"] or r["distinct_sessions"] != n:
+                raise RuntimeError(f"decisions: {r['failed']} failed, {r['distinct_sessions']} sessions: "
+                                   f"{r['first_error']}")
+            # The cache's count settles once its pending writes are applied (each miss updates it).
+            entries, end = 0.0, time.monotonic() + 10
+            while time.monotonic() < end:
+                entries = admin_metric(stack, "drawbridge_decision_cache_entries")
+                if entries >= n:
+                    break
+                time.sleep(0.2)
+            after = rss_kib(pid)
+            per = (after - before) * 1024 / n
+            res.add("decision_bytes", "drawbridge", per)
+            runs.append({"n": n, "rss_kib": [before, after], "cache_entries": entries, "bytes": round(per),
+                         "logins_per_s": round(r["logins_per_s"])})
+        finally:
+            stack.stop()
+    res.notes["decision_runs"] = runs
+    write_costs(args, {
+        "bytes_per_cached_decision": round(statistics.median(r["bytes"] for r in runs)),
+        "baseline_rss_bytes": round(statistics.median(r["rss_kib"][0] for r in runs) * 1024),
+    }, {"decisions": runs})
+
+
 def idle_rows(args, work, hook_port, res):
     """A fresh stack per repetition, so each target's growth starts from a process that has never
     held a tunnel (an allocator keeps freed memory, and a second round would look cheaper)."""
@@ -946,6 +1037,12 @@ def idle_rows(args, work, hook_port, res):
                 time.sleep(2)
         finally:
             stack.stop()
+    per_ws = res.runs["idle_kib_per_ws"]["drawbridge"]
+    if per_ws:
+        write_costs(args, {"bytes_per_idle_tunnel": round(statistics.median(per_ws) * 1024)},
+                    {"idle_tunnels": {"kib_per_tunnel": [round(v, 2) for v in per_ws],
+                                      "open": res.notes["idle_open"]["drawbridge"],
+                                      "rss_kib": res.notes["idle_rss_kib"]["drawbridge"]}})
 
 
 # === the reload scenario (drawbridge only; --only reload) ===
@@ -1361,6 +1458,9 @@ def targets(med):
     vs("fwd_session_rps", "nginx", 1.0, "higher", "forward-auth check with a session ≥ 1.0× nginx's cached check")
     vs("storm_open_s", "haproxy", 0.8, "lower", "reconnect storm, time until all open ≤ 0.8× HAProxy")
     vs("idle_kib_per_ws", "haproxy", 0.5, "lower", "memory per idle tunnel ≤ 0.5× HAProxy's")
+    per_decision = med.get("decision_bytes", {}).get("drawbridge")
+    if per_decision is not None:
+        out.append(("≤ 300 B RSS per cached decision", per_decision <= 300, f"{per_decision:.0f} B"))
     wt = med.get("ws_tput_mib_s", {})
     if wt.get("drawbridge") is not None and wt.get("direct"):
         out.append(("websocket throughput ≥ 90 % of direct", wt["drawbridge"] >= 0.9 * wt["direct"],
@@ -1393,6 +1493,8 @@ def estimate_s(args, only):
         # Per repetition: the webhook once, nginx and drawbridge twice (warm, then the storm).
         "login_storm": reps * (n / 5000 + 2 * 2 * n / 1500 + 5 * q),
         "idle": reps * (4 + sum(q + 7 + c / 1500 for c in idle.values())),
+        # A stack start, 1,000 warm-up logins, then N logins at about 1,500 a second.
+        "decisions": reps * (5 + 1000 / 1500 + args.decisions / 1500),
     }
     return sum(v for k, v in parts.items() if k in only) + 5
 
@@ -1407,11 +1509,14 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rtt-count", type=int, default=20000)
     ap.add_argument("--idle", type=int, default=10000, help="idle websockets per target, at most (fewer if they do not fit)")
+    ap.add_argument("--decisions", type=int, default=100000,
+                    help="distinct tokens logged in for the RSS per cached decision (at most cache.max_entries)")
+    ap.add_argument("--costs", default=COSTS, help="where the per-item memory costs are written (JSON)")
     ap.add_argument(
         "--only",
-        default="auth,http,h2,ws,tls,storm,login_storm,forward_auth,idle",
-        help="rows: auth, http, h2, ws, tls, storm, login_storm, forward_auth, idle; observability, reload and "
-        "cluster run only when named",
+        default="auth,http,h2,ws,tls,storm,login_storm,forward_auth,idle,decisions",
+        help="rows: auth, http, h2, ws, tls, storm, login_storm, forward_auth, idle, decisions; observability, "
+        "reload and cluster run only when named",
     )
     ap.add_argument("--reval-window", type=int, default=90, help="seconds each revalidation window is measured")
     ap.add_argument("--storm", type=int, default=5000, help="clients in the reconnect and login storms")
@@ -1426,7 +1531,8 @@ def main():
     args = ap.parse_args()
     only = set(args.only.split(","))
     for i, (row, label, unit, better) in enumerate(ROWS):
-        ROWS[i] = (row, label.replace("5,000", f"{args.storm:,}"), unit, better)
+        ROWS[i] = (row, label.replace("5,000", f"{args.storm:,}").replace("100,000", f"{args.decisions:,}"), unit,
+                   better)
     if "forward_auth" in only:
         ROWS.extend(FORWARD_AUTH_ROWS)
 
@@ -1524,6 +1630,10 @@ def main():
                 stack.stop()
         if "idle" in only:
             idle_rows(args, work, hook_port, res)
+            save()
+        if "decisions" in only:
+            decision_rows(args, work, hook_port, res)
+            save()
         if "observability" in only:
             observability_rows(args, work, hook_port, res)
         if "reload" in only:

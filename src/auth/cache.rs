@@ -12,9 +12,16 @@
 //! Every entry, here and shared, records when its answer was asked for, so a caller that must not
 //! act on an old answer (the re-check of an open tunnel) can ask for one no older than it says:
 //! an older entry is asked again, and concurrent callers still share that one call.
+//!
+//! An entry is kept small, since `cache.max_entries` of them must fit the process's memory: the
+//! key is the 32-byte digest, the provider's name and the allow's permissions are shared by every
+//! entry that has the same (most users of a provider get one of a few permission sets), and the
+//! provider's JSON (`clientInfo`, `identityServiceMetadata`) is compact text, not a tree of maps.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -22,7 +29,7 @@ use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
 use super::check::{Fingerprint, ProviderError};
-use super::decision::{Allow, Decision, Deny, Reason};
+use super::decision::{Allow, CompactJson, Decision, Deny, Reason};
 use crate::clock::{unix_now, unix_now_ms};
 use crate::cluster::{
     Cluster, DECISION_INDEX_KIND, DECISION_KIND, DECISION_LOCK_KIND, Entry as StoreEntry,
@@ -152,8 +159,8 @@ enum Stored {
         user: String,
         exp: u64,
         permissions: crate::permissions::Permissions,
-        client_info: Option<serde_json::Value>,
-        metadata: Option<serde_json::Value>,
+        client_info: Option<CompactJson>,
+        metadata: Option<CompactJson>,
         /// The user's profile, for `/auth/userinfo`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         profile: Option<crate::auth::session::Profile>,
@@ -165,7 +172,7 @@ enum Stored {
     Deny {
         reason: String,
         description: String,
-        client_info: Option<serde_json::Value>,
+        client_info: Option<CompactJson>,
         /// Unix second the denial stops being cached.
         until: u64,
         /// Unix milliseconds the provider was asked; 0 (unknown) is older than any age limit.
@@ -180,10 +187,10 @@ impl Stored {
             Decision::Allow(a) => Self::Allow {
                 user: a.user_id.clone(),
                 exp: a.expires_at,
-                permissions: a.permissions.clone(),
+                permissions: (*a.permissions).clone(),
                 client_info: a.client_info.clone(),
                 metadata: a.metadata.clone(),
-                profile: a.profile.clone(),
+                profile: a.profile.as_deref().cloned(),
                 asked_ms,
             },
             Decision::Deny(d) => Self::Deny {
@@ -226,10 +233,10 @@ impl Stored {
                 let d = Decision::Allow(Arc::new(Allow {
                     user_id: user,
                     expires_at: exp,
-                    permissions,
+                    permissions: Arc::new(permissions),
                     client_info,
                     metadata,
-                    profile,
+                    profile: profile.map(Box::new),
                 }));
                 let ttl = cache.ttl(&d);
                 Ok((exp > now).then_some((d, ttl)))
@@ -278,7 +285,15 @@ pub(crate) struct DecisionCache {
     metrics: AuthMetrics,
     /// The second level shared with the other replicas.
     shared: Option<Arc<Cluster>>,
+    /// Permission sets by their hash, so allows that grant the same share one allocation.
+    permissions: moka::sync::Cache<u64, Arc<crate::permissions::Permissions>>,
+    /// Provider names, one allocation per name for all of its entries (only configured providers
+    /// reach the cache, so this holds as many names as the configs have had).
+    names: Mutex<HashSet<Arc<str>>>,
 }
+
+/// Distinct permission sets kept for sharing; an allow whose set is not among them keeps its own.
+const SHARED_PERMISSION_SETS: u64 = 4096;
 
 // === impl DecisionCache ===
 
@@ -302,7 +317,41 @@ impl DecisionCache {
             config: config.clone(),
             metrics,
             shared: None,
+            permissions: moka::sync::Cache::new(SHARED_PERMISSION_SETS),
+            names: Mutex::default(),
         }
+    }
+
+    /// `d` as the cache keeps it: an allow's permissions replaced by the equal set already shared,
+    /// if there is one (otherwise its set becomes the shared one).
+    fn compact(&self, d: Decision) -> Decision {
+        let Decision::Allow(mut allow) = d else {
+            return d;
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        allow.permissions.hash(&mut hasher);
+        let shared = self
+            .permissions
+            .get_with(hasher.finish(), || allow.permissions.clone());
+        // An equal hash of a different set is left alone: it keeps its own allocation.
+        if !Arc::ptr_eq(&shared, &allow.permissions) && shared == allow.permissions {
+            Arc::make_mut(&mut allow).permissions = shared;
+        }
+        Decision::Allow(allow)
+    }
+
+    /// The one shared allocation of the provider name `name`.
+    fn name(&self, name: &str) -> Arc<str> {
+        let mut names = self
+            .names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(known) = names.get(name) {
+            return known.clone();
+        }
+        let new: Arc<str> = Arc::from(name);
+        names.insert(new.clone());
+        new
     }
 
     /// Adds the second level shared with the other replicas.
@@ -537,11 +586,12 @@ impl DecisionCache {
         let (decision, asked) = self
             .through_shared(key, lookup.scope, lookup.max_age, check)
             .await?;
+        let decision = self.compact(decision);
         let ttl = self.ttl(&decision);
         Ok(Entry {
             decision,
             ttl,
-            provider: Arc::from(lookup.provider),
+            provider: self.name(lookup.provider),
             asked,
         })
     }
@@ -680,14 +730,14 @@ mod tests {
         let allow = Decision::Allow(Arc::new(Allow {
             user_id: "u".into(),
             expires_at: unix_now() + 60,
-            permissions: crate::permissions::Permissions::default(),
-            client_info: Some(serde_json::json!({"a": 1})),
+            permissions: crate::permissions::Permissions::default().into(),
+            client_info: Some(serde_json::json!({"a": 1}).into()),
             metadata: None,
-            profile: Some(crate::auth::session::Profile {
+            profile: Some(Box::new(crate::auth::session::Profile {
                 email: Some("u@example.com".into()),
                 displayname: None,
                 image: None,
-            }),
+            })),
         }));
         let (back, ttl) = through_json(&allow, &c).unwrap();
         assert_eq!(back, allow);
@@ -729,7 +779,7 @@ mod tests {
         let allow = Decision::Allow(Arc::new(Allow {
             user_id: "u".into(),
             expires_at: unix_now() + 3600,
-            permissions: crate::permissions::Permissions::default(),
+            permissions: crate::permissions::Permissions::default().into(),
             client_info: None,
             metadata: None,
             profile: None,
@@ -784,6 +834,70 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((d, o), (allow.clone(), CacheOutcome::Hit));
+    }
+
+    #[tokio::test]
+    async fn cached_allows_with_equal_permissions_share_one_set() {
+        let c = cache();
+        let perms = |coll: &str| {
+            let mut p = crate::permissions::Permissions::default();
+            p.read
+                .queries_by_collection
+                .insert(coll.to_owned(), vec!["true".to_owned()]);
+            p
+        };
+        // Each answer comes with its own allocation, as a provider's parsed reply does.
+        let answer = |user: &str, p: crate::permissions::Permissions| {
+            let d = Decision::Allow(Arc::new(Allow {
+                user_id: user.into(),
+                expires_at: unix_now() + 60,
+                permissions: Arc::new(p),
+                client_info: None,
+                metadata: None,
+                profile: None,
+            }));
+            move || async move { Ok(d) }
+        };
+        let mut got = Vec::new();
+        for (token, user, coll) in [
+            ("t1", "u1", "cars"),
+            ("t2", "u2", "cars"),
+            ("t3", "u3", "boats"),
+        ] {
+            let (d, _) = c
+                .get_or_check(
+                    key("app", "p", token),
+                    "p",
+                    &SCOPE,
+                    None,
+                    answer(user, perms(coll)),
+                )
+                .await
+                .unwrap();
+            let Decision::Allow(a) = d else { panic!() };
+            got.push(a);
+        }
+        assert!(Arc::ptr_eq(&got[0].permissions, &got[1].permissions));
+        assert!(!Arc::ptr_eq(&got[0].permissions, &got[2].permissions));
+        assert_eq!(*got[2].permissions, perms("boats"));
+        assert_eq!(
+            (got[0].user_id.as_str(), got[1].user_id.as_str()),
+            ("u1", "u2")
+        );
+        // What the cache serves later is the shared set too.
+        let (d, outcome) = c
+            .get_or_check(
+                key("app", "p", "t2"),
+                "p",
+                &SCOPE,
+                None,
+                answer("x", perms("x")),
+            )
+            .await
+            .unwrap();
+        let Decision::Allow(a) = d else { panic!() };
+        assert_eq!(outcome, CacheOutcome::Hit);
+        assert!(Arc::ptr_eq(&a.permissions, &got[0].permissions));
     }
 
     #[test]

@@ -414,7 +414,7 @@ mod tests {
         let allow = crate::auth::Allow {
             user_id: user.to_owned(),
             expires_at: unix_now() + 600,
-            permissions: crate::auth::Permissions::default(),
+            permissions: crate::auth::Permissions::default().into(),
             client_info: None,
             metadata: None,
             profile: None,

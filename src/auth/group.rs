@@ -117,7 +117,7 @@ impl<P: Member> GroupProvider<P> {
         }
         let mut combined = (*allows[0]).clone();
         for a in &allows[1..] {
-            combined.permissions = combined.permissions.intersect(&a.permissions);
+            combined.permissions = Arc::new(combined.permissions.intersect(&a.permissions));
             combined.expires_at = combined.expires_at.min(a.expires_at);
         }
         Ok(Decision::Allow(Arc::new(combined)))

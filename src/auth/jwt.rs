@@ -236,10 +236,10 @@ impl Inner {
         Decision::Allow(Arc::new(Allow {
             user_id,
             expires_at,
-            permissions,
+            permissions: Arc::new(permissions),
             client_info: None,
             metadata: None,
-            profile: self.profile(claims),
+            profile: self.profile(claims).map(Box::new),
         }))
     }
 

@@ -34,8 +34,8 @@ use sha2::{Digest, Sha256};
 
 mod compact;
 
-use super::decision::Allow;
 pub use super::decision::Profile;
+use super::decision::{Allow, CompactJson};
 use crate::clock::unix_now;
 use crate::config::auth::{SessionConfig, TokenSigning};
 use crate::permissions::Permissions;
@@ -636,9 +636,9 @@ impl Sessions {
             sub: allow.user_id.clone(),
             app: app.to_owned(),
             prv: provider.to_owned(),
-            permissions: allow.permissions.clone(),
-            cli: allow.client_info.clone(),
-            pro: allow.profile.clone(),
+            permissions: (*allow.permissions).clone(),
+            cli: allow.client_info.as_ref().map(CompactJson::value),
+            pro: allow.profile.as_deref().cloned(),
             iat: now,
             exp: (now + self.max_ttl.as_secs()).min(allow.expires_at),
             auth_time: now,

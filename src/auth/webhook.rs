@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::breaker::Breaker;
 use super::check::{Check, HttpClient, ProviderError};
-use super::decision::{Allow, Decision, Profile, Reason};
+use super::decision::{Allow, CompactJson, Decision, Profile, Reason};
 use super::signature;
 use crate::clock::unix_now;
 use crate::config::auth::{RequestFormat, WebhookConfig};
@@ -247,10 +247,12 @@ pub(crate) fn parse_reply(bytes: &[u8], check: &Check<'_>) -> Result<Decision, P
     Ok(Decision::Allow(std::sync::Arc::new(Allow {
         user_id,
         expires_at: unix_now() + u64::from(seconds),
-        permissions: reply.permissions.unwrap_or_default(),
-        profile: profile(reply.user_info.as_ref()),
-        client_info: reply.client_info,
-        metadata: reply.metadata.map(serde_json::Value::Object),
+        permissions: std::sync::Arc::new(reply.permissions.unwrap_or_default()),
+        profile: profile(reply.user_info.as_ref()).map(Box::new),
+        client_info: reply.client_info.map(CompactJson::from),
+        metadata: reply
+            .metadata
+            .map(|m| CompactJson::from(serde_json::Value::Object(m))),
     })))
 }
 
@@ -283,7 +285,10 @@ mod tests {
         )
         .unwrap();
         let Decision::Deny(d) = d else { panic!() };
-        assert_eq!(d.client_info, Some(serde_json::json!({"why": "expired"})));
+        assert_eq!(
+            d.client_info,
+            Some(serde_json::json!({"why": "expired"}).into())
+        );
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub(crate) async fn handle(
                     "authenticated": true,
                     "expirationSeconds": a.expires_at.saturating_sub(unix_now()),
                     "userID": a.user_id,
-                    "permissions": a.permissions,
+                    "permissions": *a.permissions,
                     "clientInfo": a.client_info,
                     "identityServiceMetadata": a.metadata,
                 }),

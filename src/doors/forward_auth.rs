@@ -320,7 +320,7 @@ async fn provider_token(
                 sub: allow.user_id.clone(),
                 app: accepted.app.clone(),
                 prv: accepted.provider.clone(),
-                permissions: allow.permissions.clone(),
+                permissions: (*allow.permissions).clone(),
                 cli: None,
                 pro: None,
                 iat: now,

@@ -13,8 +13,8 @@ fn allow(expires_in: u64) -> Allow {
     Allow {
         user_id: "u1".into(),
         expires_at: unix_now() + expires_in,
-        permissions: Permissions::default(),
-        client_info: Some(serde_json::json!({"name": "Ada"})),
+        permissions: Permissions::default().into(),
+        client_info: Some(serde_json::json!({"name": "Ada"}).into()),
         metadata: None,
         profile: None,
     }
@@ -412,12 +412,14 @@ fn demo_allow() -> Allow {
     Allow {
         user_id: "alice".into(),
         expires_at: unix_now() + 3600,
-        permissions: serde_json::from_value(serde_json::json!({
-            "read": {"everything": true, "queriesByCollection": {}},
-            "write": {"everything": true, "queriesByCollection": {}},
-        }))
-        .unwrap(),
-        client_info: Some(serde_json::json!({"displayName": "alice", "readOnly": false})),
+        permissions: std::sync::Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "read": {"everything": true, "queriesByCollection": {}},
+                "write": {"everything": true, "queriesByCollection": {}},
+            }))
+            .unwrap(),
+        ),
+        client_info: Some(serde_json::json!({"displayName": "alice", "readOnly": false}).into()),
         metadata: None,
         profile: None,
     }
@@ -512,7 +514,7 @@ fn compact_claims_leave_out_what_grants_nothing_or_repeats_a_claim() {
     );
     // Nothing granted: no `prm` at all.
     let mut none = demo_allow();
-    none.permissions = Permissions::default();
+    none.permissions = std::sync::Arc::default();
     let p = payload(&s.mint(&none, "app", "demo").unwrap().token);
     assert!(p.get("prm").is_none(), "{p}");
     // A refresh keeps the login's time and the decision's expiry once they differ from iat and exp.
