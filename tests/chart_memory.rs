@@ -8,8 +8,9 @@
 //! here. The defaults come from the binary (`drawbridge config-keys`), overridden by what the
 //! chart's values set.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -20,27 +21,6 @@ const HEADROOM_PERCENT: u64 = 20;
 fn repo_file(path: &str) -> String {
     let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
-}
-
-/// Every key with its default, from the binary.
-fn code_defaults() -> BTreeMap<String, Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-        .arg("config-keys")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["key"].as_str().unwrap().to_owned(), v["default"].clone())
-        })
-        .collect()
 }
 
 /// The scalars of a YAML document's block mappings, by dotted path (`resources.limits.memory`).
@@ -134,7 +114,7 @@ fn chart_setting(values: &BTreeMap<String, String>, chart_key: &str, config_key:
             .parse()
             .unwrap_or_else(|_| panic!("values.yaml {chart_key}: {v} is not a number"));
     }
-    code_defaults()[config_key]
+    support::process::config_keys()[config_key]
         .as_u64()
         .unwrap_or_else(|| panic!("config-keys: {config_key} has no numeric default"))
 }

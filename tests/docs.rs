@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 use support::{Gateway, Upstream, Webhook, client, login};
@@ -180,27 +179,6 @@ fn doc_keys(text: &str) -> (Vec<DocKey>, Vec<String>) {
     (keys, problems)
 }
 
-/// Every key with its default, from the binary.
-fn code_keys() -> BTreeMap<String, Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-        .arg("config-keys")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["key"].as_str().unwrap().to_owned(), v["default"].clone())
-        })
-        .collect()
-}
-
 /// Whether the README's `doc` default says what the code's `code` default is: equal values
 /// (numbers by value, `1` and `1.0` alike), and "none" or "required" for a default that holds
 /// nothing: null, `""` or `[]`.
@@ -289,7 +267,7 @@ fn config_mismatches(readme: &str, code: &BTreeMap<String, Value>) -> Vec<String
 
 #[test]
 fn readme_config_tables_match_config_keys_and_defaults() {
-    let problems = config_mismatches(&readme(), &code_keys());
+    let problems = config_mismatches(&readme(), &support::process::config_keys());
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 

@@ -300,3 +300,24 @@ impl Drop for Demo {
         let _ = self.0.wait();
     }
 }
+
+/// Every config key with its default, as the binary lists them (`drawbridge config-keys`).
+pub fn config_keys() -> std::collections::BTreeMap<String, serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .arg("config-keys")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["key"].as_str().unwrap().to_owned(), v["default"].clone())
+        })
+        .collect()
+}

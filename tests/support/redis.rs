@@ -181,7 +181,14 @@ pub const SENTINEL_MASTER: &str = "mymaster";
 
 /// Runs `redis-cli` with `args` against 127.0.0.1:`port`; its standard output.
 pub fn cli(port: u16, args: &[&str]) -> String {
+    cli_with(&[], port, args)
+}
+
+/// Runs `redis-cli` with its own `options` (`--tls`, …) and `args` against 127.0.0.1:`port`; its
+/// standard output.
+fn cli_with(options: &[&std::ffi::OsStr], port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
+        .args(options)
         .args(["-h", "127.0.0.1", "-p"])
         .arg(port.to_string())
         .args(args)
@@ -579,16 +586,11 @@ impl RedisTls {
 
     /// `redis-cli --tls` with `args` against 127.0.0.1:`port`, trusting the CA.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["--tls", "--cacert"])
-            .arg(self.ca_file())
-            .args(["-h", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .expect("redis-cli runs (it ships with redis-server)");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let ca = self.ca_file();
+        cli_with(
+            &["--tls".as_ref(), "--cacert".as_ref(), ca.as_ref()],
+            port,
+            args,
+        )
     }
 }
