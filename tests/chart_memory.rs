@@ -1,10 +1,11 @@
 //! The chart's default memory limit against drawbridge's own defaults: at the load its defaults
-//! allow (`cache.max_entries` cached decisions, `limits.max_connections` idle tunnels) the pod must
+//! allow (`cache.max_entries` cached decisions, `limits.max_connections` idle tunnels, the
+//! forward-auth door's remembered sessions at their bound in `src/auth/verified.rs`) the pod must
 //! stay under `resources.limits.memory` in `helm/drawbridge/values.yaml`, or it is OOM-killed at its
 //! own configured load.
 //!
 //! The per-item costs are the ones the end-to-end harness measured and wrote to
-//! `benches/e2e/costs.json` (`bash benches/e2e/run.sh --only decisions,idle`); nothing is measured
+//! `benches/e2e/costs.json` (`bash benches/e2e/run.sh --only decisions,idle,verified`); nothing is measured
 //! here. The defaults come from the binary (`drawbridge config-keys`), overridden by what the
 //! chart's values set.
 
@@ -81,6 +82,8 @@ struct Costs {
     baseline: u64,
     per_decision: u64,
     per_tunnel: u64,
+    /// A session the forward-auth door remembers (`bytes_per_verified_session`).
+    per_verified: u64,
 }
 
 fn costs() -> Costs {
@@ -98,12 +101,30 @@ fn costs() -> Costs {
         baseline: field("baseline_rss_bytes"),
         per_decision: field("bytes_per_cached_decision"),
         per_tunnel: field("bytes_per_idle_tunnel"),
+        per_verified: field("bytes_per_verified_session"),
     }
 }
 
-/// The worst case at `entries` cached decisions and `tunnels` idle tunnels, with the headroom.
-fn worst_case(c: &Costs, entries: u64, tunnels: u64) -> u64 {
-    let bare = c.baseline + entries * c.per_decision + tunnels * c.per_tunnel;
+/// The most sessions the forward-auth door remembers per generation: a constant in the code
+/// (`src/auth/verified.rs`), not a config key, read from there so the two cannot drift.
+fn verified_max() -> u64 {
+    let source = repo_file("src/auth/verified.rs");
+    let line = source
+        .lines()
+        .find(|l| l.contains("const MAX_ENTRIES: u64 ="))
+        .expect("src/auth/verified.rs defines MAX_ENTRIES");
+    let value = line.split('=').nth(1).unwrap().trim().trim_end_matches(';');
+    value
+        .replace('_', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("MAX_ENTRIES: {value} is not a number"))
+}
+
+/// The worst case at `entries` cached decisions, `tunnels` idle tunnels and `verified` remembered
+/// forward-auth sessions, with the headroom.
+fn worst_case(c: &Costs, entries: u64, tunnels: u64, verified: u64) -> u64 {
+    let bare =
+        c.baseline + entries * c.per_decision + tunnels * c.per_tunnel + verified * c.per_verified;
     bare + bare * HEADROOM_PERCENT / 100
 }
 
@@ -132,17 +153,20 @@ fn chart_memory_limit_at_default_load_fits_the_worst_case() {
         "config.limits.max_connections",
         "limits.max_connections",
     );
+    let verified = verified_max();
     let c = costs();
-    let worst = worst_case(&c, entries, tunnels);
+    let worst = worst_case(&c, entries, tunnels, verified);
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     assert!(
         worst <= limit,
         "at its defaults the pod needs {:.0} MiB ({:.1} MiB baseline + {entries} decisions × {} B + \
-         {tunnels} tunnels × {} B, + {HEADROOM_PERCENT} %), over the chart's limit of {:.0} MiB",
+         {tunnels} tunnels × {} B + {verified} forward-auth sessions × {} B, + {HEADROOM_PERCENT} %), \
+         over the chart's limit of {:.0} MiB",
         mib(worst),
         mib(c.baseline),
         c.per_decision,
         c.per_tunnel,
+        c.per_verified,
         mib(limit),
     );
 }
@@ -153,12 +177,18 @@ fn chart_memory_worst_case_over_a_small_limit_does_not_fit() {
         baseline: 20 << 20,
         per_decision: 1500,
         per_tunnel: 16 << 10,
+        per_verified: 1 << 10,
     };
-    // 20 MiB + 100,000 × 1,500 B + 10,000 × 16 KiB is about 319 MiB, 383 MiB with the headroom.
-    let worst = worst_case(&c, 100_000, 10_000);
-    assert!(worst > quantity_bytes("256Mi").unwrap());
-    assert!(worst < quantity_bytes("384Mi").unwrap());
-    assert_eq!(worst_case(&c, 0, 0), (20 << 20) * 6 / 5);
+    // 20 MiB + 100,000 × 1,500 B + 10,000 × 16 KiB + 10,000 × 1 KiB is about 329 MiB, 395 MiB
+    // with the headroom.
+    let worst = worst_case(&c, 100_000, 10_000, 10_000);
+    assert!(worst > quantity_bytes("384Mi").unwrap());
+    assert!(worst < quantity_bytes("400Mi").unwrap());
+    assert_eq!(worst_case(&c, 0, 0, 0), (20 << 20) * 6 / 5);
+    assert_eq!(
+        worst_case(&c, 0, 0, 10) - worst_case(&c, 0, 0, 0),
+        10 * 1024 * 6 / 5
+    );
 }
 
 #[test]

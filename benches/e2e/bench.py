@@ -52,6 +52,7 @@ ROWS = [
     ("ws_tput_mib_s", "websocket echo 64 KiB throughput", "MiB/s", "higher"),
     ("idle_kib_per_ws", "idle websocket, RSS growth per connection", "KiB", "lower"),
     ("decision_bytes", "RSS per cached decision (100,000 distinct tokens logged in)", "B", "lower"),
+    ("verified_bytes", "RSS per session the forward-auth door remembers (10,000 sessions checked)", "B", "lower"),
     ("tls_hs_per_s", "full TLS handshakes", "1/s", "higher"),
     ("storm_open_s", "reconnect storm: 5,000 websockets at once, time until all open", "s", "lower"),
     ("storm_p99_ms", "reconnect storm: connect start to 101, p99", "ms", "lower"),
@@ -575,6 +576,60 @@ def tls_rows(args, stack, res):
             if r["failed"]:
                 res.notes.setdefault("tls_failed", {}).setdefault(t, []).append(r["failed"])
             res.add("tls_hs_per_s", t, r["handshakes_per_s"])
+
+
+def check_sessions(port, sessions):
+    """One forward-auth check per session, over one kept-alive TLS connection; each must pass."""
+    import http.client
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=insecure(), timeout=10)
+    try:
+        for s in sessions:
+            conn.request("GET", "/auth/check/sync", headers={"Authorization": f"Bearer {s}"})
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                raise RuntimeError(f"verified: a check answered {r.status}")
+    finally:
+        conn.close()
+
+
+def verified_rows(args, work, hook_port, res):
+    """RSS per session the forward-auth door remembers: a fresh drawbridge logs in `args.verified`
+    distinct tokens (their decisions and sessions are made first, outside the measurement), then
+    each session is checked once at `/auth/check`, which verifies it and keeps it in the door's
+    verified-session cache (at most 10,000 per generation). VmRSS before and after the checks,
+    (after − before) / checks. The first 100 checks warm the path and are not counted."""
+    n = args.verified
+    log(f"RSS per verified session, {n:,} sessions:")
+    runs = []
+    for rep in range(args.reps):
+        stack = Stack(args, work, hook_port, f"verified{rep}")
+        try:
+            out = os.path.join(work, f"verified-sessions-{rep}.txt")
+            load(args, "login-many", "--url", stack.http_base("drawbridge") + "/auth/login", "--shape", "login",
+                 "--prefix", f"vs-{time.time_ns()}", "--count", str(n), "--parallel", "64", "--seconds-max", "300",
+                 "--out", out, timeout=360)
+            with open(out) as f:
+                sessions = [line for line in f.read().splitlines() if line]
+            if len(sessions) != n:
+                raise RuntimeError(f"verified: {n - len(sessions)} logins failed")
+            check_sessions(stack.db_port, sessions[:100])
+            time.sleep(1)
+            pid = stack.drawbridge.pid
+            before = rss_kib(pid)
+            check_sessions(stack.db_port, sessions[100:])
+            misses = admin_metric(stack, 'drawbridge_forward_auth_cache_requests_total{result="miss"}')
+            time.sleep(1)
+            after = rss_kib(pid)
+            measured = len(sessions) - 100
+            per = (after - before) * 1024 / measured
+            res.add("verified_bytes", "drawbridge", per)
+            runs.append({"n": measured, "rss_kib": [before, after], "misses": misses, "bytes": round(per)})
+        finally:
+            stack.stop()
+    res.notes["verified_runs"] = runs
+    write_costs(args, {"bytes_per_verified_session": round(statistics.median(r["bytes"] for r in runs))},
+                {"verified": runs})
 
 
 # === storms: thousands of clients at once, each on its own fresh connection ===
@@ -1495,6 +1550,7 @@ def estimate_s(args, only):
         "idle": reps * (4 + sum(q + 7 + c / 1500 for c in idle.values())),
         # A stack start, 1,000 warm-up logins, then N logins at about 1,500 a second.
         "decisions": reps * (5 + 1000 / 1500 + args.decisions / 1500),
+        "verified": reps * (5 + args.verified / 1500 + args.verified / 1000),
     }
     return sum(v for k, v in parts.items() if k in only) + 5
 
@@ -1511,11 +1567,14 @@ def main():
     ap.add_argument("--idle", type=int, default=10000, help="idle websockets per target, at most (fewer if they do not fit)")
     ap.add_argument("--decisions", type=int, default=100000,
                     help="distinct tokens logged in for the RSS per cached decision (at most cache.max_entries)")
+    ap.add_argument("--verified", type=int, default=10000,
+                    help="sessions checked for the RSS per verified forward-auth session (at most 10,000)")
     ap.add_argument("--costs", default=COSTS, help="where the per-item memory costs are written (JSON)")
     ap.add_argument(
         "--only",
-        default="auth,http,h2,ws,tls,storm,login_storm,forward_auth,idle,decisions",
-        help="rows: auth, http, h2, ws, tls, storm, login_storm, forward_auth, idle, decisions; observability, "
+        default="auth,http,h2,ws,tls,storm,login_storm,forward_auth,idle,decisions,verified",
+        help="rows: auth, http, h2, ws, tls, storm, login_storm, forward_auth, idle, decisions, verified; "
+        "observability, "
         "reload and cluster run only when named",
     )
     ap.add_argument("--reval-window", type=int, default=90, help="seconds each revalidation window is measured")
@@ -1633,6 +1692,9 @@ def main():
             save()
         if "decisions" in only:
             decision_rows(args, work, hook_port, res)
+            save()
+        if "verified" in only:
+            verified_rows(args, work, hook_port, res)
             save()
         if "observability" in only:
             observability_rows(args, work, hook_port, res)

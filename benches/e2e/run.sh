@@ -7,13 +7,14 @@
 #
 #   bash benches/e2e/run.sh                 # everything
 #   bash benches/e2e/run.sh --only ws,tls   # some rows (auth, http, h2, ws, tls, storm, login_storm,
-#                                           # forward_auth, idle, decisions);
+#                                           # forward_auth, idle, decisions, verified);
 #                                           # --reps N, --seconds N, --storm N (clients per storm)
 #   bash benches/e2e/run.sh --only storm,login_storm   # the reconnect storm and the login storm
 #   bash benches/e2e/run.sh --only observability   # audit, access log and tracing against off
 #   (--only cluster: cluster mode off vs on and revocation propagation, with redis-server; see BENCHMARKS.md)
-#   bash benches/e2e/run.sh --only decisions --reps 1   # RSS per cached decision (100,000 logins);
-#                                           # it and the idle row write benches/e2e/costs.json
+#   bash benches/e2e/run.sh --only decisions,verified --reps 1   # RSS per cached decision (100,000
+#                                           # logins) and per remembered forward-auth session;
+#                                           # they and the idle row write benches/e2e/costs.json
 #   E2E_NICE=-19 bash benches/e2e/run.sh    # on a machine something else is using: the benchmark first
 #   E2E_DRAWBRIDGE=/path/to/drawbridge bash benches/e2e/run.sh --out before.json
 #                                           # measure a drawbridge built elsewhere (an older commit, for a
