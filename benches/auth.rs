@@ -127,20 +127,33 @@ fn ed25519_baseline(c: &mut Criterion) {
     });
 }
 
-fn sessions(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let allow = drawbridge::auth::Allow {
-        user_id: "bench-user".into(),
+/// An allow for `user` with `permissions` and `client_info`, good for an hour.
+fn allow_for(
+    user: &str,
+    permissions: Permissions,
+    client_info: Option<serde_json::Value>,
+) -> drawbridge::auth::Allow {
+    drawbridge::auth::Allow {
+        user_id: user.into(),
         expires_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs()
             + 3600,
-        permissions: Permissions::default().into(),
-        client_info: Some(serde_json::json!({"name": "bench"}).into()),
+        permissions: permissions.into(),
+        client_info: client_info.map(Into::into),
         metadata: None,
         profile: None,
-    };
+    }
+}
+
+fn sessions(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let allow = allow_for(
+        "bench-user",
+        Permissions::default(),
+        Some(serde_json::json!({"name": "bench"})),
+    );
     for alg in ["EdDSA", "ES256", "RS256", "HS256"] {
         let algorithm: jsonwebtoken::Algorithm = alg.parse().unwrap();
         let key = dir.path().join(alg);
@@ -199,18 +212,7 @@ fn forward_auth(c: &mut Criterion) {
     );
     let config = Config::from_toml(&text, &drawbridge::config::System).unwrap();
     let door = drawbridge::bench::ForwardAuthCheck::new(config).unwrap();
-    let allow = drawbridge::auth::Allow {
-        user_id: "bench-user".into(),
-        expires_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600,
-        permissions: Permissions::default().into(),
-        client_info: None,
-        metadata: None,
-        profile: None,
-    };
+    let allow = allow_for("bench-user", Permissions::default(), None);
     let token = door.sessions().mint(&allow, "app", "bench").unwrap().token;
     let mut request = http::HeaderMap::new();
     request.insert(
@@ -240,24 +242,15 @@ fn forward_auth(c: &mut Criterion) {
 /// Mints, verifies and the login reply's JSON body; prints each token's length once.
 fn login(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let allow = drawbridge::auth::Allow {
-        user_id: "alice".into(),
-        expires_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600,
-        permissions: std::sync::Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "read": {"everything": true, "queriesByCollection": {}},
-                "write": {"everything": true, "queriesByCollection": {}},
-            }))
-            .unwrap(),
-        ),
-        client_info: Some(serde_json::json!({"displayName": "alice", "readOnly": false}).into()),
-        metadata: None,
-        profile: None,
-    };
+    let allow = allow_for(
+        "alice",
+        serde_json::from_value(serde_json::json!({
+            "read": {"everything": true, "queriesByCollection": {}},
+            "write": {"everything": true, "queriesByCollection": {}},
+        }))
+        .unwrap(),
+        Some(serde_json::json!({"displayName": "alice", "readOnly": false})),
+    );
     let key = dir.path().join("session.pem");
     std::fs::write(&key, keygen(jsonwebtoken::Algorithm::EdDSA).unwrap()).unwrap();
     for signing in ["hmac", "key"] {

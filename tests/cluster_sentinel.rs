@@ -35,14 +35,7 @@ async fn sentinel_failover_is_followed_without_losing_a_revocation() {
     assert_eq!(f.post(0, "/auth/logout", &during).await.0, 200);
     assert_eq!(f.userinfo(0, &during).await, 401);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while set.master_port() != Some(set.replica.addr.port()) {
-        assert!(
-            Instant::now() < deadline,
-            "the sentinels never promoted the replica"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    set.wait_promoted().await;
     assert_ne!(set.master_port(), Some(old_master));
     let promoted = Instant::now();
 

@@ -232,14 +232,7 @@ async fn sentinel_tls_failover_is_followed_under_the_server_name() {
     assert_eq!(r.userinfo(1, &during).await, 200);
     set.master.kill();
     assert_eq!(r.post(0, "/auth/logout", &during).await.0, 200);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while set.master_port() != Some(set.replica.addr.port()) {
-        assert!(
-            Instant::now() < deadline,
-            "the sentinels never promoted the replica"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    set.wait_promoted().await;
 
     // Both replicas reach the promoted node, whose certificate also names only redis.internal.
     for i in 0..2 {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};
-use prometheus::IntCounterVec;
+use prometheus::{IntCounter, IntCounterVec};
 use sha2::{Digest, Sha256};
 
 use super::session::SessionClaims;
@@ -56,8 +56,10 @@ fn ttl(exp: u64, now: u64) -> Duration {
 /// The verified sessions of one generation, by the SHA-256 of their token.
 pub(crate) struct VerifiedSessions {
     cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
-    /// `drawbridge_forward_auth_sessions_total`, by `hit`/`miss`.
-    lookups: IntCounterVec,
+    /// `drawbridge_forward_auth_cache_requests_total{result="hit"}`, resolved once.
+    hits: IntCounter,
+    /// The same, `result="miss"`.
+    misses: IntCounter,
 }
 
 // === impl VerifiedSessions ===
@@ -70,7 +72,8 @@ impl VerifiedSessions {
                 .max_capacity(max_entries)
                 .expire_after(UntilExpiry)
                 .build(),
-            lookups,
+            hits: lookups.with_label_values(&["hit"]),
+            misses: lookups.with_label_values(&["miss"]),
         }
     }
 
@@ -82,8 +85,11 @@ impl VerifiedSessions {
     /// The session verified earlier for the token whose key is `key`, if still kept.
     pub(crate) fn get(&self, key: &[u8; 32]) -> Option<Arc<Verified>> {
         let found = self.cache.get(key);
-        let result = if found.is_some() { "hit" } else { "miss" };
-        self.lookups.with_label_values(&[result]).inc();
+        if found.is_some() {
+            self.hits.inc();
+        } else {
+            self.misses.inc();
+        }
         found
     }
 

@@ -313,6 +313,19 @@ impl SentinelSet {
             out.lines().nth(1).and_then(|p| p.trim().parse().ok())
         })
     }
+
+    /// Waits (20 s at most) until the sentinels name the replica as the master, after the master
+    /// was killed.
+    pub async fn wait_promoted(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.master_port() != Some(self.replica.addr.port()) {
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels never promoted the replica"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for SentinelSet {
