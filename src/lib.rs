@@ -25,6 +25,7 @@ mod jsonlines;
 mod listener;
 pub mod metrics;
 mod permissions;
+mod pool;
 mod registry;
 mod respond;
 pub mod shutdown;

@@ -30,6 +30,7 @@ const FLOORS: &[&[&str]] = &[
         "https",
         "jsonlines",
         "permissions",
+        "pool",
         "shutdown",
         "terminal",
         "watch",

@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::frames::{CloseFrame, FrameTracker};
+use crate::pool::Pool;
 use crate::registry::{CloseReason, Ctl};
 
 /// Bytes relayed at once per direction while data flows; borrowed from a pool for the burst.
@@ -44,27 +45,8 @@ const IDLE_BUF_BYTES: usize = 128;
 /// gathered into the same write. A shorter one (a small message) goes out at once, without
 /// asking the source again.
 const GATHER_FROM_BYTES: usize = 8 * 1024;
-/// Big buffers kept for reuse (4 MiB at most); more are freed.
-const POOL_MAX: usize = 64;
-
-/// Big read buffers shared by every tunnel, so an idle tunnel holds none.
-static POOL: std::sync::Mutex<Vec<Box<[u8]>>> = std::sync::Mutex::new(Vec::new());
-
-fn take_buf() -> Box<[u8]> {
-    POOL.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .pop()
-        .unwrap_or_else(|| vec![0u8; BUF_BYTES].into_boxed_slice())
-}
-
-fn give_buf(buf: Box<[u8]>) {
-    let mut pool = POOL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if pool.len() < POOL_MAX {
-        pool.push(buf);
-    }
-}
+/// Big read buffers shared by every tunnel, so an idle tunnel holds none; 64 kept (4 MiB).
+static POOL: Pool = Pool::new(BUF_BYTES, 64);
 
 /// A direction's read buffer: small while idle, a pooled [`BUF_BYTES`] one during a burst.
 struct ReadBuf {
@@ -99,7 +81,7 @@ impl ReadBuf {
         match &self.big {
             Some(b) if n < b.len() => {
                 if let Some(b) = self.big.take() {
-                    give_buf(b);
+                    POOL.give(b);
                 }
             }
             _ => {}
@@ -110,7 +92,7 @@ impl ReadBuf {
 impl Drop for ReadBuf {
     fn drop(&mut self) {
         if let Some(b) = self.big.take() {
-            give_buf(b);
+            POOL.give(b);
         }
     }
 }
@@ -441,7 +423,7 @@ where
         if buf.big.is_none() && n == IDLE_BUF_BYTES {
             // A burst: move to a big buffer and take what is already there, so a message
             // slightly larger than the idle buffer still goes out in one write.
-            let mut big = take_buf();
+            let mut big = POOL.take();
             big[..n].copy_from_slice(&buf.idle);
             if let Some(Ok(more)) = r.read(&mut big[n..]).now_or_never() {
                 n += more;
