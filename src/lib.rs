@@ -184,4 +184,15 @@ pub mod bench {
         crate::doors::login::session_reply_json(minted, crate::config::auth::TokenField::default())
             .expect("a JSON object")
     }
+
+    /// The main listener's server-side TLS handshake, over rustls's unbuffered API.
+    ///
+    /// # Errors
+    /// When the handshake fails.
+    pub async fn accept_tls(
+        tcp: tokio::net::TcpStream,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> {
+        crate::tls::TlsStream::accept(tcp, config).await
+    }
 }

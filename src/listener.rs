@@ -92,6 +92,7 @@ use crate::config::{Limits, MIN_REQUEST_HEAD_BYTES, TrustedProxies};
 use crate::gateway::GatewayService;
 use crate::metrics::{ConnMetrics, ReapReason, TlsMetrics};
 use crate::state::Shared;
+use crate::tls::TlsStream;
 use activity::{Activity, Check, Conns, Deadlines, Registration};
 use clients::{ClientSlot, Clients};
 use io::{Guarded, Slot};
@@ -332,7 +333,7 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 struct Conn {
     shared: Arc<Shared>,
     /// The handshake of the generation live at accept; `None` for plain HTTP.
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     proxy_protocol: bool,
     trusted_proxies: TrustedProxies,
     limits: Limits,
@@ -510,7 +511,8 @@ impl Conn {
             None,
             || tracing::trace_span!(target: crate::telemetry::TARGET, "tls_handshake", otel.kind = "server", client.address = %addr.ip(), tls.outcome = tracing::field::Empty, tls.protocol.version = tracing::field::Empty, tls.alpn = tracing::field::Empty),
         );
-        let accept = tracing::Instrument::instrument(acceptor.accept(stream), span.clone());
+        let accept =
+            tracing::Instrument::instrument(TlsStream::accept(stream, acceptor), span.clone());
         let handshake = tokio::select! {
             result = tokio::time::timeout(self.limits.tls_handshake_timeout, accept) => result,
             () = activity.evicted() => {
@@ -541,7 +543,7 @@ impl Conn {
                     .handshake_duration
                     .observe(started.elapsed().as_secs_f64());
                 if !span.is_disabled() {
-                    let session = stream.get_ref().1;
+                    let session = stream.session();
                     span.record("tls.outcome", "ok");
                     if let Some(v) = session.protocol_version().and_then(|v| v.as_str()) {
                         span.record("tls.protocol.version", v);

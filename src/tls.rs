@@ -13,9 +13,12 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 
+pub(crate) use self::stream::TlsStream;
 use crate::audit::{self, Audit};
 use crate::config;
 use crate::metrics::TlsMetrics;
+
+mod stream;
 
 /// Why TLS material could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -187,9 +190,9 @@ pub(crate) struct TlsGeneration {
 }
 
 impl TlsGeneration {
-    /// A TLS acceptor over this generation's server config, for one connection.
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.server_config.clone())
+    /// This generation's server config, for one connection's handshake ([`TlsStream::accept`]).
+    pub(crate) fn acceptor(&self) -> Arc<ServerConfig> {
+        self.server_config.clone()
     }
 }
 
