@@ -8,6 +8,16 @@
 //! 1 KiB is one record each way (the websocket echo row of `benches/e2e`); 64 KiB is four full
 //! records each way, where the unbuffered stream takes all four in one `recv` and tokio-rustls
 //! reads 4 KiB at a time.
+//!
+//! Medians from `cargo bench --bench tls` on 2026-12-07, 2 vCPU x86_64 (shared), Rust 1.95:
+//!
+//! | echo   | unbuffered | tokio_rustls | ratio |
+//! |--------|-----------:|-------------:|------:|
+//! | 1 KiB  | 17.2 µs    | 16.7 µs      | 1.03  |
+//! | 64 KiB | 156 µs     | 182 µs       | 0.86  |
+//!
+//! The 1 KiB pair is within the spread of repeated runs (the first run gave 17.40 against
+//! 17.29 µs); `perf record` of both shows the stream's own code at about 1 % of the CPU.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -49,9 +49,13 @@ fn client_config(certs: &Certs, version: &'static SupportedProtocolVersion) -> A
     Arc::new(config)
 }
 
-/// A handshaken pair: drawbridge's end and a tokio-rustls client.
-async fn pair(version: &'static SupportedProtocolVersion) -> (TlsStream, Client) {
-    let certs = certs();
+/// A listener whose first connection runs drawbridge's side of a handshake.
+async fn accepting(
+    certs: &Certs,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<io::Result<TlsStream>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = certs.server.clone();
@@ -59,6 +63,13 @@ async fn pair(version: &'static SupportedProtocolVersion) -> (TlsStream, Client)
         let (tcp, _) = listener.accept().await.unwrap();
         TlsStream::accept(tcp, server).await
     });
+    (addr, accepted)
+}
+
+/// A handshaken pair: drawbridge's end and a tokio-rustls client.
+async fn pair(version: &'static SupportedProtocolVersion) -> (TlsStream, Client) {
+    let certs = certs();
+    let (addr, accepted) = accepting(&certs).await;
     let connector = tokio_rustls::TlsConnector::from(client_config(&certs, version));
     let tcp = TcpStream::connect(addr).await.unwrap();
     let client = connector
@@ -129,13 +140,7 @@ async fn an_idle_connection_holds_no_buffer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_record_is_kept_at_its_own_size_then_completed() {
     let certs = certs();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server_config = certs.server.clone();
-    let accepted = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        TlsStream::accept(tcp, server_config).await.unwrap()
-    });
+    let (addr, accepted) = accepting(&certs).await;
     // A client of rustls's own, driven by hand, so a record can be sent in pieces.
     let mut conn = ClientConnection::new(
         client_config(&certs, &rustls::version::TLS13),
@@ -146,7 +151,7 @@ async fn a_partial_record_is_kept_at_its_own_size_then_completed() {
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).unwrap();
     }
-    let mut server = accepted.await.unwrap();
+    let mut server = accepted.await.unwrap().unwrap();
     conn.writer().write_all(&[7u8; 1000]).unwrap();
     let mut record = Vec::new();
     conn.write_tls(&mut record).unwrap();
@@ -253,13 +258,7 @@ async fn a_forged_record_fails_the_read_and_the_client_gets_an_alert() {
 #[tokio::test]
 async fn a_client_that_is_not_tls_fails_the_handshake() {
     let certs = certs();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = certs.server.clone();
-    let accepted = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        TlsStream::accept(tcp, server).await
-    });
+    let (addr, accepted) = accepting(&certs).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
@@ -268,13 +267,7 @@ async fn a_client_that_is_not_tls_fails_the_handshake() {
     assert_eq!(error.kind(), io::ErrorKind::InvalidData);
 
     // And one that leaves half-way.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = certs.server.clone();
-    let accepted = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        TlsStream::accept(tcp, server).await
-    });
+    let (addr, accepted) = accepting(&certs).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
     drop(tcp);
     let error = accepted.await.unwrap().unwrap_err();
