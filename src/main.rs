@@ -78,6 +78,12 @@ enum Command {
     },
 }
 
+/// jemalloc instead of glibc's malloc: freed memory is reused by size class, so the churn of
+/// handshakes and logins leaves far less RSS behind (BENCHMARKS.md, "The allocator").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
