@@ -332,7 +332,7 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// One accepted connection.
 struct Conn {
     shared: Arc<Shared>,
-    /// The handshake of the generation live at accept; `None` for plain HTTP.
+    /// The server config of the generation live at accept, for the handshake; `None` for plain HTTP.
     tls: Option<Arc<rustls::ServerConfig>>,
     proxy_protocol: bool,
     trusted_proxies: TrustedProxies,
