@@ -431,7 +431,8 @@ where
             buf.big = Some(big);
         }
         if let Some(big) = &mut buf.big {
-            // One TLS record at most comes per read from a TLS side: take the next ones too.
+            // A read hands over what one receive brought (a TLS side: the records it held, an HTTP/2
+            // stream: one DATA frame); take what is already there behind it too.
             while n >= GATHER_FROM_BYTES && n < big.len() {
                 match r.read(&mut big[n..]).now_or_never() {
                     Some(Ok(more)) if more > 0 => n += more,
