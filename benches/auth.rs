@@ -48,7 +48,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use drawbridge::auth::session::{Sessions, keygen};
+use drawbridge::auth::session::{ClaimSets, Sessions, keygen};
 use drawbridge::auth::{AuthCore, Decision, Door, Permissions};
 use drawbridge::config::Config;
 
@@ -253,13 +253,37 @@ fn login(c: &mut Criterion) {
     );
     let key = dir.path().join("session.pem");
     std::fs::write(&key, keygen(jsonwebtoken::Algorithm::EdDSA).unwrap()).unwrap();
-    for signing in ["hmac", "key"] {
+    // A user with per-collection rules, as a provider that scopes writes answers.
+    let ruled = allow_for(
+        "alice",
+        serde_json::from_value(serde_json::json!({
+            "read": {"everything": true, "queriesByCollection": {}},
+            "write": {"everything": false, "queriesByCollection": {
+                "tasks": ["_id.owner == 'alice'"],
+                "notes": ["author == 'alice' && !archived"],
+            }},
+        }))
+        .unwrap(),
+        Some(serde_json::json!({"displayName": "alice", "readOnly": false, "team": "blue"})),
+    );
+    // `hmac-ref`: HMAC tokens naming their claims by reference (the cluster store keeps them).
+    for (signing, allow) in [
+        ("hmac", &allow),
+        ("hmac-ref", &allow),
+        ("key", &allow),
+        ("hmac-ruled", &ruled),
+        ("hmac-ref-ruled", &ruled),
+    ] {
+        let token_signing = if signing == "key" { "key" } else { "hmac" };
         let text = format!(
-            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\nkey_file = {key:?}\ntoken_signing = \"{signing}\"\n"
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[session]\nkey_file = {key:?}\ntoken_signing = \"{token_signing}\"\n"
         );
         let config = Config::from_toml(&text, &drawbridge::config::System).unwrap();
-        let sessions = Sessions::from_config(&config.auth.session).unwrap();
-        let minted = sessions.mint(&allow, "demo-app", "demo").unwrap();
+        let mut sessions = Sessions::from_config(&config.auth.session).unwrap();
+        if signing.starts_with("hmac-ref") {
+            sessions = sessions.with_claim_sets(std::sync::Arc::new(ClaimSets::new(true)));
+        }
+        let minted = sessions.mint(allow, "demo-app", "demo").unwrap();
         let reply = drawbridge::bench::login_reply(&minted);
         eprintln!(
             "login/{signing}: session token {} bytes, login reply body {} bytes",
@@ -267,13 +291,7 @@ fn login(c: &mut Criterion) {
             reply.len()
         );
         c.bench_function(&format!("login/mint/{signing}"), |b| {
-            b.iter(|| {
-                black_box(
-                    sessions
-                        .mint(black_box(&allow), "demo-app", "demo")
-                        .unwrap(),
-                )
-            });
+            b.iter(|| black_box(sessions.mint(black_box(allow), "demo-app", "demo").unwrap()));
         });
         c.bench_function(&format!("login/verify/{signing}"), |b| {
             b.iter(|| black_box(sessions.verify(black_box(&minted.token)).unwrap()));

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::Admin;
 use crate::audit::Audit;
 use crate::auth::AuthCore;
-use crate::auth::session::{SessionError, Sessions};
+use crate::auth::session::{ClaimSets, SessionError, Sessions};
 use crate::auth::verified::{self, VerifiedSessions};
 use crate::cluster::{Cluster, ClusterError, Replica};
 use crate::config::Config;
@@ -99,6 +99,8 @@ impl App {
             Some(settings) => Some(Cluster::new(settings, metrics.registry())?),
             None => None,
         };
+        // In cluster mode the claim sets tokens name by reference are shared through Redis.
+        let sessions = sessions.with_claim_sets(Arc::new(ClaimSets::new(cluster.is_some())));
         let mut auth = AuthCore::new(&config.auth, &provider_client, metrics.auth.clone())
             .with_audit(audit.clone());
         if let Some(cluster) = cluster.as_ref().filter(|c| c.shares_decisions()) {

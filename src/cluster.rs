@@ -77,10 +77,12 @@ pub(crate) enum Entry {
     Message,
     /// A session's sealed re-check material.
     Grant,
+    /// A claim set session tokens name by reference.
+    ClaimSet,
 }
 
 impl Entry {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Revocation,
         Self::Ticket,
         Self::Decision,
@@ -88,6 +90,7 @@ impl Entry {
         Self::LearnedToken,
         Self::Message,
         Self::Grant,
+        Self::ClaimSet,
     ];
 
     fn label(self) -> &'static str {
@@ -99,6 +102,7 @@ impl Entry {
             Self::LearnedToken => "learned_token",
             Self::Message => "message",
             Self::Grant => "grant",
+            Self::ClaimSet => "claim_set",
         }
     }
 }
@@ -222,6 +226,9 @@ pub(crate) trait Replica: Send + Sync {
     fn apply_purge(&self, user: Option<&str>);
     /// Every revocation this replica holds, to be written back after a reconnect.
     fn revocations(&self) -> Vec<Revocation>;
+    /// Holds a claim set another replica shared, until `until`; false when `set` is not the
+    /// claim set `reference` names.
+    fn learn_claim_set(&self, reference: &str, set: &[u8], until: u64) -> bool;
 }
 
 /// The cluster's metric families.
@@ -931,6 +938,21 @@ impl Cluster {
             Some(Event::Resync { origin }) if origin != self.origin => {
                 self.resync(replica, false).await?;
             }
+            Some(Event::ClaimSet {
+                reference,
+                until,
+                set,
+                origin,
+            }) if origin != self.origin => {
+                if !replica.learn_claim_set(&reference, set.as_bytes(), until) {
+                    self.bad_entry(
+                        Entry::ClaimSet,
+                        &self.channel(),
+                        set.as_bytes(),
+                        "not the claim set its reference names",
+                    );
+                }
+            }
             Some(_) => {}
             None => self.bad_entry(
                 Entry::Message,
@@ -1075,6 +1097,75 @@ impl Cluster {
     /// Drops the re-check material of session `sid` (the session is revoked or its token forgotten).
     pub(crate) async fn forget_grant(&self, sid: &str) {
         self.remove(GRANT_KIND, sid).await;
+    }
+}
+
+// === impl Cluster: claim sets named by reference ===
+
+/// Cluster key kind of the claim sets session tokens name by reference, by reference.
+const CLAIM_SET_KIND: &str = "claims";
+
+impl Cluster {
+    /// Keeps the claim set `set` under `reference` until `until` (Unix seconds): written when
+    /// absent (`SET NX`), its expiry only ever moved later (`PEXPIRE GT`, Redis 7), so a replica
+    /// naming it for a shorter time never cuts short what another wrote; and published, so every
+    /// replica up now holds it even while Redis is away later. False when Redis is away or
+    /// refused the write.
+    pub(crate) async fn put_claim_set(&self, reference: &str, set: &str, until: u64) -> bool {
+        let millis = until.saturating_sub(unix_now()).saturating_mul(1000).max(1);
+        let key = self.key(CLAIM_SET_KIND, reference);
+        let mut write = redis::pipe();
+        write
+            .cmd("SET")
+            .arg(&key)
+            .arg(set)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(millis)
+            .arg("GT")
+            .ignore();
+        let event = Event::ClaimSet {
+            reference: reference.to_owned(),
+            until,
+            set: set.to_owned(),
+            origin: self.origin.clone(),
+        };
+        let publish = redis::cmd("PUBLISH")
+            .arg(self.channel())
+            .arg(event.encode())
+            .to_owned();
+        let mut conn = self.conn();
+        if let Conn::Cluster(_) = conn {
+            // On Redis Cluster the key and the channel hash to different slots: two round trips.
+            let written = self
+                .bounded("put_claim_set", write.query_async::<()>(&mut conn))
+                .await
+                .is_some();
+            if written {
+                let _ = self
+                    .bounded("put_claim_set", publish.query_async::<()>(&mut conn))
+                    .await;
+            }
+            return written;
+        }
+        write.add_command(publish).ignore();
+        self.bounded("put_claim_set", write.query_async::<()>(&mut conn))
+            .await
+            .is_some()
+    }
+
+    /// The claim set under `reference`; `None` when absent or Redis is away.
+    pub(crate) async fn get_claim_set(&self, reference: &str) -> Option<Vec<u8>> {
+        self.get(CLAIM_SET_KIND, reference).await
+    }
+
+    /// The cluster key of the claim set under `reference`, for the log.
+    pub(crate) fn claim_set_key(&self, reference: &str) -> String {
+        self.key(CLAIM_SET_KIND, reference)
     }
 }
 

@@ -18,7 +18,7 @@ use crate::auth::AuthCore;
 use crate::auth::gate::Gate;
 pub(crate) use crate::auth::grant::{Grant, grant_store};
 use crate::auth::known_tokens::KnownToken;
-use crate::auth::session::{SessionClaims, Sessions};
+use crate::auth::session::{Minted, SessionClaims, SessionError, Sessions, claim_sets};
 use crate::auth::verified::VerifiedSessions;
 use crate::clock::unix_now;
 use crate::cluster::{Cluster, Kind, Replica, Revocation};
@@ -215,6 +215,36 @@ impl Shared {
             .is_some_and(|c| c.required() && !c.is_up())
     }
 
+    /// The token `minted` as it may be handed out: in cluster mode, the claim set it names by
+    /// reference is in the cluster store first (unless an earlier write covers the session), so
+    /// any replica reads it; when that cannot be written, the token carries its claims itself.
+    ///
+    /// # Errors
+    /// [`SessionError::Crypto`] when signing the token again fails.
+    pub(crate) async fn shareable(
+        &self,
+        live: &Live,
+        minted: Minted,
+    ) -> Result<Minted, SessionError> {
+        let Some((reference, set, until)) = minted.publish.clone() else {
+            return Ok(minted);
+        };
+        if let Some(cluster) = &self.cluster
+            && let Ok(text) = std::str::from_utf8(set.bytes())
+            && cluster
+                .put_claim_set(&claim_sets::encode(&reference), text, until)
+                .await
+        {
+            live.sessions.claim_sets().published(&reference, until);
+            return Ok(minted);
+        }
+        tracing::warn!(
+            "cannot share a session's claim set (Redis away, or older than 7.0); its token carries \
+             its permissions and clientInfo itself"
+        );
+        live.sessions.inline(minted.claims)
+    }
+
     /// A session was refreshed: its new expiry applies from now on.
     pub(crate) fn on_refresh(&self, live: &Live, claims: &SessionClaims) {
         let grace = live.config.auth.session.close_grace;
@@ -363,5 +393,15 @@ impl Replica for Shared {
 
     fn revocations(&self) -> Vec<Revocation> {
         self.gate.revocations().entries()
+    }
+
+    fn learn_claim_set(&self, reference: &str, set: &[u8], until: u64) -> bool {
+        claim_sets::decode(reference).is_some_and(|reference| {
+            self.live()
+                .sessions
+                .claim_sets()
+                .learn(&reference, set, until)
+                .is_some()
+        })
     }
 }

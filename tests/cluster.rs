@@ -269,6 +269,12 @@ async fn redis_down_at_start_keeps_logins_and_tickets_working_locally() {
     let gw = replica(&up, &hook, key_dir.path(), &Redis::dead_url(), "").await;
     assert!(!cluster_up(&gw).await);
     let token = login(&gw, "app", "demo", "hal-token").await.session();
+    // Its claim set could not be shared, so the token carries its claims itself.
+    let claims = token_payload(&token);
+    assert!(
+        claims.get("ref").is_none() && claims["prm"].is_object(),
+        "{claims}"
+    );
     let http = client::https(&gw.ca.pem(), false);
     let (status, _, body) = post_bearer(&http, &gw.url("/auth/ticket"), &token).await;
     assert_eq!(status, 200, "{body}");
@@ -357,6 +363,124 @@ async fn ditto_token_learned_on_one_replica_opens_the_websocket_on_another() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     echo_ok(&mut ws, "sync me").await;
+}
+
+/// The claims of a session token, as its payload carries them.
+fn token_payload(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).unwrap();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&json).unwrap()
+}
+
+#[tokio::test]
+async fn claims_named_by_reference_reach_every_replica_and_a_changed_set_is_refused() {
+    let redis = Redis::start().await;
+    let c = Cluster::start(&redis).await;
+    let token = c.login(0, "rae").await;
+    let claims = token_payload(&token);
+    let reference = claims["ref"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no claim set by reference in {claims}"));
+    assert!(
+        claims.get("prm").is_none() && claims.get("cli").is_none(),
+        "{claims}"
+    );
+    let mut conn = redis_conn(&redis).await;
+    let stored = keys(&mut conn, &format!("*claims:{reference}")).await;
+    assert_eq!(
+        stored.len(),
+        1,
+        "the set is in Redis before the token is handed out"
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&stored[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        ttl >= 3_600_000,
+        "kept {ttl} ms, less than the session can live (an hour)"
+    );
+
+    // The other replicas hold the set from the login's message: the same permissions and
+    // clientInfo as the provider gave, even once Redis has lost it.
+    let userinfo = |gw: &Gateway, token: &str| {
+        let http = client::https(&gw.ca.pem(), false);
+        let url = gw.url("/auth/userinfo");
+        let token = token.to_owned();
+        async move { get_bearer(&http, &url, &token).await }
+    };
+    for i in [1, 2] {
+        assert_eventually!(
+            userinfo(&c.gws[i], &token).await.0 == 200,
+            "replica {i} never took the session"
+        );
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(&stored[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for i in [1, 2] {
+        let (status, _, body) = userinfo(&c.gws[i], &token).await;
+        assert_eq!(status, 200, "replica {i}: {body}");
+        assert_eq!(body["clientInfo"]["greeting"], "hello rae", "{body}");
+        assert_eq!(
+            body["permissions"]["write"]["queriesByCollection"]["tasks"][0], "_id.owner == 'rae'",
+            "{body}"
+        );
+        assert_eq!(body["permissions"]["read"]["everything"], true, "{body}");
+    }
+    let sam = c.login(0, "sam").await;
+    let sam_ref = token_payload(&sam)["ref"].as_str().unwrap().to_owned();
+    // Neither in Redis nor held: a replica started since asks for a new login.
+    let late = replica(&c.up, &c.hook, c.key_dir.path(), &redis.url(), "").await;
+    assert_eventually!(
+        cluster_up(&late).await,
+        "the late replica never reached Redis"
+    );
+    let (status, _, body) = userinfo(&late, &token).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.to_string().contains("log in again"), "{body}");
+
+    // A login before it started: the late replica reads its set from Redis, and a refresh there
+    // names it again.
+    let (status, _, body) = userinfo(&late, &sam).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["clientInfo"]["greeting"], "hello sam", "{body}");
+    let http = client::https(&late.ca.pem(), false);
+    let (status, _, body) = support::refresh(&http, &late, &sam).await;
+    assert_eq!(status, 200, "{body}");
+    let refreshed = body["sessionToken"].as_str().unwrap();
+    assert_eq!(token_payload(refreshed)["ref"], sam_ref.as_str());
+
+    // A set changed in Redis is refused where it is read back, and counted.
+    let tia = c.login(0, "tia").await;
+    let tia_ref = token_payload(&tia)["ref"].as_str().unwrap().to_owned();
+    let key = &keys(&mut conn, &format!("*claims:{tia_ref}")).await[0];
+    let wider = br#"{"prm":{"r":true,"w":true},"cli":{"greeting":"hello tia"}}"#;
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(&wider[..])
+        .arg("KEEPTTL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let late2 = replica(&c.up, &c.hook, c.key_dir.path(), &redis.url(), "").await;
+    assert_eventually!(
+        cluster_up(&late2).await,
+        "the late replica never reached Redis"
+    );
+    assert_eq!(
+        userinfo(&late2, &tia).await.0,
+        401,
+        "a changed set was taken"
+    );
+    assert_eq!(bad_entries(&late2, "claim_set").await, 1.0);
+    assert_eq!(c.userinfo(0, &tia).await, 200);
 }
 
 // --- Redis data is input, not truth ---

@@ -26,7 +26,7 @@ use http::HeaderMap;
 use super::credentials::{self, SESSION_COOKIE, SessionRejected};
 use super::known_tokens::{KnownToken, KnownTokens, SESSION_ID_PREFIX};
 use super::revocation::Revocations;
-use super::session::{SessionClaims, SessionError, Sessions};
+use super::session::{Reference, SessionClaims, SessionError, Sessions, claim_sets};
 use crate::audit;
 use crate::clock::unix_now;
 use crate::cluster::{Cluster, Entry, Kind, Revocation, strict_u64};
@@ -157,7 +157,9 @@ impl Gate {
         ticket: Option<&str>,
     ) -> Result<(Arc<SessionClaims>, Carrier), SessionRejected> {
         match carried(sessions, headers, ticket.is_some()) {
-            Carried::Token(token, carrier) => self.verify(sessions, &token).map(|c| (c, carrier)),
+            Carried::Token(token, carrier) => {
+                self.verify(sessions, &token).await.map(|c| (c, carrier))
+            }
             Carried::Ticket => match self.redeem_ticket(ticket.unwrap_or_default()).await {
                 Some(claims) if self.admit(&claims).is_ok() => Ok((claims, Carrier::Ticket)),
                 _ => Err(SessionRejected::Ticket),
@@ -194,23 +196,76 @@ impl Gate {
         Ok(())
     }
 
-    /// Verifies one session token by `sessions` and checks the revocation list.
+    /// Verifies one session token by `sessions` and checks the revocation list. A claim set the
+    /// token names by reference and this replica does not hold is read from the cluster store.
     ///
     /// # Errors
-    /// [`SessionRejected::Revoked`], [`SessionRejected::Expired`] or [`SessionRejected::Invalid`].
-    pub(crate) fn verify(
+    /// [`SessionRejected::Revoked`], [`SessionRejected::Expired`], [`SessionRejected::Invalid`],
+    /// or [`SessionRejected::LoginExpired`] when the claim set the token names is found nowhere.
+    pub(crate) async fn verify(
         &self,
         sessions: &Sessions,
         token: &str,
     ) -> Result<Arc<SessionClaims>, SessionRejected> {
         match sessions.verify(token) {
+            Err(SessionError::UnknownClaims { reference, until }) => {
+                self.read_claim_set(sessions, &reference, until).await;
+                self.admit_verified(sessions.verify(token))
+            }
+            verified => self.admit_verified(verified),
+        }
+    }
+
+    /// [`Self::verify`] with the claim sets held here only: what answers without waiting.
+    ///
+    /// # Errors
+    /// As [`Self::verify`].
+    pub(crate) fn verify_held(
+        &self,
+        sessions: &Sessions,
+        token: &str,
+    ) -> Result<Arc<SessionClaims>, SessionRejected> {
+        self.admit_verified(sessions.verify(token))
+    }
+
+    fn admit_verified(
+        &self,
+        verified: Result<SessionClaims, SessionError>,
+    ) -> Result<Arc<SessionClaims>, SessionRejected> {
+        match verified {
             Ok(claims) if self.revocations.is_revoked(&claims) => Err(SessionRejected::Revoked),
             Ok(claims) => {
                 audit::note_user(&claims.sub);
                 Ok(Arc::new(claims))
             }
             Err(SessionError::Expired) => Err(SessionRejected::Expired),
+            Err(SessionError::UnknownClaims { .. }) => Err(SessionRejected::LoginExpired),
             Err(_) => Err(SessionRejected::Invalid),
+        }
+    }
+
+    /// Reads the claim set `reference` names from the cluster store into `sessions`' sets, held
+    /// until `until`; what is there and not the set the reference names is counted and skipped.
+    async fn read_claim_set(&self, sessions: &Sessions, reference: &Reference, until: u64) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let id = claim_sets::encode(reference);
+        let Some(bytes) = cluster.get_claim_set(&id).await else {
+            tracing::debug!("a session names a claim set the cluster store does not hold");
+            return;
+        };
+        if sessions
+            .claim_sets()
+            .learn(reference, &bytes, until)
+            .is_none()
+        {
+            cluster.bad_entry(
+                Entry::ClaimSet,
+                &cluster.claim_set_key(&id),
+                &bytes,
+                "not the claim set its reference names",
+            );
         }
     }
 

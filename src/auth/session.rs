@@ -18,6 +18,7 @@
 //! replicas holding the session key can read it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::rand::SecureRandom;
@@ -32,6 +33,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub(crate) mod claim_sets;
 mod compact;
 
 pub use super::decision::Profile;
@@ -39,6 +41,8 @@ use super::decision::{Allow, CompactJson};
 use crate::clock::unix_now;
 use crate::config::auth::{SessionConfig, TokenSigning};
 use crate::permissions::Permissions;
+pub use claim_sets::ClaimSets;
+pub(crate) use claim_sets::{ClaimSet, Reference};
 
 /// HKDF salt of the session-token MAC key derived from a session key; a new salt would be a new key.
 const MAC_SALT: &[u8] = b"drawbridge session-token mac v1";
@@ -90,16 +94,19 @@ impl SessionClaims {
         self.pro.as_ref()?.email.as_deref()
     }
 
-    /// The claims in a token's compact form, borrowed for one signing.
-    fn written(&self) -> compact::Written<'_> {
+    /// The claims in a token's compact form, borrowed for one signing; `reference` names the
+    /// permissions and clientInfo in their place.
+    fn written<'a>(&'a self, reference: Option<&'a str>) -> compact::Written<'a> {
+        let inline = reference.is_none();
         compact::Written {
             iss: &self.iss,
             aud: &self.aud,
             sub: &self.sub,
             app: &self.app,
             prv: &self.prv,
-            prm: compact::Grants(&self.permissions),
-            cli: self.cli.as_ref(),
+            reference,
+            prm: inline.then_some(compact::Grants(&self.permissions)),
+            cli: self.cli.as_ref().filter(|_| inline),
             pro: self.pro.as_ref(),
             iat: self.iat,
             exp: self.exp,
@@ -110,11 +117,29 @@ impl SessionClaims {
         }
     }
 
-    /// The claims a token carried, in either form; `None` for a token naming its permissions twice.
-    fn read(mut r: compact::Read) -> Option<Self> {
-        let permissions = r.permissions()?;
-        Some(Self {
+    /// The claims a token carried, in either form, with a claim set it names by reference read
+    /// from `sets`.
+    ///
+    /// # Errors
+    /// [`SessionError::UnknownClaims`] when `sets` holds no set by the reference the token
+    /// carries; [`SessionError::Invalid`] for a token naming its permissions twice or carrying a
+    /// reference beside claims of its own (no token drawbridge signed does either).
+    fn read(mut r: compact::Read, sets: &ClaimSets) -> Result<Self, SessionError> {
+        let (permissions, cli) = match r.reference.take() {
+            Some(_) if r.carries_claims() => return Err(SessionError::Invalid),
+            Some(text) => {
+                let reference = claim_sets::decode(&text).ok_or(SessionError::Invalid)?;
+                let set = sets.get(&reference).ok_or(SessionError::UnknownClaims {
+                    reference,
+                    until: r.dex.unwrap_or(r.exp),
+                })?;
+                (set.permissions.clone(), set.cli.clone())
+            }
+            None => (r.permissions().ok_or(SessionError::Invalid)?, r.cli.take()),
+        };
+        Ok(Self {
             permissions,
+            cli,
             auth_time: r.auth_time.unwrap_or(r.iat),
             dex: r.dex.unwrap_or(r.exp),
             iss: r.iss,
@@ -122,7 +147,6 @@ impl SessionClaims {
             sub: r.sub,
             app: r.app,
             prv: r.prv,
-            cli: r.cli,
             pro: r.pro,
             iat: r.iat,
             exp: r.exp,
@@ -139,6 +163,9 @@ pub struct Minted {
     pub token: String,
     /// What it says.
     pub claims: SessionClaims,
+    /// The claim set the token names by reference, to write to the cluster store before the
+    /// token is handed out, and until when (Unix seconds); `None` when nothing needs writing.
+    pub(crate) publish: Option<(Reference, Arc<ClaimSet>, u64)>,
 }
 
 /// Why a key could not be used or a token was refused.
@@ -173,6 +200,15 @@ pub enum SessionError {
     /// The provider's decision behind the session has expired; only a new login helps.
     #[error("the login behind this session has expired")]
     DecisionExpired,
+    /// The token names its claim set by reference, and none is held here by that reference: it
+    /// may be in the cluster store, else only a new login helps.
+    #[error("the claims this session names are not held here")]
+    UnknownClaims {
+        /// The reference.
+        reference: Reference,
+        /// The token's last possible expiry (Unix seconds): how long a set read back is held.
+        until: u64,
+    },
 }
 
 /// A private key (or HMAC secret), parsed once. Built once per key and kept behind an `Arc`.
@@ -347,6 +383,13 @@ pub struct Sessions {
     audience: String,
     max_ttl: Duration,
     ephemeral: bool,
+    /// Session tokens are HMAC-signed under a key only drawbridge holds (`token_signing = "hmac"`).
+    hmac_tokens: bool,
+    /// The claim sets tokens name by reference, kept across reloads.
+    claim_sets: Arc<ClaimSets>,
+    /// New tokens name their claim sets by reference: HMAC tokens, and sets that live as long as
+    /// the tokens (an ephemeral key, or the cluster store).
+    by_reference: bool,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -355,6 +398,7 @@ impl std::fmt::Debug for Sessions {
             .field("alg", &self.alg)
             .field("kid", &self.kid)
             .field("ephemeral", &self.ephemeral)
+            .field("by_reference", &self.by_reference)
             .finish_non_exhaustive()
     }
 }
@@ -532,11 +576,13 @@ impl Sessions {
     /// # Errors
     /// [`SessionError`] when a key file cannot be read or used; the running sessions stay then.
     pub fn reconfigure(&self, config: &SessionConfig) -> Result<Self, SessionError> {
-        let mut next = if config.key_file.is_none() && self.ephemeral {
+        let next = if config.key_file.is_none() && self.ephemeral {
             Self::assemble(config, self.current.clone(), true)?
         } else {
             Self::from_config(config)?
         };
+        // Tokens minted before name their sets here, whatever the new config says of new ones.
+        let mut next = next.with_claim_sets(self.claim_sets.clone());
         let now = unix_now();
         let until = now + self.max_ttl.as_secs();
         for key in self.keys.iter().filter(|k| k.live(now)) {
@@ -598,6 +644,7 @@ impl Sessions {
             (Some((mac, v)), TokenSigning::Hmac) => (mac.clone(), v.kid.clone()),
             _ => (current.signing.clone(), current.verify.kid.clone()),
         };
+        let hmac_tokens = config.token_signing == TokenSigning::Hmac;
         Ok(Self {
             alg: current.verify.alg,
             kid: current.verify.kid.clone(),
@@ -611,6 +658,57 @@ impl Sessions {
             audience: config.audience.clone(),
             max_ttl: config.max_ttl,
             ephemeral,
+            hmac_tokens,
+            claim_sets: Arc::new(ClaimSets::new(false)),
+            by_reference: hmac_tokens && ephemeral,
+        })
+    }
+
+    /// These sessions with `sets` for the claim sets tokens name by reference: new tokens name
+    /// theirs by reference when they are HMAC-signed and the sets live as long as the tokens
+    /// (an ephemeral key, or `sets` shared through the cluster store).
+    #[must_use]
+    pub fn with_claim_sets(mut self, sets: Arc<ClaimSets>) -> Self {
+        self.by_reference = self.hmac_tokens && (self.ephemeral || sets.shared());
+        self.claim_sets = sets;
+        self
+    }
+
+    /// The claim sets tokens name by reference.
+    pub(crate) fn claim_sets(&self) -> &ClaimSets {
+        &self.claim_sets
+    }
+
+    /// Signs `claims`, naming their permissions and clientInfo by reference where that is how
+    /// new tokens carry them.
+    fn sign(&self, claims: SessionClaims) -> Result<Minted, SessionError> {
+        let named = self
+            .by_reference
+            .then(|| {
+                self.claim_sets
+                    .name(&claims.permissions, claims.cli.as_ref(), claims.dex)
+            })
+            .flatten();
+        let reference = named.as_ref().map(|n| claim_sets::encode(&n.reference));
+        Ok(Minted {
+            token: self
+                .session_signing
+                .sign(&claims.written(reference.as_deref()))?,
+            publish: named.and_then(|n| n.publish.map(|(set, until)| (n.reference, set, until))),
+            claims,
+        })
+    }
+
+    /// The same claims signed again, carrying their permissions and clientInfo themselves: for
+    /// a token whose claim set could not be shared.
+    ///
+    /// # Errors
+    /// [`SessionError::Crypto`] if signing fails.
+    pub(crate) fn inline(&self, claims: SessionClaims) -> Result<Minted, SessionError> {
+        Ok(Minted {
+            token: self.session_signing.sign(&claims.written(None))?,
+            publish: None,
+            claims,
         })
     }
 
@@ -649,10 +747,7 @@ impl Sessions {
         if claims.exp <= now {
             return Err(SessionError::DecisionExpired);
         }
-        Ok(Minted {
-            token: self.session_signing.sign(&claims.written())?,
-            claims,
-        })
+        self.sign(claims)
     }
 
     /// A new token for the same session, never past the decision's expiry.
@@ -670,10 +765,7 @@ impl Sessions {
             jti: random_id(),
             ..claims.clone()
         };
-        Ok(Minted {
-            token: self.session_signing.sign(&claims.written())?,
-            claims,
-        })
+        self.sign(claims)
     }
 
     /// Checks signature (any configured key, by `kid`), issuer, audience and expiry. Not revocation.
@@ -696,7 +788,7 @@ impl Sessions {
             // jsonwebtoken accepts a token through the second its `exp` names; RFC 7519 §4.1.4
             // says it must not be accepted on or after that time.
             Ok(data) if data.claims.exp <= unix_now() => Err(SessionError::Expired),
-            Ok(data) => SessionClaims::read(data.claims).ok_or(SessionError::Invalid),
+            Ok(data) => SessionClaims::read(data.claims, &self.claim_sets),
             Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 Err(SessionError::Expired)
             }

@@ -102,6 +102,14 @@ pub(super) enum Event {
     },
     /// Reload the revocation set now (a replica wrote what it learned while Redis was away).
     Resync { origin: String },
+    /// A claim set session tokens name by `reference`, needed until `until` (Unix seconds): its
+    /// bytes (compact JSON), so every replica holds it, even while Redis is away.
+    ClaimSet {
+        reference: String,
+        until: u64,
+        set: String,
+        origin: String,
+    },
 }
 
 impl Event {
@@ -119,6 +127,12 @@ impl Event {
                 None => format!("a {origin}"),
             },
             Self::Resync { origin } => format!("s {origin}"),
+            Self::ClaimSet {
+                reference,
+                until,
+                set,
+                origin,
+            } => format!("c {origin} {until} {reference} {set}"),
         }
     }
 
@@ -160,6 +174,19 @@ impl Event {
                 origin: id(rest)?,
             }),
             "s" if !rest.contains(' ') => Some(Self::Resync { origin: id(rest)? }),
+            "c" => {
+                let mut parts = rest.splitn(4, ' ');
+                let origin = id(parts.next()?)?;
+                let until = number(parts.next()?)?;
+                let reference = id(parts.next()?)?;
+                let set = id(parts.next()?)?;
+                Some(Self::ClaimSet {
+                    reference,
+                    until,
+                    set,
+                    origin,
+                })
+            }
             _ => None,
         }
     }
@@ -234,6 +261,12 @@ mod tests {
                 origin: "o".into(),
             },
             Event::Resync { origin: "o".into() },
+            Event::ClaimSet {
+                reference: "AAAA".into(),
+                until: 99,
+                set: r#"{"prm":{"r":true},"cli":{"name":"a b"}}"#.into(),
+                origin: "o".into(),
+            },
         ];
         for e in events {
             assert_eq!(Event::decode(e.encode().as_bytes()), Some(e));
@@ -251,6 +284,10 @@ mod tests {
             "r o 1 2 s 1 ",
             "r o 1 2 s 3 id",
             "r  1 2 s 1 id",
+            "c o 99 AAAA",
+            "c o 99 AAAA ",
+            "c o x AAAA {}",
+            "c o 99  {}",
             "p o ",
             "p  u",
             "a ",

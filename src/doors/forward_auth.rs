@@ -205,7 +205,9 @@ pub(crate) async fn check<B>(
         &live.sessions,
         &live.verified,
         req.headers(),
-    ) {
+    )
+    .await
+    {
         Ok(verified) => Ok(verified),
         Err(why) => match provider_token(live, req.headers()).await {
             Some(Ok(claims)) => Ok(Arc::new(render(claims))),
@@ -235,7 +237,7 @@ pub(crate) async fn check<B>(
 ///
 /// # Errors
 /// Why the gate refuses the session ([`SessionRejected::Required`] when none is carried).
-pub(crate) fn admit(
+pub(crate) async fn admit(
     gate: &Gate,
     sessions: &Sessions,
     verified: &VerifiedSessions,
@@ -253,7 +255,7 @@ pub(crate) fn admit(
             }
         };
     }
-    let claims = gate.verify(sessions, &token)?;
+    let claims = gate.verify(sessions, &token).await?;
     let known = Arc::new(render(claims));
     verified.insert(key, known.clone());
     Ok(known)

@@ -173,31 +173,41 @@ async fn log_in(
 ) -> Result<Response<Body>, DoorError> {
     let live = cx.live;
     match live.auth.decide(Door::Login, app, provider, token).await? {
-        Decision::Allow(allow) => match live.sessions.mint(&allow, app, provider) {
-            Ok(minted) => {
-                let grant = crate::auth::grant::Grant {
-                    app: app.to_owned(),
-                    provider: provider.to_owned(),
-                    token: token.to_owned(),
-                    // The last moment any token of the session (refreshed or not) can be valid.
-                    until: minted.claims.dex,
-                };
-                cx.shared
-                    .remember_grant(live, &minted.claims.sid, grant)
-                    .await;
-                Ok(session_response(cx, &minted))
+        Decision::Allow(allow) => {
+            match shareable(cx, live.sessions.mint(&allow, app, provider)).await {
+                Ok(minted) => {
+                    let grant = crate::auth::grant::Grant {
+                        app: app.to_owned(),
+                        provider: provider.to_owned(),
+                        token: token.to_owned(),
+                        // The last moment any token of the session (refreshed or not) can be valid.
+                        until: minted.claims.dex,
+                    };
+                    cx.shared
+                        .remember_grant(live, &minted.claims.sid, grant)
+                        .await;
+                    Ok(session_response(cx, &minted))
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot mint a session");
+                    Err(DoorError::Denied(Arc::new(Deny {
+                        reason: Reason::InvalidCredentials,
+                        description: "the login has already expired".to_owned(),
+                        client_info: allow.client_info.clone(),
+                    })))
+                }
             }
-            Err(error) => {
-                tracing::warn!(%error, "cannot mint a session");
-                Err(DoorError::Denied(Arc::new(Deny {
-                    reason: Reason::InvalidCredentials,
-                    description: "the login has already expired".to_owned(),
-                    client_info: allow.client_info.clone(),
-                })))
-            }
-        },
+        }
         Decision::Deny(deny) => Err(DoorError::Denied(deny)),
     }
+}
+
+/// A minted session as it may be handed out (its claim set shared first in cluster mode).
+async fn shareable(
+    cx: Ctx<'_>,
+    minted: Result<Minted, SessionError>,
+) -> Result<Minted, SessionError> {
+    cx.shared.shareable(cx.live, minted?).await
 }
 
 /// The session the request carries, found by the gate on the carriers every door tries, in the
@@ -224,7 +234,7 @@ async fn token(cx: Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Do
         TokenRequest {
             refresh: Some(refresh),
             code: None,
-        } => refresh_session(cx, &refresh),
+        } => refresh_session(cx, &refresh).await,
         TokenRequest {
             refresh: None,
             code: Some(code),
@@ -240,10 +250,10 @@ async fn token(cx: Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Do
     }
 }
 
-fn refresh_session(cx: Ctx<'_>, refresh: &str) -> Result<Response<Body>, DoorError> {
+async fn refresh_session(cx: Ctx<'_>, refresh: &str) -> Result<Response<Body>, DoorError> {
     let live = cx.live;
-    let claims = cx.shared.gate.verify(&live.sessions, refresh)?;
-    match live.sessions.refresh(&claims) {
+    let claims = cx.shared.gate.verify(&live.sessions, refresh).await?;
+    match shareable(cx, live.sessions.refresh(&claims)).await {
         Ok(minted) => {
             cx.shared.on_refresh(live, &minted.claims);
             Ok(session_response(cx, &minted))

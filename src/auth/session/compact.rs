@@ -5,7 +5,8 @@
 //! "everything, no per-collection queries" and otherwise `{"e": true, "c": {"<collection>":
 //! ["<query>", ...]}}` (`e` left out when false, `c` when empty). `auth_time` is left out when it
 //! equals `iat` (a token minted at login) and `dex` when it equals `exp`. Tokens of the earlier
-//! form (`permissions`, `auth_time` and `dex` always present) are still read.
+//! form (`permissions`, `auth_time` and `dex` always present) are still read. An HMAC-signed token
+//! may name its `prm` and `cli` by reference instead (`ref`, `session/claim_sets.rs`).
 
 use std::collections::BTreeMap;
 
@@ -23,8 +24,11 @@ pub(super) struct Written<'a> {
     pub(super) sub: &'a str,
     pub(super) app: &'a str,
     pub(super) prv: &'a str,
-    #[serde(skip_serializing_if = "Grants::is_empty")]
-    pub(super) prm: Grants<'a>,
+    /// The claim set named by reference, in place of `prm` and `cli` (`session/claim_sets.rs`).
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub(super) reference: Option<&'a str>,
+    #[serde(skip_serializing_if = "Grants::absent")]
+    pub(super) prm: Option<Grants<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) cli: Option<&'a serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,6 +51,9 @@ pub(super) struct Read {
     pub(super) sub: String,
     pub(super) app: String,
     pub(super) prv: String,
+    /// A claim set named by reference.
+    #[serde(default, rename = "ref")]
+    pub(super) reference: Option<String>,
     #[serde(default)]
     prm: Option<GrantsForm>,
     /// The earlier form's Ditto-shaped permissions.
@@ -67,6 +74,11 @@ pub(super) struct Read {
 }
 
 impl Read {
+    /// Whether the token carries permissions or clientInfo of its own (never beside a reference).
+    pub(super) fn carries_claims(&self) -> bool {
+        self.prm.is_some() || self.permissions.is_some() || self.cli.is_some()
+    }
+
     /// The permissions the token grants; `None` when it carries both forms (no token drawbridge
     /// signed does).
     pub(super) fn permissions(&mut self) -> Option<Permissions> {
@@ -83,6 +95,11 @@ impl Read {
 pub(super) struct Grants<'a>(pub(super) &'a Permissions);
 
 impl Grants<'_> {
+    /// Left out of a token: none given (they are named by reference), or granting nothing.
+    pub(super) fn absent(grants: &Option<Self>) -> bool {
+        grants.as_ref().is_none_or(Self::is_empty)
+    }
+
     fn is_empty(&self) -> bool {
         let p = self.0;
         grants_nothing(&p.read) && grants_nothing(&p.write) && p.remote_query.is_none()
@@ -131,7 +148,7 @@ impl Serialize for AccessRef<'_> {
 /// The compact permissions, as read.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GrantsForm {
+pub(super) struct GrantsForm {
     #[serde(default)]
     r: Option<AccessForm>,
     #[serde(default)]

@@ -290,8 +290,9 @@ fn key_signing_makes_sessions_verifiable_with_the_jwks() {
             &v,
         )
         .unwrap();
+        // Read with no claim set held: the token carries everything itself.
         assert_eq!(
-            SessionClaims::read(got.claims),
+            SessionClaims::read(got.claims, &ClaimSets::new(false)).ok(),
             Some(m.claims.clone()),
             "{alg:?}"
         );
@@ -324,7 +325,10 @@ fn hs256_sessions_use_the_secret_itself() {
         &v,
     )
     .unwrap();
-    assert_eq!(SessionClaims::read(got.claims), Some(m.claims));
+    assert_eq!(
+        SessionClaims::read(got.claims, &ClaimSets::new(false)).ok(),
+        Some(m.claims)
+    );
 }
 
 #[test]
@@ -485,7 +489,7 @@ fn compact_claims_round_trip_whatever_they_hold() {
     empty_info.cli = Some(serde_json::json!({}));
     cases.push(empty_info);
     for claims in cases {
-        let token = s.session_signing.sign(&claims.written()).unwrap();
+        let token = s.session_signing.sign(&claims.written(None)).unwrap();
         assert_eq!(s.verify(&token).unwrap(), claims, "{}", payload(&token));
     }
 }
@@ -493,8 +497,10 @@ fn compact_claims_round_trip_whatever_they_hold() {
 #[test]
 fn compact_claims_leave_out_what_grants_nothing_or_repeats_a_claim() {
     let dir = tempfile::tempdir().unwrap();
-    // The default cap, as long as the demo's decision: `exp` is the decision's expiry.
-    let mut cfg = config(dir.path(), None, None);
+    // The default cap, as long as the demo's decision: `exp` is the decision's expiry. A key
+    // file: its tokens carry their claims themselves.
+    let pem = keygen(Algorithm::EdDSA).unwrap();
+    let mut cfg = config(dir.path(), Some(("k.pem", &pem)), None);
     cfg.max_ttl = Duration::from_secs(3600);
     let s = Sessions::from_config(&cfg).unwrap();
     let m = s.mint(&demo_allow(), "app", "demo").unwrap();
@@ -574,7 +580,8 @@ fn token_of_the_earlier_claim_form_still_verifies() {
 #[test]
 fn token_naming_its_permissions_in_both_forms_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Sessions::from_config(&config(dir.path(), None, None)).unwrap();
+    let pem = keygen(Algorithm::EdDSA).unwrap();
+    let s = Sessions::from_config(&config(dir.path(), Some(("k.pem", &pem)), None)).unwrap();
     let m = s.mint(&demo_allow(), "app", "demo").unwrap();
     let mut both = payload(&m.token);
     both["permissions"] = serde_json::json!({"read": {"everything": true}});
@@ -584,4 +591,223 @@ fn token_naming_its_permissions_in_both_forms_is_refused() {
     unknown["prm"] = serde_json::json!({"r": true, "x": true});
     let token = s.session_signing.sign(&unknown).unwrap();
     assert!(matches!(s.verify(&token), Err(SessionError::Invalid)));
+}
+
+// --- claims by reference ---
+
+/// A set with per-collection queries and clientInfo: long enough to be named by reference.
+fn ruled_allow(user: &str) -> Allow {
+    Allow {
+        user_id: user.into(),
+        expires_at: unix_now() + 3600,
+        permissions: std::sync::Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "read": {"everything": true, "queriesByCollection": {}},
+                "write": {"everything": false, "queriesByCollection": {"tasks": [format!("_id.owner == '{user}'")]}},
+            }))
+            .unwrap(),
+        ),
+        client_info: Some(serde_json::json!({"greeting": format!("hello {user}")}).into()),
+        metadata: None,
+        profile: None,
+    }
+}
+
+#[test]
+fn ephemeral_hmac_tokens_name_their_claims_by_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sessions::from_config(&config(dir.path(), None, None)).unwrap();
+    let m = s.mint(&ruled_allow("ann"), "app", "demo").unwrap();
+    let p = payload(&m.token);
+    let reference = p["ref"].as_str().unwrap_or_else(|| panic!("{p}"));
+    assert_eq!(reference.len(), 32);
+    assert!(p.get("prm").is_none() && p.get("cli").is_none(), "{p}");
+    assert!(m.publish.is_none(), "nothing to share without a cluster");
+    assert_eq!(s.verify(&m.token).unwrap(), m.claims);
+    // The same claims inline make a longer token that verifies the same.
+    let inline = s.inline(m.claims.clone()).unwrap();
+    assert!(payload(&inline.token).get("ref").is_none());
+    assert!(
+        m.token.len() + 40 < inline.token.len(),
+        "{} vs {}",
+        m.token.len(),
+        inline.token.len()
+    );
+    assert_eq!(s.verify(&inline.token).unwrap(), m.claims);
+    // One set for every token naming it: a refresh, and another login with the same claims.
+    let r = s.refresh(&m.claims).unwrap();
+    assert_eq!(payload(&r.token)["ref"], reference);
+    let again = s.mint(&ruled_allow("ann"), "app", "demo").unwrap();
+    assert_eq!(payload(&again.token)["ref"], reference);
+    let other = s.mint(&ruled_allow("bob"), "app", "demo").unwrap();
+    assert_ne!(payload(&other.token)["ref"], reference);
+    assert_eq!(s.verify(&other.token).unwrap(), other.claims);
+    assert_eq!(s.claim_sets().len(), 2);
+    // A set too small to gain from a reference stays inline, and so does a huge one.
+    let small = s.mint(&allow(3600), "app", "demo").unwrap();
+    assert!(
+        payload(&small.token).get("ref").is_none(),
+        "{}",
+        payload(&small.token)
+    );
+    let mut huge = ruled_allow("cy");
+    huge.client_info = Some(serde_json::json!({"notes": "x".repeat(5000)}).into());
+    let huge = s.mint(&huge, "app", "demo").unwrap();
+    assert!(payload(&huge.token).get("ref").is_none());
+    assert_eq!(s.verify(&huge.token).unwrap(), huge.claims);
+}
+
+#[test]
+fn tokens_that_outlive_the_sets_held_here_carry_their_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = keygen(Algorithm::EdDSA).unwrap();
+    let inline = |s: &Sessions| {
+        let m = s.mint(&ruled_allow("ann"), "app", "demo").unwrap();
+        let p = payload(&m.token);
+        p.get("ref").is_none() && p["prm"].is_object() && p["cli"].is_object()
+    };
+    // A key file outlives the process: standalone, the claims stay in the token.
+    let keyed_file =
+        Sessions::from_config(&config(dir.path(), Some(("k.pem", &pem)), None)).unwrap();
+    assert!(inline(&keyed_file));
+    // Tokens signed with the session key stay verifiable through the JWKS alone, cluster or not.
+    for shared in [false, true] {
+        for key_file in [None, Some(("k.pem", pem.as_str()))] {
+            let mut cfg = config(dir.path(), key_file, None);
+            cfg.token_signing = TokenSigning::Key;
+            let s = Sessions::from_config(&cfg)
+                .unwrap()
+                .with_claim_sets(Arc::new(ClaimSets::new(shared)));
+            assert!(
+                inline(&s),
+                "key-signed, shared {shared}, key file {}",
+                key_file.is_some()
+            );
+        }
+    }
+    // With the cluster store keeping the sets, a key file's HMAC tokens name them too, and the
+    // first token naming a set says to share it; later ones, once it is shared, do not.
+    let shared = Sessions::from_config(&config(dir.path(), Some(("k.pem", &pem)), None))
+        .unwrap()
+        .with_claim_sets(Arc::new(ClaimSets::new(true)));
+    assert!(!inline(&shared));
+    let m = shared.mint(&ruled_allow("dee"), "app", "demo").unwrap();
+    let (reference, set, until) = m.publish.clone().expect("a new set is to be shared");
+    assert!(
+        until >= m.claims.dex,
+        "shared for less than the session can live"
+    );
+    assert!(
+        shared
+            .mint(&ruled_allow("dee"), "app", "demo")
+            .unwrap()
+            .publish
+            .is_some()
+    );
+    shared.claim_sets().published(&reference, until);
+    assert!(
+        shared
+            .mint(&ruled_allow("dee"), "app", "demo")
+            .unwrap()
+            .publish
+            .is_none()
+    );
+
+    // Another replica with the same key holds nothing: the token names claims it must read back,
+    // and only the exact bytes the reference names are taken.
+    let replica = Sessions::from_config(&config(dir.path(), Some(("k.pem", &pem)), None))
+        .unwrap()
+        .with_claim_sets(Arc::new(ClaimSets::new(true)));
+    let Err(SessionError::UnknownClaims {
+        reference: asked,
+        until: asked_until,
+    }) = replica.verify(&m.token)
+    else {
+        panic!("a set held nowhere verified");
+    };
+    assert_eq!(asked, reference);
+    assert_eq!(asked_until, m.claims.dex);
+    let wider = br#"{"prm":{"r":true,"w":true},"cli":{"greeting":"hello dee"}}"#;
+    assert!(
+        replica
+            .claim_sets()
+            .learn(&reference, wider, until)
+            .is_none()
+    );
+    assert!(
+        replica
+            .claim_sets()
+            .learn(&reference, b"not json", until)
+            .is_none()
+    );
+    assert!(replica.verify(&m.token).is_err());
+    assert!(
+        replica
+            .claim_sets()
+            .learn(&reference, set.bytes(), until)
+            .is_some()
+    );
+    assert_eq!(replica.verify(&m.token).unwrap(), m.claims);
+}
+
+#[test]
+fn reference_beside_claims_or_malformed_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sessions::from_config(&config(dir.path(), None, None)).unwrap();
+    let m = s.mint(&ruled_allow("ann"), "app", "demo").unwrap();
+    for (claim, value) in [
+        ("prm", serde_json::json!({"r": true, "w": true})),
+        ("cli", serde_json::json!({"greeting": "hi"})),
+        (
+            "permissions",
+            serde_json::json!({"read": {"everything": true}}),
+        ),
+    ] {
+        let mut both = payload(&m.token);
+        both[claim] = value;
+        let token = s.session_signing.sign(&both).unwrap();
+        assert!(
+            matches!(s.verify(&token), Err(SessionError::Invalid)),
+            "{claim}"
+        );
+    }
+    for bad in [
+        "",
+        "short",
+        &"A".repeat(33),
+        &"*".repeat(32),
+        &"A".repeat(31),
+    ] {
+        let mut odd = payload(&m.token);
+        odd["ref"] = serde_json::json!(bad);
+        let token = s.session_signing.sign(&odd).unwrap();
+        assert!(
+            matches!(s.verify(&token), Err(SessionError::Invalid)),
+            "{bad:?}"
+        );
+    }
+    // A well-formed reference to nothing held is not a valid session either.
+    let mut unknown = payload(&m.token);
+    unknown["ref"] = serde_json::json!("A".repeat(32));
+    let token = s.session_signing.sign(&unknown).unwrap();
+    assert!(matches!(
+        s.verify(&token),
+        Err(SessionError::UnknownClaims { .. })
+    ));
+}
+
+#[test]
+fn reconfigure_keeps_the_sets_earlier_tokens_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sessions::from_config(&config(dir.path(), None, None)).unwrap();
+    let m = s.mint(&ruled_allow("ann"), "app", "demo").unwrap();
+    assert!(payload(&m.token).get("ref").is_some());
+    // Now with a key file: new tokens carry their claims, the earlier one still verifies.
+    let pem = keygen(Algorithm::EdDSA).unwrap();
+    let next = s
+        .reconfigure(&config(dir.path(), Some(("k.pem", &pem)), None))
+        .unwrap();
+    assert_eq!(next.verify(&m.token).unwrap(), m.claims);
+    let fresh = next.mint(&ruled_allow("ann"), "app", "demo").unwrap();
+    assert!(payload(&fresh.token).get("ref").is_none());
 }
