@@ -1,6 +1,7 @@
 //! The chart's default memory limit against drawbridge's own defaults: at the load its defaults
 //! allow (`cache.max_entries` cached decisions, `limits.max_connections` idle tunnels, the
-//! forward-auth door's remembered sessions at their bound in `src/auth/verified.rs`) the pod must
+//! forward-auth door's remembered sessions at their bound in `src/auth/verified.rs`, the claim sets
+//! HMAC tokens name by reference at their bound in `src/auth/session/claim_sets.rs`) the pod must
 //! stay under `resources.limits.memory` in `helm/drawbridge/values.yaml`, or it is OOM-killed at its
 //! own configured load.
 //!
@@ -120,11 +121,31 @@ fn verified_max() -> u64 {
         .unwrap_or_else(|_| panic!("MAX_ENTRIES: {value} is not a number"))
 }
 
+/// What the claim sets HMAC tokens name by reference may hold at most (held in cluster mode,
+/// which the chart renders with several replicas): a constant in the code
+/// (`src/auth/session/claim_sets.rs`, `CAPACITY`, `<n> << 20`), read from there.
+fn claim_sets_max() -> u64 {
+    let source = repo_file("src/auth/session/claim_sets.rs");
+    let line = source
+        .lines()
+        .find(|l| l.contains("const CAPACITY: u64 ="))
+        .expect("src/auth/session/claim_sets.rs defines CAPACITY");
+    let value = line.split('=').nth(1).unwrap().trim().trim_end_matches(';');
+    let (mib, shift) = value
+        .split_once("<<")
+        .unwrap_or_else(|| panic!("CAPACITY: {value} is not `<n> << <shift>`"));
+    let parse = |n: &str| n.trim().parse::<u64>().unwrap();
+    parse(mib) << parse(shift)
+}
+
 /// The worst case at `entries` cached decisions, `tunnels` idle tunnels and `verified` remembered
-/// forward-auth sessions, with the headroom.
-fn worst_case(c: &Costs, entries: u64, tunnels: u64, verified: u64) -> u64 {
-    let bare =
-        c.baseline + entries * c.per_decision + tunnels * c.per_tunnel + verified * c.per_verified;
+/// forward-auth sessions, with the held claim sets at `claim_sets` bytes, and the headroom.
+fn worst_case(c: &Costs, entries: u64, tunnels: u64, verified: u64, claim_sets: u64) -> u64 {
+    let bare = c.baseline
+        + entries * c.per_decision
+        + tunnels * c.per_tunnel
+        + verified * c.per_verified
+        + claim_sets;
     bare + bare * HEADROOM_PERCENT / 100
 }
 
@@ -154,19 +175,21 @@ fn chart_memory_limit_at_default_load_fits_the_worst_case() {
         "limits.max_connections",
     );
     let verified = verified_max();
+    let claim_sets = claim_sets_max();
     let c = costs();
-    let worst = worst_case(&c, entries, tunnels, verified);
+    let worst = worst_case(&c, entries, tunnels, verified, claim_sets);
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     assert!(
         worst <= limit,
         "at its defaults the pod needs {:.0} MiB ({:.1} MiB baseline + {entries} decisions × {} B + \
-         {tunnels} tunnels × {} B + {verified} forward-auth sessions × {} B, + {HEADROOM_PERCENT} %), \
-         over the chart's limit of {:.0} MiB",
+         {tunnels} tunnels × {} B + {verified} forward-auth sessions × {} B + {:.0} MiB of claim \
+         sets, + {HEADROOM_PERCENT} %), over the chart's limit of {:.0} MiB",
         mib(worst),
         mib(c.baseline),
         c.per_decision,
         c.per_tunnel,
         c.per_verified,
+        mib(claim_sets),
         mib(limit),
     );
 }
@@ -181,14 +204,19 @@ fn chart_memory_worst_case_over_a_small_limit_does_not_fit() {
     };
     // 20 MiB + 100,000 × 1,500 B + 10,000 × 16 KiB + 10,000 × 1 KiB is about 329 MiB, 395 MiB
     // with the headroom.
-    let worst = worst_case(&c, 100_000, 10_000, 10_000);
+    let worst = worst_case(&c, 100_000, 10_000, 10_000, 0);
     assert!(worst > quantity_bytes("384Mi").unwrap());
     assert!(worst < quantity_bytes("400Mi").unwrap());
-    assert_eq!(worst_case(&c, 0, 0, 0), (20 << 20) * 6 / 5);
+    assert_eq!(worst_case(&c, 0, 0, 0, 0), (20 << 20) * 6 / 5);
     assert_eq!(
-        worst_case(&c, 0, 0, 10) - worst_case(&c, 0, 0, 0),
+        worst_case(&c, 0, 0, 10, 0) - worst_case(&c, 0, 0, 0, 0),
         10 * 1024 * 6 / 5
     );
+    assert_eq!(
+        worst_case(&c, 0, 0, 0, 1 << 20) - worst_case(&c, 0, 0, 0, 0),
+        (1 << 20) * 6 / 5
+    );
+    assert_eq!(claim_sets_max(), 16 << 20);
 }
 
 #[test]
