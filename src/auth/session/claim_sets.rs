@@ -227,14 +227,27 @@ impl ClaimSets {
         if hash(bytes) != *reference || bytes.len() > SET_MAX {
             return None;
         }
+        let until = held_until(until);
+        // Read back from the store, which keeps it at least as long as the token that named it;
+        // one held already is kept as long as it was.
+        if let Some(held) = self.sets.get(reference) {
+            if held.until < until || held.published < until {
+                let set = held.set.clone();
+                let published = held.published.max(until);
+                return Some(
+                    self.hold(*reference, set, held.until.max(until), published)
+                        .set
+                        .clone(),
+                );
+            }
+            return Some(held.set.clone());
+        }
         let read: Read = serde_json::from_slice(bytes).ok()?;
         let set = Arc::new(ClaimSet {
             permissions: read.prm.map(Into::into).unwrap_or_default(),
             cli: read.cli,
             bytes: bytes.into(),
         });
-        let until = held_until(until);
-        // Read back from the store, which keeps it at least as long as the token that named it.
         Some(self.hold(*reference, set, until, until).set.clone())
     }
 

@@ -748,6 +748,18 @@ fn tokens_that_outlive_the_sets_held_here_carry_their_claims() {
             .is_some()
     );
     assert_eq!(replica.verify(&m.token).unwrap(), m.claims);
+    // A later message naming the same set for less time shortens nothing, and a replica that
+    // learned it for longer does not write it to the store again.
+    let soon = unix_now() + 5;
+    assert!(
+        replica
+            .claim_sets()
+            .learn(&reference, set.bytes(), soon)
+            .is_some()
+    );
+    let again = replica.mint(&ruled_allow("dee"), "app", "demo").unwrap();
+    assert_eq!(payload(&again.token)["ref"], payload(&m.token)["ref"]);
+    assert!(again.publish.is_none(), "re-shared a set the store keeps");
 }
 
 #[test]
