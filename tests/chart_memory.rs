@@ -106,36 +106,36 @@ fn costs() -> Costs {
     }
 }
 
-/// The most sessions the forward-auth door remembers per generation: a constant in the code
-/// (`src/auth/verified.rs`), not a config key, read from there so the two cannot drift.
-fn verified_max() -> u64 {
-    let source = repo_file("src/auth/verified.rs");
+/// The value of `const <name>: u64 = <value>;` in the source file `path`, read from there so the
+/// code and this test cannot drift: a number (`10_000`) or a shift (`16 << 20`).
+fn source_constant(path: &str, name: &str) -> u64 {
+    let source = repo_file(path);
     let line = source
         .lines()
-        .find(|l| l.contains("const MAX_ENTRIES: u64 ="))
-        .expect("src/auth/verified.rs defines MAX_ENTRIES");
+        .find(|l| l.contains(&format!("const {name}: u64 =")))
+        .unwrap_or_else(|| panic!("{path} defines {name}"));
     let value = line.split('=').nth(1).unwrap().trim().trim_end_matches(';');
-    value
-        .replace('_', "")
-        .parse()
-        .unwrap_or_else(|_| panic!("MAX_ENTRIES: {value} is not a number"))
+    let number = |n: &str| {
+        n.trim()
+            .replace('_', "")
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("{name}: {value} is not a number or a shift"))
+    };
+    match value.split_once("<<") {
+        Some((n, shift)) => number(n) << number(shift),
+        None => number(value),
+    }
 }
 
-/// What the claim sets HMAC tokens name by reference may hold at most (held in cluster mode,
-/// which the chart renders with several replicas): a constant in the code
-/// (`src/auth/session/claim_sets.rs`, `CAPACITY`, `<n> << 20`), read from there.
+/// The most sessions the forward-auth door remembers per generation (not a config key).
+fn verified_max() -> u64 {
+    source_constant("src/auth/verified.rs", "MAX_ENTRIES")
+}
+
+/// What the claim sets HMAC tokens name by reference may hold at most, in bytes (held in cluster
+/// mode, which the chart renders with several replicas).
 fn claim_sets_max() -> u64 {
-    let source = repo_file("src/auth/session/claim_sets.rs");
-    let line = source
-        .lines()
-        .find(|l| l.contains("const CAPACITY: u64 ="))
-        .expect("src/auth/session/claim_sets.rs defines CAPACITY");
-    let value = line.split('=').nth(1).unwrap().trim().trim_end_matches(';');
-    let (mib, shift) = value
-        .split_once("<<")
-        .unwrap_or_else(|| panic!("CAPACITY: {value} is not `<n> << <shift>`"));
-    let parse = |n: &str| n.trim().parse::<u64>().unwrap();
-    parse(mib) << parse(shift)
+    source_constant("src/auth/session/claim_sets.rs", "CAPACITY")
 }
 
 /// The worst case at `entries` cached decisions, `tunnels` idle tunnels and `verified` remembered
