@@ -541,6 +541,43 @@ def ws_rows(args, stack, res):
             res.add("ws_tput_mib_s", t, r["mib_per_s"])
 
 
+def head_to_head_rows(args, stack, res):
+    """The websocket 64 KiB throughput and the 1-connection GET latency, drawbridge and HAProxy
+    alternating round by round (HAProxy first in even rounds), so each ratio compares moments
+    seconds apart: on a shared machine HAProxy's own figure moves more between the harness's
+    target-after-target runs than the difference measured."""
+    log("head to head, drawbridge and HAProxy alternating:")
+    runs = {row: {"drawbridge": [], "haproxy": []} for row in ("ws_tput_mib_s", "http_p50_us", "http_p99_us")}
+    for rep in range(args.reps):
+        order = ["haproxy", "drawbridge"] if rep % 2 == 0 else ["drawbridge", "haproxy"]
+        for t in order:
+            url, bearer = stack.ws(t)
+            auth = ["--bearer", bearer] if bearer else []
+            r = load(
+                args, "ws-tput", "--url", url, *auth, "--size", "65536", "--conns", "4", "--window", "4",
+                "--seconds", str(args.seconds), "--warmup", "1",
+            )
+            runs["ws_tput_mib_s"][t].append(r["mib_per_s"])
+            r = wrk(stack.http_base(t) + "/api/items", 1, args.seconds)
+            check_wrk(r, "http_latency", t)
+            runs["http_p50_us"][t].append(r["p50_us"])
+            runs["http_p99_us"][t].append(r["p99_us"])
+            log(f"  round {rep} {t:10} 64 KiB {runs['ws_tput_mib_s'][t][-1]:8.1f} MiB/s   "
+                f"GET p50 {r['p50_us']:8.1f} µs  p99 {r['p99_us']:8.1f} µs")
+    ratios = {
+        row: [round(d / h, 3) for d, h in zip(sides["drawbridge"], sides["haproxy"])]
+        for row, sides in runs.items()
+    }
+    medians = {row: round(statistics.median(r), 3) for row, r in ratios.items()}
+    res.notes["head_to_head"] = {"runs": runs, "ratios_per_round": ratios, "median_ratio": medians}
+    print("\n| drawbridge ÷ HAProxy, alternating | median of the rounds' ratios | per round |\n|---|---|---|")
+    for row, label in (("ws_tput_mib_s", "websocket 64 KiB throughput ↑ (target ≥ 1.3)"),
+                       ("http_p50_us", "GET p50, 1 connection ↓"),
+                       ("http_p99_us", "GET p99, 1 connection ↓ (target ≤ 1.0)")):
+        print(f"| {label} | {medians[row]:.3f} | {', '.join(f'{x:.2f}' for x in ratios[row])} |")
+    print()
+
+
 def repin(stack, core):
     """Moves the proxies (every thread; nginx's master and worker) onto `core`."""
     for pid in [stack.drawbridge.pid, stack.haproxy.pid, stack.nginx.pid] + children(stack.nginx.pid):
@@ -1551,6 +1588,7 @@ def estimate_s(args, only):
         # A stack start, 1,000 warm-up logins, then N logins at about 1,500 a second.
         "decisions": reps * (5 + 1000 / 1500 + args.decisions / 1500),
         "verified": reps * (5 + args.verified / 1500 + args.verified / 1000),
+        "head_to_head": reps * 2 * (2 * sec + 1 + 2 * q),
     }
     return sum(v for k, v in parts.items() if k in only) + 5
 
@@ -1575,7 +1613,8 @@ def main():
         default="auth,http,h2,ws,tls,storm,login_storm,forward_auth,idle,decisions,verified",
         help="rows: auth, http, h2, ws, tls, storm, login_storm, forward_auth, idle, decisions, verified; "
         "observability, "
-        "reload and cluster run only when named",
+        "reload, cluster and head_to_head (the 64 KiB and GET latency rows, drawbridge and HAProxy "
+        "alternating) run only when named",
     )
     ap.add_argument("--reval-window", type=int, default=90, help="seconds each revalidation window is measured")
     ap.add_argument("--storm", type=int, default=5000, help="clients in the reconnect and login storms")
@@ -1676,6 +1715,7 @@ def main():
             ("storm", [storm_rows]),
             ("login_storm", [login_storm_rows]),
             ("forward_auth", [forward_auth_rows]),
+            ("head_to_head", [head_to_head_rows]),
         ]
         if only & {name for name, _ in on_stack}:
             stack = Stack(args, work, hook_port, "main")

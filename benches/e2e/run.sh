@@ -12,6 +12,8 @@
 #   bash benches/e2e/run.sh --only storm,login_storm   # the reconnect storm and the login storm
 #   bash benches/e2e/run.sh --only observability   # audit, access log and tracing against off
 #   (--only cluster: cluster mode off vs on and revocation propagation, with redis-server; see BENCHMARKS.md)
+#   bash benches/e2e/run.sh --only head_to_head --reps 6   # the 64 KiB and GET latency rows with
+#                                           # drawbridge and HAProxy alternating, round by round
 #   bash benches/e2e/run.sh --only decisions,verified --reps 1   # RSS per cached decision (100,000
 #                                           # logins) and per remembered forward-auth session;
 #                                           # they and the idle row write benches/e2e/costs.json
