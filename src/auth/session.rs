@@ -11,7 +11,9 @@
 //!
 //! A token carries the claims in their compact form (`session/compact.rs`): parts that grant
 //! nothing and values equal to another claim are left out, permissions go under short keys. Both
-//! forms verify, so tokens minted before the compact form stay valid until their `exp`.
+//! forms verify, so tokens minted before the compact form stay valid until their `exp`. An HMAC
+//! token names its permissions and clientInfo by reference where the set outlives the tokens
+//! (`session/claim_sets.rs`): with an ephemeral key, or shared through the cluster store.
 //!
 //! What replicas share about a session that must stay secret (the provider token its re-checks
 //! send) is sealed with AES-256-GCM under another key derived from the session key, so only
