@@ -530,41 +530,52 @@ impl Cluster {
             sent_ms: unix_millis(),
             origin: self.origin.clone(),
         };
-        let mut zadd = redis::cmd("ZADD");
-        zadd.arg(self.rev_key())
+        let mut write = redis::pipe();
+        write
+            .cmd("ZADD")
+            .arg(self.rev_key())
             .arg("GT")
             .arg(revocation.until)
-            .arg(revocation.member());
+            .arg(revocation.member())
+            .ignore();
+        // Once the set holds it, a message lost on Redis Cluster is repaired by the next resync.
+        let written = self.write_then_publish("revoke", write, &event).await;
+        if !written {
+            tracing::debug!("revocation not written yet; queued for the reconnect");
+            self.queue(revocation);
+        }
+    }
+
+    /// Runs `write`, then publishes `event` on the events channel: in one round trip, or on Redis
+    /// Cluster, where the keys and the channel hash to different slots, in two, publishing only
+    /// once the write is in. False when the write failed.
+    async fn write_then_publish(
+        &self,
+        what: &'static str,
+        mut write: redis::Pipeline,
+        event: &Event,
+    ) -> bool {
         let publish = redis::cmd("PUBLISH")
             .arg(self.channel())
             .arg(event.encode())
             .to_owned();
         let mut conn = self.conn();
-        let written = if let Conn::Cluster(_) = conn {
-            // On Redis Cluster the set and the channel hash to different slots: two commands.
-            // Once the set holds it, a lost message is repaired by the next resync.
+        if let Conn::Cluster(_) = conn {
             let written = self
-                .bounded("revoke", zadd.query_async::<()>(&mut conn))
-                .await;
-            if written.is_some() {
+                .bounded(what, write.query_async::<()>(&mut conn))
+                .await
+                .is_some();
+            if written {
                 let _ = self
-                    .bounded("revoke", publish.query_async::<()>(&mut conn))
+                    .bounded(what, publish.query_async::<()>(&mut conn))
                     .await;
             }
-            written
-        } else {
-            let mut pipe = redis::pipe();
-            pipe.add_command(zadd)
-                .ignore()
-                .add_command(publish)
-                .ignore();
-            self.bounded("revoke", pipe.query_async::<()>(&mut conn))
-                .await
-        };
-        if written.is_none() {
-            tracing::debug!("revocation not written yet; queued for the reconnect");
-            self.queue(revocation);
+            return written;
         }
+        write.add_command(publish).ignore();
+        self.bounded(what, write.query_async::<()>(&mut conn))
+            .await
+            .is_some()
     }
 
     /// Asks every other replica to drop cached decisions (all, or `user`'s), and drops them from
@@ -1134,28 +1145,8 @@ impl Cluster {
             set: set.to_owned(),
             origin: self.origin.clone(),
         };
-        let publish = redis::cmd("PUBLISH")
-            .arg(self.channel())
-            .arg(event.encode())
-            .to_owned();
-        let mut conn = self.conn();
-        if let Conn::Cluster(_) = conn {
-            // On Redis Cluster the key and the channel hash to different slots: two round trips.
-            let written = self
-                .bounded("put_claim_set", write.query_async::<()>(&mut conn))
-                .await
-                .is_some();
-            if written {
-                let _ = self
-                    .bounded("put_claim_set", publish.query_async::<()>(&mut conn))
-                    .await;
-            }
-            return written;
-        }
-        write.add_command(publish).ignore();
-        self.bounded("put_claim_set", write.query_async::<()>(&mut conn))
+        self.write_then_publish("put_claim_set", write, &event)
             .await
-            .is_some()
     }
 
     /// The claim set under `reference`; `None` when absent or Redis is away.

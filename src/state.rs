@@ -230,9 +230,8 @@ impl Shared {
             return Ok(minted);
         };
         if let Some(cluster) = &self.cluster
-            && let Ok(text) = std::str::from_utf8(set.bytes())
             && cluster
-                .put_claim_set(&claim_sets::encode(&reference), text, until)
+                .put_claim_set(&claim_sets::encode(&reference), set.text(), until)
                 .await
         {
             live.sessions.claim_sets().published(&reference, until);

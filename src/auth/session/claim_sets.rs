@@ -52,13 +52,13 @@ pub(crate) type Reference = [u8; REF_BYTES];
 pub(crate) struct ClaimSet {
     pub(crate) permissions: Permissions,
     pub(crate) cli: Option<serde_json::Value>,
-    bytes: Box<[u8]>,
+    text: Box<str>,
 }
 
 impl ClaimSet {
-    /// The bytes the cluster store keeps.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The compact JSON the cluster store keeps and the reference hashes.
+    pub(crate) fn text(&self) -> &str {
+        &self.text
     }
 }
 
@@ -113,7 +113,7 @@ fn cost(len: usize) -> u32 {
 }
 
 fn weight(_: &Reference, held: &Arc<Held>) -> u32 {
-    cost(held.set.bytes.len())
+    cost(held.set.text.len())
 }
 
 /// A set named by a new token: its reference, and the set to write to the cluster store first
@@ -169,32 +169,30 @@ impl ClaimSets {
         cli: Option<&serde_json::Value>,
         until: u64,
     ) -> Option<Named> {
-        let bytes = serde_json::to_vec(&Written {
+        let text = serde_json::to_string(&Written {
             prm: Some(Grants(permissions)),
             cli,
         })
         .ok()?;
-        if bytes.len() <= INLINE_MAX || bytes.len() > SET_MAX {
+        if text.len() <= INLINE_MAX || text.len() > SET_MAX {
             return None;
         }
-        let reference = hash(&bytes);
+        let reference = hash(text.as_bytes());
         let until = held_until(until);
-        let known = self.sets.get(&reference).filter(|h| *h.set.bytes == *bytes);
-        let held = match known {
-            Some(held) if held.until >= until => held,
-            Some(held) => self.hold(reference, held.set.clone(), until, held.published),
+        let held = match self.sets.get(&reference).filter(|h| *h.set.text == *text) {
+            Some(known) => self.hold(reference, &known.set, until, 0),
             None => {
                 // Without the cluster store a set dropped here is lost: stop short of evicting.
                 let room = CAPACITY - CAPACITY / 8;
-                if !self.shared && self.sets.weighted_size() + u64::from(cost(bytes.len())) > room {
+                if !self.shared && self.sets.weighted_size() + u64::from(cost(text.len())) > room {
                     return None;
                 }
                 let set = Arc::new(ClaimSet {
                     permissions: permissions.clone(),
                     cli: cli.cloned(),
-                    bytes: bytes.into_boxed_slice(),
+                    text: text.into_boxed_str(),
                 });
-                self.hold(reference, set, until, 0)
+                self.hold(reference, &set, until, 0)
             }
         };
         let publish =
@@ -204,10 +202,8 @@ impl ClaimSets {
 
     /// Notes that the cluster store keeps the set `reference` names until `until`.
     pub(crate) fn published(&self, reference: &Reference, until: u64) {
-        if let Some(held) = self.sets.get(reference)
-            && held.published < until
-        {
-            self.hold(*reference, held.set.clone(), held.until.max(until), until);
+        if let Some(held) = self.sets.get(reference) {
+            self.hold(*reference, &held.set, until, until);
         }
     }
 
@@ -227,38 +223,42 @@ impl ClaimSets {
         if hash(bytes) != *reference || bytes.len() > SET_MAX {
             return None;
         }
+        // Read back from the store, which keeps it at least as long as the token that named it.
         let until = held_until(until);
-        // Read back from the store, which keeps it at least as long as the token that named it;
-        // one held already is kept as long as it was.
-        if let Some(held) = self.sets.get(reference) {
-            if held.until < until || held.published < until {
-                let set = held.set.clone();
-                let published = held.published.max(until);
-                return Some(
-                    self.hold(*reference, set, held.until.max(until), published)
-                        .set
-                        .clone(),
-                );
+        let set = match self.sets.get(reference) {
+            Some(held) => held.set.clone(),
+            None => {
+                let text = std::str::from_utf8(bytes).ok()?;
+                let read: Read = serde_json::from_str(text).ok()?;
+                Arc::new(ClaimSet {
+                    permissions: read.prm.map(Into::into).unwrap_or_default(),
+                    cli: read.cli,
+                    text: text.into(),
+                })
             }
-            return Some(held.set.clone());
-        }
-        let read: Read = serde_json::from_slice(bytes).ok()?;
-        let set = Arc::new(ClaimSet {
-            permissions: read.prm.map(Into::into).unwrap_or_default(),
-            cli: read.cli,
-            bytes: bytes.into(),
-        });
-        Some(self.hold(*reference, set, until, until).set.clone())
+        };
+        Some(self.hold(*reference, &set, until, until).set.clone())
     }
 
+    /// Holds `set` under `reference` until at least `until`, noted as in the cluster store until
+    /// at least `published`: a hold only ever grows, so a shorter one never cuts a set short.
     fn hold(
         &self,
         reference: Reference,
-        set: Arc<ClaimSet>,
+        set: &Arc<ClaimSet>,
         until: u64,
         published: u64,
     ) -> Arc<Held> {
-        let held = held(&set, until, published);
+        let (until, published) = match self.sets.get(&reference) {
+            Some(held) if held.until >= until && held.published >= published => return held,
+            Some(held) => (held.until.max(until), held.published.max(published)),
+            None => (until, published),
+        };
+        let held = Arc::new(Held {
+            set: set.clone(),
+            until,
+            published,
+        });
         self.sets.insert(reference, held.clone());
         held
     }
@@ -269,14 +269,6 @@ impl ClaimSets {
         self.sets.run_pending_tasks();
         self.sets.entry_count()
     }
-}
-
-fn held(set: &Arc<ClaimSet>, until: u64, published: u64) -> Arc<Held> {
-    Arc::new(Held {
-        set: set.clone(),
-        until,
-        published,
-    })
 }
 
 /// `until` rounded up to the next step, at least a step from now.

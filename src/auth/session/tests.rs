@@ -744,7 +744,7 @@ fn tokens_that_outlive_the_sets_held_here_carry_their_claims() {
     assert!(
         replica
             .claim_sets()
-            .learn(&reference, set.bytes(), until)
+            .learn(&reference, set.text().as_bytes(), until)
             .is_some()
     );
     assert_eq!(replica.verify(&m.token).unwrap(), m.claims);
@@ -754,7 +754,7 @@ fn tokens_that_outlive_the_sets_held_here_carry_their_claims() {
     assert!(
         replica
             .claim_sets()
-            .learn(&reference, set.bytes(), soon)
+            .learn(&reference, set.text().as_bytes(), soon)
             .is_some()
     );
     let again = replica.mint(&ruled_allow("dee"), "app", "demo").unwrap();
